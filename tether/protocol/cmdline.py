@@ -1,0 +1,43 @@
+"""LimaCharlie-style command lines: ``"file_get --path /etc/hosts"`` -> command + args.
+
+``--name value`` and ``--name=value`` give ``{"name": "value"}``; a bare ``--flag`` (last,
+or followed by another ``--option``) gives ``true``; positionals are collected in ``"argv"``.
+Values stay strings: the command decides what they mean.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from .errors import ErrorCode, ProtocolError
+
+
+def parse_command_line(line: str) -> tuple[str, dict[str, Any]]:
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise ProtocolError(ErrorCode.INVALID_PARAMS, f"cannot parse command line {line!r}: {exc}") from None
+    if not words or words[0].startswith("-"):
+        raise ProtocolError(ErrorCode.INVALID_PARAMS, f"command line {line!r} does not start with a command name")
+    command, rest = words[0], words[1:]
+    args: dict[str, Any] = {}
+    argv: list[str] = []
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        if word.startswith("--") and len(word) > 2:
+            name, eq, value = word[2:].partition("=")
+            if eq:
+                args[name] = value
+            elif i + 1 < len(rest) and not rest[i + 1].startswith("--"):
+                args[name] = rest[i + 1]
+                i += 1
+            else:
+                args[name] = True
+        else:
+            argv.append(word)
+        i += 1
+    if argv:
+        args["argv"] = argv
+    return command, args

@@ -1,0 +1,116 @@
+"""Encoding and decoding of frames, one encoder and decoder per direction, built once.
+
+Binary WebSocket messages are MessagePack, text messages are JSON; both decode to the same
+Structs. Decoding failures become :class:`ProtocolError` with a registry code
+(1100 malformed, 1101 unknown tag, 1102 bad field), never a bare exception.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .errors import ErrorCode, ProtocolError
+from .frames import Error, Frame, FromDaemon, ToDaemon
+
+_mp_enc = msgspec.msgpack.Encoder()
+_js_enc = msgspec.json.Encoder()
+_mp_any = msgspec.msgpack.Decoder()
+_js_any = msgspec.json.Decoder()
+
+_DECODERS: dict[tuple[str, bool], Any] = {
+    ("to_daemon", True): msgspec.msgpack.Decoder(ToDaemon),
+    ("to_daemon", False): msgspec.json.Decoder(ToDaemon),
+    ("from_daemon", True): msgspec.msgpack.Decoder(FromDaemon),
+    ("from_daemon", False): msgspec.json.Decoder(FromDaemon),
+}
+
+
+def _decode(direction: str, data: bytes | str) -> Frame:
+    binary = isinstance(data, bytes | bytearray | memoryview)
+    try:
+        frame: Frame = _DECODERS[direction, binary].decode(data)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        if text.endswith("at `$.t`") or "missing required field `t`" in text:
+            raise ProtocolError(ErrorCode.UNKNOWN_FRAME, f"unknown frame type: {text}") from None
+        raise ProtocolError(ErrorCode.INVALID_FRAME, f"invalid frame: {text}") from None
+    except msgspec.DecodeError as exc:
+        kind = "MessagePack" if binary else "JSON"
+        raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"malformed {kind} frame: {exc}") from None
+    return frame
+
+
+def decode_to_daemon(data: bytes | str) -> Frame:
+    """Decode a frame a peer sent to the daemon."""
+    return _decode("to_daemon", data)
+
+
+def decode_from_daemon(data: bytes | str) -> Frame:
+    """Decode a frame the daemon sent."""
+    return _decode("from_daemon", data)
+
+
+class Codec:
+    """The encoding one session speaks: MessagePack (``binary=True``) or JSON."""
+
+    __slots__ = ("binary",)
+
+    def __init__(self, binary: bool) -> None:
+        self.binary = binary
+
+    def __repr__(self) -> str:
+        return f"Codec(binary={self.binary})"
+
+    def encode(self, frame: Frame) -> bytes:
+        """Encode a frame; send it as a binary message if ``binary``, else as text."""
+        return _mp_enc.encode(frame) if self.binary else _js_enc.encode(frame)
+
+    def raw(self, value: Any) -> msgspec.Raw:
+        """Pre-encode a payload value for a ``Raw`` field of this codec's frames."""
+        return msgspec.Raw(self.encode_value(value))
+
+    def encode_value(self, value: Any) -> bytes:
+        return _mp_enc.encode(value) if self.binary else _js_enc.encode(value)
+
+    def decode_value(self, raw: msgspec.Raw | bytes) -> Any:
+        """Decode a ``Raw`` field that arrived in this codec's encoding."""
+        return _mp_any.decode(raw) if self.binary else _js_any.decode(raw)
+
+    def error(self, exc: ProtocolError, retry_after: float | None = None) -> bytes:
+        return self.encode(error_frame(exc, retry_after))
+
+
+def error_frame(exc: ProtocolError, retry_after: float | None = None) -> Error:
+    return Error(
+        code=int(exc.code), name=exc.code.slug, message=exc.message, ref=exc.ref,
+        retry_after=retry_after,
+    )
+
+
+MSGPACK = Codec(binary=True)
+JSON = Codec(binary=False)
+
+
+def to_msgpack(raw: msgspec.Raw | bytes, codec: Codec) -> bytes:
+    """Normalise a raw payload to MessagePack, the form the daemon stores."""
+    if codec.binary:
+        return bytes(raw)
+    return _mp_enc.encode(_js_any.decode(raw))
+
+
+def from_msgpack(blob: bytes, codec: Codec) -> msgspec.Raw:
+    """A stored MessagePack payload as a ``Raw`` field for a frame in ``codec``."""
+    if codec.binary:
+        return msgspec.Raw(blob)
+    return msgspec.Raw(_js_enc.encode(_mp_any.decode(blob)))
+
+
+def unpack(blob: bytes | None) -> Any:
+    """Decode a stored MessagePack payload (``None`` stays ``None``)."""
+    return None if blob is None else _mp_any.decode(blob)
+
+
+def pack(value: Any) -> bytes:
+    return _mp_enc.encode(value)

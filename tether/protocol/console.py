@@ -1,0 +1,210 @@
+"""Console RPC: the methods a ``console`` session may call, their params and results.
+
+A console sends ``req(id, method, params)``; the daemon answers ``res(id, result)`` or
+``error(ref=id)``. Params are validated against the Structs below (unknown keys are
+rejected by name, so a typo never silently does something else); results are the
+``*View`` Structs, encoded as JSON objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .errors import ErrorCode, ProtocolError
+
+DEFAULT_TTL = 604_800
+"""One week, as in LimaCharlie's reliable tasking."""
+MAX_TTL = 10 * 365 * 86_400
+PRIORITIES = {"low": 0, "medium": 1, "high": 2, "urgent": 3}
+"""Armadito's job priorities."""
+PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
+
+
+class Params(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    def check(self) -> None:
+        """Cross-field checks msgspec's types cannot say; raise INVALID_PARAMS."""
+
+
+def _bad(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.INVALID_PARAMS, message)
+
+
+def _one_target(agent: str | None, tag: str | None, all_: bool, *, required: bool) -> None:
+    given = sum((agent is not None, tag is not None, bool(all_)))
+    if given > 1:
+        raise _bad("give only one target: agent, tag or all")
+    if required and given == 0:
+        raise _bad("give a target: agent, tag or all")
+
+
+class AgentsList(Params):
+    tag: str | None = None
+    online: bool = False
+
+
+class TagChange(Params):
+    agent_id: str
+    tag: str
+
+    def check(self) -> None:
+        if not self.tag or len(self.tag) > 128 or any(c.isspace() for c in self.tag):
+            raise _bad(f"invalid tag {self.tag!r}: 1-128 characters, no spaces")
+
+
+class TaskCreate(Params):
+    command: str
+    """A command name, or a whole command line (``"file_get --path /etc/hosts"``)."""
+    args: dict[str, Any] = {}
+    """Merged over the args parsed from the command line."""
+    agent: str | None = None
+    tag: str | None = None
+    all: bool = False
+    ttl: int = DEFAULT_TTL
+    priority: int = 1
+
+    def check(self) -> None:
+        _one_target(self.agent, self.tag, self.all, required=True)
+        if not 1 <= self.ttl <= MAX_TTL:
+            raise _bad(f"ttl must be between 1 and {MAX_TTL} seconds, not {self.ttl}")
+        if self.priority not in PRIORITY_NAMES:
+            raise _bad(f"priority must be 0-3 (low, medium, high, urgent), not {self.priority}")
+        if not self.command.strip():
+            raise _bad("command is empty")
+
+
+class TaskList(Params):
+    agent: str | None = None
+    tag: str | None = None
+    state: str | None = None
+    """A delivery state, ``pending`` (the default: not yet finished) or ``all``."""
+    limit: int = 1000
+
+    def check(self) -> None:
+        _one_target(self.agent, self.tag, False, required=False)
+        if not 1 <= self.limit <= 100_000:
+            raise _bad("limit must be between 1 and 100000")
+
+
+class TaskGet(Params):
+    task_id: int
+
+
+class TaskWait(Params):
+    task_id: int
+    timeout: float | None = None
+
+    def check(self) -> None:
+        if self.timeout is not None and self.timeout < 0:
+            raise _bad("timeout must not be negative")
+
+
+class TaskCancel(Params):
+    """Untask: one task, or everything pending for an agent or a tag."""
+
+    task_id: int | None = None
+    agent: str | None = None
+    tag: str | None = None
+
+    def check(self) -> None:
+        given = sum(x is not None for x in (self.task_id, self.agent, self.tag))
+        if given != 1:
+            raise _bad("give exactly one of task_id, agent or tag")
+
+
+METHODS: dict[str, type[Params]] = {
+    "agents.list": AgentsList,
+    "tag.add": TagChange,
+    "tag.rm": TagChange,
+    "task.create": TaskCreate,
+    "task.list": TaskList,
+    "task.get": TaskGet,
+    "task.wait": TaskWait,
+    "task.cancel": TaskCancel,
+}
+"""Every console method but ``action``, whose params are a LimaCharlie action object."""
+
+
+def parse_params(method: str, params: dict[str, Any]) -> Params:
+    """Validate ``params`` for ``method``; raise UNKNOWN_METHOD / INVALID_PARAMS."""
+    try:
+        kind = METHODS[method]
+    except KeyError:
+        known = ", ".join(sorted([*METHODS, "action"]))
+        raise ProtocolError(ErrorCode.UNKNOWN_METHOD, f"unknown method {method!r} (known: {known})") from None
+    try:
+        parsed = msgspec.convert(params, kind, strict=True)
+    except msgspec.ValidationError as exc:
+        raise _bad(f"{method}: {exc}") from None
+    parsed.check()
+    return parsed
+
+
+# -- results ------------------------------------------------------------------------------
+
+
+class View(msgspec.Struct, kw_only=True):
+    pass
+
+
+class AgentView(View):
+    agent_id: str
+    hostname: str
+    platform: str
+    tags: list[str]
+    online: bool
+    enrolled_at: float
+    last_seen: float | None
+    commands: list[str]
+
+
+class TaskCreated(View):
+    task_id: int
+    deliveries: int
+
+
+class DeliveryRow(View):
+    """One line of ``task.list``: a delivery with its task's facts."""
+
+    task_id: int
+    delivery_id: int
+    agent_id: str
+    command: str
+    state: str
+    priority: int
+    created_at: float
+    expires_at: float
+
+
+class DeliveryView(View):
+    delivery_id: int
+    agent_id: str
+    state: str
+    updated_at: float
+    sent_at: float | None = None
+    acked_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: str = ""
+    result: Any = None
+    error: str = ""
+
+
+class TaskView(View):
+    task_id: int
+    command: str
+    args: dict[str, Any]
+    target: str
+    """``agent:ID``, ``tag:NAME`` or ``all``."""
+    priority: int
+    ttl: int
+    created_at: float
+    expires_at: float
+    state: str
+    """``active`` (reaches new matching agents), ``expired`` or ``cancelled``."""
+    deliveries: list[DeliveryView]
+
+
+class Cancelled(View):
+    cancelled: int

@@ -1,0 +1,90 @@
+"""The one registry of error codes (after NATS' ``server/errors.json``).
+
+Two families, never mixed:
+
+* ``1xxx`` — *request errors*. Answered in-session with an :class:`~tether.protocol.frames.Error`
+  frame whose ``ref`` names the request (or delivery) at fault. The session stays open.
+* ``4xxx`` — *session errors*. Sent as an ``Error`` frame and then used as the WebSocket
+  close code (RFC 6455 §7.4.2 reserves 4000-4999 for applications). The session ends.
+
+Codes are stable: a code is never reused for another meaning, and new errors get new codes.
+Peers see the code, the name and a message that says what to do; never a traceback.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.IntEnum):
+    # -- request errors: answered, the session stays open ---------------------------------
+    MALFORMED_FRAME = 1100
+    """The frame is not valid MessagePack / JSON."""
+    UNKNOWN_FRAME = 1101
+    """The frame's tag ``t`` names no frame type."""
+    INVALID_FRAME = 1102
+    """A field is missing or has the wrong type."""
+    UNEXPECTED_FRAME = 1103
+    """A valid frame that this peer may not send now (e.g. a console sending ``ack``)."""
+    UNKNOWN_METHOD = 1200
+    """A console request names no method."""
+    INVALID_PARAMS = 1201
+    """A console request's params are missing, of the wrong type or out of range."""
+    INVALID_ACTION = 1202
+    """A LimaCharlie-style action object is not understood."""
+    UNKNOWN_AGENT = 1300
+    UNKNOWN_TAG = 1301
+    UNKNOWN_TASK = 1302
+    UNKNOWN_COMMAND = 1303
+    """The target agent does not serve this command."""
+    ILLEGAL_TRANSITION = 1304
+    """A delivery state change that the state table forbids (e.g. a result for a cancelled delivery)."""
+    UNKNOWN_DELIVERY = 1305
+    FORBIDDEN = 1403
+    """The peer is authenticated but may not do this (another agent's delivery, a viewer creating tasks)."""
+    RATE_LIMITED = 1429
+    STORAGE_UNAVAILABLE = 1503
+    """The store refuses writes (disk full, locked); reads and sessions keep working."""
+    INTERNAL = 1500
+    """A bug in tetherd; logged with details on the daemon side."""
+
+    # -- session errors: sent, then used as the WebSocket close code -----------------------
+    BAD_HELLO = 4001
+    """The first frame was not a valid ``hello`` or ``enroll``."""
+    UNSUPPORTED_VERSION = 4002
+    HANDSHAKE_TIMEOUT = 4003
+    UNAUTHORIZED = 4010
+    """Wrong or missing token, or an agent id that is not enrolled."""
+    ENROLL_KEY_UNKNOWN = 4011
+    ENROLL_KEY_EXPIRED = 4012
+    ENROLL_KEY_EXHAUSTED = 4013
+    REPLACED = 4020
+    """A newer session for the same agent opened; the older one is closed with this code."""
+    TOO_MANY_SESSIONS = 4029
+    """Shed load: retry after ``retry_after`` seconds."""
+    SERVER_ERROR = 4500
+
+    @property
+    def is_session_error(self) -> bool:
+        return 4000 <= self.value < 5000
+
+    @property
+    def slug(self) -> str:
+        return self.name.lower()
+
+
+class ProtocolError(Exception):
+    """An error a peer must be told about, with its registry code.
+
+    Raised by the sans-I/O layer and by the daemon's request handlers; turned into an
+    ``Error`` frame (and, for session errors, a close code) by the driver.
+    """
+
+    def __init__(self, code: ErrorCode, message: str, *, ref: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+    def __repr__(self) -> str:
+        return f"ProtocolError({self.code.name}, {self.message!r})"

@@ -1,0 +1,82 @@
+"""The delivery state machine: one table, read top to bottom (after h11's ``_state.py``).
+
+Every state change in the daemon goes through :func:`transition`; a change the table does
+not allow raises :class:`IllegalTransition`, never passes silently.
+
+::
+
+    queued -> sent -> acked -> running -> done | failed
+       \\_______\\_______\\______\\-> expired (ttl) | cancelled (untask)
+    running -> waiting (polling) -> running ...
+
+A result is the authority on what happened: it may arrive for a delivery the daemon still
+believes ``queued`` or ``sent`` (the daemon crashed before it committed the push or the
+ack, and the agent's outbox re-sent the result after reconnecting).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .errors import ErrorCode, ProtocolError
+
+
+class DeliveryState(enum.StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    ACKED = "acked"
+    RUNNING = "running"
+    WAITING = "waiting"
+    DONE = "done"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+S = DeliveryState
+
+TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
+    #  from        to
+    S.QUEUED:  frozenset({S.SENT, S.ACKED, S.RUNNING, S.DONE, S.FAILED, S.EXPIRED, S.CANCELLED}),
+    S.SENT:    frozenset({S.ACKED, S.RUNNING, S.DONE, S.FAILED, S.EXPIRED, S.CANCELLED}),
+    S.ACKED:   frozenset({S.RUNNING, S.DONE, S.FAILED, S.CANCELLED}),
+    S.RUNNING: frozenset({S.WAITING, S.DONE, S.FAILED, S.CANCELLED}),
+    S.WAITING: frozenset({S.RUNNING, S.SENT, S.QUEUED, S.DONE, S.FAILED, S.CANCELLED}),
+    S.DONE:      frozenset(),
+    S.FAILED:    frozenset(),
+    S.EXPIRED:   frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+TERMINAL = frozenset({S.DONE, S.FAILED, S.EXPIRED, S.CANCELLED})
+PENDING = frozenset(TRANSITIONS) - TERMINAL
+"""States in which a delivery can still run: untask cancels these."""
+UNDELIVERED = frozenset({S.QUEUED, S.SENT})
+"""States the ttl still bounds: once the agent acknowledged a delivery, it runs."""
+
+
+class IllegalTransition(ProtocolError):
+    def __init__(self, delivery_id: int, old: DeliveryState, new: DeliveryState) -> None:
+        super().__init__(
+            ErrorCode.ILLEGAL_TRANSITION,
+            f"delivery {delivery_id} is {old.value}; it cannot become {new.value}",
+            ref=delivery_id,
+        )
+        self.old = old
+        self.new = new
+
+
+def transition(delivery_id: int, old: DeliveryState | str, new: DeliveryState) -> DeliveryState:
+    """Check that ``old -> new`` is allowed and return ``new``; raise otherwise."""
+    old = DeliveryState(old)
+    if new not in TRANSITIONS[old]:
+        raise IllegalTransition(delivery_id, old, new)
+    return new
+
+
+def allowed(old: DeliveryState | str, new: DeliveryState) -> bool:
+    return new in TRANSITIONS[DeliveryState(old)]
