@@ -1,0 +1,439 @@
+"""tetherctl against a fake daemon: what it sends, what it prints, how it exits.
+
+The fake speaks the real wire (tether.protocol frames as JSON text frames) on 127.0.0.1
+port 0; it checks nothing itself but records what it received, and the tests assert on it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+
+from tether.daemon import console
+from tether.daemon.console import ConsoleClient, SessionClosed, run
+from tether.protocol import JSON, PROTOCOL_VERSION, decode_to_daemon
+from tether.protocol.frames import Error, Event, Frame, Hello, Request, Response, Welcome
+
+TOKEN = "s3cret-admin-token"
+
+Script = Callable[[Request], list[Frame | str]]
+"""What the fake answers to a request: frames, or raw text to send as it is."""
+
+
+def delivery(delivery_id: int, state: str, **kw: Any) -> dict[str, Any]:
+    return {"delivery_id": delivery_id, "agent_id": f"agent-{delivery_id}", "state": state,
+            "updated_at": 1_700_000_000.0, **kw}
+
+
+def task_view(*deliveries: dict[str, Any], task_id: int = 7) -> dict[str, Any]:
+    return {
+        "task_id": task_id, "command": "os_version", "args": {}, "target": "tag:web",
+        "priority": 2, "ttl": 604800, "created_at": 1_700_000_000.0,
+        "expires_at": 1_700_604_800.0, "state": "active", "deliveries": list(deliveries),
+    }
+
+
+@dataclass
+class FakeDaemon:
+    url: str = ""
+    script: Script = lambda req: [Response(id=req.id, result=None)]
+    refuse: Error | None = None
+    """Answer the hello with this error and close with its code."""
+    close_code: int | None = None
+    """Close with this code right after the hello, sending nothing."""
+    silent: bool = False
+    """Never answer the hello."""
+    connections: int = 0
+    hellos: list[Hello] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
+    text_frames: list[bool] = field(default_factory=list)
+
+    async def handler(self, ws: ServerConnection) -> None:
+        self.connections += 1
+        async for message in ws:
+            self.text_frames.append(isinstance(message, str))
+            frame = decode_to_daemon(message)
+            if isinstance(frame, Hello):
+                self.hellos.append(frame)
+                if self.silent:
+                    continue
+                if self.close_code is not None:
+                    await ws.close(self.close_code, "go away")
+                    return
+                if self.refuse is not None:
+                    await ws.send(JSON.encode(self.refuse), text=True)
+                    await ws.close(self.refuse.code, self.refuse.name)
+                    return
+                await ws.send(JSON.encode(Welcome(version=PROTOCOL_VERSION, role="console",
+                                                  session_id="s1", server_time=0.0)), text=True)
+            else:
+                assert isinstance(frame, Request)
+                self.requests.append(frame)
+                for reply in self.script(frame):
+                    await ws.send(reply if isinstance(reply, str) else JSON.encode(reply), text=True)
+
+    @property
+    def request(self) -> Request:
+        assert len(self.requests) == 1, self.requests
+        return self.requests[0]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDaemon]:
+    daemon = FakeDaemon()
+    async with serve(daemon.handler, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        daemon.url = f"ws://127.0.0.1:{port}"
+        yield daemon
+
+
+@dataclass
+class Outcome:
+    code: int
+    out: str
+    err: str
+
+
+async def tetherctl(fake: FakeDaemon | None, *argv: str, stdin: str = "", env: dict[str, str] | None = None) -> Outcome:
+    out, err = io.StringIO(), io.StringIO()
+    environ = {"TETHER_TOKEN": TOKEN} if env is None else env
+    if fake is not None:
+        environ.setdefault("TETHER_URL", fake.url)
+    code = await run(list(argv), stdin=io.StringIO(stdin), stdout=out, stderr=err, environ=environ)
+    return Outcome(code, out.getvalue(), err.getvalue())
+
+
+def answer(result: Any) -> Script:
+    return lambda req: [Response(id=req.id, result=result)]
+
+
+# -- argument parsing and local validation: nothing is sent ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["task", "os_version", "--agent", "a1", "--args", "{not json"], "error: --args is not valid JSON"),
+        (["task", "os_version", "--agent", "a1", "--args", "[1, 2]"], "error: --args must be a JSON object"),
+        (["task", "os_version", "--agent", "a1", "--args", '"x"'], "error: --args must be a JSON object"),
+        (["task", "os_version"], "one of the arguments --agent --tag --all is required"),
+        (["task", "os_version", "--agent", "a1", "--tag", "web"], "not allowed with argument --agent"),
+        (["task", "os_version", "--all", "--tag", "web"], "not allowed with argument --all"),
+        (["task", "os_version", "--all", "--priority", "extreme"], "invalid priority 'extreme'"),
+        (["task", "os_version", "--all", "--ttl", "0"], "error: invalid_params (1201): ttl must be between"),
+        (["task", "   ", "--all"], "error: invalid_params (1201)"),
+        (["task", "file_get --path '/etc/hosts", "--all"], "cannot parse command line"),
+        (["untask"], "one of the arguments TASK_ID --agent --tag is required"),
+        (["untask", "3", "--tag", "web"], "not allowed with argument TASK_ID"),
+        (["tasks", "--agent", "a1", "--tag", "web"], "not allowed with argument --agent"),
+        (["tasks", "--state", "finished"], "invalid choice: 'finished'"),
+        (["tag", "add", "a1", "two words"], "error: invalid_params (1201): invalid tag 'two words'"),
+        (["tag", "clear", "a1", "web"], "invalid choice: 'clear'"),
+        (["wait", "seven"], "invalid int value: 'seven'"),
+        (["action", "{oops"], "error: the action is not valid JSON"),
+        (["action", '{"action": "explode"}'], "error: invalid_action (1202): unknown action 'explode'"),
+        (["action", '{"action": "task", "task": "x", "sid": "a", "tag": "web"}'], "error: invalid_params (1201)"),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+async def test_bad_input_exits_2_and_sends_nothing(fake: FakeDaemon, capsys: pytest.CaptureFixture[str],
+                                                   argv: list[str], message: str) -> None:
+    result = await tetherctl(fake, *argv)
+    # argparse writes its own usage errors to the real stderr.
+    assert message in result.err + capsys.readouterr().err
+    assert result.code == 2
+    assert fake.connections == 0
+
+
+async def test_action_from_stdin_invalid_json_exits_2(fake: FakeDaemon) -> None:
+    result = await tetherctl(fake, "action", "-", stdin="{'action': 'list'}")
+    assert (result.code, fake.connections) == (2, 0)
+    assert result.err.startswith("error: the action is not valid JSON")
+    assert "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("command", ["agents", "tag", "task", "tasks", "show", "wait", "untask", "action"])
+async def test_every_subcommand_has_help_with_exit_codes(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    result = await tetherctl(None, command, "--help")
+    help_text = capsys.readouterr().out
+    assert result.code == 0
+    assert f"usage: tetherctl {command}" in help_text
+    assert "124  wait timed out" in help_text
+    assert "--json" in help_text
+
+
+def test_main_returns_the_exit_code_of_bad_input() -> None:
+    assert console.main(["task", "x", "--all", "--args", "[]"]) == 2
+
+
+# -- rendering -----------------------------------------------------------------------------
+
+
+def test_render_table_aligns_columns_and_right_aligns_numbers() -> None:
+    text = console.render_table(("ID", "NAME", "N"), [("a", "short", 5), ("bbbb", "much longer", 120)])
+    assert text.splitlines() == [
+        "ID    NAME           N",
+        "a     short          5",
+        "bbbb  much longer  120",
+    ]
+
+
+def test_times_are_iso_utc_and_unset_is_a_dash() -> None:
+    assert console.fmt_time(0) == "-"
+    assert console.fmt_time(None) == "-"
+    assert console.fmt_time(1_700_000_000.9) == "2023-11-14T22:13:20Z"
+
+
+def test_render_agents() -> None:
+    agents = [
+        {"agent_id": "a1", "hostname": "web-1", "platform": "linux", "tags": ["web", "prod"],
+         "online": True, "enrolled_at": 1.0, "last_seen": 1_700_000_000.0, "commands": []},
+        {"agent_id": "a22", "hostname": "db", "platform": "windows", "tags": [],
+         "online": False, "enrolled_at": 1.0, "last_seen": None, "commands": []},
+    ]
+    lines = console.render_agents(agents).splitlines()
+    assert lines[0].split() == ["AGENT", "HOSTNAME", "PLATFORM", "ONLINE", "LAST", "SEEN", "TAGS"]
+    assert lines[1].split() == ["a1", "web-1", "linux", "yes", "2023-11-14T22:13:20Z", "web,prod"]
+    assert lines[2].split() == ["a22", "db", "windows", "no", "-", "-"]
+    assert lines[1].index("linux") == lines[2].index("windows")
+    assert console.render_agents([]) == "no agents"
+
+
+def test_render_task_shows_each_delivery_with_result_or_error() -> None:
+    text = console.render_task(task_view(
+        delivery(1, "done", finished_at=1_700_000_100.0, result={"version": "12", "build": 3}),
+        delivery(2, "failed", error="permission denied"),
+    ))
+    assert "task 7" in text
+    assert "priority    high (2)" in text
+    assert "deliveries  1 done, 1 failed" in text
+    assert "delivery 1  agent agent-1  done" in text
+    assert "finished  2023-11-14T22:15:00Z" in text
+    assert '    {\n      "build": 3,\n      "version": "12"\n    }' in text
+    assert "delivery 2  agent agent-2  failed" in text
+    assert "error     permission denied" in text
+
+
+@pytest.mark.parametrize(
+    ("states", "code"),
+    [([], 0), (["done", "done"], 0), (["done", "failed"], 1), (["expired"], 1), (["cancelled", "done"], 1),
+     (["done", "running"], 124), (["failed", "queued"], 124), (["waiting"], 124)],
+)
+def test_wait_outcome(states: list[str], code: int) -> None:
+    assert console.wait_outcome(task_view(*(delivery(i, s) for i, s in enumerate(states)))) == code
+
+
+# -- against the fake daemon ---------------------------------------------------------------
+
+
+async def test_task_sends_the_whole_command_line_and_prints_the_task_id(fake: FakeDaemon) -> None:
+    fake.script = answer({"task_id": 42, "deliveries": 3})
+    result = await tetherctl(fake, "task", "file_get --path /etc/hosts", "--tag", "web",
+                             "--args", '{"max": 10}', "--ttl", "60", "--priority", "urgent")
+    assert result.code == 0
+    assert result.out == "42\n"
+    assert fake.request.method == "task.create"
+    assert fake.request.params == {"command": "file_get --path /etc/hosts", "args": {"max": 10},
+                                   "tag": "web", "ttl": 60, "priority": 3}
+    assert fake.hellos == [Hello(role="console", version=PROTOCOL_VERSION, token=TOKEN)]
+    assert all(fake.text_frames)
+
+
+async def test_task_json_and_defaults(fake: FakeDaemon) -> None:
+    fake.script = answer({"task_id": 5, "deliveries": 1})
+    result = await tetherctl(fake, "task", "os_version", "--all", "--json")
+    assert result.code == 0
+    assert json.loads(result.out) == {"task_id": 5, "deliveries": 1}
+    assert fake.request.params == {"command": "os_version", "args": {}, "all": True, "priority": 1}
+
+
+async def test_server_and_token_options_override_the_environment(fake: FakeDaemon) -> None:
+    fake.script = answer([])
+    env = {"TETHER_URL": "ws://127.0.0.1:9/nowhere", "TETHER_TOKEN": "from-env"}
+    result = await tetherctl(None, "--token", "from-flag", "agents", "--server", fake.url, env=env)
+    assert result.code == 0
+    assert result.out == "no agents\n"
+    assert fake.hellos[0].token == "from-flag"
+    assert fake.request.method == "agents.list"
+
+
+@pytest.mark.parametrize(
+    ("argv", "params"),
+    [(["untask", "12"], {"task_id": 12}), (["untask", "--agent", "a1"], {"agent": "a1"}),
+     (["untask", "--tag", "web"], {"tag": "web"})],
+)
+async def test_untask(fake: FakeDaemon, argv: list[str], params: dict[str, Any]) -> None:
+    fake.script = answer({"cancelled": 4})
+    result = await tetherctl(fake, *argv)
+    assert (result.code, result.out) == (0, "cancelled 4 deliveries\n")
+    assert (fake.request.method, fake.request.params) == ("task.cancel", params)
+
+
+async def test_action_sends_the_object_as_is_and_renders_the_translated_result(fake: FakeDaemon) -> None:
+    fake.script = answer({"task_id": 9, "deliveries": 2})
+    obj = {"action": "task", "task": "os_version", "tag": "web", "ttl": 3600, "priority": "high"}
+    result = await tetherctl(fake, "action", json.dumps(obj))
+    assert (result.code, result.out) == (0, "9\n")
+    assert (fake.request.method, fake.request.params) == ("action", obj)
+
+
+async def test_action_from_stdin(fake: FakeDaemon) -> None:
+    fake.script = answer([{"task_id": 1, "delivery_id": 2, "agent_id": "a1", "command": "os_version",
+                           "state": "queued", "priority": 1, "created_at": 1.0, "expires_at": 2.0}])
+    result = await tetherctl(fake, "action", "-", stdin='{"action": "list", "sid": "a1"}')
+    assert result.code == 0
+    assert (fake.request.method, fake.request.params) == ("action", {"action": "list", "sid": "a1"})
+    header, row = result.out.splitlines()
+    assert header.split()[:5] == ["TASK", "DELIVERY", "AGENT", "COMMAND", "STATE"]
+    assert row.split()[:6] == ["1", "2", "a1", "os_version", "queued", "medium"]
+
+
+async def test_tasks_tag_and_show_requests(fake: FakeDaemon) -> None:
+    fake.script = answer([])
+    assert (await tetherctl(fake, "tasks", "--tag", "web", "--state", "all", "--limit", "5")).out == "no deliveries\n"
+    fake.requests.clear()
+    fake.script = answer({"agent_id": "a1"})
+    assert (await tetherctl(fake, "tag", "rm", "a1", "web")).out == "tag 'web' removed from agent a1\n"
+    assert (fake.request.method, fake.request.params) == ("tag.rm", {"agent_id": "a1", "tag": "web"})
+    fake.requests.clear()
+    fake.script = answer(task_view(delivery(1, "running", progress="40%")))
+    result = await tetherctl(fake, "show", "7")
+    assert (fake.request.method, fake.request.params) == ("task.get", {"task_id": 7})
+    assert "progress  40%" in result.out
+
+
+async def test_error_answer_exits_2_without_traceback(fake: FakeDaemon) -> None:
+    fake.script = lambda req: [Error(code=1302, name="unknown_task", message="no task 99", ref=req.id)]
+    result = await tetherctl(fake, "show", "99")
+    assert result.code == 2
+    assert result.out == ""
+    assert result.err == "error: unknown_task (1302): no task 99\n"
+
+
+async def test_unauthorized_exits_3(fake: FakeDaemon) -> None:
+    fake.refuse = Error(code=4010, name="unauthorized", message="wrong token")
+    result = await tetherctl(fake, "agents")
+    assert result.code == 3
+    assert result.err == "error: unauthorized (4010): wrong token\n"
+    assert fake.requests == []
+
+
+async def test_unauthorized_without_a_token_says_how_to_give_one(fake: FakeDaemon) -> None:
+    fake.refuse = Error(code=4010, name="unauthorized", message="wrong token")
+    result = await tetherctl(fake, "agents", env={})
+    assert (result.code, fake.hellos[0].token) == (3, "")
+    assert "pass --token or set TETHER_TOKEN" in result.err
+
+
+async def test_close_code_without_error_frame_exits_3(fake: FakeDaemon) -> None:
+    fake.close_code = 4010
+    result = await tetherctl(fake, "agents")
+    assert result.code == 3
+    assert result.err == "error: unauthorized (4010): go away\n"
+
+
+async def test_cannot_connect_exits_3() -> None:
+    with socket.socket() as sock:  # a port that was free a moment ago and is closed now
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = await tetherctl(None, "--server", f"ws://127.0.0.1:{port}", "agents")
+    assert result.code == 3
+    assert result.err.startswith(f"error: cannot connect to ws://127.0.0.1:{port}: ")
+
+
+async def test_wait_prints_progress_on_stderr_and_exits_124_on_timeout(fake: FakeDaemon) -> None:
+    def script(req: Request) -> list[Frame | str]:
+        return [
+            Event(id=req.id, topic="delivery", data=delivery(1, "running", progress="10%")),
+            Event(id=req.id + 100, topic="delivery", data=delivery(9, "done")),  # not ours: ignored
+            Event(id=req.id, topic="delivery", data=delivery(2, "done")),
+            Response(id=req.id, result=task_view(delivery(1, "running"), delivery(2, "done"))),
+        ]
+
+    fake.script = script
+    result = await tetherctl(fake, "wait", "7", "--timeout", "1.5")
+    assert result.code == 124
+    assert (fake.request.method, fake.request.params) == ("task.wait", {"task_id": 7, "timeout": 1.5})
+    assert result.err.splitlines() == [
+        "2023-11-14T22:13:20Z  delivery 1  agent agent-1  running  10%",
+        "2023-11-14T22:13:20Z  delivery 2  agent agent-2  done",
+    ]
+    assert "delivery 1  agent agent-1  running" in result.out
+
+
+@pytest.mark.parametrize(("states", "code"), [(["done", "done"], 0), (["done", "failed"], 1)])
+async def test_wait_json_exit_code_follows_the_deliveries(fake: FakeDaemon, states: list[str], code: int) -> None:
+    view = task_view(*(delivery(i, s) for i, s in enumerate(states)))
+    fake.script = lambda req: [Event(id=req.id, topic="delivery", data=delivery(0, "done")),
+                               Response(id=req.id, result=view)]
+    result = await tetherctl(fake, "wait", "7", "--json")
+    assert result.code == code
+    assert json.loads(result.out) == view
+    assert result.err == ""  # no progress lines with --json
+    assert fake.request.params == {"task_id": 7}
+
+
+# -- ConsoleClient, the piece the benchmark and e2e tests reuse --------------------------------
+
+
+async def test_client_numbers_requests_and_delivers_events(fake: FakeDaemon) -> None:
+    fake.script = lambda req: [Event(id=req.id, topic="delivery", data={"n": req.id}),
+                               Response(id=req.id, result=req.params)]
+    events: list[Event] = []
+    async with ConsoleClient(fake.url, TOKEN) as client:
+        assert client.welcome is not None and client.welcome.session_id == "s1"
+        assert await client.call("agents.list", {"online": True}, on_event=events.append) == {"online": True}
+        assert await client.call("agents.list") == {}
+    assert [r.id for r in fake.requests] == [1, 2]
+    assert events == [Event(id=1, topic="delivery", data={"n": 1})]
+
+
+async def test_client_handshake_timeout(fake: FakeDaemon) -> None:
+    fake.silent = True
+    with pytest.raises(console.CannotConnect, match=r"no welcome within 0\.2 s"):
+        async with ConsoleClient(fake.url, TOKEN, open_timeout=0.2):
+            pass
+
+
+async def test_client_session_error_during_a_call(fake: FakeDaemon) -> None:
+    fake.script = lambda req: [Error(code=4020, name="replaced", message="a newer session opened")]
+    async with ConsoleClient(fake.url, TOKEN) as client:
+        with pytest.raises(SessionClosed) as caught:
+            await client.call("agents.list")
+    assert (caught.value.code, caught.value.exit_code) == (4020, 3)
+
+
+async def test_frames_of_a_newer_protocol_are_skipped(fake: FakeDaemon) -> None:
+    fake.script = lambda req: ['{"t": "hologram", "id": 1}', Response(id=req.id, result={"cancelled": 0})]
+    result = await tetherctl(fake, "untask", "1", "--json")
+    assert (result.code, json.loads(result.out)) == (0, {"cancelled": 0})
+
+
+async def test_a_garbled_answer_ends_the_session_with_exit_3(fake: FakeDaemon) -> None:
+    fake.script = lambda req: ["{not json"]
+    result = await tetherctl(fake, "show", "1")
+    assert result.code == 3
+    assert result.err.startswith("error: malformed_frame (1100): the daemon sent malformed JSON frame")
+
+
+async def test_priority_by_number_and_agents_filters(fake: FakeDaemon) -> None:
+    fake.script = answer({"task_id": 1, "deliveries": 1})
+    assert (await tetherctl(fake, "task", "scan", "--agent", "a1", "--priority", "0")).code == 0
+    assert fake.request.params["priority"] == 0
+    fake.requests.clear()
+    fake.script = answer([])
+    assert (await tetherctl(fake, "agents", "--tag", "web", "--online")).code == 0
+    assert fake.request.params == {"tag": "web", "online": True}
+
+
+def test_progress_line_shows_errors_and_unknown_events() -> None:
+    line = console.progress_line(Event(id=1, topic="delivery", data=delivery(3, "failed", error="boom")))
+    assert line.endswith("delivery 3  agent agent-3  failed  error: boom")
+    assert console.progress_line(Event(id=1, topic="note", data=[1])) == "note: [1]"
