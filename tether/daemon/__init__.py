@@ -1,0 +1,1 @@
+"""tetherd: the daemon and its console."""

@@ -1,0 +1,341 @@
+"""``tetherd``: run and administer the daemon.
+
+    tetherd serve    run the daemon (initialises the data directory on first run)
+    tetherd init     create the data directory, database and config; print credentials
+    tetherd migrate  show (default) or apply (--no-dry-run) pending schema migrations
+    tetherd key      enrollment keys for agents
+    tetherd token    admin tokens for tetherctl
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from . import config as config_mod
+from .config import Config, ConfigError
+
+EPILOG = """\
+Files: DATA_DIR/tether.sqlite holds all state (SQLite, WAL); DATA_DIR/tetherd.toml is the
+optional config (every key has a default; see `tetherd init`). DATA_DIR defaults to
+$TETHER_DATA_DIR or ./tether-data.
+"""
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="ts=%(asctime)s.%(msecs)03d level=%(levelname)s logger=%(name)s %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+        stream=sys.stderr,
+    )
+    logging.getLogger("tether.websockets").setLevel(logging.WARNING)
+
+
+def _data_dir(args: argparse.Namespace) -> str:
+    return args.data_dir or os.environ.get("TETHER_DATA_DIR") or Config().data_dir
+
+
+def _config(args: argparse.Namespace) -> Config:
+    data_dir = _data_dir(args)
+    path = Path(args.config) if getattr(args, "config", None) else None
+    if path is None and (Path(data_dir) / "tetherd.toml").exists():
+        path = Path(data_dir) / "tetherd.toml"
+    overrides: dict[str, Any] = {"listen": getattr(args, "listen", None)}
+    if args.data_dir or os.environ.get("TETHER_DATA_DIR") or path is None:
+        overrides["data_dir"] = data_dir
+    return config_mod.load(path, overrides)
+
+
+def _url(config: Config) -> str:
+    host = config.host
+    return f"ws://{f'[{host}]' if ':' in host else host}:{config.port}"
+
+
+def _write_default_config(config: Config) -> None:
+    path = Path(config.data_dir) / "tetherd.toml"
+    if not path.exists():
+        path.write_text(config_mod.default_file_text())
+
+
+async def _open_store(config: Config) -> Any:
+    from .store.sqlite import SQLiteStore
+
+    Path(config.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = SQLiteStore(config.database, synchronous=config.synchronous, max_batch=config.max_batch)
+    await store.open()
+    return store
+
+
+def _print_credentials(creds: dict[str, str], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(creds), flush=True)
+        return
+    print(
+        f"tetherd initialised {creds['data_dir']}\n"
+        f"  admin token:    {creds['admin_token']}\n"
+        f"  enrollment key: {creds['enroll_key']}\n"
+        f"  url:            {creds['url']}\n"
+        "Keep the admin token: it is shown only this once (tetherd stores a hash).\n"
+        "  export TETHER_URL={url} TETHER_TOKEN={token}".format(url=creds["url"], token=creds["admin_token"]),
+        flush=True,
+    )
+
+
+async def _init(config: Config) -> dict[str, str] | None:
+    store = await _open_store(config)
+    try:
+        first = await store.bootstrap(time.time())
+    finally:
+        await store.close()
+    _write_default_config(config)
+    if first is None:
+        return None
+    return {"admin_token": first[0], "enroll_key": first[1], "url": _url(config), "data_dir": config.data_dir}
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    config = _config(args)
+    creds = asyncio.run(_init(config))
+    if creds is None:
+        print(f"tetherd: {config.data_dir} is already initialised; its credentials were shown then.\n"
+              "Make new ones with `tetherd token create` and `tetherd key create`.", file=sys.stderr)
+        return 1
+    _print_credentials(creds, args.json)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _config(args)
+    _setup_logging(config.log_level)
+    try:
+        import uvloop
+    except ImportError:  # Windows, or a platform without uvloop: plain asyncio
+        return asyncio.run(_serve(config, args.json))
+    return uvloop.run(_serve(config, args.json))
+
+
+async def _serve(config: Config, as_json: bool) -> int:
+    import anyio
+
+    from .broker import Broker
+    from .notify import notify, watchdog, watchdog_interval
+    from .server import Daemon
+
+    log = logging.getLogger("tether.daemon")
+    store = await _open_store(config)
+    first = await store.bootstrap(time.time())
+    if first is not None:
+        _write_default_config(config)
+    broker = Broker(store)
+    await broker.load_timers()
+    daemon = Daemon(config, broker)
+    try:
+        await daemon.start()
+    except OSError as exc:
+        await store.close()
+        print(f"tetherd: cannot listen on {config.listen}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if first is not None:
+        _print_credentials(
+            {"admin_token": first[0], "enroll_key": first[1], "url": daemon.url, "data_dir": config.data_dir},
+            as_json,
+        )
+    log.info("event=listening url=%s data_dir=%s version=%s window=%d", daemon.url, config.data_dir,
+             __version__, config.window)
+    notify("READY=1")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(broker.run_timers)
+        interval = watchdog_interval()
+        if interval:
+            tg.start_soon(watchdog, interval)
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("event=draining signal=%s", signal.Signals(signum).name)
+                break
+        notify("STOPPING=1")
+        await daemon.drain()
+        tg.cancel_scope.cancel()
+    await store.close()
+    log.info("event=stopped")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .store.sqlite import StoreError, apply_migrations, open_checked, pending_migrations
+    from .store.schema import LATEST
+
+    config = _config(args)
+    path = config.database
+    if not path.exists():
+        verb = "would create" if args.dry_run else "creating"
+        print(f"no database at {path}; {verb} it at schema version {LATEST}")
+        if args.dry_run:
+            return 0
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        conn = open_checked(path)
+    except StoreError as exc:
+        print(f"tetherd: {exc}", file=sys.stderr)
+        return 1
+    try:
+        pending = pending_migrations(conn)
+        if not pending:
+            print(f"{path} is up to date (schema version {LATEST})")
+            return 0
+        for version, what in pending:
+            print(f"{'would apply' if args.dry_run else 'applying'} migration {version}: {what}")
+        if args.dry_run:
+            print("dry run: nothing changed. Apply with: tetherd migrate --no-dry-run")
+        else:
+            apply_migrations(conn)
+            print(f"{path} is now at schema version {LATEST}")
+    except (StoreError, sqlite3.Error) as exc:
+        print(f"tetherd: migration failed, database unchanged: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        conn.close()
+    return 0
+
+
+def cmd_key_create(args: argparse.Namespace) -> int:
+    config = _config(args)
+
+    async def run() -> str:
+        store = await _open_store(config)
+        try:
+            now = time.time()
+            expires = now + args.expires_in if args.expires_in is not None else None
+            key: str = await store.create_enroll_key(args.tag, expires, args.uses, now)
+            return key
+        finally:
+            await store.close()
+
+    key = asyncio.run(run())
+    if args.json:
+        print(json.dumps({"enroll_key": key, "tags": sorted(set(args.tag)), "expires_in": args.expires_in,
+                          "uses": args.uses}))
+    else:
+        print(key)
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    config = _config(args)
+
+    async def run() -> str:
+        store = await _open_store(config)
+        try:
+            token: str = await store.create_admin_token(args.role, args.label, time.time())
+            return token
+        finally:
+            await store.close()
+
+    token = asyncio.run(run())
+    print(json.dumps({"admin_token": token, "role": args.role}) if args.json else token)
+    return 0
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {value}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tetherd", description="tether daemon: reliable tasking for fleets of agents.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tetherd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+        p.add_argument("--data-dir", metavar="D", help="data directory (default: $TETHER_DATA_DIR or ./tether-data)")
+        p.add_argument("--config", metavar="FILE", help="config file (default: DATA_DIR/tetherd.toml if present)")
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    p = sub.add_parser("serve", help="run the daemon", description=(
+        "Run tetherd in the foreground. On first run it creates the data directory and prints an admin "
+        "token and an enrollment key. SIGTERM drains: stop accepting, flush the store, close sessions (1001)."))
+    common(p)
+    p.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:8765; port 0 picks one)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("init", help="create the data directory and print credentials", description=(
+        "Create DATA_DIR, the SQLite database and a commented tetherd.toml, and print the first admin token "
+        "and enrollment key. JSON: {\"admin_token\", \"enroll_key\", \"url\"}."))
+    common(p)
+    p.add_argument("--listen", metavar="HOST:PORT", help="address the printed url names")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("migrate", help="show or apply schema migrations", description=(
+        "Show the schema migrations the database needs (--dry-run, the default) or apply them (--no-dry-run)."))
+    common(p, json_flag=False)
+    p.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=True,
+                   help="only show what would change (default); --no-dry-run applies")
+    p.set_defaults(func=cmd_migrate)
+
+    key = sub.add_parser("key", help="enrollment keys").add_subparsers(dest="key_command", required=True,
+                                                                      metavar="ACTION")
+    p = key.add_parser("create", help="make an enrollment key", description=(
+        "Make an enrollment key (AAAAA-AAAAA-AAAAA-AAAAA-AAAAA). Agents enrolling with it get its tags."))
+    common(p)
+    p.add_argument("--tag", action="append", default=[], metavar="T", help="tag given to agents (repeatable)")
+    p.add_argument("--expires-in", type=_positive, metavar="S", help="seconds until the key expires (default: never)")
+    p.add_argument("--uses", type=_positive_int, metavar="N", help="how many enrollments it allows (default: unlimited)")
+    p.set_defaults(func=cmd_key_create)
+
+    token = sub.add_parser("token", help="admin tokens").add_subparsers(dest="token_command", required=True,
+                                                                       metavar="ACTION")
+    p = token.add_parser("create", help="make an admin token for tetherctl")
+    common(p)
+    p.add_argument("--role", choices=["admin", "operator", "viewer"], default="admin")
+    p.add_argument("--label", default="", help="a note saying whose token this is")
+    p.set_defaults(func=cmd_token_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except ConfigError as exc:
+        print(f"tetherd: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from .store import StoreError
+
+        if isinstance(exc, StoreError):
+            print(f"tetherd: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

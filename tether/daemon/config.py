@@ -1,0 +1,113 @@
+"""tetherd configuration: one TOML file parsed into a frozen Struct.
+
+Every setting has a default, so ``tetherd serve`` runs with no file at all. Unknown keys
+are refused by name, with a suggestion, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+
+class ConfigError(Exception):
+    pass
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    listen: str = "127.0.0.1:8765"
+    """HOST:PORT for agents, consoles and the HTTP endpoints (/healthz, /metrics). Port 0 picks one."""
+    data_dir: str = "./tether-data"
+    """Holds tether.sqlite (the whole state) and tetherd.toml."""
+    window: int = 10
+    """Unacknowledged deliveries kept in flight per agent session."""
+    handshake_timeout: float = 10.0
+    """Seconds a new connection has to complete the WebSocket handshake and send hello."""
+    max_frame_bytes: int = 1_048_576
+    """Larger frames close the session with 1009 (message too big)."""
+    ping_interval: float = 20.0
+    """WebSocket keepalive pings; a peer that does not answer within ping_timeout is dropped."""
+    ping_timeout: float = 20.0
+    synchronous: Literal["normal", "full"] = "full"
+    """SQLite durability: "full" survives power loss; "normal" (WAL) survives a crash of tetherd."""
+    max_batch: int = 4096
+    """Most store operations committed in one group commit."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+    @property
+    def database(self) -> Path:
+        return Path(self.data_dir) / "tether.sqlite"
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"listen must be HOST:PORT (e.g. 127.0.0.1:8765), not {listen!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+FIELDS = Config.__struct_fields__
+
+
+def from_mapping(data: dict[str, Any], source: str = "tetherd.toml") -> Config:
+    try:
+        config = msgspec.convert(data, Config)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        unknown = re.search(r"unknown field `([^`]+)`", text)
+        if unknown:
+            key = unknown.group(1)
+            close = difflib.get_close_matches(key, FIELDS, n=1)
+            hint = f" (did you mean `{close[0]}`?)" if close else f" (known keys: {', '.join(FIELDS)})"
+            raise ConfigError(f"unknown key `{key}` in {source}{hint}") from None
+        raise ConfigError(f"invalid value in {source}: {text}") from None
+    split_listen(config.listen)
+    if config.window < 1:
+        raise ConfigError(f"window must be at least 1 in {source}")
+    return config
+
+
+def load(path: Path | None, overrides: dict[str, Any]) -> Config:
+    data: dict[str, Any] = {}
+    source = "command line"
+    if path is not None:
+        source = str(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return from_mapping(data, source)
+
+
+def default_file_text() -> str:
+    """The config file ``tetherd init`` writes: every key, commented out, with its default."""
+    lines = ["# tetherd configuration. Every key is optional; the value shown is the default.", ""]
+    defaults = Config()
+    for name in FIELDS:
+        value = getattr(defaults, name)
+        lines.append(f"# {name} = {_toml(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)

@@ -1,0 +1,68 @@
+"""``GET /metrics``: Prometheus text exposition, rendered from live counters on request.
+
+prometheus-client does the text format; the numbers come from the broker and the store
+at scrape time, so nothing is updated per frame but plain integer counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..protocol.states import DeliveryState
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+
+class _BrokerCollector(Collector):
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    def collect(self) -> Iterator[Metric]:
+        b = self.broker
+        store = b.store
+        sessions = GaugeMetricFamily("tether_sessions_open", "Open sessions by role", labels=["role"])
+        sessions.add_metric(["agent"], len(b.sessions))
+        sessions.add_metric(["console"], b.consoles)
+        yield sessions
+        opened = CounterMetricFamily("tether_sessions_opened", "Sessions opened since start", labels=["role"])
+        for role in ("agent", "console"):
+            opened.add_metric([role], b.stats.sessions_total[role])
+        yield opened
+        entered = getattr(store, "entered", {})
+        deliveries = CounterMetricFamily(
+            "tether_deliveries", "Committed delivery state changes, by the state entered", labels=["state"]
+        )
+        for state in DeliveryState:
+            deliveries.add_metric([state.value], entered.get(state.value, 0))
+        yield deliveries
+        frames = CounterMetricFamily("tether_frames", "WebSocket frames", labels=["direction"])
+        frames.add_metric(["in"], b.stats.frames_in)
+        frames.add_metric(["out"], b.stats.frames_out)
+        yield frames
+        commits = CounterMetricFamily("tether_store_commits", "Group commits")
+        commits.add_metric([], getattr(store, "commits", 0))
+        yield commits
+        ops = CounterMetricFamily("tether_store_commit_operations", "Operations committed in groups")
+        ops.add_metric([], getattr(store, "commit_ops", 0))
+        yield ops
+        seconds = CounterMetricFamily("tether_store_commit_seconds", "Time spent running group commits")
+        seconds.add_metric([], getattr(store, "commit_seconds", 0.0))
+        yield seconds
+        last = GaugeMetricFamily("tether_store_last_commit_seconds", "Duration of the last group commit")
+        last.add_metric([], getattr(store, "last_commit_seconds", 0.0))
+        yield last
+        timers = GaugeMetricFamily("tether_timers_pending", "Entries on the timer wheel")
+        timers.add_metric([], len(b.wheel))
+        yield timers
+
+
+def render_metrics(broker: Broker) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_BrokerCollector(broker))
+    return generate_latest(registry).decode()

@@ -1,0 +1,327 @@
+"""tetherd's network side: WebSocket sessions and the HTTP endpoints on one port.
+
+Each connection is handled by one coroutine that owns everything it starts. The first
+frame decides the session: ``enroll`` (enroll and close), ``hello`` with role ``agent``
+(the persistent session) or role ``console`` (admin RPC). Errors at the edge are answered
+with a registry code and never a traceback; one peer's bad input never affects another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request as HTTPRequest
+from websockets.http11 import Response as HTTPResponse
+
+from .. import __version__
+from ..protocol.codec import JSON, MSGPACK, Codec, decode_to_daemon, error_frame, to_msgpack
+from ..protocol.errors import ErrorCode, ProtocolError
+from ..protocol.frames import (
+    PROTOCOL_VERSION,
+    Ack,
+    Enroll,
+    Enrolled,
+    Event,
+    Frame,
+    Hello,
+    Progress,
+    Request,
+    Response,
+    Result,
+    Welcome,
+)
+from .broker import Broker
+from .config import Config
+from .metrics import render_metrics
+from .rpc import ConsoleRPC
+from .session import AgentSession, send_frame
+from .store import ResultIn, StoreError
+
+log = logging.getLogger("tether.server")
+
+
+class SessionEnd(Exception):
+    """End the session with a session error (4xxx), after telling the peer why."""
+
+    def __init__(self, error: ProtocolError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class Daemon:
+    """The running service: broker, store and WebSocket server."""
+
+    def __init__(self, config: Config, broker: Broker) -> None:
+        self.config = config
+        self.broker = broker
+        self.store = broker.store
+        self.rpc = ConsoleRPC(broker)
+        self.server: Server | None = None
+        self.draining = False
+
+    # -- HTTP on the same port ------------------------------------------------------------
+
+    def _http(self, connection: ServerConnection, request: HTTPRequest) -> HTTPResponse | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            status = HTTPStatus.SERVICE_UNAVAILABLE if self.draining else HTTPStatus.OK
+            return connection.respond(status, "draining\n" if self.draining else "ok\n")
+        if path == "/metrics":
+            response = connection.respond(HTTPStatus.OK, render_metrics(self.broker))
+            response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+            return response
+        if path != "/":
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found: tetherd serves /, /healthz, /metrics\n")
+        if "websocket" not in request.headers.get("Upgrade", "").lower():
+            return connection.respond(
+                HTTPStatus.UPGRADE_REQUIRED, f"tetherd {__version__}: connect with a WebSocket client\n"
+            )
+        return None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        c = self.config
+        self.server = await serve(
+            self._handle, c.host, c.port,
+            process_request=self._http,
+            max_size=c.max_frame_bytes,
+            open_timeout=c.handshake_timeout,
+            ping_interval=c.ping_interval,
+            ping_timeout=c.ping_timeout,
+            compression=None,
+            server_header=f"tetherd/{__version__}",
+            logger=logging.getLogger("tether.websockets"),
+        )
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        sock = self.server.sockets[0]
+        host, port = sock.getsockname()[:2]
+        host = f"[{host}]" if ":" in host else host
+        return f"ws://{host}:{port}"
+
+    async def drain(self) -> None:
+        """SIGTERM: stop accepting, flush the writer, close sessions with 1001."""
+        if self.server is None:
+            return
+        self.draining = True
+        self.server.close(close_connections=False)
+        with contextlib.suppress(StoreError):
+            await self.store.flush()
+        for connection in list(self.server.connections):
+            with contextlib.suppress(Exception):
+                await connection.close(1001, "tetherd is shutting down")
+        await self.server.wait_closed()
+
+    # -- sessions -------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        codec: Codec = MSGPACK
+        try:
+            try:
+                async with asyncio.timeout(self.config.handshake_timeout):
+                    first = await ws.recv()
+            except TimeoutError:
+                raise SessionEnd(ProtocolError(
+                    ErrorCode.HANDSHAKE_TIMEOUT,
+                    f"no hello within {self.config.handshake_timeout:g} s of connecting",
+                )) from None
+            codec = MSGPACK if isinstance(first, bytes) else JSON
+            self.broker.stats.frames_in += 1
+            try:
+                frame = decode_to_daemon(first)
+            except ProtocolError as exc:
+                raise SessionEnd(ProtocolError(ErrorCode.BAD_HELLO, f"first frame must be hello: {exc.message}")) \
+                    from None
+            if isinstance(frame, Enroll):
+                await self._enroll(ws, codec, frame)
+            elif isinstance(frame, Hello):
+                if frame.version != PROTOCOL_VERSION:
+                    raise SessionEnd(ProtocolError(
+                        ErrorCode.UNSUPPORTED_VERSION,
+                        f"protocol version {frame.version} is not supported (this tetherd speaks {PROTOCOL_VERSION})",
+                    ))
+                if frame.role == "agent":
+                    await self._agent_session(ws, codec, frame)
+                else:
+                    await self._console_session(ws, codec, frame)
+            else:
+                raise SessionEnd(ProtocolError(
+                    ErrorCode.BAD_HELLO, f"first frame must be hello or enroll, not {type(frame).__name__.lower()}"
+                ))
+        except SessionEnd as end:
+            await self._refuse(ws, codec, end.error)
+        except ConnectionClosed:
+            pass
+        except StoreError as exc:
+            log.error("event=session_store_error error=%r", exc)
+            await self._refuse(ws, codec, ProtocolError(ErrorCode.SERVER_ERROR, "storage unavailable; retry later"),
+                               retry_after=5.0)
+        except Exception:
+            log.exception("event=session_crashed")
+            await self._refuse(ws, codec, ProtocolError(ErrorCode.SERVER_ERROR, "internal error; see tetherd log"))
+
+    async def _refuse(self, ws: ServerConnection, codec: Codec, error: ProtocolError,
+                      retry_after: float | None = None) -> None:
+        log.info("event=session_refused code=%d name=%s remote=%s message=%r",
+                 error.code, error.code.slug, _remote(ws), error.message)
+        with contextlib.suppress(ConnectionClosed):
+            await send_frame(ws, codec, error_frame(error, retry_after))
+            await ws.close(int(error.code), error.code.slug)
+
+    async def _enroll(self, ws: ServerConnection, codec: Codec, frame: Enroll) -> None:
+        if frame.version != PROTOCOL_VERSION:
+            raise SessionEnd(ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"protocol version {frame.version} unsupported"))
+        try:
+            enrolled = await self.store.enroll(
+                frame.key, frame.machine_uuid, frame.hostname, frame.platform, frame.tags, self.broker.clock()
+            )
+        except ProtocolError as exc:
+            raise SessionEnd(exc) from None
+        log.info("event=agent_enrolled agent_id=%s hostname=%s tags=%s", enrolled.agent_id, frame.hostname,
+                 ",".join(enrolled.tags))
+        await send_frame(ws, codec, Enrolled(agent_id=enrolled.agent_id, token=enrolled.token, tags=enrolled.tags))
+        await ws.close(1000, "enrolled")
+
+    async def _agent_session(self, ws: ServerConnection, codec: Codec, hello: Hello) -> None:
+        broker = self.broker
+        if not hello.agent_id or await self.store.authenticate_agent(hello.agent_id, hello.token) is None:
+            raise SessionEnd(ProtocolError(ErrorCode.UNAUTHORIZED, "agent id or token not recognised; enroll again"))
+        agent_id = hello.agent_id
+        session = AgentSession(ws, codec, agent_id, secrets.token_hex(8), self.config.window,
+                               set(hello.holding), broker)
+        old = broker.register(session)
+        if old is not None:
+            log.info("event=session_replaced agent_id=%s old=%s new=%s", agent_id, old.session_id, session.session_id)
+            await self._refuse(old.ws, old.codec, ProtocolError(
+                ErrorCode.REPLACED, "a newer session for this agent opened; this one is closed"))
+        broker.stats.sessions_total["agent"] += 1
+        try:
+            now = broker.clock()
+            self.store.agent_seen(agent_id, hello.hostname, hello.platform, hello.commands, hello.agent_version, now)
+            await send_frame(ws, codec, Welcome(
+                version=PROTOCOL_VERSION, role="agent", session_id=session.session_id, server_time=now,
+                agent_id=agent_id, window=self.config.window,
+            ))
+            # Registered before reading, so nothing created meanwhile is missed; offer() dedups.
+            session.offer(await self.store.pending_for_agent(agent_id))
+            log.info("event=session_open role=agent agent_id=%s session=%s holding=%d remote=%s",
+                     agent_id, session.session_id, len(hello.holding), _remote(ws))
+            async with asyncio.TaskGroup() as tg:
+                pusher = tg.create_task(session.pusher(), name=f"pusher-{agent_id}")
+                try:
+                    await self._agent_reader(ws, codec, session)
+                finally:
+                    pusher.cancel()
+        finally:
+            broker.unregister(session)
+            log.info("event=session_closed role=agent agent_id=%s session=%s code=%s",
+                     agent_id, session.session_id, ws.close_code)
+
+    async def _agent_reader(self, ws: ServerConnection, codec: Codec, session: AgentSession) -> None:
+        broker, store, agent_id = self.broker, self.store, session.agent_id
+        stats = broker.stats
+        async for message in ws:
+            stats.frames_in += 1
+            try:
+                frame = decode_to_daemon(message)
+            except ProtocolError as exc:
+                session.send_control(error_frame(exc))
+                continue
+            now = broker.clock()
+            if isinstance(frame, Ack):
+                session.acked(frame.delivery_ids)
+                store.acknowledge(agent_id, frame.delivery_ids, now).add_done_callback(
+                    lambda f: broker.on_outcome(session, f))
+            elif isinstance(frame, Result):
+                try:
+                    output = to_msgpack(frame.output, codec)
+                except Exception:
+                    session.send_control(error_frame(ProtocolError(
+                        ErrorCode.INVALID_FRAME, "result output is not valid", ref=frame.delivery_id)))
+                    continue
+                result = ResultIn(frame.delivery_id, frame.ok, output, frame.error, frame.started_at,
+                                  frame.finished_at)
+                store.record_results(agent_id, [result], now).add_done_callback(
+                    lambda f: broker.on_results(session, f))
+            elif isinstance(frame, Progress):
+                message_text = frame.message if frame.percent is None else f"{frame.percent:.0f}% {frame.message}"
+                store.started(agent_id, frame.delivery_id, message_text.strip(), now).add_done_callback(
+                    lambda f: broker.on_outcome(session, f))
+            elif isinstance(frame, Request):
+                session.send_control(error_frame(ProtocolError(
+                    ErrorCode.FORBIDDEN, "agents cannot send console requests", ref=frame.id)))
+            else:
+                session.send_control(error_frame(ProtocolError(
+                    ErrorCode.UNEXPECTED_FRAME, f"unexpected {type(frame).__name__.lower()} frame in an agent session")))
+
+    async def _console_session(self, ws: ServerConnection, codec: Codec, hello: Hello) -> None:
+        role = await self.store.admin_role(hello.token)
+        if role is None:
+            raise SessionEnd(ProtocolError(ErrorCode.UNAUTHORIZED, "admin token not recognised"))
+        session_id = secrets.token_hex(8)
+        await send_frame(ws, codec, Welcome(
+            version=PROTOCOL_VERSION, role="console", session_id=session_id, server_time=self.broker.clock(),
+        ))
+        self.broker.stats.sessions_total["console"] += 1
+        self.broker.consoles += 1
+        send_lock = asyncio.Lock()
+
+        async def send(frame: Frame) -> None:
+            async with send_lock:
+                await send_frame(ws, codec, frame)
+                self.broker.stats.frames_out += 1
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                async for message in ws:
+                    self.broker.stats.frames_in += 1
+                    try:
+                        frame = decode_to_daemon(message)
+                    except ProtocolError as exc:
+                        await send(error_frame(exc))
+                        continue
+                    if not isinstance(frame, Request):
+                        await send(error_frame(ProtocolError(
+                            ErrorCode.UNEXPECTED_FRAME,
+                            f"a console session sends req frames, not {type(frame).__name__.lower()}")))
+                        continue
+                    tg.create_task(self._serve_request(frame, send))
+        finally:
+            self.broker.consoles -= 1
+
+    async def _serve_request(self, req: Request, send: Callable[[Frame], Awaitable[None]]) -> None:
+        async def emit(topic: str, data: Any) -> None:
+            await send(Event(id=req.id, topic=topic, data=data))
+
+        try:
+            result = await self.rpc.call(req.method, req.params, emit)
+        except ProtocolError as exc:
+            exc.ref = req.id
+            reply: Frame = error_frame(exc)
+        except Exception:
+            log.exception("event=request_crashed method=%s", req.method)
+            reply = error_frame(ProtocolError(ErrorCode.INTERNAL, "internal error; see tetherd log", ref=req.id))
+        else:
+            reply = Response(id=req.id, result=result)
+        with contextlib.suppress(ConnectionClosed):
+            await send(reply)
+
+
+def _remote(ws: ServerConnection) -> str:
+    try:
+        host, port = ws.remote_address[:2]
+        return f"{host}:{port}"
+    except (TypeError, ValueError):
+        return "?"
+

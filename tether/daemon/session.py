@@ -1,0 +1,148 @@
+"""One open agent session: what it still has to push, and the window of what is in flight.
+
+Push order is highest priority first, then oldest task (DESIGN "push on connect"). At most
+``window`` deliveries are unacknowledged at once; each ``ack`` frees room and wakes the
+pusher. Control frames (cancel, committed, errors) jump the queue.
+
+The pusher is the only coroutine that writes to the socket, so frames never interleave;
+everything else (the reader, the broker, store callbacks) only queues and wakes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import heapq
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from websockets.asyncio.server import ServerConnection
+
+from ..protocol.codec import Codec, from_msgpack
+from ..protocol.frames import Cancel, Committed, Frame, Task
+from .store import PushItem
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+log = logging.getLogger("tether.session")
+
+
+async def send_frame(ws: ServerConnection, codec: Codec, frame: Frame) -> None:
+    await ws.send(codec.encode(frame), text=not codec.binary)
+
+
+class AgentSession:
+    __slots__ = (
+        "agent_id", "broker", "codec", "committed", "control", "dropped", "heap", "holding",
+        "in_flight", "queued_ids", "session_id", "wake", "window", "ws",
+    )
+
+    def __init__(
+        self, ws: ServerConnection, codec: Codec, agent_id: str, session_id: str, window: int,
+        holding: set[int], broker: Broker,
+    ) -> None:
+        self.ws = ws
+        self.codec = codec
+        self.agent_id = agent_id
+        self.session_id = session_id
+        self.window = window
+        self.broker = broker
+        self.holding = holding
+        """Deliveries the agent told us it holds: never pushed again in this session."""
+        self.heap: list[tuple[int, int, int, PushItem]] = []
+        self.queued_ids: set[int] = set()
+        self.dropped: set[int] = set()
+        self.in_flight: set[int] = set()
+        self.control: collections.deque[Frame] = collections.deque()
+        self.committed: list[int] = []
+        self.wake = asyncio.Event()
+
+    def offer(self, items: list[PushItem]) -> None:
+        """Queue deliveries for pushing (duplicates and held ones are ignored)."""
+        added = False
+        for item in items:
+            d_id = item.delivery_id
+            if d_id in self.queued_ids or d_id in self.in_flight or d_id in self.holding:
+                continue
+            self.queued_ids.add(d_id)
+            heapq.heappush(self.heap, (-item.priority, item.task_id, d_id, item))
+            added = True
+        if added:
+            self.wake.set()
+
+    def withdraw(self, delivery_id: int) -> bool:
+        """Forget a delivery that ended (cancelled/expired). True if it was never pushed."""
+        self.holding.discard(delivery_id)
+        self.in_flight.discard(delivery_id)
+        if delivery_id in self.queued_ids:
+            self.queued_ids.discard(delivery_id)
+            self.dropped.add(delivery_id)
+            return True
+        return False
+
+    def acked(self, delivery_ids: list[int]) -> None:
+        before = len(self.in_flight)
+        self.in_flight.difference_update(delivery_ids)
+        if len(self.in_flight) < before:
+            self.wake.set()
+
+    def settled(self, delivery_ids: list[int]) -> None:
+        """Results committed: tell the agent (batched into one frame)."""
+        self.committed.extend(delivery_ids)
+        self.holding.difference_update(delivery_ids)
+        self.in_flight.difference_update(delivery_ids)
+        self.wake.set()
+
+    def send_control(self, frame: Frame) -> None:
+        self.control.append(frame)
+        self.wake.set()
+
+    def cancel(self, delivery_id: int, reason: str) -> None:
+        if not self.withdraw(delivery_id):
+            self.send_control(Cancel(delivery_id=delivery_id, reason=reason))  # type: ignore[arg-type]
+
+    def _take(self) -> list[PushItem]:
+        room = self.window - len(self.in_flight)
+        batch: list[PushItem] = []
+        while room > 0 and self.heap:
+            *_, d_id, item = heapq.heappop(self.heap)
+            if d_id in self.dropped:
+                self.dropped.discard(d_id)
+                continue
+            self.queued_ids.discard(d_id)
+            self.in_flight.add(d_id)
+            batch.append(item)
+            room -= 1
+        return batch
+
+    async def pusher(self) -> None:
+        """Write frames until the session ends (cancelled by its owner)."""
+        codec, ws = self.codec, self.ws
+        stats = self.broker.stats
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.control:
+                await send_frame(ws, codec, self.control.popleft())
+                stats.frames_out += 1
+            if self.committed:
+                ids, self.committed = self.committed, []
+                await send_frame(ws, codec, Committed(delivery_ids=ids))
+                stats.frames_out += 1
+            batch = self._take()
+            if not batch:
+                continue
+            # The sent mark is queued to the writer before the frames leave, so the store
+            # sees queued -> sent before any ack or result for these deliveries.
+            self.broker.store.mark_sent([i.delivery_id for i in batch], time.time())
+            for item in batch:
+                frame = Task(
+                    delivery_id=item.delivery_id, task_id=item.task_id, command=item.command,
+                    args=from_msgpack(item.args, codec), priority=item.priority,
+                    expires_at=item.expires_at, run=item.run,
+                )
+                await send_frame(ws, codec, frame)
+            stats.frames_out += len(batch)
+            stats.pushed += len(batch)

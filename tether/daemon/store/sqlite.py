@@ -1,0 +1,700 @@
+"""The SQLite store: one file in WAL mode, one writer committing in groups.
+
+Writes are operations (plain functions of a :class:`_Tx`) queued to a single writer task.
+The writer takes everything queued, runs it in one transaction on aiosqlite's connection
+thread (one thread hop per group, not per statement), commits, and only then resolves
+each operation's future. Under load a group grows, so the cost of a commit is shared by
+many operations ("group commit sized by load"). Each operation runs inside a SAVEPOINT,
+so one refused operation never undoes its neighbours.
+
+Reads use a second connection; WAL lets them run while the writer commits, and they see
+only committed data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import msgspec
+
+from ...protocol.codec import pack, unpack
+from ...protocol.console import AgentView, DeliveryRow, DeliveryView, TaskView
+from ...protocol.errors import ErrorCode, ProtocolError
+from ...protocol.states import PENDING, UNDELIVERED, DeliveryState, IllegalTransition, transition
+from .. import credentials
+from . import (
+    AgentAuth,
+    Change,
+    Enrollment,
+    NewTask,
+    Outcome,
+    PushItem,
+    Refusal,
+    ResultIn,
+    StoreError,
+)
+from .schema import APPLICATION_ID, LATEST, MIGRATIONS
+
+log = logging.getLogger("tether.store")
+T = TypeVar("T")
+S = DeliveryState
+
+_PENDING_SQL = ",".join(f"'{s.value}'" for s in sorted(PENDING))
+_UNDELIVERED_SQL = ",".join(f"'{s.value}'" for s in sorted(UNDELIVERED))
+_PUSH_COLUMNS = "d.id, d.task_id, d.agent_id, t.command, t.args, d.priority, t.expires_at, d.run"
+_PUSHABLE = "('queued', 'sent', 'acked', 'running')"
+
+
+class _Tx:
+    """What an operation sees: the connection, and a tally of the states it entered."""
+
+    __slots__ = ("conn", "entered")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.entered: collections.Counter[str] = collections.Counter()
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, tuple(params))
+
+    def one(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        return self.conn.execute(sql, tuple(params)).fetchone()
+
+    def move(self, delivery_id: int, old: str, new: DeliveryState, now: float, **cols: Any) -> None:
+        """Apply one delivery state change through the state table."""
+        transition(delivery_id, old, new)
+        sets = ", ".join(f"{k} = ?" for k in cols)
+        sql = f"UPDATE deliveries SET state = ?, updated_at = ?{', ' if cols else ''}{sets} WHERE id = ?"
+        self.conn.execute(sql, (new.value, now, *cols.values(), delivery_id))
+        self.entered[new.value] += 1
+
+
+Op = Callable[[_Tx], Any]
+
+
+def open_checked(path: Path) -> sqlite3.Connection:
+    """Open ``path`` as a tether database, refusing foreign or corrupt files untouched."""
+    existed = path.exists() and path.stat().st_size > 0
+    if existed:
+        with path.open("rb") as f:
+            header = f.read(16)
+        if header != b"SQLite format 3\x00":
+            raise StoreError(f"{path} is not a SQLite database; refusing to touch it")
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if existed and app_id not in (0, APPLICATION_ID):
+            raise StoreError(f"{path} is a SQLite database of another application (id {app_id:#x})")
+        if existed and app_id == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise StoreError(f"{path} is a SQLite database, but not tether's; refusing to touch it")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreError(f"{path} cannot be read as a SQLite database: {exc}") from None
+    except StoreError:
+        conn.close()
+        raise
+    return conn
+
+
+def pending_migrations(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > LATEST:
+        raise StoreError(f"database schema version {version} is newer than this tetherd ({LATEST})")
+    return [(i + 1, MIGRATIONS[i][0]) for i in range(version, LATEST)]
+
+
+def apply_migrations(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+    """Apply pending migrations, each atomically with its version bump."""
+    done = pending_migrations(conn)
+    for version, _ in done:
+        script = MIGRATIONS[version - 1][1]
+        try:
+            conn.executescript(
+                f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {version};"
+                f" PRAGMA application_id = {APPLICATION_ID}; COMMIT;"
+            )
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    return done
+
+
+def _run_group(conn: sqlite3.Connection, ops: list[Op]) -> tuple[list[tuple[bool, Any]], collections.Counter[str]]:
+    """Run one group in one transaction (called on the connection's thread)."""
+    results: list[tuple[bool, Any]] = []
+    entered: collections.Counter[str] = collections.Counter()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for op in ops:
+            tx = _Tx(conn)
+            conn.execute("SAVEPOINT op")
+            try:
+                value = op(tx)
+            except (ProtocolError, StoreError, sqlite3.IntegrityError) as exc:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                results.append((False, exc))
+            else:
+                conn.execute("RELEASE op")
+                results.append((True, value))
+                entered.update(tx.entered)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results, entered
+
+
+class SQLiteStore:
+    """The default store. ``path`` may be ``":memory:"`` for tests (one connection then)."""
+
+    def __init__(self, path: Path | str, *, synchronous: str = "full", max_batch: int = 4096) -> None:
+        self.path = Path(path) if path != ":memory:" else None
+        self.synchronous = synchronous.upper()
+        self.max_batch = max_batch
+        self._queue: collections.deque[tuple[Op, asyncio.Future[Any]]] = collections.deque()
+        self._wake = asyncio.Event()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._w: aiosqlite.Connection | None = None
+        self._r: aiosqlite.Connection | None = None
+        # statistics, read by /metrics
+        self.entered: collections.Counter[str] = collections.Counter()
+        self.commits = 0
+        self.commit_seconds = 0.0
+        self.commit_ops = 0
+        self.last_commit_seconds = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            open_checked(self.path).close()
+            self._w = await aiosqlite.connect(self.path, isolation_level=None)
+        else:
+            self._w = await aiosqlite.connect(":memory:", isolation_level=None)
+        await self._w.execute("PRAGMA journal_mode = WAL")
+        await self._w.execute(f"PRAGMA synchronous = {self.synchronous}")
+        await self._w.execute("PRAGMA busy_timeout = 5000")
+        await self._w.execute("PRAGMA foreign_keys = ON")
+        await self._w._execute(apply_migrations, self._w._conn)  # type: ignore[attr-defined]
+        if self.path is not None:
+            self._r = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._r.execute("PRAGMA query_only = ON")
+            await self._r.execute("PRAGMA busy_timeout = 5000")
+        else:
+            self._r = self._w
+        self._writer_task = asyncio.get_running_loop().create_task(self._writer(), name="store-writer")
+
+    async def close(self) -> None:
+        if self._writer_task is None:
+            return
+        await self.flush()
+        self._closing = True
+        self._wake.set()
+        await self._writer_task
+        self._writer_task = None
+        if self._r is not None and self._r is not self._w:
+            await self._r.close()
+        if self._w is not None:
+            with contextlib.suppress(sqlite3.Error):
+                await self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._w.close()
+
+    async def flush(self) -> None:
+        await self._submit(lambda tx: None)
+
+    # -- the writer -----------------------------------------------------------------------
+
+    def _submit(self, op: Op) -> asyncio.Future[Any]:
+        if self._closing or self._writer_task is None:
+            raise StoreError("the store is closed")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((op, fut))
+        self._wake.set()
+        return fut
+
+    def _submit_quiet(self, op: Op, what: str) -> None:
+        """Submit a write nobody awaits; its failure is logged, never lost silently."""
+        fut = self._submit(op)
+        fut.add_done_callback(lambda f: self._log_failure(f, what))
+
+    @staticmethod
+    def _log_failure(fut: asyncio.Future[Any], what: str) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.warning("event=write_failed op=%s error=%r", what, fut.exception())
+
+    async def _writer(self) -> None:
+        assert self._w is not None
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            group = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch))]
+            started = time.perf_counter()
+            try:
+                results, entered = await self._w._execute(  # type: ignore[attr-defined]
+                    _run_group, self._w._conn, [op for op, _ in group]  # type: ignore[attr-defined]
+                )
+            except sqlite3.Error as exc:
+                error = StoreError(f"the database refused the write: {exc}")
+                log.error("event=commit_failed ops=%d error=%r", len(group), exc)
+                for _, fut in group:
+                    if not fut.done():
+                        fut.set_exception(error)
+                continue
+            elapsed = time.perf_counter() - started
+            self.commits += 1
+            self.commit_ops += len(group)
+            self.commit_seconds += elapsed
+            self.last_commit_seconds = elapsed
+            self.entered.update(entered)
+            for (_, fut), (ok, value) in zip(group, results, strict=True):
+                if fut.done():
+                    continue
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value if not isinstance(value, sqlite3.Error) else StoreError(str(value)))
+
+    async def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        assert self._r is not None
+        return list(await self._r.execute_fetchall(sql, tuple(params)))
+
+    # -- credentials ----------------------------------------------------------------------
+
+    async def bootstrap(self, now: float) -> tuple[str, str] | None:
+        def op(tx: _Tx) -> tuple[str, str] | None:
+            if tx.one("SELECT 1 FROM admin_tokens LIMIT 1"):
+                return None
+            token = credentials.new_admin_token()
+            key = credentials.new_enroll_key()
+            tx.execute(
+                "INSERT INTO admin_tokens (token_hash, role, label, created_at) VALUES (?, 'admin', 'initial', ?)",
+                (credentials.digest(token), now),
+            )
+            tx.execute(
+                "INSERT INTO enroll_keys (key_hash, tags, created_at) VALUES (?, ?, ?)",
+                (credentials.digest(key), pack([]), now),
+            )
+            return token, key
+
+        result: tuple[str, str] | None = await self._submit(op)
+        return result
+
+    async def create_admin_token(self, role: str, label: str, now: float) -> str:
+        token = credentials.new_admin_token()
+        await self._submit(lambda tx: tx.execute(
+            "INSERT INTO admin_tokens (token_hash, role, label, created_at) VALUES (?, ?, ?, ?)",
+            (credentials.digest(token), role, label, now),
+        ))
+        return token
+
+    async def create_enroll_key(
+        self, tags: list[str], expires_at: float | None, uses: int | None, now: float
+    ) -> str:
+        key = credentials.new_enroll_key()
+        await self._submit(lambda tx: tx.execute(
+            "INSERT INTO enroll_keys (key_hash, tags, created_at, expires_at, uses_left) VALUES (?, ?, ?, ?, ?)",
+            (credentials.digest(key), pack(sorted(set(tags))), now, expires_at, uses),
+        ))
+        return key
+
+    async def admin_role(self, token: str) -> str | None:
+        rows = await self._read(
+            "SELECT role FROM admin_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+            (credentials.digest(token),),
+        )
+        return rows[0][0] if rows else None
+
+    async def enroll(
+        self, key: str, machine_uuid: str, hostname: str, platform: str, tags: list[str], now: float
+    ) -> Enrollment:
+        key_hash = credentials.digest(credentials.normalise_enroll_key(key))
+        token = credentials.new_agent_token()
+
+        def op(tx: _Tx) -> Enrollment:
+            row = tx.one(
+                "SELECT id, tags, expires_at, uses_left FROM enroll_keys WHERE key_hash = ? AND revoked_at IS NULL",
+                (key_hash,),
+            )
+            if row is None:
+                raise ProtocolError(ErrorCode.ENROLL_KEY_UNKNOWN, "unknown or revoked enrollment key")
+            key_id, key_tags, expires_at, uses_left = row
+            if expires_at is not None and expires_at <= now:
+                raise ProtocolError(ErrorCode.ENROLL_KEY_EXPIRED, "this enrollment key has expired; ask for a new one")
+            if uses_left is not None and uses_left <= 0:
+                raise ProtocolError(ErrorCode.ENROLL_KEY_EXHAUSTED, "this enrollment key has been used up")
+            if uses_left is not None:
+                tx.execute("UPDATE enroll_keys SET uses_left = uses_left - 1 WHERE id = ?", (key_id,))
+            existing = tx.one("SELECT id FROM agents WHERE machine_uuid = ? AND machine_uuid != ''", (machine_uuid,))
+            if existing:
+                agent_id = existing[0]
+                tx.execute(
+                    "UPDATE agents SET token_hash = ?, hostname = ?, platform = ? WHERE id = ?",
+                    (credentials.digest(token), hostname, platform, agent_id),
+                )
+            else:
+                agent_id = credentials.new_agent_id()
+                tx.execute(
+                    "INSERT INTO agents (id, token_hash, machine_uuid, hostname, platform, enrolled_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (agent_id, credentials.digest(token), machine_uuid, hostname, platform, now),
+                )
+            all_tags = sorted(set(unpack(key_tags)) | set(tags))
+            tx.conn.executemany(
+                "INSERT OR IGNORE INTO agent_tags (agent_id, tag) VALUES (?, ?)", [(agent_id, t) for t in all_tags]
+            )
+            current = [r[0] for r in tx.execute("SELECT tag FROM agent_tags WHERE agent_id = ?", (agent_id,))]
+            _materialise(tx, agent_id, current, now)
+            return Enrollment(agent_id=agent_id, token=token, tags=current)
+
+        result: Enrollment = await self._submit(op)
+        return result
+
+    async def authenticate_agent(self, agent_id: str, token: str) -> AgentAuth | None:
+        rows = await self._read("SELECT token_hash FROM agents WHERE id = ?", (agent_id,))
+        if not rows or not credentials.matches(token, rows[0][0]):
+            return None
+        tags = [r[0] for r in await self._read("SELECT tag FROM agent_tags WHERE agent_id = ?", (agent_id,))]
+        return AgentAuth(agent_id=agent_id, tags=tags)
+
+    def agent_seen(
+        self, agent_id: str, hostname: str, platform: str, commands: list[str], version: str, now: float
+    ) -> None:
+        self._submit_quiet(lambda tx: tx.execute(
+            "UPDATE agents SET hostname = ?, platform = ?, commands = ?, agent_version = ?, last_seen = ?"
+            " WHERE id = ?",
+            (hostname, platform, pack(commands), version, now, agent_id),
+        ), "agent_seen")
+
+    # -- tasks and deliveries -------------------------------------------------------------
+
+    async def create_task(self, task: NewTask, now: float) -> tuple[int, list[PushItem]]:
+        args = pack(task.args)
+        expires_at = now + task.ttl
+
+        def op(tx: _Tx) -> tuple[int, list[PushItem]]:
+            if task.target_kind == "agent" and not tx.one("SELECT 1 FROM agents WHERE id = ?", (task.target,)):
+                raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {task.target!r}")
+            if task.target_kind == "tag" and not tx.one("SELECT 1 FROM agent_tags WHERE tag = ?", (task.target,)):
+                raise ProtocolError(
+                    ErrorCode.UNKNOWN_TAG, f"no agent carries tag {task.target!r} (add it with: tetherctl tag add)"
+                )
+            task_id = tx.execute(
+                "INSERT INTO tasks (command, args, target_kind, target, priority, ttl, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (task.command, args, task.target_kind, task.target, task.priority, task.ttl, now, expires_at),
+            ).lastrowid
+            assert task_id is not None
+            if task.target_kind == "agent":
+                source, params = "SELECT ? AS a", (task.target,)
+            elif task.target_kind == "tag":
+                source, params = "SELECT agent_id AS a FROM agent_tags WHERE tag = ?", (task.target,)
+            else:
+                source, params = "SELECT id AS a FROM agents", ()
+            rows = tx.execute(
+                "INSERT INTO deliveries (task_id, agent_id, state, priority, updated_at)"
+                f" SELECT ?, x.a, 'queued', ?, ? FROM ({source}) AS x WHERE true RETURNING id, agent_id",
+                (task_id, task.priority, now, *params),
+            ).fetchall()
+            tx.entered["queued"] += len(rows)
+            items = [
+                PushItem(d_id, task_id, a_id, task.command, args, task.priority, expires_at) for d_id, a_id in rows
+            ]
+            return task_id, items
+
+        result: tuple[int, list[PushItem]] = await self._submit(op)
+        return result
+
+    async def pending_for_agent(self, agent_id: str) -> list[PushItem]:
+        rows = await self._read(
+            f"SELECT {_PUSH_COLUMNS} FROM deliveries d JOIN tasks t ON t.id = d.task_id"
+            f" WHERE d.agent_id = ? AND d.state IN {_PUSHABLE}"
+            " ORDER BY d.priority DESC, d.task_id, d.id",
+            (agent_id,),
+        )
+        return [PushItem(*r) for r in rows]
+
+    def mark_sent(self, delivery_ids: list[int], now: float) -> None:
+        def op(tx: _Tx) -> None:
+            for d_id in delivery_ids:
+                row = tx.one("SELECT state FROM deliveries WHERE id = ?", (d_id,))
+                if row is not None and row[0] == "queued":
+                    tx.move(d_id, "queued", S.SENT, now, sent_at=now)
+
+        self._submit_quiet(op, "mark_sent")
+
+    def _agent_op(
+        self, agent_id: str, delivery_ids: Iterable[int], apply: Callable[[_Tx, int, str, int], Change | None]
+    ) -> Op:
+        """An operation over deliveries an agent reports on, checking ownership first."""
+
+        def op(tx: _Tx) -> Outcome:
+            changes: list[Change] = []
+            settled: list[int] = []
+            refused: list[Refusal] = []
+            for d_id in delivery_ids:
+                row = tx.one("SELECT state, agent_id, task_id FROM deliveries WHERE id = ?", (d_id,))
+                if row is None:
+                    refused.append(Refusal(d_id, ErrorCode.UNKNOWN_DELIVERY, f"no delivery {d_id}"))
+                    continue
+                state, owner, task_id = row
+                if owner != agent_id:
+                    refused.append(Refusal(d_id, ErrorCode.FORBIDDEN, f"delivery {d_id} belongs to another agent"))
+                    continue
+                try:
+                    change = apply(tx, d_id, state, task_id)
+                except IllegalTransition as exc:
+                    refused.append(Refusal(d_id, exc.code, exc.message))
+                    continue
+                settled.append(d_id)
+                if change is not None:
+                    changes.append(change)
+            return Outcome(changes, settled, refused)
+
+        return op
+
+    def acknowledge(self, agent_id: str, delivery_ids: list[int], now: float) -> asyncio.Future[Outcome]:
+        def apply(tx: _Tx, d_id: int, state: str, task_id: int) -> Change | None:
+            if state in ("acked", "running", "waiting", "done", "failed"):
+                return None  # a repeated ack after a re-push: already past this point
+            tx.move(d_id, state, S.ACKED, now, acked_at=now)
+            return Change(d_id, task_id, agent_id, state, "acked")
+
+        return self._submit(self._agent_op(agent_id, delivery_ids, apply))
+
+    def started(self, agent_id: str, delivery_id: int, message: str, now: float) -> asyncio.Future[Outcome]:
+        def apply(tx: _Tx, d_id: int, state: str, task_id: int) -> Change | None:
+            if state == "running":
+                tx.execute("UPDATE deliveries SET progress = ?, updated_at = ? WHERE id = ?", (message, now, d_id))
+                return None
+            if state in ("done", "failed"):
+                return None
+            tx.move(d_id, state, S.RUNNING, now, started_at=now, progress=message)
+            return Change(d_id, task_id, agent_id, state, "running")
+
+        return self._submit(self._agent_op(agent_id, [delivery_id], apply))
+
+    def record_results(self, agent_id: str, results: list[ResultIn], now: float) -> asyncio.Future[Outcome]:
+        by_id = {r.delivery_id: r for r in results}
+
+        def apply(tx: _Tx, d_id: int, state: str, task_id: int) -> Change | None:
+            if state in ("done", "failed"):
+                return None  # re-sent from the agent's outbox: already committed
+            r = by_id[d_id]
+            new = S.DONE if r.ok else S.FAILED
+            tx.move(
+                d_id, state, new, now, result=r.output, error=r.error,
+                started_at=r.started_at or None, finished_at=r.finished_at or now,
+            )
+            return Change(d_id, task_id, agent_id, state, new.value)
+
+        return self._submit(self._agent_op(agent_id, list(by_id), apply))
+
+    def _end(self, where: str, params: tuple[Any, ...], states: str, new: DeliveryState, now: float) -> Op:
+        def op(tx: _Tx) -> list[Change]:
+            rows = tx.execute(
+                f"SELECT id, task_id, agent_id, state FROM deliveries WHERE {where} AND state IN ({states})", params
+            ).fetchall()
+            changes = []
+            for d_id, task_id, agent_id, state in rows:
+                tx.move(d_id, state, new, now)
+                changes.append(Change(d_id, task_id, agent_id, state, new.value))
+            return changes
+
+        return op
+
+    async def expire_task(self, task_id: int, now: float) -> list[Change]:
+        end = self._end("task_id = ?", (task_id,), _UNDELIVERED_SQL, S.EXPIRED, now)
+
+        def op(tx: _Tx) -> list[Change]:
+            tx.execute("UPDATE tasks SET state = 'closed' WHERE id = ? AND state = 'active'", (task_id,))
+            changes: list[Change] = end(tx)
+            return changes
+
+        result: list[Change] = await self._submit(op)
+        return result
+
+    async def cancel(
+        self, *, task_id: int | None = None, agent_id: str | None = None, tag: str | None = None, now: float
+    ) -> list[Change]:
+        def op(tx: _Tx) -> list[Change]:
+            if task_id is not None:
+                if not tx.one("SELECT 1 FROM tasks WHERE id = ?", (task_id,)):
+                    raise ProtocolError(ErrorCode.UNKNOWN_TASK, f"no task {task_id}")
+                tx.execute("UPDATE tasks SET state = 'cancelled' WHERE id = ? AND state = 'active'", (task_id,))
+                where, params = "task_id = ?", (task_id,)
+            elif agent_id is not None:
+                if not tx.one("SELECT 1 FROM agents WHERE id = ?", (agent_id,)):
+                    raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {agent_id!r}")
+                where, params = "agent_id = ?", (agent_id,)
+            else:
+                targeted = tx.execute(
+                    "UPDATE tasks SET state = 'cancelled' WHERE state = 'active' AND target_kind = 'tag'"
+                    " AND target = ?", (tag,),
+                ).rowcount
+                if not targeted and not tx.one("SELECT 1 FROM agent_tags WHERE tag = ?", (tag,)):
+                    raise ProtocolError(ErrorCode.UNKNOWN_TAG, f"no agent carries tag {tag!r}")
+                where = "agent_id IN (SELECT agent_id FROM agent_tags WHERE tag = ?)"
+                where += " OR task_id IN (SELECT id FROM tasks WHERE target_kind = 'tag' AND target = ?)"
+                where, params = f"({where})", (tag, tag)
+            changes: list[Change] = self._end(where, params, _PENDING_SQL, S.CANCELLED, now)(tx)
+            return changes
+
+        result: list[Change] = await self._submit(op)
+        return result
+
+    async def tag_add(self, agent_id: str, tag: str, now: float) -> list[PushItem]:
+        def op(tx: _Tx) -> list[PushItem]:
+            if not tx.one("SELECT 1 FROM agents WHERE id = ?", (agent_id,)):
+                raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {agent_id!r}")
+            tx.execute("INSERT OR IGNORE INTO agent_tags (agent_id, tag) VALUES (?, ?)", (agent_id, tag))
+            return _materialise(tx, agent_id, [tag], now, include_all=False)
+
+        result: list[PushItem] = await self._submit(op)
+        return result
+
+    async def tag_rm(self, agent_id: str, tag: str, now: float) -> bool:
+        def op(tx: _Tx) -> bool:
+            if not tx.one("SELECT 1 FROM agents WHERE id = ?", (agent_id,)):
+                raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {agent_id!r}")
+            return tx.execute("DELETE FROM agent_tags WHERE agent_id = ? AND tag = ?", (agent_id, tag)).rowcount > 0
+
+        result: bool = await self._submit(op)
+        return result
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def list_agents(self, tag: str | None) -> list[AgentView]:
+        where, params = ("WHERE a.id IN (SELECT agent_id FROM agent_tags WHERE tag = ?)", (tag,)) if tag else ("", ())
+        rows = await self._read(
+            "SELECT a.id, a.hostname, a.platform, a.enrolled_at, a.last_seen, a.commands,"
+            " (SELECT group_concat(tag, char(0)) FROM agent_tags t WHERE t.agent_id = a.id)"
+            f" FROM agents a {where} ORDER BY a.hostname, a.id",
+            params,
+        )
+        return [
+            AgentView(
+                agent_id=r[0], hostname=r[1], platform=r[2], enrolled_at=r[3], last_seen=r[4],
+                commands=unpack(r[5]) or [], tags=sorted(r[6].split("\0")) if r[6] else [], online=False,
+            )
+            for r in rows
+        ]
+
+    async def agent_commands(self, agent_id: str) -> list[str] | None:
+        rows = await self._read("SELECT commands FROM agents WHERE id = ?", (agent_id,))
+        if not rows:
+            return None
+        commands: list[str] = unpack(rows[0][0]) or []
+        return commands
+
+    async def tag_exists(self, tag: str) -> bool:
+        return bool(await self._read("SELECT 1 FROM agent_tags WHERE tag = ? LIMIT 1", (tag,)))
+
+    async def task_exists(self, task_id: int) -> bool:
+        return bool(await self._read("SELECT 1 FROM tasks WHERE id = ?", (task_id,)))
+
+    async def get_task(self, task_id: int) -> TaskView | None:
+        rows = await self._read(
+            "SELECT id, command, args, target_kind, target, priority, ttl, created_at, expires_at, state"
+            " FROM tasks WHERE id = ?", (task_id,),
+        )
+        if not rows:
+            return None
+        t = rows[0]
+        deliveries = await self._read(
+            "SELECT id, agent_id, state, updated_at, sent_at, acked_at, started_at, finished_at, progress,"
+            " result, error FROM deliveries WHERE task_id = ? ORDER BY id", (task_id,),
+        )
+        return TaskView(
+            task_id=t[0], command=t[1], args=unpack(t[2]), target="all" if t[3] == "all" else f"{t[3]}:{t[4]}",
+            priority=t[5], ttl=t[6], created_at=t[7], expires_at=t[8], state=t[9],
+            deliveries=[
+                DeliveryView(
+                    delivery_id=d[0], agent_id=d[1], state=d[2], updated_at=d[3], sent_at=d[4], acked_at=d[5],
+                    started_at=d[6], finished_at=d[7], progress=d[8], result=_decode_result(d[9]), error=d[10],
+                )
+                for d in deliveries
+            ],
+        )
+
+    async def list_deliveries(
+        self, *, agent_id: str | None, tag: str | None, states: list[str] | None, limit: int
+    ) -> list[DeliveryRow]:
+        clauses, params = [], []
+        if agent_id is not None:
+            clauses.append("d.agent_id = ?")
+            params.append(agent_id)
+        if tag is not None:
+            clauses.append("d.agent_id IN (SELECT agent_id FROM agent_tags WHERE tag = ?)")
+            params.append(tag)
+        if states is not None:
+            clauses.append(f"d.state IN ({','.join('?' * len(states))})")
+            params.extend(states)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = await self._read(
+            "SELECT d.task_id, d.id, d.agent_id, t.command, d.state, d.priority, t.created_at, t.expires_at"
+            f" FROM deliveries d JOIN tasks t ON t.id = d.task_id {where}"
+            " ORDER BY d.priority DESC, d.task_id, d.id LIMIT ?",
+            (*params, limit),
+        )
+        return [
+            DeliveryRow(
+                task_id=r[0], delivery_id=r[1], agent_id=r[2], command=r[3], state=r[4], priority=r[5],
+                created_at=r[6], expires_at=r[7],
+            )
+            for r in rows
+        ]
+
+    async def active_expiries(self) -> list[tuple[int, float]]:
+        return [(r[0], r[1]) for r in await self._read("SELECT id, expires_at FROM tasks WHERE state = 'active'")]
+
+
+def _decode_result(blob: bytes | None) -> Any:
+    try:
+        return unpack(blob)
+    except msgspec.DecodeError:
+        return None
+
+
+def _materialise(tx: _Tx, agent_id: str, tags: list[str], now: float, *, include_all: bool = True) -> list[PushItem]:
+    """Give an agent (newly enrolled or tagged) the still-active tasks aimed at its tags
+    or at all agents: each agent gets each task once (UNIQUE(task_id, agent_id))."""
+    marks = ",".join("?" * len(tags))
+    conds = []
+    if tags:
+        conds.append(f"(target_kind = 'tag' AND target IN ({marks}))")
+    if include_all:
+        conds.append("target_kind = 'all'")
+    if not conds:
+        return []
+    rows = tx.execute(
+        "INSERT OR IGNORE INTO deliveries (task_id, agent_id, state, priority, updated_at)"
+        f" SELECT id, ?, 'queued', priority, ? FROM tasks WHERE state = 'active' AND expires_at > ?"
+        f" AND ({' OR '.join(conds)}) RETURNING id, task_id",
+        (agent_id, now, now, *tags),
+    ).fetchall()
+    tx.entered["queued"] += len(rows)
+    items = []
+    for d_id, task_id in rows:
+        command, args, priority, expires_at = tx.one(
+            "SELECT command, args, priority, expires_at FROM tasks WHERE id = ?", (task_id,)
+        )
+        items.append(PushItem(d_id, task_id, agent_id, command, args, priority, expires_at))
+    return items
