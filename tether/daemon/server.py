@@ -266,7 +266,7 @@ class Daemon:
                     ErrorCode.UNEXPECTED_FRAME, f"unexpected {type(frame).__name__.lower()} frame in an agent session")))
 
     async def _console_session(self, ws: ServerConnection, codec: Codec, hello: Hello) -> None:
-        role = await self.store.admin_role(hello.token)
+        role = await self.store.admin_role(hello.token) if hello.token else None
         if role is None:
             raise SessionEnd(ProtocolError(ErrorCode.UNAUTHORIZED, "admin token not recognised"))
         session_id = secrets.token_hex(8)

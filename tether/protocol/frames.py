@@ -44,7 +44,8 @@ class Hello(Frame, tag="hello"):
 
     role: Literal["agent", "console"]
     version: int
-    token: str
+    token: str = ""
+    """An admin token (console) or the agent's secret token; missing means refused (4010)."""
     agent_id: str | None = None
     """Agents only: the id received at enrollment."""
     hostname: str = ""

@@ -1,0 +1,185 @@
+"""End-to-end harness: a real ``tetherd`` process, real ``tether-agent`` processes and
+``tetherctl`` invocations, on a temporary data directory and an ephemeral port.
+
+Synchronisation is by events the processes print (log lines read by a thread) or by
+``tetherctl wait``; where a state can only be observed by asking, ``wait_until`` asks
+again until a bounded deadline and fails with what it last saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+COMMANDS = Path(__file__).parent / "commands.py"
+
+
+class LogWatcher:
+    """Collects a process's stderr lines in a thread; ``wait_for`` blocks on a condition."""
+
+    def __init__(self, stream: Any, name: str) -> None:
+        self.lines: list[str] = []
+        self.name = name
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: Any) -> None:
+        for raw in stream:
+            line = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self.lines.append("<eof>")
+            self._cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = 15.0, start: int = 0) -> re.Match[str]:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines[start:]:
+                    m = regex.search(line)
+                    if m:
+                        return m
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.lines and self.lines[-1] == "<eof>"):
+                    tail = "\n".join(self.lines[-30:])
+                    raise AssertionError(f"{self.name}: no line matching {pattern!r} within {timeout}s:\n{tail}")
+                self._cond.wait(remaining)
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self.lines)
+
+    def text(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+class Tetherd:
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        self.data_dir = data_dir
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log: LogWatcher | None = None
+        self.url = ""
+        self.port = 0
+        self.admin_token = ""
+        self.enroll_key = ""
+        self.extra_args: list[str] = []
+
+    def start(self, *extra: str) -> None:
+        listen = f"127.0.0.1:{self.port}"
+        args = [str(BIN / "tetherd"), "serve", "--data-dir", str(self.data_dir), "--listen", listen, "--json",
+                *self.extra_args, *extra]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
+        self.log = LogWatcher(self.proc.stderr, "tetherd")
+        m = self.log.wait_for(r"event=listening url=(ws://\S+)")
+        self.url = m.group(1)
+        self.port = int(self.url.rsplit(":", 1)[1])
+        if not self.admin_token:
+            assert self.proc.stdout is not None
+            creds = json.loads(self.proc.stdout.readline())
+            self.admin_token = creds["admin_token"]
+            self.enroll_key = creds["enroll_key"]
+            assert creds["url"] == self.url
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+    def ctl(self, *args: str, check: bool = True, timeout: float = 60) -> tuple[int, Any]:
+        """Run tetherctl with --json; return (exit code, parsed stdout or the stderr text)."""
+        env = {**self.env, "TETHER_URL": self.url, "TETHER_TOKEN": self.admin_token}
+        proc = subprocess.run([str(BIN / "tetherctl"), *args, "--json"], capture_output=True, text=True,
+                              env=env, timeout=timeout)
+        out: Any = proc.stderr
+        if proc.stdout.strip():
+            try:
+                out = json.loads(proc.stdout)
+            except json.JSONDecodeError:
+                out = proc.stdout
+        if check and proc.returncode != 0:
+            raise AssertionError(f"tetherctl {' '.join(args)} exited {proc.returncode}: {proc.stdout}{proc.stderr}")
+        return proc.returncode, out
+
+    def task(self, command: str, *target: str) -> int:
+        _, out = self.ctl("task", command, *target)
+        return int(out["task_id"])
+
+    def show(self, task_id: int) -> dict[str, Any]:
+        return self.ctl("show", str(task_id))[1]  # type: ignore[no-any-return]
+
+
+class AgentProc:
+    def __init__(self, name: str, root: Path, tetherd: Tetherd, env: dict[str, str]) -> None:
+        self.name = name
+        self.state_dir = root / f"agent-{name}"
+        self.exec_log = root / f"agent-{name}.exec.log"
+        self.tetherd = tetherd
+        self.env = {**env, "TETHER_TEST_EXEC_LOG": str(self.exec_log)}
+        self.agent_id = ""
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log: LogWatcher | None = None
+
+    def enroll(self, *tags: str, key: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        args = [str(BIN / "tether-agent"), "enroll", "--server", self.tetherd.url,
+                "--key", key or self.tetherd.enroll_key, "--state-dir", str(self.state_dir),
+                "--machine-uuid", f"test-machine-{self.name}-{os.getpid()}", "--json"]
+        for tag in tags:
+            args += ["--tag", tag]
+        proc = subprocess.run(args, capture_output=True, text=True, env=self.env, timeout=30)
+        if check:
+            assert proc.returncode == 0, proc.stderr
+            self.agent_id = json.loads(proc.stdout)["agent_id"]
+        return proc
+
+    def start(self, *extra: str) -> None:
+        args = [str(BIN / "tether-agent"), "run", "--state-dir", str(self.state_dir),
+                "--commands", f"{COMMANDS}:agent", *extra]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env)
+        self.log = LogWatcher(self.proc.stderr, f"agent-{self.name}")
+        self.log.wait_for(r"session_open")
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+    def status(self) -> dict[str, Any]:
+        proc = subprocess.run([str(BIN / "tether-agent"), "status", "--state-dir", str(self.state_dir), "--json"],
+                              capture_output=True, text=True, env=self.env, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every execution the agent's test commands recorded, in order."""
+        if not self.exec_log.exists():
+            return []
+        return [json.loads(line) for line in self.exec_log.read_text().splitlines() if line.strip()]
+
+

@@ -1,0 +1,225 @@
+"""Reliable tasking, end to end: real tetherd, real agents, tetherctl as an operator uses it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from harness import BIN, AgentProc, Tetherd, wait_until
+
+
+def states(view: dict) -> dict[str, str]:
+    return {d["agent_id"]: d["state"] for d in view["deliveries"]}
+
+
+def test_task_for_offline_agent_runs_once_when_it_starts(tetherd: Tetherd, make_agent: Callable[..., AgentProc]) -> None:
+    a = make_agent("a")
+    task_id = tetherd.task("record --path /etc/hosts --verbose", "--agent", a.agent_id)
+    view = tetherd.show(task_id)
+    assert states(view) == {a.agent_id: "queued"}
+    assert view["args"] == {"path": "/etc/hosts", "verbose": True}
+
+    a.start()
+    rc, view = tetherd.ctl("wait", str(task_id), "--timeout", "30")
+    assert rc == 0, view
+    (delivery,) = view["deliveries"]
+    assert delivery["state"] == "done"
+    assert delivery["result"] == {"recorded": {"path": "/etc/hosts", "verbose": True}}
+    assert delivery["sent_at"] and delivery["acked_at"] and delivery["finished_at"]
+    assert [r["task_id"] for r in a.runs()] == [task_id]
+    # `tetherctl show` prints the result for a human too
+    env = {**tetherd.env, "TETHER_URL": tetherd.url, "TETHER_TOKEN": tetherd.admin_token}
+    text = subprocess.run([str(BIN / "tetherctl"), "show", str(task_id)], capture_output=True, text=True,
+                          env=env, check=True).stdout
+    assert "done" in text and "/etc/hosts" in text
+
+
+def test_builtin_os_version_reports_real_platform_facts(tetherd: Tetherd, make_agent: Callable[..., AgentProc]) -> None:
+    a = make_agent("a", start=True)
+    _, out = tetherd.ctl("action", json.dumps({"action": "task", "task": "os_version", "sid": a.agent_id}))
+    rc, view = tetherd.ctl("wait", str(out["task_id"]), "--timeout", "30")
+    assert rc == 0
+    result = view["deliveries"][0]["result"]
+    assert result["system"] == os.uname().sysname
+    assert result["release"] == os.uname().release
+    assert result["hostname"] == os.uname().nodename
+
+
+def test_tag_task_reaches_tagged_agents_once_including_later_ones(
+    tetherd: Tetherd, make_agent: Callable[..., AgentProc]
+) -> None:
+    online = make_agent("online", "web", start=True)
+    offline = make_agent("offline", "web")
+    untagged = make_agent("untagged", start=True)
+    later = make_agent("later")
+
+    task_id = tetherd.task("record --n 1", "--tag", "web")
+    _, out = tetherd.ctl("tag", "add", later.agent_id, "web")
+    assert out["new_deliveries"] == 1
+    offline.start()
+    later.start()
+    rc, view = tetherd.ctl("wait", str(task_id), "--timeout", "30")
+    assert rc == 0, view
+    assert states(view) == {online.agent_id: "done", offline.agent_id: "done", later.agent_id: "done"}
+    for agent in (online, offline, later):
+        assert [r["task_id"] for r in agent.runs()] == [task_id], agent.name
+    # tagging again, or restarting an agent, never delivers it a second time
+    tetherd.ctl("tag", "add", later.agent_id, "web")
+    later.kill(signal.SIGTERM)
+    later.start()
+    sync = tetherd.task("record --sync 1", "--agent", later.agent_id)
+    assert tetherd.ctl("wait", str(sync), "--timeout", "30")[0] == 0
+    assert [r["task_id"] for r in later.runs()] == [task_id, sync]
+    assert untagged.runs() == []
+    assert untagged.agent_id not in states(tetherd.show(task_id))
+
+
+def test_ttl_expires_undelivered_task_and_it_never_runs(tetherd: Tetherd, make_agent: Callable[..., AgentProc]) -> None:
+    a = make_agent("a")
+    task_id = tetherd.task("record", "--agent", a.agent_id, "--ttl", "2")
+    rc, view = tetherd.ctl("wait", str(task_id), "--timeout", "20")
+    assert rc == 1  # ended, but not done
+    assert states(view) == {a.agent_id: "expired"}
+    a.start()
+    sync = tetherd.task("record --after 1", "--agent", a.agent_id)
+    assert tetherd.ctl("wait", str(sync), "--timeout", "30")[0] == 0
+    assert [r["task_id"] for r in a.runs()] == [sync]
+
+
+def test_untask_before_the_agent_connects(tetherd: Tetherd, make_agent: Callable[..., AgentProc]) -> None:
+    a = make_agent("a", "db")
+    first = tetherd.task("record", "--agent", a.agent_id)
+    second = tetherd.task("record --two 2", "--tag", "db")
+    third = tetherd.task("record --three 3", "--agent", a.agent_id)
+    assert tetherd.ctl("untask", str(first))[1] == {"cancelled": 1}
+    assert tetherd.ctl("untask", "--tag", "db")[1]["cancelled"] == 2  # second and third: pending on a db agent
+    _, pending = tetherd.ctl("tasks", "--agent", a.agent_id)
+    assert pending == []
+    _, everything = tetherd.ctl("tasks", "--agent", a.agent_id, "--state", "all")
+    assert {row["task_id"]: row["state"] for row in everything} == {
+        first: "cancelled", second: "cancelled", third: "cancelled"}
+    a.start()
+    sync = tetherd.task("record --sync 1", "--agent", a.agent_id)
+    assert tetherd.ctl("wait", str(sync), "--timeout", "30")[0] == 0
+    assert [r["task_id"] for r in a.runs()] == [sync]
+    assert tetherd.ctl("wait", str(first), "--timeout", "5")[0] == 1
+
+
+def test_untask_of_a_running_delivery_sends_cancel(
+    tetherd: Tetherd, make_agent: Callable[..., AgentProc], tmp_path: Path
+) -> None:
+    a = make_agent("a", start=True)
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    task_id = tetherd.task(f"gate --fifo {fifo}", "--agent", a.agent_id)
+    writer = open(fifo, "w")  # returns once the command opened the FIFO: it is running
+    assert tetherd.ctl("untask", str(task_id))[1] == {"cancelled": 1}
+    assert a.log is not None
+    a.log.wait_for(r"cancel")
+    writer.write("late\n")
+    writer.close()
+    sync = tetherd.task("record --sync 1", "--agent", a.agent_id)
+    assert tetherd.ctl("wait", str(sync), "--timeout", "30")[0] == 0
+    assert states(tetherd.show(task_id)) == {a.agent_id: "cancelled"}
+
+
+def test_priority_order_on_connect(tetherd: Tetherd, make_agent: Callable[..., AgentProc]) -> None:
+    a = make_agent("a")
+    ids = {}
+    for prio in ("low", "medium", "urgent", "high", "urgent"):
+        ids.setdefault(prio, []).append(tetherd.task(f"record --p {prio}", "--agent", a.agent_id, "--priority", prio))
+    a.start("--concurrency", "1")
+    for task_ids in ids.values():
+        for task_id in task_ids:
+            assert tetherd.ctl("wait", str(task_id), "--timeout", "30")[0] == 0
+    order = [r["args"]["p"] for r in a.runs()]
+    assert order == ["urgent", "urgent", "high", "medium", "low"]
+
+
+def test_failing_command_is_reported_failed(tetherd: Tetherd, make_agent: Callable[..., AgentProc]) -> None:
+    a = make_agent("a", start=True)
+    task_id = tetherd.task("fail --message disk-on-fire", "--agent", a.agent_id)
+    rc, view = tetherd.ctl("wait", str(task_id), "--timeout", "30")
+    assert rc == 1
+    (d,) = view["deliveries"]
+    assert d["state"] == "failed"
+    assert "disk-on-fire" in d["error"]
+
+
+def test_sigkill_tetherd_right_after_task_returned(tetherd: Tetherd, make_agent: Callable[..., AgentProc]) -> None:
+    a = make_agent("a")
+    task_id = tetherd.task("record --durable yes", "--agent", a.agent_id)
+    tetherd.kill(signal.SIGKILL)
+    tetherd.start()
+    a.start()
+    rc, view = tetherd.ctl("wait", str(task_id), "--timeout", "30")
+    assert rc == 0, view
+    assert [r["task_id"] for r in a.runs()] == [task_id]
+
+
+def test_sigkill_agent_with_unconfirmed_result_runs_once(
+    tetherd: Tetherd, make_agent: Callable[..., AgentProc], tmp_path: Path
+) -> None:
+    a = make_agent("a", start=True)
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    task_id = tetherd.task(f"gate --fifo {fifo}", "--agent", a.agent_id)
+    with open(fifo, "w") as writer:  # blocks until the command is running
+        tetherd.kill(signal.SIGKILL)  # nobody can confirm the result now
+        writer.write("go\n")
+    wait_until(lambda: a.status()["outbox"] == 1, what="the result in the agent's outbox")
+    assert len(a.runs()) == 1
+    a.kill(signal.SIGKILL)
+
+    tetherd.start()
+    a.start()
+    rc, view = tetherd.ctl("wait", str(task_id), "--timeout", "30")
+    assert rc == 0, view
+    assert view["deliveries"][0]["result"] == {"gate": "go"}
+    wait_until(lambda: a.status()["outbox"] == 0, what="the outbox to empty after the daemon confirmed")
+    assert [r["task_id"] for r in a.runs()] == [task_id]  # ran once, not again after the restart
+
+
+def test_sigterm_drains_and_agents_reconnect(tetherd: Tetherd, make_agent: Callable[..., AgentProc]) -> None:
+    a = make_agent("a", start=True)
+    assert tetherd.kill(signal.SIGTERM) == 0
+    assert tetherd.log is not None
+    tetherd.log.wait_for(r"event=stopped")
+    assert a.proc is not None and a.proc.poll() is None  # the agent keeps trying
+    tetherd.start()
+    task_id = tetherd.task("record --back 1", "--agent", a.agent_id)
+    assert tetherd.ctl("wait", str(task_id), "--timeout", "30")[0] == 0
+
+
+def test_many_tasks_queued_offline_all_run_once(tetherd: Tetherd, make_agent: Callable[..., AgentProc]) -> None:
+    a = make_agent("a")
+    ids = [tetherd.task(f"record --i {i}", "--agent", a.agent_id) for i in range(25)]  # more than one window
+    a.start()
+    for task_id in ids:
+        assert tetherd.ctl("wait", str(task_id), "--timeout", "30")[0] == 0
+    assert sorted(r["task_id"] for r in a.runs()) == ids
+
+
+def test_concurrent_consoles_are_served(tetherd: Tetherd, make_agent: Callable[..., AgentProc]) -> None:
+    a = make_agent("a", start=True)
+    errors: list[BaseException] = []
+
+    def operator(n: int) -> None:
+        try:
+            task_id = tetherd.task(f"record --op {n}", "--agent", a.agent_id)
+            assert tetherd.ctl("wait", str(task_id), "--timeout", "30")[0] == 0
+        except BaseException as exc:  # collected and re-raised in the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=operator, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert sorted(r["args"]["op"] for r in a.runs()) == ["0", "1", "2", "3"]
