@@ -1,0 +1,84 @@
+"""tetherd's administrative commands, run as a user would."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def tetherd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "tetherd"), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_init_prints_credentials_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    out = tetherd("init", "--data-dir", str(data), "--json")
+    assert out.returncode == 0, out.stderr
+    creds = json.loads(out.stdout)
+    assert creds["admin_token"].startswith("tta_")
+    assert len(creds["enroll_key"]) == 29 and creds["enroll_key"].count("-") == 4
+    assert creds["url"] == "ws://127.0.0.1:8765"
+    assert (data / "tether.sqlite").exists() and (data / "tetherd.toml").exists()
+    again = tetherd("init", "--data-dir", str(data), "--json")
+    assert again.returncode == 1 and "already initialised" in again.stderr
+
+
+def test_migrate_dry_run_is_the_default(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    dry = tetherd("migrate", "--data-dir", str(data))
+    assert dry.returncode == 0 and "would create" in dry.stdout
+    assert not (data / "tether.sqlite").exists()
+    applied = tetherd("migrate", "--data-dir", str(data), "--no-dry-run")
+    assert applied.returncode == 0 and "applying migration 1" in applied.stdout
+    version = sqlite3.connect(data / "tether.sqlite").execute("PRAGMA user_version").fetchone()[0]
+    assert version == 1
+    assert "up to date" in tetherd("migrate", "--data-dir", str(data)).stdout
+
+
+def test_migrate_shows_pending_on_an_old_database_without_changing_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    sqlite3.connect(data / "tether.sqlite").close()  # an empty file, schema version 0
+    dry = tetherd("migrate", "--data-dir", str(data))
+    assert "would apply migration 1" in dry.stdout and "dry run" in dry.stdout
+    assert sqlite3.connect(data / "tether.sqlite").execute("PRAGMA user_version").fetchone()[0] == 0
+
+
+def test_foreign_database_is_refused_at_start(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    db = data / "tether.sqlite"
+    db.write_bytes(b"not sqlite" * 1000)
+    before = db.read_bytes()
+    out = tetherd("serve", "--data-dir", str(data), "--listen", "127.0.0.1:0")
+    assert out.returncode == 1 and "not a SQLite database" in out.stderr and "Traceback" not in out.stderr
+    assert db.read_bytes() == before
+
+
+def test_bad_config_is_refused_at_start(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "tetherd.toml").write_text("windwo = 5\n")
+    out = tetherd("serve", "--data-dir", str(data))
+    assert out.returncode == 2 and "did you mean `window`" in out.stderr
+
+
+def test_key_and_token_create(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    key = tetherd("key", "create", "--data-dir", str(data), "--tag", "web", "--uses", "3", "--json")
+    assert key.returncode == 0 and json.loads(key.stdout)["tags"] == ["web"]
+    token = tetherd("token", "create", "--data-dir", str(data), "--role", "viewer", "--json")
+    assert json.loads(token.stdout)["role"] == "viewer"
+    bad = tetherd("key", "create", "--data-dir", str(data), "--uses", "0")
+    assert bad.returncode == 2 and "positive" in bad.stderr
+
+
+def test_help_explains_every_command() -> None:
+    for cmd in ("serve", "init", "migrate"):
+        out = tetherd(cmd, "--help")
+        assert out.returncode == 0 and "--data-dir" in out.stdout

@@ -1,0 +1,203 @@
+"""The Store contract, run against every backend (a SQLite file and SQLite in memory)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tether.daemon.store import NewTask, ResultIn, StoreError
+from tether.daemon.store.sqlite import SQLiteStore
+from tether.protocol import ErrorCode, ProtocolError, pack
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture(params=["file", "memory"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "t.sqlite" if request.param == "file" else ":memory:")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def enrolled(store: SQLiteStore, name: str, *tags: str) -> str:
+    first = await store.bootstrap(NOW)
+    key = first[1] if first else await store.create_enroll_key([], None, None, NOW)
+    return (await store.enroll(key, f"uuid-{name}", name, "linux", list(tags), NOW)).agent_id
+
+
+def task(kind: str = "agent", target: str = "", ttl: int = 60, priority: int = 1) -> NewTask:
+    return NewTask(command="echo", args={"x": 1}, target_kind=kind, target=target, priority=priority, ttl=ttl)
+
+
+async def test_bootstrap_once_and_tokens_are_hashed(store: SQLiteStore, tmp_path: Path) -> None:
+    first = await store.bootstrap(NOW)
+    assert first is not None
+    token, key = first
+    assert await store.bootstrap(NOW) is None
+    assert await store.admin_role(token) == "admin"
+    assert await store.admin_role(token + "x") is None
+    if store.path is not None:
+        await store.flush()
+        raw = store.path.read_bytes() + (store.path.with_name("t.sqlite-wal").read_bytes()
+                                         if store.path.with_name("t.sqlite-wal").exists() else b"")
+        assert token.encode() not in raw and key.encode() not in raw
+
+
+async def test_enroll_key_rules(store: SQLiteStore) -> None:
+    await store.bootstrap(NOW)
+    with pytest.raises(ProtocolError) as err:
+        await store.enroll("AAAAA-AAAAA-AAAAA-AAAAA-AAAAA", "u", "h", "p", [], NOW)
+    assert err.value.code == ErrorCode.ENROLL_KEY_UNKNOWN
+    expired = await store.create_enroll_key([], NOW - 1, None, NOW - 10)
+    with pytest.raises(ProtocolError) as err:
+        await store.enroll(expired, "u", "h", "p", [], NOW)
+    assert err.value.code == ErrorCode.ENROLL_KEY_EXPIRED
+    once = await store.create_enroll_key(["db"], None, 1, NOW)
+    e = await store.enroll(once.lower().replace("-", ""), "u1", "h", "p", ["web"], NOW)  # typed sloppily
+    assert e.tags == ["db", "web"]
+    with pytest.raises(ProtocolError) as err:
+        await store.enroll(once, "u2", "h", "p", [], NOW)
+    assert err.value.code == ErrorCode.ENROLL_KEY_EXHAUSTED
+
+
+async def test_same_machine_uuid_keeps_its_agent_id_with_a_new_token(store: SQLiteStore) -> None:
+    _, key = await store.bootstrap(NOW) or ("", "")
+    first = await store.enroll(key, "machine-1", "h", "p", [], NOW)
+    again = await store.enroll(key, "machine-1", "h", "p", [], NOW)
+    other = await store.enroll(key, "machine-2", "h", "p", [], NOW)
+    assert again.agent_id == first.agent_id and again.token != first.token
+    assert other.agent_id != first.agent_id
+    assert await store.authenticate_agent(first.agent_id, first.token) is None  # the old token is gone
+    assert await store.authenticate_agent(first.agent_id, again.token) is not None
+
+
+async def test_task_fans_out_and_reaches_later_agents_once(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a", "web")
+    b = await enrolled(store, "b")
+    task_id, items = await store.create_task(task("tag", "web"), NOW)
+    assert [i.agent_id for i in items] == [a]
+    later = await store.tag_add(b, "web", NOW)
+    assert [(i.agent_id, i.task_id) for i in later] == [(b, task_id)]
+    assert await store.tag_add(b, "web", NOW) == []  # each agent gets it once
+    c = await enrolled(store, "c", "web")
+    view = await store.get_task(task_id)
+    assert view is not None and sorted(d.agent_id for d in view.deliveries) == sorted([a, b, c])
+    all_id, all_items = await store.create_task(task("all"), NOW)
+    assert len(all_items) == 3
+    d = await enrolled(store, "d")
+    assert [i.task_id for i in await store.pending_for_agent(d)] == [all_id]
+
+
+async def test_unknown_targets_are_refused(store: SQLiteStore) -> None:
+    await enrolled(store, "a", "web")
+    for spec, code in ((task("agent", "nobody"), ErrorCode.UNKNOWN_AGENT), (task("tag", "none"), ErrorCode.UNKNOWN_TAG)):
+        with pytest.raises(ProtocolError) as err:
+            await store.create_task(spec, NOW)
+        assert err.value.code == code
+    with pytest.raises(ProtocolError):
+        await store.cancel(task_id=12345, now=NOW)
+
+
+async def test_pending_order_is_priority_then_oldest(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a")
+    ids = {}
+    for name, prio in (("low", 0), ("urgent1", 3), ("medium", 1), ("urgent2", 3)):
+        ids[name], _ = await store.create_task(task("agent", a, priority=prio), NOW)
+    order = [i.task_id for i in await store.pending_for_agent(a)]
+    assert order == [ids["urgent1"], ids["urgent2"], ids["medium"], ids["low"]]
+
+
+async def test_lifecycle_and_illegal_transitions(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a")
+    b = await enrolled(store, "b")
+    _, (item,) = await store.create_task(task("agent", a), NOW)
+    d = item.delivery_id
+    store.mark_sent([d], NOW)
+    ack = await store.acknowledge(a, [d, 424242], NOW)
+    assert [c.new for c in ack.changes] == ["acked"]
+    assert [(r.delivery_id, r.code) for r in ack.refused] == [(424242, ErrorCode.UNKNOWN_DELIVERY)]
+    foreign = await store.acknowledge(b, [d], NOW)
+    assert foreign.refused[0].code == ErrorCode.FORBIDDEN and not foreign.settled
+    started = await store.started(a, d, "50% half", NOW)
+    assert [c.new for c in started.changes] == ["running"]
+    done = await store.record_results(a, [ResultIn(d, True, pack({"ok": 1}), "", NOW, NOW + 1)], NOW + 1)
+    assert [c.new for c in done.changes] == ["done"] and done.settled == [d]
+    again = await store.record_results(a, [ResultIn(d, True, pack({"ok": 1}), "", NOW, NOW + 1)], NOW + 2)
+    assert again.settled == [d] and again.changes == []  # a re-sent result is idempotent
+    view = await store.get_task(item.task_id)
+    assert view is not None
+    (dv,) = view.deliveries
+    assert (dv.state, dv.result, dv.progress) == ("done", {"ok": 1}, "50% half")
+    assert await store.cancel(task_id=item.task_id, now=NOW) == []  # nothing left to cancel
+
+
+async def test_result_for_a_cancelled_delivery_is_refused(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a")
+    task_id, (item,) = await store.create_task(task("agent", a), NOW)
+    changes = await store.cancel(task_id=task_id, now=NOW)
+    assert [(c.old, c.new) for c in changes] == [("queued", "cancelled")]
+    out = await store.record_results(a, [ResultIn(item.delivery_id, True, pack(1), "", NOW, NOW)], NOW)
+    assert out.refused[0].code == ErrorCode.ILLEGAL_TRANSITION and not out.settled
+
+
+async def test_expiry_ends_only_undelivered(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a", "t")
+    b = await enrolled(store, "b", "t")
+    task_id, items = await store.create_task(task("tag", "t", ttl=5), NOW)
+    by_agent = {i.agent_id: i.delivery_id for i in items}
+    store.mark_sent([by_agent[a]], NOW)
+    await store.acknowledge(a, [by_agent[a]], NOW)
+    assert await store.active_expiries() == [(task_id, NOW + 5)]
+    changes = await store.expire_task(task_id, NOW + 5)
+    assert [(c.agent_id, c.new) for c in changes] == [(b, "expired")]
+    assert await store.active_expiries() == []
+    c = await enrolled(store, "c", "t")  # after the ttl: not reached any more
+    assert await store.pending_for_agent(c) == []
+
+
+async def test_untask_by_agent_and_by_tag(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a", "t")
+    b = await enrolled(store, "b")
+    await store.create_task(task("agent", a), NOW)
+    await store.create_task(task("agent", b), NOW)
+    tag_task, _ = await store.create_task(task("tag", "t"), NOW)
+    assert len(await store.cancel(agent_id=b, now=NOW)) == 1
+    assert len(await store.cancel(tag="t", now=NOW)) == 2
+    assert await store.tag_add(b, "t", NOW) == []  # the cancelled tag task no longer reaches new agents
+    rows = await store.list_deliveries(agent_id=None, tag=None, states=["cancelled"], limit=10)
+    assert len(rows) == 3
+    view = await store.get_task(tag_task)
+    assert view is not None and view.state == "cancelled"
+
+
+async def test_writes_are_visible_only_when_committed_and_in_order(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a")
+    futures = [store.create_task(task("agent", a), NOW) for _ in range(50)]
+    import asyncio
+
+    results = await asyncio.gather(*futures)
+    assert [tid for tid, _ in results] == sorted(tid for tid, _ in results)
+    assert store.commits < 50 + 5  # grouped, not one commit per operation
+    assert len(await store.pending_for_agent(a)) == 50
+
+
+async def test_foreign_and_corrupt_files_are_refused_untouched(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not a database at all" * 100)
+    before = junk.read_bytes()
+    with pytest.raises(StoreError, match="not a SQLite database"):
+        await SQLiteStore(junk).open()
+    assert junk.read_bytes() == before
+    other = tmp_path / "other.sqlite"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE mine (x)")
+    conn.commit()
+    conn.close()
+    before = other.read_bytes()
+    with pytest.raises(StoreError, match="not tether's"):
+        await SQLiteStore(other).open()
+    assert other.read_bytes() == before
