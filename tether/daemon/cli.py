@@ -71,7 +71,6 @@ def _write_default_config(config: Config) -> None:
 async def _open_store(config: Config) -> Any:
     from .store.sqlite import SQLiteStore
 
-    Path(config.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     store = SQLiteStore(config.database, synchronous=config.synchronous, max_batch=config.max_batch)
     await store.open()
     return store

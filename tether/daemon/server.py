@@ -221,6 +221,8 @@ class Daemon:
                 pusher = tg.create_task(session.pusher(), name=f"pusher-{agent_id}")
                 try:
                     await self._agent_reader(ws, codec, session)
+                except ConnectionClosed:
+                    pass  # the agent went away; what it sent before is already queued to the store
                 finally:
                     pusher.cancel()
         finally:
@@ -282,21 +284,29 @@ class Daemon:
                 await send_frame(ws, codec, frame)
                 self.broker.stats.frames_out += 1
 
+        requests: set[asyncio.Task[None]] = set()
         try:
             async with asyncio.TaskGroup() as tg:
-                async for message in ws:
-                    self.broker.stats.frames_in += 1
-                    try:
-                        frame = decode_to_daemon(message)
-                    except ProtocolError as exc:
-                        await send(error_frame(exc))
-                        continue
-                    if not isinstance(frame, Request):
-                        await send(error_frame(ProtocolError(
-                            ErrorCode.UNEXPECTED_FRAME,
-                            f"a console session sends req frames, not {type(frame).__name__.lower()}")))
-                        continue
-                    tg.create_task(self._serve_request(frame, send))
+                try:
+                    async for message in ws:
+                        self.broker.stats.frames_in += 1
+                        try:
+                            frame = decode_to_daemon(message)
+                        except ProtocolError as exc:
+                            await send(error_frame(exc))
+                            continue
+                        if not isinstance(frame, Request):
+                            await send(error_frame(ProtocolError(
+                                ErrorCode.UNEXPECTED_FRAME,
+                                f"a console session sends req frames, not {type(frame).__name__.lower()}")))
+                            continue
+                        task = tg.create_task(self._serve_request(frame, send))
+                        requests.add(task)
+                        task.add_done_callback(requests.discard)
+                finally:
+                    # The console left: nobody is waiting for these answers any more.
+                    for task in requests:
+                        task.cancel()
         finally:
             self.broker.consoles -= 1
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import heapq
 import logging
 import time
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
 
 from ..protocol.codec import Codec, from_msgpack
 from ..protocol.frames import Cancel, Committed, Frame, Task
@@ -118,7 +120,11 @@ class AgentSession:
         return batch
 
     async def pusher(self) -> None:
-        """Write frames until the session ends (cancelled by its owner)."""
+        """Write frames until the session ends (cancelled by its owner, or the peer left)."""
+        with contextlib.suppress(ConnectionClosed):
+            await self._push_forever()
+
+    async def _push_forever(self) -> None:
         codec, ws = self.codec, self.ws
         stats = self.broker.stats
         while True:

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from .errors import ErrorCode, ProtocolError
-from .frames import Error, Frame, FromDaemon, ToDaemon
+from .frames import FROM_DAEMON, TO_DAEMON, Error, Frame, FromDaemon, ToDaemon
 
 _mp_enc = msgspec.msgpack.Encoder()
 _js_enc = msgspec.json.Encoder()
@@ -36,7 +36,7 @@ def _decode(direction: str, data: bytes | str) -> Frame:
         if text.endswith("at `$.t`") or "missing required field `t`" in text:
             raise ProtocolError(ErrorCode.UNKNOWN_FRAME, f"unknown frame type: {text}") from None
         raise ProtocolError(ErrorCode.INVALID_FRAME, f"invalid frame: {text}") from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeEncodeError) as exc:  # lone surrogates in a str
         kind = "MessagePack" if binary else "JSON"
         raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"malformed {kind} frame: {exc}") from None
     return frame
@@ -50,6 +50,20 @@ def decode_to_daemon(data: bytes | str) -> Frame:
 def decode_from_daemon(data: bytes | str) -> Frame:
     """Decode a frame the daemon sent."""
     return _decode("from_daemon", data)
+
+
+_RAW_DEFAULTS = frozenset(
+    bytes(f.default)
+    for cls in (*TO_DAEMON, *FROM_DAEMON)
+    for f in msgspec.structs.fields(cls)
+    if isinstance(f.default, msgspec.Raw)
+)
+"""The defaults of ``Raw`` fields (``Task.args``, ``Result.output``) are MessagePack, also
+in a JSON frame that omits the field; no JSON text is one of these bytes."""
+
+
+def _is_raw_default(raw: msgspec.Raw | bytes) -> bool:
+    return bytes(raw) in _RAW_DEFAULTS
 
 
 class Codec:
@@ -76,7 +90,7 @@ class Codec:
 
     def decode_value(self, raw: msgspec.Raw | bytes) -> Any:
         """Decode a ``Raw`` field that arrived in this codec's encoding."""
-        return _mp_any.decode(raw) if self.binary else _js_any.decode(raw)
+        return _mp_any.decode(raw) if self.binary or _is_raw_default(raw) else _js_any.decode(raw)
 
     def error(self, exc: ProtocolError, retry_after: float | None = None) -> bytes:
         return self.encode(error_frame(exc, retry_after))
@@ -95,7 +109,7 @@ JSON = Codec(binary=False)
 
 def to_msgpack(raw: msgspec.Raw | bytes, codec: Codec) -> bytes:
     """Normalise a raw payload to MessagePack, the form the daemon stores."""
-    if codec.binary:
+    if codec.binary or _is_raw_default(raw):
         return bytes(raw)
     return _mp_enc.encode(_js_any.decode(raw))
 

@@ -180,7 +180,7 @@ class SQLiteStore:
 
     async def open(self) -> None:
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             open_checked(self.path).close()
             self._w = await aiosqlite.connect(self.path, isolation_level=None)
         else:
