@@ -1,0 +1,203 @@
+"""A fake ``tetherd`` that speaks the real frames, and fixtures to run agents against it.
+
+The fake does what the daemon will do at the protocol level and nothing more: it answers
+``enroll`` and ``hello``, then hands each session to the test, which pushes frames and
+reads what the agent sent. Tests synchronise on those frames (queues), never on sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from tether.agent import Agent, AgentClient, Identity, Journal
+from tether.protocol import (
+    MSGPACK,
+    PROTOCOL_VERSION,
+    Enroll,
+    Enrolled,
+    Error,
+    ErrorCode,
+    Frame,
+    Hello,
+    Progress,
+    Task,
+    Welcome,
+    decode_to_daemon,
+)
+
+TIMEOUT = 5.0
+"""Upper bound for any single wait in these tests; a hang fails instead of blocking CI."""
+
+F = TypeVar("F", bound=Frame)
+
+
+class FakeSession:
+    """One agent session as the daemon sees it."""
+
+    def __init__(self, ws: ServerConnection, hello: Hello) -> None:
+        self.ws = ws
+        self.hello = hello
+        self.frames: asyncio.Queue[Frame] = asyncio.Queue()
+        self.closed = asyncio.Event()
+        self.close_code: int | None = None
+
+    async def send(self, *frames: Frame) -> None:
+        for frame in frames:
+            await self.ws.send(MSGPACK.encode(frame))
+
+    async def close(self, code: int = 1011, reason: str = "") -> None:
+        await self.ws.close(code, reason)
+
+    async def next(self) -> Frame:
+        async with asyncio.timeout(TIMEOUT):
+            return await self.frames.get()
+
+    async def expect(self, kind: type[F], *, skip: tuple[type[Frame], ...] = (Progress,)) -> F:
+        """The next frame that is not of a ``skip`` type; it must be a ``kind``."""
+        while True:
+            frame = await self.next()
+            if isinstance(frame, skip) and not isinstance(frame, kind):
+                continue
+            assert isinstance(frame, kind), f"expected {kind.__name__}, got {frame!r}"
+            return frame
+
+    async def wait_closed(self) -> int | None:
+        async with asyncio.timeout(TIMEOUT):
+            await self.closed.wait()
+        return self.close_code
+
+
+@dataclass
+class FakeDaemon:
+    url: str = ""
+    token: str = "s3cret-token"
+    sessions: asyncio.Queue[FakeSession] = field(default_factory=asyncio.Queue)
+    hellos: list[Hello] = field(default_factory=list)
+    hello_times: list[float] = field(default_factory=list)
+    enrolls: list[Enroll] = field(default_factory=list)
+    refusals: deque[Error] = field(default_factory=deque)
+    """Errors to answer the next hellos with (then close with the error's code)."""
+    http_refusals: int = 0
+    """Answer this many upgrade requests with HTTP 503 (a load balancer shedding load)."""
+    enroll_answer: Enrolled | Error = field(
+        default_factory=lambda: Enrolled(agent_id="agent-1", token="s3cret-token", tags=["lab"])
+    )
+
+    def refuse_next(self, code: ErrorCode, message: str = "no", retry_after: float | None = None) -> None:
+        self.refusals.append(Error(code=int(code), name=code.slug, message=message, retry_after=retry_after))
+
+    async def next_session(self) -> FakeSession:
+        async with asyncio.timeout(TIMEOUT):
+            return await self.sessions.get()
+
+    @staticmethod
+    def task(delivery_id: int, command: str = "echo", args: Any = None, priority: int = 1) -> Task:
+        """A ``task`` frame as the daemon pushes it (args default: ``{"n": delivery_id}``)."""
+        payload = {"n": delivery_id} if args is None else args
+        return Task(
+            delivery_id=delivery_id, task_id=1000 + delivery_id, command=command,
+            args=msgspec.Raw(MSGPACK.encode_value(payload)), priority=priority,
+        )
+
+    def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        if self.http_refusals > 0:
+            self.http_refusals -= 1
+            return ws.respond(503, "busy\n")
+        return None
+
+    async def handler(self, ws: ServerConnection) -> None:
+        first = decode_to_daemon(await ws.recv())
+        if isinstance(first, Enroll):
+            self.enrolls.append(first)
+            await ws.send(MSGPACK.encode(self.enroll_answer))
+            code = self.enroll_answer.code if isinstance(self.enroll_answer, Error) else 1000
+            await ws.close(code)
+            return
+        assert isinstance(first, Hello), first
+        self.hellos.append(first)
+        self.hello_times.append(asyncio.get_running_loop().time())
+        refusal = self.refusals.popleft() if self.refusals else None
+        if refusal is None and first.token != self.token:
+            refusal = Error(code=ErrorCode.UNAUTHORIZED, name="unauthorized", message="bad token")
+        if refusal is not None:
+            await ws.send(MSGPACK.encode(refusal))
+            await ws.close(refusal.code if refusal.code >= 4000 else 4001, refusal.name)
+            return
+        await ws.send(MSGPACK.encode(Welcome(
+            version=PROTOCOL_VERSION, role="agent", session_id=f"s{len(self.hellos)}",
+            server_time=0.0, agent_id=first.agent_id, window=10,
+        )))
+        session = FakeSession(ws, first)
+        self.sessions.put_nowait(session)
+        try:
+            async for data in ws:
+                session.frames.put_nowait(decode_to_daemon(data))
+        except ConnectionClosed:
+            pass
+        finally:
+            session.close_code = ws.close_code
+            session.closed.set()
+
+
+@pytest.fixture
+async def daemon() -> AsyncIterator[FakeDaemon]:
+    fake = FakeDaemon()
+    async with serve(fake.handler, "127.0.0.1", 0, compression=None, process_request=fake.process_request) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        fake.url = f"ws://127.0.0.1:{port}"
+        yield fake
+
+
+@dataclass
+class RunningAgent:
+    client: AgentClient
+    journal: Journal
+    task: asyncio.Task[None]
+
+    async def stopped(self) -> None:
+        """Stop and wait for ``run()`` to return (re-raising what it raised)."""
+        self.client.stop()
+        async with asyncio.timeout(TIMEOUT):
+            await self.task
+
+
+StartAgent = Callable[..., Awaitable[RunningAgent]]
+
+
+@pytest.fixture
+async def start_agent(daemon: FakeDaemon, tmp_path: Path) -> AsyncIterator[StartAgent]:
+    """Start an ``AgentClient`` enrolled with the fake daemon; stopped at teardown."""
+    running: list[RunningAgent] = []
+
+    async def start(agent: Agent | None = None, *, name: str = "agent-1", token: str | None = None,
+                    **options: Any) -> RunningAgent:
+        journal = Journal(tmp_path / f"{name}.sqlite")
+        if journal.identity() is None:
+            journal.set_identity(Identity(
+                server=daemon.url, agent_id=name, token=token or daemon.token, machine_uuid=f"machine-{name}",
+            ))
+        options.setdefault("backoff_base", 0.01)
+        options.setdefault("backoff_cap", 0.05)
+        options.setdefault("shutdown_grace", 2.0)
+        client = AgentClient(journal, agent, **options)
+        handle = RunningAgent(client, journal, asyncio.create_task(client.run()))
+        running.append(handle)
+        return handle
+
+    yield start
+    for handle in running:
+        handle.client.stop()
+        async with asyncio.timeout(TIMEOUT):
+            await asyncio.gather(handle.task, return_exceptions=True)
+        handle.journal.close()

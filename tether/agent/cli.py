@@ -1,0 +1,319 @@
+"""``tether-agent``: enroll, run the persistent session, show the journal's status.
+
+Exit codes: 0 success (``run``: stopped by SIGTERM/SIGINT); 1 an error that needs a person
+(not enrolled, refused enrollment, bad ``--commands``, another agent on the same state
+directory); 3 the daemon ended the session fatally (unauthorized, replaced, unsupported
+version) -- a systemd unit should use ``RestartPreventExitStatus=3``; 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from websockets.exceptions import InvalidHandshake, InvalidURI
+
+from . import host
+from .client import AgentClient, FatalSessionError
+from .enrollment import EnrollmentError, enroll
+from .journal import JOURNAL_FILE, Journal
+from .logfmt import KeyValueFormatter
+from .sdk import Agent
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FATAL_SESSION = 0, 1, 2, 3
+NOT_ENROLLED = "not enrolled: run tether-agent enroll --server URL --key KEY"
+LOCK_FILE = "agent.lock"
+
+
+class CliError(Exception):
+    """A problem the user must fix; printed as ``error: <message>``, exit 1."""
+
+
+def default_state_dir() -> Path:
+    """``$TETHER_AGENT_STATE_DIR``, else ``$STATE_DIRECTORY`` (systemd's StateDirectory=,
+    first entry), else ``./tether-agent-state``."""
+    explicit = os.environ.get("TETHER_AGENT_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    systemd = os.environ.get("STATE_DIRECTORY")
+    if systemd:
+        return Path(systemd.split(":")[0])
+    return Path("tether-agent-state")
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_enroll(opts: argparse.Namespace) -> int:
+    if not opts.server.startswith(("ws://", "wss://")):
+        raise CliError(f"--server must be a ws:// or wss:// URL, got {opts.server!r}")
+    machine_uuid = opts.machine_uuid or host.machine_uuid()
+    # Open the journal first: failing to store the token after the daemon issued it would
+    # waste an enrollment key use.
+    with Journal.in_state_dir(opts.state_dir) as journal:
+        try:
+            identity = _run(enroll(opts.server, opts.key, machine_uuid=machine_uuid, tags=opts.tag))
+        except EnrollmentError as exc:
+            raise CliError(f"enrollment refused: {exc.name} ({exc.code}): {exc.message}") from None
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            raise CliError(f"cannot reach {opts.server}: {exc or type(exc).__name__}") from None
+        dropped = journal.set_identity(identity)
+    if dropped:
+        print(f"warning: dropped {dropped} deliveries journaled for the previous identity", file=sys.stderr)
+    if opts.json:
+        print(json.dumps({"agent_id": identity.agent_id, "server": identity.server, "tags": list(identity.tags)}))
+    else:
+        print(identity.agent_id)
+    return EXIT_OK
+
+
+def cmd_status(opts: argparse.Namespace) -> int:
+    journal = _open_enrolled(opts.state_dir)
+    with journal:
+        identity = journal.identity()
+        counts = journal.counts()
+    if identity is None:
+        raise CliError(NOT_ENROLLED)
+    view: dict[str, Any] = {"agent_id": identity.agent_id, "server": identity.server, **counts}
+    if opts.json:
+        print(json.dumps(view))
+    else:
+        width = max(map(len, view))
+        for key, value in view.items():
+            print(f"{key:<{width}}  {value}")
+    return EXIT_OK
+
+
+def cmd_run(opts: argparse.Namespace) -> int:
+    agent = load_agent(opts.commands) if opts.commands else None
+    if not (opts.state_dir / JOURNAL_FILE).exists():
+        raise CliError(f"{NOT_ENROLLED} (no journal in {opts.state_dir})")
+    lock = _lock_state_dir(opts.state_dir)
+    try:
+        with Journal.in_state_dir(opts.state_dir) as journal:
+            if journal.identity() is None:
+                raise CliError(NOT_ENROLLED)
+            client = AgentClient(
+                journal, agent, concurrency=opts.concurrency, backoff_base=opts.backoff_base,
+                backoff_cap=opts.backoff_cap, shutdown_grace=opts.grace,
+            )
+            try:
+                _run(_serve(client))
+            except FatalSessionError as exc:
+                print(f"error: the daemon ended the session: {exc}", file=sys.stderr)
+                return EXIT_FATAL_SESSION
+            except (InvalidURI, ValueError) as exc:
+                raise CliError(str(exc)) from None
+    finally:
+        if lock is not None:
+            lock.close()
+    return EXIT_OK
+
+
+async def _serve(client: AgentClient) -> None:
+    """Run until SIGTERM/SIGINT (clean stop); a second signal cancels at once."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        logging.getLogger("tether.agent").info(f"event=signal_received signal={signal.Signals(signum).name}")
+        if signals == 1:
+            client.stop()
+        elif main is not None:
+            main.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await client.run()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def load_agent(spec: str) -> Agent:
+    """``package.module:attr`` or ``path/to/file.py:attr`` -> the :class:`Agent` it names."""
+    module_part, sep, attr = spec.rpartition(":")
+    if not sep or not module_part or not attr:
+        raise CliError(f"--commands wants module:attr or path/to/file.py:attr, got {spec!r}")
+    try:
+        if module_part.endswith(".py") or os.sep in module_part:
+            path = Path(module_part)
+            if not path.is_file():
+                raise CliError(f"--commands: no such file {str(path)!r}")
+            name = f"tether_agent_commands_{path.stem}"
+            module_spec = importlib.util.spec_from_file_location(name, path)
+            if module_spec is None or module_spec.loader is None:
+                raise CliError(f"--commands: cannot load {str(path)!r} as a Python module")
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_part)
+    except CliError:
+        raise
+    except Exception as exc:  # the user's module failed at import: say which and why
+        raise CliError(f"--commands: importing {module_part!r} failed: {type(exc).__name__}: {exc}") from None
+    try:
+        obj = functools.reduce(getattr, attr.split("."), module)
+    except AttributeError:
+        raise CliError(f"--commands: {module_part!r} has no attribute {attr!r}") from None
+    if not isinstance(obj, Agent):
+        raise CliError(f"--commands: {spec} is a {type(obj).__name__}, not a tether.agent.Agent")
+    return obj
+
+
+def _open_enrolled(state_dir: Path) -> Journal:
+    if not (state_dir / JOURNAL_FILE).exists():
+        raise CliError(f"{NOT_ENROLLED} (no journal in {state_dir})")
+    return Journal.in_state_dir(state_dir)
+
+
+def _lock_state_dir(state_dir: Path) -> IO[bytes] | None:
+    """One running agent per state directory (two would run the same deliveries)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory locks, rely on the daemon's 4020
+        return None
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    handle = open(state_dir / LOCK_FILE, "wb")  # held (and locked) until the agent exits
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise CliError(f"another tether-agent is already running with state directory {state_dir}") from None
+    return handle
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run on uvloop when it is installed (DESIGN "Concurrency"), else plain asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(KeyValueFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+
+
+# -- argument parsing ----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    state_help = (
+        "directory holding the journal (identity, deliveries, result outbox); default: "
+        "$TETHER_AGENT_STATE_DIR, else $STATE_DIRECTORY (systemd), else ./tether-agent-state"
+    )
+    parser = argparse.ArgumentParser(
+        prog="tether-agent",
+        description="The tether agent: keeps a session with tetherd and runs the tasks it is given.",
+        epilog="exit codes: 0 ok, 1 error, 2 usage, 3 the daemon ended the session for good "
+               "(unauthorized, replaced by another agent, unsupported protocol version)",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="log verbosity on stderr (default: info)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "enroll", help="enroll with a daemon using an enrollment key",
+        description="Trade an enrollment key for an agent id and token, stored in the state directory. "
+                    "Prints the agent id. Enrolling again from the same machine returns the same id.",
+    )
+    p.add_argument("--server", required=True, metavar="URL", help="daemon URL, e.g. ws://tetherd:8765 or wss://...")
+    p.add_argument("--key", required=True, help="enrollment key (AAAAA-AAAAA-AAAAA-AAAAA-AAAAA)")
+    p.add_argument("--tag", action="append", default=[], metavar="T", help="ask for this tag (repeatable)")
+    p.add_argument("--state-dir", type=Path, default=None, metavar="S", help=state_help)
+    p.add_argument("--machine-uuid", default=None, metavar="U",
+                   help="override the machine UUID (default: /etc/machine-id, else the SMBIOS product "
+                        "UUID, else one derived from the MAC address); useful for many agents on one host")
+    p.add_argument("--json", action="store_true", help='print {"agent_id", "server", "tags"} as JSON')
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser(
+        "run", help="keep a session with the daemon and run tasks until SIGTERM",
+        description="Connect to the daemon, run pushed tasks (highest priority first), reconnect with "
+                    "backoff when the connection drops. SIGTERM/SIGINT: start nothing new, let running "
+                    "commands finish (up to --grace), send their results, close, exit 0.",
+    )
+    p.add_argument("--state-dir", type=Path, default=None, metavar="S", help=state_help)
+    p.add_argument("--commands", default=None, metavar="MODULE:ATTR",
+                   help="an Agent instance whose commands are served besides the built-ins "
+                        "(os_version, echo): package.module:agent or /path/to/file.py:agent")
+    p.add_argument("--concurrency", type=_positive_int, default=4, metavar="N",
+                   help="commands run at once (default: 4)")
+    p.add_argument("--backoff-base", type=_positive_float, default=0.2, metavar="SECONDS",
+                   help="first reconnect delay ceiling; doubles per failure (default: 0.2)")
+    p.add_argument("--backoff-cap", type=_positive_float, default=30.0, metavar="SECONDS",
+                   help="largest reconnect delay ceiling (default: 30)")
+    p.add_argument("--grace", type=_positive_float, default=10.0, metavar="SECONDS",
+                   help="on shutdown, how long running commands may take to finish (default: 10)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "status", help="show identity and journal counts (no network)",
+        description="Read the journal only: agent id, server, and how many deliveries are pending, "
+                    "running, finished, and results waiting in the outbox for the daemon to commit.",
+    )
+    p.add_argument("--state-dir", type=Path, default=None, metavar="S", help=state_help)
+    p.add_argument("--json", action="store_true",
+                   help="print agent_id, server, pending, running, outbox, finished as JSON")
+    p.set_defaults(func=cmd_status)
+    return parser
+
+
+def _positive(kind: Callable[[str], Any], text: str) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return int(_positive(int, text))
+
+
+def _positive_float(text: str) -> float:
+    return float(_positive(float, text))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = build_parser().parse_args(argv)
+    if getattr(opts, "state_dir", None) is None:
+        opts.state_dir = default_state_dir()
+    _setup_logging(opts.log_level)
+    try:
+        return int(opts.func(opts))
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

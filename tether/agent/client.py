@@ -1,0 +1,397 @@
+"""``AgentClient``: the agent's persistent session with ``tetherd``, reconnecting for ever.
+
+One client = one agent identity = one journal. Nothing is global, so one process may run
+hundreds of clients on one event loop (the benchmark's simulated fleet)::
+
+    async with asyncio.TaskGroup() as tg:
+        for i in range(500):
+            journal = Journal(tmp / f"agent-{i}.sqlite")      # or Journal(":memory:")
+            journal.set_identity(await enroll(url, key, machine_uuid=f"sim-{i}"))
+            tg.create_task(AgentClient(journal, commands, hostname=f"sim-{i}").run())
+
+Session (``tether.protocol.frames``): ``hello`` -> ``welcome``; then the outbox is re-sent,
+and the daemon pushes ``task`` frames. A burst of tasks is journaled in one transaction
+and acknowledged in one ``ack`` before any of them runs. ``committed`` empties the outbox.
+
+Reconnects use exponential backoff with full jitter (``backoff.py``), reset after every
+``welcome``, and wait at least the daemon's ``retry_after``. Close codes 4010
+(unauthorized), 4020 (replaced) and 4002 (unsupported version) are fatal:
+:meth:`AgentClient.run` raises :class:`FatalSessionError` and never reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+import tether
+from tether.protocol import (
+    MSGPACK,
+    PROTOCOL_VERSION,
+    Ack,
+    Cancel,
+    Committed,
+    Error,
+    ErrorCode,
+    Hello,
+    ProtocolError,
+    Task,
+    Welcome,
+    decode_from_daemon,
+)
+
+from . import host
+from .backoff import DEFAULT_BASE, DEFAULT_CAP, reconnect_delay
+from .builtins import BUILTINS
+from .journal import Identity, Journal
+from .logfmt import EventLog
+from .runner import Runner
+from .sdk import Agent, Command
+
+FATAL_CODES: dict[int, str] = {
+    ErrorCode.UNAUTHORIZED: "the daemon does not accept this agent's credentials; enroll again "
+                            "with tether-agent enroll --server URL --key KEY",
+    ErrorCode.REPLACED: "another agent process connected with this identity and replaced this one; "
+                        "run one tether-agent per state directory",
+    ErrorCode.UNSUPPORTED_VERSION: f"the daemon does not speak protocol version {PROTOCOL_VERSION}; "
+                                   "upgrade tether-agent (or the daemon)",
+}
+"""Session close codes after which reconnecting cannot help, and what to do instead."""
+
+REFUSED_RESULT_CODES = frozenset({ErrorCode.ILLEGAL_TRANSITION, ErrorCode.UNKNOWN_DELIVERY, ErrorCode.FORBIDDEN})
+"""An ``error`` with one of these codes and ``ref`` = a delivery in the outbox: the daemon
+will never take that result; keeping it would re-send it for ever."""
+
+PRUNE_EVERY = 3600.0
+
+
+class FatalSessionError(Exception):
+    """The daemon ended the session in a way reconnecting cannot fix."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def name(self) -> str:
+        try:
+            return ErrorCode(self.code).slug
+        except ValueError:
+            return str(self.code)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code}): {self.message}"
+
+
+class NotEnrolledError(Exception):
+    """The journal holds no identity."""
+
+    def __init__(self) -> None:
+        super().__init__("not enrolled: run tether-agent enroll --server URL --key KEY")
+
+
+@dataclass(slots=True)
+class _SessionEnd:
+    """How one connection ended, for the reconnect decision."""
+
+    welcomed: bool = False
+    code: int | None = None
+    reason: str = ""
+    retry_after: float | None = None
+
+
+class AgentClient:
+    """Serve ``agent``'s commands (plus the built-ins) for the identity in ``journal``.
+
+    ``run()`` returns after :meth:`stop` and a clean close (1000), raises
+    :class:`FatalSessionError` on 4010/4020/4002, and never returns otherwise. The journal
+    is not closed by the client.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        agent: Agent | None = None,
+        *,
+        builtins: bool = True,
+        concurrency: int = 4,
+        backoff_base: float = DEFAULT_BASE,
+        backoff_cap: float = DEFAULT_CAP,
+        handshake_timeout: float = 10.0,
+        shutdown_grace: float = 10.0,
+        ping_interval: float | None = 20.0,
+        hostname: str | None = None,
+        platform: str | None = None,
+        rand: Callable[[], float] = random.random,
+        log: EventLog | None = None,
+    ) -> None:
+        self._journal = journal
+        commands: dict[str, Command] = dict(BUILTINS.commands) if builtins else {}
+        if agent is not None:
+            commands.update(agent.commands)  # the user's commands win over built-ins
+        self.commands = commands
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._handshake_timeout = handshake_timeout
+        self._grace = shutdown_grace
+        self._ping_interval = ping_interval
+        self._hostname = hostname if hostname is not None else host.hostname()
+        self._platform = platform if platform is not None else host.platform_name()
+        self._rand = rand
+        self._base_log = log or EventLog()
+        self._log = self._base_log
+        self._stopping = asyncio.Event()
+        self._out: asyncio.Queue[bytes | None] | None = None
+        self._arrivals: list[Task] = []
+        self._flush_scheduled = False
+        self._last_prune = 0.0
+        self.sessions = 0
+        """How many sessions were welcomed so far."""
+        self._runner = Runner(
+            commands, journal, self._emit, concurrency=concurrency, log=self._base_log,
+        )
+
+    @property
+    def connected(self) -> bool:
+        """A session is open (welcomed) right now."""
+        return self._out is not None
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish: start nothing new, let running commands end (up to
+        ``shutdown_grace``), send their results, close the session with 1000."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        identity = self._journal.identity()
+        if identity is None:
+            raise NotEnrolledError()
+        self._log = self._base_log.bind(agent_id=identity.agent_id)
+        self._runner.log = self._log
+        for delivery_id in self._journal.recover():
+            self._log.warning("delivery_interrupted", delivery_id=delivery_id, outcome="failed")
+        self._prune()
+        self._runner.start()
+        for priority, delivery_id in self._journal.pending():
+            self._runner.submit(priority, delivery_id)
+        try:
+            await self._connect_loop(identity)
+        except FatalSessionError:
+            await self._runner.stop(self._grace)
+            raise
+        except BaseException:
+            await self._runner.abort()
+            raise
+        await self._runner.stop(self._grace)
+
+    # -- connection loop ---------------------------------------------------------------
+
+    async def _connect_loop(self, identity: Identity) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                end = await self._session(identity)
+            except (OSError, TimeoutError, InvalidHandshake) as exc:
+                self._log.warning("connect_failed", server=identity.server, error=_describe(exc))
+                end = _SessionEnd()
+            except ConnectionClosed as exc:
+                end = _ended(exc, welcomed=False)
+            if end.welcomed:
+                attempt = 0
+            if end.code in FATAL_CODES:
+                message = FATAL_CODES[end.code]
+                self._log.error("session_refused", code=end.code, reason=end.reason, fatal=True, hint=message)
+                raise FatalSessionError(end.code, f"{end.reason + ': ' if end.reason else ''}{message}")
+            if self._stopping.is_set():
+                return
+            delay = reconnect_delay(
+                attempt, base=self._backoff_base, cap=self._backoff_cap, rand=self._rand, retry_after=end.retry_after,
+            )
+            attempt += 1
+            self._log.info("reconnect_scheduled", code=end.code, reason=end.reason or None, attempt=attempt, delay=delay)
+            try:
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
+            except TimeoutError:
+                pass
+
+    async def _session(self, identity: Identity) -> _SessionEnd:
+        async with connect(
+            identity.server,
+            open_timeout=self._handshake_timeout,
+            ping_interval=self._ping_interval,
+            compression=None,  # small MessagePack frames; deflate costs ~100 KiB per session
+            max_size=host.MAX_FRAME_BYTES,
+            user_agent_header=host.USER_AGENT,
+        ) as ws:
+            hello = Hello(
+                role="agent", version=PROTOCOL_VERSION, token=identity.token, agent_id=identity.agent_id,
+                hostname=self._hostname, platform=self._platform, machine_uuid=identity.machine_uuid,
+                agent_version=tether.__version__, commands=sorted(self.commands),
+                holding=self._journal.holding(),
+            )
+            await ws.send(MSGPACK.encode(hello))
+            try:
+                async with asyncio.timeout(self._handshake_timeout):
+                    data = await ws.recv()
+            except TimeoutError:
+                self._log.warning("handshake_timeout", seconds=self._handshake_timeout)
+                return _SessionEnd()
+            except ConnectionClosed as exc:
+                return _ended(exc, welcomed=False)
+            try:
+                first = decode_from_daemon(data)
+            except ProtocolError as exc:
+                self._log.warning("handshake_failed", error=exc.message)
+                return _SessionEnd()
+            if isinstance(first, Error):
+                return _SessionEnd(code=first.code, reason=f"{first.name}: {first.message}", retry_after=first.retry_after)
+            if not isinstance(first, Welcome):
+                self._log.warning("handshake_failed", error=f"expected welcome, got {type(first).__name__}")
+                return _SessionEnd()
+            return await self._serve(ws, first)
+
+    async def _serve(self, ws: ClientConnection, welcome: Welcome) -> _SessionEnd:
+        """The open session: read frames until the connection closes."""
+        self.sessions += 1
+        out: asyncio.Queue[bytes | None] = asyncio.Queue()
+        # Snapshot the outbox and open the queue in one step (no await between): a result
+        # finished later goes through the queue, one finished earlier is in the snapshot.
+        outbox = self._journal.outbox()
+        for blob in outbox:
+            out.put_nowait(blob)
+        self._out = out
+        self._log.info("session_open", session=welcome.session_id, window=welcome.window, resent=len(outbox))
+        writer = asyncio.create_task(self._write(ws, out))
+        closer = asyncio.create_task(self._close_when_stopping(out))
+        try:
+            end = await self._read(ws)
+        finally:
+            self._out = None
+            self._flush_arrivals()
+            for child in (closer, writer):
+                child.cancel()
+            await asyncio.wait((closer, writer))
+        for child in (closer, writer):
+            if not child.cancelled() and child.exception() is not None:
+                self._log.error("session_task_crashed", error=repr(child.exception()))
+        self._log.info("session_closed", code=end.code, reason=end.reason or None)
+        return end
+
+    async def _read(self, ws: ClientConnection) -> _SessionEnd:
+        error: Error | None = None
+        while True:
+            try:
+                data = await ws.recv()
+            except ConnectionClosed as exc:
+                end = _ended(exc, welcomed=True)
+                if error is not None:  # the daemon said why before closing
+                    end.reason = f"{error.name}: {error.message}"
+                    end.retry_after = error.retry_after
+                    if end.code is None or end.code < 4000:
+                        end.code = error.code
+                return end
+            try:
+                frame = decode_from_daemon(data)
+            except ProtocolError as exc:
+                self._log.warning("bad_frame", code=int(exc.code), error=exc.message)
+                continue
+            if isinstance(frame, Task):
+                self._arrivals.append(frame)
+                if not self._flush_scheduled:
+                    # Flush once the frames already received are all read: a burst becomes
+                    # one transaction and one ack.
+                    self._flush_scheduled = True
+                    asyncio.get_running_loop().call_soon(self._flush_arrivals)
+                continue
+            self._flush_arrivals()  # keep order: a cancel may be about a task just read
+            if isinstance(frame, Error) and frame.code >= 4000:
+                error = frame
+            self._handle(frame)
+
+    async def _write(self, ws: ClientConnection, out: asyncio.Queue[bytes | None]) -> None:
+        """Send queued frames in order; ``None`` means close the session cleanly."""
+        while True:
+            blob = await out.get()
+            try:
+                if blob is None:
+                    await ws.close(1000, "agent stopping")
+                    return
+                await ws.send(blob)
+            except ConnectionClosed:
+                return
+
+    async def _close_when_stopping(self, out: asyncio.Queue[bytes | None]) -> None:
+        await self._stopping.wait()
+        await self._runner.stop(self._grace)  # results of running commands go out first
+        out.put_nowait(None)
+
+    def _emit(self, blob: bytes) -> None:
+        """Send a frame if a session is open; else drop it (results wait in the outbox)."""
+        if self._out is not None:
+            self._out.put_nowait(blob)
+
+    # -- frames from the daemon --------------------------------------------------------
+
+    def _flush_arrivals(self) -> None:
+        self._flush_scheduled = False
+        if not self._arrivals:
+            return
+        tasks, self._arrivals = self._arrivals, []
+        accepted = self._journal.accept(tasks)
+        if accepted.ack:
+            self._emit(MSGPACK.encode(Ack(delivery_ids=accepted.ack)))
+        for blob in accepted.resend:
+            self._emit(blob)
+        for priority, delivery_id in accepted.new:
+            self._runner.submit(priority, delivery_id)
+        self._log.info("tasks_received", new=len(accepted.new), duplicate=accepted.duplicates, resent=len(accepted.resend))
+
+    def _handle(self, frame: object) -> None:
+        if isinstance(frame, Cancel):
+            before = self._journal.cancel(frame.delivery_id)
+            if before == "running":
+                self._runner.cancel(frame.delivery_id)
+            self._log.info("delivery_cancelled", delivery_id=frame.delivery_id, reason=frame.reason, state=before)
+        elif isinstance(frame, Committed):
+            self._journal.confirm(frame.delivery_ids)
+            self._log.debug("results_committed", count=len(frame.delivery_ids))
+            self._prune()
+        elif isinstance(frame, Error):
+            self._on_error(frame)
+        else:
+            self._log.warning("unexpected_frame", frame=type(frame).__name__)
+
+    def _on_error(self, frame: Error) -> None:
+        if frame.ref is not None and frame.code in REFUSED_RESULT_CODES and self._journal.refuse(frame.ref):
+            self._log.warning("result_refused", delivery_id=frame.ref, code=frame.code, error=frame.message)
+        elif frame.code >= 4000:
+            self._log.warning("session_error", code=frame.code, name=frame.name, error=frame.message)
+        else:
+            self._log.warning("daemon_error", code=frame.code, name=frame.name, ref=frame.ref, error=frame.message)
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        if self._last_prune and now - self._last_prune < PRUNE_EVERY:
+            return
+        self._last_prune = now
+        pruned = self._journal.prune()
+        if pruned:
+            self._log.info("journal_pruned", deliveries=pruned)
+
+
+def _ended(exc: ConnectionClosed, *, welcomed: bool) -> _SessionEnd:
+    if exc.rcvd is None:
+        return _SessionEnd(welcomed=welcomed, code=1006, reason="connection lost")
+    return _SessionEnd(welcomed=welcomed, code=exc.rcvd.code, reason=exc.rcvd.reason)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,79 @@
+"""Enrollment: trade an enrollment key for an agent id and a secret token.
+
+Armadito "Enrollment": the agent presents a key (``AAAAA-AAAAA-AAAAA-AAAAA-AAAAA``) and its
+machine UUID; the daemon answers with the agent's id -- the old one if it knows the machine
+UUID -- and a new token. It is its own short session: ``enroll`` -> ``enrolled`` | ``error``,
+then the daemon closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tether.protocol import MSGPACK, PROTOCOL_VERSION, Enroll, Enrolled, Error, ErrorCode, decode_from_daemon
+
+from . import host
+from .journal import Identity
+
+
+class EnrollmentError(Exception):
+    """The daemon refused the enrollment (or ended it without an answer)."""
+
+    def __init__(self, code: int, name: str, message: str) -> None:
+        super().__init__(f"{name} ({code}): {message}")
+        self.code = code
+        self.name = name
+        self.message = message
+
+
+async def enroll(
+    server: str,
+    key: str,
+    *,
+    machine_uuid: str,
+    tags: Sequence[str] = (),
+    hostname: str | None = None,
+    platform: str | None = None,
+    handshake_timeout: float = 10.0,
+) -> Identity:
+    """Enroll with the daemon at ``server``; the :class:`Identity` to store in the journal.
+
+    Raises :class:`EnrollmentError` if the daemon refuses, ``OSError`` / ``TimeoutError`` /
+    ``websockets.exceptions.InvalidHandshake`` if it cannot be reached.
+    """
+    frame = Enroll(
+        version=PROTOCOL_VERSION, key=key, machine_uuid=machine_uuid, tags=list(tags),
+        hostname=hostname if hostname is not None else host.hostname(),
+        platform=platform if platform is not None else host.platform_name(),
+    )
+    async with connect(
+        server, open_timeout=handshake_timeout, compression=None, max_size=host.MAX_FRAME_BYTES,
+        user_agent_header=host.USER_AGENT,
+    ) as ws:
+        await ws.send(MSGPACK.encode(frame))
+        try:
+            async with asyncio.timeout(handshake_timeout):
+                data = await ws.recv()
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd is not None else 1006
+            raise EnrollmentError(code, _slug(code), "the daemon closed the connection without an answer") from None
+    answer = decode_from_daemon(data)
+    if isinstance(answer, Error):
+        raise EnrollmentError(answer.code, answer.name, answer.message)
+    if not isinstance(answer, Enrolled):
+        raise EnrollmentError(0, "unexpected_frame", f"expected enrolled, got {type(answer).__name__}")
+    return Identity(
+        server=server, agent_id=answer.agent_id, token=answer.token,
+        machine_uuid=machine_uuid, tags=tuple(answer.tags),
+    )
+
+
+def _slug(code: int) -> str:
+    try:
+        return ErrorCode(code).slug
+    except ValueError:
+        return "connection_closed"

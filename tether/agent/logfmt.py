@@ -1,0 +1,87 @@
+"""Structured ``key=value`` log lines (STYLE "Logging": one line per event, no secrets).
+
+Every agent log line is ``event=<name>`` followed by fields. A process may host hundreds of
+simulated agents (the benchmark does), so each :class:`EventLog` carries the fields that
+say *which* agent speaks (``agent_id=...``) and prefixes them to every line.
+
+Nothing here formats a token: callers never pass one, and :class:`EventLog` has no way to
+know a secret, so the rule is enforced at the call sites (``client.py``, ``cli.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+
+LOGGER = logging.getLogger("tether.agent")
+
+_NEEDS_QUOTES = frozenset(' "=\\\n\r\t')
+
+
+def format_value(value: object) -> str:
+    """Render one value; quote it (JSON string syntax) when it would break the line."""
+    if isinstance(value, float):
+        text = f"{value:.3f}".rstrip("0").rstrip(".") if value == value else "nan"
+    elif isinstance(value, list | tuple | set | frozenset):
+        text = ",".join(str(v) for v in value)
+    else:
+        text = str(value)
+    if text == "" or not _NEEDS_QUOTES.isdisjoint(text):
+        return json.dumps(text)
+    return text
+
+
+def kv(event: str, fields: Iterable[tuple[str, object]]) -> str:
+    """``event=<event> k=v ...``; ``None`` values are left out."""
+    parts = [f"event={event}"]
+    parts.extend(f"{k}={format_value(v)}" for k, v in fields if v is not None)
+    return " ".join(parts)
+
+
+class EventLog:
+    """A logger bound to context fields (e.g. ``agent_id``) that formats lazily."""
+
+    __slots__ = ("_context", "_logger")
+
+    def __init__(self, logger: logging.Logger = LOGGER, **context: object) -> None:
+        self._logger = logger
+        self._context = tuple(context.items())
+
+    def bind(self, **context: object) -> EventLog:
+        """A copy with more context fields (later fields win on a clash)."""
+        merged = dict(self._context)
+        merged.update(context)
+        return EventLog(self._logger, **merged)
+
+    def _log(self, level: int, event: str, fields: dict[str, object], exc_info: bool = False) -> None:
+        if self._logger.isEnabledFor(level):
+            self._logger.log(level, kv(event, (*self._context, *fields.items())), exc_info=exc_info)
+
+    def debug(self, event: str, **fields: object) -> None:
+        self._log(logging.DEBUG, event, fields)
+
+    def info(self, event: str, **fields: object) -> None:
+        self._log(logging.INFO, event, fields)
+
+    def warning(self, event: str, **fields: object) -> None:
+        self._log(logging.WARNING, event, fields)
+
+    def error(self, event: str, **fields: object) -> None:
+        self._log(logging.ERROR, event, fields)
+
+    def exception(self, event: str, **fields: object) -> None:
+        """Log at ERROR with the current exception's traceback (folded into one line)."""
+        self._log(logging.ERROR, event, fields, exc_info=True)
+
+
+class KeyValueFormatter(logging.Formatter):
+    """``ts=... level=... <message>``; a traceback is folded into one quoted ``exc=`` field."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line = f"ts={stamp}.{int(record.msecs):03d}Z level={record.levelname.lower()} {record.getMessage()}"
+        if record.exc_info:
+            line += " exc=" + json.dumps(self.formatException(record.exc_info))
+        return line

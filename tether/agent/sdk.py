@@ -1,0 +1,184 @@
+"""The command SDK: ``Agent`` (a registry of commands) and ``Context``.
+
+Handlers follow Cortex XSOAR's convention: the task's ``args`` (a JSON object) is the first
+positional parameter, and the return value (JSON-serialisable) is the result::
+
+    agent = Agent()
+
+    @agent.command("disk_usage")
+    async def disk_usage(args: dict, *, ctx: Context) -> dict:
+        await ctx.progress(50, "half way")
+        return {"free": 123}
+
+A handler may be a coroutine function (awaited on the agent's event loop) or a plain
+function (run in a worker thread with ``asyncio.to_thread``, so it may block). ``ctx`` is
+passed only to handlers that declare it (a parameter named ``ctx``, or ``**kwargs``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+from tether.protocol import Progress
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+"""Command names: no whitespace, because ``"file_get --path x"`` is split on spaces."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One registered handler and how to call it (decided once, at registration)."""
+
+    name: str
+    function: Callable[..., Any]
+    is_async: bool
+    takes_ctx: bool
+
+
+def _is_async(function: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(function):
+        return True
+    call = getattr(function, "__call__", None)  # noqa: B004 -- async callable objects
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _takes_ctx(function: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: call them plainly
+        return False
+    for p in parameters:
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            return True
+        if p.name == "ctx" and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            return True
+    return False
+
+
+class Agent:
+    """A set of named commands. Several sets can be served together (see :meth:`include`)."""
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+        self._commands: dict[str, Command] = {}
+
+    def __repr__(self) -> str:
+        return f"Agent({self.name!r}, commands={sorted(self._commands)})"
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._commands
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._commands))
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    @property
+    def commands(self) -> Mapping[str, Command]:
+        """Read-only view: command name -> :class:`Command`."""
+        return self._commands
+
+    def add_command(self, name: str, function: Callable[..., Any]) -> Command:
+        """Register ``function`` under ``name``; a name may be registered once per Agent."""
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ValueError(f"invalid command name {name!r}: use letters, digits, '_', '.', '-'")
+        if name in self._commands:
+            raise ValueError(f"command {name!r} is already registered on {self!r}")
+        if not callable(function):
+            raise TypeError(f"handler for {name!r} is not callable: {function!r}")
+        command = Command(name, function, _is_async(function), _takes_ctx(function))
+        self._commands[name] = command
+        return command
+
+    @overload
+    def command(self, name: F, /) -> F: ...
+
+    @overload
+    def command(self, name: str | None = None, /) -> Callable[[F], F]: ...
+
+    def command(self, name: str | F | None = None, /) -> F | Callable[[F], F]:
+        """Decorator: ``@agent.command("name")``, ``@agent.command()`` or ``@agent.command``
+        (the last two use the function's ``__name__``). Returns the function unchanged."""
+        if callable(name):
+            self.add_command(name.__name__, name)
+            return name
+
+        def register(function: F) -> F:
+            self.add_command(name or function.__name__, function)
+            return function
+
+        return register
+
+    def include(self, other: Agent, *, replace: bool = False) -> None:
+        """Serve ``other``'s commands too. A clash is an error unless ``replace``."""
+        for cmd_name, cmd in other._commands.items():
+            if cmd_name in self._commands and not replace:
+                raise ValueError(f"command {cmd_name!r} is registered on both {self!r} and {other!r}")
+            self._commands[cmd_name] = cmd
+
+
+class Context:
+    """What a running handler may ask of the agent: report progress, notice cancellation.
+
+    ``cancelled`` is a :class:`threading.Event`: the daemon cancelled this delivery (or the
+    agent is stopping). Async handlers are also cancelled with ``CancelledError``; sync
+    handlers cannot be interrupted, so they should poll ``ctx.cancelled.is_set()`` and
+    return early. Whatever a cancelled handler returns is discarded.
+    """
+
+    __slots__ = ("_emit", "_loop", "cancelled", "command", "delivery_id", "priority", "run", "task_id")
+
+    def __init__(
+        self,
+        *,
+        delivery_id: int,
+        task_id: int,
+        command: str,
+        priority: int = 1,
+        run: int = 1,
+        emit: Callable[[Progress], None] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.delivery_id = delivery_id
+        self.task_id = task_id
+        self.command = command
+        self.priority = priority
+        self.run = run
+        self.cancelled = threading.Event()
+        self._emit = emit
+        self._loop = loop
+
+    def __repr__(self) -> str:
+        return f"Context(delivery_id={self.delivery_id}, command={self.command!r})"
+
+    def _frame(self, percent: float | None, message: str) -> Progress:
+        if percent is not None and not 0 <= percent <= 100:
+            raise ValueError(f"percent must be between 0 and 100, got {percent}")
+        return Progress(delivery_id=self.delivery_id, percent=percent, message=message)
+
+    async def progress(self, percent: float | None = None, message: str = "") -> None:
+        """Report how far the command got. Best effort: dropped while disconnected."""
+        frame = self._frame(percent, message)
+        if self._emit is not None:
+            self._emit(frame)
+
+    def progress_threadsafe(self, percent: float | None = None, message: str = "") -> None:
+        """:meth:`progress` for sync handlers (callable from any thread, never blocks)."""
+        frame = self._frame(percent, message)
+        if self._emit is None or self._loop is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._emit, frame)
+        except RuntimeError:
+            # The loop is closed: the agent stopped while this thread kept running. A
+            # progress report has nobody to go to; the handler's result is discarded too.
+            pass
