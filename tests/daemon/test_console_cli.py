@@ -303,6 +303,11 @@ async def test_tasks_tag_and_show_requests(fake: FakeDaemon) -> None:
     assert (await tetherctl(fake, "tag", "rm", "a1", "web")).out == "tag 'web' removed from agent a1\n"
     assert (fake.request.method, fake.request.params) == ("tag.rm", {"agent_id": "a1", "tag": "web"})
     fake.requests.clear()
+    fake.script = answer({"agent_id": "a1", "tag": "web", "new_deliveries": 2})
+    result = await tetherctl(fake, "tag", "add", "a1", "web")
+    assert result.out == "tag 'web' added to agent a1 (2 deliveries of tag tasks queued)\n"
+    assert (fake.request.method, fake.request.params) == ("tag.add", {"agent_id": "a1", "tag": "web"})
+    fake.requests.clear()
     fake.script = answer(task_view(delivery(1, "running", progress="40%")))
     result = await tetherctl(fake, "show", "7")
     assert (fake.request.method, fake.request.params) == ("task.get", {"task_id": 7})

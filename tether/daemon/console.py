@@ -379,7 +379,10 @@ def _show_cancelled(result: Any, args: argparse.Namespace) -> int:
 
 def _show_tag(result: Any, args: argparse.Namespace) -> int:
     done = "added to" if args.op == "add" else "removed from"
-    print(f"tag {args.tag!r} {done} agent {args.agent_id}", file=args.stdout)
+    line = f"tag {args.tag!r} {done} agent {args.agent_id}"
+    if isinstance(result, dict) and isinstance(result.get("new_deliveries"), int):
+        line += f" ({result['new_deliveries']} deliveries of tag tasks queued)"
+    print(line, file=args.stdout)
     return EXIT_OK
 
 

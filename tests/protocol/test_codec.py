@@ -1,0 +1,250 @@
+"""Frames through the codec: round trips in both encodings, error codes, fuzzing.
+
+Field values come from hypothesis strategies derived from the Structs themselves
+(``msgspec.inspect``), so a frame or field added later is covered without editing this file.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+import msgspec.inspect as mi
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tether.protocol import (
+    JSON,
+    MSGPACK,
+    Codec,
+    ErrorCode,
+    ProtocolError,
+    decode_from_daemon,
+    decode_to_daemon,
+)
+from tether.protocol.codec import error_frame, from_msgpack, pack, to_msgpack, unpack
+from tether.protocol.frames import FROM_DAEMON, TO_DAEMON, Ack, Error, Frame, Result, Task
+
+ALL_FRAMES = (*TO_DAEMON, *FROM_DAEMON)
+CODECS = {"msgpack": MSGPACK, "json": JSON}
+
+INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+FLOATS = st.floats(allow_nan=False, allow_infinity=False)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | INT64 | FLOATS | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=12,
+)
+"""Values both encodings carry unchanged (no NaN: it is not JSON)."""
+
+
+def strategy(t: mi.Type, codec: Codec) -> st.SearchStrategy[Any]:
+    """Values of a msgspec type, Raw fields pre-encoded in ``codec``."""
+    match t:
+        case mi.IntType():
+            return INT64
+        case mi.FloatType():
+            return FLOATS
+        case mi.StrType():
+            return st.text()
+        case mi.BoolType():
+            return st.booleans()
+        case mi.NoneType():
+            return st.none()
+        case mi.LiteralType(values=values):
+            return st.sampled_from(values)
+        case mi.UnionType(types=types):
+            return st.one_of([strategy(x, codec) for x in types])
+        case mi.ListType(item_type=item):
+            return st.lists(strategy(item, codec), max_size=4)
+        case mi.DictType(key_type=mi.StrType(), value_type=value):
+            return st.dictionaries(st.text(), strategy(value, codec), max_size=4)
+        case mi.AnyType():
+            return JSON_VALUES
+        case mi.RawType():
+            return JSON_VALUES.map(codec.raw)
+    raise NotImplementedError(f"no strategy for {t!r}: extend tests/protocol/test_codec.py")
+
+
+def frames(cls: type[Frame], codec: Codec) -> st.SearchStrategy[Frame]:
+    info = mi.type_info(cls)
+    assert isinstance(info, mi.StructType)
+    fields: dict[str, st.SearchStrategy[Any]] = {}
+    for f in info.fields:
+        value = strategy(f.type, codec)
+        # Optional fields: sometimes left at their default, so omission is exercised too.
+        fields[f.name] = value if f.required else st.one_of(st.just(msgspec.NODEFAULT), value)
+    return st.fixed_dictionaries(fields).map(
+        lambda kw: cls(**{k: v for k, v in kw.items() if v is not msgspec.NODEFAULT})
+    )
+
+
+def wire(codec: Codec, frame: Frame) -> bytes | str:
+    """What a WebSocket library hands over: bytes for binary messages, str for text."""
+    data = codec.encode(frame)
+    return data if codec.binary else data.decode()
+
+
+def encode_obj(codec: Codec, obj: Any) -> bytes | str:
+    return msgspec.msgpack.encode(obj) if codec.binary else json.dumps(obj)
+
+
+def decoder(cls: type[Frame]) -> Any:
+    return decode_to_daemon if cls in TO_DAEMON else decode_from_daemon
+
+
+# -- round trips ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec_name", CODECS)
+@pytest.mark.parametrize("cls", ALL_FRAMES, ids=lambda c: c.__name__)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_every_frame_round_trips(cls: type[Frame], codec_name: str, data: st.DataObject) -> None:
+    codec = CODECS[codec_name]
+    frame = data.draw(frames(cls, codec))
+    assert decoder(cls)(wire(codec, frame)) == frame
+
+
+@pytest.mark.parametrize("codec_name", CODECS)
+@pytest.mark.parametrize("cls", ALL_FRAMES, ids=lambda c: c.__name__)
+@settings(max_examples=10, deadline=None)
+@given(data=st.data())
+def test_a_frame_sent_the_wrong_way_is_an_unknown_frame(cls: type[Frame], codec_name: str,
+                                                         data: st.DataObject) -> None:
+    codec = CODECS[codec_name]
+    frame = data.draw(frames(cls, codec))
+    wrong_way = decode_from_daemon if cls in TO_DAEMON else decode_to_daemon
+    with pytest.raises(ProtocolError) as caught:
+        wrong_way(wire(codec, frame))
+    assert caught.value.code is ErrorCode.UNKNOWN_FRAME
+
+
+def test_tags_are_unique_and_directions_disjoint() -> None:
+    tags = [cls.__struct_config__.tag for cls in ALL_FRAMES]
+    assert len(tags) == len(set(tags))
+    assert not set(TO_DAEMON) & set(FROM_DAEMON)
+
+
+def test_defaults_are_omitted_on_the_wire() -> None:
+    assert json.loads(JSON.encode(Task(delivery_id=1, task_id=2, command="x"))) == {
+        "t": "task", "delivery_id": 1, "task_id": 2, "command": "x"}
+
+
+def test_unknown_fields_are_ignored() -> None:
+    """Schema evolution: a newer peer's extra fields do not break an older one."""
+    for codec in CODECS.values():
+        data = encode_obj(codec, {"t": "ack", "delivery_ids": [1], "from_the_future": {"x": 1}})
+        assert decode_to_daemon(data) == Ack(delivery_ids=[1])
+
+
+# -- decoding errors -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec_name", CODECS)
+@pytest.mark.parametrize(
+    ("obj", "code"),
+    [
+        ({"t": "no-such-frame"}, ErrorCode.UNKNOWN_FRAME),
+        ({"delivery_ids": [1]}, ErrorCode.UNKNOWN_FRAME),
+        ({"t": 7, "delivery_ids": [1]}, ErrorCode.UNKNOWN_FRAME),
+        ({"t": "ack"}, ErrorCode.INVALID_FRAME),
+        ({"t": "ack", "delivery_ids": "1,2"}, ErrorCode.INVALID_FRAME),
+        ({"t": "ack", "delivery_ids": ["one"]}, ErrorCode.INVALID_FRAME),
+        ({"t": "hello", "role": "root", "version": 1, "token": ""}, ErrorCode.INVALID_FRAME),
+        ({"t": "req", "id": 1, "method": "x", "params": [1]}, ErrorCode.INVALID_FRAME),
+        ([{"t": "ack", "delivery_ids": [1]}], ErrorCode.INVALID_FRAME),
+        ("ack", ErrorCode.INVALID_FRAME),
+    ],
+)
+def test_decoding_errors_map_to_registry_codes(codec_name: str, obj: Any, code: ErrorCode) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode_to_daemon(encode_obj(CODECS[codec_name], obj))
+    assert caught.value.code is code
+    assert "Traceback" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\xc1", b"\x81\xa1t", b"\x81\xa1t\xa3ac", "", "{", '{"t": ', '{"t" "ack"}', "nope", "\ud800"],
+)
+def test_malformed_frames_are_1100(data: bytes | str) -> None:
+    for decode in (decode_to_daemon, decode_from_daemon):
+        with pytest.raises(ProtocolError) as caught:
+            decode(data)
+        assert caught.value.code is ErrorCode.MALFORMED_FRAME
+        assert ("MessagePack" if isinstance(data, bytes) else "JSON") in caught.value.message
+
+
+def test_json_bytes_are_taken_for_messagepack() -> None:
+    """The encoding follows the WebSocket message type: bytes are binary, so MessagePack."""
+    with pytest.raises(ProtocolError) as caught:
+        decode_to_daemon(JSON.encode(Ack(delivery_ids=[1])))
+    assert caught.value.code is ErrorCode.INVALID_FRAME
+
+
+KNOWN_TAGS = [cls.__struct_config__.tag for cls in ALL_FRAMES]
+FUZZ_OBJECTS = st.dictionaries(st.text(max_size=12), JSON_VALUES, max_size=6) | st.builds(
+    lambda tag, rest: {**rest, "t": tag},
+    st.sampled_from(KNOWN_TAGS),
+    st.dictionaries(st.sampled_from(["id", "delivery_ids", "delivery_id", "role", "version", "token",
+                                     "ok", "output", "args", "params", "code", "name"]), JSON_VALUES),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary() | st.text() | FUZZ_OBJECTS.map(msgspec.msgpack.encode) | FUZZ_OBJECTS.map(json.dumps))
+def test_fuzzed_input_raises_only_protocol_errors(data: bytes | str) -> None:
+    for decode in (decode_to_daemon, decode_from_daemon):
+        try:
+            frame = decode(data)
+        except ProtocolError as exc:
+            assert exc.code in {ErrorCode.MALFORMED_FRAME, ErrorCode.UNKNOWN_FRAME, ErrorCode.INVALID_FRAME}
+        else:
+            assert isinstance(frame, Frame)
+
+
+# -- payloads and helpers ------------------------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=JSON_VALUES)
+def test_payloads_normalise_to_msgpack_and_back(value: Any) -> None:
+    for codec in CODECS.values():
+        raw = codec.raw(value)
+        assert codec.decode_value(raw) == value
+        blob = to_msgpack(raw, codec)
+        assert unpack(blob) == value
+        assert codec.decode_value(from_msgpack(blob, codec)) == value
+    assert unpack(pack(value)) == value
+
+
+def test_omitted_raw_fields_of_a_json_frame_decode_as_their_defaults() -> None:
+    """A JSON peer may omit ``output``/``args``; the default is MessagePack, not JSON text."""
+    result = decode_to_daemon(JSON.encode(Result(delivery_id=1, ok=False, error="boom")).decode())
+    assert isinstance(result, Result)
+    assert JSON.decode_value(result.output) is None
+    assert unpack(to_msgpack(result.output, JSON)) is None
+    task = decode_from_daemon(JSON.encode(Task(delivery_id=1, task_id=1, command="x")).decode())
+    assert isinstance(task, Task)
+    assert JSON.decode_value(task.args) == {}
+
+
+def test_unpack_none_is_none() -> None:
+    assert unpack(None) is None
+
+
+def test_error_frames_carry_code_name_ref_and_retry_after() -> None:
+    exc = ProtocolError(ErrorCode.TOO_MANY_SESSIONS, "busy, come back later", ref=9)
+    assert error_frame(exc, retry_after=2.5) == Error(
+        code=4029, name="too_many_sessions", message="busy, come back later", ref=9, retry_after=2.5)
+    for codec in CODECS.values():
+        sent = codec.error(exc)
+        assert decode_from_daemon(sent if codec.binary else sent.decode()) == error_frame(exc)
+
+
+def test_codec_repr() -> None:
+    assert repr(MSGPACK) == "Codec(binary=True)"
+    assert repr(JSON) == "Codec(binary=False)"

@@ -1,0 +1,110 @@
+"""Console RPC params: every method, every check, unknown methods and keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tether.protocol import ErrorCode, ProtocolError
+from tether.protocol import console as rpc
+from tether.protocol.console import METHODS, parse_params
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "expected"),
+    [
+        ("agents.list", {}, rpc.AgentsList()),
+        ("agents.list", {"tag": "web", "online": True}, rpc.AgentsList(tag="web", online=True)),
+        ("tag.add", {"agent_id": "a1", "tag": "web"}, rpc.TagChange(agent_id="a1", tag="web")),
+        ("tag.rm", {"agent_id": "a1", "tag": "x" * 128}, rpc.TagChange(agent_id="a1", tag="x" * 128)),
+        ("task.create", {"command": "os_version", "all": True}, rpc.TaskCreate(command="os_version", all=True)),
+        ("task.create", {"command": "scan --deep", "args": {"n": 1}, "agent": "a1", "ttl": 1, "priority": 3},
+         rpc.TaskCreate(command="scan --deep", args={"n": 1}, agent="a1", ttl=1, priority=3)),
+        ("task.create", {"command": "x", "tag": "web", "ttl": rpc.MAX_TTL, "priority": 0},
+         rpc.TaskCreate(command="x", tag="web", ttl=rpc.MAX_TTL, priority=0)),
+        ("task.list", {}, rpc.TaskList()),
+        ("task.list", {"tag": "web", "state": "all", "limit": 100_000}, rpc.TaskList(tag="web", state="all", limit=100_000)),
+        ("task.get", {"task_id": 3}, rpc.TaskGet(task_id=3)),
+        ("task.wait", {"task_id": 3}, rpc.TaskWait(task_id=3)),
+        ("task.wait", {"task_id": 3, "timeout": 0}, rpc.TaskWait(task_id=3, timeout=0)),
+        ("task.wait", {"task_id": 3, "timeout": 2.5}, rpc.TaskWait(task_id=3, timeout=2.5)),
+        ("task.cancel", {"task_id": 3}, rpc.TaskCancel(task_id=3)),
+        ("task.cancel", {"agent": "a1"}, rpc.TaskCancel(agent="a1")),
+        ("task.cancel", {"tag": "web"}, rpc.TaskCancel(tag="web")),
+    ],
+)
+def test_valid_params(method: str, params: dict[str, Any], expected: rpc.Params) -> None:
+    assert parse_params(method, params) == expected
+
+
+def test_defaults() -> None:
+    created = parse_params("task.create", {"command": "x", "all": True})
+    assert isinstance(created, rpc.TaskCreate)
+    assert (created.ttl, created.priority, created.args) == (rpc.DEFAULT_TTL, 1, {})
+    assert rpc.DEFAULT_TTL == 7 * 86_400
+
+
+def test_every_method_is_tested() -> None:
+    assert set(METHODS) == {"agents.list", "tag.add", "tag.rm", "task.create", "task.list", "task.get",
+                            "task.wait", "task.cancel"}
+
+
+def test_unknown_method_names_the_known_ones() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_params("task.delete", {})
+    assert caught.value.code is ErrorCode.UNKNOWN_METHOD
+    assert caught.value.message == (
+        "unknown method 'task.delete' (known: action, agents.list, tag.add, tag.rm, task.cancel, "
+        "task.create, task.get, task.list, task.wait)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "message"),
+    [
+        # unknown keys are refused by name, for every method
+        *((m, {"task_id": 1, "agent_id": "a", "tag": "t", "command": "c", "all": True, "lissen": 1},
+           "Object contains unknown field `") for m in METHODS),
+        ("agents.list", {"tagg": "web"}, "agents.list: Object contains unknown field `tagg`"),
+        ("task.create", {"command": "x", "all": True, "ttll": 5}, "unknown field `ttll`"),
+        # wrong or missing fields
+        ("tag.add", {"agent_id": "a1"}, "missing required field `tag`"),
+        ("task.get", {}, "missing required field `task_id`"),
+        ("task.get", {"task_id": "3"}, "Expected `int`, got `str`"),
+        ("task.create", {"command": "x", "all": True, "ttl": "60"}, "Expected `int`, got `str`"),
+        ("task.create", {"command": "x", "all": True, "args": [1]}, "Expected `object`, got `array`"),
+        ("task.create", {"command": "x", "all": True, "priority": True}, "Expected `int`, got `bool`"),
+        ("agents.list", {"online": "yes"}, "Expected `bool`, got `str`"),
+        # checks
+        ("tag.add", {"agent_id": "a1", "tag": ""}, "invalid tag ''"),
+        ("tag.add", {"agent_id": "a1", "tag": "x" * 129}, "1-128 characters"),
+        ("tag.rm", {"agent_id": "a1", "tag": "a b"}, "no spaces"),
+        ("tag.rm", {"agent_id": "a1", "tag": "a\tb"}, "no spaces"),
+        ("task.create", {"command": "x"}, "give a target: agent, tag or all"),
+        ("task.create", {"command": "x", "all": False}, "give a target: agent, tag or all"),
+        ("task.create", {"command": "x", "agent": "a", "tag": "t"}, "give only one target"),
+        ("task.create", {"command": "x", "agent": "a", "all": True}, "give only one target"),
+        ("task.create", {"command": "x", "all": True, "ttl": 0}, "ttl must be between 1 and"),
+        ("task.create", {"command": "x", "all": True, "ttl": rpc.MAX_TTL + 1}, "ttl must be between 1 and"),
+        ("task.create", {"command": "x", "all": True, "priority": 4}, "priority must be 0-3"),
+        ("task.create", {"command": "x", "all": True, "priority": -1}, "priority must be 0-3"),
+        ("task.create", {"command": " \t", "all": True}, "command is empty"),
+        ("task.list", {"agent": "a", "tag": "t"}, "give only one target"),
+        ("task.list", {"limit": 0}, "limit must be between 1 and 100000"),
+        ("task.list", {"limit": 100_001}, "limit must be between 1 and 100000"),
+        ("task.wait", {"task_id": 1, "timeout": -0.5}, "timeout must not be negative"),
+        ("task.cancel", {}, "give exactly one of task_id, agent or tag"),
+        ("task.cancel", {"task_id": 1, "tag": "web"}, "give exactly one of task_id, agent or tag"),
+    ],
+)
+def test_invalid_params(method: str, params: dict[str, Any], message: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_params(method, params)
+    assert caught.value.code is ErrorCode.INVALID_PARAMS
+    assert message in caught.value.message
+
+
+def test_priorities_are_armadito_levels() -> None:
+    assert rpc.PRIORITIES == {"low": 0, "medium": 1, "high": 2, "urgent": 3}
+    assert rpc.PRIORITY_NAMES[3] == "urgent"
