@@ -430,7 +430,8 @@ async def test_a_garbled_answer_ends_the_session_with_exit_3(fake: FakeDaemon) -
 
 async def test_priority_by_number_and_agents_filters(fake: FakeDaemon) -> None:
     fake.script = answer({"task_id": 1, "deliveries": 1})
-    assert (await tetherctl(fake, "task", "scan", "--agent", "a1", "--priority", "0")).code == 0
+    result = await tetherctl(fake, "task", "scan", "--agent", "a1", "--priority", "0")
+    assert (result.code, result.err) == (0, "task 1: 1 delivery queued\n")
     assert fake.request.params["priority"] == 0
     fake.requests.clear()
     fake.script = answer([])

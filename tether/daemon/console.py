@@ -364,16 +364,20 @@ def _show(render: Callable[[Any], str]) -> Render:
     return show
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def _show_created(result: Any, args: argparse.Namespace) -> int:
     created = msgspec.convert(result, rpc.TaskCreated)
     print(created.task_id, file=args.stdout)
-    print(f"task {created.task_id}: {created.deliveries} deliveries queued", file=args.stderr)
+    print(f"task {created.task_id}: {_count(created.deliveries, 'delivery', 'deliveries')} queued", file=args.stderr)
     return EXIT_OK
 
 
 def _show_cancelled(result: Any, args: argparse.Namespace) -> int:
     cancelled = msgspec.convert(result, rpc.Cancelled)
-    print(f"cancelled {cancelled.cancelled} deliveries", file=args.stdout)
+    print(f"cancelled {_count(cancelled.cancelled, 'delivery', 'deliveries')}", file=args.stdout)
     return EXIT_OK
 
 
@@ -381,7 +385,7 @@ def _show_tag(result: Any, args: argparse.Namespace) -> int:
     done = "added to" if args.op == "add" else "removed from"
     line = f"tag {args.tag!r} {done} agent {args.agent_id}"
     if isinstance(result, dict) and isinstance(result.get("new_deliveries"), int):
-        line += f" ({result['new_deliveries']} deliveries of tag tasks queued)"
+        line += f" ({_count(result['new_deliveries'], 'delivery', 'deliveries')} of tag tasks queued)"
     print(line, file=args.stdout)
     return EXIT_OK
 
