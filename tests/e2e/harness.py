@@ -59,6 +59,10 @@ class LogWatcher:
                     raise AssertionError(f"{self.name}: no line matching {pattern!r} within {timeout}s:\n{tail}")
                 self._cond.wait(remaining)
 
+    def close(self) -> None:
+        """After the process ended: wait for the last lines."""
+        self._thread.join(timeout=10)
+
     def mark(self) -> int:
         with self._cond:
             return len(self.lines)
@@ -77,6 +81,15 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = 
             return last
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def _reap(proc: subprocess.Popen[bytes], log: LogWatcher) -> int:
+    code = proc.wait(timeout=30)
+    log.close()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+    return code
 
 
 class Tetherd:
@@ -108,9 +121,9 @@ class Tetherd:
             assert creds["url"] == self.url
 
     def kill(self, sig: int = signal.SIGKILL) -> int:
-        assert self.proc is not None
+        assert self.proc is not None and self.log is not None
         self.proc.send_signal(sig)
-        return self.proc.wait(timeout=30)
+        return _reap(self.proc, self.log)
 
     def ctl(self, *args: str, check: bool = True, timeout: float = 60) -> tuple[int, Any]:
         """Run tetherctl with --json; return (exit code, parsed stdout or the stderr text)."""
@@ -166,9 +179,15 @@ class AgentProc:
         self.log.wait_for(r"session_open")
 
     def kill(self, sig: int = signal.SIGKILL) -> int:
-        assert self.proc is not None
+        assert self.proc is not None and self.log is not None
         self.proc.send_signal(sig)
-        return self.proc.wait(timeout=30)
+        return _reap(self.proc, self.log)
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        """Wait for the agent to stop by itself."""
+        assert self.proc is not None and self.log is not None
+        self.proc.wait(timeout=timeout)
+        return _reap(self.proc, self.log)
 
     def status(self) -> dict[str, Any]:
         proc = subprocess.run([str(BIN / "tether-agent"), "status", "--state-dir", str(self.state_dir), "--json"],

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Any
 
 import msgspec
@@ -77,7 +78,7 @@ def test_bad_frames_in_a_console_session(
     with console(tetherd) as ws:
         ws.send(payload)
         err = reply(ws)
-        assert (err.code, err.name) == (code, err.name) and words in err.message
+        assert err.code == code and err.name and words in err.message
         assert "Traceback" not in err.message
         ws.send(JSON.encode(Request(id=7, method="agents.list")), text=True)  # the session is still usable
         res = reply(ws)
@@ -199,14 +200,17 @@ def test_unknown_and_expired_enrollment_keys(tetherd: Tetherd, healthy: AgentPro
 
 
 def test_second_session_for_the_same_agent_replaces_the_first(tetherd: Tetherd, healthy: AgentProc) -> None:
-    token = healthy.status().get("token")  # the status command never shows the secret
-    assert token is None
-    # The running agent holds the session; a second process with the same identity takes it over.
-    second = AgentProc("healthy", tetherd.data_dir.parent, tetherd, tetherd.env)
+    assert "token" not in healthy.status()  # the status command never shows the secret
+    # A clone of the endpoint (same identity, another state directory) connects: it wins,
+    # and the older session is closed with 4020 and its agent stops, saying why.
+    second = AgentProc("clone", tetherd.data_dir.parent, tetherd, tetherd.env)
+    second.state_dir.mkdir()
+    with closing(sqlite3.connect(healthy.state_dir / "journal.sqlite")) as src, \
+            closing(sqlite3.connect(second.state_dir / "journal.sqlite")) as dst:
+        src.backup(dst)
     second.agent_id = healthy.agent_id
     second.start()
-    assert healthy.proc is not None
-    assert healthy.proc.wait(timeout=30) != 0  # the replaced agent stops, saying why
+    assert healthy.wait_exit() != 0
     assert healthy.log is not None
     healthy.log.wait_for(r"4020|replaced")
     healthy.proc, healthy.log = second.proc, second.log  # the fixture checks the survivor still works
@@ -237,8 +241,6 @@ def test_agent_cannot_report_on_someone_elses_delivery(
 
 
 def _identity(agent: AgentProc) -> dict[str, str]:
-    import sqlite3
-
     conn = sqlite3.connect(agent.state_dir / "journal.sqlite")
     try:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]

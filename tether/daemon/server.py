@@ -298,11 +298,13 @@ class Daemon:
                         if not isinstance(frame, Request):
                             await send(error_frame(ProtocolError(
                                 ErrorCode.UNEXPECTED_FRAME,
-                                f"a console session sends req frames, not {type(frame).__name__.lower()}")))
+                                f"unexpected {type(frame).__name__.lower()} frame: a console session sends req frames")))
                             continue
                         task = tg.create_task(self._serve_request(frame, send))
                         requests.add(task)
                         task.add_done_callback(requests.discard)
+                except ConnectionClosed:
+                    pass
                 finally:
                     # The console left: nobody is waiting for these answers any more.
                     for task in requests:
