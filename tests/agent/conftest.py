@@ -88,6 +88,8 @@ class FakeDaemon:
     enrolls: list[Enroll] = field(default_factory=list)
     refusals: deque[Error] = field(default_factory=deque)
     """Errors to answer the next hellos with (then close with the error's code)."""
+    bad_welcomes: list[bytes] = field(default_factory=list)
+    """Answer the next hellos with these bytes instead of a welcome (then close 1011)."""
     http_refusals: int = 0
     """Answer this many upgrade requests with HTTP 503 (a load balancer shedding load)."""
     enroll_answer: Enrolled | Error = field(
@@ -130,6 +132,10 @@ class FakeDaemon:
         refusal = self.refusals.popleft() if self.refusals else None
         if refusal is None and first.token != self.token:
             refusal = Error(code=ErrorCode.UNAUTHORIZED, name="unauthorized", message="bad token")
+        if refusal is None and self.bad_welcomes:
+            await ws.send(self.bad_welcomes.pop(0))
+            await ws.close(1011)
+            return
         if refusal is not None:
             await ws.send(MSGPACK.encode(refusal))
             await ws.close(refusal.code if refusal.code >= 4000 else 4001, refusal.name)

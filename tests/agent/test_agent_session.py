@@ -11,10 +11,11 @@ import pytest
 from websockets.asyncio.server import serve
 
 import tether
-from tether.agent import Agent, Context, FatalSessionError, Journal
+from tether.agent import Agent, Context, EnrollmentError, FatalSessionError, Identity, Journal, enroll
 from tether.agent.journal import RESTARTED_WHILE_RUNNING
 from tether.agent.runner import STOPPED_WHILE_RUNNING
 from tether.protocol import (
+    MSGPACK,
     PROTOCOL_VERSION,
     Ack,
     Cancel,
@@ -23,6 +24,7 @@ from tether.protocol import (
     ErrorCode,
     Progress,
     Result,
+    Welcome,
     decode_to_daemon,
     unpack,
 )
@@ -456,3 +458,71 @@ async def test_restart_fails_interrupted_deliveries_and_runs_pending_ones(
         results[result.delivery_id] = result
     assert (results[1].ok, results[1].error) == (False, RESTARTED_WHILE_RUNNING)
     assert (results[2].ok, unpack(results[2].output)) == (True, {"after": "restart"})
+
+
+async def test_a_bad_welcome_is_retried(daemon: FakeDaemon, start_agent: StartAgent) -> None:
+    daemon.bad_welcomes = [b"\xc1", MSGPACK.encode(Committed(delivery_ids=[]))]
+    await start_agent()
+    await daemon.next_session()
+    assert len(daemon.hellos) == 3
+
+
+async def test_a_bad_frame_in_session_is_logged_and_skipped(
+    daemon: FakeDaemon, start_agent: StartAgent, caplog: pytest.LogCaptureFixture
+) -> None:
+    await start_agent()
+    session = await daemon.next_session()
+    await session.ws.send(b"\xc1")
+    await session.ws.send(MSGPACK.encode(Welcome(version=1, role="agent", session_id="x", server_time=0)))
+    await session.send(daemon.task(1))
+    assert (await session.expect(Result, skip=(Ack, Progress))).ok
+    assert "event=bad_frame" in caplog.text and "malformed" in caplog.text
+    assert "event=unexpected_frame" in caplog.text and "frame=Welcome" in caplog.text
+
+
+async def test_retry_after_sent_in_session_is_honoured(daemon: FakeDaemon, start_agent: StartAgent) -> None:
+    await start_agent(rand=lambda: 0.0)
+    session = await daemon.next_session()
+    await session.send(Error(code=ErrorCode.TOO_MANY_SESSIONS, name="too_many_sessions", message="shed",
+                             retry_after=0.2))
+    await session.close(ErrorCode.TOO_MANY_SESSIONS, "shed")
+    await daemon.next_session()
+    assert daemon.hello_times[1] - daemon.hello_times[0] >= 0.2
+
+
+async def test_cancelling_run_fails_the_running_command(daemon: FakeDaemon, start_agent: StartAgent) -> None:
+    agent, _, _ = blocking_agent()
+    running = await start_agent(agent)
+    session = await daemon.next_session()
+    await session.send(daemon.task(1, "block"))
+    await session.expect(Progress, skip=(Ack,))
+    running.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(TIMEOUT):
+            await running.task
+    [failed] = [decode_from_daemon_result(blob) for blob in running.journal.outbox()]
+    assert (failed.delivery_id, failed.ok, failed.error) == (1, False, STOPPED_WHILE_RUNNING)
+
+
+async def test_many_clients_share_one_loop(daemon: FakeDaemon, start_agent: StartAgent) -> None:
+    """What the benchmark does: many simulated agents on one event loop, one journal each."""
+    clients = [await start_agent(name=f"sim-{i}", concurrency=1) for i in range(20)]
+    sessions = {}
+    for _ in clients:
+        session = await daemon.next_session()
+        sessions[session.hello.agent_id] = session
+    for i, session in enumerate(sessions.values()):
+        await session.send(daemon.task(i + 1))
+    for session in sessions.values():
+        assert (await session.expect(Result, skip=(Ack, Progress))).ok
+    assert sorted(sessions) == sorted(f"sim-{i}" for i in range(20))
+
+
+async def test_enroll_returns_an_identity_or_raises(daemon: FakeDaemon) -> None:
+    identity = await enroll(daemon.url, "KEY", machine_uuid="m-1", tags=["lab"], hostname="h", platform="p")
+    assert identity == Identity(daemon.url, "agent-1", daemon.token, "m-1", ("lab",))
+    assert (daemon.enrolls[0].hostname, daemon.enrolls[0].platform) == ("h", "p")
+    daemon.enroll_answer = Error(code=ErrorCode.ENROLL_KEY_EXPIRED, name="enroll_key_expired", message="expired")
+    with pytest.raises(EnrollmentError) as refused:
+        await enroll(daemon.url, "KEY", machine_uuid="m-1")
+    assert (refused.value.code, refused.value.name) == (4012, "enroll_key_expired")
