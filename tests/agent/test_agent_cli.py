@@ -231,3 +231,19 @@ def test_the_agent_imports_nothing_heavy() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     # typing_extensions: msgspec imports it when it is installed (optional for msgspec).
     assert set(out.split()) <= {"tether", "msgspec", "websockets", "typing_extensions", "_virtualenv"}
+
+
+async def test_a_second_signal_stops_at_once(daemon: FakeDaemon, tmp_path: Path) -> None:
+    state = enrolled_state_dir(tmp_path, daemon)
+    proc = await start("run", "--state-dir", str(state), "--commands", f"{commands_file(tmp_path)}:agent",
+                       "--grace", "60", "--log-level", "debug")
+    session = await daemon.next_session()
+    await session.send(daemon.task(1, "hang"))
+    await session.expect(Progress, skip=(Ack,))
+    proc.send_signal(signal.SIGTERM)  # waits for "hang", up to the 60 s grace
+    proc.send_signal(signal.SIGINT)
+    code, _, err = await finish(proc)
+    assert code == 1
+    assert "stopped at once on a second signal" in err
+    with Journal.in_state_dir(state) as journal:
+        assert journal.counts()["outbox"] == 1  # "hang" recorded as failed, not left running

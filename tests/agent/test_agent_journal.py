@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -41,9 +42,9 @@ class Clock:
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Journal:
+def journal(tmp_path: Path) -> Iterator[Journal]:
     with Journal(tmp_path / "state" / "journal.sqlite") as j:
-        yield j  # type: ignore[misc]
+        yield j
 
 
 def test_accept_journals_new_deliveries_and_dedups_a_burst(journal: Journal) -> None:

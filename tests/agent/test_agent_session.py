@@ -56,7 +56,7 @@ def blocking_agent() -> tuple[Agent, asyncio.Event, list[int]]:
     @agent.command("record")
     async def record(args: dict[str, Any]) -> int:
         order.append(args["n"])
-        return args["n"]
+        return int(args["n"])
 
     return agent, release, order
 
@@ -507,10 +507,10 @@ async def test_cancelling_run_fails_the_running_command(daemon: FakeDaemon, star
 async def test_many_clients_share_one_loop(daemon: FakeDaemon, start_agent: StartAgent) -> None:
     """What the benchmark does: many simulated agents on one event loop, one journal each."""
     clients = [await start_agent(name=f"sim-{i}", concurrency=1) for i in range(20)]
-    sessions = {}
+    sessions: dict[str, FakeSession] = {}
     for _ in clients:
         session = await daemon.next_session()
-        sessions[session.hello.agent_id] = session
+        sessions[str(session.hello.agent_id)] = session
     for i, session in enumerate(sessions.values()):
         await session.send(daemon.task(i + 1))
     for session in sessions.values():

@@ -113,6 +113,11 @@ def cmd_run(opts: argparse.Namespace) -> int:
             except FatalSessionError as exc:
                 print(f"error: the daemon ended the session: {exc}", file=sys.stderr)
                 return EXIT_FATAL_SESSION
+            except asyncio.CancelledError:
+                # The event loop is gone; this is the process's last word, not a swallow.
+                print("error: stopped at once on a second signal; running commands were "
+                      "recorded as failed", file=sys.stderr)
+                return EXIT_ERROR
             except (InvalidURI, ValueError) as exc:
                 raise CliError(str(exc)) from None
     finally:
@@ -234,19 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 error, 2 usage, 3 the daemon ended the session for good "
                "(unauthorized, replaced by another agent, unsupported protocol version)",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                        help="log verbosity on stderr (default: info)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-dir", type=Path, default=None, metavar="S", help=state_help)
+    common.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="log verbosity on stderr, key=value lines (default: info)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
-        "enroll", help="enroll with a daemon using an enrollment key",
+        "enroll", parents=[common], help="enroll with a daemon using an enrollment key",
         description="Trade an enrollment key for an agent id and token, stored in the state directory. "
                     "Prints the agent id. Enrolling again from the same machine returns the same id.",
     )
     p.add_argument("--server", required=True, metavar="URL", help="daemon URL, e.g. ws://tetherd:8765 or wss://...")
     p.add_argument("--key", required=True, help="enrollment key (AAAAA-AAAAA-AAAAA-AAAAA-AAAAA)")
     p.add_argument("--tag", action="append", default=[], metavar="T", help="ask for this tag (repeatable)")
-    p.add_argument("--state-dir", type=Path, default=None, metavar="S", help=state_help)
     p.add_argument("--machine-uuid", default=None, metavar="U",
                    help="override the machine UUID (default: /etc/machine-id, else the SMBIOS product "
                         "UUID, else one derived from the MAC address); useful for many agents on one host")
@@ -254,12 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser(
-        "run", help="keep a session with the daemon and run tasks until SIGTERM",
+        "run", parents=[common], help="keep a session with the daemon and run tasks until SIGTERM",
         description="Connect to the daemon, run pushed tasks (highest priority first), reconnect with "
                     "backoff when the connection drops. SIGTERM/SIGINT: start nothing new, let running "
                     "commands finish (up to --grace), send their results, close, exit 0.",
     )
-    p.add_argument("--state-dir", type=Path, default=None, metavar="S", help=state_help)
     p.add_argument("--commands", default=None, metavar="MODULE:ATTR",
                    help="an Agent instance whose commands are served besides the built-ins "
                         "(os_version, echo): package.module:agent or /path/to/file.py:agent")
@@ -274,11 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
-        "status", help="show identity and journal counts (no network)",
+        "status", parents=[common], help="show identity and journal counts (no network)",
         description="Read the journal only: agent id, server, and how many deliveries are pending, "
                     "running, finished, and results waiting in the outbox for the daemon to commit.",
     )
-    p.add_argument("--state-dir", type=Path, default=None, metavar="S", help=state_help)
     p.add_argument("--json", action="store_true",
                    help="print agent_id, server, pending, running, outbox, finished as JSON")
     p.set_defaults(func=cmd_status)
