@@ -17,6 +17,7 @@ import pytest
 
 from tether.agent import Identity, Journal
 from tether.agent.cli import CliError, default_state_dir, load_agent, main
+from tether.agent.host import machine_uuid
 from tether.agent.journal import RESTARTED_WHILE_RUNNING
 from tether.protocol import Ack, Committed, Enrolled, Error, ErrorCode, Progress, Result, unpack
 
@@ -104,7 +105,9 @@ def test_enroll_rejects_a_non_websocket_url(tmp_path: Path, capsys: pytest.Captu
     assert "ws:// or wss://" in capsys.readouterr().err
 
 
-async def test_run_serves_commands_and_stops_cleanly_on_sigterm(daemon: FakeDaemon, tmp_path: Path) -> None:
+async def test_run_serves_commands_and_stops_cleanly_on_sigterm(
+    daemon: FakeDaemon, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     state = enrolled_state_dir(tmp_path, daemon)
     proc = await start("run", "--state-dir", str(state), "--commands", f"{commands_file(tmp_path)}:agent")
     session = await daemon.next_session()
@@ -115,8 +118,8 @@ async def test_run_serves_commands_and_stops_cleanly_on_sigterm(daemon: FakeDaem
     assert (result.ok, unpack(result.output)) == (True, {"hi": "tether"})
     await session.send(Committed(delivery_ids=[1]))
 
-    second = await cli("run", "--state-dir", str(state))
-    assert second[0] == 1 and "already running" in second[2]
+    assert main(["run", "--state-dir", str(state)]) == 1  # fails before starting a loop
+    assert "already running with state directory" in capsys.readouterr().err
 
     proc.send_signal(signal.SIGTERM)
     code, _, err = await finish(proc)
@@ -125,8 +128,8 @@ async def test_run_serves_commands_and_stops_cleanly_on_sigterm(daemon: FakeDaem
     assert "event=session_open agent_id=agent-1" in err
     assert daemon.token not in err
 
-    status = await cli("status", "--state-dir", str(state), "--json")
-    assert json.loads(status[1]) == {
+    assert main(["status", "--state-dir", str(state), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
         "agent_id": "agent-1", "server": daemon.url, "pending": 0, "running": 0, "outbox": 0, "finished": 1,
         "cancelled": 0,
     }
@@ -247,3 +250,12 @@ async def test_a_second_signal_stops_at_once(daemon: FakeDaemon, tmp_path: Path)
     assert "stopped at once on a second signal" in err
     with Journal.in_state_dir(state) as journal:
         assert journal.counts()["outbox"] == 1  # "hang" recorded as failed, not left running
+
+
+def test_machine_uuid_prefers_stable_os_ids(tmp_path: Path) -> None:
+    empty, good = tmp_path / "empty", tmp_path / "machine-id"
+    empty.write_text("\n")
+    good.write_text("0123abcd\n")
+    assert machine_uuid((tmp_path / "missing", empty, good)) == "0123abcd"
+    fallback = machine_uuid((tmp_path / "missing",))
+    assert fallback == machine_uuid((empty,)) and len(fallback) == 36

@@ -506,7 +506,7 @@ async def test_cancelling_run_fails_the_running_command(daemon: FakeDaemon, star
 
 async def test_many_clients_share_one_loop(daemon: FakeDaemon, start_agent: StartAgent) -> None:
     """What the benchmark does: many simulated agents on one event loop, one journal each."""
-    clients = [await start_agent(name=f"sim-{i}", concurrency=1) for i in range(20)]
+    clients = [await start_agent(name=f"sim-{i}", concurrency=1) for i in range(10)]
     sessions: dict[str, FakeSession] = {}
     for _ in clients:
         session = await daemon.next_session()
@@ -515,7 +515,7 @@ async def test_many_clients_share_one_loop(daemon: FakeDaemon, start_agent: Star
         await session.send(daemon.task(i + 1))
     for session in sessions.values():
         assert (await session.expect(Result, skip=(Ack, Progress))).ok
-    assert sorted(sessions) == sorted(f"sim-{i}" for i in range(20))
+    assert sorted(sessions) == sorted(f"sim-{i}" for i in range(10))
 
 
 async def test_enroll_returns_an_identity_or_raises(daemon: FakeDaemon) -> None:

@@ -3,11 +3,12 @@
 One client = one agent identity = one journal. Nothing is global, so one process may run
 hundreds of clients on one event loop (the benchmark's simulated fleet)::
 
+    agent = Agent()                                   # the simulated agents' commands
     async with asyncio.TaskGroup() as tg:
         for i in range(500):
-            journal = Journal(tmp / f"agent-{i}.sqlite")      # or Journal(":memory:")
+            journal = Journal(":memory:")             # or a file each: 3 fds per agent
             journal.set_identity(await enroll(url, key, machine_uuid=f"sim-{i}"))
-            tg.create_task(AgentClient(journal, commands, hostname=f"sim-{i}").run())
+            tg.create_task(AgentClient(journal, agent, hostname=f"sim-{i}").run())
 
 Session (``tether.protocol.frames``): ``hello`` -> ``welcome``; then the outbox is re-sent,
 and the daemon pushes ``task`` frames. A burst of tasks is journaled in one transaction
