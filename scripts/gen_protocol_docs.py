@@ -33,21 +33,9 @@ OUTPUT = ROOT / "docs" / "protocol.md"
 REGENERATE = "python scripts/gen_protocol_docs.py"
 REF = "#/$defs/{name}"
 
-RESULTS: dict[str, Any] = {
-    "agents.list": list[console.AgentView],
-    "tag.add": None,
-    "tag.rm": None,
-    "task.create": console.TaskCreated,
-    "task.list": list[console.DeliveryRow],
-    "task.get": console.TaskView,
-    "task.wait": console.TaskView,
-    "task.cancel": console.Cancelled,
-}
-"""The result of each console method. ``tether.protocol.console`` declares only the params
-Structs per method, so the result types are listed here; ``None`` means not specified."""
+RESULTS = console.RESULTS
+EVENTS = console.EVENTS
 
-EVENTS: dict[str, tuple[str, Any]] = {"task.wait": ("delivery", console.DeliveryView)}
-"""``event`` frames a method sends before its response: topic and data."""
 
 
 # -- docstrings ----------------------------------------------------------------------------

@@ -108,3 +108,23 @@ def test_invalid_params(method: str, params: dict[str, Any], message: str) -> No
 def test_priorities_are_armadito_levels() -> None:
     assert rpc.PRIORITIES == {"low": 0, "medium": 1, "high": 2, "urgent": 3}
     assert rpc.PRIORITY_NAMES[3] == "urgent"
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (None, ["acked", "queued", "running", "sent", "waiting"]),
+        ("pending", ["acked", "queued", "running", "sent", "waiting"]),
+        ("all", None),
+        ("expired", ["expired"]),
+    ],
+)
+def test_task_list_states(state: str | None, expected: list[str] | None) -> None:
+    assert rpc.TaskList(state=state).states() == expected
+
+
+def test_task_list_unknown_state_names_the_known_ones() -> None:
+    with pytest.raises(ProtocolError) as err:
+        parse_params("task.list", {"state": "finished"})
+    assert err.value.code == ErrorCode.INVALID_PARAMS
+    assert "unknown state 'finished'" in err.value.message and "cancelled" in err.value.message

@@ -12,9 +12,9 @@ import collections
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from ..protocol.codec import error_frame
+from ..protocol.console import DeliveryEvent
 from ..protocol.errors import ErrorCode, ProtocolError
 from ..protocol.states import TERMINAL
 from .session import AgentSession
@@ -158,8 +158,8 @@ class Broker:
     def online(self, agent_id: str) -> bool:
         return agent_id in self.sessions
 
-    def delivery_event(self, change: Change) -> dict[str, Any]:
-        return {
-            "delivery_id": change.delivery_id, "agent_id": change.agent_id, "state": change.new,
-            "previous": change.old, "terminal": change.new in TERMINAL, "updated_at": self.clock(),
-        }
+    def delivery_event(self, change: Change) -> DeliveryEvent:
+        return DeliveryEvent(
+            delivery_id=change.delivery_id, agent_id=change.agent_id, state=change.new,
+            previous=change.old, terminal=change.new in TERMINAL, updated_at=self.clock(),
+        )

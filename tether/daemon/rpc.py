@@ -18,6 +18,7 @@ from ..protocol.console import (
     AgentsList,
     Cancelled,
     TagChange,
+    TagChanged,
     TaskCancel,
     TaskCreate,
     TaskCreated,
@@ -28,7 +29,7 @@ from ..protocol.console import (
     parse_params,
 )
 from ..protocol.errors import ErrorCode, ProtocolError
-from ..protocol.states import PENDING, TERMINAL, DeliveryState
+from ..protocol.states import TERMINAL, DeliveryState
 from .broker import Broker
 from .store import Change, NewTask, StoreError
 
@@ -63,12 +64,12 @@ class ConsoleRPC:
     async def m_tag_add(self, p: TagChange, emit: Emit) -> Any:
         items = await self.store.tag_add(p.agent_id, p.tag, self.broker.clock())
         self.broker.offer(items)
-        return {"agent_id": p.agent_id, "tag": p.tag, "new_deliveries": len(items)}
+        return TagChanged(agent_id=p.agent_id, tag=p.tag, new_deliveries=len(items))
 
     async def m_tag_rm(self, p: TagChange, emit: Emit) -> Any:
         if not await self.store.tag_rm(p.agent_id, p.tag, self.broker.clock()):
             raise ProtocolError(ErrorCode.UNKNOWN_TAG, f"agent {p.agent_id} does not carry tag {p.tag!r}")
-        return {"agent_id": p.agent_id, "tag": p.tag}
+        return TagChanged(agent_id=p.agent_id, tag=p.tag)
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -101,17 +102,7 @@ class ConsoleRPC:
         return TaskCreated(task_id=task_id, deliveries=len(items))
 
     async def m_task_list(self, p: TaskList, emit: Emit) -> Any:
-        states: list[str] | None
-        if p.state in (None, "pending"):
-            states = sorted(s.value for s in PENDING)
-        elif p.state == "all":
-            states = None
-        elif p.state in DeliveryState.__members__.values():
-            states = [p.state]
-        else:
-            known = ", ".join(["pending", "all", *(s.value for s in DeliveryState)])
-            raise ProtocolError(ErrorCode.INVALID_PARAMS, f"unknown state {p.state!r} (use one of: {known})")
-        return await self.store.list_deliveries(agent_id=p.agent, tag=p.tag, states=states, limit=p.limit)
+        return await self.store.list_deliveries(agent_id=p.agent, tag=p.tag, states=p.states(), limit=p.limit)
 
     async def _task(self, task_id: int) -> TaskView:
         view = await self.store.get_task(task_id)

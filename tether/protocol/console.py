@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from .errors import ErrorCode, ProtocolError
+from .states import PENDING, DeliveryState
 
 DEFAULT_TTL = 604_800
 """One week, as in LimaCharlie's reliable tasking."""
@@ -85,6 +86,18 @@ class TaskList(Params):
         _one_target(self.agent, self.tag, False, required=False)
         if not 1 <= self.limit <= 100_000:
             raise _bad("limit must be between 1 and 100000")
+        self.states()
+
+    def states(self) -> list[str] | None:
+        """The delivery states asked for; None for all of them."""
+        if self.state in (None, "pending"):
+            return sorted(s.value for s in PENDING)
+        if self.state == "all":
+            return None
+        if self.state in {s.value for s in DeliveryState}:
+            return [self.state]
+        known = ", ".join(["pending", "all", *(s.value for s in DeliveryState)])
+        raise _bad(f"unknown state {self.state!r} (use one of: {known})")
 
 
 class TaskGet(Params):
@@ -208,3 +221,37 @@ class TaskView(View):
 
 class Cancelled(View):
     cancelled: int
+
+
+class TagChanged(View):
+    agent_id: str
+    tag: str
+    new_deliveries: int = 0
+    """Deliveries the tag gave the agent (active tag tasks it had not received yet)."""
+
+
+class DeliveryEvent(View):
+    """Data of the ``delivery`` events ``task.wait`` sends as deliveries change state."""
+
+    delivery_id: int
+    agent_id: str
+    state: str
+    previous: str
+    terminal: bool
+    updated_at: float
+
+
+RESULTS: dict[str, Any] = {
+    "agents.list": list[AgentView],
+    "tag.add": TagChanged,
+    "tag.rm": TagChanged,
+    "task.create": TaskCreated,
+    "task.list": list[DeliveryRow],
+    "task.get": TaskView,
+    "task.wait": TaskView,
+    "task.cancel": Cancelled,
+}
+"""The result type of each method."""
+
+EVENTS: dict[str, tuple[str, Any]] = {"task.wait": ("delivery", DeliveryEvent)}
+"""``event`` frames a method sends before its response: topic and data."""

@@ -33,16 +33,21 @@ class ErrorCode(enum.IntEnum):
     INVALID_ACTION = 1202
     """A LimaCharlie-style action object is not understood."""
     UNKNOWN_AGENT = 1300
+    """No enrolled agent has this id."""
     UNKNOWN_TAG = 1301
+    """No agent carries this tag (tag an agent first: ``tetherctl tag add``)."""
     UNKNOWN_TASK = 1302
+    """No task has this id."""
     UNKNOWN_COMMAND = 1303
     """The target agent does not serve this command."""
     ILLEGAL_TRANSITION = 1304
     """A delivery state change that the state table forbids (e.g. a result for a cancelled delivery)."""
     UNKNOWN_DELIVERY = 1305
+    """An agent reported on a delivery id the daemon does not know."""
     FORBIDDEN = 1403
     """The peer is authenticated but may not do this (another agent's delivery, a viewer creating tasks)."""
     RATE_LIMITED = 1429
+    """Too many frames too fast; slow down (``retry_after`` says for how long)."""
     STORAGE_UNAVAILABLE = 1503
     """The store refuses writes (disk full, locked); reads and sessions keep working."""
     INTERNAL = 1500
@@ -52,17 +57,23 @@ class ErrorCode(enum.IntEnum):
     BAD_HELLO = 4001
     """The first frame was not a valid ``hello`` or ``enroll``."""
     UNSUPPORTED_VERSION = 4002
+    """The peer speaks a protocol version this daemon does not."""
     HANDSHAKE_TIMEOUT = 4003
+    """No valid first frame within the handshake timeout."""
     UNAUTHORIZED = 4010
     """Wrong or missing token, or an agent id that is not enrolled."""
     ENROLL_KEY_UNKNOWN = 4011
+    """The enrollment key is unknown or was revoked."""
     ENROLL_KEY_EXPIRED = 4012
+    """The enrollment key has expired; ask for a new one."""
     ENROLL_KEY_EXHAUSTED = 4013
+    """The enrollment key allowed a number of uses, and they are used up."""
     REPLACED = 4020
     """A newer session for the same agent opened; the older one is closed with this code."""
     TOO_MANY_SESSIONS = 4029
     """Shed load: retry after ``retry_after`` seconds."""
     SERVER_ERROR = 4500
+    """tetherd could not serve the session (e.g. its store is unavailable); retry later."""
 
     @property
     def is_session_error(self) -> bool:

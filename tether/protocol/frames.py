@@ -72,6 +72,8 @@ class Enroll(Frame, tag="enroll"):
 
 
 class Enrolled(Frame, tag="enrolled"):
+    """Enrollment accepted: the agent stores its id and token, then opens sessions with them."""
+
     agent_id: str
     token: str
     """Secret; shown once, stored hashed by the daemon."""
@@ -79,6 +81,8 @@ class Enrolled(Frame, tag="enrolled"):
 
 
 class Welcome(Frame, tag="welcome"):
+    """Hello accepted: the session is open."""
+
     version: int
     role: Literal["agent", "console"]
     session_id: str
@@ -89,6 +93,8 @@ class Welcome(Frame, tag="welcome"):
 
 
 class Error(Frame, tag="error"):
+    """An error from the registry (``tether.protocol.errors``); 4xxx codes are followed by a close."""
+
     code: int
     name: str
     message: str
@@ -115,6 +121,8 @@ class Task(Frame, tag="task"):
 
 
 class Cancel(Frame, tag="cancel"):
+    """Do not run this delivery, or stop it if it runs (untask, or its ttl ended before it was acknowledged)."""
+
     delivery_id: int
     reason: Literal["cancelled", "expired"] = "cancelled"
 
@@ -143,6 +151,8 @@ class Progress(Frame, tag="progress"):
 
 
 class Result(Frame, tag="result"):
+    """How a delivery ended; kept in the agent's outbox until ``committed``."""
+
     delivery_id: int
     ok: bool
     output: msgspec.Raw = NIL
@@ -156,12 +166,16 @@ class Result(Frame, tag="result"):
 
 
 class Request(Frame, tag="req"):
+    """A console RPC call; ``id`` is chosen by the console and echoed in the answer."""
+
     id: int
     method: str
     params: dict[str, Any] = {}
 
 
 class Response(Frame, tag="res"):
+    """The answer to request ``id``, sent after whatever it changed is committed."""
+
     id: int
     result: Any = None
 
