@@ -198,7 +198,7 @@ def test_sigterm_drains_and_agents_reconnect(tetherd: Tetherd, make_agent: Calla
 
 def test_many_tasks_queued_offline_all_run_once(tetherd: Tetherd, make_agent: Callable[..., AgentProc]) -> None:
     a = make_agent("a")
-    ids = [tetherd.task(f"record --i {i}", "--agent", a.agent_id) for i in range(25)]  # more than one window
+    ids = [tetherd.task(f"record --i {i}", "--agent", a.agent_id) for i in range(15)]  # more than one window (10)
     a.start()
     for task_id in ids:
         assert tetherd.ctl("wait", str(task_id), "--timeout", "30")[0] == 0
