@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -252,3 +253,18 @@ def _identity(agent: AgentProc) -> dict[str, str]:
     finally:
         conn.close()
     raise AssertionError("no identity in the agent journal")
+
+
+def test_silent_client_is_closed_after_the_handshake_timeout(tmp_path: Path, env: dict[str, str]) -> None:
+    config = tmp_path / "tetherd.toml"
+    config.write_text("handshake_timeout = 0.5\n")
+    daemon = Tetherd(tmp_path / "data", env)
+    daemon.start("--config", str(config))
+    try:
+        with connect(daemon.url) as ws:
+            started = time.monotonic()
+            err, code = closed_with(ws)
+        assert code == 4003 and err.code == 4003
+        assert time.monotonic() - started < 5
+    finally:
+        daemon.kill(signal.SIGTERM)

@@ -58,6 +58,10 @@ def test_tag_task_reaches_tagged_agents_once_including_later_ones(
     untagged = make_agent("untagged", start=True)
     later = make_agent("later")
 
+    _, listed = tetherd.ctl("agents", "--online")
+    assert sorted(a["agent_id"] for a in listed) == sorted([online.agent_id, untagged.agent_id])
+    _, listed = tetherd.ctl("agents", "--tag", "web")
+    assert sorted(a["agent_id"] for a in listed) == sorted([online.agent_id, offline.agent_id])
     task_id = tetherd.task("record --n 1", "--tag", "web")
     _, out = tetherd.ctl("tag", "add", later.agent_id, "web")
     assert out["new_deliveries"] == 1
