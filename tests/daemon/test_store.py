@@ -181,7 +181,7 @@ async def test_writes_are_visible_only_when_committed_and_in_order(store: SQLite
 
     results = await asyncio.gather(*futures)
     assert [tid for tid, _ in results] == sorted(tid for tid, _ in results)
-    assert store.commits < 50 + 5  # grouped, not one commit per operation
+    assert store.stats().commits < 50 + 5  # grouped, not one commit per operation
     assert len(await store.pending_for_agent(a)) == 50
 
 

@@ -174,8 +174,8 @@ async def _serve(config: Config, as_json: bool) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from .store.schema import LATEST
-    from .store.sqlite import StoreError, apply_migrations, open_checked, pending_migrations
+    from .store import StoreError
+    from .store.schema import LATEST, apply_migrations, open_checked, pending_migrations
 
     config = _config(args)
     path = config.database

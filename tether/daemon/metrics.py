@@ -34,7 +34,8 @@ class _BrokerCollector(Collector):
         for role in ("agent", "console"):
             opened.add_metric([role], b.stats.sessions_total[role])
         yield opened
-        entered = getattr(store, "entered", {})
+        stats = store.stats()
+        entered = stats.entered
         deliveries = CounterMetricFamily(
             "tether_deliveries", "Committed delivery state changes, by the state entered", labels=["state"]
         )
@@ -46,16 +47,16 @@ class _BrokerCollector(Collector):
         frames.add_metric(["out"], b.stats.frames_out)
         yield frames
         commits = CounterMetricFamily("tether_store_commits", "Group commits")
-        commits.add_metric([], getattr(store, "commits", 0))
+        commits.add_metric([], stats.commits)
         yield commits
         ops = CounterMetricFamily("tether_store_commit_operations", "Operations committed in groups")
-        ops.add_metric([], getattr(store, "commit_ops", 0))
+        ops.add_metric([], stats.commit_ops)
         yield ops
         seconds = CounterMetricFamily("tether_store_commit_seconds", "Time spent running group commits")
-        seconds.add_metric([], getattr(store, "commit_seconds", 0.0))
+        seconds.add_metric([], stats.commit_seconds)
         yield seconds
         last = GaugeMetricFamily("tether_store_last_commit_seconds", "Duration of the last group commit")
-        last.add_metric([], getattr(store, "last_commit_seconds", 0.0))
+        last.add_metric([], stats.last_commit_seconds)
         yield last
         timers = GaugeMetricFamily("tether_timers_pending", "Entries on the timer wheel")
         timers.add_metric([], len(b.wheel))

@@ -22,13 +22,15 @@ What it promises:
   level wait in an overflow list that is looked at only when the wheel's top level
   comes round to them (with the defaults, every ~1,700 years of wheel time).
 - ``next_due()`` is a time the caller can sleep until: never later than the earliest
-  pending ``when``, at most one tick early for entries less than one lowest-level
-  revolution away, and at worst the moment their higher-level slot cascades. Calling
+  pending ``when``, at most one tick early for an entry in the lowest level (the
+  current revolution of ``slots`` ticks), and for one in a higher level the moment its
+  slot cascades down, after which the next ``next_due()`` is closer. Calling
   ``advance(next_due())`` repeatedly fires every entry: each call either fires
   something or makes ``next_due()`` strictly later.
 
-Memory: one handle per entry, about 130 bytes with its ``when`` float and sequence int
-(measured by ``bench/timers_wheel.py``), plus a fixed ``slots * levels`` list heads.
+Memory: one 64-byte handle per entry plus its 24-byte ``when`` float, about 88 bytes
+an entry as ``bench/timers_wheel.py`` measures it (the item is the caller's), plus a
+fixed ``slots * levels`` list heads (1,280 with the defaults).
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ __all__ = ["TimerHandle", "TimerWheel"]
 T = TypeVar("T")
 
 # Firing order: by time, ties in the order of scheduling (as a heap would). A stable
-# sort on ``when`` alone gives that: entries with the same ``when`` always share a list
-# (the slot depends only on their tick and the wheel's), appended in scheduling order,
-# and moving a list down a level keeps its order. So no per-entry sequence number.
+# sort on ``when`` alone gives that, so entries need no sequence number: entries with
+# the same ``when`` always share a list (which list depends only on their tick and the
+# wheel's current tick), are appended to it in scheduling order, and cascading a list
+# down a level keeps their order.
 _FIRING_ORDER = attrgetter("when")
 
 
@@ -150,9 +153,9 @@ class TimerWheel(Generic[T]):
     def schedule(self, when: float, item: T) -> TimerHandle[T]:
         """Fire ``item`` at the first `advance` whose ``now`` is at or after ``when``.
 
-        ``when`` may be in the past: the entry then fires on the next `advance`. It must
-        be finite (a time so far from the wheel's start that it overflows a float in
-        ticks, beyond ~1e300 s, is refused too): ``ValueError`` says which.
+        ``when`` may be in the past: the entry then fires on the next `advance`. A time
+        that is not finite, or so far from the wheel's start (beyond ~1e300 s) that its
+        tick count is not, raises ``ValueError``: no `advance` could ever reach it.
         """
         ticks = (when - self._origin) / self._tick
         if not math.isfinite(ticks):

@@ -83,6 +83,17 @@ class NewTask(msgspec.Struct, frozen=True, kw_only=True):
     ttl: int
 
 
+class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Counters for /metrics."""
+
+    entered: dict[str, int] = {}
+    """Committed delivery state changes, by the state entered."""
+    commits: int = 0
+    commit_ops: int = 0
+    commit_seconds: float = 0.0
+    last_commit_seconds: float = 0.0
+
+
 class Enrollment(msgspec.Struct, frozen=True):
     agent_id: str
     token: str
@@ -101,6 +112,7 @@ class Store(Protocol):
     async def close(self) -> None: ...
     async def flush(self) -> None:
         """Wait until every write submitted so far is committed."""
+    def stats(self) -> StoreStats: ...
 
     # credentials
     async def bootstrap(self, now: float) -> tuple[str, str] | None:

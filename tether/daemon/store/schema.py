@@ -7,6 +7,11 @@ serve`` applies them at start on a new or older database.
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
+from . import StoreError
+
 MIGRATIONS: list[tuple[str, str]] = [
     (
         "create the initial schema (agents, tags, credentials, tasks, deliveries)",
@@ -84,3 +89,51 @@ MIGRATIONS: list[tuple[str, str]] = [
 
 LATEST = len(MIGRATIONS)
 APPLICATION_ID = 0x74657468  # "teth": marks the file as ours (PRAGMA application_id)
+
+
+def open_checked(path: Path) -> sqlite3.Connection:
+    """Open ``path`` as a tether database, refusing foreign or corrupt files untouched."""
+    existed = path.exists() and path.stat().st_size > 0
+    if existed:
+        with path.open("rb") as f:
+            header = f.read(16)
+        if header != b"SQLite format 3\x00":
+            raise StoreError(f"{path} is not a SQLite database; refusing to touch it")
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if existed and app_id not in (0, APPLICATION_ID):
+            raise StoreError(f"{path} is a SQLite database of another application (id {app_id:#x})")
+        if existed and app_id == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise StoreError(f"{path} is a SQLite database, but not tether's; refusing to touch it")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreError(f"{path} cannot be read as a SQLite database: {exc}") from None
+    except StoreError:
+        conn.close()
+        raise
+    return conn
+
+
+def pending_migrations(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > LATEST:
+        raise StoreError(f"database schema version {version} is newer than this tetherd ({LATEST})")
+    return [(i + 1, MIGRATIONS[i][0]) for i in range(version, LATEST)]
+
+
+def apply_migrations(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+    """Apply pending migrations, each atomically with its version bump."""
+    done = pending_migrations(conn)
+    for version, _ in done:
+        script = MIGRATIONS[version - 1][1]
+        try:
+            conn.executescript(
+                f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {version};"
+                f" PRAGMA application_id = {APPLICATION_ID}; COMMIT;"
+            )
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    return done

@@ -1,27 +1,17 @@
-"""The SQLite store: one file in WAL mode, one writer committing in groups.
-
-Writes are operations (plain functions of a :class:`_Tx`) queued to a single writer task.
-The writer takes everything queued, runs it in one transaction on aiosqlite's connection
-thread (one thread hop per group, not per statement), commits, and only then resolves
-each operation's future. Under load a group grows, so the cost of a commit is shared by
-many operations ("group commit sized by load"). Each operation runs inside a SAVEPOINT,
-so one refused operation never undoes its neighbours.
+"""The SQLite store: one file in WAL mode, one writer committing in groups (``writer.py``).
 
 Reads use a second connection; WAL lets them run while the writer commits, and they see
-only committed data.
+only committed data. All SQL of the daemon lives in this package.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import logging
 import sqlite3
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiosqlite
 import msgspec
@@ -29,7 +19,7 @@ import msgspec
 from ...protocol.codec import pack, unpack
 from ...protocol.console import AgentView, DeliveryRow, DeliveryView, TaskView
 from ...protocol.errors import ErrorCode, ProtocolError
-from ...protocol.states import PENDING, UNDELIVERED, DeliveryState, IllegalTransition, transition
+from ...protocol.states import PENDING, UNDELIVERED, DeliveryState, IllegalTransition
 from .. import credentials
 from . import (
     AgentAuth,
@@ -41,119 +31,17 @@ from . import (
     Refusal,
     ResultIn,
     StoreError,
+    StoreStats,
 )
-from .schema import APPLICATION_ID, LATEST, MIGRATIONS
+from .schema import apply_migrations, open_checked
+from .writer import GroupWriter, Op, Tx, on_connection_thread
 
-log = logging.getLogger("tether.store")
-T = TypeVar("T")
 S = DeliveryState
 
 _PENDING_SQL = ",".join(f"'{s.value}'" for s in sorted(PENDING))
 _UNDELIVERED_SQL = ",".join(f"'{s.value}'" for s in sorted(UNDELIVERED))
 _PUSH_COLUMNS = "d.id, d.task_id, d.agent_id, t.command, t.args, d.priority, t.expires_at, d.run"
 _PUSHABLE = "('queued', 'sent', 'acked', 'running')"
-
-
-class _Tx:
-    """What an operation sees: the connection, and a tally of the states it entered."""
-
-    __slots__ = ("conn", "entered")
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.entered: collections.Counter[str] = collections.Counter()
-
-    def execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
-        return self.conn.execute(sql, tuple(params))
-
-    def one(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        return self.conn.execute(sql, tuple(params)).fetchone()
-
-    def move(self, delivery_id: int, old: str, new: DeliveryState, now: float, **cols: Any) -> None:
-        """Apply one delivery state change through the state table."""
-        transition(delivery_id, old, new)
-        sets = ", ".join(f"{k} = ?" for k in cols)
-        sql = f"UPDATE deliveries SET state = ?, updated_at = ?{', ' if cols else ''}{sets} WHERE id = ?"
-        self.conn.execute(sql, (new.value, now, *cols.values(), delivery_id))
-        self.entered[new.value] += 1
-
-
-Op = Callable[[_Tx], Any]
-
-
-def open_checked(path: Path) -> sqlite3.Connection:
-    """Open ``path`` as a tether database, refusing foreign or corrupt files untouched."""
-    existed = path.exists() and path.stat().st_size > 0
-    if existed:
-        with path.open("rb") as f:
-            header = f.read(16)
-        if header != b"SQLite format 3\x00":
-            raise StoreError(f"{path} is not a SQLite database; refusing to touch it")
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        if existed and app_id not in (0, APPLICATION_ID):
-            raise StoreError(f"{path} is a SQLite database of another application (id {app_id:#x})")
-        if existed and app_id == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-            raise StoreError(f"{path} is a SQLite database, but not tether's; refusing to touch it")
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise StoreError(f"{path} cannot be read as a SQLite database: {exc}") from None
-    except StoreError:
-        conn.close()
-        raise
-    return conn
-
-
-def pending_migrations(conn: sqlite3.Connection) -> list[tuple[int, str]]:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > LATEST:
-        raise StoreError(f"database schema version {version} is newer than this tetherd ({LATEST})")
-    return [(i + 1, MIGRATIONS[i][0]) for i in range(version, LATEST)]
-
-
-def apply_migrations(conn: sqlite3.Connection) -> list[tuple[int, str]]:
-    """Apply pending migrations, each atomically with its version bump."""
-    done = pending_migrations(conn)
-    for version, _ in done:
-        script = MIGRATIONS[version - 1][1]
-        try:
-            conn.executescript(
-                f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {version};"
-                f" PRAGMA application_id = {APPLICATION_ID}; COMMIT;"
-            )
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    return done
-
-
-def _run_group(conn: sqlite3.Connection, ops: list[Op]) -> tuple[list[tuple[bool, Any]], collections.Counter[str]]:
-    """Run one group in one transaction (called on the connection's thread)."""
-    results: list[tuple[bool, Any]] = []
-    entered: collections.Counter[str] = collections.Counter()
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for op in ops:
-            tx = _Tx(conn)
-            conn.execute("SAVEPOINT op")
-            try:
-                value = op(tx)
-            except (ProtocolError, StoreError, sqlite3.IntegrityError) as exc:
-                conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
-                results.append((False, exc))
-            else:
-                conn.execute("RELEASE op")
-                results.append((True, value))
-                entered.update(tx.entered)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return results, entered
 
 
 class SQLiteStore:
@@ -163,18 +51,9 @@ class SQLiteStore:
         self.path = Path(path) if path != ":memory:" else None
         self.synchronous = synchronous.upper()
         self.max_batch = max_batch
-        self._queue: collections.deque[tuple[Op, asyncio.Future[Any]]] = collections.deque()
-        self._wake = asyncio.Event()
-        self._writer_task: asyncio.Task[None] | None = None
-        self._closing = False
         self._w: aiosqlite.Connection | None = None
         self._r: aiosqlite.Connection | None = None
-        # statistics, read by /metrics
-        self.entered: collections.Counter[str] = collections.Counter()
-        self.commits = 0
-        self.commit_seconds = 0.0
-        self.commit_ops = 0
-        self.last_commit_seconds = 0.0
+        self._writer: GroupWriter | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -189,23 +68,21 @@ class SQLiteStore:
         await self._w.execute(f"PRAGMA synchronous = {self.synchronous}")
         await self._w.execute("PRAGMA busy_timeout = 5000")
         await self._w.execute("PRAGMA foreign_keys = ON")
-        await self._w._execute(apply_migrations, self._w._conn)  # type: ignore[attr-defined]
+        await on_connection_thread(self._w, apply_migrations, self._w._conn)
         if self.path is not None:
             self._r = await aiosqlite.connect(self.path, isolation_level=None)
             await self._r.execute("PRAGMA query_only = ON")
             await self._r.execute("PRAGMA busy_timeout = 5000")
         else:
             self._r = self._w
-        self._writer_task = asyncio.get_running_loop().create_task(self._writer(), name="store-writer")
+        self._writer = GroupWriter(self._w, self.max_batch)
+        self._writer.start()
 
     async def close(self) -> None:
-        if self._writer_task is None:
+        if self._writer is None:
             return
-        await self.flush()
-        self._closing = True
-        self._wake.set()
-        await self._writer_task
-        self._writer_task = None
+        await self._writer.stop()
+        self._writer = None
         if self._r is not None and self._r is not self._w:
             await self._r.close()
         if self._w is not None:
@@ -216,61 +93,18 @@ class SQLiteStore:
     async def flush(self) -> None:
         await self._submit(lambda tx: None)
 
-    # -- the writer -----------------------------------------------------------------------
+    def stats(self) -> StoreStats:
+        return self._writer.stats() if self._writer is not None else StoreStats()
 
     def _submit(self, op: Op) -> asyncio.Future[Any]:
-        if self._closing or self._writer_task is None:
+        if self._writer is None:
             raise StoreError("the store is closed")
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((op, fut))
-        self._wake.set()
-        return fut
+        return self._writer.submit(op)
 
     def _submit_quiet(self, op: Op, what: str) -> None:
-        """Submit a write nobody awaits; its failure is logged, never lost silently."""
-        fut = self._submit(op)
-        fut.add_done_callback(lambda f: self._log_failure(f, what))
-
-    @staticmethod
-    def _log_failure(fut: asyncio.Future[Any], what: str) -> None:
-        if not fut.cancelled() and fut.exception() is not None:
-            log.warning("event=write_failed op=%s error=%r", what, fut.exception())
-
-    async def _writer(self) -> None:
-        assert self._w is not None
-        while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            group = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch))]
-            started = time.perf_counter()
-            try:
-                results, entered = await self._w._execute(  # type: ignore[attr-defined]
-                    _run_group, self._w._conn, [op for op, _ in group]  # type: ignore[attr-defined]
-                )
-            except sqlite3.Error as exc:
-                error = StoreError(f"the database refused the write: {exc}")
-                log.error("event=commit_failed ops=%d error=%r", len(group), exc)
-                for _, fut in group:
-                    if not fut.done():
-                        fut.set_exception(error)
-                continue
-            elapsed = time.perf_counter() - started
-            self.commits += 1
-            self.commit_ops += len(group)
-            self.commit_seconds += elapsed
-            self.last_commit_seconds = elapsed
-            self.entered.update(entered)
-            for (_, fut), (ok, value) in zip(group, results, strict=True):
-                if fut.done():
-                    continue
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value if not isinstance(value, sqlite3.Error) else StoreError(str(value)))
+        if self._writer is None:
+            raise StoreError("the store is closed")
+        self._writer.submit_quiet(op, what)
 
     async def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         assert self._r is not None
@@ -279,7 +113,7 @@ class SQLiteStore:
     # -- credentials ----------------------------------------------------------------------
 
     async def bootstrap(self, now: float) -> tuple[str, str] | None:
-        def op(tx: _Tx) -> tuple[str, str] | None:
+        def op(tx: Tx) -> tuple[str, str] | None:
             if tx.one("SELECT 1 FROM admin_tokens LIMIT 1"):
                 return None
             token = credentials.new_admin_token()
@@ -328,7 +162,7 @@ class SQLiteStore:
         key_hash = credentials.digest(credentials.normalise_enroll_key(key))
         token = credentials.new_agent_token()
 
-        def op(tx: _Tx) -> Enrollment:
+        def op(tx: Tx) -> Enrollment:
             row = tx.one(
                 "SELECT id, tags, expires_at, uses_left FROM enroll_keys WHERE key_hash = ? AND revoked_at IS NULL",
                 (key_hash,),
@@ -389,7 +223,7 @@ class SQLiteStore:
         args = pack(task.args)
         expires_at = now + task.ttl
 
-        def op(tx: _Tx) -> tuple[int, list[PushItem]]:
+        def op(tx: Tx) -> tuple[int, list[PushItem]]:
             if task.target_kind == "agent" and not tx.one("SELECT 1 FROM agents WHERE id = ?", (task.target,)):
                 raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {task.target!r}")
             if task.target_kind == "tag" and not tx.one("SELECT 1 FROM agent_tags WHERE tag = ?", (task.target,)):
@@ -402,6 +236,7 @@ class SQLiteStore:
                 (task.command, args, task.target_kind, task.target, task.priority, task.ttl, now, expires_at),
             ).lastrowid
             assert task_id is not None
+            params: tuple[Any, ...]
             if task.target_kind == "agent":
                 source, params = "SELECT ? AS a", (task.target,)
             elif task.target_kind == "tag":
@@ -432,7 +267,7 @@ class SQLiteStore:
         return [PushItem(*r) for r in rows]
 
     def mark_sent(self, delivery_ids: list[int], now: float) -> None:
-        def op(tx: _Tx) -> None:
+        def op(tx: Tx) -> None:
             for d_id in delivery_ids:
                 row = tx.one("SELECT state FROM deliveries WHERE id = ?", (d_id,))
                 if row is not None and row[0] == "queued":
@@ -441,11 +276,11 @@ class SQLiteStore:
         self._submit_quiet(op, "mark_sent")
 
     def _agent_op(
-        self, agent_id: str, delivery_ids: Iterable[int], apply: Callable[[_Tx, int, str, int], Change | None]
+        self, agent_id: str, delivery_ids: Iterable[int], apply: Callable[[Tx, int, str, int], Change | None]
     ) -> Op:
         """An operation over deliveries an agent reports on, checking ownership first."""
 
-        def op(tx: _Tx) -> Outcome:
+        def op(tx: Tx) -> Outcome:
             changes: list[Change] = []
             settled: list[int] = []
             refused: list[Refusal] = []
@@ -471,7 +306,7 @@ class SQLiteStore:
         return op
 
     def acknowledge(self, agent_id: str, delivery_ids: list[int], now: float) -> asyncio.Future[Outcome]:
-        def apply(tx: _Tx, d_id: int, state: str, task_id: int) -> Change | None:
+        def apply(tx: Tx, d_id: int, state: str, task_id: int) -> Change | None:
             if state in ("acked", "running", "waiting", "done", "failed"):
                 return None  # a repeated ack after a re-push: already past this point
             tx.move(d_id, state, S.ACKED, now, acked_at=now)
@@ -480,7 +315,7 @@ class SQLiteStore:
         return self._submit(self._agent_op(agent_id, delivery_ids, apply))
 
     def started(self, agent_id: str, delivery_id: int, message: str, now: float) -> asyncio.Future[Outcome]:
-        def apply(tx: _Tx, d_id: int, state: str, task_id: int) -> Change | None:
+        def apply(tx: Tx, d_id: int, state: str, task_id: int) -> Change | None:
             if state == "running":
                 tx.execute("UPDATE deliveries SET progress = ?, updated_at = ? WHERE id = ?", (message, now, d_id))
                 return None
@@ -494,7 +329,7 @@ class SQLiteStore:
     def record_results(self, agent_id: str, results: list[ResultIn], now: float) -> asyncio.Future[Outcome]:
         by_id = {r.delivery_id: r for r in results}
 
-        def apply(tx: _Tx, d_id: int, state: str, task_id: int) -> Change | None:
+        def apply(tx: Tx, d_id: int, state: str, task_id: int) -> Change | None:
             if state in ("done", "failed"):
                 return None  # re-sent from the agent's outbox: already committed
             r = by_id[d_id]
@@ -508,7 +343,7 @@ class SQLiteStore:
         return self._submit(self._agent_op(agent_id, list(by_id), apply))
 
     def _end(self, where: str, params: tuple[Any, ...], states: str, new: DeliveryState, now: float) -> Op:
-        def op(tx: _Tx) -> list[Change]:
+        def op(tx: Tx) -> list[Change]:
             rows = tx.execute(
                 f"SELECT id, task_id, agent_id, state FROM deliveries WHERE {where} AND state IN ({states})", params
             ).fetchall()
@@ -523,7 +358,7 @@ class SQLiteStore:
     async def expire_task(self, task_id: int, now: float) -> list[Change]:
         end = self._end("task_id = ?", (task_id,), _UNDELIVERED_SQL, S.EXPIRED, now)
 
-        def op(tx: _Tx) -> list[Change]:
+        def op(tx: Tx) -> list[Change]:
             tx.execute("UPDATE tasks SET state = 'closed' WHERE id = ? AND state = 'active'", (task_id,))
             changes: list[Change] = end(tx)
             return changes
@@ -534,7 +369,8 @@ class SQLiteStore:
     async def cancel(
         self, *, task_id: int | None = None, agent_id: str | None = None, tag: str | None = None, now: float
     ) -> list[Change]:
-        def op(tx: _Tx) -> list[Change]:
+        def op(tx: Tx) -> list[Change]:
+            params: tuple[Any, ...]
             if task_id is not None:
                 if not tx.one("SELECT 1 FROM tasks WHERE id = ?", (task_id,)):
                     raise ProtocolError(ErrorCode.UNKNOWN_TASK, f"no task {task_id}")
@@ -561,7 +397,7 @@ class SQLiteStore:
         return result
 
     async def tag_add(self, agent_id: str, tag: str, now: float) -> list[PushItem]:
-        def op(tx: _Tx) -> list[PushItem]:
+        def op(tx: Tx) -> list[PushItem]:
             if not tx.one("SELECT 1 FROM agents WHERE id = ?", (agent_id,)):
                 raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {agent_id!r}")
             tx.execute("INSERT OR IGNORE INTO agent_tags (agent_id, tag) VALUES (?, ?)", (agent_id, tag))
@@ -571,7 +407,7 @@ class SQLiteStore:
         return result
 
     async def tag_rm(self, agent_id: str, tag: str, now: float) -> bool:
-        def op(tx: _Tx) -> bool:
+        def op(tx: Tx) -> bool:
             if not tx.one("SELECT 1 FROM agents WHERE id = ?", (agent_id,)):
                 raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {agent_id!r}")
             return tx.execute("DELETE FROM agent_tags WHERE agent_id = ? AND tag = ?", (agent_id, tag)).rowcount > 0
@@ -673,7 +509,7 @@ def _decode_result(blob: bytes | None) -> Any:
         return None
 
 
-def _materialise(tx: _Tx, agent_id: str, tags: list[str], now: float, *, include_all: bool = True) -> list[PushItem]:
+def _materialise(tx: Tx, agent_id: str, tags: list[str], now: float, *, include_all: bool = True) -> list[PushItem]:
     """Give an agent (newly enrolled or tagged) the still-active tasks aimed at its tags
     or at all agents: each agent gets each task once (UNIQUE(task_id, agent_id))."""
     marks = ",".join("?" * len(tags))
