@@ -1,0 +1,256 @@
+"""The simulated fleet: real ``AgentClient``s, many per process, in a few worker processes.
+
+Every simulated agent is the agent's own code: :class:`tether.agent.client.AgentClient`
+with an in-memory :class:`~tether.agent.journal.Journal`, serving the built-in commands
+(``echo``), on uvloop as ``tether-agent run`` does. Workers are started with the
+``spawn`` context, build their clients, then wait on one barrier with the parent so every
+agent of every process starts connecting at the same moment.
+
+What a worker measures comes from the client's own log events, caught by
+:class:`AgentProbe` (an :class:`~tether.agent.logfmt.EventLog` passed as ``log=``), so the
+client code is not wrapped or patched:
+
+* ``session_open``   -- logged once ``welcome`` is received: the session is open;
+* ``tasks_received`` -- logged after a burst of ``task`` frames was read, journaled and
+  acknowledged: the first one is "first task received";
+* ``command_started`` / ``command_finished`` -- a delivery was claimed and started, and
+  its result was put in the outbox and sent.
+
+Times are ``time.monotonic()`` (CLOCK_MONOTONIC, the same clock in every process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import multiprocessing
+import queue
+import resource
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.agent.client import AgentClient, FatalSessionError
+from tether.agent.journal import Identity, Journal
+from tether.agent.logfmt import LOGGER, EventLog
+
+BARRIER_TIMEOUT = 120.0
+"""Seconds for every worker to build its clients and reach the start line."""
+STOP_TIMEOUT = 60.0
+"""Seconds for the clients of one worker to close their sessions once asked to stop."""
+RESULT_TIMEOUT = 120.0
+
+
+class AgentProbe(EventLog):
+    """One simulated agent's log: records the events the benchmark times, formats nothing.
+
+    Warnings and errors are only counted (per event name, shared by a worker's agents), so
+    a thousand agents never flood the terminal; the counts are part of the results.
+    """
+
+    __slots__ = ("duplicates", "executed", "failed", "first_exec", "first_task", "opened", "problems")
+
+    def __init__(self, problems: collections.Counter[str]) -> None:
+        super().__init__(LOGGER)
+        self.opened: list[float] = []
+        self.first_task: float | None = None
+        self.first_exec: float | None = None
+        self.executed = 0
+        self.failed = 0
+        self.duplicates = 0
+        self.problems = problems
+
+    def bind(self, **context: object) -> EventLog:
+        return self  # the probe is per agent already; nothing is formatted
+
+    def debug(self, event: str, **fields: object) -> None:
+        pass
+
+    def info(self, event: str, **fields: object) -> None:
+        if event == "command_finished":
+            self.executed += 1
+        elif event == "command_started":
+            if self.first_exec is None:
+                self.first_exec = time.monotonic()
+        elif event == "tasks_received":
+            if self.first_task is None and fields.get("new"):
+                self.first_task = time.monotonic()
+            duplicates = fields.get("duplicate")
+            if isinstance(duplicates, int):
+                self.duplicates += duplicates
+        elif event == "session_open":
+            self.opened.append(time.monotonic())
+
+    def warning(self, event: str, **fields: object) -> None:
+        if event == "command_finished":
+            self.executed += 1
+            self.failed += 1
+        self.problems[event] += 1
+
+    def error(self, event: str, **fields: object) -> None:
+        self.problems[event] += 1
+
+    def exception(self, event: str, **fields: object) -> None:
+        self.problems[event] += 1
+
+
+IdentityTuple = tuple[str, str, str, str, tuple[str, ...]]
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _run_agents(identities: Sequence[IdentityTuple], barrier: Any, stop: Any,
+                      max_seconds: float) -> dict[str, Any]:
+    problems: collections.Counter[str] = collections.Counter()
+    probes: list[AgentProbe] = []
+    clients: list[AgentClient] = []
+    for server, agent_id, token, machine_uuid, tags in identities:
+        journal = Journal(":memory:")
+        journal.set_identity(Identity(server, agent_id, token, machine_uuid, tags))
+        probe = AgentProbe(problems)
+        probes.append(probe)
+        clients.append(AgentClient(journal, hostname=f"sim-{machine_uuid}", platform="bench", log=probe))
+    fatal: list[str] = []
+
+    async def run(client: AgentClient) -> None:
+        try:
+            await client.run()
+        except FatalSessionError as exc:
+            fatal.append(str(exc))
+
+    try:
+        await asyncio.to_thread(barrier.wait, BARRIER_TIMEOUT)
+    except threading.BrokenBarrierError:
+        return {"aborted": True}
+    go = time.monotonic()
+    cpu_go = _cpu_seconds()
+    tasks = [asyncio.create_task(run(c)) for c in clients]
+    stopped = await asyncio.to_thread(stop.wait, max_seconds)  # the parent stops us; this bounds it
+    cpu_stop = _cpu_seconds()
+    stopped_at = time.monotonic()
+    for client in clients:
+        client.stop()
+    _, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=STOP_TIMEOUT)
+    crashed = [repr(t.exception()) for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+    return {
+        "go": go,
+        "stopped_at": stopped_at,
+        "stop_requested": bool(stopped),
+        "cpu_seconds": cpu_stop - cpu_go,
+        "opened": [p.opened for p in probes],
+        "first_task": [p.first_task for p in probes],
+        "first_exec": [p.first_exec for p in probes],
+        "executed": sum(p.executed for p in probes),
+        "failed": sum(p.failed for p in probes),
+        "duplicates": sum(p.duplicates for p in probes),
+        "problems": dict(problems),
+        "fatal": fatal,
+        "crashed": crashed,
+        "not_stopped": len(pending),
+    }
+
+
+def _worker(index: int, identities: list[IdentityTuple], barrier: Any, stop: Any, out: Any,
+            max_seconds: float) -> None:
+    logging.basicConfig(level=logging.WARNING, format=f"bench-worker-{index} %(levelname)s %(message)s")
+    try:
+        import uvloop
+    except ImportError:
+        result = asyncio.run(_run_agents(identities, barrier, stop, max_seconds))
+    else:
+        result = uvloop.run(_run_agents(identities, barrier, stop, max_seconds))
+    out.put((index, result))
+
+
+@dataclass
+class Fleet:
+    """``procs`` worker processes sharing ``identities`` round-robin.
+
+    ``start()`` spawns them, ``go()`` releases them all at once (returns the monotonic
+    start time), ``finish()`` stops every client and returns each worker's results.
+    Every wait is bounded; a worker that does not finish is terminated, then killed.
+    """
+
+    identities: Sequence[Identity]
+    procs: int
+    max_seconds: float
+    """A worker whose clients run this long stops them by itself (the parent normally
+    stops them much earlier)."""
+    _ctx: Any = field(init=False, repr=False)
+    _workers: list[Any] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.procs = max(1, min(self.procs, len(self.identities) or 1))
+        self._ctx = multiprocessing.get_context("spawn")
+        self._barrier = self._ctx.Barrier(self.procs + 1)
+        self._stop = self._ctx.Event()
+        self._out = self._ctx.Queue()
+
+    def start(self) -> None:
+        chunks: list[list[IdentityTuple]] = [[] for _ in range(self.procs)]
+        for i, ident in enumerate(self.identities):
+            chunks[i % self.procs].append(
+                (ident.server, ident.agent_id, ident.token, ident.machine_uuid, tuple(ident.tags)))
+        for index, chunk in enumerate(chunks):
+            proc = self._ctx.Process(target=_worker, args=(index, chunk, self._barrier, self._stop, self._out, self.max_seconds),
+                                     name=f"bench-fleet-{index}", daemon=True)
+            proc.start()
+            self._workers.append(proc)
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.pid for w in self._workers]
+
+    def go(self) -> float:
+        self._barrier.wait(BARRIER_TIMEOUT)
+        return time.monotonic()
+
+    def alive(self) -> bool:
+        return all(w.is_alive() for w in self._workers)
+
+    def finish(self) -> list[dict[str, Any]]:
+        self._stop.set()
+        results: dict[int, dict[str, Any]] = {}
+        deadline = time.monotonic() + RESULT_TIMEOUT
+        try:
+            while len(results) < len(self._workers):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not (self.alive() or not self._out.empty()):
+                    break
+                try:
+                    index, result = self._out.get(timeout=min(remaining, 1.0))
+                except queue.Empty:  # look at the workers again
+                    continue
+                results[index] = result
+        finally:
+            self.close()
+        missing = [i for i in range(len(self._workers)) if i not in results]
+        if missing:
+            raise RuntimeError(f"fleet workers {missing} returned no results (crashed or hung)")
+        return [results[i] for i in range(len(self._workers))]
+
+    def close(self) -> None:
+        """Make sure every worker is gone (idempotent)."""
+        self._stop.set()
+        self._barrier.abort()  # a worker still at the start line gives up
+        for w in self._workers:
+            w.join(timeout=STOP_TIMEOUT)
+            if w.is_alive():
+                w.terminate()
+                w.join(timeout=10)
+            if w.is_alive():
+                w.kill()
+                w.join(timeout=10)
+
+
+__all__ = ["AgentProbe", "Fleet"]

@@ -1,0 +1,176 @@
+"""A real ``tetherd serve`` process on a fresh data directory, for one benchmark run.
+
+stdout (the credentials JSON) and stderr (the log) go to files in the run's temporary
+directory, so a chatty daemon can never block on a full pipe; the URL is read from the
+``event=listening url=...`` log line. ``/metrics`` is read over plain HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+TETHERD = Path(sys.executable).parent / "tetherd"
+TETHERD_ENV = "TETHER_BENCH_TETHERD"
+"""Set to a command (split like a shell would) to benchmark another tetherd build or a
+wrapper around it instead of the ``tetherd`` beside this Python; it gets the same args."""
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 60.0
+HTTP_TIMEOUT = 5.0
+
+_LISTENING = re.compile(r"event=listening url=(ws://\S+)")
+_SAMPLE = re.compile(r'^(\w+)(?:\{([^}]*)\})? (\S+)$')
+
+
+class TetherdError(Exception):
+    """tetherd did not start, or stopped misbehaving; the message carries its log tail."""
+
+
+class Tetherd:
+    """``with Tetherd() as d:`` starts tetherd; leaving stops it and removes its files.
+
+    tetherd runs on its defaults; ``settings`` (e.g. ``{"window": 64}``), if any, are
+    written to a temporary TOML file passed with ``--config``.
+    """
+
+    def __init__(self, settings: dict[str, object] | None = None) -> None:
+        self.settings = dict(settings or {})
+        self.root = Path(tempfile.mkdtemp(prefix="tether-bench-"))
+        self.data_dir = self.root / "data"
+        self.log_path = self.root / "tetherd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ps: psutil.Process | None = None
+        self.url = ""
+        self.http = ""
+        self.admin_token = ""
+        self.enroll_key = ""
+        self.exit_code: int | None = None
+
+    def __enter__(self) -> Tetherd:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        command = shlex.split(os.environ.get(TETHERD_ENV, "")) or [str(TETHERD)]
+        args = [*command, "serve", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0", "--json"]
+        if self.settings:
+            config = self.root / "tetherd.toml"
+            config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in self.settings.items()))
+            args += ["--config", str(config)]
+        out_path = self.root / "tetherd.out"
+        with out_path.open("wb") as out, self.log_path.open("wb") as err:
+            # The child inherits this process's (raised) RLIMIT_NOFILE.
+            self.proc = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        self.ps = psutil.Process(self.proc.pid)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            m = _LISTENING.search(self.log_text())
+            if m:
+                self.url = m.group(1)
+                break
+            if self.proc.poll() is not None:
+                raise TetherdError(f"tetherd exited with {self.proc.returncode} before listening:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise TetherdError(f"tetherd not listening within {START_TIMEOUT:g} s:\n{self.log_tail()}")
+            time.sleep(0.02)
+        self.http = "http://" + self.url.removeprefix("ws://")
+        creds = json.loads(out_path.read_text().splitlines()[0])
+        self.admin_token = creds["admin_token"]
+        self.enroll_key = creds["enroll_key"]
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def log_levels(self) -> dict[str, int]:
+        """How many log lines tetherd wrote at WARNING and above, by ``level event``."""
+        counts: dict[str, int] = {}
+        for line in self.log_text().splitlines():
+            m = re.search(r"level=(WARNING|ERROR|CRITICAL) .*?event=(\S+)", line)
+            if m:
+                key = f"{m.group(1).lower()} {m.group(2)}"
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    # -- observation ------------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, float]:
+        """``GET /metrics`` as ``{'name{labels}': value}`` (labels as written by tetherd)."""
+        with urllib.request.urlopen(self.http + "/metrics", timeout=HTTP_TIMEOUT) as response:
+            text = response.read().decode()
+        samples: dict[str, float] = {}
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            m = _SAMPLE.match(line)
+            if m:
+                name, labels, value = m.groups()
+                samples[f"{name}{{{labels}}}" if labels else name] = float(value)
+        return samples
+
+    def rss(self) -> int:
+        assert self.ps is not None
+        return int(self.ps.memory_info().rss)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time tetherd used so far (all its threads)."""
+        assert self.ps is not None
+        t = self.ps.cpu_times()
+        return float(t.user + t.system)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def stop(self) -> int | None:
+        """SIGTERM (tetherd drains), wait; SIGKILL if it does not stop in time."""
+        if self.proc is None or self.exit_code is not None:
+            return self.exit_code
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT)
+        self.exit_code = self.proc.returncode
+        return self.exit_code
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        finally:
+            if os.environ.get("TETHER_BENCH_KEEP"):
+                print(f"kept {self.root}", file=sys.stderr)
+            else:
+                shutil.rmtree(self.root, ignore_errors=True)
