@@ -47,6 +47,9 @@ from .store import ResultIn, StoreError
 
 log = logging.getLogger("tether.server")
 
+LISTEN_BACKLOG = 4096
+"""Capped by the kernel's net.core.somaxconn."""
+
 
 class SessionEnd(Exception):
     """End the session with a session error (4xxx), after telling the peer why."""
@@ -98,6 +101,9 @@ class Daemon:
             ping_interval=c.ping_interval,
             ping_timeout=c.ping_timeout,
             compression=None,
+            # A reconnect storm opens thousands of connections at once; asyncio's default
+            # backlog of 100 makes the rest wait for SYN retransmits (1 s, 3 s, 7 s ...).
+            backlog=LISTEN_BACKLOG,
             server_header=f"tetherd/{__version__}",
             logger=logging.getLogger("tether.websockets"),
         )
