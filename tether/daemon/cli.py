@@ -18,6 +18,7 @@ import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -210,20 +211,23 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_key_create(args: argparse.Namespace) -> int:
-    config = _config(args)
+def _with_store(config: Config, use: Callable[[Any], Awaitable[str]]) -> str:
+    """Open the store (alongside a running tetherd: SQLite WAL allows it), use it, close it."""
 
     async def run() -> str:
         store = await _open_store(config)
         try:
-            now = time.time()
-            expires = now + args.expires_in if args.expires_in is not None else None
-            key: str = await store.create_enroll_key(args.tag, expires, args.uses, now)
-            return key
+            return await use(store)
         finally:
             await store.close()
 
-    key = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def cmd_key_create(args: argparse.Namespace) -> int:
+    now = time.time()
+    expires = now + args.expires_in if args.expires_in is not None else None
+    key = _with_store(_config(args), lambda store: store.create_enroll_key(args.tag, expires, args.uses, now))
     if args.json:
         print(json.dumps({"enroll_key": key, "tags": sorted(set(args.tag)), "expires_in": args.expires_in,
                           "uses": args.uses}))
@@ -233,17 +237,7 @@ def cmd_key_create(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    config = _config(args)
-
-    async def run() -> str:
-        store = await _open_store(config)
-        try:
-            token: str = await store.create_admin_token(args.role, args.label, time.time())
-            return token
-        finally:
-            await store.close()
-
-    token = asyncio.run(run())
+    token = _with_store(_config(args), lambda store: store.create_admin_token(args.role, args.label, time.time()))
     print(json.dumps({"admin_token": token, "role": args.role}) if args.json else token)
     return 0
 
