@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from . import report
+from .fleet import FleetError
 from .scenarios import SCENARIOS, BenchError, Options
+from .tetherd import TetherdError
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.monotonic()
         try:
             figures = spec["run"](run_opts)
-        except BenchError as exc:
+        except (BenchError, FleetError, TetherdError) as exc:
             print(f"repeat {i + 1}/{args.repeat} failed: {exc}", file=sys.stderr)
             return 1
         repeats.append(figures)

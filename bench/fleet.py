@@ -44,6 +44,10 @@ STOP_TIMEOUT = 60.0
 RESULT_TIMEOUT = 120.0
 
 
+class FleetError(Exception):
+    """A worker process failed to start, or returned no results."""
+
+
 class AgentProbe(EventLog):
     """One simulated agent's log: records the events the benchmark times, formats nothing.
 
@@ -212,7 +216,11 @@ class Fleet:
         return [w.pid for w in self._workers]
 
     def go(self) -> float:
-        self._barrier.wait(BARRIER_TIMEOUT)
+        try:
+            self._barrier.wait(BARRIER_TIMEOUT)
+        except threading.BrokenBarrierError:
+            raise FleetError(f"not every fleet worker reached the start line within {BARRIER_TIMEOUT:g} s "
+                             "(see its traceback above)") from None
         return time.monotonic()
 
     def alive(self) -> bool:
@@ -225,7 +233,7 @@ class Fleet:
         try:
             while len(results) < len(self._workers):
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not (self.alive() or not self._out.empty()):
+                if remaining <= 0 or not (any(w.is_alive() for w in self._workers) or not self._out.empty()):
                     break
                 try:
                     index, result = self._out.get(timeout=min(remaining, 1.0))
@@ -236,7 +244,7 @@ class Fleet:
             self.close()
         missing = [i for i in range(len(self._workers)) if i not in results]
         if missing:
-            raise RuntimeError(f"fleet workers {missing} returned no results (crashed or hung)")
+            raise FleetError(f"fleet workers {missing} returned no results (crashed or hung)")
         return [results[i] for i in range(len(self._workers))]
 
     def close(self) -> None:
@@ -253,4 +261,4 @@ class Fleet:
                 w.join(timeout=10)
 
 
-__all__ = ["AgentProbe", "Fleet"]
+__all__ = ["AgentProbe", "Fleet", "FleetError"]

@@ -92,7 +92,8 @@ async def queue_tasks(url: str, token: str, params: Sequence[dict[str, Any]]) ->
     chunks = [list(itertools.islice(params, i, None, CONSOLE_SESSIONS)) for i in range(CONSOLE_SESSIONS)]
 
     async def session(chunk: list[dict[str, Any]]) -> list[Any]:
-        async with PipelinedConsole(url, token) as console:
+        console = PipelinedConsole(url, token)
+        async with console:  # __aenter__ is typed as returning a plain ConsoleClient
             return await console.call_many("task.create", chunk)
 
     async with asyncio.timeout(SETUP_TIMEOUT):
