@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness import BIN, AgentProc, Tetherd, wait_until
+
+from tether.daemon.console import ConsoleClient, RequestError
 
 
 def states(view: dict) -> dict[str, str]:
@@ -227,3 +230,21 @@ def test_concurrent_consoles_are_served(tetherd: Tetherd, make_agent: Callable[.
         t.join()
     assert not errors, errors
     assert sorted(r["args"]["op"] for r in a.runs()) == ["0", "1", "2", "3"]
+
+
+async def test_console_client_serves_concurrent_calls_on_one_session(
+    tetherd: Tetherd, make_agent: Callable[..., AgentProc]
+) -> None:
+    a = make_agent("a")
+    async with ConsoleClient(tetherd.url, tetherd.admin_token) as console:
+        created = await asyncio.gather(
+            *(console.call("task.create", {"command": f"record --n {n}", "agent": a.agent_id}) for n in range(50)),
+            console.call("task.get", {"task_id": 10_000}),
+            return_exceptions=True,
+        )
+        *tasks, missing = created
+        assert isinstance(missing, RequestError) and missing.code == 1302
+        ids = [t["task_id"] for t in tasks]
+        assert sorted(ids) == list(range(1, 51))
+        listed = await console.call("task.list", {"agent": a.agent_id})
+        assert sorted(row["task_id"] for row in listed) == ids

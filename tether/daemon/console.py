@@ -130,8 +130,9 @@ class ConsoleClient:
 
     Entering opens the WebSocket and completes the ``hello``/``welcome`` handshake within
     ``open_timeout`` seconds, or raises :class:`CannotConnect` / :class:`SessionClosed`.
-    Requests are sent one at a time; :meth:`call` returns the result or raises
-    :class:`RequestError` (1xxx) or :class:`SessionClosed`.
+    :meth:`call` returns the result or raises :class:`RequestError` (1xxx) or
+    :class:`SessionClosed`. Calls may run concurrently on one session: one reader task,
+    owned by the client and ended by :meth:`close`, hands each answer to its caller by id.
     """
 
     def __init__(self, url: str, token: str, *, open_timeout: float = OPEN_TIMEOUT) -> None:
@@ -141,6 +142,9 @@ class ConsoleClient:
         self.welcome: Welcome | None = None
         self._ws: ClientConnection | None = None
         self._last_id = 0
+        self._pending: dict[int, tuple[asyncio.Future[Any], Callable[[Event], None] | None]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._ended: DaemonError | None = None
 
     async def __aenter__(self) -> ConsoleClient:
         try:
@@ -160,6 +164,7 @@ class ConsoleClient:
             raise
         if isinstance(frame, Welcome):
             self.welcome = frame
+            self._reader = asyncio.get_running_loop().create_task(self._read_answers(), name="console-reader")
             return self
         await self._ws.close()
         if isinstance(frame, Error):
@@ -174,6 +179,9 @@ class ConsoleClient:
     async def close(self) -> None:
         if self._ws is not None:
             await self._ws.close()
+        if self._reader is not None:
+            await self._reader  # ends once the connection is closed
+            self._reader = None
 
     async def call(
         self,
@@ -185,18 +193,49 @@ class ConsoleClient:
 
         ``event`` frames for this request (``task.wait`` progress) go to ``on_event``.
         """
+        if self._ended is not None:
+            raise self._ended
         self._last_id += 1
         rid = self._last_id
-        await self._send(Request(id=rid, method=method, params=params or {}))
-        while True:
-            frame = await self._recv()
-            if isinstance(frame, Response) and frame.id == rid:
-                return frame.result
-            if isinstance(frame, Event) and frame.id == rid:
-                if on_event is not None:
-                    on_event(frame)
-            elif isinstance(frame, Error) and (frame.ref in (None, rid) or frame.code >= 4000):
-                raise _error_from_frame(frame)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = (fut, on_event)
+        try:
+            await self._send(Request(id=rid, method=method, params=params or {}))
+            return await fut
+        finally:
+            self._pending.pop(rid, None)
+
+    async def _read_answers(self) -> None:
+        """Hand every answer to the call waiting for it, until the session ends."""
+        try:
+            while True:
+                frame = await self._recv()
+                if isinstance(frame, Error) and (frame.code >= 4000 or frame.ref not in self._pending):
+                    self._end(_error_from_frame(frame))  # about the session, not one request
+                    continue
+                rid = frame.ref if isinstance(frame, Error) else getattr(frame, "id", None)
+                if rid not in self._pending:
+                    continue
+                fut, on_event = self._pending[rid]
+                if isinstance(frame, Event):
+                    if on_event is not None:
+                        on_event(frame)
+                elif fut.done():
+                    continue
+                elif isinstance(frame, Response):
+                    fut.set_result(frame.result)
+                elif isinstance(frame, Error):
+                    fut.set_exception(_error_from_frame(frame))
+        except DaemonError as exc:
+            self._end(exc)
+
+    def _end(self, error: DaemonError) -> None:
+        """Fail every waiting call (and later ones, if the session is over) with ``error``."""
+        if isinstance(error, SessionClosed):
+            self._ended = error
+        for fut, _ in self._pending.values():
+            if not fut.done():
+                fut.set_exception(error)
 
     async def _send(self, frame: Frame) -> None:
         assert self._ws is not None
