@@ -1,10 +1,8 @@
 """Setting up a run: enroll the simulated agents and queue their tasks, fast.
 
 Enrollment uses the agent's own code (:func:`tether.agent.enrollment.enroll`), one machine
-UUID per agent, a bounded number at once. Tasks are created through the console protocol;
-:class:`PipelinedConsole` keeps many ``task.create`` requests in flight on one session
-(``ConsoleClient.call`` sends one request and reads frames until *its* answer, dropping
-the others, so it cannot be called concurrently on one session).
+UUID per agent, a bounded number at once. Tasks are created through the console protocol,
+many ``task.create`` calls in flight at once on a few sessions.
 """
 
 from __future__ import annotations
@@ -16,8 +14,7 @@ from typing import Any
 
 from tether.agent.enrollment import enroll
 from tether.agent.journal import Identity
-from tether.daemon.console import ConsoleClient, RequestError, SessionClosed
-from tether.protocol.frames import Error, Request, Response
+from tether.daemon.console import ConsoleClient
 
 ENROLL_IN_FLIGHT = 50
 REQUESTS_IN_FLIGHT = 200
@@ -39,66 +36,29 @@ async def enroll_fleet(url: str, key: str, agents: int, *, run_id: str) -> list[
         return list(await asyncio.gather(*(one(i) for i in range(agents))))
 
 
-class PipelinedConsole(ConsoleClient):
-    """A console session that keeps up to ``in_flight`` requests outstanding."""
-
-    async def call_many(self, method: str, params: Sequence[dict[str, Any]], *,
-                        in_flight: int = REQUESTS_IN_FLIGHT) -> list[Any]:
-        """Send ``method`` once per params dict; the results in the same order.
-
-        The first refused request raises :class:`RequestError` (a benchmark's setup must
-        not half-succeed)."""
-        waiting: dict[int, asyncio.Future[Any]] = {}
-        gate = asyncio.Semaphore(in_flight)
-        loop = asyncio.get_running_loop()
-
-        async def read() -> None:
-            while waiting or not sent_all.is_set():
-                frame = await self._recv()
-                if isinstance(frame, Error) and frame.code >= 4000:
-                    raise SessionClosed(frame.code, frame.name, frame.message)
-                rid = frame.id if isinstance(frame, Response) else frame.ref if isinstance(frame, Error) else None
-                fut = waiting.pop(rid, None) if rid is not None else None
-                if fut is None:
-                    continue
-                gate.release()
-                if isinstance(frame, Response):
-                    fut.set_result(frame.result)
-                else:
-                    assert isinstance(frame, Error)
-                    fut.set_exception(RequestError(frame.code, frame.name, frame.message))
-
-        sent_all = asyncio.Event()
-        futures: list[asyncio.Future[Any]] = []
-        async with asyncio.TaskGroup() as tg:
-            reader = tg.create_task(read())
-            for p in params:
-                await gate.acquire()
-                if reader.done():
-                    break
-                self._last_id += 1
-                fut = loop.create_future()
-                waiting[self._last_id] = fut
-                futures.append(fut)
-                await self._send(Request(id=self._last_id, method=method, params=p))
-            sent_all.set()
-            if not waiting:
-                reader.cancel()
-        return [f.result() for f in futures]
-
-
 async def queue_tasks(url: str, token: str, params: Sequence[dict[str, Any]]) -> list[Any]:
-    """``task.create`` every params dict, spread over a few pipelined console sessions."""
+    """``task.create`` every params dict, spread over a few console sessions with up to
+    ``REQUESTS_IN_FLIGHT`` concurrent calls each; the results in the same order. The first
+    refused request raises :class:`RequestError` (a benchmark's setup must not half-succeed)."""
     chunks = [list(itertools.islice(params, i, None, CONSOLE_SESSIONS)) for i in range(CONSOLE_SESSIONS)]
 
     async def session(chunk: list[dict[str, Any]]) -> list[Any]:
-        console = PipelinedConsole(url, token)
-        async with console:  # __aenter__ is typed as returning a plain ConsoleClient
-            return await console.call_many("task.create", chunk)
+        gate = asyncio.Semaphore(REQUESTS_IN_FLIGHT)
+        async with ConsoleClient(url, token) as console:
+
+            async def one(p: dict[str, Any]) -> Any:
+                async with gate:
+                    return await console.call("task.create", p)
+
+            return list(await asyncio.gather(*(one(p) for p in chunk)))
 
     async with asyncio.timeout(SETUP_TIMEOUT):
         results = await asyncio.gather(*(session(c) for c in chunks if c))
-    return [r for chunk in results for r in chunk]
+    # chunk i holds params i, i + n, i + 2n ...: interleave back into the original order
+    ordered: list[Any] = [None] * len(params)
+    for i, chunk_results in enumerate(results):
+        ordered[i::CONSOLE_SESSIONS] = chunk_results
+    return ordered
 
 
 def echo_tasks(identities: Sequence[Identity], per_agent: int, arg_bytes: int) -> list[dict[str, Any]]:
