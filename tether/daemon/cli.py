@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -142,6 +143,7 @@ async def _serve(config: Config, as_json: bool) -> int:
         _write_default_config(config)
     broker = Broker(store)
     await broker.load_timers()
+    _tune_gc()
     daemon = Daemon(config, broker)
     try:
         await daemon.start()
@@ -172,6 +174,16 @@ async def _serve(config: Config, as_json: bool) -> int:
     await store.close()
     log.info("event=stopped")
     return 0
+
+
+def _tune_gc() -> None:
+    """A reconnect storm allocates millions of short-lived objects; with CPython's default
+    thresholds the full collections it triggers stop the event loop for up to 0.4 s each
+    (measured with bench/ reconnect). Everything alive after start-up is frozen out of
+    the collector's scans, and young collections run less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
