@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -177,8 +178,6 @@ async def test_untask_by_agent_and_by_tag(store: SQLiteStore) -> None:
 async def test_writes_are_visible_only_when_committed_and_in_order(store: SQLiteStore) -> None:
     a = await enrolled(store, "a")
     futures = [store.create_task(task("agent", a), NOW) for _ in range(50)]
-    import asyncio
-
     results = await asyncio.gather(*futures)
     assert [tid for tid, _ in results] == sorted(tid for tid, _ in results)
     assert store.stats().commits < 50 + 5  # grouped, not one commit per operation
@@ -201,3 +200,27 @@ async def test_foreign_and_corrupt_files_are_refused_untouched(tmp_path: Path) -
     with pytest.raises(StoreError, match="not tether's"):
         await SQLiteStore(other).open()
     assert other.read_bytes() == before
+
+
+async def test_a_refused_operation_does_not_undo_its_group(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a")
+    outcomes = await asyncio.gather(
+        store.create_task(task("agent", a), NOW),
+        store.create_task(task("agent", "nobody"), NOW),
+        store.create_task(task("agent", a), NOW),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], ProtocolError) and outcomes[1].code == ErrorCode.UNKNOWN_AGENT
+    ok = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(ok) == 2
+    assert sorted(i.task_id for i in await store.pending_for_agent(a)) == sorted(tid for tid, _ in ok)
+
+
+async def test_huge_id_lists_from_a_peer_are_handled(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a")
+    _, (item,) = await store.create_task(task("agent", a), NOW)
+    ids = [*range(10_000_000, 10_100_000), item.delivery_id]
+    store.mark_sent(ids, NOW)
+    out = await store.acknowledge(a, ids, NOW)
+    assert out.settled == [item.delivery_id]
+    assert len(out.refused) == 100_000 and {r.code for r in out.refused} == {ErrorCode.UNKNOWN_DELIVERY}

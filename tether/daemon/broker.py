@@ -23,6 +23,9 @@ from .wheel import TimerHandle, TimerWheel
 
 log = logging.getLogger("tether.broker")
 
+MAX_REFUSALS_TOLD = 100
+"""Error frames sent back for one report: a peer's absurd list never turns into a flood."""
+
 
 class Stats:
     """Counters for /metrics."""
@@ -93,9 +96,12 @@ class Broker:
             session.send_control(error_frame(ProtocolError(ErrorCode.STORAGE_UNAVAILABLE, str(exc))))
             return
         outcome = fut.result()
-        for refusal in outcome.refused:
+        for refusal in outcome.refused[:MAX_REFUSALS_TOLD]:
             session.send_control(error_frame(ProtocolError(ErrorCode(refusal.code), refusal.message,
                                                            ref=refusal.delivery_id)))
+        if len(outcome.refused) > MAX_REFUSALS_TOLD:
+            log.warning("event=refusals_truncated agent_id=%s refused=%d told=%d",
+                        session.agent_id, len(outcome.refused), MAX_REFUSALS_TOLD)
         self.apply(outcome.changes)
 
     def on_results(self, session: AgentSession, fut: asyncio.Future[Outcome]) -> None:

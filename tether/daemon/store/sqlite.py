@@ -34,7 +34,7 @@ from . import (
     StoreStats,
 )
 from .schema import apply_migrations, open_checked
-from .writer import GroupWriter, Op, Tx, on_connection_thread
+from .writer import GroupWriter, Op, Tx, chunks, on_connection_thread
 
 S = DeliveryState
 
@@ -268,10 +268,8 @@ class SQLiteStore:
 
     def mark_sent(self, delivery_ids: list[int], now: float) -> None:
         def op(tx: Tx) -> None:
-            for d_id in delivery_ids:
-                row = tx.one("SELECT state FROM deliveries WHERE id = ?", (d_id,))
-                if row is not None and row[0] == "queued":
-                    tx.move(d_id, "queued", S.SENT, now, sent_at=now)
+            # Only queued ones move: a re-push of one already sent (or further) changes nothing.
+            tx.move_many(delivery_ids, S.QUEUED, S.SENT, now, sent_at=now)
 
         self._submit_quiet(op, "mark_sent")
 
@@ -284,8 +282,17 @@ class SQLiteStore:
             changes: list[Change] = []
             settled: list[int] = []
             refused: list[Refusal] = []
-            for d_id in delivery_ids:
-                row = tx.one("SELECT state, agent_id, task_id FROM deliveries WHERE id = ?", (d_id,))
+            ids = list(delivery_ids)
+            rows = {
+                r[0]: r[1:]
+                for chunk in chunks(ids)
+                for r in tx.execute(
+                    f"SELECT id, state, agent_id, task_id FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+            }
+            for d_id in ids:
+                row = rows.get(d_id)
                 if row is None:
                     refused.append(Refusal(d_id, ErrorCode.UNKNOWN_DELIVERY, f"no delivery {d_id}"))
                     continue

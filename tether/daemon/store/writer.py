@@ -22,7 +22,7 @@ from typing import Any
 import aiosqlite
 
 from ...protocol.errors import ProtocolError
-from ...protocol.states import DeliveryState, transition
+from ...protocol.states import DeliveryState, IllegalTransition, allowed, transition
 from . import StoreError, StoreStats
 
 log = logging.getLogger("tether.store")
@@ -52,21 +52,73 @@ class Tx:
         self.entered[new.value] += 1
 
 
+    def move_many(self, delivery_ids: list[int], old: DeliveryState, new: DeliveryState, now: float,
+                  **cols: Any) -> int:
+        """Apply ``old -> new`` to those of ``delivery_ids`` that are in ``old``; how many were."""
+        if not allowed(old, new):
+            raise IllegalTransition(delivery_ids[0] if delivery_ids else 0, old, new)
+        sets = "".join(f", {k} = ?" for k in cols)
+        moved = 0
+        for chunk in chunks(delivery_ids):
+            moved += self.conn.execute(
+                f"UPDATE deliveries SET state = ?, updated_at = ?{sets}"
+                f" WHERE id IN ({','.join('?' * len(chunk))}) AND state = ?",
+                (new.value, now, *cols.values(), *chunk, old.value),
+            ).rowcount
+        self.entered[new.value] += moved
+        return moved
+
+
+def chunks(ids: list[int], size: int = 500) -> list[list[int]]:
+    """Id lists cut to a size SQLite takes as bound parameters, however long a peer's list."""
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
 Op = Callable[[Tx], Any]
 
 
+_REFUSALS = (ProtocolError, StoreError, sqlite3.IntegrityError)
+"""What an operation may raise to refuse itself; anything else is a bug or a full disk."""
+
+
 def run_group(conn: sqlite3.Connection, ops: list[Op]) -> tuple[list[tuple[bool, Any]], collections.Counter[str]]:
-    """Run one group in one transaction (called on the connection's thread)."""
+    """Run one group in one transaction (called on the connection's thread).
+
+    Fast path: the operations run back to back. Only if one refuses itself is the group
+    rolled back and run again with a SAVEPOINT around each operation, so the refusal
+    undoes only that operation's writes. (Operations are functions of the database alone,
+    so running them again gives the same outcome.)
+    """
+    try:
+        return _run(conn, ops, isolate=False)
+    except _Refused:
+        return _run(conn, ops, isolate=True)
+
+
+class _Refused(Exception):
+    pass
+
+
+def _run(
+    conn: sqlite3.Connection, ops: list[Op], *, isolate: bool
+) -> tuple[list[tuple[bool, Any]], collections.Counter[str]]:
     results: list[tuple[bool, Any]] = []
     entered: collections.Counter[str] = collections.Counter()
     conn.execute("BEGIN IMMEDIATE")
     try:
         for op in ops:
             tx = Tx(conn)
+            if not isolate:
+                try:
+                    results.append((True, op(tx)))
+                except _REFUSALS:
+                    raise _Refused() from None
+                entered.update(tx.entered)
+                continue
             conn.execute("SAVEPOINT op")
             try:
                 value = op(tx)
-            except (ProtocolError, StoreError, sqlite3.IntegrityError) as exc:
+            except _REFUSALS as exc:
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
                 results.append((False, exc))
