@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -14,7 +15,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from harness import AgentProc, Tetherd
+from harness import BIN, AgentProc, Tetherd
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -184,10 +185,6 @@ def test_unknown_and_expired_enrollment_keys(tetherd: Tetherd, healthy: AgentPro
         ws.send(MSGPACK.encode(Enroll(version=PROTOCOL_VERSION, key="AAAAA-AAAAA-AAAAA-AAAAA-AAAAA")))
         err, code = closed_with(ws)
     assert code == 4011 and err.code == 4011
-
-    import subprocess
-
-    from harness import BIN
     out = subprocess.run(
         [str(BIN / "tetherd"), "key", "create", "--data-dir", str(tetherd.data_dir), "--expires-in", "0.5", "--json"],
         capture_output=True, text=True, check=True, env=tetherd.env,
@@ -268,3 +265,22 @@ def test_silent_client_is_closed_after_the_handshake_timeout(tmp_path: Path, env
         assert time.monotonic() - started < 5
     finally:
         daemon.kill(signal.SIGTERM)
+
+
+def test_viewer_token_reads_but_cannot_change_anything(tetherd: Tetherd, healthy: AgentProc) -> None:
+    out = subprocess.run(
+        [str(BIN / "tetherd"), "token", "create", "--data-dir", str(tetherd.data_dir), "--role", "viewer", "--json"],
+        capture_output=True, text=True, check=True, env=tetherd.env,
+    ).stdout
+    viewer = json.loads(out)["admin_token"]
+    admin = tetherd.admin_token
+    tetherd.admin_token = viewer
+    try:
+        rc, listed = tetherd.ctl("agents")
+        assert rc == 0 and any(a["agent_id"] == healthy.agent_id for a in listed)
+        rc, err = tetherd.ctl("task", "record", "--agent", healthy.agent_id, check=False)
+        assert rc == 2 and "forbidden (1403)" in err
+        rc, err = tetherd.ctl("untask", "--agent", healthy.agent_id, check=False)
+        assert rc == 2 and "forbidden (1403)" in err
+    finally:
+        tetherd.admin_token = admin

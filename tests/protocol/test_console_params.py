@@ -128,3 +128,15 @@ def test_task_list_unknown_state_names_the_known_ones() -> None:
         parse_params("task.list", {"state": "finished"})
     assert err.value.code == ErrorCode.INVALID_PARAMS
     assert "unknown state 'finished'" in err.value.message and "cancelled" in err.value.message
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_roles(method: str) -> None:
+    for role in ("operator", "admin"):
+        rpc.check_role(role, method)
+    if method in rpc.READ_METHODS:
+        rpc.check_role("viewer", method)
+    else:
+        with pytest.raises(ProtocolError) as err:
+            rpc.check_role("viewer", method)
+        assert err.value.code == ErrorCode.FORBIDDEN and method in err.value.message

@@ -26,6 +26,7 @@ from ..protocol.console import (
     TaskList,
     TaskView,
     TaskWait,
+    check_role,
     parse_params,
 )
 from ..protocol.errors import ErrorCode, ProtocolError
@@ -43,10 +44,11 @@ class ConsoleRPC:
         self.broker = broker
         self.store = broker.store
 
-    async def call(self, method: str, params: dict[str, Any], emit: Emit) -> Any:
+    async def call(self, method: str, params: dict[str, Any], emit: Emit, role: str = "admin") -> Any:
         if method == "action":
             method, params = action_to_request(params)
         parsed = parse_params(method, params)
+        check_role(role, method)
         handler = getattr(self, "m_" + method.replace(".", "_"))
         try:
             return await handler(parsed, emit)

@@ -306,7 +306,7 @@ class Daemon:
                                 ErrorCode.UNEXPECTED_FRAME,
                                 f"unexpected {type(frame).__name__.lower()} frame: a console session sends req frames")))
                             continue
-                        task = tg.create_task(self._serve_request(frame, send))
+                        task = tg.create_task(self._serve_request(frame, send, role))
                         requests.add(task)
                         task.add_done_callback(requests.discard)
                 except ConnectionClosed:
@@ -318,12 +318,12 @@ class Daemon:
         finally:
             self.broker.consoles -= 1
 
-    async def _serve_request(self, req: Request, send: Callable[[Frame], Awaitable[None]]) -> None:
+    async def _serve_request(self, req: Request, send: Callable[[Frame], Awaitable[None]], role: str) -> None:
         async def emit(topic: str, data: Any) -> None:
             await send(Event(id=req.id, topic=topic, data=data))
 
         try:
-            result = await self.rpc.call(req.method, req.params, emit)
+            result = await self.rpc.call(req.method, req.params, emit, role)
         except ProtocolError as exc:
             exc.ref = req.id
             reply: Frame = error_frame(exc)

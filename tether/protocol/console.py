@@ -139,6 +139,19 @@ METHODS: dict[str, type[Params]] = {
 """Every console method but ``action``, whose params are a LimaCharlie action object."""
 
 
+ROLES = ("viewer", "operator", "admin")
+"""Admin token roles, each allowed what the one before it is, and more."""
+
+READ_METHODS = frozenset({"agents.list", "task.list", "task.get", "task.wait"})
+"""What a ``viewer`` may call; ``operator`` and ``admin`` may call every method."""
+
+
+def check_role(role: str, method: str) -> None:
+    """Raise FORBIDDEN unless a token of ``role`` may call ``method``."""
+    if role == "viewer" and method not in READ_METHODS:
+        raise ProtocolError(ErrorCode.FORBIDDEN, f"a viewer token cannot call {method}; ask for an operator token")
+
+
 def parse_params(method: str, params: dict[str, Any]) -> Params:
     """Validate ``params`` for ``method``; raise UNKNOWN_METHOD / INVALID_PARAMS."""
     try:
