@@ -584,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "List deliveries, one line per agent and task, pending ones unless --state says otherwise.")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--agent", metavar="ID", help="only this agent's deliveries")
-    target.add_argument("--tag", metavar="T", help="only deliveries of tasks for this tag")
+    target.add_argument("--tag", metavar="T", help="only deliveries of agents that carry this tag")
     p.add_argument("--state", choices=[*(s.value for s in DeliveryState), "pending", "all"],
                    help="a delivery state, pending (default: not finished) or all")
     p.add_argument("--limit", type=int, metavar="N", help="at most N rows (default 1000)")
@@ -606,7 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("task_id", metavar="TASK_ID", type=int, nargs="?", help="one task")
     target.add_argument("--agent", metavar="ID", help="everything pending for this agent")
-    target.add_argument("--tag", metavar="T", help="everything pending for tasks of this tag")
+    target.add_argument("--tag", metavar="T",
+                        help="everything pending for agents that carry this tag, and tag tasks aimed at it")
 
     p = command("action", "send a LimaCharlie-style action object",
                 "Send a LimaCharlie reliable-tasking action, e.g. "
