@@ -75,7 +75,11 @@ def test_import_direction(path: Path) -> None:
     assert violations(path) == []
 
 
-CONSOLE_CLOSURE = [PACKAGE / "__init__.py", PACKAGE / "daemon" / "__init__.py", PACKAGE / "daemon" / "console.py"]
+CONSOLE_MODULES = {"tether.daemon.console", "tether.daemon.console_client", "tether.daemon.console_render"}
+CONSOLE_CLOSURE = [
+    PACKAGE / "__init__.py", PACKAGE / "daemon" / "__init__.py",
+    *(PACKAGE / "daemon" / f"{m.rsplit('.', 1)[1]}.py" for m in sorted(CONSOLE_MODULES)),
+]
 
 
 @pytest.mark.parametrize("path", CONSOLE_CLOSURE, ids=lambda p: str(p.relative_to(ROOT)))
@@ -84,7 +88,9 @@ def test_console_needs_no_daemon_dependencies(path: Path) -> None:
     for line, target in imports(path):
         top = target.partition(".")[0]
         if top == "tether":
-            ok = within(target, "tether.protocol") or target in {"tether", "tether.daemon", "tether.daemon.console"}
+            ok = within(target, "tether.protocol") or target in {"tether", "tether.daemon"} or any(
+                within(target, m) for m in CONSOLE_MODULES
+            )
         else:
             ok = top in sys.stdlib_module_names or top in CONSOLE_ALLOWED_THIRD_PARTY or top == "__future__"
         if not ok:
@@ -114,7 +120,8 @@ def test_console_imports_in_a_python_without_the_daemon_extra() -> None:
         f"for name in {blocked!r}: sys.modules[name] = None\n"
         "import tether.daemon.console as console\n"
         "loaded = sorted(m for m in sys.modules if m.startswith('tether.daemon'))\n"
-        "assert loaded == ['tether.daemon', 'tether.daemon.console'], loaded\n"
+        "assert loaded == ['tether.daemon', 'tether.daemon.console', 'tether.daemon.console_client',"
+        " 'tether.daemon.console_render'], loaded\n"
         "assert console.main(['--help']) == 0\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)

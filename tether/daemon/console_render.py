@@ -1,0 +1,144 @@
+"""How tetherctl shows results to a person: tables, task views, progress lines.
+
+With ``--json`` tetherctl prints the daemon's raw result instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from tether.protocol import console as rpc
+from tether.protocol.frames import Event
+from tether.protocol.states import DeliveryState
+
+from .console_client import EXIT_OK, EXIT_TASK_FAILED, EXIT_TIMEOUT
+
+# -- rendering -----------------------------------------------------------------------------
+
+
+def fmt_time(ts: float | None) -> str:
+    """A Unix time as ISO-8601 UTC, to the second; ``-`` when unset."""
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def fmt_priority(value: int) -> str:
+    return rpc.PRIORITY_NAMES.get(value, str(value))
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Columns padded to their widest cell; numbers right-aligned."""
+    cells = [[str(c) for c in headers], *([str(c) for c in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    numeric = [all(isinstance(row[i], int) for row in rows) and bool(rows) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric, strict=True)]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _fields(pairs: Sequence[tuple[str, object]], indent: str = "  ") -> str:
+    width = max(len(k) for k, _ in pairs)
+    return "\n".join(f"{indent}{k.ljust(width)}  {v}" for k, v in pairs)
+
+
+def _pretty(value: Any, indent: str) -> str:
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+    return "\n".join(indent + line for line in text.splitlines())
+
+
+def render_agents(result: Any) -> str:
+    agents = msgspec.convert(result, list[rpc.AgentView])
+    if not agents:
+        return "no agents"
+    rows = [
+        (a.agent_id, a.hostname, a.platform, "yes" if a.online else "no", fmt_time(a.last_seen),
+         ",".join(a.tags) or "-")
+        for a in agents
+    ]
+    return render_table(("AGENT", "HOSTNAME", "PLATFORM", "ONLINE", "LAST SEEN", "TAGS"), rows)
+
+
+def render_deliveries(result: Any) -> str:
+    rows_ = msgspec.convert(result, list[rpc.DeliveryRow])
+    if not rows_:
+        return "no deliveries"
+    rows = [
+        (r.task_id, r.delivery_id, r.agent_id, r.command, r.state, fmt_priority(r.priority),
+         fmt_time(r.created_at), fmt_time(r.expires_at))
+        for r in rows_
+    ]
+    return render_table(("TASK", "DELIVERY", "AGENT", "COMMAND", "STATE", "PRIORITY", "CREATED", "EXPIRES"), rows)
+
+
+def render_task(result: Any) -> str:
+    task = msgspec.convert(result, rpc.TaskView)
+    counts: dict[str, int] = {}
+    for d in task.deliveries:
+        counts[d.state] = counts.get(d.state, 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "none"
+    out = [
+        f"task {task.task_id}",
+        _fields([
+            ("command", task.command),
+            ("args", json.dumps(task.args, ensure_ascii=False, sort_keys=True)),
+            ("target", task.target),
+            ("priority", f"{fmt_priority(task.priority)} ({task.priority})"),
+            ("ttl", f"{task.ttl} s"),
+            ("created", fmt_time(task.created_at)),
+            ("expires", fmt_time(task.expires_at)),
+            ("state", task.state),
+            ("deliveries", summary),
+        ]),
+    ]
+    for d in task.deliveries:
+        pairs: list[tuple[str, object]] = [
+            ("updated", fmt_time(d.updated_at)),
+            ("sent", fmt_time(d.sent_at)),
+            ("acked", fmt_time(d.acked_at)),
+            ("started", fmt_time(d.started_at)),
+            ("finished", fmt_time(d.finished_at)),
+        ]
+        if d.progress:
+            pairs.append(("progress", d.progress))
+        if d.error:
+            pairs.append(("error", d.error))
+        out += ["", f"delivery {d.delivery_id}  agent {d.agent_id}  {d.state}", _fields(pairs)]
+        if d.result is not None:
+            out += ["  result", _pretty(d.result, "    ")]
+    return "\n".join(out)
+
+
+_TERMINAL = {s.value for s in DeliveryState if s.terminal}
+
+
+def wait_outcome(result: Any) -> int:
+    """The exit code of ``wait`` for its final TaskView."""
+    task = msgspec.convert(result, rpc.TaskView)
+    states = {d.state for d in task.deliveries}
+    if states - _TERMINAL:
+        return EXIT_TIMEOUT
+    if states - {DeliveryState.DONE.value}:
+        return EXIT_TASK_FAILED
+    return EXIT_OK
+
+
+def progress_line(event: Event) -> str:
+    """One stderr line for a ``task.wait`` delivery event."""
+    try:
+        d = msgspec.convert(event.data, rpc.DeliveryView)
+    except msgspec.ValidationError:
+        return f"{event.topic}: {json.dumps(event.data, ensure_ascii=False)}"
+    line = f"{fmt_time(d.updated_at)}  delivery {d.delivery_id}  agent {d.agent_id}  {d.state}"
+    if d.progress:
+        line += f"  {d.progress}"
+    if d.error:
+        line += f"  error: {d.error}"
+    return line
