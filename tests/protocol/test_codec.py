@@ -241,7 +241,7 @@ def test_error_frames_carry_code_name_ref_and_retry_after() -> None:
     assert error_frame(exc, retry_after=2.5) == Error(
         code=4029, name="too_many_sessions", message="busy, come back later", ref=9, retry_after=2.5)
     for codec in CODECS.values():
-        sent = codec.error(exc)
+        sent = codec.encode(error_frame(exc))
         assert decode_from_daemon(sent if codec.binary else sent.decode()) == error_frame(exc)
 
 

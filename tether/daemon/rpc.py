@@ -93,11 +93,9 @@ class ConsoleRPC:
         else:
             kind, target = "all", ""
         spec = NewTask(command=command, args=args, target_kind=kind, target=target, priority=p.priority, ttl=p.ttl)
-        task_id, items = await self.store.create_task(spec, self.broker.clock())
-        if items:
-            self.broker.schedule_expiry(task_id, items[0].expires_at)
-        else:
-            self.broker.schedule_expiry(task_id, self.broker.clock() + p.ttl)
+        now = self.broker.clock()
+        task_id, items = await self.store.create_task(spec, now)
+        self.broker.schedule_expiry(task_id, now + p.ttl)  # the expires_at the store recorded
         self.broker.offer(items)
         log.info("event=task_created task_id=%d command=%s target=%s deliveries=%d",
                  task_id, command, kind if kind == "all" else f"{kind}:{target}", len(items))

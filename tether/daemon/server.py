@@ -149,14 +149,14 @@ class Daemon:
             except ProtocolError as exc:
                 raise SessionEnd(ProtocolError(ErrorCode.BAD_HELLO, f"first frame must be hello: {exc.message}")) \
                     from None
+            if isinstance(frame, Enroll | Hello) and frame.version != PROTOCOL_VERSION:
+                raise SessionEnd(ProtocolError(
+                    ErrorCode.UNSUPPORTED_VERSION,
+                    f"protocol version {frame.version} is not supported (this tetherd speaks {PROTOCOL_VERSION})",
+                ))
             if isinstance(frame, Enroll):
                 await self._enroll(ws, codec, frame)
             elif isinstance(frame, Hello):
-                if frame.version != PROTOCOL_VERSION:
-                    raise SessionEnd(ProtocolError(
-                        ErrorCode.UNSUPPORTED_VERSION,
-                        f"protocol version {frame.version} is not supported (this tetherd speaks {PROTOCOL_VERSION})",
-                    ))
                 if frame.role == "agent":
                     await self._agent_session(ws, codec, frame)
                 else:
@@ -186,8 +186,6 @@ class Daemon:
             await ws.close(int(error.code), error.code.slug)
 
     async def _enroll(self, ws: ServerConnection, codec: Codec, frame: Enroll) -> None:
-        if frame.version != PROTOCOL_VERSION:
-            raise SessionEnd(ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"protocol version {frame.version} unsupported"))
         try:
             enrolled = await self.store.enroll(
                 frame.key, frame.machine_uuid, frame.hostname, frame.platform, frame.tags, self.broker.clock()

@@ -92,9 +92,6 @@ class Codec:
         """Decode a ``Raw`` field that arrived in this codec's encoding."""
         return _mp_any.decode(raw) if self.binary or _is_raw_default(raw) else _js_any.decode(raw)
 
-    def error(self, exc: ProtocolError, retry_after: float | None = None) -> bytes:
-        return self.encode(error_frame(exc, retry_after))
-
 
 def error_frame(exc: ProtocolError, retry_after: float | None = None) -> Error:
     return Error(

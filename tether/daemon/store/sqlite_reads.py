@@ -61,12 +61,6 @@ class SQLiteReads:
         commands: list[str] = unpack(rows[0][0]) or []
         return commands
 
-    async def tag_exists(self, tag: str) -> bool:
-        return bool(await self._read("SELECT 1 FROM agent_tags WHERE tag = ? LIMIT 1", (tag,)))
-
-    async def task_exists(self, task_id: int) -> bool:
-        return bool(await self._read("SELECT 1 FROM tasks WHERE id = ?", (task_id,)))
-
     async def get_task(self, task_id: int) -> TaskView | None:
         rows = await self._read(
             "SELECT id, command, args, target_kind, target, priority, ttl, created_at, expires_at, state"
