@@ -165,8 +165,19 @@ def compact_json(value: Any, indent: int = 0, width: int = 88) -> str:
     return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
 
 
+def clean_descriptions(value: Any) -> Any:
+    """The schema with every ``description`` dedented (``inspect.cleandoc``): msgspec
+    releases differ in whether they dedent docstrings, and the document must not."""
+    if isinstance(value, dict):
+        return {k: inspect.cleandoc(v) if k == "description" and isinstance(v, str) else clean_descriptions(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_descriptions(v) for v in value]
+    return value
+
+
 def schema_block(schema: Any) -> list[str]:
-    return ["```json", compact_json(schema), "```", ""]
+    return ["```json", compact_json(clean_descriptions(schema)), "```", ""]
 
 
 def components(types: list[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
