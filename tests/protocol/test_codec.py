@@ -65,10 +65,12 @@ def strategy(t: mi.Type, codec: Codec) -> st.SearchStrategy[Any]:
             return JSON_VALUES
         case mi.RawType():
             return JSON_VALUES.map(codec.raw)
+        case mi.StructType(cls=nested) if not issubclass(nested, Frame):
+            return structs(nested, codec)
     raise NotImplementedError(f"no strategy for {t!r}: extend tests/protocol/test_codec.py")
 
 
-def frames(cls: type[Frame], codec: Codec) -> st.SearchStrategy[Frame]:
+def structs(cls: type[msgspec.Struct], codec: Codec) -> st.SearchStrategy[Any]:
     info = mi.type_info(cls)
     assert isinstance(info, mi.StructType)
     fields: dict[str, st.SearchStrategy[Any]] = {}
@@ -76,9 +78,18 @@ def frames(cls: type[Frame], codec: Codec) -> st.SearchStrategy[Frame]:
         value = strategy(f.type, codec)
         # Optional fields: sometimes left at their default, so omission is exercised too.
         fields[f.name] = value if f.required else st.one_of(st.just(msgspec.NODEFAULT), value)
-    return st.fixed_dictionaries(fields).map(
-        lambda kw: cls(**{k: v for k, v in kw.items() if v is not msgspec.NODEFAULT})
-    )
+
+    def build(kw: dict[str, Any]) -> Any:
+        try:
+            return cls(**{k: v for k, v in kw.items() if v is not msgspec.NODEFAULT})
+        except ValueError:  # a cross-field rule (__post_init__), e.g. runs beside delivery_ids
+            return None
+
+    return st.fixed_dictionaries(fields).map(build).filter(lambda frame: frame is not None)
+
+
+def frames(cls: type[Frame], codec: Codec) -> st.SearchStrategy[Frame]:
+    return structs(cls, codec)
 
 
 def wire(codec: Codec, frame: Frame) -> bytes | str:
@@ -248,3 +259,27 @@ def test_error_frames_carry_code_name_ref_and_retry_after() -> None:
 def test_codec_repr() -> None:
     assert repr(MSGPACK) == "Codec(binary=True)"
     assert repr(JSON) == "Codec(binary=False)"
+
+
+# -- runs (polling) ------------------------------------------------------------------------
+
+
+def test_run_refs_pair_ids_with_their_runs() -> None:
+    from tether.protocol import run_refs, split_refs
+
+    assert run_refs([4, 5], []) == [(4, 1), (5, 1)]
+    assert run_refs([4, 5], [2, 1]) == [(4, 2), (5, 1)]
+    assert split_refs([(4, 1), (5, 1)]) == ([4, 5], [])  # all run 1: runs left out, as old peers send
+    assert split_refs([(4, 3), (5, 1)]) == ([4, 5], [3, 1])
+
+
+@pytest.mark.parametrize("codec_name", CODECS)
+def test_runs_that_do_not_match_the_ids_are_an_invalid_frame(codec_name: str) -> None:
+    codec = CODECS[codec_name]
+    data = encode_obj(codec, {"t": "ack", "delivery_ids": [1, 2], "runs": [2]})
+    with pytest.raises(ProtocolError) as caught:
+        decode_to_daemon(data)
+    assert caught.value.code is ErrorCode.INVALID_FRAME
+    assert "must be empty or name the run of every delivery id" in caught.value.message
+    assert decode_to_daemon(encode_obj(codec, {"t": "ack", "delivery_ids": [1, 2], "runs": [2, 3]})) == \
+        Ack(delivery_ids=[1, 2], runs=[2, 3])

@@ -32,6 +32,20 @@ from tether.protocol.console import METHODS, parse_params
         ("task.cancel", {"task_id": 3}, rpc.TaskCancel(task_id=3)),
         ("task.cancel", {"agent": "a1"}, rpc.TaskCancel(agent="a1")),
         ("task.cancel", {"tag": "web"}, rpc.TaskCancel(tag="web")),
+        ("task.get", {"task_id": 3, "history": True}, rpc.TaskGet(task_id=3, history=True)),
+        ("task.create", {"command": "scan --polling", "agent": "a1", "hide_polling_output": True},
+         rpc.TaskCreate(command="scan --polling", agent="a1", hide_polling_output=True)),
+        ("schedule.add", {"name": "every5", "command": "state", "tag": "linux", "every": 300.0},
+         rpc.ScheduleAdd(name="every5", command="state", tag="linux", every=300.0)),
+        ("schedule.add", {"name": "Nightly", "command": "scan", "all": True, "cron": "0 3 * * *",
+                          "timezone": "Europe/Paris", "missed": "skip", "ttl": 3600, "priority": 2},
+         rpc.ScheduleAdd(name="Nightly", command="scan", all=True, cron="0 3 * * *", timezone="Europe/Paris",
+                         missed="skip", ttl=3600, priority=2)),
+        ("schedule.list", {}, rpc.ScheduleList()),
+        ("schedule.get", {"name": "every5"}, rpc.ScheduleName(name="every5")),
+        ("schedule.pause", {"name": "every5"}, rpc.ScheduleName(name="every5")),
+        ("schedule.resume", {"name": "every5"}, rpc.ScheduleName(name="every5")),
+        ("schedule.rm", {"name": "every5"}, rpc.ScheduleName(name="every5")),
     ],
 )
 def test_valid_params(method: str, params: dict[str, Any], expected: rpc.Params) -> None:
@@ -47,7 +61,8 @@ def test_defaults() -> None:
 
 def test_every_method_is_tested() -> None:
     assert set(METHODS) == {"agents.list", "tag.add", "tag.rm", "task.create", "task.list", "task.get",
-                            "task.wait", "task.cancel"}
+                            "task.wait", "task.cancel", "schedule.add", "schedule.list", "schedule.get",
+                            "schedule.pause", "schedule.resume", "schedule.rm"}
 
 
 def test_unknown_method_names_the_known_ones() -> None:
@@ -55,7 +70,8 @@ def test_unknown_method_names_the_known_ones() -> None:
         parse_params("task.delete", {})
     assert caught.value.code is ErrorCode.UNKNOWN_METHOD
     assert caught.value.message == (
-        "unknown method 'task.delete' (known: action, agents.list, tag.add, tag.rm, task.cancel, "
+        "unknown method 'task.delete' (known: action, agents.list, schedule.add, schedule.get, schedule.list, "
+        "schedule.pause, schedule.resume, schedule.rm, tag.add, tag.rm, task.cancel, "
         "task.create, task.get, task.list, task.wait)"
     )
 
@@ -64,7 +80,7 @@ def test_unknown_method_names_the_known_ones() -> None:
     ("method", "params", "message"),
     [
         # unknown keys are refused by name, for every method
-        *((m, {"task_id": 1, "agent_id": "a", "tag": "t", "command": "c", "all": True, "lissen": 1},
+        *((m, {"task_id": 1, "agent_id": "a", "tag": "t", "command": "c", "all": True, "name": "n", "lissen": 1},
            "Object contains unknown field `") for m in METHODS),
         ("agents.list", {"tagg": "web"}, "agents.list: Object contains unknown field `tagg`"),
         ("task.create", {"command": "x", "all": True, "ttll": 5}, "unknown field `ttll`"),
@@ -96,6 +112,19 @@ def test_unknown_method_names_the_known_ones() -> None:
         ("task.wait", {"task_id": 1, "timeout": -0.5}, "timeout must not be negative"),
         ("task.cancel", {}, "give exactly one of task_id, agent or tag"),
         ("task.cancel", {"task_id": 1, "tag": "web"}, "give exactly one of task_id, agent or tag"),
+        ("schedule.add", {"name": "s", "command": "x", "all": True}, "give exactly one of every (seconds) or cron"),
+        ("schedule.add", {"name": "s", "command": "x", "all": True, "every": 5.0, "cron": "* * * * *"},
+         "give exactly one of every"),
+        ("schedule.add", {"name": "s", "command": "x", "all": True, "every": -5.0}, "every must be more than 0"),
+        ("schedule.add", {"name": "s", "command": "x", "all": True, "every": 1e12}, "every must be more than 0"),
+        ("schedule.add", {"name": "s", "command": "x", "all": True, "cron": " "}, "cron is empty"),
+        ("schedule.add", {"name": "s", "command": "x", "every": 60.0}, "give a target: agent, tag or all"),
+        ("schedule.add", {"name": "s", "command": "x", "all": True, "every": 60.0, "ttl": 0}, "ttl must be"),
+        ("schedule.add", {"name": "s", "command": "x", "all": True, "every": 60.0, "missed": "twice"},
+         "Invalid enum value 'twice'"),
+        ("schedule.add", {"name": "a b", "command": "x", "all": True, "every": 60.0}, "invalid schedule name"),
+        ("schedule.get", {"name": ""}, "invalid schedule name ''"),
+        ("schedule.rm", {"name": "x" * 129}, "1-128 characters"),
     ],
 )
 def test_invalid_params(method: str, params: dict[str, Any], message: str) -> None:

@@ -7,17 +7,17 @@ import itertools
 import pytest
 
 from tether.protocol import DeliveryState, ErrorCode, IllegalTransition, transition
-from tether.protocol.states import PENDING, TERMINAL, TRANSITIONS, UNDELIVERED, allowed
+from tether.protocol.states import PENDING, TERMINAL, TRANSITIONS, TTL_BOUND, UNDELIVERED, allowed
 
 S = DeliveryState
 
 # Written out independently of states.py, from the diagram:
 #   queued → sent → acked → running → done | failed
 #      \_______\_______\______→ expired (ttl) | cancelled (untask)
-#   running → waiting (polling: next run scheduled on the wheel) → running …
+#   running → waiting (polling: next run scheduled on the wheel) → queued (next run) …
+#   waiting → failed (polling timeout) | expired (ttl) | cancelled (untask)
 # plus: a result is the authority, so done/failed may follow queued and sent (the daemon
-# crashed before committing the push or the ack); a waiting delivery's next run is queued
-# or sent again; ttl bounds only undelivered deliveries.
+# crashed before committing the push or the ack); ttl bounds undelivered runs and waits.
 EXPECTED: set[tuple[S, S]] = {
     (S.QUEUED, S.SENT), (S.QUEUED, S.ACKED), (S.QUEUED, S.RUNNING), (S.QUEUED, S.DONE),
     (S.QUEUED, S.FAILED), (S.QUEUED, S.EXPIRED), (S.QUEUED, S.CANCELLED),
@@ -25,8 +25,7 @@ EXPECTED: set[tuple[S, S]] = {
     (S.SENT, S.EXPIRED), (S.SENT, S.CANCELLED),
     (S.ACKED, S.RUNNING), (S.ACKED, S.DONE), (S.ACKED, S.FAILED), (S.ACKED, S.CANCELLED),
     (S.RUNNING, S.WAITING), (S.RUNNING, S.DONE), (S.RUNNING, S.FAILED), (S.RUNNING, S.CANCELLED),
-    (S.WAITING, S.RUNNING), (S.WAITING, S.SENT), (S.WAITING, S.QUEUED), (S.WAITING, S.DONE),
-    (S.WAITING, S.FAILED), (S.WAITING, S.CANCELLED),
+    (S.WAITING, S.QUEUED), (S.WAITING, S.FAILED), (S.WAITING, S.EXPIRED), (S.WAITING, S.CANCELLED),
 }
 
 
@@ -60,7 +59,8 @@ def test_state_sets() -> None:
     assert TERMINAL == {S.DONE, S.FAILED, S.EXPIRED, S.CANCELLED}
     assert PENDING == set(S) - TERMINAL
     assert not any(s.terminal for s in PENDING)
-    assert UNDELIVERED == {s for s in S if S.EXPIRED in TRANSITIONS[s]}, "ttl expires only undelivered ones"
+    assert TTL_BOUND == {s for s in S if S.EXPIRED in TRANSITIONS[s]}, "ttl expires only these"
+    assert UNDELIVERED == {S.QUEUED, S.SENT} and TTL_BOUND == UNDELIVERED | {S.WAITING}
     assert all(S.CANCELLED in TRANSITIONS[s] for s in PENDING), "untask cancels anything pending"
 
 

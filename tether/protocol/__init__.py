@@ -21,14 +21,17 @@ from .frames import (
     Request,
     Response,
     Result,
+    Schedule,
     Task,
     Welcome,
+    run_refs,
+    split_refs,
 )
 from .states import DeliveryState, IllegalTransition, transition
 
 __all__ = [
     "JSON", "MSGPACK", "PROTOCOL_VERSION", "Ack", "Cancel", "Codec", "Committed",
     "DeliveryState", "Enroll", "Enrolled", "Error", "ErrorCode", "Event", "Frame", "Hello",
-    "IllegalTransition", "Progress", "ProtocolError", "Request", "Response", "Result", "Task",
-    "Welcome", "decode_from_daemon", "decode_to_daemon", "pack", "transition", "unpack",
+    "IllegalTransition", "Progress", "ProtocolError", "Request", "Response", "Result", "Schedule", "Task",
+    "Welcome", "decode_from_daemon", "decode_to_daemon", "pack", "run_refs", "split_refs", "transition", "unpack",
 ]

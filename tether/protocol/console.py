@@ -8,11 +8,12 @@ rejected by name, so a typo never silently does something else); results are the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from .errors import ErrorCode, ProtocolError
+from .polling import MAX_SECONDS
 from .states import PENDING, DeliveryState
 
 DEFAULT_TTL = 604_800
@@ -64,6 +65,9 @@ class TaskCreate(Params):
     all: bool = False
     ttl: int = DEFAULT_TTL
     priority: int = 1
+    hide_polling_output: bool = False
+    """Polling (XSOAR): leave out of the history the scheduled entries after the first that
+    have no output (they are still counted)."""
 
     def check(self) -> None:
         _one_target(self.agent, self.tag, self.all, required=True)
@@ -102,6 +106,8 @@ class TaskList(Params):
 
 class TaskGet(Params):
     task_id: int
+    history: bool = False
+    """Include each delivery's history: one entry per run (polling) and the final one."""
 
 
 class TaskWait(Params):
@@ -126,6 +132,59 @@ class TaskCancel(Params):
             raise _bad("give exactly one of task_id, agent or tag")
 
 
+SCHEDULE_NAME_MAX = 128
+
+
+def _check_name(name: str) -> None:
+    if not name or len(name) > SCHEDULE_NAME_MAX or any(c.isspace() for c in name):
+        raise _bad(f"invalid schedule name {name!r}: 1-{SCHEDULE_NAME_MAX} characters, no spaces")
+
+
+class ScheduleAdd(Params):
+    """A recurring schedule: every ``every`` seconds, or at the times of a ``cron`` expression,
+    create an ordinary task from these fields."""
+
+    name: str
+    """Unique and case-sensitive (Check Point SmartTasks' rule for names)."""
+    command: str
+    args: dict[str, Any] = {}
+    agent: str | None = None
+    tag: str | None = None
+    all: bool = False
+    every: float | None = None
+    """Seconds between firings; the first is one period after the schedule is added."""
+    cron: str | None = None
+    """A five-field cron expression, e.g. ``*/5 * * * *``, read in ``timezone``."""
+    timezone: str = "UTC"
+    ttl: int = DEFAULT_TTL
+    priority: int = 1
+    hide_polling_output: bool = False
+    missed: Literal["once", "skip"] = "once"
+    """Firings that fell due while tetherd was down: run once at start, or skip them."""
+
+    def check(self) -> None:
+        _check_name(self.name)
+        TaskCreate(command=self.command, args=self.args, agent=self.agent, tag=self.tag, all=self.all,
+                   ttl=self.ttl, priority=self.priority).check()
+        if (self.every is None) == (self.cron is None):
+            raise _bad("give exactly one of every (seconds) or cron (an expression)")
+        if self.every is not None and not 0 < self.every <= MAX_SECONDS:
+            raise _bad(f"every must be more than 0 and at most {MAX_SECONDS:g} seconds, not {self.every:g}")
+        if self.cron is not None and not self.cron.strip():
+            raise _bad("cron is empty")
+
+
+class ScheduleName(Params):
+    name: str
+
+    def check(self) -> None:
+        _check_name(self.name)
+
+
+class ScheduleList(Params):
+    pass
+
+
 METHODS: dict[str, type[Params]] = {
     "agents.list": AgentsList,
     "tag.add": TagChange,
@@ -135,6 +194,12 @@ METHODS: dict[str, type[Params]] = {
     "task.get": TaskGet,
     "task.wait": TaskWait,
     "task.cancel": TaskCancel,
+    "schedule.add": ScheduleAdd,
+    "schedule.list": ScheduleList,
+    "schedule.get": ScheduleName,
+    "schedule.pause": ScheduleName,
+    "schedule.resume": ScheduleName,
+    "schedule.rm": ScheduleName,
 }
 """Every console method but ``action``, whose params are a LimaCharlie action object."""
 
@@ -142,7 +207,7 @@ METHODS: dict[str, type[Params]] = {
 ROLES = ("viewer", "operator", "admin")
 """Admin token roles, each allowed what the one before it is, and more."""
 
-READ_METHODS = frozenset({"agents.list", "task.list", "task.get", "task.wait"})
+READ_METHODS = frozenset({"agents.list", "task.list", "task.get", "task.wait", "schedule.list", "schedule.get"})
 """What a ``viewer`` may call; ``operator`` and ``admin`` may call every method."""
 
 
@@ -203,6 +268,28 @@ class DeliveryRow(View):
     expires_at: float
 
 
+class HistoryEntry(View):
+    """One entry of a delivery's history (XSOAR's war room): a run that asked to be run
+    again (``state`` ``waiting``), or how the delivery ended (the last entry)."""
+
+    run: int
+    at: float
+    """When the run finished, or when the daemon ended the delivery."""
+    state: str
+    """``waiting`` for a run that scheduled the next one; else the delivery's final state."""
+    output: Any = None
+    """The final run's output."""
+    partial_result: Any = None
+    """What a scheduled run returned to show while polling goes on."""
+    poll_message: str = ""
+    error: str = ""
+    note: str = ""
+    """What the daemon changed or decided, e.g. an interval raised to the floor."""
+    next_run_at: float | None = None
+    by: Literal["agent", "daemon"] = "agent"
+    """``daemon`` for an entry the daemon wrote itself (a polling timeout, a ttl end, untask)."""
+
+
 class DeliveryView(View):
     delivery_id: int
     agent_id: str
@@ -215,6 +302,16 @@ class DeliveryView(View):
     progress: str = ""
     result: Any = None
     error: str = ""
+    run: int = 1
+    """The current (or last) run: above 1 for a polling command."""
+    next_run_at: float | None = None
+    """When a ``waiting`` delivery's next run falls due."""
+    poll_deadline: float | None = None
+    """When its polling sequence times out."""
+    history: list[HistoryEntry] | None = None
+    """With ``task.get`` ``history``: the entries, oldest first (hidden ones left out)."""
+    history_hidden: int = 0
+    """Entries left out because the task has ``hide_polling_output``."""
 
 
 class TaskView(View):
@@ -228,8 +325,11 @@ class TaskView(View):
     created_at: float
     expires_at: float
     state: str
-    """``active`` (reaches new matching agents), ``expired`` or ``cancelled``."""
+    """``active`` (reaches new matching agents), ``closed`` (its ttl ended) or ``cancelled``."""
     deliveries: list[DeliveryView]
+    hide_polling_output: bool = False
+    schedule: str | None = None
+    """The recurring schedule that created this task, if one did."""
 
 
 class Cancelled(View):
@@ -254,6 +354,41 @@ class DeliveryEvent(View):
     updated_at: float
 
 
+class ScheduleView(View):
+    name: str
+    command: str
+    """The command line, as given."""
+    args: dict[str, Any]
+    target: str
+    every: float | None
+    cron: str | None
+    timezone: str
+    ttl: int
+    priority: int
+    hide_polling_output: bool
+    missed: str
+    paused: bool
+    created_at: float
+    next_fire_at: float | None
+    """None while paused."""
+    last_fire_at: float | None
+    fired: int
+    """Tasks this schedule has created."""
+    missed_total: int
+    """Firings that fell due while tetherd was down (run once at start, or skipped)."""
+    skipped: int
+    """Of those, the ones not run (``missed`` = ``skip``)."""
+    last_error: str = ""
+    """Why the last firing created no task, if it did not."""
+    recent_tasks: list[int] = []
+    """The newest tasks it created (``schedule.get`` only), newest first."""
+
+
+class ScheduleRemoved(View):
+    name: str
+    removed: bool
+
+
 RESULTS: dict[str, Any] = {
     "agents.list": list[AgentView],
     "tag.add": TagChanged,
@@ -263,6 +398,12 @@ RESULTS: dict[str, Any] = {
     "task.get": TaskView,
     "task.wait": TaskView,
     "task.cancel": Cancelled,
+    "schedule.add": ScheduleView,
+    "schedule.list": list[ScheduleView],
+    "schedule.get": ScheduleView,
+    "schedule.pause": ScheduleView,
+    "schedule.resume": ScheduleView,
+    "schedule.rm": ScheduleRemoved,
 }
 """The result type of each method."""
 

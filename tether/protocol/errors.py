@@ -44,6 +44,10 @@ class ErrorCode(enum.IntEnum):
     """A delivery state change that the state table forbids (e.g. a result for a cancelled delivery)."""
     UNKNOWN_DELIVERY = 1305
     """An agent reported on a delivery id the daemon does not know."""
+    UNKNOWN_SCHEDULE = 1306
+    """No recurring schedule has this name (``tetherctl schedule list`` shows them)."""
+    SCHEDULE_EXISTS = 1307
+    """A recurring schedule with this name exists already; names are unique (and case-sensitive)."""
     FORBIDDEN = 1403
     """The peer is authenticated but may not do this (another agent's delivery, a viewer creating tasks)."""
     RATE_LIMITED = 1429

@@ -17,6 +17,13 @@ Session flow::
     console  -> req(id, method, params)   daemon -> res(id) | error(ref=id) | event(id) ...
 
 Enrollment is its own short session: ``enroll`` -> ``enrolled`` | ``error``, then close.
+
+Runs: a delivery normally runs once (run 1). A polling command (Cortex XSOAR "Scheduled
+Commands") ends a run with a ``result`` carrying a ``schedule``; the daemon holds the wait
+on its timer wheel and pushes the same delivery again as run 2, 3 ... Every frame about
+one run of a delivery names the run (``run``, or ``runs`` beside a list of delivery ids,
+empty when every one is run 1), so the agent's journal deduplicates by (delivery, run)
+and the daemon can tell a late report about an earlier run from one about the current.
 """
 
 from __future__ import annotations
@@ -57,6 +64,11 @@ class Hello(Frame, tag="hello"):
     holding: list[int] = []
     """Delivery ids the agent holds (journaled, running, or results not yet committed);
     the daemon does not push these again."""
+    holding_runs: list[int] = []
+    """The run of each id in ``holding``, in the same order; empty when every one is run 1."""
+
+    def __post_init__(self) -> None:
+        _check_runs(self.holding, self.holding_runs, "holding_runs")
 
 
 class Enroll(Frame, tag="enroll"):
@@ -118,10 +130,12 @@ class Task(Frame, tag="task"):
     priority: int = 1
     expires_at: float = 0.0
     run: int = 1
+    """Which run of the delivery this is: 1, then 2, 3 ... for a polling command's next runs."""
 
 
 class Cancel(Frame, tag="cancel"):
-    """Do not run this delivery, or stop it if it runs (untask, or its ttl ended before it was acknowledged)."""
+    """Do not run this delivery, or stop it if it runs (untask, or its ttl ended before it was
+    acknowledged, or its polling sequence timed out). It applies to every run of the delivery."""
 
     delivery_id: int
     reason: Literal["cancelled", "expired"] = "cancelled"
@@ -131,6 +145,11 @@ class Committed(Frame, tag="committed"):
     """These results are committed to the daemon's store; the agent may drop them."""
 
     delivery_ids: list[int]
+    runs: list[int] = []
+    """The run of each delivery id, in the same order; empty when every one is run 1."""
+
+    def __post_init__(self) -> None:
+        _check_runs(self.delivery_ids, self.runs, "runs")
 
 
 # -- agent -> daemon ---------------------------------------------------------------------
@@ -140,6 +159,11 @@ class Ack(Frame, tag="ack"):
     """The agent has journaled these deliveries; they will run even if it restarts."""
 
     delivery_ids: list[int]
+    runs: list[int] = []
+    """The run of each delivery id, in the same order; empty when every one is run 1."""
+
+    def __post_init__(self) -> None:
+        _check_runs(self.delivery_ids, self.runs, "runs")
 
 
 class Progress(Frame, tag="progress"):
@@ -148,10 +172,33 @@ class Progress(Frame, tag="progress"):
     delivery_id: int
     percent: float | None = None
     message: str = ""
+    run: int = 1
+
+
+class Schedule(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A run's request to be run again (Cortex XSOAR ``ScheduledCommand``), inside a ``result``.
+
+    Not a frame of its own. The daemon checks it (never sooner than its floor, 10 s by
+    default; negative or absurd values end the sequence as failed, with the reason) and
+    holds the wait on its timer wheel; nothing waits on the agent.
+    """
+
+    command: str
+    """The command of the next run (usually the same one)."""
+    next_run_in_seconds: float
+    args: dict[str, Any] = {}
+    """The args of the next run."""
+    timeout_in_seconds: float | None = None
+    """How long the whole sequence may poll, counted from its first schedule (default 600 s);
+    then the daemon ends it with the error ``polling timed out after N s``."""
+    poll_message: str = ""
+    """Shown in the run's history entry (XSOAR: "Fetching Results:")."""
 
 
 class Result(Frame, tag="result"):
-    """How a delivery ended; kept in the agent's outbox until ``committed``."""
+    """How a run of a delivery ended; kept in the agent's outbox until ``committed``.
+
+    With ``schedule`` the run asks to be run again: ``output`` is then its partial result."""
 
     delivery_id: int
     ok: bool
@@ -160,6 +207,8 @@ class Result(Frame, tag="result"):
     error: str = ""
     started_at: float = 0.0
     finished_at: float = 0.0
+    run: int = 1
+    schedule: Schedule | None = None
 
 
 # -- console <-> daemon ------------------------------------------------------------------
@@ -186,6 +235,25 @@ class Event(Frame, tag="event"):
     id: int
     topic: str
     data: Any = None
+
+
+def _check_runs(delivery_ids: list[int], runs: list[int], name: str) -> None:
+    # msgspec turns a ValueError raised here into a validation error of the frame (1102).
+    if runs and len(runs) != len(delivery_ids):
+        raise ValueError(f"`{name}` must be empty or name the run of every delivery id")
+
+
+def run_refs(delivery_ids: list[int], runs: list[int]) -> list[tuple[int, int]]:
+    """``(delivery_id, run)`` pairs from a frame's id list and its parallel ``runs``."""
+    return list(zip(delivery_ids, runs, strict=True)) if runs else [(d, 1) for d in delivery_ids]
+
+
+def split_refs(refs: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """The id list and ``runs`` of a frame for ``(delivery_id, run)`` pairs; ``runs`` is
+    left empty when every run is 1 (the common case, and what older peers send)."""
+    ids = [d for d, _ in refs]
+    runs = [r for _, r in refs]
+    return ids, ([] if all(r == 1 for r in runs) else runs)
 
 
 ToDaemon = Hello | Enroll | Ack | Progress | Result | Request

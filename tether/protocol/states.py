@@ -7,7 +7,11 @@ not allow raises :class:`IllegalTransition`, never passes silently.
 
     queued -> sent -> acked -> running -> done | failed
        \\_______\\_______\\______\\-> expired (ttl) | cancelled (untask)
-    running -> waiting (polling) -> running ...
+    running -> waiting (polling) -> queued (the next run, run + 1) -> sent -> ...
+    waiting -> failed (the polling sequence timed out) | expired (ttl) | cancelled
+
+A waiting delivery's next run is queued when it falls due, whether or not its agent is
+online, and pushed like any queued delivery; its result arrives as that run's ``result``.
 
 A result is the authority on what happened: it may arrive for a delivery the daemon still
 believes ``queued`` or ``sent`` (the daemon crashed before it committed the push or the
@@ -45,7 +49,7 @@ TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
     S.SENT:    frozenset({S.ACKED, S.RUNNING, S.DONE, S.FAILED, S.EXPIRED, S.CANCELLED}),
     S.ACKED:   frozenset({S.RUNNING, S.DONE, S.FAILED, S.CANCELLED}),
     S.RUNNING: frozenset({S.WAITING, S.DONE, S.FAILED, S.CANCELLED}),
-    S.WAITING: frozenset({S.RUNNING, S.SENT, S.QUEUED, S.DONE, S.FAILED, S.CANCELLED}),
+    S.WAITING: frozenset({S.QUEUED, S.FAILED, S.EXPIRED, S.CANCELLED}),
     S.DONE:      frozenset(),
     S.FAILED:    frozenset(),
     S.EXPIRED:   frozenset(),
@@ -56,7 +60,10 @@ TERMINAL = frozenset({S.DONE, S.FAILED, S.EXPIRED, S.CANCELLED})
 PENDING = frozenset(TRANSITIONS) - TERMINAL
 """States in which a delivery can still run: untask cancels these."""
 UNDELIVERED = frozenset({S.QUEUED, S.SENT})
-"""States the ttl still bounds: once the agent acknowledged a delivery, it runs."""
+"""A run the agent has not acknowledged yet: the ttl (and a polling timeout) still stop it."""
+TTL_BOUND = UNDELIVERED | {S.WAITING}
+"""States the ttl ends: a run not yet acknowledged, or a next run not yet due (it would fall
+after the ttl). Once the agent acknowledged a run, it runs to completion."""
 
 
 class IllegalTransition(ProtocolError):
