@@ -3,6 +3,9 @@
 The fake does what the daemon will do at the protocol level and nothing more: it answers
 ``enroll`` and ``hello``, then hands each session to the test, which pushes frames and
 reads what the agent sent. Tests synchronise on those frames (queues), never on sleeps.
+For polling commands the test plays the daemon's part too: after a ``result`` with a
+``schedule`` it pushes the next run (:meth:`FakeDaemon.next_run`) -- no wait, the wheel's
+delay is the daemon's business.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from tether.protocol import (
     Frame,
     Hello,
     Progress,
+    Result,
     Task,
     Welcome,
     decode_to_daemon,
@@ -104,12 +108,24 @@ class FakeDaemon:
             return await self.sessions.get()
 
     @staticmethod
-    def task(delivery_id: int, command: str = "echo", args: Any = None, priority: int = 1) -> Task:
+    def task(delivery_id: int, command: str = "echo", args: Any = None, priority: int = 1, run: int = 1) -> Task:
         """A ``task`` frame as the daemon pushes it (args default: ``{"n": delivery_id}``)."""
         payload = {"n": delivery_id} if args is None else args
         return Task(
             delivery_id=delivery_id, task_id=1000 + delivery_id, command=command,
-            args=msgspec.Raw(MSGPACK.encode_value(payload)), priority=priority,
+            args=msgspec.Raw(MSGPACK.encode_value(payload)), priority=priority, run=run,
+        )
+
+    @staticmethod
+    def next_run(previous: Task, result: Result) -> Task:
+        """The ``task`` the daemon pushes when ``result`` (of ``previous``) asked for a next
+        run: the same delivery, the schedule's command and args, the next run number."""
+        assert result.schedule is not None, result
+        assert (result.delivery_id, result.run) == (previous.delivery_id, previous.run)
+        return Task(
+            delivery_id=previous.delivery_id, task_id=previous.task_id, command=result.schedule.command,
+            args=msgspec.Raw(MSGPACK.encode_value(result.schedule.args)), priority=previous.priority,
+            run=previous.run + 1,
         )
 
     def process_request(self, ws: ServerConnection, request: Request) -> Response | None:

@@ -1,4 +1,5 @@
-"""The journal: dedup, outbox, recovery after a crash, pruning, file permissions."""
+"""The journal: dedup by (delivery, run), outbox, cancel, recovery after a crash, pruning,
+the v1 -> v2 migration, file permissions."""
 
 from __future__ import annotations
 
@@ -14,17 +15,27 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tether.agent.journal import DEDUP_RETENTION, RESTARTED_WHILE_RUNNING, Identity, Journal
+from tether.agent import journal_schema
+from tether.agent.journal import DEDUP_RETENTION, RESTARTED_WHILE_RUNNING, TOMBSTONE_RUN, Identity, Journal
+from tether.agent.journal_schema import SCHEMA_VERSION
 from tether.protocol import MSGPACK, Result, Task, decode_to_daemon
 
 
-def task(delivery_id: int, priority: int = 1, command: str = "echo") -> Task:
+def task(delivery_id: int, priority: int = 1, command: str = "echo", run: int = 1) -> Task:
     return Task(delivery_id=delivery_id, task_id=delivery_id * 10, command=command,
-                args=msgspec.Raw(MSGPACK.encode_value({"n": delivery_id})), priority=priority)
+                args=msgspec.Raw(MSGPACK.encode_value({"n": delivery_id})), priority=priority, run=run)
 
 
-def result(delivery_id: int, ok: bool = True) -> bytes:
-    return MSGPACK.encode(Result(delivery_id=delivery_id, ok=ok, started_at=1.0, finished_at=2.0))
+def result(delivery_id: int, ok: bool = True, run: int = 1) -> bytes:
+    return MSGPACK.encode(Result(delivery_id=delivery_id, ok=ok, started_at=1.0, finished_at=2.0, run=run))
+
+
+def finished(journal: Journal, delivery_id: int, run: int = 1) -> bytes:
+    """Claim and finish a journaled run; its result is in the outbox."""
+    assert journal.claim(delivery_id, run) is not None
+    blob = result(delivery_id, run=run)
+    assert journal.finish(delivery_id, run, blob)
+    return blob
 
 
 def outbox_results(journal: Journal) -> list[Result]:
@@ -49,87 +60,93 @@ def journal(tmp_path: Path) -> Iterator[Journal]:
 
 def test_accept_journals_new_deliveries_and_dedups_a_burst(journal: Journal) -> None:
     accepted = journal.accept([task(1, priority=0), task(2, priority=3), task(1, priority=0)])
-    assert accepted.ack == [1, 2]
-    assert accepted.new == [(0, 1), (3, 2)]
+    assert accepted.ack == [(1, 1), (2, 1)]
+    assert accepted.new == [(0, 1, 1), (3, 2, 1)]
     assert accepted.resend == []
-    assert journal.pending() == [(0, 1), (3, 2)]
-    assert journal.holding() == [1, 2]
+    assert journal.pending() == [(0, 1, 1), (3, 2, 1)]
+    assert journal.holding() == [(1, 1), (2, 1)]
 
 
 def test_redelivery_is_acked_but_never_new(journal: Journal) -> None:
     journal.accept([task(1), task(2), task(3), task(4)])
-    journal.claim(2)
-    journal.claim(3)
-    journal.finish(3, result(3))
-    journal.claim(4)
-    journal.finish(4, result(4))
-    journal.confirm([4])
+    journal.claim(2, 1)
+    journal.claim(3, 1)
+    journal.finish(3, 1, result(3))
+    journal.claim(4, 1)
+    journal.finish(4, 1, result(4))
+    journal.confirm([(4, 1)])
     journal.accept([task(5)])
     journal.cancel(5)
 
     again = journal.accept([task(1), task(2), task(3), task(4), task(5), task(6)])
-    assert again.new == [(1, 6)]
-    assert sorted(again.ack) == [1, 2, 3, 6]  # not 4 (confirmed) nor 5 (cancelled)
+    assert again.new == [(1, 6, 1)]
+    assert again.ack == [(1, 1), (2, 1), (3, 1), (6, 1)]  # not 4 (confirmed) nor 5 (cancelled)
     assert again.resend == [result(3)]
     assert again.duplicates == 5
 
 
 def test_claim_moves_pending_to_running_once(journal: Journal) -> None:
     journal.accept([task(1, priority=2, command="scan")])
-    claimed = journal.claim(1)
+    claimed = journal.claim(1, 1)
     assert claimed is not None
     assert (claimed.task_id, claimed.command, claimed.priority, claimed.run) == (10, "scan", 2, 1)
     assert msgspec.msgpack.decode(claimed.args) == {"n": 1}
-    assert journal.claim(1) is None
-    assert journal.claim(99) is None
+    assert journal.claim(1, 1) is None
+    assert journal.claim(99, 1) is None
+    assert journal.claim(1, 2) is None  # no such run
     assert journal.state(1) == "running"
 
 
 def test_finish_puts_the_result_in_the_outbox_until_confirmed(journal: Journal) -> None:
     journal.accept([task(1), task(2)])
-    assert not journal.finish(1, result(1))  # not running yet
-    journal.claim(1)
-    assert journal.finish(1, result(1))
+    assert not journal.finish(1, 1, result(1))  # not running yet
+    journal.claim(1, 1)
+    assert not journal.finish(1, 2, result(1, run=2))  # another run
+    assert journal.finish(1, 1, result(1))
     assert journal.outbox() == [result(1)]
-    assert journal.holding() == [1, 2]
-    assert journal.confirm([1, 77]) == 1
+    assert journal.holding() == [(1, 1), (2, 1)]
+    assert journal.confirm([(1, 2), (77, 1)]) == 0  # names no result of the outbox
+    assert journal.confirm([(1, 1)]) == 1
     assert journal.outbox() == []
-    assert journal.holding() == [2]
+    assert journal.holding() == [(2, 1)]
     assert journal.state(1) == "finished"
 
 
 def test_cancel_depends_on_the_state(journal: Journal) -> None:
     journal.accept([task(1), task(2), task(3)])
-    journal.claim(2)
-    journal.claim(3)
-    journal.finish(3, result(3))
+    journal.claim(2, 1)
+    journal.claim(3, 1)
+    journal.finish(3, 1, result(3))
     assert journal.cancel(1) == "pending"
     assert journal.cancel(2) == "running"
-    assert journal.cancel(3) == "finished"
+    assert journal.cancel(3) == "finished"  # the result stands; later runs never run
     assert journal.cancel(4) is None  # unknown: leaves a tombstone
-    assert [journal.state(i) for i in (1, 2, 3, 4)] == ["cancelled", "cancelled", "finished", "cancelled"]
-    assert journal.claim(1) is None
-    assert not journal.finish(2, result(2))  # a cancelled delivery sends no result
+    assert journal.cancel(4) == "cancelled"
+    assert [journal.state(i) for i in (1, 2, 3, 4)] == ["cancelled", "cancelled", "cancelled", "cancelled"]
+    assert journal.state(3, run=1) == "finished"
+    assert journal.claim(1, 1) is None
+    assert not journal.finish(2, 1, result(2))  # a cancelled delivery sends no result
     assert journal.accept([task(4)]).new == []
-    assert journal.holding() == [3]
+    assert journal.outbox() == [result(3)]
+    assert journal.holding() == [(3, 1)]
 
 
 def test_refuse_drops_only_results_in_the_outbox(journal: Journal) -> None:
     journal.accept([task(1)])
-    journal.claim(1)
-    journal.finish(1, result(1, ok=False))
-    assert journal.refuse(1)
-    assert not journal.refuse(1)
+    journal.claim(1, 1)
+    journal.finish(1, 1, result(1, ok=False))
+    assert journal.refuse(1) == 1
+    assert journal.refuse(1) == 0
     assert journal.outbox() == []
 
 
 def test_counts(journal: Journal) -> None:
     journal.accept([task(i) for i in range(1, 6)])
     for i in (2, 3, 4):
-        journal.claim(i)
-    journal.finish(3, result(3))
-    journal.finish(4, result(4))
-    journal.confirm([4])
+        journal.claim(i, 1)
+    journal.finish(3, 1, result(3))
+    journal.finish(4, 1, result(4))
+    journal.confirm([(4, 1)])
     journal.cancel(5)
     assert journal.counts() == {"pending": 1, "running": 1, "outbox": 1, "finished": 2, "cancelled": 1}
 
@@ -138,19 +155,20 @@ def test_recover_turns_running_into_failed_results_and_keeps_pending(tmp_path: P
     path = tmp_path / "journal.sqlite"
     with Journal(path) as before:
         before.accept([task(1), task(2)])
-        before.claim(1)
+        before.claim(1, 1)
     with Journal(path) as after:
-        assert after.recover() == [1]
+        assert after.recover() == [(1, 1)]
         assert after.recover() == []
         [failed] = outbox_results(after)
-        assert (failed.delivery_id, failed.ok, failed.error) == (1, False, RESTARTED_WHILE_RUNNING)
+        assert (failed.delivery_id, failed.run, failed.ok, failed.error) == (1, 1, False, RESTARTED_WHILE_RUNNING)
         assert failed.started_at > 0
-        assert after.claim(1) is None  # never re-run
-        assert after.pending() == [(1, 2)]
+        assert after.claim(1, 1) is None  # never re-run
+        assert after.pending() == [(1, 2, 1)]
 
 
 def test_survives_sigkill_in_the_middle_of_a_run(tmp_path: Path) -> None:
-    """A real kill -9 after claim: the committed state is there, the command does not rerun."""
+    """A real kill -9 after claim: the committed state is there, the command does not rerun.
+    Delivery 2 was in its third run (a polling command): its failed result names run 3."""
     path = tmp_path / "journal.sqlite"
     script = textwrap.dedent(f"""
         import os, signal, msgspec
@@ -158,17 +176,88 @@ def test_survives_sigkill_in_the_middle_of_a_run(tmp_path: Path) -> None:
         from tether.protocol import MSGPACK, Task
         j = Journal({str(path)!r})
         args = msgspec.Raw(MSGPACK.encode_value({{}}))
-        j.accept([Task(delivery_id=i, task_id=i, command="echo", args=args) for i in (1, 2, 3)])
-        j.claim(1)
-        j.claim(2)
+        j.accept([Task(delivery_id=i, task_id=i, command="echo", args=args, run=3 if i == 2 else 1)
+                  for i in (1, 2, 3)])
+        j.claim(1, 1)
+        j.claim(2, 3)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30)
     assert done.returncode == -9, done.stderr.decode()
     with Journal(path) as journal:
-        assert sorted(journal.recover()) == [1, 2]
-        assert [r.delivery_id for r in outbox_results(journal)] == [1, 2]
-        assert journal.pending() == [(1, 3)]
+        assert journal.recover() == [(1, 1), (2, 3)]
+        assert [(r.delivery_id, r.run, r.ok) for r in outbox_results(journal)] == [(1, 1, False), (2, 3, False)]
+        assert journal.pending() == [(1, 3, 1)]
+        assert journal.holding() == [(1, 1), (2, 3), (3, 1)]
+
+
+# -- runs of a delivery (polling commands) ---------------------------------------------
+
+
+def test_each_run_of_a_delivery_is_journaled_and_run_once(journal: Journal) -> None:
+    journal.accept([task(1)])
+    run1 = finished(journal, 1, run=1)
+    assert journal.outbox() == [run1]
+
+    second = journal.accept([task(1, run=2)])
+    assert (second.ack, second.new, second.duplicates) == ([(1, 2)], [(1, 1, 2)], 0)
+    # Run 2 is pushed only once run 1's result is committed: a lost `committed` for run 1
+    # must not keep its result in the outbox (and in hello.holding) for ever.
+    assert journal.outbox() == []
+    assert journal.holding() == [(1, 2)]
+    assert journal.state(1) == "pending" and journal.state(1, run=1) == "finished"
+
+    claimed = journal.claim(1, 2)
+    assert claimed is not None and claimed.run == 2
+    again = journal.accept([task(1, run=2)])  # re-pushed while running: acked, not new
+    assert (again.ack, again.new, again.duplicates) == ([(1, 2)], [], 1)
+    run2 = result(1, run=2)
+    assert journal.finish(1, 2, run2)
+    assert journal.accept([task(1, run=2)]).resend == [run2]
+    assert journal.confirm([(1, 2)]) == 1
+    assert journal.accept([task(1, run=2)]).ack == []  # confirmed: the daemon knows
+
+
+def test_a_stale_run_is_ignored_once_a_later_one_is_here(journal: Journal) -> None:
+    journal.accept([task(1)])
+    finished(journal, 1, run=1)
+    journal.accept([task(1, run=2)])
+    journal.confirm([(1, 1)])
+    stale = journal.accept([task(1, run=1)])
+    assert (stale.ack, stale.new, stale.resend, stale.duplicates) == ([], [], [], 1)
+    assert journal.pending() == [(1, 1, 2)]
+
+
+def test_a_cancel_blocks_every_later_run(journal: Journal) -> None:
+    journal.accept([task(1), task(2)])
+    run1 = finished(journal, 1, run=1)
+    assert journal.cancel(1) == "finished"  # between runs: nothing to stop, a tombstone
+    assert journal.state(1, run=TOMBSTONE_RUN) == "cancelled"
+    later = journal.accept([task(1, run=2), task(1, run=5)])
+    assert (later.ack, later.new) == ([], [])
+    assert journal.outbox() == [run1]  # run 1's result still goes to the daemon
+
+    finished(journal, 2, run=1)
+    journal.accept([task(2, run=2)])
+    assert journal.cancel(2) == "pending"  # run 2 waited to start
+    assert journal.claim(2, 2) is None
+    assert journal.cancel(2) == "cancelled"
+    assert journal.counts()["cancelled"] == 2  # no second tombstone
+    assert journal.accept([task(2, run=3)]).ack == []
+
+    assert journal.cancel(3) is None  # before any run arrived
+    assert journal.accept([task(3, run=1), task(3, run=2)]).new == []
+
+
+def test_holding_pending_and_outbox_name_runs(journal: Journal) -> None:
+    journal.accept([task(1), task(2, priority=3, run=4), task(3, run=2)])
+    finished(journal, 3, run=2)
+    assert journal.pending() == [(1, 1, 1), (3, 2, 4)]
+    assert journal.holding() == [(1, 1), (2, 4), (3, 2)]
+    [out] = outbox_results(journal)
+    assert (out.delivery_id, out.run) == (3, 2)
+    assert journal.confirm([(3, 1)]) == 0  # another run of 3: not this result
+    assert journal.refuse(3) == 1  # a refusal names the delivery: any run of it
 
 
 def test_prune_forgets_confirmed_and_cancelled_after_the_retention(tmp_path: Path) -> None:
@@ -176,9 +265,8 @@ def test_prune_forgets_confirmed_and_cancelled_after_the_retention(tmp_path: Pat
     with Journal(tmp_path / "journal.sqlite", clock=clock) as journal:
         journal.accept([task(1), task(2), task(3), task(4)])
         for i in (1, 2):
-            journal.claim(i)
-            journal.finish(i, result(i))
-        journal.confirm([1])
+            finished(journal, i)
+        journal.confirm([(1, 1)])
         journal.cancel(3)
         clock.now += DEDUP_RETENTION - 1
         assert journal.prune() == 0
@@ -203,7 +291,7 @@ def test_a_new_identity_drops_the_old_agents_deliveries(journal: Journal) -> Non
     journal.set_identity(Identity(server="ws://d", agent_id="a1", token="t1"))
     journal.accept([task(1)])
     assert journal.set_identity(Identity(server="ws://d", agent_id="a1", token="t2")) == 0
-    assert journal.holding() == [1]  # same agent, new token: keep
+    assert journal.holding() == [(1, 1)]  # same agent, new token: keep
     assert journal.set_identity(Identity(server="ws://d", agent_id="a2", token="t3")) == 1
     assert journal.holding() == []
 
@@ -220,5 +308,127 @@ def test_a_journal_from_a_newer_agent_is_refused(tmp_path: Path) -> None:
 
 def test_in_memory_journal_for_simulated_agents() -> None:
     with Journal(":memory:") as journal:
-        assert journal.accept([task(1)]).new == [(1, 1)]
+        assert journal.accept([task(1)]).new == [(1, 1, 1)]
         assert journal.identity() is None
+
+
+# -- schema migration ------------------------------------------------------------------
+
+V1_SCHEMA = """
+CREATE TABLE IF NOT EXISTS identity (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    server TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    token TEXT NOT NULL,
+    machine_uuid TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '[]',
+    enrolled_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    delivery_id INTEGER PRIMARY KEY,
+    task_id INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    args BLOB NOT NULL,
+    priority INTEGER NOT NULL,
+    run INTEGER NOT NULL DEFAULT 1,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'finished', 'cancelled')),
+    result BLOB,            -- encoded Result frame while in the outbox, NULL once confirmed
+    confirmed INTEGER NOT NULL DEFAULT 0,
+    received_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries (state) WHERE state IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS deliveries_outbox ON deliveries (delivery_id) WHERE result IS NOT NULL;
+CREATE INDEX IF NOT EXISTS deliveries_finished_at ON deliveries (finished_at);
+"""
+"""The schema tether-agent 0.1 wrote (journal schema 1), verbatim."""
+
+
+def write_v1_journal(path: Path) -> None:
+    """A journal as tether-agent 0.1 left it, written with its own statements: delivery 1
+    pending, 2 running (the agent was killed), 3 finished with its result in the outbox,
+    4 finished and confirmed, 5 cancelled after it arrived, 6 a tombstone (cancelled first)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("BEGIN")
+    for statement in V1_SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute("PRAGMA user_version=1")
+    db.execute("INSERT INTO identity (id, server, agent_id, token, machine_uuid, tags, enrolled_at) "
+               "VALUES (1, 'ws://d:1', 'a7', 'tok', 'm-7', '[\"lab\"]', 1.0)")
+    db.executemany(
+        "INSERT INTO deliveries (delivery_id, task_id, command, args, priority, run, state, received_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, 'pending', 10.0)",
+        [(t.delivery_id, t.task_id, t.command, bytes(t.args), t.priority, t.run) for t in map(task, (1, 2, 3, 4, 5))],
+    )
+    db.execute("UPDATE deliveries SET state = 'running', started_at = 11.0 WHERE delivery_id IN (2, 3, 4)")
+    for i in (3, 4):
+        db.execute("UPDATE deliveries SET state = 'finished', result = ?, finished_at = 12.0 WHERE delivery_id = ?",
+                   (result(i), i))
+    db.execute("UPDATE deliveries SET result = NULL, confirmed = 1 WHERE delivery_id = 4")
+    db.execute("UPDATE deliveries SET state = 'cancelled', finished_at = 13.0 WHERE delivery_id = 5")
+    db.execute("INSERT INTO deliveries (delivery_id, task_id, command, args, priority, state, "
+               "received_at, finished_at) VALUES (6, 0, '', x'80', 0, 'cancelled', 14.0, 14.0)")
+    db.execute("COMMIT")
+    db.close()
+
+
+def schema_of(path: Path) -> tuple[int, list[str], list[str]]:
+    """``user_version``, the primary key columns of ``deliveries``, and its index names."""
+    db = sqlite3.connect(path)
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        columns = db.execute("PRAGMA table_info(deliveries)").fetchall()
+        key = [c[1] for c in sorted(columns, key=lambda c: c[5]) if c[5]]
+        indexes = sorted(r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries' AND sql IS NOT NULL"))
+    finally:
+        db.close()
+    return version, key, indexes
+
+
+def test_a_v1_journal_is_migrated_and_keeps_every_promise(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    write_v1_journal(path)
+    assert schema_of(path) == (1, ["delivery_id"], ["deliveries_finished_at", "deliveries_open", "deliveries_outbox"])
+
+    with Journal(path) as journal:
+        assert schema_of(path) == (
+            SCHEMA_VERSION, ["delivery_id", "run"], ["deliveries_finished_at", "deliveries_open", "deliveries_outbox"])
+        assert journal.identity() == Identity("ws://d:1", "a7", "tok", "m-7", ("lab",))
+        assert journal.counts() == {"pending": 1, "running": 1, "outbox": 1, "finished": 2, "cancelled": 2}
+        assert journal.holding() == [(1, 1), (2, 1), (3, 1)]
+        assert journal.outbox() == [result(3)]
+        assert journal.recover() == [(2, 1)]  # the interrupted run fails, with its run
+        assert [(r.delivery_id, r.run, r.error) for r in outbox_results(journal)] == [
+            (2, 1, RESTARTED_WHILE_RUNNING), (3, 1, "")]
+        assert journal.pending() == [(1, 1, 1)]
+
+        again = journal.accept([task(i) for i in range(1, 7)])
+        assert again.new == [] and again.ack == [(1, 1), (2, 1), (3, 1)]
+        assert journal.accept([task(5, run=2), task(6, run=2)]).ack == []  # v1 cancels still hold
+        assert journal.accept([task(4, run=2)]).new == [(1, 4, 2)]  # a v1 delivery polls on
+        assert journal.confirm([(3, 1)]) == 1
+
+
+def test_a_failed_migration_leaves_the_v1_file_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last step fails (after the copy, drop and rename): nothing of it may remain."""
+    path = tmp_path / "journal.sqlite"
+    write_v1_journal(path)
+    monkeypatch.setattr(journal_schema, "_INDEXES", journal_schema._INDEXES + "CREATE INDEX broken ON nowhere (x);")
+    with pytest.raises(sqlite3.OperationalError, match=r"no such table: main\.nowhere"):
+        Journal(path)
+    assert schema_of(path) == (1, ["delivery_id"], ["deliveries_finished_at", "deliveries_open", "deliveries_outbox"])
+    monkeypatch.undo()
+    with Journal(path) as journal:
+        assert journal.holding() == [(1, 1), (2, 1), (3, 1)]
+        assert journal.outbox() == [result(3)]
+
+
+def test_a_new_journal_is_created_at_the_current_schema(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    Journal(path).close()
+    assert schema_of(path) == (
+        SCHEMA_VERSION, ["delivery_id", "run"], ["deliveries_finished_at", "deliveries_open", "deliveries_outbox"])

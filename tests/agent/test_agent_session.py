@@ -94,11 +94,11 @@ async def test_task_is_journaled_acked_run_once_and_result_sent(daemon: FakeDaem
     assert unpack(result.output) == {"hello": "world"}
     assert 0 < result.started_at <= result.finished_at
     assert running.journal.state(7) == "finished"
-    assert running.journal.holding() == [7]  # result not yet committed
+    assert running.journal.holding() == [(7, 1)]  # result not yet committed
 
     await session.send(Committed(delivery_ids=[7]), daemon.task(8))
     await session.expect(Ack)  # frames are handled in order: the commit is done
-    assert 7 not in running.journal.holding()
+    assert (7, 1) not in running.journal.holding()
     assert running.journal.state(7) == "finished"
 
 
@@ -134,7 +134,7 @@ async def test_redelivered_task_never_runs_twice(daemon: FakeDaemon, start_agent
     # After a reconnect: the agent says it holds 1, re-sends the result, still no re-run.
     await first.close(1011, "daemon restarting")
     second = await daemon.next_session()
-    assert second.hello.holding == [1]
+    assert (second.hello.holding, second.hello.holding_runs) == ([1], [])  # run 1: no runs list
     assert await second.expect(Result, skip=()) == result
     await second.send(daemon.task(1, "count"))
     assert (await second.expect(Ack, skip=())).delivery_ids == [1]
@@ -186,7 +186,7 @@ async def test_cancel_before_start_prevents_running(daemon: FakeDaemon, start_ag
     release.set()
     assert [(await session.expect(Result)).delivery_id for _ in range(3)] == [1, 3, 4]
     assert order == [1, 3, 4]
-    assert 2 not in running.journal.holding()
+    assert (2, 1) not in running.journal.holding()
 
 
 async def test_cancel_interrupts_a_running_async_handler(daemon: FakeDaemon, start_agent: StartAgent) -> None:
@@ -440,7 +440,7 @@ async def test_refused_results_leave_the_outbox(
     await session.expect(Ack)  # handled in order: the error was handled
     in_outbox = [decode_from_daemon_result(blob).delivery_id for blob in running.journal.outbox()]
     assert (1 in in_outbox) is not dropped
-    assert (1 in running.journal.holding()) is not dropped
+    assert ((1, 1) in running.journal.holding()) is not dropped
 
 
 async def test_restart_fails_interrupted_deliveries_and_runs_pending_ones(
@@ -448,7 +448,7 @@ async def test_restart_fails_interrupted_deliveries_and_runs_pending_ones(
 ) -> None:
     with Journal(tmp_path / "agent-1.sqlite") as journal:
         journal.accept([daemon.task(1, "echo"), daemon.task(2, "echo", {"after": "restart"})])
-        assert journal.claim(1) is not None  # was running when the agent died
+        assert journal.claim(1, 1) is not None  # was running when the agent died
 
     await start_agent()
     session = await daemon.next_session()

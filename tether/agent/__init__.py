@@ -1,16 +1,19 @@
 """tether-agent: the endpoint side of tether, and the SDK for writing its commands.
 
-``from tether.agent import Agent, Context`` gives the SDK (see :mod:`tether.agent.sdk`).
-The agent stays light: it imports only the standard library, ``msgspec``, ``websockets``
-and :mod:`tether.protocol` -- never the daemon.
+``from tether.agent import Agent, Context`` gives the SDK (see :mod:`tether.agent.sdk`), and
+``PollResult``, ``ScheduledCommand``, ``polling_function`` the polling commands of Cortex
+XSOAR's "Scheduled Commands" (see :mod:`tether.agent.polling`). The agent stays light: it
+imports only the standard library, ``msgspec``, ``websockets`` and :mod:`tether.protocol`
+-- never the daemon.
 """
 
 from .client import AgentClient, FatalSessionError, NotEnrolledError
 from .enrollment import EnrollmentError, enroll
 from .journal import Identity, Journal
+from .polling import PollResult, ScheduledCommand, polling_function
 from .sdk import Agent, Command, Context
 
 __all__ = [
     "Agent", "AgentClient", "Command", "Context", "EnrollmentError", "FatalSessionError", "Identity",
-    "Journal", "NotEnrolledError", "enroll",
+    "Journal", "NotEnrolledError", "PollResult", "ScheduledCommand", "enroll", "polling_function",
 ]

@@ -13,6 +13,9 @@ hundreds of clients on one event loop (the benchmark's simulated fleet)::
 Session (``tether.protocol.frames``): ``hello`` -> ``welcome``; then the outbox is re-sent,
 and the daemon pushes ``task`` frames. A burst of tasks is journaled in one transaction
 and acknowledged in one ``ack`` before any of them runs. ``committed`` empties the outbox.
+Every frame about one run of a delivery names the run (``run``, or ``runs`` beside a list of
+ids, left empty when every run is 1, which is what a daemon that knows no runs sends and
+expects), so a polling command's runs 2, 3 ... are told apart from run 1.
 
 Reconnects use exponential backoff with full jitter (``backoff.py``), reset after every
 ``welcome``, and wait at least the daemon's ``retry_after``. Close codes 4010
@@ -45,6 +48,8 @@ from tether.protocol import (
     Task,
     Welcome,
     decode_from_daemon,
+    run_refs,
+    split_refs,
 )
 
 from . import host
@@ -67,7 +72,9 @@ FATAL_CODES: dict[int, str] = {
 
 REFUSED_RESULT_CODES = frozenset({ErrorCode.ILLEGAL_TRANSITION, ErrorCode.UNKNOWN_DELIVERY, ErrorCode.FORBIDDEN})
 """An ``error`` with one of these codes and ``ref`` = a delivery in the outbox: the daemon
-will never take that result; keeping it would re-send it for ever."""
+will never take that result; keeping it would re-send it for ever. ``ref`` names no run,
+so every unconfirmed result of the delivery is dropped (there is at most one: see
+:meth:`Journal.accept <tether.agent.journal.Journal.accept>`)."""
 
 PRUNE_EVERY = 3600.0
 
@@ -175,12 +182,12 @@ class AgentClient:
             raise NotEnrolledError()
         self._log = self._base_log.bind(agent_id=identity.agent_id)
         self._runner.log = self._log
-        for delivery_id in self._journal.recover():
-            self._log.warning("delivery_interrupted", delivery_id=delivery_id, outcome="failed")
+        for delivery_id, run in self._journal.recover():
+            self._log.warning("delivery_interrupted", delivery_id=delivery_id, run=run, outcome="failed")
         self._prune()
         self._runner.start()
-        for priority, delivery_id in self._journal.pending():
-            self._runner.submit(priority, delivery_id)
+        for priority, delivery_id, run in self._journal.pending():
+            self._runner.submit(priority, delivery_id, run)
         try:
             await self._connect_loop(identity)
         except FatalSessionError:
@@ -231,11 +238,12 @@ class AgentClient:
             max_size=host.MAX_FRAME_BYTES,
             user_agent_header=host.USER_AGENT,
         ) as ws:
+            holding, holding_runs = split_refs(self._journal.holding())
             hello = Hello(
                 role="agent", version=PROTOCOL_VERSION, token=identity.token, agent_id=identity.agent_id,
                 hostname=self._hostname, platform=self._platform, machine_uuid=identity.machine_uuid,
                 agent_version=tether.__version__, commands=sorted(self.commands),
-                holding=self._journal.holding(),
+                holding=holding, holding_runs=holding_runs,
             )
             await ws.send(MSGPACK.encode(hello))
             try:
@@ -347,11 +355,12 @@ class AgentClient:
         tasks, self._arrivals = self._arrivals, []
         accepted = self._journal.accept(tasks)
         if accepted.ack:
-            self._emit(MSGPACK.encode(Ack(delivery_ids=accepted.ack)))
+            ids, runs = split_refs(accepted.ack)
+            self._emit(MSGPACK.encode(Ack(delivery_ids=ids, runs=runs)))
         for blob in accepted.resend:
             self._emit(blob)
-        for priority, delivery_id in accepted.new:
-            self._runner.submit(priority, delivery_id)
+        for priority, delivery_id, run in accepted.new:
+            self._runner.submit(priority, delivery_id, run)
         self._log.info("tasks_received", new=len(accepted.new), duplicate=accepted.duplicates, resent=len(accepted.resend))
 
     def _handle(self, frame: object) -> None:
@@ -361,7 +370,7 @@ class AgentClient:
                 self._runner.cancel(frame.delivery_id)
             self._log.info("delivery_cancelled", delivery_id=frame.delivery_id, reason=frame.reason, state=before)
         elif isinstance(frame, Committed):
-            self._journal.confirm(frame.delivery_ids)
+            self._journal.confirm(run_refs(frame.delivery_ids, frame.runs))
             self._log.debug("results_committed", count=len(frame.delivery_ids))
             self._prune()
         elif isinstance(frame, Error):
@@ -370,8 +379,9 @@ class AgentClient:
             self._log.warning("unexpected_frame", frame=type(frame).__name__)
 
     def _on_error(self, frame: Error) -> None:
-        if frame.ref is not None and frame.code in REFUSED_RESULT_CODES and self._journal.refuse(frame.ref):
-            self._log.warning("result_refused", delivery_id=frame.ref, code=frame.code, error=frame.message)
+        if frame.ref is not None and frame.code in REFUSED_RESULT_CODES and (dropped := self._journal.refuse(frame.ref)):
+            self._log.warning("result_refused", delivery_id=frame.ref, results=dropped, code=frame.code,
+                              error=frame.message)
         elif frame.code >= 4000:
             self._log.warning("session_error", code=frame.code, name=frame.name, error=frame.message)
         else:

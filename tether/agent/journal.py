@@ -6,12 +6,23 @@ each of which holds if the process is killed with SIGKILL at any moment:
 * A delivery is committed here *before* it is acknowledged, so an ``ack`` never names a
   delivery the agent could forget (DESIGN "The task model": at-least-once delivery, the
   journal deduplicates).
-* A delivery id is remembered for :data:`DEDUP_RETENTION` seconds after its result was
-  confirmed, so a re-pushed delivery never runs twice.
+* A run of a delivery is remembered for :data:`DEDUP_RETENTION` seconds after its result
+  was confirmed, so a re-pushed run never runs twice.
 * A result is committed to the *outbox* before it is sent, and stays there until the daemon
   answers ``committed`` (or refuses it for good).
 * A delivery found ``running`` when the journal is recovered is never run again -- we cannot
   know whether it had effects -- it becomes a failed result in the outbox.
+* A cancelled delivery never runs again, whichever run the daemon pushes later.
+
+Runs (``tether.protocol.frames``): a polling command's delivery runs several times, run 1,
+then 2, 3 ... after each run's schedule result; every run is its own row, keyed by
+``(delivery_id, run)``, and every method about one run takes or returns that pair. The
+daemon pushes run N+1 only after it committed run N's result, so at most one run of a
+delivery is pending or running, and a ``task`` for run N confirms the results of the
+earlier runs if their ``committed`` was lost -- so a delivery also has at most one result
+in the outbox, and a refusal that names only the delivery is about that one.
+
+The file format and the migration of older agents' files: :mod:`tether.agent.journal_schema`.
 
 WAL with ``synchronous=NORMAL``: a commit survives the process dying (the WAL write is in
 the OS page cache); only an OS crash or power loss may take back the last commits.
@@ -37,10 +48,12 @@ from typing import Literal
 
 from tether.protocol import MSGPACK, Result, Task
 
+from .journal_schema import SCHEMA_VERSION, migrate
+
 JOURNAL_FILE = "journal.sqlite"
 DAY = 86_400
 DEDUP_RETENTION = 8 * DAY
-"""How long a confirmed delivery id is kept for deduplication: a task's default ttl (one
+"""How long a confirmed run of a delivery is kept for deduplication: a task's default ttl (one
 week, LimaCharlie "Reliable tasking") plus a day of margin. The daemon does not re-push a
 delivery whose result it committed, so this bounds only pathological re-sends."""
 
@@ -48,35 +61,12 @@ RESTARTED_WHILE_RUNNING = "agent restarted while the command was running"
 
 DeliveryState = Literal["pending", "running", "finished", "cancelled"]
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS identity (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    server TEXT NOT NULL,
-    agent_id TEXT NOT NULL,
-    token TEXT NOT NULL,
-    machine_uuid TEXT NOT NULL DEFAULT '',
-    tags TEXT NOT NULL DEFAULT '[]',
-    enrolled_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS deliveries (
-    delivery_id INTEGER PRIMARY KEY,
-    task_id INTEGER NOT NULL,
-    command TEXT NOT NULL,
-    args BLOB NOT NULL,
-    priority INTEGER NOT NULL,
-    run INTEGER NOT NULL DEFAULT 1,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'finished', 'cancelled')),
-    result BLOB,            -- encoded Result frame while in the outbox, NULL once confirmed
-    confirmed INTEGER NOT NULL DEFAULT 0,
-    received_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL
-);
-CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries (state) WHERE state IN ('pending', 'running');
-CREATE INDEX IF NOT EXISTS deliveries_outbox ON deliveries (delivery_id) WHERE result IS NOT NULL;
-CREATE INDEX IF NOT EXISTS deliveries_finished_at ON deliveries (finished_at);
-"""
+Ref = tuple[int, int]
+"""``(delivery_id, run)``: one run of a delivery (``tether.protocol.run_refs``)."""
+
+TOMBSTONE_RUN = 0
+"""The run of the row a ``cancel`` leaves when it finds nothing to cancel: it matches no
+run the daemon pushes, and makes :meth:`Journal.accept` ignore every run of the delivery."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,18 +84,19 @@ class Identity:
 class Accepted:
     """What :meth:`Journal.accept` decided for a burst of ``task`` frames."""
 
-    ack: list[int]
-    """Every delivery id to acknowledge: new ones and ones already held."""
-    new: list[tuple[int, int]]
-    """``(priority, delivery_id)`` of deliveries seen for the first time: run them."""
+    ack: list[Ref]
+    """Every ``(delivery_id, run)`` to acknowledge: new runs and runs already held."""
+    new: list[tuple[int, int, int]]
+    """``(priority, delivery_id, run)`` of runs seen for the first time: run them."""
     resend: list[bytes]
-    """Outbox results of re-pushed deliveries that already finished: send them again."""
+    """Outbox results of re-pushed runs that already finished: send them again."""
     duplicates: int = 0
+    """Tasks that were not new: already journaled, stale, or of a cancelled delivery."""
 
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """A delivery that just moved ``pending -> running``: everything needed to run it."""
+    """A run that just moved ``pending -> running``: everything needed to run it."""
 
     delivery_id: int
     task_id: int
@@ -140,11 +131,9 @@ class Journal:
                     f"this one knows {SCHEMA_VERSION}); upgrade tether-agent"
                 )
             if version < SCHEMA_VERSION:
-                with self._tx():
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            self._db.execute(statement)
-                    self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                with self._tx() as db:
+                    migrate(db, version)
+                    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             self._db.close()
             raise
@@ -204,138 +193,193 @@ class Journal:
     # -- deliveries --------------------------------------------------------------------
 
     def accept(self, tasks: Iterable[Task]) -> Accepted:
-        """Journal a burst of pushed deliveries in one transaction (dedup by delivery id)."""
-        batch: dict[int, Task] = {}
+        """Journal a burst of pushed runs in one transaction, deduplicated by (delivery, run).
+
+        A run already journaled is acknowledged again (and its result re-sent if it waits
+        in the outbox) but never run twice. Ignored, not even acknowledged, because the
+        daemon already knows how they ended: a run whose result was confirmed, a run older
+        than one journaled for the same delivery, and every run of a cancelled delivery.
+        A new run N confirms the unconfirmed results of the delivery's earlier runs (the
+        daemon pushes run N only after committing run N-1).
+        """
+        batch: dict[Ref, Task] = {}
         for task in tasks:
-            batch.setdefault(task.delivery_id, task)
+            batch.setdefault((task.delivery_id, task.run), task)
         if not batch:
             return Accepted([], [], [])
         now = self._clock()
-        ack: list[int] = []
+        ack: list[Ref] = []
         resend: list[bytes] = []
+        new: list[Task] = []
         with self._tx() as db:
-            marks = ",".join("?" * len(batch))
-            known = db.execute(
-                f"SELECT delivery_id, state, result FROM deliveries WHERE delivery_id IN ({marks})",
-                tuple(batch),
-            ).fetchall()
-            for delivery_id, state, result in known:
-                del batch[delivery_id]
-                if state in ("pending", "running"):
-                    ack.append(delivery_id)
-                elif result is not None:  # finished, result not yet confirmed
-                    ack.append(delivery_id)
-                    resend.append(result)
-                # cancelled, or finished and confirmed: the daemon already knows; no ack
+            ids = sorted({delivery_id for delivery_id, _ in batch})
+            known: dict[int, dict[int, tuple[DeliveryState, bytes | None]]] = {}
+            for delivery_id, run, state, result in db.execute(
+                f"SELECT delivery_id, run, state, result FROM deliveries WHERE delivery_id IN ({','.join('?' * len(ids))})",
+                ids,
+            ):
+                known.setdefault(delivery_id, {})[run] = (state, result)
+            for (delivery_id, run), task in batch.items():
+                runs = known.setdefault(delivery_id, {})
+                if any(state == "cancelled" for state, _ in runs.values()):
+                    continue  # a cancel applies to every run of the delivery
+                if run in runs:
+                    state, result = runs[run]
+                    if state in ("pending", "running"):
+                        ack.append((delivery_id, run))
+                    elif result is not None:  # finished, result not yet confirmed
+                        ack.append((delivery_id, run))
+                        resend.append(result)
+                    continue  # finished and confirmed: the daemon already knows
+                if runs and max(runs) > run:
+                    continue  # stale: a later run of this delivery is already here
+                runs[run] = ("pending", None)
+                ack.append((delivery_id, run))
+                new.append(task)
             db.executemany(
-                "INSERT INTO deliveries (delivery_id, task_id, command, args, priority, run, state, received_at) "
+                "INSERT INTO deliveries (delivery_id, run, task_id, command, args, priority, state, received_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
-                [(t.delivery_id, t.task_id, t.command, bytes(t.args), t.priority, t.run, now) for t in batch.values()],
+                [(t.delivery_id, t.run, t.task_id, t.command, bytes(t.args), t.priority, now) for t in new],
             )
-        ack.extend(batch)
-        new = [(t.priority, t.delivery_id) for t in batch.values()]
-        return Accepted(ack=ack, new=new, resend=resend, duplicates=len(known))
+            db.executemany(
+                "UPDATE deliveries SET result = NULL, confirmed = 1 "
+                "WHERE delivery_id = ? AND run < ? AND result IS NOT NULL",
+                [(t.delivery_id, t.run) for t in new if t.run > 1],
+            )
+        return Accepted(
+            ack=ack, new=[(t.priority, t.delivery_id, t.run) for t in new], resend=resend,
+            duplicates=len(batch) - len(new),
+        )
 
-    def claim(self, delivery_id: int) -> Claimed | None:
+    def claim(self, delivery_id: int, run: int) -> Claimed | None:
         """``pending -> running``; ``None`` if it is not pending (cancelled, or taken)."""
         now = self._clock()
         # No UPDATE ... RETURNING: endpoints run old distributions (SQLite < 3.35).
         with self._tx() as db:
             row = db.execute(
-                "SELECT task_id, command, args, priority, run FROM deliveries "
-                "WHERE delivery_id = ? AND state = 'pending'",
-                (delivery_id,),
+                "SELECT task_id, command, args, priority FROM deliveries "
+                "WHERE delivery_id = ? AND run = ? AND state = 'pending'",
+                (delivery_id, run),
             ).fetchone()
             if row is None:
                 return None
             db.execute(
-                "UPDATE deliveries SET state = 'running', started_at = ? WHERE delivery_id = ?",
-                (now, delivery_id),
+                "UPDATE deliveries SET state = 'running', started_at = ? WHERE delivery_id = ? AND run = ?",
+                (now, delivery_id, run),
             )
-        return Claimed(delivery_id, row[0], row[1], row[2], row[3], row[4], now)
+        return Claimed(delivery_id, row[0], row[1], row[2], row[3], run, now)
 
-    def finish(self, delivery_id: int, result: bytes) -> bool:
+    def finish(self, delivery_id: int, run: int, result: bytes) -> bool:
         """``running -> finished`` with ``result`` (an encoded ``Result`` frame) in the
-        outbox. ``False`` if the delivery is no longer running (cancelled meanwhile)."""
+        outbox. ``False`` if the run is no longer running (cancelled meanwhile)."""
         with self._tx() as db:
             changed = db.execute(
                 "UPDATE deliveries SET state = 'finished', result = ?, finished_at = ? "
-                "WHERE delivery_id = ? AND state = 'running'",
-                (result, self._clock(), delivery_id),
+                "WHERE delivery_id = ? AND run = ? AND state = 'running'",
+                (result, self._clock(), delivery_id, run),
             ).rowcount
         return changed == 1
 
     def cancel(self, delivery_id: int) -> DeliveryState | None:
-        """Mark a pending or running delivery cancelled; return its state before.
+        """Cancel every run of a delivery: the pending or running one is marked cancelled,
+        and no later run will run. Returns the state before of the run affected: the
+        pending or running one, else the latest run (``None``: the delivery is unknown).
 
-        Finished deliveries are left alone (their result is the authority). An unknown id
-        leaves a tombstone, so the delivery never runs if its ``task`` frame comes later.
+        Finished runs are left alone (their result is the authority, and stays in the
+        outbox until committed). If no run was pending, running or already cancelled, a
+        tombstone row (run :data:`TOMBSTONE_RUN`) remembers the cancel, so the delivery
+        never runs if a ``task`` frame for it, of any run, comes later.
         """
         now = self._clock()
         with self._tx() as db:
-            row = db.execute("SELECT state FROM deliveries WHERE delivery_id = ?", (delivery_id,)).fetchone()
-            if row is None:
+            rows: list[tuple[int, DeliveryState]] = db.execute(
+                "SELECT run, state FROM deliveries WHERE delivery_id = ? ORDER BY run", (delivery_id,)
+            ).fetchall()
+            states = [state for _, state in rows]
+            if "running" in states or "pending" in states:
                 db.execute(
-                    "INSERT INTO deliveries (delivery_id, task_id, command, args, priority, state, "
-                    "received_at, finished_at) VALUES (?, 0, '', x'80', 0, 'cancelled', ?, ?)",
-                    (delivery_id, now, now),
-                )
-                return None
-            state: DeliveryState = row[0]
-            if state in ("pending", "running"):
-                db.execute(
-                    "UPDATE deliveries SET state = 'cancelled', finished_at = ? WHERE delivery_id = ?",
+                    "UPDATE deliveries SET state = 'cancelled', finished_at = ? "
+                    "WHERE delivery_id = ? AND state IN ('pending', 'running')",
                     (now, delivery_id),
                 )
-        return state
+                return "running" if "running" in states else "pending"
+            if "cancelled" in states:
+                return "cancelled"
+            db.execute(
+                "INSERT INTO deliveries (delivery_id, run, task_id, command, args, priority, state, "
+                "received_at, finished_at) VALUES (?, ?, 0, '', x'80', 0, 'cancelled', ?, ?)",
+                (delivery_id, TOMBSTONE_RUN, now, now),
+            )
+        return states[-1] if states else None
 
-    def state(self, delivery_id: int) -> DeliveryState | None:
-        row = self._db.execute("SELECT state FROM deliveries WHERE delivery_id = ?", (delivery_id,)).fetchone()
-        return None if row is None else row[0]
+    def state(self, delivery_id: int, run: int | None = None) -> DeliveryState | None:
+        """The state of one run; without ``run``, of the delivery: ``cancelled`` if it was
+        cancelled, else its latest run's. ``None`` if unknown."""
+        if run is not None:
+            row = self._db.execute(
+                "SELECT state FROM deliveries WHERE delivery_id = ? AND run = ?", (delivery_id, run)
+            ).fetchone()
+            return None if row is None else row[0]
+        states = [r[0] for r in self._db.execute(
+            "SELECT state FROM deliveries WHERE delivery_id = ? ORDER BY run", (delivery_id,)
+        )]
+        if not states:
+            return None
+        return "cancelled" if "cancelled" in states else states[-1]
 
     # -- outbox ------------------------------------------------------------------------
 
     def outbox(self) -> list[bytes]:
-        """Results not yet confirmed, oldest delivery first, as encoded ``Result`` frames."""
+        """Results not yet confirmed, oldest delivery and run first, as encoded ``Result``
+        frames (each names its run)."""
         rows = self._db.execute(
-            "SELECT result FROM deliveries WHERE result IS NOT NULL ORDER BY delivery_id"
+            "SELECT result FROM deliveries WHERE result IS NOT NULL ORDER BY delivery_id, run"
         ).fetchall()
         return [r[0] for r in rows]
 
-    def confirm(self, delivery_ids: Iterable[int]) -> int:
-        """The daemon committed these results: drop them from the outbox (the ids stay)."""
-        ids = [(i,) for i in delivery_ids]
+    def confirm(self, refs: Iterable[Ref]) -> int:
+        """The daemon committed these ``(delivery_id, run)`` results: drop them from the
+        outbox (the rows stay, for deduplication). Returns how many were dropped."""
         with self._tx() as db:
             cursor = db.executemany(
-                "UPDATE deliveries SET result = NULL, confirmed = 1 WHERE delivery_id = ? AND result IS NOT NULL",
-                ids,
+                "UPDATE deliveries SET result = NULL, confirmed = 1 "
+                "WHERE delivery_id = ? AND run = ? AND result IS NOT NULL",
+                [(d, r) for d, r in refs],
             )
         return cursor.rowcount
 
-    def refuse(self, delivery_id: int) -> bool:
-        """The daemon refused this result for good: drop it. ``False`` if it was not there."""
-        return self.confirm([delivery_id]) == 1
+    def refuse(self, delivery_id: int) -> int:
+        """The daemon refused this delivery's result for good: drop every unconfirmed result
+        of the delivery, whatever its run (a refusal names only the delivery; there is at
+        most one such result, see the module doc). Returns how many were dropped."""
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE deliveries SET result = NULL, confirmed = 1 WHERE delivery_id = ? AND result IS NOT NULL",
+                (delivery_id,),
+            ).rowcount
 
     # -- views -------------------------------------------------------------------------
 
-    def holding(self) -> list[int]:
-        """Delivery ids for ``hello.holding``: journaled, running, or result unconfirmed."""
+    def holding(self) -> list[Ref]:
+        """``(delivery_id, run)`` for ``hello.holding``: journaled, running, or result
+        unconfirmed."""
         rows = self._db.execute(
-            "SELECT delivery_id FROM deliveries WHERE state IN ('pending', 'running') "
-            "UNION SELECT delivery_id FROM deliveries WHERE result IS NOT NULL ORDER BY 1"
-        ).fetchall()
-        return [r[0] for r in rows]
-
-    def pending(self) -> list[tuple[int, int]]:
-        """``(priority, delivery_id)`` of every delivery journaled but not started."""
-        rows = self._db.execute(
-            "SELECT priority, delivery_id FROM deliveries WHERE state = 'pending' ORDER BY delivery_id"
+            "SELECT delivery_id, run FROM deliveries WHERE state IN ('pending', 'running') "
+            "UNION SELECT delivery_id, run FROM deliveries WHERE result IS NOT NULL ORDER BY 1, 2"
         ).fetchall()
         return [(r[0], r[1]) for r in rows]
 
+    def pending(self) -> list[tuple[int, int, int]]:
+        """``(priority, delivery_id, run)`` of every run journaled but not started."""
+        rows = self._db.execute(
+            "SELECT priority, delivery_id, run FROM deliveries WHERE state = 'pending' ORDER BY delivery_id, run"
+        ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
     def counts(self) -> dict[str, int]:
         """``pending``, ``running``, ``outbox`` (unconfirmed results), ``finished`` (all
-        finished rows still kept, confirmed or not) and ``cancelled``."""
+        finished runs still kept, confirmed or not) and ``cancelled`` (rows: cancelled
+        runs and tombstones)."""
         counts = {"pending": 0, "running": 0, "outbox": 0, "finished": 0, "cancelled": 0}
         for state, n in self._db.execute("SELECT state, count(*) FROM deliveries GROUP BY state"):
             counts[state] = n
@@ -344,27 +388,29 @@ class Journal:
 
     # -- maintenance -------------------------------------------------------------------
 
-    def recover(self) -> list[int]:
-        """After a restart: every delivery still ``running`` becomes a failed result in the
-        outbox (never run again). Returns their ids. Call once, before running anything."""
+    def recover(self) -> list[Ref]:
+        """After a restart: every run still ``running`` becomes a failed result of that run
+        in the outbox (never run again). Returns their ``(delivery_id, run)``. Call once,
+        before running anything."""
         now = self._clock()
         with self._tx() as db:
             rows = db.execute(
-                "SELECT delivery_id, started_at FROM deliveries WHERE state = 'running'"
+                "SELECT delivery_id, run, started_at FROM deliveries WHERE state = 'running' ORDER BY delivery_id, run"
             ).fetchall()
-            for delivery_id, started_at in rows:
+            for delivery_id, run, started_at in rows:
                 result = Result(
-                    delivery_id=delivery_id, ok=False, error=RESTARTED_WHILE_RUNNING,
+                    delivery_id=delivery_id, run=run, ok=False, error=RESTARTED_WHILE_RUNNING,
                     started_at=started_at or 0.0, finished_at=now,
                 )
                 db.execute(
-                    "UPDATE deliveries SET state = 'finished', result = ?, finished_at = ? WHERE delivery_id = ?",
-                    (MSGPACK.encode(result), now, delivery_id),
+                    "UPDATE deliveries SET state = 'finished', result = ?, finished_at = ? "
+                    "WHERE delivery_id = ? AND run = ?",
+                    (MSGPACK.encode(result), now, delivery_id, run),
                 )
-        return [r[0] for r in rows]
+        return [(r[0], r[1]) for r in rows]
 
     def prune(self, retention: float = DEDUP_RETENTION) -> int:
-        """Forget confirmed and cancelled deliveries that ended more than ``retention`` ago."""
+        """Forget confirmed and cancelled runs that ended more than ``retention`` ago."""
         cutoff = self._clock() - retention
         with self._tx() as db:
             return db.execute(

@@ -3,8 +3,14 @@
 Ordering follows Armadito's jobs (priority urgent 3 .. low 0, run by priority); ties go to
 the lowest delivery id, which the daemon hands out in creation order.
 
-Every delivery goes ``pending -> running -> finished`` in the journal *before* anything is
-said to the daemon: ``progress`` after the claim, ``result`` after it is in the outbox.
+Every run of a delivery goes ``pending -> running -> finished`` in the journal *before*
+anything is said to the daemon: ``progress`` after the claim, ``result`` after it is in
+the outbox. Both name the run. A handler that returns a :class:`ScheduledCommand` ends its
+run with a schedule result (``Result.schedule``, its partial result as ``output``); the
+daemon then pushes the next run of the same delivery, which queues here like any other.
+At most one run of a delivery runs at a time, so a running handler is known by its
+delivery id alone (which is all a ``cancel`` names).
+
 The runner keeps working while the session is down; frames it emits meanwhile are
 dropped by the client (results wait in the outbox, progress is best effort).
 
@@ -21,19 +27,22 @@ from typing import Any
 
 import msgspec
 
-from tether.protocol import MSGPACK, Progress, Result, pack, unpack
+from tether.protocol import MSGPACK, Progress, Result, Schedule, pack, unpack
 from tether.protocol.frames import NIL
 
 from .journal import Claimed, Journal
 from .logfmt import EventLog
+from .polling import ScheduledCommand
 from .sdk import Command, Context
 
 STOPPED_WHILE_RUNNING = "agent stopped while the command was running"
-_STOP = (-(1 << 62), -1)
-"""Queue item that sorts before every delivery: a worker that takes it exits."""
+_STOP = (-(1 << 62), -1, 0)
+"""Queue item that sorts before every run: a worker that takes it exits."""
+
+_NOT_JSON = (TypeError, ValueError, OverflowError, RecursionError, msgspec.MsgspecError)
 
 
-def encode_output(value: Any) -> tuple[msgspec.Raw | None, str]:
+def encode_output(value: Any, what: str = "return value") -> tuple[msgspec.Raw | None, str]:
     """The handler's return value as the ``output`` of a result, or why it cannot be one.
 
     The value must be JSON-serialisable (consoles show it as JSON). It is normalised
@@ -42,8 +51,30 @@ def encode_output(value: Any) -> tuple[msgspec.Raw | None, str]:
     try:
         normalised = msgspec.json.decode(msgspec.json.encode(value))
         return msgspec.Raw(pack(normalised)), ""
-    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.MsgspecError) as exc:
-        return None, f"return value is not JSON-serialisable ({type(value).__name__}): {exc}"
+    except _NOT_JSON as exc:
+        return None, f"{what} is not JSON-serialisable ({type(value).__name__}): {exc}"
+
+
+def encode_schedule(
+    scheduled: ScheduledCommand, run_args: dict[str, Any]
+) -> tuple[msgspec.Raw, Schedule] | str:
+    """A :class:`ScheduledCommand` as the ``output`` and ``schedule`` of a schedule result,
+    or why it cannot be one. ``run_args`` (this run's args as delivered) are the next
+    run's when the command names none."""
+    output, problem = encode_output(scheduled.partial_result, "partial_result")
+    if output is None:
+        return problem
+    args = run_args if scheduled.args is None else scheduled.args
+    try:
+        normalised = msgspec.json.decode(msgspec.json.encode(args))
+    except _NOT_JSON as exc:
+        return f"ScheduledCommand args are not JSON-serialisable: {exc}"
+    timeout = scheduled.timeout_in_seconds
+    return output, Schedule(
+        command=scheduled.command, next_run_in_seconds=float(scheduled.next_run_in_seconds),
+        args=normalised, timeout_in_seconds=None if timeout is None else float(timeout),
+        poll_message=scheduled.poll_message,
+    )
 
 
 class _Execution:
@@ -57,7 +88,7 @@ class _Execution:
 
 
 class Runner:
-    """A priority queue of delivery ids and the workers that run them."""
+    """A priority queue of runs of deliveries and the workers that run them."""
 
     def __init__(
         self,
@@ -78,7 +109,7 @@ class Runner:
         self.log = log or EventLog()
         """Where the runner reports; the client binds it to the agent id."""
         self._clock = clock
-        self._queue: asyncio.PriorityQueue[tuple[int, int]] = asyncio.PriorityQueue()
+        self._queue: asyncio.PriorityQueue[tuple[int, int, int]] = asyncio.PriorityQueue()
         self._workers: list[asyncio.Task[None]] = []
         self._running: dict[int, _Execution] = {}
         self._stopping = False
@@ -96,14 +127,15 @@ class Runner:
         loop = asyncio.get_running_loop()
         self._workers = [loop.create_task(self._work()) for _ in range(self._concurrency)]
 
-    def submit(self, priority: int, delivery_id: int) -> None:
-        """Queue a journaled (pending) delivery. Ignored once stopping: it stays pending in
-        the journal and runs after the next start."""
+    def submit(self, priority: int, delivery_id: int, run: int) -> None:
+        """Queue a journaled (pending) run. Ignored once stopping: it stays pending in the
+        journal and runs after the next start."""
         if not self._stopping:
-            self._queue.put_nowait((-priority, delivery_id))
+            self._queue.put_nowait((-priority, delivery_id, run))
 
     def cancel(self, delivery_id: int) -> bool:
-        """Interrupt a running handler (the journal already says ``cancelled``).
+        """Interrupt the running handler of a delivery, whatever its run (the journal
+        already says ``cancelled``).
 
         Async handlers get ``CancelledError``; sync ones only see ``ctx.cancelled`` set and
         keep their worker until they return. ``False`` if it was not running.
@@ -155,21 +187,21 @@ class Runner:
 
     async def _work(self) -> None:
         while True:
-            _, delivery_id = await self._queue.get()
+            _, delivery_id, run = await self._queue.get()
             if delivery_id == _STOP[1]:
                 return
             try:
-                await self._run(delivery_id)
+                await self._run(delivery_id, run)
             except Exception:
-                # A journal failure (disk full, I/O error). The delivery stays ``running``
-                # and fails on restart; this worker carries on with the others.
-                self.log.exception("delivery_crashed", delivery_id=delivery_id)
+                # A journal failure (disk full, I/O error). The run stays ``running`` and
+                # fails on restart; this worker carries on with the others.
+                self.log.exception("delivery_crashed", delivery_id=delivery_id, run=run)
 
-    async def _run(self, delivery_id: int) -> None:
-        claimed = self._journal.claim(delivery_id)
+    async def _run(self, delivery_id: int, run: int) -> None:
+        claimed = self._journal.claim(delivery_id, run)
         if claimed is None:
             return  # cancelled before it started, or already taken
-        log = self.log.bind(delivery_id=delivery_id, command=claimed.command)
+        log = self.log.bind(delivery_id=delivery_id, run=run, command=claimed.command)
         command = self._commands.get(claimed.command)
         if command is None:
             served = ", ".join(sorted(self._commands))
@@ -193,7 +225,7 @@ class Runner:
         )
         execution = _Execution(ctx)
         self._running[delivery_id] = execution
-        self._emit(MSGPACK.encode(Progress(delivery_id=delivery_id)))
+        self._emit(MSGPACK.encode(Progress(delivery_id=delivery_id, run=run)))
         log.info("command_started", task_id=claimed.task_id)
         try:
             output = await self._invoke(command, args, execution)
@@ -217,6 +249,13 @@ class Runner:
         if ctx.cancelled.is_set():
             log.info("command_cancelled", finished_anyway=True)
             return
+        if isinstance(output, ScheduledCommand):
+            scheduled = encode_schedule(output, unpack(claimed.args) or {})
+            if isinstance(scheduled, str):
+                self._finish(claimed, log, ok=False, error=scheduled)
+            else:
+                self._finish(claimed, log, ok=True, output=scheduled[0], schedule=scheduled[1])
+            return
         encoded, problem = encode_output(output)
         if encoded is None:
             self._finish(claimed, log, ok=False, error=problem)
@@ -235,18 +274,22 @@ class Runner:
             self._emit(MSGPACK.encode(frame))
 
     def _finish(
-        self, claimed: Claimed, log: EventLog, *, ok: bool, output: msgspec.Raw = NIL, error: str = ""
+        self, claimed: Claimed, log: EventLog, *, ok: bool, output: msgspec.Raw = NIL, error: str = "",
+        schedule: Schedule | None = None,
     ) -> None:
         """Put the result in the outbox (committed), then send it."""
         result = Result(
-            delivery_id=claimed.delivery_id, ok=ok, output=output, error=error,
-            started_at=claimed.started_at, finished_at=self._clock(),
+            delivery_id=claimed.delivery_id, run=claimed.run, ok=ok, output=output, error=error,
+            started_at=claimed.started_at, finished_at=self._clock(), schedule=schedule,
         )
         blob = MSGPACK.encode(result)
-        if not self._journal.finish(claimed.delivery_id, blob):
+        if not self._journal.finish(claimed.delivery_id, claimed.run, blob):
             log.info("result_dropped", reason="cancelled")
             return
-        if ok:
+        if schedule is not None:
+            log.info("command_finished", ok=True, seconds=result.finished_at - result.started_at,
+                     next_run_in=schedule.next_run_in_seconds, next_command=schedule.command)
+        elif ok:
             log.info("command_finished", ok=True, seconds=result.finished_at - result.started_at)
         else:
             log.warning("command_finished", ok=False, error=error)

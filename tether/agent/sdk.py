@@ -43,6 +43,13 @@ class Command:
     takes_ctx: bool
 
 
+def check_command_name(name: object) -> str:
+    """``name`` if it is a valid command name; else a ``ValueError`` saying the rule."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"invalid command name {name!r}: use letters, digits, '_', '.', '-'")
+    return name
+
+
 def _is_async(function: Callable[..., Any]) -> bool:
     if inspect.iscoroutinefunction(function):
         return True
@@ -89,8 +96,7 @@ class Agent:
 
     def add_command(self, name: str, function: Callable[..., Any]) -> Command:
         """Register ``function`` under ``name``; a name may be registered once per Agent."""
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise ValueError(f"invalid command name {name!r}: use letters, digits, '_', '.', '-'")
+        check_command_name(name)
         if name in self._commands:
             raise ValueError(f"command {name!r} is already registered on {self!r}")
         if not callable(function):
@@ -133,6 +139,10 @@ class Context:
     agent is stopping). Async handlers are also cancelled with ``CancelledError``; sync
     handlers cannot be interrupted, so they should poll ``ctx.cancelled.is_set()`` and
     return early. Whatever a cancelled handler returns is discarded.
+
+    ``run`` is which run of the delivery this is: 1, then 2, 3 ... when a polling command
+    scheduled its next run (:mod:`tether.agent.polling`); every run has the same
+    ``delivery_id``, and ``command`` is the name the command is run under.
     """
 
     __slots__ = ("_emit", "_loop", "cancelled", "command", "delivery_id", "priority", "run", "task_id")
@@ -158,12 +168,12 @@ class Context:
         self._loop = loop
 
     def __repr__(self) -> str:
-        return f"Context(delivery_id={self.delivery_id}, command={self.command!r})"
+        return f"Context(delivery_id={self.delivery_id}, run={self.run}, command={self.command!r})"
 
     def _frame(self, percent: float | None, message: str) -> Progress:
         if percent is not None and not 0 <= percent <= 100:
             raise ValueError(f"percent must be between 0 and 100, got {percent}")
-        return Progress(delivery_id=self.delivery_id, percent=percent, message=message)
+        return Progress(delivery_id=self.delivery_id, percent=percent, message=message, run=self.run)
 
     async def progress(self, percent: float | None = None, message: str = "") -> None:
         """Report how far the command got. Best effort: dropped while disconnected."""

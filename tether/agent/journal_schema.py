@@ -1,0 +1,75 @@
+"""The journal's file format (``PRAGMA user_version``) and how older files are upgraded.
+
+Journals live on endpoints for years and every upgrade of tether-agent must open the file
+the previous one left: each schema version has a migration to the next, run in the same
+transaction that sets ``user_version``, so a failure leaves the file as it was.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA_VERSION = 2
+"""``PRAGMA user_version``. 1: keyed by delivery id; 2: keyed by (delivery id, run)."""
+
+_DELIVERIES = """
+CREATE TABLE {name} (
+    delivery_id INTEGER NOT NULL,
+    run INTEGER NOT NULL DEFAULT 1,
+    task_id INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    args BLOB NOT NULL,
+    priority INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'finished', 'cancelled')),
+    result BLOB,            -- encoded Result frame while in the outbox, NULL once confirmed
+    confirmed INTEGER NOT NULL DEFAULT 0,
+    received_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    PRIMARY KEY (delivery_id, run)
+)"""
+_INDEXES = """
+CREATE INDEX deliveries_open ON deliveries (state) WHERE state IN ('pending', 'running');
+CREATE INDEX deliveries_outbox ON deliveries (delivery_id, run) WHERE result IS NOT NULL;
+CREATE INDEX deliveries_finished_at ON deliveries (finished_at);
+"""
+_COLUMNS = ("delivery_id, run, task_id, command, args, priority, state, result, confirmed, "
+            "received_at, started_at, finished_at")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS identity (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    server TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    token TEXT NOT NULL,
+    machine_uuid TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '[]',
+    enrolled_at REAL NOT NULL
+);
+""" + _DELIVERIES.format(name="deliveries") + ";" + _INDEXES
+
+
+def _statements(script: str) -> list[str]:
+    return [part for part in script.split(";") if part.strip()]
+
+
+def migrate(db: sqlite3.Connection, version: int) -> None:
+    """Bring a journal from schema ``version`` to :data:`SCHEMA_VERSION`, inside the
+    caller's transaction (a failure leaves the file as it was)."""
+    if version == 0:  # a new file
+        for statement in _statements(_SCHEMA):
+            db.execute(statement)
+        return
+    if version == 1:
+        # SQLite cannot change a primary key: build the v2 table, copy, drop, rename
+        # (sqlite.org/lang_altertable.html, "Making Other Kinds Of Table Schema Changes").
+        # v1 rows keep their run (always 1); a v1 tombstone stays at run 1, which blocks
+        # every run of its delivery just as a run-0 tombstone does.
+        db.execute(_DELIVERIES.format(name="deliveries_v2"))
+        db.execute(f"INSERT INTO deliveries_v2 ({_COLUMNS}) SELECT {_COLUMNS} FROM deliveries")
+        db.execute("DROP TABLE deliveries")  # its indexes go with it
+        db.execute("ALTER TABLE deliveries_v2 RENAME TO deliveries")
+        for statement in _statements(_INDEXES):
+            db.execute(statement)
+        return
+    raise RuntimeError(f"journal schema {version} is not one this tether-agent can migrate")
