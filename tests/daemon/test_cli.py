@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tether.daemon.store.schema import APPLICATION_ID, LATEST, MIGRATIONS
+
 BIN = Path(sys.executable).parent
 
 
@@ -35,9 +37,33 @@ def test_migrate_dry_run_is_the_default(tmp_path: Path) -> None:
     assert not (data / "tether.sqlite").exists()
     applied = tetherd("migrate", "--data-dir", str(data), "--no-dry-run")
     assert applied.returncode == 0 and "applying migration 1" in applied.stdout
+    assert "applying migration 2: polling runs" in applied.stdout
     version = sqlite3.connect(data / "tether.sqlite").execute("PRAGMA user_version").fetchone()[0]
-    assert version == 1
+    assert version == LATEST == 2
     assert "up to date" in tetherd("migrate", "--data-dir", str(data)).stdout
+
+
+def test_a_version_1_database_keeps_its_tasks_through_migration_2(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    db = data / "tether.sqlite"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.executescript(f"BEGIN; {MIGRATIONS[0][1]}; PRAGMA user_version = 1;"
+                       f" PRAGMA application_id = {APPLICATION_ID}; COMMIT;")
+    conn.execute("INSERT INTO agents (id, token_hash, enrolled_at) VALUES ('a1', x'00', 1)")
+    conn.execute("INSERT INTO tasks (command, args, target_kind, target, priority, ttl, created_at, expires_at)"
+                 " VALUES ('os_version', x'80', 'agent', 'a1', 1, 60, 1, 61)")
+    conn.execute("INSERT INTO deliveries (task_id, agent_id, state, priority, updated_at) VALUES (1, 'a1', 'queued', 1, 1)")
+    conn.close()
+    dry = tetherd("migrate", "--data-dir", str(data))
+    assert "would apply migration 2" in dry.stdout and "migration 1" not in dry.stdout
+    applied = tetherd("migrate", "--data-dir", str(data), "--no-dry-run")
+    assert applied.returncode == 0, applied.stderr
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("SELECT state, run, next_run_at FROM deliveries").fetchall() == [("queued", 1, None)]
+    assert conn.execute("SELECT hide_polling_output, schedule_id FROM tasks").fetchall() == [(0, None)]
+    conn.close()
 
 
 def test_migrate_shows_pending_on_an_old_database_without_changing_it(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.daemon.store import NewTask, ResultIn, StoreError
+from tether.daemon.store import NewTask, ResultIn, RunPlan, StoreError
 from tether.daemon.store.sqlite import SQLiteStore
 from tether.protocol import ErrorCode, ProtocolError, pack
 
@@ -32,6 +32,11 @@ async def enrolled(store: SQLiteStore, name: str, *tags: str) -> str:
 
 def task(kind: str = "agent", target: str = "", ttl: int = 60, priority: int = 1) -> NewTask:
     return NewTask(command="echo", args={"x": 1}, target_kind=kind, target=target, priority=priority, ttl=ttl)
+
+
+def result(delivery_id: int, output: object, *, run: int = 1, ok: bool = True, plan: RunPlan | None = None) -> ResultIn:
+    return ResultIn(delivery_id=delivery_id, ok=ok, output=pack(output), started_at=NOW, finished_at=NOW + 1,
+                    run=run, plan=plan)
 
 
 async def test_bootstrap_once_and_tokens_are_hashed(store: SQLiteStore, tmp_path: Path) -> None:
@@ -118,17 +123,19 @@ async def test_lifecycle_and_illegal_transitions(store: SQLiteStore) -> None:
     _, (item,) = await store.create_task(task("agent", a), NOW)
     d = item.delivery_id
     store.mark_sent([d], NOW)
-    ack = await store.acknowledge(a, [d, 424242], NOW)
+    ack = await store.acknowledge(a, [(d, 1), (424242, 1)], NOW)
     assert [c.new for c in ack.changes] == ["acked"]
     assert [(r.delivery_id, r.code) for r in ack.refused] == [(424242, ErrorCode.UNKNOWN_DELIVERY)]
-    foreign = await store.acknowledge(b, [d], NOW)
+    foreign = await store.acknowledge(b, [(d, 1)], NOW)
     assert foreign.refused[0].code == ErrorCode.FORBIDDEN and not foreign.settled
-    started = await store.started(a, d, "50% half", NOW)
+    started = await store.started(a, (d, 1), "50% half", NOW)
     assert [c.new for c in started.changes] == ["running"]
-    done = await store.record_results(a, [ResultIn(d, True, pack({"ok": 1}), "", NOW, NOW + 1)], NOW + 1)
-    assert [c.new for c in done.changes] == ["done"] and done.settled == [d]
-    again = await store.record_results(a, [ResultIn(d, True, pack({"ok": 1}), "", NOW, NOW + 1)], NOW + 2)
-    assert again.settled == [d] and again.changes == []  # a re-sent result is idempotent
+    done = await store.record_results(a, [result(d, {"ok": 1})], NOW + 1)
+    assert [c.new for c in done.changes] == ["done"] and done.settled == [(d, 1)]
+    again = await store.record_results(a, [result(d, {"ok": 1})], NOW + 2)
+    assert again.settled == [(d, 1)] and again.changes == []  # a re-sent result is idempotent
+    ahead = await store.record_results(a, [result(d, {"ok": 2}, run=2)], NOW + 2)
+    assert ahead.refused[0].code == ErrorCode.ILLEGAL_TRANSITION and "run 2 was never sent" in ahead.refused[0].message
     view = await store.get_task(item.task_id)
     assert view is not None
     (dv,) = view.deliveries
@@ -141,7 +148,7 @@ async def test_result_for_a_cancelled_delivery_is_refused(store: SQLiteStore) ->
     task_id, (item,) = await store.create_task(task("agent", a), NOW)
     changes = await store.cancel(task_id=task_id, now=NOW)
     assert [(c.old, c.new) for c in changes] == [("queued", "cancelled")]
-    out = await store.record_results(a, [ResultIn(item.delivery_id, True, pack(1), "", NOW, NOW)], NOW)
+    out = await store.record_results(a, [result(item.delivery_id, 1)], NOW)
     assert out.refused[0].code == ErrorCode.ILLEGAL_TRANSITION and not out.settled
 
 
@@ -151,11 +158,11 @@ async def test_expiry_ends_only_undelivered(store: SQLiteStore) -> None:
     task_id, items = await store.create_task(task("tag", "t", ttl=5), NOW)
     by_agent = {i.agent_id: i.delivery_id for i in items}
     store.mark_sent([by_agent[a]], NOW)
-    await store.acknowledge(a, [by_agent[a]], NOW)
-    assert await store.active_expiries() == [(task_id, NOW + 5)]
+    await store.acknowledge(a, [(by_agent[a], 1)], NOW)
+    assert (await store.timers()).expiries == [(task_id, NOW + 5)]
     changes = await store.expire_task(task_id, NOW + 5)
     assert [(c.agent_id, c.new) for c in changes] == [(b, "expired")]
-    assert await store.active_expiries() == []
+    assert (await store.timers()).expiries == []
     c = await enrolled(store, "c", "t")  # after the ttl: not reached any more
     assert await store.pending_for_agent(c) == []
 
@@ -221,6 +228,6 @@ async def test_huge_id_lists_from_a_peer_are_handled(store: SQLiteStore) -> None
     _, (item,) = await store.create_task(task("agent", a), NOW)
     ids = [*range(10_000_000, 10_100_000), item.delivery_id]
     store.mark_sent(ids, NOW)
-    out = await store.acknowledge(a, ids, NOW)
-    assert out.settled == [item.delivery_id]
+    out = await store.acknowledge(a, [(i, 1) for i in ids], NOW)
+    assert out.settled == [(item.delivery_id, 1)]
     assert len(out.refused) == 100_000 and {r.code for r in out.refused} == {ErrorCode.UNKNOWN_DELIVERY}

@@ -1,14 +1,20 @@
 """The broker: which agents are online, what each must be pushed, and what ends when.
 
 It ties the store (what is committed) to the open sessions (what is on the wire) and the
-timer wheel (when a task's ttl ends). It never writes SQL and never touches a socket
+timer wheel (when a task's ttl ends, when a polling delivery's next run or timeout is
+due, when a recurring schedule fires). It never writes SQL and never touches a socket
 directly: sessions do the I/O, the store does the persistence.
+
+Every wait is an entry on the one wheel, keyed by what it is about (:class:`Timer`): no
+coroutine, task or thread waits per task, poll or schedule. When entries fall due, the
+timer loop submits one store operation each and waits for their commits together.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import logging
 import time
 from collections.abc import Callable
@@ -17,8 +23,9 @@ from ..protocol.codec import error_frame
 from ..protocol.console import DeliveryEvent
 from ..protocol.errors import ErrorCode, ProtocolError
 from ..protocol.states import TERMINAL
+from .schedules import next_fire
 from .session import AgentSession
-from .store import Change, Outcome, PushItem, Store
+from .store import Change, Firing, Outcome, PollOutcome, PushItem, Store
 from .wheel import TimerHandle, TimerWheel
 
 log = logging.getLogger("tether.broker")
@@ -39,6 +46,21 @@ class Stats:
         self.sessions_total: collections.Counter[str] = collections.Counter()
 
 
+class Timer(enum.IntEnum):
+    """What a wheel entry is about; its key is ``id << 2 | kind`` (one int: ~1 M entries fit)."""
+
+    EXPIRE = 0
+    """A task's ttl ends (id: the task)."""
+    POLL = 1
+    """A polling delivery's next run is due, or its sequence times out (id: the delivery)."""
+    SCHEDULE = 2
+    """A recurring schedule fires (id: the schedule)."""
+
+
+RETRY_AFTER_STORE_ERROR = 1.0
+"""Seconds before a timer whose store operation failed (disk full, locked) is tried again."""
+
+
 class Broker:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
@@ -48,7 +70,8 @@ class Broker:
         self.consoles = 0
         self._watchers: dict[int, set[Callable[[Change], None]]] = {}
         self.wheel: TimerWheel[int] = TimerWheel(clock())
-        self._expiry: dict[int, TimerHandle[int]] = {}
+        self._timers: dict[int, TimerHandle[int]] = {}
+        """One pending wheel entry per key; setting a key again replaces its entry."""
         self._wheel_changed = asyncio.Event()
 
     # -- sessions -------------------------------------------------------------------------
@@ -74,13 +97,17 @@ class Broker:
 
     # -- state changes --------------------------------------------------------------------
 
-    def apply(self, changes: list[Change]) -> None:
-        """React to committed state changes: cancel frames, withdrawals, watchers."""
+    def apply(self, changes: list[Change], *, withdraw: bool = False) -> None:
+        """React to committed state changes: watchers, and for the daemon's own decisions
+        (``withdraw``: untask, ttl, polling timeout) the sessions holding those runs."""
         for change in changes:
-            if change.new in ("cancelled", "expired"):
-                session = self.sessions.get(change.agent_id)
-                if session is not None:
-                    session.cancel(change.delivery_id, change.new)
+            if change.new in TERMINAL:
+                self.clear_timer(Timer.POLL, change.delivery_id)
+                # A waiting delivery is on no agent (its run's result is in): nothing to stop.
+                if withdraw and change.old != "waiting":
+                    session = self.sessions.get(change.agent_id)
+                    if session is not None:
+                        session.cancel(change.delivery_id, "cancelled" if change.new == "cancelled" else "expired")
             watchers = self._watchers.get(change.task_id)
             if watchers:
                 for notify in list(watchers):
@@ -103,6 +130,8 @@ class Broker:
             log.warning("event=refusals_truncated agent_id=%s refused=%d told=%d",
                         session.agent_id, len(outcome.refused), MAX_REFUSALS_TOLD)
         self.apply(outcome.changes)
+        for delivery_id, when in outcome.timers:
+            self.set_timer(Timer.POLL, delivery_id, when)
 
     def on_results(self, session: AgentSession, fut: asyncio.Future[Outcome]) -> None:
         if not fut.cancelled() and fut.exception() is None:
@@ -122,20 +151,41 @@ class Broker:
 
         return unwatch
 
-    # -- ttl on the timer wheel -----------------------------------------------------------
+    # -- the timer wheel ------------------------------------------------------------------
 
-    def schedule_expiry(self, task_id: int, expires_at: float) -> None:
-        if task_id in self._expiry:
-            return
-        self._expiry[task_id] = self.wheel.schedule(expires_at, task_id)
+    def set_timer(self, kind: Timer, ident: int, when: float) -> None:
+        key = ident << 2 | kind
+        old = self._timers.get(key)
+        if old is not None:
+            self.wheel.cancel(old)
+        self._timers[key] = self.wheel.schedule(when, key)
         self._wheel_changed.set()
 
-    async def load_timers(self) -> None:
-        for task_id, expires_at in await self.store.active_expiries():
-            self.schedule_expiry(task_id, expires_at)
+    def clear_timer(self, kind: Timer, ident: int) -> None:
+        handle = self._timers.pop(ident << 2 | kind, None)
+        if handle is not None:
+            self.wheel.cancel(handle)
+
+    def schedule_expiry(self, task_id: int, expires_at: float) -> None:
+        self.set_timer(Timer.EXPIRE, task_id, expires_at)
+
+    async def load_timers(self) -> list[tuple[str, int]]:
+        """Rebuild the wheel from the store (at start). Schedules whose firings fell due
+        while tetherd was down are settled first (skipped, or left due to fire once);
+        returns (name, missed firings) of each."""
+        missed = await self.store.skip_missed(self.clock(), next_fire)
+        timers = await self.store.timers()
+        for task_id, expires_at in timers.expiries:
+            self.set_timer(Timer.EXPIRE, task_id, expires_at)
+        for delivery_id, when in timers.polls:
+            self.set_timer(Timer.POLL, delivery_id, when)
+        for schedule_id, when in timers.schedules:
+            self.set_timer(Timer.SCHEDULE, schedule_id, when)
+        return missed
 
     async def run_timers(self) -> None:
-        """Drive the wheel from the clock; expire tasks as their ttl ends. Runs until cancelled."""
+        """Drive the wheel from the clock until cancelled: expire tasks, run polls' next runs
+        (or time them out), fire schedules."""
         while True:
             due = self.wheel.next_due()
             now = self.clock()
@@ -147,17 +197,52 @@ class Broker:
                 except TimeoutError:
                     pass
                 continue
-            for task_id in self.wheel.advance(now):
-                self._expiry.pop(task_id, None)
-                try:
-                    changes = await self.store.expire_task(task_id, self.clock())
-                except Exception as exc:  # the store refused: retry on the next tick
-                    log.error("event=expire_failed task_id=%d error=%r", task_id, exc)
-                    self._expiry[task_id] = self.wheel.schedule(self.clock() + 1.0, task_id)
-                    continue
-                if changes:
-                    log.info("event=task_expired task_id=%d deliveries=%d", task_id, len(changes))
-                self.apply(changes)
+            pending = [self._fire(key, now) for key in self.wheel.advance(now)]
+            if pending:
+                await asyncio.wait(pending)  # futures, not tasks: one store operation per entry
+
+    def _fire(self, key: int, now: float) -> asyncio.Future[object]:
+        self._timers.pop(key, None)
+        kind, ident = Timer(key & 3), key >> 2
+        fut: asyncio.Future[object]
+        if kind is Timer.EXPIRE:
+            fut = self.store.expire_task(ident, now)  # type: ignore[assignment]
+        elif kind is Timer.POLL:
+            fut = self.store.poll_due(ident, now)  # type: ignore[assignment]
+        else:
+            fut = self.store.fire_schedule(ident, now, next_fire)  # type: ignore[assignment]
+        fut.add_done_callback(lambda f: self._fired(kind, ident, f))
+        return fut
+
+    def _fired(self, kind: Timer, ident: int, fut: asyncio.Future[object]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:  # the store refused (disk full, locked): try again shortly
+            log.error("event=timer_failed kind=%s id=%d error=%r", kind.name.lower(), ident, exc)
+            self.set_timer(kind, ident, self.clock() + RETRY_AFTER_STORE_ERROR)
+            return
+        result = fut.result()
+        if kind is Timer.EXPIRE:
+            changes: list[Change] = result  # type: ignore[assignment]
+            if changes:
+                log.info("event=task_expired task_id=%d deliveries=%d", ident, len(changes))
+            self.apply(changes, withdraw=True)
+        elif kind is Timer.POLL:
+            assert isinstance(result, PollOutcome)
+            self.apply(result.changes, withdraw=True)
+            self.offer(result.items)
+            if result.timer is not None:
+                self.set_timer(Timer.POLL, ident, result.timer)
+        else:
+            assert isinstance(result, Firing)
+            if result.task_id is not None:
+                log.info("event=schedule_fired schedule_id=%d task_id=%d deliveries=%d",
+                         ident, result.task_id, len(result.items))
+                self.schedule_expiry(result.task_id, result.expires_at)
+                self.offer(result.items)
+            if result.next_fire_at is not None:
+                self.set_timer(Timer.SCHEDULE, ident, result.next_fire_at)
 
     # -- facts for consoles ---------------------------------------------------------------
 

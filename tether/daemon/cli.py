@@ -142,7 +142,8 @@ async def _serve(config: Config, as_json: bool) -> int:
     if first is not None:
         _write_default_config(config)
     broker = Broker(store)
-    await broker.load_timers()
+    for name, missed in await broker.load_timers():
+        log.info("event=schedule_missed name=%s firings=%d", name, missed)
     _tune_gc()
     daemon = Daemon(config, broker)
     try:

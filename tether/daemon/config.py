@@ -37,6 +37,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """SQLite durability: "full" survives power loss; "normal" (WAL) survives a crash of tetherd."""
     max_batch: int = 4096
     """Most store operations committed in one group commit."""
+    min_interval: float = 10.0
+    """Seconds: the shortest wait between a polling command's runs (XSOAR's 10 s floor; a
+    shorter one asked for is raised to it) and the shortest recurring-schedule period."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @property
@@ -77,6 +80,8 @@ def from_mapping(data: dict[str, Any], source: str = "tetherd.toml") -> Config:
     split_listen(config.listen)
     if config.window < 1:
         raise ConfigError(f"window must be at least 1 in {source}")
+    if not 0 < config.min_interval <= 86_400:
+        raise ConfigError(f"min_interval must be more than 0 and at most 86400 seconds in {source}")
     return config
 
 

@@ -17,6 +17,10 @@ from ..protocol.cmdline import parse_command_line
 from ..protocol.console import (
     AgentsList,
     Cancelled,
+    ScheduleAdd,
+    ScheduleList,
+    ScheduleName,
+    ScheduleRemoved,
     TagChange,
     TagChanged,
     TaskCancel,
@@ -30,9 +34,11 @@ from ..protocol.console import (
     parse_params,
 )
 from ..protocol.errors import ErrorCode, ProtocolError
+from ..protocol.polling import InvalidSchedule, check_period
 from ..protocol.states import TERMINAL, DeliveryState
-from .broker import Broker
-from .store import Change, NewTask, StoreError
+from .broker import Broker, Timer
+from .schedules import check_cron, next_fire
+from .store import Change, NewSchedule, NewTask, StoreError, Timing
 
 log = logging.getLogger("tether.rpc")
 
@@ -40,9 +46,11 @@ Emit = Callable[[str, Any], Awaitable[None]]
 
 
 class ConsoleRPC:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, *, min_interval: float = 10.0) -> None:
         self.broker = broker
         self.store = broker.store
+        self.min_interval = min_interval
+        """The polling floor, which bounds schedule periods too (config ``min_interval``)."""
 
     async def call(self, method: str, params: dict[str, Any], emit: Emit, role: str = "admin") -> Any:
         if method == "action":
@@ -75,7 +83,9 @@ class ConsoleRPC:
 
     # -- tasks ----------------------------------------------------------------------------
 
-    async def m_task_create(self, p: TaskCreate, emit: Emit) -> Any:
+    async def _new_task(self, p: TaskCreate | ScheduleAdd) -> NewTask:
+        """The task a ``task.create`` (or each firing of a ``schedule.add``) makes, checked:
+        the command line split, an agent target known and serving the command."""
         command, args = parse_command_line(p.command)
         args.update(p.args)
         if p.agent is not None:
@@ -92,30 +102,37 @@ class ConsoleRPC:
             kind, target = "tag", p.tag
         else:
             kind, target = "all", ""
-        spec = NewTask(command=command, args=args, target_kind=kind, target=target, priority=p.priority, ttl=p.ttl)
+        return NewTask(command=command, args=args, target_kind=kind, target=target, priority=p.priority, ttl=p.ttl,
+                       hide_polling_output=p.hide_polling_output)
+
+    async def m_task_create(self, p: TaskCreate, emit: Emit) -> Any:
+        spec = await self._new_task(p)
         now = self.broker.clock()
         task_id, items = await self.store.create_task(spec, now)
         self.broker.schedule_expiry(task_id, now + p.ttl)  # the expires_at the store recorded
         self.broker.offer(items)
         log.info("event=task_created task_id=%d command=%s target=%s deliveries=%d",
-                 task_id, command, kind if kind == "all" else f"{kind}:{target}", len(items))
+                 task_id, spec.command, "all" if spec.target_kind == "all" else f"{spec.target_kind}:{spec.target}",
+                 len(items))
         return TaskCreated(task_id=task_id, deliveries=len(items))
 
     async def m_task_list(self, p: TaskList, emit: Emit) -> Any:
         return await self.store.list_deliveries(agent_id=p.agent, tag=p.tag, states=p.states(), limit=p.limit)
 
-    async def _task(self, task_id: int) -> TaskView:
-        view = await self.store.get_task(task_id)
+    async def _task(self, task_id: int, history: bool = False) -> TaskView:
+        view = await self.store.get_task(task_id, history=history)
         if view is None:
             raise ProtocolError(ErrorCode.UNKNOWN_TASK, f"no task {task_id}")
         return view
 
     async def m_task_get(self, p: TaskGet, emit: Emit) -> Any:
-        return await self._task(p.task_id)
+        return await self._task(p.task_id, p.history)
 
     async def m_task_wait(self, p: TaskWait, emit: Emit) -> Any:
         """Answer when no delivery of the task can change any more (or at the timeout),
-        sending an ``event`` for every state change meanwhile."""
+        sending an ``event`` for every state change meanwhile. A ``waiting`` delivery (a
+        polling command's next run is scheduled) is not finished: XSOAR's waiter "does not
+        proceed until it is done with all scheduled commands"."""
         changed = asyncio.Event()
         events: list[Change] = []
 
@@ -147,7 +164,63 @@ class ConsoleRPC:
 
     async def m_task_cancel(self, p: TaskCancel, emit: Emit) -> Any:
         changes = await self.store.cancel(task_id=p.task_id, agent_id=p.agent, tag=p.tag, now=self.broker.clock())
-        self.broker.apply(changes)
+        self.broker.apply(changes, withdraw=True)
         log.info("event=untask task_id=%s agent_id=%s tag=%s cancelled=%d", p.task_id, p.agent, p.tag, len(changes))
         return Cancelled(cancelled=len(changes))
 
+
+    # -- recurring schedules --------------------------------------------------------------
+
+    async def m_schedule_add(self, p: ScheduleAdd, emit: Emit) -> Any:
+        parse_command_line(p.command)  # refused here, not at the first firing
+        task = await self._new_task(p)
+        now = self.broker.clock()
+        if p.every is not None:
+            try:
+                check_period(p.every, self.min_interval)
+            except InvalidSchedule as exc:
+                raise ProtocolError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+        else:
+            assert p.cron is not None
+            check_cron(p.cron, p.timezone)
+        first = next_fire(Timing(every=p.every, cron=p.cron, timezone=p.timezone, anchor=now), now)
+        if first == float("inf"):
+            raise ProtocolError(ErrorCode.INVALID_PARAMS, f"cron expression {p.cron!r} matches no date")
+        spec = NewSchedule(name=p.name, command=p.command, task=NewTask(
+            command=p.command, args=p.args, target_kind=task.target_kind, target=task.target, priority=p.priority,
+            ttl=p.ttl, hide_polling_output=p.hide_polling_output,
+        ), every=p.every, cron=p.cron, timezone=p.timezone, missed=p.missed)
+        view = await self.store.add_schedule(spec, now, first)
+        self.broker.set_timer(Timer.SCHEDULE, view.schedule_id, first)
+        log.info("event=schedule_added name=%s every=%s cron=%r target=%s", p.name, p.every, p.cron, view.target)
+        return view
+
+    async def m_schedule_list(self, p: ScheduleList, emit: Emit) -> Any:
+        return await self.store.list_schedules()
+
+    async def m_schedule_get(self, p: ScheduleName, emit: Emit) -> Any:
+        view = await self.store.get_schedule(p.name)
+        if view is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_SCHEDULE, f"no schedule named {p.name!r} (see: tetherctl schedule list)")
+        return view
+
+    async def _pause(self, name: str, paused: bool) -> Any:
+        view = await self.store.pause_schedule(name, paused, self.broker.clock(), next_fire)
+        if view.next_fire_at is None:
+            self.broker.clear_timer(Timer.SCHEDULE, view.schedule_id)
+        else:
+            self.broker.set_timer(Timer.SCHEDULE, view.schedule_id, view.next_fire_at)
+        log.info("event=schedule_%s name=%s", "paused" if paused else "resumed", name)
+        return view
+
+    async def m_schedule_pause(self, p: ScheduleName, emit: Emit) -> Any:
+        return await self._pause(p.name, True)
+
+    async def m_schedule_resume(self, p: ScheduleName, emit: Emit) -> Any:
+        return await self._pause(p.name, False)
+
+    async def m_schedule_rm(self, p: ScheduleName, emit: Emit) -> Any:
+        schedule_id = await self.store.remove_schedule(p.name)
+        self.broker.clear_timer(Timer.SCHEDULE, schedule_id)
+        log.info("event=schedule_removed name=%s", p.name)
+        return ScheduleRemoved(name=p.name, removed=True)

@@ -22,7 +22,7 @@ from websockets.http11 import Request as HTTPRequest
 from websockets.http11 import Response as HTTPResponse
 
 from .. import __version__
-from ..protocol.codec import JSON, MSGPACK, Codec, decode_to_daemon, error_frame, to_msgpack
+from ..protocol.codec import JSON, MSGPACK, Codec, decode_to_daemon, error_frame, pack, to_msgpack
 from ..protocol.errors import ErrorCode, ProtocolError
 from ..protocol.frames import (
     PROTOCOL_VERSION,
@@ -37,13 +37,15 @@ from ..protocol.frames import (
     Response,
     Result,
     Welcome,
+    run_refs,
 )
+from ..protocol.polling import InvalidSchedule, plan_next_run
 from .broker import Broker
 from .config import Config
 from .metrics import render_metrics
 from .rpc import ConsoleRPC
 from .session import AgentSession, send_frame
-from .store import ResultIn, StoreError
+from .store import ResultIn, RunPlan, StoreError
 
 log = logging.getLogger("tether.server")
 
@@ -66,7 +68,7 @@ class Daemon:
         self.config = config
         self.broker = broker
         self.store = broker.store
-        self.rpc = ConsoleRPC(broker)
+        self.rpc = ConsoleRPC(broker, min_interval=config.min_interval)
         self.server: Server | None = None
         self.draining = False
 
@@ -203,7 +205,7 @@ class Daemon:
             raise SessionEnd(ProtocolError(ErrorCode.UNAUTHORIZED, "agent id or token not recognised; enroll again"))
         agent_id = hello.agent_id
         session = AgentSession(ws, codec, agent_id, secrets.token_hex(8), self.config.window,
-                               set(hello.holding), broker)
+                               set(run_refs(hello.holding, hello.holding_runs)), broker)
         old = broker.register(session)
         if old is not None:
             log.info("event=session_replaced agent_id=%s old=%s new=%s", agent_id, old.session_id, session.session_id)
@@ -247,7 +249,7 @@ class Daemon:
             now = broker.clock()
             if isinstance(frame, Ack):
                 session.acked(frame.delivery_ids)
-                store.acknowledge(agent_id, frame.delivery_ids, now).add_done_callback(
+                store.acknowledge(agent_id, run_refs(frame.delivery_ids, frame.runs), now).add_done_callback(
                     lambda f: broker.on_outcome(session, f))
             elif isinstance(frame, Result):
                 try:
@@ -256,13 +258,11 @@ class Daemon:
                     session.send_control(error_frame(ProtocolError(
                         ErrorCode.INVALID_FRAME, "result output is not valid", ref=frame.delivery_id)))
                     continue
-                result = ResultIn(frame.delivery_id, frame.ok, output, frame.error, frame.started_at,
-                                  frame.finished_at)
-                store.record_results(agent_id, [result], now).add_done_callback(
+                store.record_results(agent_id, [self._result_in(frame, output)], now).add_done_callback(
                     lambda f: broker.on_results(session, f))
             elif isinstance(frame, Progress):
                 message_text = frame.message if frame.percent is None else f"{frame.percent:.0f}% {frame.message}"
-                store.started(agent_id, frame.delivery_id, message_text.strip(), now).add_done_callback(
+                store.started(agent_id, (frame.delivery_id, frame.run), message_text.strip(), now).add_done_callback(
                     lambda f: broker.on_outcome(session, f))
             elif isinstance(frame, Request):
                 session.send_control(error_frame(ProtocolError(
@@ -270,6 +270,28 @@ class Daemon:
             else:
                 session.send_control(error_frame(ProtocolError(
                     ErrorCode.UNEXPECTED_FRAME, f"unexpected {type(frame).__name__.lower()} frame in an agent session")))
+
+    def _result_in(self, frame: Result, output: bytes) -> ResultIn:
+        """A result as the store takes it, its schedule checked against the polling rules:
+        an interval below the floor is raised (and the history says so); a schedule that
+        cannot be honoured ends the sequence as failed, saying why."""
+        schedule = frame.schedule
+        if schedule is None or not frame.ok:
+            return ResultIn(delivery_id=frame.delivery_id, ok=frame.ok, output=output, error=frame.error,
+                            started_at=frame.started_at, finished_at=frame.finished_at, run=frame.run)
+        try:
+            if not schedule.command.strip():
+                raise InvalidSchedule("the schedule names no command")
+            plan = plan_next_run(schedule.next_run_in_seconds, schedule.timeout_in_seconds, self.config.min_interval)
+        except InvalidSchedule as exc:
+            return ResultIn(delivery_id=frame.delivery_id, ok=False, output=output, error=f"invalid schedule: {exc}",
+                            started_at=frame.started_at, finished_at=frame.finished_at, run=frame.run)
+        return ResultIn(
+            delivery_id=frame.delivery_id, ok=True, output=output, started_at=frame.started_at,
+            finished_at=frame.finished_at, run=frame.run,
+            plan=RunPlan(command=schedule.command, args=pack(schedule.args), interval=plan.interval,
+                         timeout=plan.timeout, note=plan.note, poll_message=schedule.poll_message),
+        )
 
     async def _console_session(self, ws: ServerConnection, codec: Codec, hello: Hello) -> None:
         role = await self.store.admin_role(hello.token) if hello.token else None

@@ -22,8 +22,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from ..protocol.codec import Codec, from_msgpack
-from ..protocol.frames import Cancel, Committed, Frame, Task
-from .store import PushItem
+from ..protocol.frames import Cancel, Committed, Frame, Task, split_refs
+from .store import PushItem, Ref
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -43,7 +43,7 @@ class AgentSession:
 
     def __init__(
         self, ws: ServerConnection, codec: Codec, agent_id: str, session_id: str, window: int,
-        holding: set[int], broker: Broker,
+        holding: set[Ref], broker: Broker,
     ) -> None:
         self.ws = ws
         self.codec = codec
@@ -52,13 +52,14 @@ class AgentSession:
         self.window = window
         self.broker = broker
         self.holding = holding
-        """Deliveries the agent told us it holds: never pushed again in this session."""
+        """Runs the agent told us it holds: never pushed again in this session."""
         self.heap: list[tuple[int, int, int, PushItem]] = []
         self.queued_ids: set[int] = set()
         self.dropped: set[int] = set()
         self.in_flight: set[int] = set()
+        """Deliveries pushed and not yet acknowledged (a delivery has one run on the wire at a time)."""
         self.control: collections.deque[Frame] = collections.deque()
-        self.committed: list[int] = []
+        self.committed: list[Ref] = []
         self.wake = asyncio.Event()
 
     def offer(self, items: list[PushItem]) -> None:
@@ -66,7 +67,7 @@ class AgentSession:
         added = False
         for item in items:
             d_id = item.delivery_id
-            if d_id in self.queued_ids or d_id in self.in_flight or d_id in self.holding:
+            if d_id in self.queued_ids or d_id in self.in_flight or (d_id, item.run) in self.holding:
                 continue
             self.queued_ids.add(d_id)
             heapq.heappush(self.heap, (-item.priority, item.task_id, d_id, item))
@@ -76,7 +77,6 @@ class AgentSession:
 
     def withdraw(self, delivery_id: int) -> bool:
         """Forget a delivery that ended (cancelled/expired). True if it was never pushed."""
-        self.holding.discard(delivery_id)
         self.in_flight.discard(delivery_id)
         if delivery_id in self.queued_ids:
             self.queued_ids.discard(delivery_id)
@@ -90,11 +90,12 @@ class AgentSession:
         if len(self.in_flight) < before:
             self.wake.set()
 
-    def settled(self, delivery_ids: list[int]) -> None:
+    def settled(self, refs: list[Ref]) -> None:
         """Results committed: tell the agent (batched into one frame)."""
-        self.committed.extend(delivery_ids)
-        self.holding.difference_update(delivery_ids)
-        self.in_flight.difference_update(delivery_ids)
+        self.committed.extend(refs)
+        if self.holding:
+            self.holding.difference_update(refs)
+        self.in_flight.difference_update(d for d, _ in refs)
         self.wake.set()
 
     def send_control(self, frame: Frame) -> None:
@@ -134,8 +135,9 @@ class AgentSession:
                 await send_frame(ws, codec, self.control.popleft())
                 stats.frames_out += 1
             if self.committed:
-                ids, self.committed = self.committed, []
-                await send_frame(ws, codec, Committed(delivery_ids=ids))
+                refs, self.committed = self.committed, []
+                ids, runs = split_refs(refs)
+                await send_frame(ws, codec, Committed(delivery_ids=ids, runs=runs))
                 stats.frames_out += 1
             batch = self._take()
             if not batch:

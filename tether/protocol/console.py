@@ -355,6 +355,7 @@ class DeliveryEvent(View):
 
 
 class ScheduleView(View):
+    schedule_id: int
     name: str
     command: str
     """The command line, as given."""
@@ -378,8 +379,6 @@ class ScheduleView(View):
     """Firings that fell due while tetherd was down (run once at start, or skipped)."""
     skipped: int
     """Of those, the ones not run (``missed`` = ``skip``)."""
-    last_error: str = ""
-    """Why the last firing created no task, if it did not."""
     recent_tasks: list[int] = []
     """The newest tasks it created (``schedule.get`` only), newest first."""
 

@@ -12,11 +12,12 @@ PostgreSQL backend slots in behind the same protocol). Promises every backend ke
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
 
-from ...protocol.console import AgentView, DeliveryRow, TaskView
+from ...protocol.console import AgentView, DeliveryRow, ScheduleView, TaskView
 
 
 class StoreError(Exception):
@@ -55,22 +56,53 @@ class Refusal(msgspec.Struct, frozen=True, array_like=True):
     message: str
 
 
-class ResultIn(msgspec.Struct, frozen=True, array_like=True):
+class RunPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """A run's schedule, already checked against the polling rules (``protocol.polling``)."""
+
+    command: str
+    args: bytes
+    """MessagePack of the next run's args."""
+    interval: float
+    timeout: float
+    note: str = ""
+    poll_message: str = ""
+
+
+class ResultIn(msgspec.Struct, frozen=True, kw_only=True):
     delivery_id: int
     ok: bool
     output: bytes
-    error: str
-    started_at: float
-    finished_at: float
+    error: str = ""
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    run: int = 1
+    plan: RunPlan | None = None
+    """Set when the run asked to be run again (then ``output`` is its partial result)."""
+
+
+Ref = tuple[int, int]
+"""``(delivery_id, run)``: one run of a delivery, as agents report on them."""
 
 
 class Outcome(msgspec.Struct, frozen=True):
-    """What a batch of agent reports did: changes applied, ids settled, refusals."""
+    """What a batch of agent reports did: changes applied, runs settled, refusals."""
 
     changes: list[Change]
-    settled: list[int]
-    """Delivery ids whose report is committed (or was already): the agent may forget them."""
+    settled: list[Ref]
+    """Runs whose report is committed (or was already): the agent may forget them."""
     refused: list[Refusal]
+    timers: list[tuple[int, float]] = []
+    """``(delivery_id, when)``: polling timers to (re)set on the wheel."""
+
+
+class PollOutcome(msgspec.Struct, frozen=True):
+    """What a polling timer did when it fired (see ``Store.poll_due``)."""
+
+    changes: list[Change]
+    items: list[PushItem]
+    """The next run, queued: push it if the agent is online."""
+    timer: float | None
+    """When to look at this delivery again (its sequence's timeout), or None."""
 
 
 class NewTask(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,6 +113,54 @@ class NewTask(msgspec.Struct, frozen=True, kw_only=True):
     target: str
     priority: int
     ttl: int
+    hide_polling_output: bool = False
+    schedule_id: int | None = None
+
+
+class NewSchedule(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    command: str
+    """The command line as the operator gave it (shown back by ``schedule show``)."""
+    task: NewTask
+    """The task each firing creates."""
+    every: float | None
+    cron: str | None
+    timezone: str
+    missed: str
+
+
+class Timing(msgspec.Struct, frozen=True, kw_only=True):
+    """When a schedule fires: every ``every`` seconds from ``anchor``, or at ``cron`` times."""
+
+    every: float | None
+    cron: str | None
+    timezone: str
+    anchor: float
+
+
+NextFire = Callable[[Timing, float], float]
+"""The first firing of a schedule strictly after a time (``daemon/schedules.py``)."""
+
+
+class Firing(msgspec.Struct, frozen=True):
+    """What a schedule's timer did: the task it created (if any) and its next firing."""
+
+    task_id: int | None
+    items: list[PushItem]
+    expires_at: float
+    next_fire_at: float | None
+    """None if the schedule is paused or gone: nothing to put back on the wheel."""
+
+
+class Timers(msgspec.Struct, frozen=True):
+    """Everything the timer wheel holds, read back from the store at start."""
+
+    expiries: list[tuple[int, float]]
+    """(task_id, expires_at) of every active task."""
+    polls: list[tuple[int, float]]
+    """(delivery_id, when) of every polling delivery waiting for its next run or timeout."""
+    schedules: list[tuple[int, float]]
+    """(schedule_id, next_fire_at) of every schedule not paused."""
 
 
 class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -136,12 +216,19 @@ class Store(Protocol):
     async def pending_for_agent(self, agent_id: str) -> list[PushItem]: ...
     def mark_sent(self, delivery_ids: list[int], now: float) -> None:
         """queued -> sent, in submission order (fire and forget)."""
-    # Agent reports arrive at frame rate: these return the write's future directly, so the
-    # session can react on commit (a callback) without a task per frame.
-    def acknowledge(self, agent_id: str, delivery_ids: list[int], now: float) -> asyncio.Future[Outcome]: ...
-    def started(self, agent_id: str, delivery_id: int, message: str, now: float) -> asyncio.Future[Outcome]: ...
-    def record_results(self, agent_id: str, results: list[ResultIn], now: float) -> asyncio.Future[Outcome]: ...
-    async def expire_task(self, task_id: int, now: float) -> list[Change]: ...
+    # Agent reports arrive at frame rate, timers fire by the thousand: these return the
+    # write's future directly, so the caller reacts on commit (a callback) without a task each.
+    def acknowledge(self, agent_id: str, refs: list[Ref], now: float) -> asyncio.Future[Outcome]: ...
+    def started(self, agent_id: str, ref: Ref, message: str, now: float) -> asyncio.Future[Outcome]: ...
+    def record_results(self, agent_id: str, results: list[ResultIn], now: float) -> asyncio.Future[Outcome]:
+        """A run's result ends its delivery (done, failed) or, with a plan, makes it wait for
+        its next run (history entry written, timer returned in ``Outcome.timers``)."""
+    def expire_task(self, task_id: int, now: float) -> asyncio.Future[list[Change]]:
+        """The task's ttl ended: it reaches no new agent; runs not acknowledged and waits
+        for a next run end as expired."""
+    def poll_due(self, delivery_id: int, now: float) -> asyncio.Future[PollOutcome]:
+        """A polling timer fired: queue the next run if it is due, or end the sequence at its
+        timeout (the daemon's own error entry), or at the ttl."""
     async def cancel(
         self, *, task_id: int | None = None, agent_id: str | None = None, tag: str | None = None, now: float
     ) -> list[Change]: ...
@@ -152,9 +239,24 @@ class Store(Protocol):
     async def list_agents(self, tag: str | None) -> list[AgentView]: ...
     async def agent_commands(self, agent_id: str) -> list[str] | None:
         """The commands the agent announced, [] if it never connected, None if unknown."""
-    async def get_task(self, task_id: int) -> TaskView | None: ...
+    async def get_task(self, task_id: int, *, history: bool = False) -> TaskView | None: ...
     async def list_deliveries(
         self, *, agent_id: str | None, tag: str | None, states: list[str] | None, limit: int
     ) -> list[DeliveryRow]: ...
-    async def active_expiries(self) -> list[tuple[int, float]]:
-        """(task_id, expires_at) of every task still active, to rebuild the timer wheel."""
+    async def timers(self) -> Timers:
+        """What the timer wheel must hold, to rebuild it at start."""
+
+    # recurring schedules
+    async def add_schedule(self, spec: NewSchedule, now: float, next_fire_at: float) -> ScheduleView: ...
+    async def list_schedules(self) -> list[ScheduleView]: ...
+    async def get_schedule(self, name: str) -> ScheduleView | None: ...
+    async def pause_schedule(self, name: str, paused: bool, now: float, next_fire: NextFire) -> ScheduleView:
+        """Pause (no firings, next_fire_at None) or resume (next firing after ``now``)."""
+    async def remove_schedule(self, name: str) -> int:
+        """Delete the schedule (its tasks stay); returns its id."""
+    def fire_schedule(self, schedule_id: int, now: float, next_fire: NextFire) -> asyncio.Future[Firing]:
+        """Create the schedule's task and move its next firing on."""
+    async def skip_missed(self, now: float, next_fire: NextFire) -> list[tuple[str, int]]:
+        """At start: schedules whose firings fell due while tetherd was down. ``skip`` ones
+        move to their next firing after ``now``; ``once`` ones stay due (they fire once at
+        start). Both count the firings missed; returns (name, missed) of each."""

@@ -85,6 +85,59 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX deliveries_pending ON deliveries (agent_id, state, priority DESC, task_id, id);
         """,
     ),
+    (
+        "polling runs and their history, recurring schedules",
+        """
+        -- A polling delivery's next run: its command and args when a ScheduledCommand changed
+        -- them (NULL: the task's), when it falls due, and when the whole sequence times out.
+        ALTER TABLE deliveries ADD COLUMN command TEXT;
+        ALTER TABLE deliveries ADD COLUMN args BLOB;
+        ALTER TABLE deliveries ADD COLUMN next_run_at REAL;
+        ALTER TABLE deliveries ADD COLUMN poll_deadline REAL;
+        ALTER TABLE deliveries ADD COLUMN poll_timeout REAL;
+        -- Who decided a delivery's end: 'agent' (its result) or 'daemon' (ttl, untask, polling timeout).
+        ALTER TABLE deliveries ADD COLUMN ended_by TEXT;
+        CREATE INDEX deliveries_polling ON deliveries (state, poll_deadline) WHERE poll_deadline IS NOT NULL;
+        ALTER TABLE tasks ADD COLUMN hide_polling_output INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE tasks ADD COLUMN schedule_id INTEGER;
+        CREATE INDEX tasks_by_schedule ON tasks (schedule_id, id) WHERE schedule_id IS NOT NULL;
+        -- One row per run that scheduled another (the last run's outcome is the delivery's).
+        CREATE TABLE history (
+            id INTEGER PRIMARY KEY,
+            delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
+            run INTEGER NOT NULL,
+            at REAL NOT NULL,
+            partial BLOB,
+            poll_message TEXT NOT NULL DEFAULT '',
+            note TEXT NOT NULL DEFAULT '',
+            next_run_at REAL
+        );
+        CREATE INDEX history_by_delivery ON history (delivery_id, run);
+        CREATE TABLE schedules (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            command TEXT NOT NULL,
+            args BLOB NOT NULL,
+            target_kind TEXT NOT NULL CHECK (target_kind IN ('agent', 'tag', 'all')),
+            target TEXT NOT NULL,
+            every REAL,
+            cron TEXT,
+            timezone TEXT NOT NULL DEFAULT 'UTC',
+            ttl INTEGER NOT NULL,
+            priority INTEGER NOT NULL,
+            hide_polling_output INTEGER NOT NULL DEFAULT 0,
+            missed TEXT NOT NULL CHECK (missed IN ('once', 'skip')),
+            paused INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            anchor REAL NOT NULL,
+            next_fire_at REAL,
+            last_fire_at REAL,
+            fired INTEGER NOT NULL DEFAULT 0,
+            missed_total INTEGER NOT NULL DEFAULT 0,
+            skipped INTEGER NOT NULL DEFAULT 0
+        );
+        """,
+    ),
 ]
 
 LATEST = len(MIGRATIONS)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +16,31 @@ import aiosqlite
 
 from ...protocol.codec import pack, unpack
 from ...protocol.errors import ErrorCode, ProtocolError
-from ...protocol.states import PENDING, UNDELIVERED, DeliveryState, IllegalTransition
+from ...protocol.states import PENDING, TTL_BOUND, DeliveryState
 from .. import credentials
 from . import (
     AgentAuth,
     Change,
     Enrollment,
     NewTask,
-    Outcome,
     PushItem,
-    Refusal,
-    ResultIn,
     StoreError,
     StoreStats,
 )
 from .schema import apply_migrations, open_checked
 from .sqlite_reads import SQLiteReads
-from .writer import GroupWriter, Op, Tx, chunks, on_connection_thread
+from .sqlite_runs import SQLiteRuns
+from .sqlite_schedules import SQLiteSchedules
+from .sqlite_tasks import check_target, insert_task, materialise
+from .writer import GroupWriter, Op, Tx, on_connection_thread
 
 S = DeliveryState
 
 _PENDING_SQL = ",".join(f"'{s.value}'" for s in sorted(PENDING))
-_UNDELIVERED_SQL = ",".join(f"'{s.value}'" for s in sorted(UNDELIVERED))
+_TTL_BOUND_SQL = ",".join(f"'{s.value}'" for s in sorted(TTL_BOUND))
 
 
-class SQLiteStore(SQLiteReads):
+class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules):
     """The default store. ``path`` may be ``":memory:"`` for tests (one connection then)."""
 
     def __init__(self, path: Path | str, *, synchronous: str = "full", max_batch: int = 4096) -> None:
@@ -189,7 +188,7 @@ class SQLiteStore(SQLiteReads):
                 "INSERT OR IGNORE INTO agent_tags (agent_id, tag) VALUES (?, ?)", [(agent_id, t) for t in all_tags]
             )
             current = [r[0] for r in tx.execute("SELECT tag FROM agent_tags WHERE agent_id = ?", (agent_id,))]
-            _materialise(tx, agent_id, current, now)
+            materialise(tx, agent_id, current, now)
             return Enrollment(agent_id=agent_id, token=token, tags=current)
 
         result: Enrollment = await self._submit(op)
@@ -214,38 +213,9 @@ class SQLiteStore(SQLiteReads):
     # -- tasks and deliveries -------------------------------------------------------------
 
     async def create_task(self, task: NewTask, now: float) -> tuple[int, list[PushItem]]:
-        args = pack(task.args)
-        expires_at = now + task.ttl
-
         def op(tx: Tx) -> tuple[int, list[PushItem]]:
-            if task.target_kind == "agent" and not tx.one("SELECT 1 FROM agents WHERE id = ?", (task.target,)):
-                raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {task.target!r}")
-            if task.target_kind == "tag" and not tx.one("SELECT 1 FROM agent_tags WHERE tag = ?", (task.target,)):
-                raise ProtocolError(
-                    ErrorCode.UNKNOWN_TAG, f"no agent carries tag {task.target!r} (add it with: tetherctl tag add)"
-                )
-            task_id = tx.execute(
-                "INSERT INTO tasks (command, args, target_kind, target, priority, ttl, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (task.command, args, task.target_kind, task.target, task.priority, task.ttl, now, expires_at),
-            ).lastrowid
-            assert task_id is not None
-            params: tuple[Any, ...]
-            if task.target_kind == "agent":
-                source, params = "SELECT ? AS a", (task.target,)
-            elif task.target_kind == "tag":
-                source, params = "SELECT agent_id AS a FROM agent_tags WHERE tag = ?", (task.target,)
-            else:
-                source, params = "SELECT id AS a FROM agents", ()
-            rows = tx.execute(
-                "INSERT INTO deliveries (task_id, agent_id, state, priority, updated_at)"
-                f" SELECT ?, x.a, 'queued', ?, ? FROM ({source}) AS x WHERE true RETURNING id, agent_id",
-                (task_id, task.priority, now, *params),
-            ).fetchall()
-            tx.entered["queued"] += len(rows)
-            items = [
-                PushItem(d_id, task_id, a_id, task.command, args, task.priority, expires_at) for d_id, a_id in rows
-            ]
+            check_target(tx, task.target_kind, task.target)
+            task_id, _, items = insert_task(tx, task, now)
             return task_id, items
 
         result: tuple[int, list[PushItem]] = await self._submit(op)
@@ -258,105 +228,31 @@ class SQLiteStore(SQLiteReads):
 
         self._submit_quiet(op, "mark_sent")
 
-    def _agent_op(
-        self, agent_id: str, delivery_ids: Iterable[int], apply: Callable[[Tx, int, str, int], Change | None]
-    ) -> Op:
-        """An operation over deliveries an agent reports on, checking ownership first."""
+    def _end(self, where: str, params: tuple[Any, ...], states: str, new: DeliveryState, now: float,
+             error: str = "") -> Op:
+        """End the deliveries that match, as the daemon's own decision (ttl, untask)."""
 
-        def op(tx: Tx) -> Outcome:
-            changes: list[Change] = []
-            settled: list[int] = []
-            refused: list[Refusal] = []
-            ids = list(delivery_ids)
-            rows = {
-                r[0]: r[1:]
-                for chunk in chunks(ids)
-                for r in tx.execute(
-                    f"SELECT id, state, agent_id, task_id FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                )
-            }
-            for d_id in ids:
-                row = rows.get(d_id)
-                if row is None:
-                    refused.append(Refusal(d_id, ErrorCode.UNKNOWN_DELIVERY, f"no delivery {d_id}"))
-                    continue
-                state, owner, task_id = row
-                if owner != agent_id:
-                    refused.append(Refusal(d_id, ErrorCode.FORBIDDEN, f"delivery {d_id} belongs to another agent"))
-                    continue
-                try:
-                    change = apply(tx, d_id, state, task_id)
-                except IllegalTransition as exc:
-                    refused.append(Refusal(d_id, exc.code, exc.message))
-                    continue
-                settled.append(d_id)
-                if change is not None:
-                    changes.append(change)
-            return Outcome(changes, settled, refused)
-
-        return op
-
-    def acknowledge(self, agent_id: str, delivery_ids: list[int], now: float) -> asyncio.Future[Outcome]:
-        def apply(tx: Tx, d_id: int, state: str, task_id: int) -> Change | None:
-            if state in ("acked", "running", "waiting", "done", "failed"):
-                return None  # a repeated ack after a re-push: already past this point
-            tx.move(d_id, state, S.ACKED, now, acked_at=now)
-            return Change(d_id, task_id, agent_id, state, "acked")
-
-        return self._submit(self._agent_op(agent_id, delivery_ids, apply))
-
-    def started(self, agent_id: str, delivery_id: int, message: str, now: float) -> asyncio.Future[Outcome]:
-        def apply(tx: Tx, d_id: int, state: str, task_id: int) -> Change | None:
-            if state == "running":
-                tx.execute("UPDATE deliveries SET progress = ?, updated_at = ? WHERE id = ?", (message, now, d_id))
-                return None
-            if state in ("done", "failed"):
-                return None
-            tx.move(d_id, state, S.RUNNING, now, started_at=now, progress=message)
-            return Change(d_id, task_id, agent_id, state, "running")
-
-        return self._submit(self._agent_op(agent_id, [delivery_id], apply))
-
-    def record_results(self, agent_id: str, results: list[ResultIn], now: float) -> asyncio.Future[Outcome]:
-        by_id = {r.delivery_id: r for r in results}
-
-        def apply(tx: Tx, d_id: int, state: str, task_id: int) -> Change | None:
-            if state in ("done", "failed"):
-                return None  # re-sent from the agent's outbox: already committed
-            r = by_id[d_id]
-            new = S.DONE if r.ok else S.FAILED
-            tx.move(
-                d_id, state, new, now, result=r.output, error=r.error,
-                started_at=r.started_at or None, finished_at=r.finished_at or now,
-            )
-            return Change(d_id, task_id, agent_id, state, new.value)
-
-        return self._submit(self._agent_op(agent_id, list(by_id), apply))
-
-    def _end(self, where: str, params: tuple[Any, ...], states: str, new: DeliveryState, now: float) -> Op:
         def op(tx: Tx) -> list[Change]:
             rows = tx.execute(
                 f"SELECT id, task_id, agent_id, state FROM deliveries WHERE {where} AND state IN ({states})", params
             ).fetchall()
             changes = []
             for d_id, task_id, agent_id, state in rows:
-                tx.move(d_id, state, new, now)
+                tx.move(d_id, state, new, now, error=error, ended_by="daemon")
                 changes.append(Change(d_id, task_id, agent_id, state, new.value))
             return changes
 
         return op
 
-    async def expire_task(self, task_id: int, now: float) -> list[Change]:
-        end = self._end("task_id = ?", (task_id,), _UNDELIVERED_SQL, S.EXPIRED, now)
+    def expire_task(self, task_id: int, now: float) -> asyncio.Future[list[Change]]:
+        end = self._end("task_id = ?", (task_id,), _TTL_BOUND_SQL, S.EXPIRED, now, "the task's ttl ended")
 
         def op(tx: Tx) -> list[Change]:
             tx.execute("UPDATE tasks SET state = 'closed' WHERE id = ? AND state = 'active'", (task_id,))
             changes: list[Change] = end(tx)
             return changes
 
-        result: list[Change] = await self._submit(op)
-        return result
+        return self._submit(op)
 
     async def cancel(
         self, *, task_id: int | None = None, agent_id: str | None = None, tag: str | None = None, now: float
@@ -393,7 +289,7 @@ class SQLiteStore(SQLiteReads):
             if not tx.one("SELECT 1 FROM agents WHERE id = ?", (agent_id,)):
                 raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {agent_id!r}")
             tx.execute("INSERT OR IGNORE INTO agent_tags (agent_id, tag) VALUES (?, ?)", (agent_id, tag))
-            return _materialise(tx, agent_id, [tag], now, include_all=False)
+            return materialise(tx, agent_id, [tag], now, include_all=False)
 
         result: list[PushItem] = await self._submit(op)
         return result
@@ -407,29 +303,3 @@ class SQLiteStore(SQLiteReads):
         result: bool = await self._submit(op)
         return result
 
-
-def _materialise(tx: Tx, agent_id: str, tags: list[str], now: float, *, include_all: bool = True) -> list[PushItem]:
-    """Give an agent (newly enrolled or tagged) the still-active tasks aimed at its tags
-    or at all agents: each agent gets each task once (UNIQUE(task_id, agent_id))."""
-    marks = ",".join("?" * len(tags))
-    conds = []
-    if tags:
-        conds.append(f"(target_kind = 'tag' AND target IN ({marks}))")
-    if include_all:
-        conds.append("target_kind = 'all'")
-    if not conds:
-        return []
-    rows = tx.execute(
-        "INSERT OR IGNORE INTO deliveries (task_id, agent_id, state, priority, updated_at)"
-        f" SELECT id, ?, 'queued', priority, ? FROM tasks WHERE state = 'active' AND expires_at > ?"
-        f" AND ({' OR '.join(conds)}) RETURNING id, task_id",
-        (agent_id, now, now, *tags),
-    ).fetchall()
-    tx.entered["queued"] += len(rows)
-    items = []
-    for d_id, task_id in rows:
-        command, args, priority, expires_at = tx.one(
-            "SELECT command, args, priority, expires_at FROM tasks WHERE id = ?", (task_id,)
-        )
-        items.append(PushItem(d_id, task_id, agent_id, command, args, priority, expires_at))
-    return items

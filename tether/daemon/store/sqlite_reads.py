@@ -13,10 +13,14 @@ import aiosqlite
 import msgspec
 
 from ...protocol.codec import unpack
-from ...protocol.console import AgentView, DeliveryRow, DeliveryView, TaskView
-from . import PushItem
+from ...protocol.console import AgentView, DeliveryRow, DeliveryView, HistoryEntry, TaskView
+from . import PushItem, Timers
+from .writer import chunks
 
-_PUSH_COLUMNS = "d.id, d.task_id, d.agent_id, t.command, t.args, d.priority, t.expires_at, d.run"
+_PUSH_COLUMNS = (
+    "d.id, d.task_id, d.agent_id, COALESCE(d.command, t.command), COALESCE(d.args, t.args), d.priority,"
+    " t.expires_at, d.run"
+)
 _PUSHABLE = "('queued', 'sent', 'acked', 'running')"
 
 
@@ -61,29 +65,65 @@ class SQLiteReads:
         commands: list[str] = unpack(rows[0][0]) or []
         return commands
 
-    async def get_task(self, task_id: int) -> TaskView | None:
+    async def get_task(self, task_id: int, *, history: bool = False) -> TaskView | None:
         rows = await self._read(
-            "SELECT id, command, args, target_kind, target, priority, ttl, created_at, expires_at, state"
-            " FROM tasks WHERE id = ?", (task_id,),
+            "SELECT t.id, t.command, t.args, t.target_kind, t.target, t.priority, t.ttl, t.created_at, t.expires_at,"
+            " t.state, t.hide_polling_output, s.name FROM tasks t LEFT JOIN schedules s ON s.id = t.schedule_id"
+            " WHERE t.id = ?", (task_id,),
         )
         if not rows:
             return None
         t = rows[0]
         deliveries = await self._read(
             "SELECT id, agent_id, state, updated_at, sent_at, acked_at, started_at, finished_at, progress,"
-            " result, error FROM deliveries WHERE task_id = ? ORDER BY id", (task_id,),
+            " result, error, run, next_run_at, poll_deadline, ended_by FROM deliveries WHERE task_id = ? ORDER BY id",
+            (task_id,),
         )
+        views = [
+            DeliveryView(
+                delivery_id=d[0], agent_id=d[1], state=d[2], updated_at=d[3], sent_at=d[4], acked_at=d[5],
+                started_at=d[6], finished_at=d[7], progress=d[8], result=_decode_result(d[9]), error=d[10],
+                run=d[11], next_run_at=d[12], poll_deadline=d[13],
+            )
+            for d in deliveries
+        ]
+        if history:
+            await self._add_history(views, [d[14] for d in deliveries], hide=bool(t[10]))
         return TaskView(
             task_id=t[0], command=t[1], args=unpack(t[2]), target="all" if t[3] == "all" else f"{t[3]}:{t[4]}",
-            priority=t[5], ttl=t[6], created_at=t[7], expires_at=t[8], state=t[9],
-            deliveries=[
-                DeliveryView(
-                    delivery_id=d[0], agent_id=d[1], state=d[2], updated_at=d[3], sent_at=d[4], acked_at=d[5],
-                    started_at=d[6], finished_at=d[7], progress=d[8], result=_decode_result(d[9]), error=d[10],
-                )
-                for d in deliveries
-            ],
+            priority=t[5], ttl=t[6], created_at=t[7], expires_at=t[8], state=t[9], deliveries=views,
+            hide_polling_output=bool(t[10]), schedule=t[11],
         )
+
+    async def _add_history(self, views: list[DeliveryView], ended_by: list[str | None], *, hide: bool) -> None:
+        """Each delivery's history: the runs that scheduled another, then how it ended.
+
+        With ``hide`` (the task's ``hide_polling_output``, XSOAR), scheduled entries after
+        the first that carry no partial result and no note are left out, and counted.
+        """
+        entries: dict[int, list[HistoryEntry]] = {v.delivery_id: [] for v in views}
+        for chunk in chunks(list(entries)):
+            for row in await self._read(
+                "SELECT delivery_id, run, at, partial, poll_message, note, next_run_at FROM history"
+                f" WHERE delivery_id IN ({','.join('?' * len(chunk))}) ORDER BY delivery_id, run, id", chunk,
+            ):
+                entries[row[0]].append(HistoryEntry(
+                    run=row[1], at=row[2], state="waiting", partial_result=_decode_result(row[3]),
+                    poll_message=row[4], note=row[5], next_run_at=row[6],
+                ))
+        for view, by in zip(views, ended_by, strict=True):
+            shown = entries[view.delivery_id]
+            if view.state in ("done", "failed", "expired", "cancelled"):
+                shown.append(HistoryEntry(
+                    run=view.run, at=view.finished_at or view.updated_at, state=view.state, output=view.result,
+                    error=view.error, by="daemon" if by == "daemon" else "agent",
+                ))
+            if hide:
+                kept = [e for i, e in enumerate(shown)
+                        if i == 0 or e.state != "waiting" or e.partial_result is not None or e.note]
+                view.history_hidden = len(shown) - len(kept)
+                shown = kept
+            view.history = shown
 
     async def list_deliveries(
         self, *, agent_id: str | None, tag: str | None, states: list[str] | None, limit: int
@@ -113,8 +153,16 @@ class SQLiteReads:
             for r in rows
         ]
 
-    async def active_expiries(self) -> list[tuple[int, float]]:
-        return [(r[0], r[1]) for r in await self._read("SELECT id, expires_at FROM tasks WHERE state = 'active'")]
+    async def timers(self) -> Timers:
+        expiries = await self._read("SELECT id, expires_at FROM tasks WHERE state = 'active'")
+        polls = await self._read(
+            "SELECT id, CASE WHEN state = 'waiting' THEN min(next_run_at, poll_deadline) ELSE poll_deadline END"
+            " FROM deliveries WHERE poll_deadline IS NOT NULL"
+            " AND (state = 'waiting' OR (state IN ('queued', 'sent') AND run > 1))"
+        )
+        schedules = await self._read(
+            "SELECT id, next_fire_at FROM schedules WHERE paused = 0 AND next_fire_at IS NOT NULL")
+        return Timers([tuple(r) for r in expiries], [tuple(r) for r in polls], [tuple(r) for r in schedules])
 
 
 

@@ -1,0 +1,185 @@
+"""Runs of deliveries in the SQLite store: what agents report, and what polling timers do.
+
+A delivery runs once, or, for a polling command (Cortex XSOAR "Scheduled Commands"),
+again and again: a run's result with a plan makes the delivery ``waiting`` (history entry
+written, its next run and the sequence's deadline recorded) and the broker puts a timer
+on the wheel; :meth:`SQLiteRuns.poll_due` then queues run + 1, or ends the sequence at its
+timeout with the daemon's own error entry. Reports name ``(delivery_id, run)``: one about
+an earlier run than the delivery's current one was already recorded, and only settles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from ...protocol.errors import ErrorCode
+from ...protocol.states import DeliveryState, IllegalTransition
+from . import Change, Outcome, PollOutcome, PushItem, Ref, Refusal, ResultIn
+from .writer import Op, Tx, chunks
+
+S = DeliveryState
+
+
+class _Row(NamedTuple):
+    state: str
+    agent_id: str
+    task_id: int
+    run: int
+    poll_deadline: float | None
+
+
+Apply = Callable[[Tx, int, _Row, list[tuple[int, float]]], Change | None]
+"""One report on one run: the change it made (None: nothing to change). It may add
+``(delivery_id, when)`` timers for the broker to put on the wheel."""
+
+_NIL = b"\xc0"
+
+
+def timeout_error(timeout: float) -> str:
+    """The daemon's own error entry when a polling sequence times out (XSOAR)."""
+    return f"polling timed out after {timeout:g} s"
+
+
+class SQLiteRuns:
+    """Mixed into :class:`~.sqlite.SQLiteStore`, which provides ``_submit``."""
+
+    _submit: Callable[[Op], asyncio.Future[Any]]
+
+    def _agent_op(self, agent_id: str, refs: list[Ref], apply: Apply) -> Op:
+        """An operation over runs an agent reports on, checking ownership and run first."""
+
+        def op(tx: Tx) -> Outcome:
+            changes: list[Change] = []
+            settled: list[Ref] = []
+            refused: list[Refusal] = []
+            timers: list[tuple[int, float]] = []
+            unique = list(dict.fromkeys(refs))
+            ids = list(dict.fromkeys(d for d, _ in unique))
+            rows = {
+                r[0]: _Row(*r[1:])
+                for chunk in chunks(ids)
+                for r in tx.execute(
+                    "SELECT id, state, agent_id, task_id, run, poll_deadline FROM deliveries"
+                    f" WHERE id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+            }
+            for d_id, run in unique:
+                row = rows.get(d_id)
+                if row is None:
+                    refused.append(Refusal(d_id, ErrorCode.UNKNOWN_DELIVERY, f"no delivery {d_id}"))
+                    continue
+                if row.agent_id != agent_id:
+                    refused.append(Refusal(d_id, ErrorCode.FORBIDDEN, f"delivery {d_id} belongs to another agent"))
+                    continue
+                if run > row.run:
+                    refused.append(Refusal(d_id, ErrorCode.ILLEGAL_TRANSITION,
+                                           f"delivery {d_id} is on run {row.run}; run {run} was never sent"))
+                    continue
+                if run < row.run:
+                    settled.append((d_id, run))  # about an earlier run: recorded before the next was queued
+                    continue
+                try:
+                    change = apply(tx, d_id, row, timers)
+                except IllegalTransition as exc:
+                    refused.append(Refusal(d_id, exc.code, exc.message))
+                    continue
+                settled.append((d_id, run))
+                if change is not None:
+                    changes.append(change)
+            return Outcome(changes, settled, refused, timers)
+
+        return op
+
+    def acknowledge(self, agent_id: str, refs: list[Ref], now: float) -> asyncio.Future[Outcome]:
+        def apply(tx: Tx, d_id: int, row: _Row, timers: list[tuple[int, float]]) -> Change | None:
+            if row.state in ("acked", "running", "waiting", "done", "failed"):
+                return None  # a repeated ack after a re-push: already past this point
+            tx.move(d_id, row.state, S.ACKED, now, acked_at=now)
+            return Change(d_id, row.task_id, agent_id, row.state, "acked")
+
+        return self._submit(self._agent_op(agent_id, refs, apply))
+
+    def started(self, agent_id: str, ref: Ref, message: str, now: float) -> asyncio.Future[Outcome]:
+        def apply(tx: Tx, d_id: int, row: _Row, timers: list[tuple[int, float]]) -> Change | None:
+            if row.state == "running":
+                tx.execute("UPDATE deliveries SET progress = ?, updated_at = ? WHERE id = ?", (message, now, d_id))
+                return None
+            if row.state in ("waiting", "done", "failed"):
+                return None  # late: the run's result is already recorded
+            tx.move(d_id, row.state, S.RUNNING, now, started_at=now, progress=message)
+            return Change(d_id, row.task_id, agent_id, row.state, "running")
+
+        return self._submit(self._agent_op(agent_id, [ref], apply))
+
+    def record_results(self, agent_id: str, results: list[ResultIn], now: float) -> asyncio.Future[Outcome]:
+        by_ref = {(r.delivery_id, r.run): r for r in results}
+
+        def apply(tx: Tx, d_id: int, row: _Row, timers: list[tuple[int, float]]) -> Change | None:
+            if row.state in ("waiting", "done", "failed"):
+                return None  # re-sent from the agent's outbox: this run is already recorded
+            r = by_ref[d_id, row.run]
+            started_at, finished_at = r.started_at or None, r.finished_at or now
+            plan = r.plan if r.ok else None
+            if plan is None:
+                new = S.DONE if r.ok else S.FAILED
+                tx.move(d_id, row.state, new, now, result=r.output, error=r.error, started_at=started_at,
+                        finished_at=finished_at, ended_by="agent")
+                return Change(d_id, row.task_id, agent_id, row.state, new.value)
+            state = row.state
+            if state != "running":  # the ack or start was lost in a crash; the result is the authority
+                tx.move(d_id, state, S.RUNNING, now)
+                state = "running"
+            next_run_at = now + plan.interval
+            sequence: dict[str, Any] = {}
+            if row.poll_deadline is None:  # the first schedule starts the sequence's timeout
+                sequence = {"poll_deadline": now + plan.timeout, "poll_timeout": plan.timeout}
+            deadline = row.poll_deadline if row.poll_deadline is not None else now + plan.timeout
+            tx.move(d_id, state, S.WAITING, now, command=plan.command, args=plan.args, next_run_at=next_run_at,
+                    started_at=started_at, finished_at=finished_at, **sequence)
+            tx.execute(
+                "INSERT INTO history (delivery_id, run, at, partial, poll_message, note, next_run_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (d_id, row.run, finished_at, None if r.output == _NIL else r.output, plan.poll_message, plan.note,
+                 next_run_at),
+            )
+            timers.append((d_id, min(next_run_at, deadline)))
+            return Change(d_id, row.task_id, agent_id, row.state, "waiting")
+
+        return self._submit(self._agent_op(agent_id, list(by_ref), apply))
+
+    def poll_due(self, delivery_id: int, now: float) -> asyncio.Future[PollOutcome]:
+        def op(tx: Tx) -> PollOutcome:
+            row = tx.one(
+                "SELECT d.state, d.run, d.next_run_at, d.poll_deadline, d.poll_timeout, d.agent_id, d.task_id,"
+                " t.expires_at, COALESCE(d.command, t.command), COALESCE(d.args, t.args), d.priority"
+                " FROM deliveries d JOIN tasks t ON t.id = d.task_id WHERE d.id = ?",
+                (delivery_id,),
+            )
+            if row is None or row[3] is None:
+                return PollOutcome([], [], None)
+            state, run, next_run_at, deadline, timeout, agent_id, task_id, expires_at, command, args, priority = row
+            undelivered = state in ("queued", "sent") and run > 1
+            if state != "waiting" and not undelivered:
+                return PollOutcome([], [], None)  # acked or running (its result decides), or over
+
+            def end(new: DeliveryState, error: str) -> PollOutcome:
+                tx.move(delivery_id, state, new, now, error=error, finished_at=now, ended_by="daemon")
+                return PollOutcome([Change(delivery_id, task_id, agent_id, state, new.value)], [], None)
+
+            if now >= deadline:
+                return end(S.FAILED, timeout_error(timeout))
+            if undelivered:
+                return PollOutcome([], [], deadline)
+            if now >= expires_at:
+                return end(S.EXPIRED, f"the task's ttl ended before run {run + 1} was due")
+            if now < next_run_at:
+                return PollOutcome([], [], min(next_run_at, deadline))  # woken early: look again then
+            tx.move(delivery_id, state, S.QUEUED, now, run=run + 1, sent_at=None, acked_at=None, progress="",
+                    next_run_at=None)
+            item = PushItem(delivery_id, task_id, agent_id, command, args, priority, expires_at, run + 1)
+            return PollOutcome([Change(delivery_id, task_id, agent_id, state, "queued")], [item], deadline)
+
+        return self._submit(op)

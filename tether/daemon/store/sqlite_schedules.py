@@ -1,0 +1,166 @@
+"""Recurring schedules in the SQLite store.
+
+Each firing creates an ordinary task (``sqlite_tasks.insert_task``), so push, ttl, untask
+and history all apply; the task remembers its schedule. When a schedule fires next is
+computed by the daemon (``daemon/schedules.py``) and handed in as ``next_fire``: the
+store keeps no calendar logic of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ...protocol.cmdline import parse_command_line
+from ...protocol.codec import pack, unpack
+from ...protocol.console import ScheduleView
+from ...protocol.errors import ErrorCode, ProtocolError
+from ..schedules import missed_between
+from . import Firing, NewSchedule, NewTask, NextFire, Timing
+from .sqlite_tasks import check_target, insert_task
+from .writer import Op, Tx
+
+_COLUMNS = (
+    "id, name, command, args, target_kind, target, every, cron, timezone, ttl, priority, hide_polling_output,"
+    " missed, paused, created_at, anchor, next_fire_at, last_fire_at, fired, missed_total, skipped"
+)
+
+
+def _timing(row: Any) -> Timing:
+    return Timing(every=row[6], cron=row[7], timezone=row[8], anchor=row[15])
+
+
+def _view(row: Any, recent: list[int] | None = None) -> ScheduleView:
+    kind, target = row[4], row[5]
+    return ScheduleView(
+        schedule_id=row[0], name=row[1], command=row[2], args=unpack(row[3]), target="all" if kind == "all" else f"{kind}:{target}",
+        every=row[6], cron=row[7], timezone=row[8], ttl=row[9], priority=row[10],
+        hide_polling_output=bool(row[11]), missed=row[12], paused=bool(row[13]), created_at=row[14],
+        next_fire_at=row[16], last_fire_at=row[17], fired=row[18], missed_total=row[19], skipped=row[20],
+        recent_tasks=recent or [],
+    )
+
+
+def _finite(when: float) -> float | None:
+    return when if math.isfinite(when) else None
+
+
+class SQLiteSchedules:
+    """Mixed into :class:`~.sqlite.SQLiteStore`, which provides ``_submit`` and ``_read``."""
+
+    _submit: Callable[[Op], asyncio.Future[Any]]
+    _read: Callable[..., Awaitable[list[Any]]]
+
+    async def add_schedule(self, spec: NewSchedule, now: float, next_fire_at: float) -> ScheduleView:
+        task = spec.task
+
+        def op(tx: Tx) -> ScheduleView:
+            check_target(tx, task.target_kind, task.target)
+            try:
+                schedule_id = tx.execute(
+                    "INSERT INTO schedules (name, command, args, target_kind, target, every, cron, timezone, ttl,"
+                    " priority, hide_polling_output, missed, created_at, anchor, next_fire_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (spec.name, spec.command, pack(task.args), task.target_kind, task.target, spec.every, spec.cron,
+                     spec.timezone, task.ttl, task.priority, int(task.hide_polling_output), spec.missed, now, now,
+                     next_fire_at),
+                ).lastrowid
+            except sqlite3.IntegrityError:
+                raise ProtocolError(ErrorCode.SCHEDULE_EXISTS, f"a schedule named {spec.name!r} exists already") \
+                    from None
+            return _view(tx.one(f"SELECT {_COLUMNS} FROM schedules WHERE id = ?", (schedule_id,)))
+
+        result: ScheduleView = await self._submit(op)
+        return result
+
+    async def list_schedules(self) -> list[ScheduleView]:
+        return [_view(r) for r in await self._read(f"SELECT {_COLUMNS} FROM schedules ORDER BY name")]
+
+    async def get_schedule(self, name: str) -> ScheduleView | None:
+        rows = await self._read(f"SELECT {_COLUMNS} FROM schedules WHERE name = ?", (name,))
+        if not rows:
+            return None
+        recent = await self._read(
+            "SELECT id FROM tasks WHERE schedule_id = ? ORDER BY id DESC LIMIT 10", (rows[0][0],))
+        return _view(rows[0], [r[0] for r in recent])
+
+    async def pause_schedule(self, name: str, paused: bool, now: float, next_fire: NextFire) -> ScheduleView:
+        def op(tx: Tx) -> ScheduleView:
+            row = _by_name(tx, name)
+            if paused:
+                tx.execute("UPDATE schedules SET paused = 1, next_fire_at = NULL WHERE id = ?", (row[0],))
+            elif row[13]:  # resuming: the next firing after now; those missed while paused are not run
+                tx.execute("UPDATE schedules SET paused = 0, next_fire_at = ? WHERE id = ?",
+                           (_finite(next_fire(_timing(row), now)), row[0]))
+            return _view(tx.one(f"SELECT {_COLUMNS} FROM schedules WHERE id = ?", (row[0],)))
+
+        result: ScheduleView = await self._submit(op)
+        return result
+
+    async def remove_schedule(self, name: str) -> int:
+        def op(tx: Tx) -> int:
+            schedule_id: int = _by_name(tx, name)[0]
+            tx.execute("DELETE FROM schedules WHERE id = ?", (schedule_id,))
+            return schedule_id
+
+        result: int = await self._submit(op)
+        return result
+
+    def fire_schedule(self, schedule_id: int, now: float, next_fire: NextFire) -> asyncio.Future[Firing]:
+        def op(tx: Tx) -> Firing:
+            row = tx.one(f"SELECT {_COLUMNS} FROM schedules WHERE id = ?", (schedule_id,))
+            if row is None or row[13] or row[16] is None:
+                return Firing(None, [], 0.0, None)  # removed or paused meanwhile
+            if row[16] > now:
+                return Firing(None, [], 0.0, row[16])  # not due yet (woken early)
+            following = _finite(next_fire(_timing(row), now))
+            task = NewTask(
+                command=row[2], args=unpack(row[3]), target_kind=row[4], target=row[5], priority=row[10],
+                ttl=row[9], hide_polling_output=bool(row[11]), schedule_id=schedule_id,
+            )
+            task_id, expires_at, items = insert_task(tx, _split(task), now)
+            tx.execute(
+                "UPDATE schedules SET fired = fired + 1, last_fire_at = ?, next_fire_at = ? WHERE id = ?",
+                (now, following, schedule_id))
+            return Firing(task_id, items, expires_at, following)
+
+        return self._submit(op)
+
+    async def skip_missed(self, now: float, next_fire: NextFire) -> list[tuple[str, int]]:
+        def op(tx: Tx) -> list[tuple[str, int]]:
+            missed = []
+            rows = tx.execute(
+                f"SELECT {_COLUMNS} FROM schedules WHERE paused = 0 AND next_fire_at <= ?", (now,)).fetchall()
+            for row in rows:
+                count = missed_between(_timing(row), row[16], now)
+                if row[12] == "skip":
+                    tx.execute(
+                        "UPDATE schedules SET next_fire_at = ?, missed_total = missed_total + ?,"
+                        " skipped = skipped + ? WHERE id = ?",
+                        (_finite(next_fire(_timing(row), now)), count, count, row[0]))
+                else:  # 'once': stays due, so it fires once as the wheel starts
+                    tx.execute("UPDATE schedules SET missed_total = missed_total + ? WHERE id = ?", (count, row[0]))
+                missed.append((row[1], count))
+            return missed
+
+        result: list[tuple[str, int]] = await self._submit(op)
+        return result
+
+
+def _by_name(tx: Tx, name: str) -> Any:
+    row = tx.one(f"SELECT {_COLUMNS} FROM schedules WHERE name = ?", (name,))
+    if row is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_SCHEDULE, f"no schedule named {name!r} (see: tetherctl schedule list)")
+    return row
+
+
+def _split(task: NewTask) -> NewTask:
+    """A schedule keeps the command line as given; its tasks get it split, as task.create does."""
+    command, args = parse_command_line(task.command)
+    args.update(task.args)
+    return NewTask(command=command, args=args, target_kind=task.target_kind, target=task.target,
+                   priority=task.priority, ttl=task.ttl, hide_polling_output=task.hide_polling_output,
+                   schedule_id=task.schedule_id)
