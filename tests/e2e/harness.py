@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,10 +93,16 @@ def _reap(proc: subprocess.Popen[bytes], log: LogWatcher) -> int:
     return code
 
 
+TEST_SETTINGS = {"min_interval": 0.5}
+"""tetherd.toml for the end-to-end tests: the polling floor lowered from 10 s so polling
+and schedule tests take seconds (tetherd's ``min_interval`` setting exists for this)."""
+
+
 class Tetherd:
-    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str], settings: dict[str, Any] | None = None) -> None:
         self.data_dir = data_dir
         self.env = env
+        self.settings = TEST_SETTINGS if settings is None else settings
         self.proc: subprocess.Popen[bytes] | None = None
         self.log: LogWatcher | None = None
         self.url = ""
@@ -108,6 +115,10 @@ class Tetherd:
         listen = f"127.0.0.1:{self.port}"
         args = [str(BIN / "tetherd"), "serve", "--data-dir", str(self.data_dir), "--listen", listen, "--json",
                 *self.extra_args, *extra]
+        if self.settings:
+            config = self.data_dir.with_name(self.data_dir.name + "-tetherd.toml")
+            config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in self.settings.items()))
+            args += ["--config", str(config)]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
         self.log = LogWatcher(self.proc.stderr, "tetherd")
         m = self.log.wait_for(r"event=listening url=(ws://\S+)")
@@ -144,8 +155,16 @@ class Tetherd:
         _, out = self.ctl("task", command, *target)
         return int(out["task_id"])
 
-    def show(self, task_id: int) -> dict[str, Any]:
-        return self.ctl("show", str(task_id))[1]  # type: ignore[no-any-return]
+    def show(self, task_id: int, *extra: str) -> dict[str, Any]:
+        return self.ctl("show", str(task_id), *extra)[1]  # type: ignore[no-any-return]
+
+    def metrics(self) -> dict[str, float]:
+        """``GET /metrics`` as ``{'name{labels}': value}``."""
+        url = self.url.replace("ws://", "http://") + "/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            text = resp.read().decode()
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines() if line and not line.startswith("#")}
 
 
 class AgentProc:

@@ -37,6 +37,7 @@ from tether.protocol import console as rpc
 from tether.protocol.actions import action_to_request
 from tether.protocol.cmdline import parse_command_line
 from tether.protocol.frames import Event
+from tether.protocol.polling import parse_duration
 from tether.protocol.states import DeliveryState
 
 from .console_client import (
@@ -56,6 +57,8 @@ from .console_render import (
     progress_line,
     render_agents,
     render_deliveries,
+    render_schedule,
+    render_schedules,
     render_table,
     render_task,
     wait_outcome,
@@ -131,15 +134,31 @@ def _show_wait(result: Any, args: argparse.Namespace) -> int:
     return wait_outcome(result)
 
 
+def _show_task(result: Any, args: argparse.Namespace) -> int:
+    print(render_task(result, history=getattr(args, "history", False)), file=args.stdout)
+    return EXIT_OK
+
+
+def _show_removed(result: Any, args: argparse.Namespace) -> int:
+    print(f"schedule {args.name!r} removed (the tasks it created stay)", file=args.stdout)
+    return EXIT_OK
+
+
 RENDER: dict[str, Render] = {
     "agents.list": _show(render_agents),
     "tag.add": _show_tag,
     "tag.rm": _show_tag,
     "task.create": _show_created,
     "task.list": _show(render_deliveries),
-    "task.get": _show(render_task),
+    "task.get": _show_task,
     "task.wait": _show_wait,
     "task.cancel": _show_cancelled,
+    "schedule.add": _show(render_schedule),
+    "schedule.list": _show(render_schedules),
+    "schedule.get": _show(render_schedule),
+    "schedule.pause": _show(render_schedule),
+    "schedule.resume": _show(render_schedule),
+    "schedule.rm": _show_removed,
 }
 
 
@@ -149,6 +168,21 @@ def _priority(text: str) -> int:
     if text.isdigit() and int(text) in rpc.PRIORITY_NAMES:
         return int(text)
     raise argparse.ArgumentTypeError(f"invalid priority {text!r}: use low, medium, high or urgent (or 0-3)")
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _task_args(args: argparse.Namespace) -> dict[str, Any]:
+    task_args = _json_arg(args.args, "--args") if args.args is not None else {}
+    if not isinstance(task_args, dict):
+        raise ConsoleError(f"--args must be a JSON object, not {type(task_args).__name__}: {args.args}")
+    parse_command_line(args.command)  # the daemon splits it; refuse bad quoting here
+    return task_args
 
 
 def _target(args: argparse.Namespace) -> dict[str, Any]:
@@ -181,14 +215,24 @@ def plan(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     elif cmd == "tag":
         method, params = f"tag.{args.op}", {"agent_id": args.agent_id, "tag": args.tag}
     elif cmd == "task":
-        task_args = _json_arg(args.args, "--args") if args.args is not None else {}
-        if not isinstance(task_args, dict):
-            raise ConsoleError(f"--args must be a JSON object, not {type(task_args).__name__}: {args.args}")
-        parse_command_line(args.command)  # the daemon splits it; refuse bad quoting here
         method = "task.create"
-        params = {"command": args.command, "args": task_args, **_target(args), "priority": args.priority}
+        params = {"command": args.command, "args": _task_args(args), **_target(args), "priority": args.priority}
         if args.ttl is not None:
             params["ttl"] = args.ttl
+        if args.hide_polling_output:
+            params["hide_polling_output"] = True
+    elif cmd == "schedule" and args.op == "add":
+        method = "schedule.add"
+        params = {"name": args.name, "command": args.command, "args": _task_args(args), **_target(args),
+                  "priority": args.priority, "missed": args.missed, "timezone": args.tz}
+        params.update({"every": args.every} if args.every is not None else {"cron": args.cron})
+        if args.ttl is not None:
+            params["ttl"] = args.ttl
+        if args.hide_polling_output:
+            params["hide_polling_output"] = True
+    elif cmd == "schedule":
+        method = {"list": "schedule.list", "show": "schedule.get"}.get(args.op, f"schedule.{args.op}")
+        params = {} if args.op == "list" else {"name": args.name}
     elif cmd == "tasks":
         method, params = "task.list", _target(args)
         if args.state is not None:
@@ -197,6 +241,8 @@ def plan(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             params["limit"] = args.limit
     elif cmd == "show":
         method, params = "task.get", {"task_id": args.task_id}
+        if args.history:
+            params["history"] = True
     elif cmd == "wait":
         method, params = "task.wait", {"task_id": args.task_id}
         if args.timeout is not None:
@@ -236,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="tetherctl",
-        description="The admin console of tetherd: agents, tags and tasks.",
+        description="The admin console of tetherd: agents, tags, tasks and recurring schedules.",
         epilog=EXIT_CODES_HELP,
         formatter_class=formatter,
     )
@@ -275,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", metavar="S", type=int, help=f"seconds to wait for offline agents (default {rpc.DEFAULT_TTL}, a week)")
     p.add_argument("--priority", type=_priority, default=1, metavar="{low,medium,high,urgent}",
                    help="agents run higher priorities first (default medium)")
+    p.add_argument("--hide-polling-output", action="store_true",
+                   help="polling commands: leave out of the history the runs after the first that show nothing")
 
     p = command("tasks", "list deliveries (pending ones by default)",
                 "List deliveries, one line per agent and task, pending ones unless --state says otherwise.")
@@ -286,13 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="at most N rows (default 1000)")
 
     p = command("show", "show a task and each of its deliveries",
-                "Show a task and each delivery: state, timestamps (UTC), result or error.")
+                "Show a task and each delivery: state, run, timestamps (UTC), result or error.")
     p.add_argument("task_id", metavar="TASK_ID", type=int)
+    p.add_argument("--history", action="store_true",
+                   help="each delivery's history: every run of a polling command, then how it ended")
 
     p = command("wait", "wait until every delivery of a task has finished",
-                "Wait until every delivery of a task has finished, printing progress on stderr. "
-                "Exit 0 if all are done, 1 if any failed, expired or was cancelled, "
-                "124 on timeout.")
+                "Wait until every delivery of a task has finished, printing progress on stderr. A polling "
+                "command has not finished while a next run is scheduled. Exit 0 if all are done, 1 if any "
+                "failed (a polling sequence that timed out failed), expired or was cancelled, 124 if --timeout "
+                "passed first.")
     p.add_argument("task_id", metavar="TASK_ID", type=int)
     p.add_argument("--timeout", metavar="S", type=float, help="give up after S seconds (default: wait forever)")
 
@@ -311,7 +362,51 @@ def build_parser() -> argparse.ArgumentParser:
                 "'{\"action\":\"list\"}' or '{\"action\":\"untask\",\"task_id\":12}'. "
                 "'-' reads the object from stdin.")
     p.add_argument("object", metavar="JSON", help="the action object, or - for stdin")
+
+    _add_schedule_commands(command)
     return parser
+
+
+def _add_schedule_commands(command: Callable[[str, str, str], argparse.ArgumentParser]) -> None:
+    sched = command("schedule", "recurring schedules: add, list, show, pause, resume, rm",
+                    "Recurring schedules: each firing creates an ordinary task (push, ttl, untask and history "
+                    "apply). Firings missed while tetherd was down run once at its start (--missed once, the "
+                    "default) or are skipped (--missed skip).")
+    ops = sched.add_subparsers(dest="op", metavar="ACTION", required=True)
+    p = ops.add_parser("add", help="add a schedule", description=textwrap.fill(
+        "Add a schedule: every --every period (30s, 5m, 1h30m, 1d; the first firing one period from now, never "
+        "below tetherd's min_interval, 10 s by default) or at the times of a five-field --cron expression "
+        "(e.g. '*/5 * * * *', read in --tz). COMMAND is a command line as for `tetherctl task`.", 88),
+        epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(p, top=False)
+    p.add_argument("name", metavar="NAME", help="unique, case-sensitive, no spaces")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--every", type=_duration, metavar="PERIOD", help="e.g. 30s, 5m, 1h30m, 2d")
+    when.add_argument("--cron", metavar="EXPR", help="five fields: minute hour day-of-month month day-of-week")
+    p.add_argument("command", metavar="COMMAND", help="the command line, quoted as one argument")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--agent", metavar="ID", help="one agent")
+    target.add_argument("--tag", metavar="T", help="every agent with this tag")
+    target.add_argument("--all", action="store_true", help="every agent")
+    p.add_argument("--args", metavar="JSON", help="a JSON object merged over the command line's args")
+    p.add_argument("--ttl", metavar="S", type=int, help=f"each task's ttl in seconds (default {rpc.DEFAULT_TTL})")
+    p.add_argument("--priority", type=_priority, default=1, metavar="{low,medium,high,urgent}",
+                   help="each task's priority (default medium)")
+    p.add_argument("--missed", choices=("once", "skip"), default="once",
+                   help="firings missed while tetherd was down: run once at start (default) or skip them")
+    p.add_argument("--tz", default="UTC", metavar="ZONE", help="time zone of --cron (default UTC)")
+    p.add_argument("--hide-polling-output", action="store_true",
+                   help="as for `tetherctl task`, on each task")
+    for op, summary in (("show", "show a schedule and its newest tasks"), ("pause", "stop firing until resumed"),
+                        ("resume", "fire again, from the next firing after now"),
+                        ("rm", "remove a schedule (its tasks stay)")):
+        p = ops.add_parser(op, help=summary, description=summary, epilog=EXIT_CODES_HELP,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _add_common(p, top=False)
+        p.add_argument("name", metavar="NAME")
+    p = ops.add_parser("list", help="list schedules", epilog=EXIT_CODES_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(p, top=False)
 
 
 async def run(

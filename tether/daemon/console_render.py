@@ -14,6 +14,7 @@ import msgspec
 
 from tether.protocol import console as rpc
 from tether.protocol.frames import Event
+from tether.protocol.polling import fmt_duration
 from tether.protocol.states import DeliveryState
 
 from .console_client import EXIT_OK, EXIT_TASK_FAILED, EXIT_TIMEOUT
@@ -78,7 +79,7 @@ def render_deliveries(result: Any) -> str:
     return render_table(("TASK", "DELIVERY", "AGENT", "COMMAND", "STATE", "PRIORITY", "CREATED", "EXPIRES"), rows)
 
 
-def render_task(result: Any) -> str:
+def render_task(result: Any, *, history: bool = False) -> str:
     task = msgspec.convert(result, rpc.TaskView)
     counts: dict[str, int] = {}
     for d in task.deliveries:
@@ -95,6 +96,8 @@ def render_task(result: Any) -> str:
             ("created", fmt_time(task.created_at)),
             ("expires", fmt_time(task.expires_at)),
             ("state", task.state),
+            *([("schedule", task.schedule)] if task.schedule else []),
+            *([("polling output", "hidden after the first run")] if task.hide_polling_output else []),
             ("deliveries", summary),
         ]),
     ]
@@ -106,14 +109,90 @@ def render_task(result: Any) -> str:
             ("started", fmt_time(d.started_at)),
             ("finished", fmt_time(d.finished_at)),
         ]
+        if d.next_run_at is not None:
+            pairs.append(("next run", fmt_time(d.next_run_at)))
+        if d.poll_deadline is not None:
+            pairs.append(("polls until", fmt_time(d.poll_deadline)))
         if d.progress:
             pairs.append(("progress", d.progress))
         if d.error:
             pairs.append(("error", d.error))
-        out += ["", f"delivery {d.delivery_id}  agent {d.agent_id}  {d.state}", _fields(pairs)]
+        run = f"  run {d.run}" if d.run > 1 or d.poll_deadline is not None else ""
+        out += ["", f"delivery {d.delivery_id}  agent {d.agent_id}  {d.state}{run}", _fields(pairs)]
         if d.result is not None:
             out += ["  result", _pretty(d.result, "    ")]
+        if history and d.history is not None:
+            out += _history(d)
     return "\n".join(out)
+
+
+def _history(d: rpc.DeliveryView) -> list[str]:
+    assert d.history is not None
+    hidden = f", {d.history_hidden} hidden (hide_polling_output)" if d.history_hidden else ""
+    out = [f"  history ({_count(len(d.history) + d.history_hidden, 'entry', 'entries')}{hidden})"]
+    for e in d.history:
+        head = f"    #{e.run}  {fmt_time(e.at)}  {e.state}"
+        if e.by == "daemon":
+            head += "  (by tetherd)"
+        if e.poll_message:
+            head += f"  {e.poll_message}"
+        out.append(head)
+        if e.note:
+            out.append(f"      note: {e.note}")
+        if e.error:
+            out.append(f"      error: {e.error}")
+        if e.next_run_at is not None:
+            out.append(f"      next run: {fmt_time(e.next_run_at)}")
+        for label, value in (("partial result", e.partial_result), ("output", e.output)):
+            if value is not None:
+                out += [f"      {label}:", _pretty(value, "        ")]
+    if not d.history:
+        out.append("    (no run has finished yet)")
+    return out
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _when(s: rpc.ScheduleView) -> str:
+    if s.every is not None:
+        return f"every {fmt_duration(s.every)}"
+    return f"cron {s.cron}" + ("" if s.timezone == "UTC" else f" ({s.timezone})")
+
+
+def render_schedules(result: Any) -> str:
+    schedules = msgspec.convert(result, list[rpc.ScheduleView])
+    if not schedules:
+        return "no schedules"
+    rows = [
+        (s.name, _when(s), s.command, s.target, "paused" if s.paused else "active", fmt_time(s.next_fire_at),
+         fmt_time(s.last_fire_at), s.fired)
+        for s in schedules
+    ]
+    return render_table(("NAME", "WHEN", "COMMAND", "TARGET", "STATE", "NEXT", "LAST", "FIRED"), rows)
+
+
+def render_schedule(result: Any) -> str:
+    s = msgspec.convert(result, rpc.ScheduleView)
+    pairs: list[tuple[str, object]] = [
+        ("when", _when(s)),
+        ("command", s.command),
+        ("target", s.target),
+        ("state", "paused" if s.paused else "active"),
+        ("next firing", fmt_time(s.next_fire_at)),
+        ("last firing", fmt_time(s.last_fire_at)),
+        ("fired", _count(s.fired, "task", "tasks")),
+        ("missed", f"{s.missed_total} while tetherd was down ({s.skipped} skipped); policy: {s.missed}"),
+        ("task ttl", f"{s.ttl} s"),
+        ("priority", f"{fmt_priority(s.priority)} ({s.priority})"),
+        ("created", fmt_time(s.created_at)),
+    ]
+    if s.args:
+        pairs.insert(2, ("args", json.dumps(s.args, ensure_ascii=False, sort_keys=True)))
+    if s.recent_tasks:
+        pairs.append(("newest tasks", ", ".join(map(str, s.recent_tasks))))
+    return "\n".join([f"schedule {s.name}", _fields(pairs)])
 
 
 _TERMINAL = {s.value for s in DeliveryState if s.terminal}

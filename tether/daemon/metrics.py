@@ -6,6 +6,7 @@ at scrape time, so nothing is updated per frame but plain integer counters.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -61,6 +62,10 @@ class _BrokerCollector(Collector):
         timers = GaugeMetricFamily("tether_timers_pending", "Entries on the timer wheel")
         timers.add_metric([], len(b.wheel))
         yield timers
+        tasks = GaugeMetricFamily(
+            "tether_asyncio_tasks", "asyncio tasks alive in tetherd (grows with sessions, not with waits)")
+        tasks.add_metric([], len(asyncio.all_tasks()))
+        yield tasks
 
 
 def render_metrics(broker: Broker) -> str:

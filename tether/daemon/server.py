@@ -258,7 +258,7 @@ class Daemon:
                     session.send_control(error_frame(ProtocolError(
                         ErrorCode.INVALID_FRAME, "result output is not valid", ref=frame.delivery_id)))
                     continue
-                store.record_results(agent_id, [self._result_in(frame, output)], now).add_done_callback(
+                store.record_results(agent_id, [checked_result(frame, output, self.config.min_interval)], now).add_done_callback(
                     lambda f: broker.on_results(session, f))
             elif isinstance(frame, Progress):
                 message_text = frame.message if frame.percent is None else f"{frame.percent:.0f}% {frame.message}"
@@ -270,28 +270,6 @@ class Daemon:
             else:
                 session.send_control(error_frame(ProtocolError(
                     ErrorCode.UNEXPECTED_FRAME, f"unexpected {type(frame).__name__.lower()} frame in an agent session")))
-
-    def _result_in(self, frame: Result, output: bytes) -> ResultIn:
-        """A result as the store takes it, its schedule checked against the polling rules:
-        an interval below the floor is raised (and the history says so); a schedule that
-        cannot be honoured ends the sequence as failed, saying why."""
-        schedule = frame.schedule
-        if schedule is None or not frame.ok:
-            return ResultIn(delivery_id=frame.delivery_id, ok=frame.ok, output=output, error=frame.error,
-                            started_at=frame.started_at, finished_at=frame.finished_at, run=frame.run)
-        try:
-            if not schedule.command.strip():
-                raise InvalidSchedule("the schedule names no command")
-            plan = plan_next_run(schedule.next_run_in_seconds, schedule.timeout_in_seconds, self.config.min_interval)
-        except InvalidSchedule as exc:
-            return ResultIn(delivery_id=frame.delivery_id, ok=False, output=output, error=f"invalid schedule: {exc}",
-                            started_at=frame.started_at, finished_at=frame.finished_at, run=frame.run)
-        return ResultIn(
-            delivery_id=frame.delivery_id, ok=True, output=output, started_at=frame.started_at,
-            finished_at=frame.finished_at, run=frame.run,
-            plan=RunPlan(command=schedule.command, args=pack(schedule.args), interval=plan.interval,
-                         timeout=plan.timeout, note=plan.note, poll_message=schedule.poll_message),
-        )
 
     async def _console_session(self, ws: ServerConnection, codec: Codec, hello: Hello) -> None:
         role = await self.store.admin_role(hello.token) if hello.token else None
@@ -354,6 +332,29 @@ class Daemon:
             reply = Response(id=req.id, result=result)
         with contextlib.suppress(ConnectionClosed):
             await send(reply)
+
+
+def checked_result(frame: Result, output: bytes, floor: float) -> ResultIn:
+    """A result as the store takes it, its schedule checked against the polling rules
+    (``protocol.polling``): an interval below ``floor`` is raised (the history says so); a
+    schedule that cannot be honoured ends the sequence as failed, saying why."""
+    schedule = frame.schedule
+    if schedule is None or not frame.ok:
+        return ResultIn(delivery_id=frame.delivery_id, ok=frame.ok, output=output, error=frame.error,
+                        started_at=frame.started_at, finished_at=frame.finished_at, run=frame.run)
+    try:
+        if not schedule.command.strip():
+            raise InvalidSchedule("the schedule names no command")
+        plan = plan_next_run(schedule.next_run_in_seconds, schedule.timeout_in_seconds, floor)
+    except InvalidSchedule as exc:
+        return ResultIn(delivery_id=frame.delivery_id, ok=False, output=output, error=f"invalid schedule: {exc}",
+                        started_at=frame.started_at, finished_at=frame.finished_at, run=frame.run)
+    return ResultIn(
+        delivery_id=frame.delivery_id, ok=True, output=output, started_at=frame.started_at,
+        finished_at=frame.finished_at, run=frame.run,
+        plan=RunPlan(command=schedule.command, args=pack(schedule.args), interval=plan.interval,
+                     timeout=plan.timeout, note=plan.note, poll_message=schedule.poll_message),
+    )
 
 
 def _remote(ws: ServerConnection) -> str:
