@@ -21,7 +21,7 @@ from typing import Any
 
 from . import report
 from .fleet import FleetError
-from .scenarios import SCENARIOS, BenchError, Options
+from .scenarios import HEADLINES, SCENARIOS, BenchError, Options
 from .tetherd import TetherdError
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         arg_bytes=args.arg_bytes if args.arg_bytes is not None else spec["arg_bytes"],
         timeout=args.timeout,
     )
-    if args.scenario != "idle" and opts.per_agent < 1:
+    if not args.scenario.endswith("idle") and opts.per_agent < 1:
         print("error: --per-agent must be at least 1 for a delivery scenario", file=sys.stderr)
         return 2
     print(f"{args.scenario}: {spec['what']}\n  agents={opts.agents} per_agent={opts.per_agent} procs={opts.procs} "
@@ -111,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"repeat {i + 1}/{args.repeat} failed: {exc}", file=sys.stderr)
             return 1
         repeats.append(figures)
-        headline = ("deliveries_per_s", "seconds", "tetherd_rss_peak_mib") if args.scenario != "idle" else \
-            ("rss_per_session_kib", "all_open_s", "tetherd_rss_open_mib")
+        headline = HEADLINES[args.scenario.removeprefix("ws-")]
         print(f"  repeat {i + 1}/{args.repeat}: " + " ".join(f"{k}={figures[k]}" for k in headline)
               + f" (whole repeat {time.monotonic() - t:.1f} s)", flush=True)
     summary = report.summarise(repeats)
