@@ -12,7 +12,10 @@ Three phases on one fresh tetherd:
    ``AgentClient`` fleet, idle until then); one ``task.create`` with ``tag=fanout``. Times
    from sending the request: the answer (all ``agents`` deliveries committed), the last
    agent's first ``tasks_received`` (pushed, journaled, acknowledged: client side), and
-   every result committed (``/metrics``).
+   every result committed (``/metrics``). ``fanout_written_s`` is when tetherd's
+   ``tether_frames_total{direction="out"}`` had grown by ``agents`` (a lower bound of "every
+   task frame written": ``committed`` frames count too), to tell tetherd's share from the
+   clients'.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from .tetherd import Tetherd
 SINK_AGENTS = 100
 SEQUENTIAL = 200
 FANOUT_TAG = "fanout"
+FRAMES_OUT = 'tether_frames_total{direction="out"}'
 SETTLE = 2.0
 """Seconds between the last fleet session opening and the fan-out create (the storm's
 writes drain first)."""
@@ -109,6 +113,9 @@ def run_create(opts: Options) -> dict[str, Any]:
             drops0 = listen_drops()
             busy0, cpu0 = machine_busy_seconds(), tetherd.cpu_seconds()
             sent, answered, fan = asyncio.run(_fanout(url, token))
+            out0 = m0.get(FRAMES_OUT, 0)
+            written, _ = watch.until(sent, sent + opts.timeout, lambda m: m.get(FRAMES_OUT, 0) - out0 >= opts.agents,
+                                     lambda m: f"frames out={m.get(FRAMES_OUT, 0) - out0:.0f}/{opts.agents}")
             done_target = m0.get(DONE, 0) + opts.agents
             end, m1 = watch.until(sent, sent + opts.timeout, lambda m: m.get(DONE, 0) >= done_target,
                                   lambda m: f"done={m.get(DONE, 0) - m0.get(DONE, 0):.0f}/{opts.agents}")
@@ -136,6 +143,7 @@ def run_create(opts: Options) -> dict[str, Any]:
         "fanout_committed_and_pushed_s": round(max(answered - sent, pushed_s), 3),
         "fanout_committed_s": round(answered - sent, 3),
         "fanout_pushed_s": round(pushed_s, 3),
+        "fanout_written_s": round(written - sent, 3),
         "fanout_pushed_p50_s": round(percentile([r - sent for r in received], 50) or 0.0, 3),
         "fanout_done_s": round(window, 3),
         "fanout_agents": opts.agents,
