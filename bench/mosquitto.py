@@ -64,6 +64,9 @@ class Mosquitto:
         self.settings: dict[str, object] = {}
 
     def __enter__(self) -> Mosquitto:
+        """Start the broker (once: entering again returns the running one)."""
+        if self.proc is not None:
+            return self
         try:
             self.start()
         except BaseException:
@@ -97,12 +100,15 @@ class Mosquitto:
             (self.root / "db").mkdir(exist_ok=True)
             conf = self.root / "mosquitto.conf"
             conf.write_text("".join(f"{k} {v}\n" for k, v in self.settings.items() if v is not None))
+            self.log_path.unlink(missing_ok=True)
             with (self.root / "mosquitto.out").open("wb") as out:
                 self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL)
             self.ps = psutil.Process(self.proc.pid)
             if self._wait_listening():
                 return
+            self.stop()  # never leave a failed attempt running
+            self.proc, self.exit_code = None, None
         raise MosquittoError(f"mosquitto did not start:\n{self.log_tail()}")
 
     def _wait_listening(self) -> bool:
@@ -111,7 +117,7 @@ class Mosquitto:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False  # e.g. address in use: try another port
-            if "running" in self.log_text():
+            if f"listen socket on port {self.port}" in self.log_text() and "running" in self.log_text():
                 return True
             time.sleep(0.02)
         self.stop()

@@ -112,8 +112,7 @@ def run_mqtt_delivery(opts: Options) -> dict[str, Any]:
     total = opts.agents * opts.per_agent
     ids = [f"bench-{i:06d}" for i in range(opts.agents)]
     try:
-        broker = Mosquitto()
-        broker.start()
+        broker = Mosquitto().__enter__()
     except MosquittoError as exc:
         raise BenchError(str(exc)) from None
     with broker:
