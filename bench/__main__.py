@@ -1,8 +1,14 @@
-"""``python -m bench SCENARIO``: run a scenario ``--repeat`` times on a fresh tetherd each time.
+"""``python -m bench SCENARIO``: run a scenario ``--repeat`` times on a fresh server each time.
 
-    python -m bench drain      [--agents 1]    [--per-agent 20000] [--procs 1]
-    python -m bench reconnect  [--agents 1000] [--per-agent 20]    [--procs 2]
-    python -m bench idle       [--agents 1000]                     [--procs 2]
+    python -m bench drain          [--agents 1]      [--per-agent 20000] [--procs 1]
+    python -m bench reconnect      [--agents 1000]   [--per-agent 20]    [--procs 2]
+    python -m bench storm          [--agents 10000]  [--per-agent 1]     [--procs 2]
+    python -m bench idle           [--agents 10000]                      [--procs 2]
+    python -m bench create         [--agents 10000]  [--per-agent 200]   [--procs 2]
+    python -m bench timers         [--agents 1000000]    (pending wheel entries)
+    python -m bench mqtt-drain | mqtt-reconnect      (Mosquitto + paho-mqtt, same workloads)
+    python -m bench ws-drain | ws-reconnect | ws-storm | ws-idle   (raw-websockets baseline)
+    python -m bench compare        [--only drain,reconnect,...]   (tether and its peers, ratios)
         common: [--repeat 3] [--window W] [--set KEY=VALUE] [--timeout S] [--arg-bytes B] [--json FILE] [--py-spy FILE]
 
 Prints min / median / max of every figure over the repeats and writes a JSON document
@@ -20,11 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from . import report
-from .fleet import FleetError
-from .scenarios import SCENARIOS, BenchError, Options
-from .tetherd import TetherdError
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from .catalog import SCENARIOS
+from .runs import FAILURES, RESULTS, announce, document, options_for, run_repeat
 
 
 def _positive(text: str) -> int:
@@ -37,11 +40,11 @@ def _positive(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenario", choices=sorted(SCENARIOS))
-    p.add_argument("--agents", type=_positive, help="simulated agents (drain 1, reconnect/idle 1000)")
+    p.add_argument("scenario", choices=[*sorted(SCENARIOS), "compare"])
+    p.add_argument("--agents", type=_positive, help="simulated agents (timers: wheel entries)")
     p.add_argument("--per-agent", type=int, help="queued echo tasks per agent (drain 20000, reconnect 20)")
-    p.add_argument("--repeat", type=_positive, default=3, help="runs, each on a fresh tetherd (default 3)")
-    p.add_argument("--procs", type=_positive, help="agent worker processes (drain 1, reconnect/idle 2)")
+    p.add_argument("--repeat", type=_positive, default=3, help="runs, each on a fresh server (default 3)")
+    p.add_argument("--procs", type=_positive, help="client worker processes (drain 1, others 2)")
     p.add_argument("--window", type=_positive, help="tetherd's window setting (default: tetherd's own, 10)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                    help="another tetherd.toml setting for the run, e.g. synchronous=normal (repeatable)")
@@ -51,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--py-spy", type=Path, metavar="FILE",
                    help="record tetherd with py-spy during the first repeat (.svg flamegraph, .txt collapsed "
                         "stacks, .json speedscope)")
+    p.add_argument("--only", help="compare: the groups to run, comma-separated (default all)")
     return p
 
 
@@ -66,71 +70,60 @@ def _toml_value(text: str) -> Any:
     return text
 
 
-def _raise_fd_limit() -> tuple[int, int]:
+def raise_fd_limit(want: int = 65_536) -> tuple[int, int]:
+    """Raise RLIMIT_NOFILE (inherited by the servers and the workers): to ``want`` if this
+    process may raise its hard limit (root), else to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+        except (ValueError, OSError):
+            pass
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by tetherd and the workers
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    spec = SCENARIOS[args.scenario]
-    limit = _raise_fd_limit()
+def settings_from(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     for item in args.settings:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            print(f"error: --set takes KEY=VALUE, not {item!r}", file=sys.stderr)
-            return 2
+            raise SystemExit(f"error: --set takes KEY=VALUE, not {item!r}")
         settings[key.strip()] = _toml_value(value.strip())
     if args.window is not None:
         settings["window"] = args.window
-    opts = Options(
-        agents=args.agents if args.agents is not None else spec["agents"],
-        per_agent=args.per_agent if args.per_agent is not None else spec["per_agent"],
-        procs=args.procs if args.procs is not None else spec["procs"],
-        settings=settings,
-        arg_bytes=args.arg_bytes if args.arg_bytes is not None else spec["arg_bytes"],
-        timeout=args.timeout,
-    )
-    if args.scenario != "idle" and opts.per_agent < 1:
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    limit = raise_fd_limit()
+    started = time.strftime("%Y%m%d-%H%M%S")
+    if args.scenario == "compare":
+        from .compare import run_compare
+
+        return run_compare(args, settings_from(args), limit, started)
+    name = args.scenario
+    opts = options_for(name, args, settings_from(args), args.timeout)
+    if name in ("drain", "reconnect", "storm", "ws-drain", "ws-reconnect", "ws-storm", "mqtt-drain",
+                "mqtt-reconnect") and opts.per_agent < 1:
         print("error: --per-agent must be at least 1 for a delivery scenario", file=sys.stderr)
         return 2
-    print(f"{args.scenario}: {spec['what']}\n  agents={opts.agents} per_agent={opts.per_agent} procs={opts.procs} "
-          f"tetherd={settings or 'defaults'} arg_bytes={opts.arg_bytes} repeat={args.repeat} nofile={limit[0]}",
-          flush=True)
+    announce(name, opts, args.repeat, limit)
     repeats: list[dict[str, Any]] = []
-    started = time.strftime("%Y%m%d-%H%M%S")
     for i in range(args.repeat):
-        run_opts = opts if i > 0 or args.py_spy is None else Options(**{**opts.__dict__, "profile": args.py_spy})
-        t = time.monotonic()
         try:
-            figures = spec["run"](run_opts)
-        except (BenchError, FleetError, TetherdError) as exc:
+            repeats.append(run_repeat(name, opts, i, args.repeat, args.py_spy if i == 0 else None))
+        except FAILURES as exc:
             print(f"repeat {i + 1}/{args.repeat} failed: {exc}", file=sys.stderr)
             return 1
-        repeats.append(figures)
-        headline = ("deliveries_per_s", "seconds", "tetherd_rss_peak_mib") if args.scenario != "idle" else \
-            ("rss_per_session_kib", "all_open_s", "tetherd_rss_open_mib")
-        print(f"  repeat {i + 1}/{args.repeat}: " + " ".join(f"{k}={figures[k]}" for k in headline)
-              + f" (whole repeat {time.monotonic() - t:.1f} s)", flush=True)
-    summary = report.summarise(repeats)
+    doc = document(name, opts, repeats, started, limit)
     print()
-    print(report.table(summary, repeats))
-    document = {
-        "scenario": args.scenario,
-        "what": spec["what"],
-        "started": started,
-        "command": report.command_line(),
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.__dict__.items()},
-        "summary": summary,
-        "repeats": repeats,
-        "machine": report.machine(),
-        "nofile_limit": list(limit),
-    }
-    path = args.json or RESULTS / f"{args.scenario}-{started}.json"
-    report.write_json(path, document)
+    print(report.table(doc["summary"], repeats))
+    path = args.json or RESULTS / f"{name}-{started}.json"
+    report.write_json(path, doc)
     print(f"\nwrote {path}")
     return 0
 

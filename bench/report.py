@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -16,7 +17,10 @@ import psutil
 
 import tether
 
-PACKAGES = ("tether", "websockets", "msgspec", "aiosqlite", "uvloop", "anyio", "prometheus-client", "psutil")
+from .mosquitto import mosquitto_version
+
+PACKAGES = ("tether", "websockets", "msgspec", "aiosqlite", "uvloop", "anyio", "prometheus-client", "psutil",
+            "paho-mqtt")
 QUIET = frozenset({"monotonic"})
 """Raw fields kept in the JSON but left out of the printed table."""
 
@@ -68,6 +72,8 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "os": platform.platform(),
         "versions": {name: _version(name) for name in PACKAGES},
+        "mosquitto": mosquitto_version(),
+        "sqlite": sqlite3.sqlite_version,
         "git": _git(),
     }
 

@@ -3,6 +3,9 @@
 ``drain``      one agent comes online with a long queue: push-on-connect throughput.
 ``reconnect``  many agents, a few queued tasks each, all connecting at the same moment.
 ``idle``       many sessions that do nothing: what an open session costs tetherd.
+``storm``      10,000 agents connect at once, one queued task each: sessions served per second.
+``ws-*``       the same scenarios against the raw-websockets baseline (:mod:`bench.ws_baseline`)
+               instead of tetherd: same clients, same frames, no storage.
 
 Delivery scenarios stop the clock when tetherd's ``/metrics`` counter
 ``tether_deliveries_total{state="done"}`` (state changes *committed* to SQLite) reaches
@@ -26,9 +29,11 @@ from typing import Any
 
 import psutil
 
+from tether.agent.journal import Identity
+
 from .fleet import Fleet
 from .seed import echo_tasks, enroll_fleet, queue_tasks
-from .tetherd import Tetherd
+from .tetherd import Tetherd, WsBaseline
 
 POLL_INTERVAL = 0.05
 IDLE_SETTLE = 3.0
@@ -52,6 +57,8 @@ class Options:
     """Most seconds the measured phase may take; then the repeat fails."""
     profile: Path | None = None
     """Record tetherd with py-spy during the measured phase (written to this file)."""
+    server: str = "tether"
+    """``tether`` (a real tetherd) or ``ws`` (the raw-websockets baseline, nothing stored)."""
 
 
 class BenchError(Exception):
@@ -157,6 +164,7 @@ def _fleet_figures(results: list[dict[str, Any]], go: float) -> dict[str, Any]:
     connect: list[float] = []
     first_task: list[float] = []
     first_exec: list[float] = []
+    served_at: list[float] = []
     sessions = 0
     problems: dict[str, int] = {}
     for r in results:
@@ -166,6 +174,7 @@ def _fleet_figures(results: list[dict[str, Any]], go: float) -> dict[str, Any]:
                 connect.append(opened[0] - r["go"])
                 if task_at is not None:
                     first_task.append(task_at - opened[0])
+                    served_at.append(task_at)
                 if exec_at is not None:
                     first_exec.append(exec_at - opened[0])
         for name, count in r["problems"].items():
@@ -182,6 +191,8 @@ def _fleet_figures(results: list[dict[str, Any]], go: float) -> dict[str, Any]:
         "first_exec_p99_ms": _ms(percentile(first_exec, 99)),
         "sessions_opened": sessions,
         "agents_connected": len(connect),
+        "agents_served": len(served_at),
+        "all_served_s": round(max(served_at) - go, 3) if served_at else None,
         "executed": sum(r["executed"] for r in results),
         "failed_client_side": sum(r["failed"] for r in results),
         "duplicates_received": sum(r["duplicates"] for r in results),
@@ -194,8 +205,18 @@ def _fleet_figures(results: list[dict[str, Any]], go: float) -> dict[str, Any]:
     }
 
 
+def _server(opts: Options, per_agent: int) -> Tetherd:
+    """A fresh tetherd, or the baseline server configured to push ``per_agent`` tasks."""
+    if opts.server == "ws":
+        return WsBaseline(per_agent, opts.arg_bytes, int(opts.settings.get("window", 10)))
+    return Tetherd(opts.settings)
+
+
 def _setup(tetherd: Tetherd, opts: Options, per_agent: int) -> tuple[list[Any], dict[str, Any]]:
     run_id = uuid.uuid4().hex[:8]
+    if isinstance(tetherd, WsBaseline):  # nothing to enroll or queue: the server makes tasks up
+        return [Identity(tetherd.url, f"ws-{run_id}-{i:06d}", "baseline", f"ws-{run_id}-{i:06d}", [])
+                for i in range(opts.agents)], {}
     t = time.monotonic()
     identities = asyncio.run(enroll_fleet(tetherd.url, tetherd.enroll_key, opts.agents, run_id=run_id))
     enrolled = time.monotonic()
@@ -214,7 +235,7 @@ def _setup(tetherd: Tetherd, opts: Options, per_agent: int) -> tuple[list[Any], 
 def run_delivery(opts: Options) -> dict[str, Any]:
     """drain / reconnect: every queued delivery done, as committed in tetherd."""
     total = opts.agents * opts.per_agent
-    with Tetherd(opts.settings) as tetherd:
+    with _server(opts, opts.per_agent) as tetherd:
         identities, setup = _setup(tetherd, opts, opts.per_agent)
         sampler = _Sampler(tetherd)
         rss_before = sampler.sample()
@@ -281,7 +302,7 @@ def run_delivery(opts: Options) -> dict[str, Any]:
 
 def run_idle(opts: Options) -> dict[str, Any]:
     """idle: open ``agents`` sessions, keep them a few seconds; tetherd RSS per session."""
-    with Tetherd(opts.settings) as tetherd:
+    with _server(opts, 0) as tetherd:
         identities, setup = _setup(tetherd, opts, 0)
         sampler = _Sampler(tetherd)
         rss_before = sampler.sample()
@@ -366,11 +387,47 @@ class _Watch:
         return {"metrics_failed_scrapes": self.failed_scrapes, "metrics_max_gap_s": round(self.max_gap, 3)}
 
 
+def run_storm(opts: Options) -> dict[str, Any]:
+    """storm: every agent connects at once with one queued task; the clock stops when the
+    last agent has received its first task (client side: journaled and acknowledged)."""
+    figures = run_delivery(opts)
+    served = figures["agents_served"]
+    problems = (figures["fatal"] + figures["crashed"] + figures["failed_client_side"] + figures["not_stopped"]
+                + sum(figures["client_problems"].values()) + sum(figures["tetherd_log_problems"].values())
+                + (opts.agents - served) + figures["duplicates_received"])
+    seconds = figures["all_served_s"]
+    return {
+        "sessions_per_s": round(opts.agents / seconds, 1) if seconds and served == opts.agents else 0.0,
+        "all_served_s": seconds,
+        "errors": problems,
+        **{k: v for k, v in figures.items() if k != "all_served_s"},
+    }
+
+
+def _with_server(run: Any, server: str) -> Any:
+    def run_on(opts: Options) -> dict[str, Any]:
+        return run(Options(**{**opts.__dict__, "server": server}))
+
+    run_on.__doc__ = run.__doc__
+    return run_on
+
+
 SCENARIOS: dict[str, dict[str, Any]] = {
     "drain": {"run": run_delivery, "agents": 1, "per_agent": 20_000, "procs": 1, "arg_bytes": 200,
               "what": "1 agent comes online with its queue: push-on-connect drain rate"},
     "reconnect": {"run": run_delivery, "agents": 1000, "per_agent": 20, "procs": 2, "arg_bytes": 0,
                   "what": "every agent connects at the same moment, each with a few queued tasks"},
-    "idle": {"run": run_idle, "agents": 1000, "per_agent": 0, "procs": 2, "arg_bytes": 0,
+    "storm": {"run": run_storm, "agents": 10_000, "per_agent": 1, "procs": 2, "arg_bytes": 0,
+              "what": "10,000 agents connect at once, one queued task each: all served, sessions/s"},
+    "idle": {"run": run_idle, "agents": 10_000, "per_agent": 0, "procs": 2, "arg_bytes": 0,
              "what": "open sessions doing nothing: tetherd memory per session"},
+}
+for _name in ("drain", "reconnect", "storm", "idle"):
+    SCENARIOS[f"ws-{_name}"] = {**SCENARIOS[_name], "run": _with_server(SCENARIOS[_name]["run"], "ws"),
+                                "what": "raw-websockets baseline (no storage): " + SCENARIOS[_name]["what"]}
+HEADLINES: dict[str, tuple[str, ...]] = {
+    "drain": ("deliveries_per_s", "seconds", "tetherd_rss_peak_mib"),
+    "reconnect": ("deliveries_per_s", "seconds", "first_task_p99_ms", "tetherd_rss_peak_mib"),
+    "storm": ("sessions_per_s", "all_served_s", "errors", "tetherd_rss_peak_mib"),
+    "idle": ("rss_per_session_kib", "all_open_s", "tetherd_rss_open_mib"),
 }

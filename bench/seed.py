@@ -23,14 +23,14 @@ SETUP_TIMEOUT = 300.0
 """Seconds the whole setup (enrollment or queueing) may take before the run is abandoned."""
 
 
-async def enroll_fleet(url: str, key: str, agents: int, *, run_id: str) -> list[Identity]:
-    """Enroll ``agents`` simulated agents; their identities, in order."""
+async def enroll_fleet(url: str, key: str, agents: int, *, run_id: str, tags: Sequence[str] = ()) -> list[Identity]:
+    """Enroll ``agents`` simulated agents (carrying ``tags``); their identities, in order."""
     gate = asyncio.Semaphore(ENROLL_IN_FLIGHT)
 
     async def one(i: int) -> Identity:
         async with gate:
             return await enroll(url, key, machine_uuid=f"bench-{run_id}-{i:06d}", hostname=f"sim-{i:06d}",
-                                platform="bench")
+                                platform="bench", tags=tags)
 
     async with asyncio.timeout(SETUP_TIMEOUT):
         return list(await asyncio.gather(*(one(i) for i in range(agents))))

@@ -74,13 +74,23 @@ class Tetherd:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self) -> None:
+    def command(self) -> list[str]:
+        """The command line that starts the server (it must log ``event=listening url=ws://...``)."""
         command = shlex.split(os.environ.get(TETHERD_ENV, "")) or [str(TETHERD)]
         args = [*command, "serve", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0", "--json"]
         if self.settings:
             config = self.root / "tetherd.toml"
             config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in self.settings.items()))
             args += ["--config", str(config)]
+        return args
+
+    def read_credentials(self, out_path: Path) -> None:
+        creds = json.loads(out_path.read_text().splitlines()[0])
+        self.admin_token = creds["admin_token"]
+        self.enroll_key = creds["enroll_key"]
+
+    def start(self) -> None:
+        args = self.command()
         out_path = self.root / "tetherd.out"
         with out_path.open("wb") as out, self.log_path.open("wb") as err:
             # The child inherits this process's (raised) RLIMIT_NOFILE.
@@ -93,14 +103,12 @@ class Tetherd:
                 self.url = m.group(1)
                 break
             if self.proc.poll() is not None:
-                raise TetherdError(f"tetherd exited with {self.proc.returncode} before listening:\n{self.log_tail()}")
+                raise TetherdError(f"{args[0]} exited with {self.proc.returncode} before listening:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 raise TetherdError(f"tetherd not listening within {START_TIMEOUT:g} s:\n{self.log_tail()}")
             time.sleep(0.02)
         self.http = "http://" + self.url.removeprefix("ws://")
-        creds = json.loads(out_path.read_text().splitlines()[0])
-        self.admin_token = creds["admin_token"]
-        self.enroll_key = creds["enroll_key"]
+        self.read_credentials(out_path)
 
     def log_text(self) -> str:
         try:
@@ -174,3 +182,21 @@ class Tetherd:
                 print(f"kept {self.root}", file=sys.stderr)
             else:
                 shutil.rmtree(self.root, ignore_errors=True)
+
+
+class WsBaseline(Tetherd):
+    """The raw-websockets baseline server (:mod:`bench.ws_baseline`) as a process, observed
+    like tetherd: same ``/metrics`` counters, RSS, CPU. Nothing to enroll: any hello is
+    welcomed and given ``per_session`` task frames."""
+
+    def __init__(self, per_session: int, arg_bytes: int, window: int = 10) -> None:
+        super().__init__()
+        self.per_session, self.arg_bytes, self.window = per_session, arg_bytes, window
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(Path(__file__).with_name("ws_baseline.py")), "--listen", "127.0.0.1:0",
+                "--per-session", str(self.per_session), "--arg-bytes", str(self.arg_bytes),
+                "--window", str(self.window)]
+
+    def read_credentials(self, out_path: Path) -> None:
+        pass

@@ -1,0 +1,34 @@
+"""Every scenario ``python -m bench`` knows: how to run one repeat, its defaults, its headline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .create import run_create
+from .mqtt_scenarios import MQTT_SCENARIOS
+from .scenarios import HEADLINES as DELIVERY_HEADLINES
+from .scenarios import SCENARIOS as DELIVERY_SCENARIOS
+from .timers import run_timers
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    **DELIVERY_SCENARIOS,
+    **MQTT_SCENARIOS,
+    "create": {"run": run_create, "agents": 10_000, "per_agent": 200, "procs": 2, "arg_bytes": 0,
+               "what": "task.create through the console: 100 agents x per-agent single-agent tasks, "
+                       "then one tag task fanning out to --agents online agents"},
+    "timers": {"run": run_timers, "agents": 1_000_000, "per_agent": 0, "procs": 1, "arg_bytes": 0,
+               "what": "the timer wheel with --agents pending entries (bench/timers_wheel.py, own process)"},
+}
+
+HEADLINES: dict[str, tuple[str, ...]] = {
+    **DELIVERY_HEADLINES,
+    "mqtt-drain": ("deliveries_per_s", "seconds", "broker_rss_peak_mib"),
+    "mqtt-reconnect": ("deliveries_per_s", "seconds", "first_task_p99_ms", "broker_rss_peak_mib"),
+    "create": ("single_tasks_per_s", "create_latency_p50_ms", "fanout_committed_s", "fanout_pushed_s",
+               "fanout_done_s", "errors"),
+    "timers": ("wheel_rss_mib", "wheel_traced_mib", "tick_idle_us", "tick_1000_due_ms"),
+}
+
+
+def headline(name: str) -> tuple[str, ...]:
+    return HEADLINES.get(name) or HEADLINES[name.removeprefix("ws-")]
