@@ -6,6 +6,7 @@ from typing import Any
 
 from .create import run_create
 from .mqtt_scenarios import MQTT_SCENARIOS
+from .polls import run_polls
 from .scenarios import HEADLINES as DELIVERY_HEADLINES
 from .scenarios import SCENARIOS as DELIVERY_SCENARIOS
 from .timers import run_timers
@@ -16,6 +17,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "create": {"run": run_create, "agents": 10_000, "per_agent": 200, "procs": 2, "arg_bytes": 0,
                "what": "task.create through the console: 100 agents x per-agent single-agent tasks, "
                        "then one tag task fanning out to --agents online agents"},
+    "polls": {"run": run_polls, "agents": 200, "per_agent": 90, "procs": 2, "arg_bytes": 0,
+              "what": "polling commands: --agents x --per-agent sequences, each run every 10 s "
+                      "(~100,000 runs a minute by default: 18,000 sequences); tetherd CPU over one minute"},
     "timers": {"run": run_timers, "agents": 1_000_000, "per_agent": 0, "procs": 1, "arg_bytes": 0,
                "what": "the timer wheel with --agents pending entries (bench/timers_wheel.py, own process)"},
 }
@@ -26,6 +30,7 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "mqtt-reconnect": ("deliveries_per_s", "seconds", "first_task_p99_ms", "broker_rss_peak_mib"),
     "create": ("single_tasks_per_s", "create_latency_p50_ms", "fanout_committed_s", "fanout_pushed_s",
                "fanout_done_s", "errors"),
+    "polls": ("runs_per_minute", "tetherd_cpu_percent", "tetherd_cpu_ms_per_run", "asyncio_tasks_peak"),
     "timers": ("wheel_rss_mib", "wheel_traced_mib", "tick_idle_us", "tick_1000_due_ms"),
 }
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import importlib
 import logging
 import multiprocessing
 import queue
@@ -33,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tether.agent import Agent
 from tether.agent.client import AgentClient, FatalSessionError
 from tether.agent.journal import Identity, Journal
 from tether.agent.logfmt import LOGGER, EventLog
@@ -109,17 +111,28 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _load_commands(spec: str | None) -> Agent | None:
+    """``module:attr`` naming an :class:`Agent` whose commands the simulated agents serve too."""
+    if spec is None:
+        return None
+    module, _, attr = spec.partition(":")
+    agent = getattr(importlib.import_module(module), attr)
+    assert isinstance(agent, Agent), f"{spec} is not an Agent"
+    return agent
+
+
 async def _run_agents(identities: Sequence[IdentityTuple], barrier: Any, stop: Any,
-                      max_seconds: float) -> dict[str, Any]:
+                      max_seconds: float, commands: str | None = None) -> dict[str, Any]:
     problems: collections.Counter[str] = collections.Counter()
     probes: list[AgentProbe] = []
     clients: list[AgentClient] = []
+    agent = _load_commands(commands)
     for server, agent_id, token, machine_uuid, tags in identities:
         journal = Journal(":memory:")
         journal.set_identity(Identity(server, agent_id, token, machine_uuid, tags))
         probe = AgentProbe(problems)
         probes.append(probe)
-        clients.append(AgentClient(journal, hostname=f"sim-{machine_uuid}", platform="bench", log=probe))
+        clients.append(AgentClient(journal, agent, hostname=f"sim-{machine_uuid}", platform="bench", log=probe))
     fatal: list[str] = []
 
     async def run(client: AgentClient) -> None:
@@ -165,14 +178,14 @@ async def _run_agents(identities: Sequence[IdentityTuple], barrier: Any, stop: A
 
 
 def _worker(index: int, identities: list[IdentityTuple], barrier: Any, stop: Any, out: Any,
-            max_seconds: float) -> None:
+            max_seconds: float, commands: str | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format=f"bench-worker-{index} %(levelname)s %(message)s")
     try:
         import uvloop
     except ImportError:
-        result = asyncio.run(_run_agents(identities, barrier, stop, max_seconds))
+        result = asyncio.run(_run_agents(identities, barrier, stop, max_seconds, commands))
     else:
-        result = uvloop.run(_run_agents(identities, barrier, stop, max_seconds))
+        result = uvloop.run(_run_agents(identities, barrier, stop, max_seconds, commands))
     out.put((index, result))
 
 
@@ -190,6 +203,8 @@ class Fleet:
     max_seconds: float
     """A worker whose clients run this long stops them by itself (the parent normally
     stops them much earlier)."""
+    commands: str | None = None
+    """``module:attr`` of an :class:`~tether.agent.Agent` served besides the built-ins."""
     _ctx: Any = field(init=False, repr=False)
     _workers: list[Any] = field(init=False, default_factory=list)
 
@@ -206,7 +221,8 @@ class Fleet:
             chunks[i % self.procs].append(
                 (ident.server, ident.agent_id, ident.token, ident.machine_uuid, tuple(ident.tags)))
         for index, chunk in enumerate(chunks):
-            proc = self._ctx.Process(target=_worker, args=(index, chunk, self._barrier, self._stop, self._out, self.max_seconds),
+            proc = self._ctx.Process(target=_worker, args=(index, chunk, self._barrier, self._stop, self._out,
+                                                           self.max_seconds, self.commands),
                                      name=f"bench-fleet-{index}", daemon=True)
             proc.start()
             self._workers.append(proc)
