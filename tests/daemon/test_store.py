@@ -1,42 +1,18 @@
-"""The Store contract, run against every backend (a SQLite file and SQLite in memory)."""
+"""The Store contract, run against every backend (the ``store`` fixture in conftest.py: a SQLite
+file and SQLite in memory)."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from store_data import NOW, enrolled, result, task
 
-from tether.daemon.store import NewTask, ResultIn, RunPlan, StoreError
+from tether.daemon.store import StoreError
 from tether.daemon.store.sqlite import SQLiteStore
-from tether.protocol import ErrorCode, ProtocolError, pack
-
-NOW = 1_800_000_000.0
-
-
-@pytest.fixture(params=["file", "memory"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "t.sqlite" if request.param == "file" else ":memory:")
-    await s.open()
-    yield s
-    await s.close()
-
-
-async def enrolled(store: SQLiteStore, name: str, *tags: str) -> str:
-    first = await store.bootstrap(NOW)
-    key = first[1] if first else await store.create_enroll_key([], None, None, NOW)
-    return (await store.enroll(key, f"uuid-{name}", name, "linux", list(tags), NOW)).agent_id
-
-
-def task(kind: str = "agent", target: str = "", ttl: int = 60, priority: int = 1) -> NewTask:
-    return NewTask(command="echo", args={"x": 1}, target_kind=kind, target=target, priority=priority, ttl=ttl)
-
-
-def result(delivery_id: int, output: object, *, run: int = 1, ok: bool = True, plan: RunPlan | None = None) -> ResultIn:
-    return ResultIn(delivery_id=delivery_id, ok=ok, output=pack(output), started_at=NOW, finished_at=NOW + 1,
-                    run=run, plan=plan)
+from tether.protocol import ErrorCode, ProtocolError
 
 
 async def test_bootstrap_once_and_tokens_are_hashed(store: SQLiteStore, tmp_path: Path) -> None:
