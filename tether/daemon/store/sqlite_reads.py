@@ -114,8 +114,11 @@ class SQLiteReads:
         for view, by in zip(views, ended_by, strict=True):
             shown = entries[view.delivery_id]
             if view.state in ("done", "failed", "expired", "cancelled"):
+                # The daemon's end (ttl, untask, timeout) is the delivery's last write; a waiting
+                # delivery's finished_at is still its last run's.
+                at = view.updated_at if by == "daemon" else view.finished_at or view.updated_at
                 shown.append(HistoryEntry(
-                    run=view.run, at=view.finished_at or view.updated_at, state=view.state, output=view.result,
+                    run=view.run, at=at, state=view.state, output=view.result,
                     error=view.error, by="daemon" if by == "daemon" else "agent",
                 ))
             if hide:

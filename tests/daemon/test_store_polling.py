@@ -1,0 +1,332 @@
+"""Polling runs in the store (Cortex XSOAR "Scheduled Commands"), on every backend.
+
+A run's result with a plan makes the delivery wait; ``poll_due`` queues the next run or
+ends the sequence at its timeout or the ttl. Times are NOW-relative: the first run's
+result is recorded at NOW + 1, so with the default plan (30 s interval, 120 s timeout)
+the next run falls due at NOW + 31 and the sequence times out at NOW + 121.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from store_data import NOW, enrolled, result, task
+
+from tether.daemon.schedules import next_fire
+from tether.daemon.store import Change, NewSchedule, PollOutcome, PushItem, RunPlan
+from tether.daemon.store.sqlite import SQLiteStore
+from tether.protocol import pack
+from tether.protocol.console import DeliveryView, HistoryEntry
+
+T1 = NOW + 1
+"""When the first run's result is recorded."""
+NEXT = T1 + 30
+DEADLINE = T1 + 120
+TTL = 3600
+
+
+def plan(*, interval: float = 30.0, timeout: float = 120.0, command: str = "poll_status", note: str = "",
+         poll_message: str = "", **args: object) -> RunPlan:
+    return RunPlan(command=command, args=pack(args or {"job": 7}), interval=interval, timeout=timeout, note=note,
+                   poll_message=poll_message)
+
+
+async def delivery(store: SQLiteStore, *, ttl: int = TTL, hide: bool = False) -> tuple[str, int, int]:
+    """An agent, and a task for it whose delivery is acked and running: (agent, task, delivery)."""
+    a = await enrolled(store, "a")
+    task_id, (item,) = await store.create_task(task("agent", a, ttl=ttl, hide_polling_output=hide), NOW)
+    d = item.delivery_id
+    store.mark_sent([d], NOW)
+    await store.acknowledge(a, [(d, 1)], NOW)
+    await store.started(a, (d, 1), "working", NOW)
+    return a, task_id, d
+
+
+async def waiting(store: SQLiteStore, *, ttl: int = TTL) -> tuple[str, int, int]:
+    """A delivery whose run 1 asked for a next run (the default plan, recorded at T1)."""
+    a, task_id, d = await delivery(store, ttl=ttl)
+    out = await store.record_results(a, [result(d, {"partial": 1}, plan=plan())], T1)
+    assert out.changes == [Change(d, task_id, a, "running", "waiting")]
+    return a, task_id, d
+
+
+async def view(store: SQLiteStore, task_id: int, *, history: bool = False) -> DeliveryView:
+    task_view = await store.get_task(task_id, history=history)
+    assert task_view is not None
+    (only,) = task_view.deliveries
+    return only
+
+
+async def run_again(store: SQLiteStore, a: str, d: int, run: int, now: float) -> None:
+    """The agent receives, acknowledges and starts the queued run."""
+    store.mark_sent([d], now)
+    acked = await store.acknowledge(a, [(d, run)], now)
+    assert [c.new for c in acked.changes] == ["acked"]
+    await store.started(a, (d, run), "", now)
+
+
+# -- a run that asks to be run again ---------------------------------------------------------
+
+
+async def test_a_result_with_a_plan_makes_the_delivery_wait(store: SQLiteStore) -> None:
+    a, task_id, d = await delivery(store)
+    out = await store.record_results(
+        a, [result(d, {"partial": 1}, plan=plan(note="raised", poll_message="Fetching Results:"))], T1)
+    assert out.changes == [Change(d, task_id, a, "running", "waiting")]
+    assert out.settled == [(d, 1)] and out.refused == []
+    assert out.timers == [(d, NEXT)]
+    v = await view(store, task_id, history=True)
+    assert (v.state, v.run, v.next_run_at, v.poll_deadline) == ("waiting", 1, NEXT, DEADLINE)
+    assert v.result is None  # the partial result belongs to the history entry
+    assert v.history == [HistoryEntry(run=1, at=T1, state="waiting", partial_result={"partial": 1},
+                                      poll_message="Fetching Results:", note="raised", next_run_at=NEXT)]
+
+
+async def test_the_timer_is_the_deadline_when_it_comes_before_the_next_run(store: SQLiteStore) -> None:
+    a, _, d = await delivery(store)
+    out = await store.record_results(a, [result(d, None, plan=plan(interval=300, timeout=60))], T1)
+    assert out.timers == [(d, T1 + 60)]
+
+
+async def test_poll_due_before_the_next_run_looks_again_then(store: SQLiteStore) -> None:
+    _, task_id, d = await waiting(store)
+    assert await store.poll_due(d, NEXT - 1) == PollOutcome([], [], NEXT)
+    assert (await view(store, task_id)).state == "waiting"
+
+
+async def test_poll_due_queues_the_next_run_with_the_scheduled_command(store: SQLiteStore) -> None:
+    a, task_id, d = await waiting(store)
+    out = await store.poll_due(d, NEXT)
+    run2 = PushItem(d, task_id, a, "poll_status", pack({"job": 7}), 1, NOW + TTL, 2)
+    assert out == PollOutcome([Change(d, task_id, a, "waiting", "queued")], [run2], DEADLINE)
+    v = await view(store, task_id)
+    assert (v.state, v.run, v.next_run_at, v.poll_deadline) == ("queued", 2, None, DEADLINE)
+    assert (v.sent_at, v.acked_at, v.progress) == (None, None, "")  # run 1's marks are gone
+    assert await store.pending_for_agent(a) == [run2]  # an agent connecting now gets run 2
+    task_view = await store.get_task(task_id)
+    assert task_view is not None and (task_view.command, task_view.args) == ("echo", {"x": 1})  # the task's own
+
+
+async def test_reports_about_run_1_after_run_2_is_queued_only_settle(store: SQLiteStore) -> None:
+    a, task_id, d = await waiting(store)
+    await store.poll_due(d, NEXT)
+    for late in (store.acknowledge(a, [(d, 1)], NEXT), store.started(a, (d, 1), "late", NEXT),
+                 store.record_results(a, [result(d, {"again": 1})], NEXT)):
+        out = await late
+        assert (out.changes, out.settled, out.refused, out.timers) == ([], [(d, 1)], [], [])
+    v = await view(store, task_id)
+    assert (v.state, v.run, v.progress) == ("queued", 2, "")
+
+
+async def test_a_result_for_the_last_run_ends_the_delivery(store: SQLiteStore) -> None:
+    a, task_id, d = await waiting(store)
+    await store.poll_due(d, NEXT)
+    await run_again(store, a, d, 2, NEXT)
+    out = await store.record_results(a, [result(d, {"final": True}, run=2, finished_at=NEXT + 5)], NEXT + 5)
+    assert out.changes == [Change(d, task_id, a, "running", "done")] and out.settled == [(d, 2)]
+    assert out.timers == []
+    v = await view(store, task_id, history=True)
+    assert (v.state, v.run, v.result) == ("done", 2, {"final": True})
+    assert v.history is not None
+    assert [(e.run, e.state, e.by) for e in v.history] == [(1, "waiting", "agent"), (2, "done", "agent")]
+    assert v.history[-1].output == {"final": True} and v.history[-1].at == NEXT + 5
+    assert await store.poll_due(d, DEADLINE) == PollOutcome([], [], None)  # a stale timer does nothing
+
+
+async def test_the_first_schedule_fixes_the_deadline(store: SQLiteStore) -> None:
+    a, task_id, d = await waiting(store)
+    await store.poll_due(d, NEXT)
+    await run_again(store, a, d, 2, NEXT)
+    out = await store.record_results(a, [result(d, None, run=2, plan=plan(interval=10, timeout=9999))], NEXT)
+    assert out.timers == [(d, NEXT + 10)]
+    assert (await view(store, task_id)).poll_deadline == DEADLINE  # not NEXT + 9999
+    await store.poll_due(d, NEXT + 10)
+    await run_again(store, a, d, 3, NEXT + 10)
+    out = await store.record_results(a, [result(d, None, run=3, plan=plan(interval=300))], NEXT + 10)
+    assert out.timers == [(d, DEADLINE)]
+
+
+# -- how a sequence ends without its agent ---------------------------------------------------
+
+
+async def test_the_daemon_times_a_waiting_sequence_out(store: SQLiteStore) -> None:
+    a, task_id, d = await delivery(store)
+    await store.record_results(a, [result(d, None, plan=plan(interval=300))], T1)
+    out = await store.poll_due(d, DEADLINE)
+    assert out == PollOutcome([Change(d, task_id, a, "waiting", "failed")], [], None)
+    v = await view(store, task_id, history=True)
+    assert (v.state, v.error, v.finished_at) == ("failed", "polling timed out after 120 s", DEADLINE)
+    assert v.history is not None and v.history[-1] == HistoryEntry(
+        run=1, at=DEADLINE, state="failed", error="polling timed out after 120 s", by="daemon")
+    assert await store.pending_for_agent(a) == []
+
+
+@pytest.mark.parametrize("pushed", [False, True], ids=["queued", "sent"])
+async def test_an_undelivered_next_run_times_out_too(store: SQLiteStore, pushed: bool) -> None:
+    a, task_id, d = await waiting(store)  # its agent went offline: run 2 is never acknowledged
+    await store.poll_due(d, NEXT)
+    if pushed:
+        store.mark_sent([d], NEXT)
+    state = "sent" if pushed else "queued"
+    assert await store.poll_due(d, NEXT + 1) == PollOutcome([], [], DEADLINE)  # woken early
+    out = await store.poll_due(d, DEADLINE + 5)
+    assert out == PollOutcome([Change(d, task_id, a, state, "failed")], [], None)
+    v = await view(store, task_id, history=True)
+    assert (v.state, v.run, v.error) == ("failed", 2, "polling timed out after 120 s")
+    assert v.history is not None and (v.history[-1].by, v.history[-1].run) == ("daemon", 2)
+    late = await store.acknowledge(a, [(d, 2)], DEADLINE + 6)  # the agent comes back with run 2
+    assert late.changes == []
+
+
+@pytest.mark.parametrize("started", [False, True], ids=["acked", "running"])
+async def test_an_acknowledged_run_is_not_timed_out(store: SQLiteStore, started: bool) -> None:
+    a, task_id, d = await waiting(store)
+    await store.poll_due(d, NEXT)
+    store.mark_sent([d], NEXT)
+    await store.acknowledge(a, [(d, 2)], NEXT)
+    if started:
+        await store.started(a, (d, 2), "", NEXT)
+    assert await store.poll_due(d, DEADLINE + 100) == PollOutcome([], [], None)
+    assert (await view(store, task_id)).state == ("running" if started else "acked")
+    # The run ends after the deadline asking for another: the sequence is over all the same.
+    out = await store.record_results(a, [result(d, None, run=2, plan=plan())], DEADLINE + 100)
+    assert out.timers == [(d, DEADLINE)]
+    failed = await store.poll_due(d, DEADLINE + 100)
+    assert [c.new for c in failed.changes] == ["failed"]
+
+
+async def test_the_ttl_ends_a_waiting_delivery(store: SQLiteStore) -> None:
+    a, task_id, d = await waiting(store)
+    changes = await store.expire_task(task_id, T1 + 50)
+    assert changes == [Change(d, task_id, a, "waiting", "expired")]
+    v = await view(store, task_id, history=True)
+    assert (v.state, v.error) == ("expired", "the task's ttl ended")
+    assert v.history is not None
+    assert [(e.run, e.state, e.by) for e in v.history] == [(1, "waiting", "agent"), (1, "expired", "daemon")]
+    assert v.history[-1].at == T1 + 50  # when the daemon ended it, not when run 1 finished
+    assert await store.poll_due(d, NEXT) == PollOutcome([], [], None)
+
+
+async def test_a_next_run_due_after_the_ttl_expires(store: SQLiteStore) -> None:
+    a, task_id, d = await waiting(store, ttl=20)  # expires at NOW + 20, run 2 due at NOW + 31
+    out = await store.poll_due(d, NEXT)
+    assert out == PollOutcome([Change(d, task_id, a, "waiting", "expired")], [], None)
+    v = await view(store, task_id, history=True)
+    assert (v.state, v.error) == ("expired", "the task's ttl ended before run 2 was due")
+    assert v.history is not None and v.history[-1].by == "daemon"
+
+
+async def test_untask_cancels_a_waiting_delivery(store: SQLiteStore) -> None:
+    a, task_id, d = await waiting(store)
+    changes = await store.cancel(task_id=task_id, now=T1 + 5)
+    assert changes == [Change(d, task_id, a, "waiting", "cancelled")]
+    v = await view(store, task_id, history=True)
+    assert v.history is not None and v.history[-1] == HistoryEntry(run=1, at=T1 + 5, state="cancelled", by="daemon")
+    assert await store.poll_due(d, NEXT) == PollOutcome([], [], None)
+
+
+@pytest.mark.parametrize("state", ["queued", "sent"])
+async def test_a_plan_result_after_a_lost_ack_still_waits(store: SQLiteStore, state: str) -> None:
+    a = await enrolled(store, "a")
+    task_id, (item,) = await store.create_task(task("agent", a), NOW)
+    d = item.delivery_id
+    if state == "sent":
+        store.mark_sent([d], NOW)
+    out = await store.record_results(a, [result(d, {"p": 1}, plan=plan())], T1)
+    assert out.changes == [Change(d, task_id, a, state, "waiting")]
+    assert out.timers == [(d, NEXT)]
+    assert (await view(store, task_id)).state == "waiting"
+    assert store.stats().entered["running"] == 1  # through running, as the state table says
+
+
+async def test_a_failed_run_ends_the_sequence(store: SQLiteStore) -> None:
+    a, _, d = await waiting(store)
+    await store.poll_due(d, NEXT)
+    await run_again(store, a, d, 2, NEXT)
+    out = await store.record_results(a, [result(d, None, run=2, ok=False, plan=plan())], NEXT)
+    assert [c.new for c in out.changes] == ["failed"] and out.timers == []
+
+
+# -- the history -----------------------------------------------------------------------------
+
+
+async def sequence(store: SQLiteStore, *, hide: bool) -> tuple[int, list[tuple[object, str]]]:
+    """Six runs: five that ask for another (output, note), then one that ends it, no output."""
+    runs: list[tuple[object, str]] = [(None, ""), (None, ""), (None, "raised to the floor"), ({"n": 4}, ""),
+                                      (None, "")]
+    a, task_id, d = await delivery(store, hide=hide)
+    now = T1
+    for run, (output, note) in enumerate(runs, start=1):
+        if run > 1:
+            await store.poll_due(d, now)
+            await run_again(store, a, d, run, now)
+        await store.record_results(
+            a, [result(d, output, run=run, plan=plan(interval=10, timeout=1000, note=note), finished_at=now)], now)
+        now += 10
+    await store.poll_due(d, now)
+    await run_again(store, a, d, 6, now)
+    await store.record_results(a, [result(d, None, run=6, finished_at=now)], now)
+    return task_id, runs
+
+
+async def test_history_has_one_entry_per_run_then_the_final_one(store: SQLiteStore) -> None:
+    task_id, runs = await sequence(store, hide=False)
+    v = await view(store, task_id, history=True)
+    assert v.history is not None and v.history_hidden == 0
+    assert [(e.run, e.state) for e in v.history] == [*((r, "waiting") for r in range(1, 6)), (6, "done")]
+    assert [(e.partial_result, e.note) for e in v.history[:-1]] == runs
+    assert [e.at for e in v.history] == [T1 + 10 * i for i in range(6)]
+    assert [e.next_run_at for e in v.history] == [*(T1 + 10 * i for i in range(1, 6)), None]
+    assert (await view(store, task_id)).history is None  # only when asked for
+
+
+async def test_hide_polling_output_hides_empty_entries_after_the_first(store: SQLiteStore) -> None:
+    task_id, _ = await sequence(store, hide=True)
+    v = await view(store, task_id, history=True)
+    assert v.history is not None
+    # Run 1 shows although empty (it gives the context); 2 and 5 are empty; 3 has a note, 4 a
+    # partial result; the final entry always shows, output or not.
+    assert [(e.run, e.state) for e in v.history] == [(1, "waiting"), (3, "waiting"), (4, "waiting"), (6, "done")]
+    assert v.history_hidden == 2
+
+
+# -- the timer wheel, rebuilt at start -------------------------------------------------------
+
+
+async def test_timers_lists_what_the_wheel_must_hold(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a")
+
+    active: list[int] = []
+
+    async def polling(interval: float) -> int:
+        task_id, (item,) = await store.create_task(task("agent", a, ttl=TTL), NOW)
+        active.append(task_id)
+        store.mark_sent([item.delivery_id], NOW)
+        await store.record_results(a, [result(item.delivery_id, None, plan=plan(interval=interval))], T1)
+        return item.delivery_id
+
+    soon = await polling(30)  # waiting: its next run at T1 + 30
+    late = await polling(500)  # waiting: its deadline (T1 + 120) comes first
+    undelivered = await polling(30)
+    await store.poll_due(undelivered, NEXT)  # run 2 queued: only its deadline is left
+    acked = await polling(30)
+    await store.poll_due(acked, NEXT)
+    store.mark_sent([acked], NEXT)
+    await store.acknowledge(a, [(acked, 2)], NEXT)  # its result decides: no timer
+    done_task, (done,) = await store.create_task(task("agent", a, ttl=TTL), NOW)
+    active.append(done_task)  # its delivery is done; the task stays active until its ttl
+    await store.record_results(a, [result(done.delivery_id, 1)], T1)
+    cancelled_task, _ = await store.create_task(task("agent", a, ttl=TTL), NOW)
+    await store.cancel(task_id=cancelled_task, now=T1)
+    expired_task, _ = await store.create_task(task("agent", a, ttl=TTL), NOW)
+    await store.expire_task(expired_task, NOW + TTL)
+    every = NewSchedule(name="every", command="echo", task=task("all"), every=300.0, cron=None, timezone="UTC",
+                        missed="once")
+    on = await store.add_schedule(every, NOW, NOW + 300)
+    await store.add_schedule(msgspec.structs.replace(every, name="paused"), NOW, NOW + 300)
+    await store.pause_schedule("paused", True, NOW, next_fire)
+
+    timers = await store.timers()
+    assert sorted(timers.polls) == sorted([(soon, T1 + 30), (late, DEADLINE), (undelivered, DEADLINE)])
+    assert sorted(timers.expiries) == [(t, NOW + TTL) for t in active]  # not the cancelled or expired task
+    assert timers.schedules == [(on.schedule_id, NOW + 300)]
