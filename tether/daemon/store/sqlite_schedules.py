@@ -104,6 +104,9 @@ class SQLiteSchedules:
         def op(tx: Tx) -> int:
             schedule_id: int = _by_name(tx, name)[0]
             tx.execute("DELETE FROM schedules WHERE id = ?", (schedule_id,))
+            # Its tasks stay, naming no schedule: SQLite hands the largest rowid out again, and
+            # the next schedule added must not inherit them.
+            tx.execute("UPDATE tasks SET schedule_id = NULL WHERE schedule_id = ?", (schedule_id,))
             return schedule_id
 
         result: int = await self._submit(op)
