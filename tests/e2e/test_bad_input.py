@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from harness import BIN, AgentProc, Tetherd
+from harness import BIN, TEST_SETTINGS, AgentProc, Tetherd
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -253,10 +253,8 @@ def _identity(agent: AgentProc) -> dict[str, str]:
 
 
 def test_silent_client_is_closed_after_the_handshake_timeout(tmp_path: Path, env: dict[str, str]) -> None:
-    config = tmp_path / "tetherd.toml"
-    config.write_text("handshake_timeout = 0.5\n")
-    daemon = Tetherd(tmp_path / "data", env)
-    daemon.start("--config", str(config))
+    daemon = Tetherd(tmp_path / "data", env, settings={**TEST_SETTINGS, "handshake_timeout": 0.5})
+    daemon.start()
     try:
         with connect(daemon.url) as ws:
             started = time.monotonic()

@@ -7,6 +7,7 @@ floor, ``harness.TEST_SETTINGS``) so sequences take seconds, not minutes.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 import subprocess
 from collections.abc import Callable
@@ -40,7 +41,7 @@ def test_a_polling_command_runs_three_times_passing_its_args_along(
     assert [(r["delivery_id"], r["run"], r["args"]["n"]) for r in runs] == [
         (d["delivery_id"], 1, "3"), (d["delivery_id"], 2, 2), (d["delivery_id"], 3, 1)]
     assert all(r["args"]["polling"] in (True, "true") for r in runs)
-    gaps = [b["at"] - a_["at"] for a_, b in zip(runs, runs[1:], strict=False)]
+    gaps = [b["at"] - a_["at"] for a_, b in itertools.pairwise(runs)]
     assert all(g >= 0.9 for g in gaps), gaps  # the 1 s interval was held by the daemon between runs
 
     entries = history(tetherd, task_id)
