@@ -18,6 +18,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ..protocol.codec import error_frame
 from ..protocol.console import DeliveryEvent
@@ -201,20 +202,20 @@ class Broker:
             if pending:
                 await asyncio.wait(pending)  # futures, not tasks: one store operation per entry
 
-    def _fire(self, key: int, now: float) -> asyncio.Future[object]:
+    def _fire(self, key: int, now: float) -> asyncio.Future[Any]:
         self._timers.pop(key, None)
         kind, ident = Timer(key & 3), key >> 2
-        fut: asyncio.Future[object]
+        fut: asyncio.Future[Any]
         if kind is Timer.EXPIRE:
-            fut = self.store.expire_task(ident, now)  # type: ignore[assignment]
+            fut = self.store.expire_task(ident, now)
         elif kind is Timer.POLL:
-            fut = self.store.poll_due(ident, now)  # type: ignore[assignment]
+            fut = self.store.poll_due(ident, now)
         else:
-            fut = self.store.fire_schedule(ident, now, next_fire)  # type: ignore[assignment]
+            fut = self.store.fire_schedule(ident, now, next_fire)
         fut.add_done_callback(lambda f: self._fired(kind, ident, f))
         return fut
 
-    def _fired(self, kind: Timer, ident: int, fut: asyncio.Future[object]) -> None:
+    def _fired(self, kind: Timer, ident: int, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled():
             return
         exc = fut.exception()
@@ -224,7 +225,7 @@ class Broker:
             return
         result = fut.result()
         if kind is Timer.EXPIRE:
-            changes: list[Change] = result  # type: ignore[assignment]
+            changes: list[Change] = result
             if changes:
                 log.info("event=task_expired task_id=%d deliveries=%d", ident, len(changes))
             self.apply(changes, withdraw=True)

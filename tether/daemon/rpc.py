@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -172,8 +173,7 @@ class ConsoleRPC:
     # -- recurring schedules --------------------------------------------------------------
 
     async def m_schedule_add(self, p: ScheduleAdd, emit: Emit) -> Any:
-        parse_command_line(p.command)  # refused here, not at the first firing
-        task = await self._new_task(p)
+        task = await self._new_task(p)  # a bad command line is refused here, not at the first firing
         now = self.broker.clock()
         if p.every is not None:
             try:
@@ -184,7 +184,7 @@ class ConsoleRPC:
             assert p.cron is not None
             check_cron(p.cron, p.timezone)
         first = next_fire(Timing(every=p.every, cron=p.cron, timezone=p.timezone, anchor=now), now)
-        if first == float("inf"):
+        if math.isinf(first):
             raise ProtocolError(ErrorCode.INVALID_PARAMS, f"cron expression {p.cron!r} matches no date")
         spec = NewSchedule(name=p.name, command=p.command, task=NewTask(
             command=p.command, args=p.args, target_kind=task.target_kind, target=task.target, priority=p.priority,
