@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from .errors import ErrorCode, ProtocolError
-from .frames import FROM_DAEMON, TO_DAEMON, Error, Frame, FromDaemon, ToDaemon
+from .frames import FROM_DAEMON, TO_DAEMON, Batch, Enroll, Error, Frame, FromDaemon, Hello, ToDaemon
 
 _mp_enc = msgspec.msgpack.Encoder()
 _js_enc = msgspec.json.Encoder()
@@ -27,8 +27,9 @@ _DECODERS: dict[tuple[str, bool], Any] = {
 }
 
 
-def _decode(direction: str, data: bytes | str) -> Frame:
-    binary = isinstance(data, bytes | bytearray | memoryview)
+def _decode(direction: str, data: bytes | str, binary: bool | None = None) -> Frame:
+    if binary is None:
+        binary = isinstance(data, bytes | bytearray | memoryview)
     try:
         frame: Frame = _DECODERS[direction, binary].decode(data)
     except msgspec.ValidationError as exc:
@@ -50,6 +51,30 @@ def decode_to_daemon(data: bytes | str) -> Frame:
 def decode_from_daemon(data: bytes | str) -> Frame:
     """Decode a frame the daemon sent."""
     return _decode("from_daemon", data)
+
+
+def unbatch(batch: Batch, binary: bool, *, to_daemon: bool) -> list[Frame | ProtocolError]:
+    """The frames of a ``batch``, in order; one that cannot be decoded, or that a batch may
+    not hold (a batch, hello or enroll), is its :class:`ProtocolError` in its place, so the
+    others are still applied."""
+    direction = "to_daemon" if to_daemon else "from_daemon"
+    out: list[Frame | ProtocolError] = []
+    for raw in batch.frames:
+        try:
+            frame = _decode(direction, bytes(raw), binary)
+        except ProtocolError as exc:
+            out.append(exc)
+            continue
+        if isinstance(frame, Batch | Hello | Enroll):
+            out.append(ProtocolError(ErrorCode.UNEXPECTED_FRAME, f"a batch cannot hold a {frame.__struct_config__.tag}"))
+        else:
+            out.append(frame)
+    return out
+
+
+def encode_batch(codec: Codec, blobs: list[bytes]) -> bytes:
+    """Frames already encoded in ``codec``, as one ``batch`` message (each copied once)."""
+    return codec.encode(Batch(frames=[msgspec.Raw(b) for b in blobs]))
 
 
 _RAW_DEFAULTS = frozenset(

@@ -66,6 +66,8 @@ class Hello(Frame, tag="hello"):
     the daemon does not push these again."""
     holding_runs: list[int] = []
     """The run of each id in ``holding``, in the same order; empty when every one is run 1."""
+    features: list[str] = []
+    """Optional parts of the protocol this peer speaks (see :data:`FEATURES`)."""
 
     def __post_init__(self) -> None:
         _check_runs(self.holding, self.holding_runs, "holding_runs")
@@ -102,6 +104,8 @@ class Welcome(Frame, tag="welcome"):
     agent_id: str | None = None
     window: int = 10
     """How many deliveries the daemon keeps unacknowledged in flight to this agent."""
+    features: list[str] = []
+    """Of the features the hello announced, those the daemon speaks too: both sides may use them."""
 
 
 class Error(Frame, tag="error"):
@@ -237,6 +241,20 @@ class Event(Frame, tag="event"):
     data: Any = None
 
 
+class Batch(Frame, tag="batch"):
+    """Several frames in one WebSocket message, applied in order as if sent one by one: a
+    burst of ``task`` frames from the daemon, or of ``ack``, ``progress`` and ``result``
+    frames from an agent. Only between peers that both announced the ``batch`` feature
+    (hello / welcome); a batch never holds a batch, a hello or an enroll."""
+
+    frames: list[msgspec.Raw]
+    """Each an encoded frame, in the encoding of the message that carries them."""
+
+
+FEATURES = ("batch",)
+"""Optional protocol features this code speaks; a peer uses one only if both announced it."""
+
+
 def _check_runs(delivery_ids: list[int], runs: list[int], name: str) -> None:
     # msgspec turns a ValueError raised here into a validation error of the frame (1102).
     if runs and len(runs) != len(delivery_ids):
@@ -256,13 +274,13 @@ def split_refs(refs: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
     return ids, ([] if all(r == 1 for r in runs) else runs)
 
 
-ToDaemon = Hello | Enroll | Ack | Progress | Result | Request
+ToDaemon = Hello | Enroll | Ack | Progress | Result | Request | Batch
 """Every frame a peer may send to the daemon."""
 
-FromDaemon = Welcome | Enrolled | Error | Task | Cancel | Committed | Response | Event
+FromDaemon = Welcome | Enrolled | Error | Task | Cancel | Committed | Response | Event | Batch
 """Every frame the daemon may send."""
 
-TO_DAEMON: tuple[type[Frame], ...] = (Hello, Enroll, Ack, Progress, Result, Request)
+TO_DAEMON: tuple[type[Frame], ...] = (Hello, Enroll, Ack, Progress, Result, Request, Batch)
 FROM_DAEMON: tuple[type[Frame], ...] = (
-    Welcome, Enrolled, Error, Task, Cancel, Committed, Response, Event,
+    Welcome, Enrolled, Error, Task, Cancel, Committed, Response, Event, Batch,
 )
