@@ -1,4 +1,4 @@
-"""A run's result as the daemon hands it to the store (``server.checked_result``): its
+"""A run's result as the daemon hands it to the store (``reports.checked_result``): its
 schedule checked against the polling rules, or the sequence ended saying why."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from tether.daemon.server import checked_result
+from tether.daemon.reports import checked_result
 from tether.daemon.store import ResultIn, RunPlan
 from tether.protocol import pack, unpack
 from tether.protocol.frames import Result, Schedule

@@ -57,22 +57,21 @@ def test_missed_firings_run_once_at_start_or_are_skipped(
                             "--missed", policy)
         assert rc == 0
     tetherd.kill(signal.SIGKILL)
-    time.sleep(4.0)  # a firing of each falls due while tetherd is down
+    time.sleep(7.0)  # two firings of each fall due while tetherd is down
     started = time.time()
     tetherd.start()
 
     drop = schedule(tetherd, "drop")  # settled before tetherd listened: nothing fired, the firing skipped
-    assert (drop["fired"], drop["skipped"]) == (0, drop["missed_total"]) and drop["missed_total"] >= 1
+    assert (drop["fired"], drop["skipped"]) == (0, drop["missed_total"]) and drop["missed_total"] >= 2
     assert drop["next_fire_at"] > started
 
     catch_up = wait_until(lambda: (s := schedule(tetherd, "catch_up"))["fired"] >= 1 and s, timeout=10,
                           what="the missed firing to run once at start")
-    assert catch_up["missed_total"] >= 1 and catch_up["skipped"] == 0
+    assert catch_up["fired"] == 1 and catch_up["missed_total"] >= 2 and catch_up["skipped"] == 0  # once, not each
     assert catch_up["last_fire_at"] - started < 2.5  # at start, before its next firing on the grid
     assert catch_up["next_fire_at"] > catch_up["last_fire_at"]
     task_id = catch_up["recent_tasks"][0]
     assert tetherd.ctl("wait", str(task_id), "--timeout", "30")[0] == 0
-    assert schedule(tetherd, "catch_up")["fired"] <= 2  # once at start (and maybe its next firing), not a burst
 
 
 def test_bad_schedule_input_is_refused_with_a_clear_error(

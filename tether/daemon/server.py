@@ -22,30 +22,29 @@ from websockets.http11 import Request as HTTPRequest
 from websockets.http11 import Response as HTTPResponse
 
 from .. import __version__
-from ..protocol.codec import JSON, MSGPACK, Codec, decode_to_daemon, error_frame, pack, to_msgpack
+from ..protocol.codec import JSON, MSGPACK, Codec, decode_to_daemon, error_frame, unbatch
 from ..protocol.errors import ErrorCode, ProtocolError
 from ..protocol.frames import (
+    FEATURES,
     PROTOCOL_VERSION,
-    Ack,
+    Batch,
     Enroll,
     Enrolled,
     Event,
     Frame,
     Hello,
-    Progress,
     Request,
     Response,
-    Result,
     Welcome,
     run_refs,
 )
-from ..protocol.polling import InvalidSchedule, plan_next_run
 from .broker import Broker
 from .config import Config
 from .metrics import render_metrics
+from .reports import submit_reports
 from .rpc import ConsoleRPC
 from .session import AgentSession, send_frame
-from .store import ResultIn, RunPlan, StoreError
+from .store import StoreError
 
 log = logging.getLogger("tether.server")
 
@@ -204,8 +203,9 @@ class Daemon:
         if not hello.agent_id or await self.store.authenticate_agent(hello.agent_id, hello.token) is None:
             raise SessionEnd(ProtocolError(ErrorCode.UNAUTHORIZED, "agent id or token not recognised; enroll again"))
         agent_id = hello.agent_id
+        features = [f for f in hello.features if f in FEATURES]
         session = AgentSession(ws, codec, agent_id, secrets.token_hex(8), self.config.window,
-                               set(run_refs(hello.holding, hello.holding_runs)), broker)
+                               set(run_refs(hello.holding, hello.holding_runs)), broker, batch="batch" in features)
         old = broker.register(session)
         if old is not None:
             log.info("event=session_replaced agent_id=%s old=%s new=%s", agent_id, old.session_id, session.session_id)
@@ -217,7 +217,7 @@ class Daemon:
             self.store.agent_seen(agent_id, hello.hostname, hello.platform, hello.commands, hello.agent_version, now)
             await send_frame(ws, codec, Welcome(
                 version=PROTOCOL_VERSION, role="agent", session_id=session.session_id, server_time=now,
-                agent_id=agent_id, window=self.config.window,
+                agent_id=agent_id, window=self.config.window, features=features,
             ))
             # Registered before reading, so nothing created meanwhile is missed; offer() dedups.
             session.offer(await self.store.pending_for_agent(agent_id))
@@ -237,8 +237,7 @@ class Daemon:
                      agent_id, session.session_id, ws.close_code)
 
     async def _agent_reader(self, ws: ServerConnection, codec: Codec, session: AgentSession) -> None:
-        broker, store, agent_id = self.broker, self.store, session.agent_id
-        stats = broker.stats
+        stats = self.broker.stats
         async for message in ws:
             stats.frames_in += 1
             try:
@@ -246,30 +245,9 @@ class Daemon:
             except ProtocolError as exc:
                 session.send_control(error_frame(exc))
                 continue
-            now = broker.clock()
-            if isinstance(frame, Ack):
-                session.acked(frame.delivery_ids)
-                store.acknowledge(agent_id, run_refs(frame.delivery_ids, frame.runs), now).add_done_callback(
-                    lambda f: broker.on_outcome(session, f))
-            elif isinstance(frame, Result):
-                try:
-                    output = to_msgpack(frame.output, codec)
-                except Exception:
-                    session.send_control(error_frame(ProtocolError(
-                        ErrorCode.INVALID_FRAME, "result output is not valid", ref=frame.delivery_id)))
-                    continue
-                store.record_results(agent_id, [checked_result(frame, output, self.config.min_interval)], now).add_done_callback(
-                    lambda f: broker.on_results(session, f))
-            elif isinstance(frame, Progress):
-                message_text = frame.message if frame.percent is None else f"{frame.percent:.0f}% {frame.message}"
-                store.started(agent_id, (frame.delivery_id, frame.run), message_text.strip(), now).add_done_callback(
-                    lambda f: broker.on_outcome(session, f))
-            elif isinstance(frame, Request):
-                session.send_control(error_frame(ProtocolError(
-                    ErrorCode.FORBIDDEN, "agents cannot send console requests", ref=frame.id)))
-            else:
-                session.send_control(error_frame(ProtocolError(
-                    ErrorCode.UNEXPECTED_FRAME, f"unexpected {type(frame).__name__.lower()} frame in an agent session")))
+            frames: list[Frame | ProtocolError] = (
+                unbatch(frame, codec.binary, to_daemon=True) if isinstance(frame, Batch) else [frame])
+            submit_reports(session, codec, frames, self.broker, self.config.min_interval)
 
     async def _console_session(self, ws: ServerConnection, codec: Codec, hello: Hello) -> None:
         role = await self.store.admin_role(hello.token) if hello.token else None
@@ -332,29 +310,6 @@ class Daemon:
             reply = Response(id=req.id, result=result)
         with contextlib.suppress(ConnectionClosed):
             await send(reply)
-
-
-def checked_result(frame: Result, output: bytes, floor: float) -> ResultIn:
-    """A result as the store takes it, its schedule checked against the polling rules
-    (``protocol.polling``): an interval below ``floor`` is raised (the history says so); a
-    schedule that cannot be honoured ends the sequence as failed, saying why."""
-    schedule = frame.schedule
-    if schedule is None or not frame.ok:
-        return ResultIn(delivery_id=frame.delivery_id, ok=frame.ok, output=output, error=frame.error,
-                        started_at=frame.started_at, finished_at=frame.finished_at, run=frame.run)
-    try:
-        if not schedule.command.strip():
-            raise InvalidSchedule("the schedule names no command")
-        plan = plan_next_run(schedule.next_run_in_seconds, schedule.timeout_in_seconds, floor)
-    except InvalidSchedule as exc:
-        return ResultIn(delivery_id=frame.delivery_id, ok=False, output=output, error=f"invalid schedule: {exc}",
-                        started_at=frame.started_at, finished_at=frame.finished_at, run=frame.run)
-    return ResultIn(
-        delivery_id=frame.delivery_id, ok=True, output=output, started_at=frame.started_at,
-        finished_at=frame.finished_at, run=frame.run,
-        plan=RunPlan(command=schedule.command, args=pack(schedule.args), interval=plan.interval,
-                     timeout=plan.timeout, note=plan.note, poll_message=schedule.poll_message),
-    )
 
 
 def _remote(ws: ServerConnection) -> str:

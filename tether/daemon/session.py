@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from ..protocol.codec import Codec, from_msgpack
+from ..protocol.codec import Codec, encode_batch, from_msgpack
 from ..protocol.frames import Cancel, Committed, Frame, Task, split_refs
 from .store import PushItem, Ref
 
@@ -37,13 +37,13 @@ async def send_frame(ws: ServerConnection, codec: Codec, frame: Frame) -> None:
 
 class AgentSession:
     __slots__ = (
-        "agent_id", "broker", "codec", "committed", "control", "dropped", "heap", "holding",
+        "agent_id", "batch", "broker", "codec", "committed", "control", "dropped", "heap", "holding",
         "in_flight", "queued_ids", "session_id", "wake", "window", "ws",
     )
 
     def __init__(
         self, ws: ServerConnection, codec: Codec, agent_id: str, session_id: str, window: int,
-        holding: set[Ref], broker: Broker,
+        holding: set[Ref], broker: Broker, *, batch: bool = False,
     ) -> None:
         self.ws = ws
         self.codec = codec
@@ -51,6 +51,8 @@ class AgentSession:
         self.session_id = session_id
         self.window = window
         self.broker = broker
+        self.batch = batch
+        """The agent announced the ``batch`` feature: a burst of tasks goes as one message."""
         self.holding = holding
         """Runs the agent told us it holds: never pushed again in this session."""
         self.heap: list[tuple[int, int, int, PushItem]] = []
@@ -145,12 +147,18 @@ class AgentSession:
             # The sent mark is queued to the writer before the frames leave, so the store
             # sees queued -> sent before any ack or result for these deliveries.
             self.broker.store.mark_sent([i.delivery_id for i in batch], time.time())
-            for item in batch:
-                frame = Task(
+            blobs = [
+                codec.encode(Task(
                     delivery_id=item.delivery_id, task_id=item.task_id, command=item.command,
                     args=from_msgpack(item.args, codec), priority=item.priority,
                     expires_at=item.expires_at, run=item.run,
-                )
-                await send_frame(ws, codec, frame)
+                ))
+                for item in batch
+            ]
+            if self.batch and len(blobs) > 1:
+                await ws.send(encode_batch(codec, blobs), text=not codec.binary)
+            else:
+                for blob in blobs:
+                    await ws.send(blob, text=not codec.binary)
             stats.frames_out += len(batch)
             stats.pushed += len(batch)

@@ -1,0 +1,89 @@
+"""What an agent reports (acks, progress, results), turned into store writes.
+
+One WebSocket message may carry one frame or a ``batch`` of them; either way its reports
+become as few store operations as keep their order: one for every ack in it, one per
+progress report, one for every result. (Per delivery an agent's frames come in the order
+ack, progress, result, so ordering the operations that way keeps each delivery's order.)
+A bare start report (progress with no percent and no text) whose result is in the same
+message is not written: the result says when the run started, and the delivery goes
+from ``acked`` to ``done`` in one write instead of two.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..protocol.codec import Codec, error_frame, pack, to_msgpack
+from ..protocol.errors import ErrorCode, ProtocolError
+from ..protocol.frames import Ack, Frame, Progress, Request, Result, run_refs
+from ..protocol.polling import InvalidSchedule, plan_next_run
+from .store import Ref, ResultIn, RunPlan
+
+if TYPE_CHECKING:
+    from .broker import Broker
+    from .session import AgentSession
+
+
+def checked_result(frame: Result, output: bytes, floor: float) -> ResultIn:
+    """A result as the store takes it, its schedule checked against the polling rules
+    (``protocol.polling``): an interval below ``floor`` is raised (the history says so); a
+    schedule that cannot be honoured ends the sequence as failed, saying why."""
+    schedule = frame.schedule
+    if schedule is None or not frame.ok:
+        return ResultIn(delivery_id=frame.delivery_id, ok=frame.ok, output=output, error=frame.error,
+                        started_at=frame.started_at, finished_at=frame.finished_at, run=frame.run)
+    try:
+        if not schedule.command.strip():
+            raise InvalidSchedule("the schedule names no command")
+        plan = plan_next_run(schedule.next_run_in_seconds, schedule.timeout_in_seconds, floor)
+    except InvalidSchedule as exc:
+        return ResultIn(delivery_id=frame.delivery_id, ok=False, output=output, error=f"invalid schedule: {exc}",
+                        started_at=frame.started_at, finished_at=frame.finished_at, run=frame.run)
+    return ResultIn(
+        delivery_id=frame.delivery_id, ok=True, output=output, started_at=frame.started_at,
+        finished_at=frame.finished_at, run=frame.run,
+        plan=RunPlan(command=schedule.command, args=pack(schedule.args), interval=plan.interval,
+                     timeout=plan.timeout, note=plan.note, poll_message=schedule.poll_message),
+    )
+
+
+def submit_reports(session: AgentSession, codec: Codec, frames: list[Frame | ProtocolError], broker: Broker,
+                   floor: float) -> None:
+    """Queue the store writes for one message's frames; the broker reacts on commit."""
+    store, agent_id = broker.store, session.agent_id
+    acks: list[Ref] = []
+    progress: list[tuple[Ref, str, bool]] = []
+    results: list[ResultIn] = []
+    for frame in frames:
+        if isinstance(frame, ProtocolError):
+            session.send_control(error_frame(frame))
+        elif isinstance(frame, Ack):
+            session.acked(frame.delivery_ids)
+            acks += run_refs(frame.delivery_ids, frame.runs)
+        elif isinstance(frame, Result):
+            try:
+                output = to_msgpack(frame.output, codec)
+            except Exception:
+                session.send_control(error_frame(ProtocolError(
+                    ErrorCode.INVALID_FRAME, "result output is not valid", ref=frame.delivery_id)))
+                continue
+            results.append(checked_result(frame, output, floor))
+        elif isinstance(frame, Progress):
+            text = frame.message if frame.percent is None else f"{frame.percent:.0f}% {frame.message}"
+            progress.append(((frame.delivery_id, frame.run), text.strip(), frame.percent is None and not frame.message))
+        elif isinstance(frame, Request):
+            session.send_control(error_frame(ProtocolError(
+                ErrorCode.FORBIDDEN, "agents cannot send console requests", ref=frame.id)))
+        else:
+            session.send_control(error_frame(ProtocolError(
+                ErrorCode.UNEXPECTED_FRAME, f"unexpected {type(frame).__name__.lower()} frame in an agent session")))
+    now = broker.clock()
+    if acks:
+        store.acknowledge(agent_id, acks, now).add_done_callback(lambda f: broker.on_outcome(session, f))
+    finished = {(r.delivery_id, r.run) for r in results}
+    for ref, text, bare in progress:
+        if bare and ref in finished:
+            continue
+        store.started(agent_id, ref, text, now).add_done_callback(lambda f: broker.on_outcome(session, f))
+    if results:
+        store.record_results(agent_id, results, now).add_done_callback(lambda f: broker.on_results(session, f))
