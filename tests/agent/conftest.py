@@ -3,6 +3,9 @@
 The fake does what the daemon will do at the protocol level and nothing more: it answers
 ``enroll`` and ``hello``, then hands each session to the test, which pushes frames and
 reads what the agent sent. Tests synchronise on those frames (queues), never on sleeps.
+Like an older tetherd it speaks no optional feature unless told (``FakeDaemon.features``);
+with ``batch`` it can push batches (:meth:`FakeSession.send_batch`) and unpacks the
+agent's, keeping each message's frame count and size in :attr:`FakeSession.messages`.
 For polling commands the test plays the daemon's part too: after a ``result`` with a
 ``schedule`` it pushes the next run (:meth:`FakeDaemon.next_run`) -- no wait, the wheel's
 delay is the daemon's business.
@@ -34,11 +37,14 @@ from tether.protocol import (
     Frame,
     Hello,
     Progress,
+    ProtocolError,
     Result,
     Task,
     Welcome,
     decode_to_daemon,
 )
+from tether.protocol.codec import encode_batch, unbatch
+from tether.protocol.frames import Batch
 
 TIMEOUT = 5.0
 """Upper bound for any single wait in these tests; a hang fails instead of blocking CI."""
@@ -53,12 +59,31 @@ class FakeSession:
         self.ws = ws
         self.hello = hello
         self.frames: asyncio.Queue[Frame] = asyncio.Queue()
+        self.messages: list[tuple[int, int]] = []
+        """Per message received after the hello: how many frames it held (1 unless a batch)
+        and its size in bytes."""
         self.closed = asyncio.Event()
         self.close_code: int | None = None
 
     async def send(self, *frames: Frame) -> None:
         for frame in frames:
             await self.ws.send(MSGPACK.encode(frame))
+
+    async def send_batch(self, *frames: Frame | bytes) -> None:
+        """One ``batch`` message; ``bytes`` go in as they are (e.g. a frame that is not one)."""
+        await self.ws.send(encode_batch(MSGPACK, [f if isinstance(f, bytes) else MSGPACK.encode(f) for f in frames]))
+
+    def received(self, data: bytes | str) -> None:
+        frame = decode_to_daemon(data)
+        if not isinstance(frame, Batch):
+            self.messages.append((1, len(data)))
+            self.frames.put_nowait(frame)
+            return
+        inner = unbatch(frame, isinstance(data, bytes), to_daemon=True)
+        self.messages.append((len(inner), len(data)))
+        for item in inner:
+            assert not isinstance(item, ProtocolError), item
+            self.frames.put_nowait(item)
 
     async def close(self, code: int = 1011, reason: str = "") -> None:
         await self.ws.close(code, reason)
@@ -96,6 +121,8 @@ class FakeDaemon:
     """Answer the next hellos with these bytes instead of a welcome (then close 1011)."""
     http_refusals: int = 0
     """Answer this many upgrade requests with HTTP 503 (a load balancer shedding load)."""
+    features: tuple[str, ...] = ()
+    """Optional features this daemon speaks; the welcome names those the hello announced too."""
     enroll_answer: Enrolled | Error = field(
         default_factory=lambda: Enrolled(agent_id="agent-1", token="s3cret-token", tags=["lab"])
     )
@@ -159,12 +186,13 @@ class FakeDaemon:
         await ws.send(MSGPACK.encode(Welcome(
             version=PROTOCOL_VERSION, role="agent", session_id=f"s{len(self.hellos)}",
             server_time=0.0, agent_id=first.agent_id, window=10,
+            features=[f for f in first.features if f in self.features],
         )))
         session = FakeSession(ws, first)
         self.sessions.put_nowait(session)
         try:
             async for data in ws:
-                session.frames.put_nowait(decode_to_daemon(data))
+                session.received(data)
         except ConnectionClosed:
             pass
         finally:

@@ -191,6 +191,57 @@ def test_survives_sigkill_in_the_middle_of_a_run(tmp_path: Path) -> None:
         assert journal.holding() == [(1, 1), (2, 3), (3, 1)]
 
 
+def test_a_shared_transaction_survives_sigkill_all_or_nothing(tmp_path: Path) -> None:
+    """A real kill -9 around :meth:`Journal.transaction` (how the runner finishes and claims
+    several runs at once). Journal A committed its block: 1 finished with its result in the
+    outbox, 2 claimed. Journal B was killed inside its block: nothing of it happened, so 1
+    is still running (it fails on restart, never reruns) and 2 is still pending (never
+    started: its handler would only start after the commit)."""
+    paths = {name: tmp_path / f"{name}.sqlite" for name in ("a", "b")}
+    script = textwrap.dedent(f"""
+        import os, signal, msgspec
+        from tether.agent.journal import Journal
+        from tether.protocol import MSGPACK, Result, Task
+        args = msgspec.Raw(MSGPACK.encode_value({{}}))
+        result = MSGPACK.encode(Result(delivery_id=1, ok=True, started_at=1.0, finished_at=2.0))
+        for name in ("a", "b"):
+            j = Journal({{"a": {str(paths["a"])!r}, "b": {str(paths["b"])!r}}}[name])
+            j.accept([Task(delivery_id=i, task_id=i, command="echo", args=args) for i in (1, 2)])
+            j.claim(1, 1)
+            with j.transaction():
+                assert j.finish(1, 1, result)
+                assert j.claim(2, 1) is not None
+                if name == "b":
+                    os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30)
+    assert done.returncode == -9, done.stderr.decode()
+    with Journal(paths["a"]) as a:
+        assert a.recover() == [(2, 1)]
+        assert [(r.delivery_id, r.ok) for r in outbox_results(a)] == [(1, True), (2, False)]
+        assert a.pending() == []
+    with Journal(paths["b"]) as b:
+        assert b.recover() == [(1, 1)]
+        [failed] = outbox_results(b)
+        assert (failed.delivery_id, failed.ok, failed.error) == (1, False, RESTARTED_WHILE_RUNNING)
+        assert b.pending() == [(1, 2, 1)]
+
+
+def test_a_failure_in_a_shared_transaction_rolls_all_of_it_back(journal: Journal) -> None:
+    journal.accept([task(1), task(2)])
+    assert journal.claim(1, 1) is not None
+    with pytest.raises(sqlite3.IntegrityError), journal.transaction():
+        assert journal.finish(1, 1, result(1))
+        assert journal.claim(2, 1) is not None
+        journal.accept([task(3)])
+        journal._db.execute("INSERT INTO deliveries (delivery_id) VALUES (9)")  # NOT NULL fails
+    assert (journal.state(1), journal.state(2), journal.state(3)) == ("running", "pending", None)
+    assert journal.outbox() == []
+    with journal.transaction():  # and the journal is usable again
+        assert journal.finish(1, 1, result(1))
+    assert journal.outbox() == [result(1)]
+
+
 # -- runs of a delivery (polling commands) ---------------------------------------------
 
 

@@ -13,6 +13,13 @@ hundreds of clients on one event loop (the benchmark's simulated fleet)::
 Session (``tether.protocol.frames``): ``hello`` -> ``welcome``; then the outbox is re-sent,
 and the daemon pushes ``task`` frames. A burst of tasks is journaled in one transaction
 and acknowledged in one ``ack`` before any of them runs. ``committed`` empties the outbox.
+
+Batches: the hello announces :data:`~tether.protocol.FEATURES`. A ``batch`` from the daemon
+is applied frame by frame, in order, as if each had come alone (its tasks are one burst);
+a bad frame inside is logged and skipped like a bad message. When the welcome says the
+daemon speaks ``batch`` too, the frames waiting in the out-queue when the writer wakes up
+(acks, progress, results) go out as one ``batch`` message (at most :data:`BATCH_MAX_BYTES`,
+a frame alone as itself); to an older daemon every frame goes in its own message.
 Every frame about one run of a delivery names the run (``run``, or ``runs`` beside a list of
 ids, left empty when every run is 1, which is what a daemon that knows no runs sends and
 expects), so a polling command's runs 2, 3 ... are told apart from run 1.
@@ -51,6 +58,8 @@ from tether.protocol import (
     run_refs,
     split_refs,
 )
+from tether.protocol.codec import encode_batch, unbatch
+from tether.protocol.frames import FEATURES, Batch
 
 from . import host
 from .backoff import DEFAULT_BASE, DEFAULT_CAP, reconnect_delay
@@ -77,6 +86,11 @@ so every unconfirmed result of the delivery is dropped (there is at most one: se
 :meth:`Journal.accept <tether.agent.journal.Journal.accept>`)."""
 
 PRUNE_EVERY = 3600.0
+
+BATCH_MAX_BYTES = 64 * 1024
+"""Most bytes of frames the agent puts in one ``batch``: far below any daemon's message
+limit (tetherd's ``max_frame_bytes``, 1 MiB by default), so batching never makes a message
+too big that would have passed alone. A bigger frame is sent in its own message."""
 
 
 class FatalSessionError(Exception):
@@ -243,7 +257,7 @@ class AgentClient:
                 role="agent", version=PROTOCOL_VERSION, token=identity.token, agent_id=identity.agent_id,
                 hostname=self._hostname, platform=self._platform, machine_uuid=identity.machine_uuid,
                 agent_version=tether.__version__, commands=sorted(self.commands),
-                holding=holding, holding_runs=holding_runs,
+                holding=holding, holding_runs=holding_runs, features=list(FEATURES),
             )
             await ws.send(MSGPACK.encode(hello))
             try:
@@ -276,8 +290,10 @@ class AgentClient:
         for blob in outbox:
             out.put_nowait(blob)
         self._out = out
-        self._log.info("session_open", session=welcome.session_id, window=welcome.window, resent=len(outbox))
-        writer = asyncio.create_task(self._write(ws, out))
+        batching = "batch" in welcome.features
+        self._log.info("session_open", session=welcome.session_id, window=welcome.window, resent=len(outbox),
+                       batch=batching)
+        writer = asyncio.create_task(self._write(ws, out, batching=batching))
         closer = asyncio.create_task(self._close_when_stopping(out))
         try:
             end = await self._read(ws)
@@ -311,28 +327,52 @@ class AgentClient:
             except ProtocolError as exc:
                 self._log.warning("bad_frame", code=int(exc.code), error=exc.message)
                 continue
-            if isinstance(frame, Task):
-                self._arrivals.append(frame)
-                if not self._flush_scheduled:
-                    # Flush once the frames already received are all read: a burst becomes
-                    # one transaction and one ack.
-                    self._flush_scheduled = True
-                    asyncio.get_running_loop().call_soon(self._flush_arrivals)
-                continue
-            self._flush_arrivals()  # keep order: a cancel may be about a task just read
-            if isinstance(frame, Error) and frame.code >= 4000:
-                error = frame
-            self._handle(frame)
+            if isinstance(frame, Batch):
+                for inner in unbatch(frame, isinstance(data, bytes), to_daemon=False):
+                    if isinstance(inner, ProtocolError):
+                        self._log.warning("bad_frame", code=int(inner.code), error=inner.message)
+                    else:
+                        error = self._apply(inner) or error
+            else:
+                error = self._apply(frame) or error
 
-    async def _write(self, ws: ClientConnection, out: asyncio.Queue[bytes | None]) -> None:
-        """Send queued frames in order; ``None`` means close the session cleanly."""
+    def _apply(self, frame: object) -> Error | None:
+        """Act on one frame from the daemon; a session error (4xxx) is returned, to explain
+        the close that follows it."""
+        if isinstance(frame, Task):
+            self._arrivals.append(frame)
+            if not self._flush_scheduled:
+                # Flush once the frames already received are all read: a burst becomes
+                # one transaction and one ack.
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush_arrivals)
+            return None
+        self._flush_arrivals()  # keep order: a cancel may be about a task just read
+        self._handle(frame)
+        return frame if isinstance(frame, Error) and frame.code >= 4000 else None
+
+    async def _write(self, ws: ClientConnection, out: asyncio.Queue[bytes | None], *, batching: bool) -> None:
+        """Send queued frames in order; ``None`` means close the session cleanly. With
+        ``batching``, what is waiting goes out as one ``batch`` (never the close)."""
+        carried: list[bytes | None] = []  # taken from the queue, but not part of the last batch
         while True:
-            blob = await out.get()
+            blob = carried.pop() if carried else await out.get()
             try:
                 if blob is None:
                     await ws.close(1000, "agent stopping")
                     return
-                await ws.send(blob)
+                if not batching or out.empty():
+                    await ws.send(blob)
+                    continue
+                blobs, size = [blob], len(blob)
+                while not out.empty():
+                    more = out.get_nowait()
+                    if more is None or size + len(more) > BATCH_MAX_BYTES:
+                        carried.append(more)
+                        break
+                    blobs.append(more)
+                    size += len(more)
+                await ws.send(blobs[0] if len(blobs) == 1 else encode_batch(MSGPACK, blobs))
             except ConnectionClosed:
                 return
 

@@ -153,8 +153,22 @@ class Journal:
         self.close()
 
     @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group the writes of several methods into one transaction (one commit).
+
+        Each method's promise then holds from the end of this block: say nothing to the
+        daemon about any of them before it exits. If one raises, all are rolled back.
+        """
+        with self._tx():
+            yield
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; ``BEGIN IMMEDIATE`` so it never fails half-way on a lock."""
+        """One write transaction; ``BEGIN IMMEDIATE`` so it never fails half-way on a lock.
+        Inside :meth:`transaction`, it is part of that one."""
+        if self._db.in_transaction:
+            yield self._db
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db

@@ -11,16 +11,26 @@ daemon then pushes the next run of the same delivery, which queues here like any
 At most one run of a delivery runs at a time, so a running handler is known by its
 delivery id alone (which is all a ``cancel`` names).
 
+Claims and finishes that are ready in the same turn of the event loop share one journal
+transaction (one ``BEGIN IMMEDIATE`` / ``COMMIT``); each frame still goes out only after
+the transaction that makes it true is committed, so the promises of :mod:`.journal` hold
+at every instant. A handler that returned but whose finish is not committed yet is, to a
+SIGKILL, a handler still running: it becomes a failed result on restart, never a rerun.
+If a shared transaction fails, its claims and finishes are retried one transaction each,
+so a journal error still costs only the delivery it is about.
+
 The runner keeps working while the session is down; frames it emits meanwhile are
 dropped by the client (results wait in the outbox, progress is best effort).
 
-Shutdown (:meth:`Runner.stop`) starts nothing new: idle workers exit at once, busy ones
-get a grace period, then their handlers are cancelled and recorded as failed.
+Shutdown (:meth:`Runner.stop`) starts nothing new: queued runs stay pending in the
+journal, running handlers get a grace period, then they are cancelled and recorded as
+failed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -36,8 +46,6 @@ from .polling import ScheduledCommand
 from .sdk import Command, Context
 
 STOPPED_WHILE_RUNNING = "agent stopped while the command was running"
-_STOP = (-(1 << 62), -1, 0)
-"""Queue item that sorts before every run: a worker that takes it exits."""
 
 _NOT_JSON = (TypeError, ValueError, OverflowError, RecursionError, msgspec.MsgspecError)
 
@@ -78,17 +86,31 @@ def encode_schedule(
 
 
 class _Execution:
-    """A delivery whose handler is running: what :meth:`Runner.cancel` needs to reach it."""
+    """A claimed run whose handler is running: what :meth:`Runner.cancel` needs to reach it."""
 
-    __slots__ = ("ctx", "task")
+    __slots__ = ("cancellable", "claimed", "ctx", "task")
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, claimed: Claimed, ctx: Context, cancellable: bool) -> None:
+        self.claimed = claimed
         self.ctx = ctx
-        self.task: asyncio.Task[Any] | None = None
+        self.cancellable = cancellable
+        """An async handler: a cancel interrupts it. A sync one only sees ``ctx.cancelled``."""
+        self.task: asyncio.Task[None] | None = None
+
+
+class _Outcome:
+    """How a run ended, waiting for its finish to be committed (the next journal step)."""
+
+    __slots__ = ("blob", "claimed", "result")
+
+    def __init__(self, claimed: Claimed, result: Result) -> None:
+        self.claimed = claimed
+        self.result = result
+        self.blob = MSGPACK.encode(result)
 
 
 class Runner:
-    """A priority queue of runs of deliveries and the workers that run them."""
+    """A priority queue of runs of deliveries and the tasks that run them."""
 
     def __init__(
         self,
@@ -109,10 +131,18 @@ class Runner:
         self.log = log or EventLog()
         """Where the runner reports; the client binds it to the agent id."""
         self._clock = clock
-        self._queue: asyncio.PriorityQueue[tuple[int, int, int]] = asyncio.PriorityQueue()
-        self._workers: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: list[tuple[int, int, int]] = []
+        """A heap of ``(-priority, delivery_id, run)``: journaled pending runs not yet claimed."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        """One per claimed run until its handler returns; owned (awaited) by :meth:`stop`."""
         self._running: dict[int, _Execution] = {}
+        self._ended: list[_Outcome] = []
+        """Runs whose handler returned: their finish goes into the next journal step."""
+        self._step_scheduled = False
         self._stopping = False
+        self._expired = False
+        """The grace period is over: a cancelled handler is recorded as stopped."""
         self._deadline = 0.0
 
     @property
@@ -121,176 +151,249 @@ class Runner:
         return len(self._running)
 
     def start(self) -> None:
-        """Spawn the workers. Their owner is this runner: :meth:`stop` or :meth:`abort`."""
-        if self._workers:
+        """Start taking runs from the queue. The tasks it creates are owned by this runner
+        and awaited by :meth:`stop` or :meth:`abort`."""
+        if self._loop is not None:
             raise RuntimeError("runner already started")
-        loop = asyncio.get_running_loop()
-        self._workers = [loop.create_task(self._work()) for _ in range(self._concurrency)]
+        self._loop = asyncio.get_running_loop()
+        if self._queue:
+            self._schedule_step()
 
     def submit(self, priority: int, delivery_id: int, run: int) -> None:
         """Queue a journaled (pending) run. Ignored once stopping: it stays pending in the
         journal and runs after the next start."""
-        if not self._stopping:
-            self._queue.put_nowait((-priority, delivery_id, run))
+        if self._stopping:
+            return
+        heapq.heappush(self._queue, (-priority, delivery_id, run))
+        if len(self._tasks) < self._concurrency:
+            self._schedule_step()
 
     def cancel(self, delivery_id: int) -> bool:
         """Interrupt the running handler of a delivery, whatever its run (the journal
         already says ``cancelled``).
 
         Async handlers get ``CancelledError``; sync ones only see ``ctx.cancelled`` set and
-        keep their worker until they return. ``False`` if it was not running.
+        keep their slot until they return. ``False`` if it was not running.
         """
         execution = self._running.get(delivery_id)
         if execution is None:
             return False
         execution.ctx.cancelled.set()
-        if execution.task is not None:
+        if execution.cancellable and execution.task is not None:
             execution.task.cancel()
         return True
 
     async def stop(self, grace: float) -> None:
         """Start nothing new; wait up to ``grace`` seconds for running handlers, then cancel
         them (recorded as failed results). Idempotent; being cancelled while waiting leaves
-        the workers running (call :meth:`abort`)."""
+        the handlers running (call :meth:`abort`)."""
         loop = asyncio.get_running_loop()
         if not self._stopping:
             self._stopping = True
             self._deadline = loop.time() + grace
-            for _ in self._workers:
-                self._queue.put_nowait(_STOP)
-        alive = {w for w in self._workers if not w.done()}
+        alive = set(self._tasks)
         if alive:
             _, alive = await asyncio.wait(alive, timeout=max(0.0, self._deadline - loop.time()))
         if alive:
             self.log.warning("shutdown_grace_expired", running=len(self._running), grace=grace)
             await self._cancel(alive)
-        self._reap()
+        self._step()  # the finishes of the last handlers: committed and sent before we return
 
     async def abort(self) -> None:
-        """Cancel every worker now (the agent is being torn down)."""
+        """Cancel every handler now (the agent is being torn down)."""
         self._stopping = True
-        await self._cancel({w for w in self._workers if not w.done()})
-        self._reap()
+        await self._cancel(set(self._tasks))
+        self._step()
 
-    async def _cancel(self, workers: set[asyncio.Task[None]]) -> None:
+    async def _cancel(self, tasks: set[asyncio.Task[None]]) -> None:
+        self._expired = True
         for execution in self._running.values():
             execution.ctx.cancelled.set()
-        for worker in workers:
-            worker.cancel()
-        if workers:
-            await asyncio.wait(workers)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
 
-    def _reap(self) -> None:
-        for worker in self._workers:
-            if worker.done() and not worker.cancelled() and worker.exception() is not None:
-                self.log.error("worker_crashed", error=repr(worker.exception()))
+    # -- the journal step: finishes and claims of one loop turn in one transaction --------
 
-    async def _work(self) -> None:
-        while True:
-            _, delivery_id, run = await self._queue.get()
-            if delivery_id == _STOP[1]:
-                return
+    def _schedule_step(self) -> None:
+        if not self._step_scheduled and self._loop is not None:
+            self._step_scheduled = True
+            self._loop.call_soon(self._step)
+
+    def _step(self) -> None:
+        """Commit the finishes of the handlers that returned and claim runs for the free
+        slots, in one transaction; then send the results and start the claimed runs."""
+        self._step_scheduled = False
+        ended, self._ended = self._ended, []
+        take: list[tuple[int, int, int]] = []
+        if not self._stopping:
+            free = self._concurrency - len(self._tasks)
+            while free > 0 and self._queue:
+                take.append(heapq.heappop(self._queue))
+                free -= 1
+        if not ended and not take:
+            return
+        kept: list[bool | None]
+        claimed: list[Claimed | None]
+        try:
+            with self._journal.transaction():
+                kept = [self._journal.finish(o.claimed.delivery_id, o.claimed.run, o.blob) for o in ended]
+                claimed = [self._journal.claim(delivery_id, run) for _, delivery_id, run in take]
+        except Exception:
+            kept, claimed = self._step_one_by_one(ended, take)
+        for outcome, ok in zip(ended, kept, strict=True):
+            if ok is not None:
+                self._sent(outcome, ok)
+        for claim in claimed:
+            if claim is not None:
+                self._begin(claim)
+        if self._queue and not self._stopping and len(self._tasks) < self._concurrency:
+            self._schedule_step()  # some claims started nothing (cancelled, unknown command)
+
+    def _step_one_by_one(
+        self, ended: list[_Outcome], take: list[tuple[int, int, int]]
+    ) -> tuple[list[bool | None], list[Claimed | None]]:
+        """The shared transaction failed (rolled back): each finish and claim in its own, so
+        only the run the journal cannot take is lost (``None``). Such a finish stays
+        ``running`` and fails on restart; such a claim stays ``pending`` until restart."""
+        kept: list[bool | None] = []
+        for outcome in ended:
             try:
-                await self._run(delivery_id, run)
+                kept.append(self._journal.finish(outcome.claimed.delivery_id, outcome.claimed.run, outcome.blob))
             except Exception:
-                # A journal failure (disk full, I/O error). The run stays ``running`` and
-                # fails on restart; this worker carries on with the others.
+                self.log.exception("delivery_crashed", delivery_id=outcome.claimed.delivery_id,
+                                   run=outcome.claimed.run)
+                kept.append(None)
+        claimed: list[Claimed | None] = []
+        for _, delivery_id, run in take:
+            try:
+                claimed.append(self._journal.claim(delivery_id, run))
+            except Exception:
                 self.log.exception("delivery_crashed", delivery_id=delivery_id, run=run)
+                claimed.append(None)
+        return kept, claimed
 
-    async def _run(self, delivery_id: int, run: int) -> None:
-        claimed = self._journal.claim(delivery_id, run)
-        if claimed is None:
-            return  # cancelled before it started, or already taken
-        log = self.log.bind(delivery_id=delivery_id, run=run, command=claimed.command)
+    # -- one run -----------------------------------------------------------------------
+
+    def _begin(self, claimed: Claimed) -> None:
+        """A run was claimed (committed): say so, then start its handler."""
         command = self._commands.get(claimed.command)
         if command is None:
             served = ", ".join(sorted(self._commands))
-            self._finish(claimed, log, ok=False, error=f"unknown command {claimed.command!r} (this agent serves: {served})")
+            self._end(claimed, ok=False, error=f"unknown command {claimed.command!r} (this agent serves: {served})")
             return
         try:
             args = unpack(claimed.args)
         except msgspec.DecodeError as exc:
-            self._finish(claimed, log, ok=False, error=f"args are not valid MessagePack: {exc}")
+            self._end(claimed, ok=False, error=f"args are not valid MessagePack: {exc}")
             return
         if args is None:
             args = {}
         if not isinstance(args, dict):
-            self._finish(claimed, log, ok=False, error=f"args must be a JSON object, got {type(args).__name__}")
+            self._end(claimed, ok=False, error=f"args must be a JSON object, got {type(args).__name__}")
             return
-
+        assert self._loop is not None
+        delivery_id = claimed.delivery_id
         ctx = Context(
             delivery_id=delivery_id, task_id=claimed.task_id, command=claimed.command,
-            priority=claimed.priority, run=claimed.run,
-            emit=self._emit_progress, loop=asyncio.get_running_loop(),
+            priority=claimed.priority, run=claimed.run, emit=self._emit_progress, loop=self._loop,
         )
-        execution = _Execution(ctx)
+        execution = _Execution(claimed, ctx, command.is_async)
         self._running[delivery_id] = execution
-        self._emit(MSGPACK.encode(Progress(delivery_id=delivery_id, run=run)))
-        log.info("command_started", task_id=claimed.task_id)
+        self._emit(MSGPACK.encode(Progress(delivery_id=delivery_id, run=claimed.run)))
+        self.log.info("command_started", delivery_id=delivery_id, run=claimed.run, command=claimed.command,
+                      task_id=claimed.task_id)
+        task = self._loop.create_task(self._execute(execution, command, args))
+        execution.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("worker_crashed", error=repr(task.exception()))
+        self._schedule_step()
+
+    async def _execute(self, execution: _Execution, command: Command, args: dict[str, Any]) -> None:
+        claimed, ctx = execution.claimed, execution.ctx
         try:
-            output = await self._invoke(command, args, execution)
+            output = await self._invoke(command, args, ctx)
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
+            task = asyncio.current_task()
+            cancelled = task is not None and task.cancelling() > 0
+            if cancelled and (self._expired or not ctx.cancelled.is_set()):
                 # The agent is stopping and the grace period is over.
                 ctx.cancelled.set()
-                self._finish(claimed, log, ok=False, error=STOPPED_WHILE_RUNNING)
+                self._end(claimed, ok=False, error=STOPPED_WHILE_RUNNING)
                 raise
+            if cancelled and task is not None:
+                task.uncancel()  # the daemon's cancel, handled here
             if not ctx.cancelled.is_set():
-                self._finish(claimed, log, ok=False, error="CancelledError: the command cancelled itself")
+                self._end(claimed, ok=False, error="CancelledError: the command cancelled itself")
                 return
-            log.info("command_cancelled")
+            self._log_run(claimed, "command_cancelled")
             return
         except Exception as exc:
-            self._finish(claimed, log, ok=False, error=f"{type(exc).__name__}: {exc}")
+            self._end(claimed, ok=False, error=f"{type(exc).__name__}: {exc}")
             return
         finally:
-            self._running.pop(delivery_id, None)
+            self._running.pop(claimed.delivery_id, None)
         if ctx.cancelled.is_set():
-            log.info("command_cancelled", finished_anyway=True)
+            self._log_run(claimed, "command_cancelled", finished_anyway=True)
             return
         if isinstance(output, ScheduledCommand):
             scheduled = encode_schedule(output, unpack(claimed.args) or {})
             if isinstance(scheduled, str):
-                self._finish(claimed, log, ok=False, error=scheduled)
+                self._end(claimed, ok=False, error=scheduled)
             else:
-                self._finish(claimed, log, ok=True, output=scheduled[0], schedule=scheduled[1])
+                self._end(claimed, ok=True, output=scheduled[0], schedule=scheduled[1])
             return
         encoded, problem = encode_output(output)
         if encoded is None:
-            self._finish(claimed, log, ok=False, error=problem)
+            self._end(claimed, ok=False, error=problem)
         else:
-            self._finish(claimed, log, ok=True, output=encoded)
+            self._end(claimed, ok=True, output=encoded)
 
-    async def _invoke(self, command: Command, args: dict[str, Any], execution: _Execution) -> Any:
-        kwargs = {"ctx": execution.ctx} if command.takes_ctx else {}
+    async def _invoke(self, command: Command, args: dict[str, Any], ctx: Context) -> Any:
+        kwargs = {"ctx": ctx} if command.takes_ctx else {}
         if command.is_async:
-            execution.task = asyncio.ensure_future(command.function(args, **kwargs))
-            return await execution.task
+            return await command.function(args, **kwargs)
         return await asyncio.to_thread(command.function, args, **kwargs)
 
     def _emit_progress(self, frame: Progress) -> None:
         if frame.delivery_id in self._running:
             self._emit(MSGPACK.encode(frame))
 
-    def _finish(
-        self, claimed: Claimed, log: EventLog, *, ok: bool, output: msgspec.Raw = NIL, error: str = "",
+    def _end(
+        self, claimed: Claimed, *, ok: bool, output: msgspec.Raw = NIL, error: str = "",
         schedule: Schedule | None = None,
     ) -> None:
-        """Put the result in the outbox (committed), then send it."""
+        """The run's result, for the outbox: committed in the next journal step, then sent."""
         result = Result(
             delivery_id=claimed.delivery_id, run=claimed.run, ok=ok, output=output, error=error,
             started_at=claimed.started_at, finished_at=self._clock(), schedule=schedule,
         )
-        blob = MSGPACK.encode(result)
-        if not self._journal.finish(claimed.delivery_id, claimed.run, blob):
-            log.info("result_dropped", reason="cancelled")
+        self._ended.append(_Outcome(claimed, result))
+        self._schedule_step()
+
+    def _sent(self, outcome: _Outcome, kept: bool) -> None:
+        """The finish is committed (``kept``) or was refused (cancelled meanwhile)."""
+        claimed, result = outcome.claimed, outcome.result
+        if not kept:
+            self._log_run(claimed, "result_dropped", reason="cancelled")
             return
+        schedule = result.schedule
         if schedule is not None:
-            log.info("command_finished", ok=True, seconds=result.finished_at - result.started_at,
-                     next_run_in=schedule.next_run_in_seconds, next_command=schedule.command)
-        elif ok:
-            log.info("command_finished", ok=True, seconds=result.finished_at - result.started_at)
+            self._log_run(claimed, "command_finished", ok=True, seconds=result.finished_at - result.started_at,
+                          next_run_in=schedule.next_run_in_seconds, next_command=schedule.command)
+        elif result.ok:
+            self._log_run(claimed, "command_finished", ok=True, seconds=result.finished_at - result.started_at)
         else:
-            log.warning("command_finished", ok=False, error=error)
-        self._emit(blob)
+            self.log.warning("command_finished", delivery_id=claimed.delivery_id, run=claimed.run,
+                             command=claimed.command, ok=False, error=result.error)
+        self._emit(outcome.blob)
+
+    def _log_run(self, claimed: Claimed, event: str, **fields: object) -> None:
+        """An info line about one run, with the fields that name it (no per-run ``bind``)."""
+        self.log.info(event, delivery_id=claimed.delivery_id, run=claimed.run, command=claimed.command, **fields)

@@ -1,0 +1,147 @@
+"""Batch frames between the agent and a daemon that speaks them, and not with one that does not."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tether.agent import Agent
+from tether.agent.client import BATCH_MAX_BYTES
+from tether.protocol import MSGPACK, Ack, Cancel, Committed, Frame, Progress, Result
+from tether.protocol.frames import FEATURES, Batch
+
+if TYPE_CHECKING:
+    from conftest import FakeDaemon, FakeSession, StartAgent
+
+
+async def frames_until_results(session: FakeSession, ids: set[int]) -> list[Frame]:
+    """Every frame the agent sent until results of all ``ids`` arrived."""
+    frames: list[Frame] = []
+    seen: set[int] = set()
+    while not ids <= seen:
+        frame = await session.next()
+        frames.append(frame)
+        if isinstance(frame, Result):
+            seen.add(frame.delivery_id)
+    return frames
+
+
+def check_order(frames: list[Frame]) -> None:
+    """Per delivery: ack, then progress, then result, as when every frame went alone."""
+    acked: set[int] = set()
+    started: set[int] = set()
+    for frame in frames:
+        if isinstance(frame, Ack):
+            acked.update(frame.delivery_ids)
+        elif isinstance(frame, Progress):
+            assert frame.delivery_id in acked, frames
+            started.add(frame.delivery_id)
+        elif isinstance(frame, Result):
+            assert frame.delivery_id in started, frames
+
+
+async def test_hello_announces_the_features(daemon: FakeDaemon, start_agent: StartAgent) -> None:
+    await start_agent()
+    session = await daemon.next_session()
+    assert session.hello.features == list(FEATURES) == ["batch"]
+
+
+async def test_an_old_daemon_gets_every_frame_in_its_own_message(daemon: FakeDaemon, start_agent: StartAgent) -> None:
+    await start_agent()
+    session = await daemon.next_session()
+    await session.send(*(daemon.task(i) for i in range(1, 21)))
+    frames = await frames_until_results(session, set(range(1, 21)))
+    check_order(frames)
+    assert [count for count, _ in session.messages] == [1] * len(frames)
+
+
+async def test_frames_waiting_together_go_out_as_one_batch(daemon: FakeDaemon, start_agent: StartAgent) -> None:
+    daemon.features = ("batch",)
+    await start_agent()
+    session = await daemon.next_session()
+    await session.send(*(daemon.task(i) for i in range(1, 21)))
+    frames = await frames_until_results(session, set(range(1, 21)))
+    check_order(frames)
+    assert {r.delivery_id for r in frames if isinstance(r, Result)} == set(range(1, 21))
+    assert sum(count for count, _ in session.messages) == len(frames)
+    assert max(count for count, _ in session.messages) > 1
+    assert len(session.messages) < len(frames)
+
+
+async def test_a_batch_never_outgrows_the_limit(daemon: FakeDaemon, start_agent: StartAgent) -> None:
+    agent = Agent()
+
+    @agent.command("big")
+    async def big(args: dict[str, Any]) -> str:
+        return "x" * (BATCH_MAX_BYTES // 3)
+
+    daemon.features = ("batch",)
+    await start_agent(agent)
+    session = await daemon.next_session()
+    await session.send(*(daemon.task(i, "big") for i in range(1, 9)))
+    frames = await frames_until_results(session, set(range(1, 9)))
+    assert all(r.ok for r in frames if isinstance(r, Result))
+    assert all(size <= BATCH_MAX_BYTES + 64 for count, size in session.messages if count > 1)
+
+
+async def test_tasks_of_a_batch_are_one_burst(daemon: FakeDaemon, start_agent: StartAgent) -> None:
+    daemon.features = ("batch",)
+    running = await start_agent()
+    session = await daemon.next_session()
+    await session.send_batch(*(daemon.task(i) for i in range(1, 6)))
+    assert (await session.expect(Ack, skip=())).delivery_ids == [1, 2, 3, 4, 5]
+    await frames_until_results(session, {1, 2, 3, 4, 5})
+    assert running.journal.counts()["finished"] == 5
+
+
+async def test_a_batch_is_applied_in_order(daemon: FakeDaemon, start_agent: StartAgent) -> None:
+    """A cancel after its task in the same batch finds it journaled: it never runs. A
+    ``committed`` before a task is done by the time that task is acknowledged."""
+    daemon.features = ("batch",)
+    running = await start_agent()
+    session = await daemon.next_session()
+    await session.send(daemon.task(1))
+    await session.expect(Result, skip=(Ack, Progress))
+    await session.send_batch(Committed(delivery_ids=[1]), daemon.task(2), Cancel(delivery_id=2), daemon.task(3))
+    assert (await session.expect(Ack, skip=())).delivery_ids == [2]
+    assert (1, 1) not in running.journal.holding()  # delivery 1 was confirmed before
+    assert (await session.expect(Ack, skip=())).delivery_ids == [3]
+    frames = await frames_until_results(session, {3})
+    assert not any(isinstance(f, Progress | Result) and f.delivery_id == 2 for f in frames)
+    assert running.journal.state(2) == "cancelled"
+
+
+async def test_a_bad_frame_in_a_batch_is_logged_and_the_rest_applied(
+    daemon: FakeDaemon, start_agent: StartAgent, caplog: pytest.LogCaptureFixture
+) -> None:
+    daemon.features = ("batch",)
+    await start_agent()
+    session = await daemon.next_session()
+    unknown = MSGPACK.encode_value({"t": "no_such_frame"})
+    nested = MSGPACK.encode(Batch(frames=[]))
+    await session.send_batch(daemon.task(1), unknown, daemon.task(2), nested, daemon.task(3))
+    assert (await session.expect(Ack, skip=())).delivery_ids == [1, 2, 3]
+    await frames_until_results(session, {1, 2, 3})
+    assert caplog.text.count("event=bad_frame") == 2
+    assert "unknown frame type" in caplog.text and "a batch cannot hold a batch" in caplog.text
+
+
+async def test_stop_sends_the_last_results_then_closes(daemon: FakeDaemon, start_agent: StartAgent) -> None:
+    """The close is never part of a batch: what was queued before it arrives, then 1000."""
+    daemon.features = ("batch",)
+    running = await start_agent()
+    session = await daemon.next_session()
+    await session.send_batch(*(daemon.task(i) for i in range(1, 11)))
+    await session.expect(Ack, skip=())
+    running.client.stop()
+    assert await session.wait_closed() == 1000
+    await running.stopped()
+    sent: list[Frame] = []
+    while not session.frames.empty():
+        sent.append(session.frames.get_nowait())
+    results = {f.delivery_id for f in sent if isinstance(f, Result)}
+    outbox = running.journal.outbox()
+    counts = running.journal.counts()
+    assert len(outbox) == counts["finished"] == len(results)  # every finished result was sent
+    assert counts["finished"] + counts["pending"] == 10
