@@ -443,3 +443,194 @@ def test_progress_line_shows_errors_and_unknown_events() -> None:
     line = console.progress_line(Event(id=1, topic="delivery", data=delivery(3, "failed", error="boom")))
     assert line.endswith("delivery 3  agent agent-3  failed  error: boom")
     assert console.progress_line(Event(id=1, topic="note", data=[1])) == "note: [1]"
+
+
+# -- polling history and recurring schedules -------------------------------------------------
+
+
+def polled_task(**kw: Any) -> dict[str, Any]:
+    """A task whose one delivery polled three times and was timed out by tetherd."""
+    history = [
+        {"run": 1, "at": 1_700_000_000.0, "state": "waiting", "partial_result": {"percent": 10},
+         "poll_message": "Fetching Results:", "next_run_at": 1_700_000_030.0},
+        {"run": 2, "at": 1_700_000_030.0, "state": "waiting", "note": "next run asked for in 1 s; raised to the 10 s floor",
+         "next_run_at": 1_700_000_040.0},
+        {"run": 3, "at": 1_700_000_600.0, "state": "failed", "error": "polling timed out after 600 s", "by": "daemon"},
+    ]
+    view = task_view(delivery(1, "failed", run=3, error="polling timed out after 600 s", history=history,
+                              history_hidden=2), **kw)
+    view["hide_polling_output"] = True
+    return view
+
+
+async def test_show_history_asks_for_it_and_prints_every_entry(fake: FakeDaemon) -> None:
+    fake.script = answer(polled_task())
+    result = await tetherctl(fake, "show", "7", "--history")
+    assert result.code == 0
+    assert (fake.request.method, fake.request.params) == ("task.get", {"task_id": 7, "history": True})
+    out = result.out
+    assert "delivery 1  agent agent-1  failed  run 3" in out
+    assert "polling output  hidden after the first run" in out
+    assert "  history (5 entries, 2 hidden (hide_polling_output))" in out
+    assert "    #1  2023-11-14T22:13:20Z  waiting  Fetching Results:" in out
+    assert "      next run: 2023-11-14T22:13:50Z" in out
+    assert '      partial result:\n        {\n          "percent": 10\n        }' in out
+    assert "    #2  2023-11-14T22:13:50Z  waiting\n      note: next run asked for in 1 s; raised to the 10 s floor" in out
+    assert "    #3  2023-11-14T22:23:20Z  failed  (by tetherd)\n      error: polling timed out after 600 s" in out
+    assert out.index("#1") < out.index("#2") < out.index("#3")
+
+
+async def test_show_without_history_prints_none(fake: FakeDaemon) -> None:
+    fake.script = answer(polled_task())
+    result = await tetherctl(fake, "show", "7")
+    assert fake.request.params == {"task_id": 7}
+    assert "history" not in result.out and "#1" not in result.out
+
+
+def test_a_history_with_no_finished_run_says_so() -> None:
+    text = console.render_task(task_view(delivery(1, "running", history=[])), history=True)
+    assert "  history (0 entries)\n    (no run has finished yet)" in text
+
+
+async def test_task_hide_polling_output(fake: FakeDaemon) -> None:
+    fake.script = answer({"task_id": 3, "deliveries": 1})
+    result = await tetherctl(fake, "task", "x --polling", "--agent", "a", "--hide-polling-output")
+    assert (result.code, result.out) == (0, "3\n")
+    assert fake.request.params == {"command": "x --polling", "args": {}, "agent": "a", "priority": 1,
+                                   "hide_polling_output": True}
+
+
+def schedule_view(name: str = "state", **kw: Any) -> dict[str, Any]:
+    return {
+        "schedule_id": 1, "name": name, "command": "state", "args": {}, "target": "tag:linux", "every": 300.0,
+        "cron": None, "timezone": "UTC", "ttl": 604800, "priority": 1, "hide_polling_output": False,
+        "missed": "once", "paused": False, "created_at": 1_700_000_000.0, "next_fire_at": 1_700_000_300.0,
+        "last_fire_at": None, "fired": 0, "missed_total": 0, "skipped": 0, **kw,
+    }
+
+
+async def test_schedule_add_every(fake: FakeDaemon) -> None:
+    fake.script = answer(schedule_view())
+    result = await tetherctl(fake, "schedule", "add", "state", "--every", "5m", "state", "--tag", "linux")
+    assert result.code == 0
+    assert (fake.request.method, fake.request.params) == ("schedule.add", {
+        "name": "state", "command": "state", "args": {}, "tag": "linux", "priority": 1, "missed": "once",
+        "timezone": "UTC", "every": 300.0})
+    assert result.out.startswith("schedule state\n  when  ")
+    assert "every 5m" in result.out and "next firing  2023-11-14T22:18:20Z" in result.out
+
+
+async def test_schedule_add_cron(fake: FakeDaemon) -> None:
+    fake.script = answer(schedule_view(every=None, cron="0 9 * * 1-5", timezone="Europe/Paris", missed="skip"))
+    result = await tetherctl(fake, "schedule", "add", "daily", "--cron", "0 9 * * 1-5", "--tz", "Europe/Paris",
+                             "record --from s", "--agent", "a1", "--missed", "skip", "--ttl", "600",
+                             "--hide-polling-output")
+    assert result.code == 0
+    assert fake.request.params == {
+        "name": "daily", "command": "record --from s", "args": {}, "agent": "a1", "priority": 1, "missed": "skip",
+        "timezone": "Europe/Paris", "cron": "0 9 * * 1-5", "ttl": 600, "hide_polling_output": True}
+    assert "cron 0 9 * * 1-5 (Europe/Paris)" in result.out
+    assert "policy: skip" in result.out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--every=-5m"], "invalid duration '-5m'"),
+        (["--every", "five"], "invalid duration 'five'"),
+        (["--every", "0"], "every must be more than 0"),
+        (["--every", "5m", "--cron", "* * * * *"], "not allowed with argument --every"),
+        ([], "one of the arguments --every --cron is required"),
+        (["--every", "5m", "--missed", "twice"], "invalid choice: 'twice'"),
+    ],
+)
+async def test_schedule_add_bad_input_exits_2_and_sends_nothing(
+        fake: FakeDaemon, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    result = await tetherctl(fake, "schedule", "add", "state", *argv, "state", "--tag", "linux")
+    assert message in result.err + capsys.readouterr().err
+    assert (result.code, fake.connections) == (2, 0)
+
+
+async def test_schedule_add_bad_name_exits_2_and_sends_nothing(fake: FakeDaemon) -> None:
+    result = await tetherctl(fake, "schedule", "add", "two words", "--every", "5m", "state", "--all")
+    assert (result.code, fake.connections) == (2, 0)
+    assert "invalid schedule name 'two words'" in result.err
+
+
+async def test_schedule_list_renders_a_table(fake: FakeDaemon) -> None:
+    fake.script = answer([
+        schedule_view("nightly", every=None, cron="0 2 * * *", fired=12, last_fire_at=1_700_000_000.0),
+        schedule_view("state", paused=True, next_fire_at=None),
+    ])
+    result = await tetherctl(fake, "schedule", "list")
+    assert result.code == 0
+    assert (fake.request.method, fake.request.params) == ("schedule.list", {})
+    header, nightly, state = result.out.splitlines()
+    assert header.split() == ["NAME", "WHEN", "COMMAND", "TARGET", "STATE", "NEXT", "LAST", "FIRED"]
+    assert nightly.startswith("nightly  cron 0 2 * * *  state")
+    assert nightly.split()[-5:] == ["tag:linux", "active", "2023-11-14T22:18:20Z", "2023-11-14T22:13:20Z", "12"]
+    assert state.startswith("state    every 5m")
+    assert state.split()[-5:] == ["tag:linux", "paused", "-", "-", "0"]
+
+
+async def test_schedule_list_empty(fake: FakeDaemon) -> None:
+    fake.script = answer([])
+    assert (await tetherctl(fake, "schedule", "list")).out == "no schedules\n"
+
+
+@pytest.mark.parametrize(
+    ("op", "method", "view", "shows"),
+    [
+        ("show", "schedule.get", schedule_view(recent_tasks=[9, 4], fired=2, missed_total=3, skipped=1),
+         ["newest tasks 9, 4", "fired 2 tasks", "missed 3 while tetherd was down (1 skipped); policy: once"]),
+        ("pause", "schedule.pause", schedule_view(paused=True, next_fire_at=None), ["state paused", "next firing -"]),
+        ("resume", "schedule.resume", schedule_view(), ["state active", "next firing 2023-11-14T22:18:20Z"]),
+    ],
+)
+async def test_schedule_show_pause_resume(fake: FakeDaemon, op: str, method: str, view: dict[str, Any],
+                                          shows: list[str]) -> None:
+    fake.script = answer(view)
+    result = await tetherctl(fake, "schedule", op, "state")
+    assert result.code == 0
+    assert (fake.request.method, fake.request.params) == (method, {"name": "state"})
+    lines = [" ".join(line.split()) for line in result.out.splitlines()]  # field columns are padded
+    assert lines[0] == "schedule state"
+    for line in shows:
+        assert line in lines
+
+
+async def test_schedule_rm(fake: FakeDaemon) -> None:
+    fake.script = answer({"name": "state", "removed": True})
+    result = await tetherctl(fake, "schedule", "rm", "state")
+    assert (result.code, result.out) == (0, "schedule 'state' removed (the tasks it created stay)\n")
+    assert (fake.request.method, fake.request.params) == ("schedule.rm", {"name": "state"})
+
+
+async def test_an_unknown_schedule_exits_2(fake: FakeDaemon) -> None:
+    fake.script = lambda req: [Error(code=1306, name="unknown_schedule", message="no schedule named 'nope'",
+                                     ref=req.id)]
+    result = await tetherctl(fake, "schedule", "show", "nope")
+    assert (result.code, result.out) == (2, "")
+    assert result.err == "error: unknown_schedule (1306): no schedule named 'nope'\n"
+
+
+async def test_schedule_add_help_explains_every_cron_and_missed(capsys: pytest.CaptureFixture[str]) -> None:
+    result = await tetherctl(None, "schedule", "add", "--help")
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines where it likes
+    assert result.code == 0
+    assert "usage: tetherctl schedule add" in text
+    assert "--every PERIOD e.g. 30s, 5m, 1h30m, 2d" in text
+    assert "never below tetherd's min_interval" in text
+    assert "five-field --cron expression (e.g. '*/5 * * * *', read in --tz)" in text
+    assert "--cron EXPR five fields: minute hour" in text
+    assert "--missed {once,skip} firings missed while tetherd was down: run once at start (default) or skip them" \
+        in text
+    assert "124 wait timed out" in text
+
+
+async def test_schedule_help_lists_its_actions(capsys: pytest.CaptureFixture[str]) -> None:
+    result = await tetherctl(None, "schedule", "--help")
+    text = capsys.readouterr().out
+    assert result.code == 0
+    for op in ("add", "list", "show", "pause", "resume", "rm"):
+        assert f"    {op} " in text
