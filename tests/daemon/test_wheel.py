@@ -382,3 +382,44 @@ def test_reprs_say_what_is_pending() -> None:
     assert repr(wheel) == "<TimerWheel now=1.0 pending=1>"
     wheel.advance(2.0)
     assert repr(handle) == "<TimerHandle when=2.0 item='job' done>"
+
+
+def test_next_due_where_the_floats_are_dense_is_found_at_once() -> None:
+    """Found by hypothesis: with the origin at -5 s, tick 5 starts at 0.0, where stepping
+    one float at a time crawls through the subnormals for ever."""
+    wheel: TimerWheel[int] = TimerWheel(-5.0, tick=1.0, slots=4, levels=2)
+    offsets = [5.0, -6.994505442960389e-45, 39.24118553822649, 3302254.821754751, 1.0, 2300191.6137100314]
+    for n, offset in enumerate(offsets):
+        wheel.schedule(-5.0 + offset, n)
+    fired: list[int] = []
+    while (due := wheel.next_due()) is not None:
+        fired += wheel.advance(due)
+        assert len(fired) <= len(offsets)
+    assert fired == sorted(range(len(offsets)), key=lambda n: (-5.0 + offsets[n], n))
+    start = wheel._start_of(5)  # the first float of tick 5, just below 0.0 (t + 5 rounds up to 5)
+    assert -1e-15 < start <= 0.0
+    assert wheel._tick_at(start) == 5 and wheel._tick_at(math.nextafter(start, -1.0)) == 4
+
+
+def test_start_of_a_tick_finer_than_the_floats_there() -> None:
+    """At 1e17 s the floats are 16 s apart, far wider than a 0.05 s tick: the start of a
+    tick is then the first float at or after it, and finding it still terminates."""
+    wheel: TimerWheel[int] = TimerWheel(1e17, tick=0.05)
+    for tick in (1, 320, 1000):
+        start = wheel._start_of(tick)
+        assert wheel._tick_at(start) >= tick > wheel._tick_at(math.nextafter(start, -math.inf))
+    wheel.schedule(1e17 + 32.0, 7)
+    fired: list[int] = []
+    while (due := wheel.next_due()) is not None:
+        fired += wheel.advance(due)
+    assert fired == [7]
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_float_order_is_the_floats_order(x: float) -> None:
+    from tether.daemon.wheel import _float_at, _float_order
+
+    n = _float_order(x)
+    assert _float_at(n) == x
+    assert _float_order(math.nextafter(x, math.inf)) == n + 1 or math.nextafter(x, math.inf) == math.inf
+    assert _float_order(math.nextafter(x, -math.inf)) == n - 1 or math.nextafter(x, -math.inf) == -math.inf

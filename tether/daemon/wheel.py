@@ -36,6 +36,7 @@ fixed ``slots * levels`` list heads (1,280 with the defaults).
 from __future__ import annotations
 
 import math
+import struct
 from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
@@ -49,6 +50,20 @@ T = TypeVar("T")
 # wheel's current tick), are appended to it in scheduling order, and cascading a list
 # down a level keeps their order.
 _FIRING_ORDER = attrgetter("when")
+
+_SIGN = 1 << 63
+
+
+def _float_order(x: float) -> int:
+    """An integer per float, in the floats' order (+0.0 and -0.0 are one)."""
+    bits: int = struct.unpack("<Q", struct.pack("<d", x))[0]
+    return -(bits ^ _SIGN) if bits & _SIGN else bits
+
+
+def _float_at(n: int) -> float:
+    """The float whose `_float_order` is ``n``."""
+    value: float = struct.unpack("<d", struct.pack("<Q", -n | _SIGN if n < 0 else n))[0]
+    return value
 
 
 class TimerHandle(Generic[T]):
@@ -246,14 +261,28 @@ class TimerWheel(Generic[T]):
 
         Searched rather than computed so that it agrees with `_tick_at` under rounding:
         every entry bucketed at ``tick`` or later is at or after it, and advancing to it
-        reaches ``tick``.
+        reaches ``tick``. The search runs over the floats themselves (their order as
+        integers): from the computed estimate, widening by doubling until the boundary is
+        bracketed, then bisecting. One or two looks when the estimate is right, and at
+        most ~130 where it is far off in floats (near 0.0 the floats are dense while the
+        origin's rounding is coarse; near a huge origin they are sparser than a tick).
         """
-        time = self._origin + tick * self._tick
-        while self._tick_at(time) >= tick:
-            time = math.nextafter(time, -math.inf)
-        while self._tick_at(time) < tick:
-            time = math.nextafter(time, math.inf)
-        return time
+        at = self._tick_at
+        target = _float_order(self._origin + tick * self._tick)
+        step = 1
+        while at(_float_at(lo := target - step)) >= tick:
+            step *= 2
+        hi, step = target, 1
+        while at(_float_at(hi)) < tick:
+            hi = target + step
+            step *= 2
+        while hi - lo > 1:  # at(lo) < tick <= at(hi)
+            mid = (lo + hi) // 2
+            if at(_float_at(mid)) >= tick:
+                hi = mid
+            else:
+                lo = mid
+        return _float_at(hi)
 
     def _place(self, handle: TimerHandle[T], ticks: float) -> None:
         """Link ``handle`` (due ``ticks`` ticks after the origin) into its slot.
