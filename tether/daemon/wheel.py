@@ -268,7 +268,10 @@ class TimerWheel(Generic[T]):
         origin's rounding is coarse; near a huge origin they are sparser than a tick).
         """
         at = self._tick_at
-        target = _float_order(self._origin + tick * self._tick)
+        estimate = self._origin + tick * self._tick
+        if at(estimate) >= tick > at(math.nextafter(estimate, -math.inf)):
+            return estimate  # the common case, without the search
+        target = _float_order(estimate)
         step = 1
         while at(_float_at(lo := target - step)) >= tick:
             step *= 2
