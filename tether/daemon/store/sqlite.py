@@ -238,7 +238,7 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules):
             ).fetchall()
             changes = []
             for d_id, task_id, agent_id, state in rows:
-                tx.move(d_id, state, new, now, error=error, ended_by="daemon")
+                tx.move(d_id, state, new, now, error=error, finished_at=now, ended_by="daemon")
                 changes.append(Change(d_id, task_id, agent_id, state, new.value))
             return changes
 

@@ -177,8 +177,9 @@ class SQLiteRuns:
                 return end(S.EXPIRED, f"the task's ttl ended before run {run + 1} was due")
             if now < next_run_at:
                 return PollOutcome([], [], min(next_run_at, deadline))  # woken early: look again then
-            tx.move(delivery_id, state, S.QUEUED, now, run=run + 1, sent_at=None, acked_at=None, progress="",
-                    next_run_at=None)
+            # The delivery's times are its current run's; each run's own are in the history.
+            tx.move(delivery_id, state, S.QUEUED, now, run=run + 1, sent_at=None, acked_at=None, started_at=None,
+                    finished_at=None, progress="", next_run_at=None)
             item = PushItem(delivery_id, task_id, agent_id, command, args, priority, expires_at, run + 1)
             return PollOutcome([Change(delivery_id, task_id, agent_id, state, "queued")], [item], deadline)
 
