@@ -97,6 +97,22 @@ def test_claim_moves_pending_to_running_once(journal: Journal) -> None:
     assert journal.state(1) == "running"
 
 
+def test_claim_many_and_finish_many_answer_per_run_in_order(journal: Journal) -> None:
+    journal.accept([task(i) for i in range(1, 1201)])  # more ids than one IN (...) may hold
+    journal.cancel(3)
+    refs = [(5, 1), (3, 1), (1, 1), (5, 1), (9999, 1), *((i, 1) for i in range(6, 1201))]
+    claimed = journal.claim_many(refs)
+    assert [c and (c.delivery_id, c.task_id, c.run) for c in claimed[:5]] == [(5, 50, 1), None, (1, 10, 1), None, None]
+    assert all(c is not None for c in claimed[5:])
+    assert journal.claim_many([(5, 1)]) == [None]  # taken
+    assert journal.counts()["running"] == 1197
+    kept = journal.finish_many([(5, 1, result(5)), (2, 1, result(2)), (5, 1, result(5)), (1, 1, result(1))])
+    assert kept == [True, False, False, True]  # 2 was never claimed; 5 is finished once
+    assert outbox_results(journal)[:2] == [decode_to_daemon(result(1)), decode_to_daemon(result(5))]
+    assert journal.finish_many([(i, 1, result(i)) for i in range(6, 1201)]) == [True] * 1195
+    assert journal.counts()["outbox"] == 1197
+
+
 def test_finish_puts_the_result_in_the_outbox_until_confirmed(journal: Journal) -> None:
     journal.accept([task(1), task(2)])
     assert not journal.finish(1, 1, result(1))  # not running yet

@@ -4,11 +4,13 @@ a journal failure in one still costs only the run it is about."""
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tether.agent import Agent, Journal
+from tether.agent import Agent
 from tether.protocol import Ack, Cancel, Progress, Result
 
 if TYPE_CHECKING:
@@ -16,22 +18,21 @@ if TYPE_CHECKING:
 
 
 async def test_a_journal_failure_costs_only_its_run(
-    daemon: FakeDaemon, start_agent: StartAgent, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    daemon: FakeDaemon, start_agent: StartAgent, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    finish = Journal.finish
-
-    def failing_finish(self: Journal, delivery_id: int, run: int, result: bytes) -> bool:
-        if delivery_id == 2:
-            raise sqlite3.OperationalError("disk I/O error")
-        return finish(self, delivery_id, run, result)
-
-    monkeypatch.setattr(Journal, "finish", failing_finish)
+    """The journal refuses delivery 2's finish. Runs that ended with it in the same turn, so
+    in the same transaction, still finish; 2 stays ``running`` (it fails on restart)."""
     running = await start_agent()
+    with closing(sqlite3.connect(tmp_path / "agent-1.sqlite")) as db:
+        db.execute("CREATE TRIGGER refuse BEFORE UPDATE OF state ON deliveries "
+                   "WHEN NEW.delivery_id = 2 AND NEW.state = 'finished' "
+                   "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+        db.commit()
     session = await daemon.next_session()
     await session.send(*(daemon.task(i) for i in range(1, 7)))
     results = {(await session.expect(Result, skip=(Ack, Progress))).delivery_id for _ in range(5)}
     assert results == {1, 3, 4, 5, 6}
-    assert running.journal.state(2) == "running"  # fails on restart, never reruns
+    assert running.journal.state(2) == "running"
     assert "event=delivery_crashed" in caplog.text and "delivery_id=2" in caplog.text
 
 

@@ -40,7 +40,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,11 +255,13 @@ class Journal:
                 "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
                 [(t.delivery_id, t.run, t.task_id, t.command, bytes(t.args), t.priority, now) for t in new],
             )
-            db.executemany(
-                "UPDATE deliveries SET result = NULL, confirmed = 1 "
-                "WHERE delivery_id = ? AND run < ? AND result IS NOT NULL",
-                [(t.delivery_id, t.run) for t in new if t.run > 1],
-            )
+            later = [(t.delivery_id, t.run) for t in new if t.run > 1]
+            if later:
+                db.executemany(
+                    "UPDATE deliveries SET result = NULL, confirmed = 1 "
+                    "WHERE delivery_id = ? AND run < ? AND result IS NOT NULL",
+                    later,
+                )
         return Accepted(
             ack=ack, new=[(t.priority, t.delivery_id, t.run) for t in new], resend=resend,
             duplicates=len(batch) - len(new),
@@ -267,32 +269,62 @@ class Journal:
 
     def claim(self, delivery_id: int, run: int) -> Claimed | None:
         """``pending -> running``; ``None`` if it is not pending (cancelled, or taken)."""
+        return self.claim_many([(delivery_id, run)])[0]
+
+    def claim_many(self, refs: Sequence[Ref]) -> list[Claimed | None]:
+        """:meth:`claim` of each run, in one transaction; ``None`` for those not pending."""
+        if not refs:
+            return []
         now = self._clock()
-        # No UPDATE ... RETURNING: endpoints run old distributions (SQLite < 3.35).
+        rows: dict[Ref, tuple[int, str, bytes, int]] = {}
+        # No UPDATE ... RETURNING (SQLite < 3.35) nor row values (< 3.15): endpoints run old
+        # distributions. At most one run of a delivery is pending, so the id finds it.
         with self._tx() as db:
-            row = db.execute(
-                "SELECT task_id, command, args, priority FROM deliveries "
-                "WHERE delivery_id = ? AND run = ? AND state = 'pending'",
-                (delivery_id, run),
-            ).fetchone()
-            if row is None:
-                return None
-            db.execute(
+            for chunk in _chunks(sorted({delivery_id for delivery_id, _ in refs})):
+                for delivery_id, run, task_id, command, args, priority in db.execute(
+                    "SELECT delivery_id, run, task_id, command, args, priority FROM deliveries "
+                    f"WHERE state = 'pending' AND delivery_id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ):
+                    rows[delivery_id, run] = (task_id, command, args, priority)
+            taken = [ref for ref in dict.fromkeys(refs) if ref in rows]
+            db.executemany(
                 "UPDATE deliveries SET state = 'running', started_at = ? WHERE delivery_id = ? AND run = ?",
-                (now, delivery_id, run),
+                [(now, delivery_id, run) for delivery_id, run in taken],
             )
-        return Claimed(delivery_id, row[0], row[1], row[2], row[3], run, now)
+        claimed: dict[Ref, Claimed] = {}
+        for ref in taken:
+            task_id, command, args, priority = rows[ref]
+            claimed[ref] = Claimed(ref[0], task_id, command, args, priority, ref[1], now)
+        return [claimed.pop(ref, None) for ref in refs]  # a ref named twice is claimed once
 
     def finish(self, delivery_id: int, run: int, result: bytes) -> bool:
         """``running -> finished`` with ``result`` (an encoded ``Result`` frame) in the
         outbox. ``False`` if the run is no longer running (cancelled meanwhile)."""
+        return self.finish_many([(delivery_id, run, result)])[0]
+
+    def finish_many(self, results: Sequence[tuple[int, int, bytes]]) -> list[bool]:
+        """:meth:`finish` of each ``(delivery_id, run, result)``, in one transaction."""
+        if not results:
+            return []
+        now = self._clock()
+        running: set[Ref] = set()
         with self._tx() as db:
-            changed = db.execute(
-                "UPDATE deliveries SET state = 'finished', result = ?, finished_at = ? "
-                "WHERE delivery_id = ? AND run = ? AND state = 'running'",
-                (result, self._clock(), delivery_id, run),
-            ).rowcount
-        return changed == 1
+            for chunk in _chunks(sorted({delivery_id for delivery_id, _, _ in results})):
+                running.update(db.execute(
+                    "SELECT delivery_id, run FROM deliveries "
+                    f"WHERE state = 'running' AND delivery_id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ))
+            kept = []
+            for delivery_id, run, _ in results:
+                kept.append((delivery_id, run) in running)
+                running.discard((delivery_id, run))  # a run named twice is finished once
+            db.executemany(
+                "UPDATE deliveries SET state = 'finished', result = ?, finished_at = ? WHERE delivery_id = ? AND run = ?",
+                [(result, now, d, r) for (d, r, result), ok in zip(results, kept, strict=True) if ok],
+            )
+        return kept
 
     def cancel(self, delivery_id: int) -> DeliveryState | None:
         """Cancel every run of a delivery: the pending or running one is marked cancelled,
@@ -431,6 +463,15 @@ class Journal:
                 "DELETE FROM deliveries WHERE finished_at < ? AND (confirmed = 1 OR state = 'cancelled')",
                 (cutoff,),
             ).rowcount
+
+
+_MAX_VARIABLES = 500
+"""Ids per ``IN (...)``: old SQLite builds allow 999 parameters in a statement."""
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), _MAX_VARIABLES):
+        yield ids[start:start + _MAX_VARIABLES]
 
 
 def _create_private(path: Path) -> None:

@@ -238,8 +238,9 @@ class Runner:
         claimed: list[Claimed | None]
         try:
             with self._journal.transaction():
-                kept = [self._journal.finish(o.claimed.delivery_id, o.claimed.run, o.blob) for o in ended]
-                claimed = [self._journal.claim(delivery_id, run) for _, delivery_id, run in take]
+                kept = list(self._journal.finish_many(
+                    [(o.claimed.delivery_id, o.claimed.run, o.blob) for o in ended]))
+                claimed = self._journal.claim_many([(delivery_id, run) for _, delivery_id, run in take])
         except Exception:
             kept, claimed = self._step_one_by_one(ended, take)
         for outcome, ok in zip(ended, kept, strict=True):
