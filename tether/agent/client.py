@@ -13,16 +13,16 @@ hundreds of clients on one event loop (the benchmark's simulated fleet)::
 Session (``tether.protocol.frames``): ``hello`` -> ``welcome``; then the outbox is re-sent,
 and the daemon pushes ``task`` frames. A burst of tasks is journaled in one transaction
 and acknowledged in one ``ack`` before any of them runs. ``committed`` empties the outbox.
+Every frame about one run of a delivery names the run (``run``, or ``runs`` beside a list of
+ids, left empty when every run is 1, which is what a daemon that knows no runs sends and
+expects), so a polling command's runs 2, 3 ... are told apart from run 1.
 
-Batches: the hello announces :data:`~tether.protocol.FEATURES`. A ``batch`` from the daemon
-is applied frame by frame, in order, as if each had come alone (its tasks are one burst);
+Batches: the hello announces :data:`~tether.protocol.frames.FEATURES`. A ``batch`` from the
+daemon is applied frame by frame, in order, as if each had come alone (its tasks are one burst);
 a bad frame inside is logged and skipped like a bad message. When the welcome says the
 daemon speaks ``batch`` too, the frames waiting in the out-queue when the writer wakes up
 (acks, progress, results) go out as one ``batch`` message (at most :data:`BATCH_MAX_BYTES`,
 a frame alone as itself); to an older daemon every frame goes in its own message.
-Every frame about one run of a delivery names the run (``run``, or ``runs`` beside a list of
-ids, left empty when every run is 1, which is what a daemon that knows no runs sends and
-expects), so a polling command's runs 2, 3 ... are told apart from run 1.
 
 Reconnects use exponential backoff with full jitter (``backoff.py``), reset after every
 ``welcome``, and wait at least the daemon's ``retry_after``. Close codes 4010
