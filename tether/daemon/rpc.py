@@ -150,11 +150,12 @@ class ConsoleRPC:
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     break
-                changed.clear()
                 try:
                     await asyncio.wait_for(changed.wait(), remaining)
                 except TimeoutError:
                     break
+                # Cleared before the read: a change committed while reading sets it again.
+                changed.clear()
                 batch, events[:] = list(events), []
                 for change in batch:
                     await emit("delivery", self.broker.delivery_event(change))

@@ -68,8 +68,13 @@ def missed_between(timing: Timing, due: float, now: float) -> int:
         return 0
     if timing.every is not None:
         return min(MAX_MISSED_COUNTED, math.floor((now - due) / timing.every) + 1)
+    assert timing.cron is not None
+    times = croniter(timing.cron, datetime.fromtimestamp(due, zone(timing.timezone)))  # one iterator for all
     count, when = 0, due
     while when <= now and count < MAX_MISSED_COUNTED:
         count += 1
-        when = next_fire(timing, when)
+        try:
+            when = float(times.get_next(float))
+        except CroniterBadDateError:
+            break
     return count

@@ -220,7 +220,7 @@ class Daemon:
                 agent_id=agent_id, window=self.config.window, features=features,
             ))
             # Registered before reading, so nothing created meanwhile is missed; offer() dedups.
-            session.offer(await self.store.pending_for_agent(agent_id))
+            session.offer_loaded(await self.store.pending_for_agent(agent_id))
             log.info("event=session_open role=agent agent_id=%s session=%s holding=%d remote=%s",
                      agent_id, session.session_id, len(hello.holding), _remote(ws))
             async with asyncio.TaskGroup() as tg:

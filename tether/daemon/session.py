@@ -37,8 +37,8 @@ async def send_frame(ws: ServerConnection, codec: Codec, frame: Frame) -> None:
 
 class AgentSession:
     __slots__ = (
-        "agent_id", "batch", "broker", "codec", "committed", "control", "dropped", "heap", "holding",
-        "in_flight", "queued_ids", "session_id", "wake", "window", "ws",
+        "agent_id", "batch", "broker", "codec", "committed", "control", "dropped", "ended_while_loading", "heap",
+        "holding", "in_flight", "queued_ids", "session_id", "wake", "window", "ws",
     )
 
     def __init__(
@@ -60,6 +60,9 @@ class AgentSession:
         self.dropped: set[int] = set()
         self.in_flight: set[int] = set()
         """Deliveries pushed and not yet acknowledged (a delivery has one run on the wire at a time)."""
+        self.ended_while_loading: set[int] | None = set()
+        """Deliveries ended while the session's first read of its queue was under way (that
+        read may still list them); None once it was offered (:meth:`offer_loaded`)."""
         self.control: collections.deque[Frame] = collections.deque()
         self.committed: list[Ref] = []
         self.wake = asyncio.Event()
@@ -77,8 +80,15 @@ class AgentSession:
         if added:
             self.wake.set()
 
+    def offer_loaded(self, items: list[PushItem]) -> None:
+        """Offer what the store listed when the session opened, less what ended meanwhile."""
+        ended, self.ended_while_loading = self.ended_while_loading or set(), None
+        self.offer([item for item in items if item.delivery_id not in ended] if ended else items)
+
     def withdraw(self, delivery_id: int) -> bool:
         """Forget a delivery that ended (cancelled/expired). True if it was never pushed."""
+        if self.ended_while_loading is not None:
+            self.ended_while_loading.add(delivery_id)
         self.in_flight.discard(delivery_id)
         if delivery_id in self.queued_ids:
             self.queued_ids.discard(delivery_id)

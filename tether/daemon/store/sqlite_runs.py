@@ -28,6 +28,11 @@ class _Row(NamedTuple):
     task_id: int
     run: int
     poll_deadline: float | None
+    expires_at: float
+
+
+MAX_ID = 2**63 - 1
+"""SQLite's largest integer: a larger id from a peer names nothing (and cannot be bound)."""
 
 
 Apply = Callable[[Tx, int, _Row, list[tuple[int, float]]], Change | None]
@@ -56,13 +61,14 @@ class SQLiteRuns:
             refused: list[Refusal] = []
             timers: list[tuple[int, float]] = []
             unique = list(dict.fromkeys(refs))
-            ids = list(dict.fromkeys(d for d, _ in unique))
+            ids = list(dict.fromkeys(d for d, _ in unique if 0 <= d <= MAX_ID))
             rows = {
                 r[0]: _Row(*r[1:])
                 for chunk in chunks(ids)
                 for r in tx.execute(
-                    "SELECT id, state, agent_id, task_id, run, poll_deadline FROM deliveries"
-                    f" WHERE id IN ({','.join('?' * len(chunk))})",
+                    "SELECT d.id, d.state, d.agent_id, d.task_id, d.run, d.poll_deadline, t.expires_at"
+                    " FROM deliveries d JOIN tasks t ON t.id = d.task_id"
+                    f" WHERE d.id IN ({','.join('?' * len(chunk))})",
                     chunk,
                 )
             }
@@ -145,7 +151,9 @@ class SQLiteRuns:
                 (d_id, row.run, finished_at, None if r.output == _NIL else r.output, plan.poll_message, plan.note,
                  next_run_at),
             )
-            timers.append((d_id, min(next_run_at, deadline)))
+            # Past the ttl (the run was acknowledged before it ended) the next run cannot be
+            # delivered: look at it at once, and poll_due ends it as expired.
+            timers.append((d_id, min(next_run_at, deadline, row.expires_at)))
             return Change(d_id, row.task_id, agent_id, row.state, "waiting")
 
         return self._submit(self._agent_op(agent_id, list(by_ref), apply))

@@ -78,7 +78,9 @@ Op = Callable[[Tx], Any]
 
 
 _REFUSALS = (ProtocolError, StoreError, sqlite3.IntegrityError)
-"""What an operation may raise to refuse itself; anything else is a bug or a full disk."""
+"""What an operation may raise to refuse itself. Another ``sqlite3.Error`` (a full disk, a
+lock) fails the whole group; any other exception is a bug or input no check caught (a
+number too large for SQLite): it fails that operation alone, never the writer."""
 
 
 def run_group(conn: sqlite3.Connection, ops: list[Op]) -> tuple[list[tuple[bool, Any]], collections.Counter[str]]:
@@ -111,16 +113,25 @@ def _run(
             if not isolate:
                 try:
                     results.append((True, op(tx)))
-                except _REFUSALS:
+                except sqlite3.Error as exc:
+                    if not isinstance(exc, sqlite3.IntegrityError):
+                        raise
+                    raise _Refused() from None
+                except Exception:
                     raise _Refused() from None
                 entered.update(tx.entered)
                 continue
             conn.execute("SAVEPOINT op")
             try:
                 value = op(tx)
-            except _REFUSALS as exc:
+            except Exception as exc:
+                if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
+                    raise
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
+                if not isinstance(exc, _REFUSALS):
+                    log.error("event=operation_failed error=%r", exc)
+                    exc = StoreError(f"the operation failed: {exc}")
                 results.append((False, exc))
             else:
                 conn.execute("RELEASE op")
@@ -213,7 +224,7 @@ class GroupWriter:
                 results, entered = await on_connection_thread(
                     self._conn, run_group, self._conn._conn, [op for op, _ in group]
                 )
-            except sqlite3.Error as exc:
+            except Exception as exc:  # the group failed as a whole; the writer lives on
                 error = StoreError(f"the database refused the write: {exc}")
                 log.error("event=commit_failed ops=%d error=%r", len(group), exc)
                 for _, fut in group:
