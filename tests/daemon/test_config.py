@@ -12,7 +12,7 @@ from tether.daemon.config import Config, ConfigError
 
 def test_every_key_has_a_default() -> None:
     c = config.load(None, {})
-    assert (c.host, c.port, c.window, c.data_dir) == ("127.0.0.1", 8765, 10, "./tether-data")
+    assert (c.host, c.port, c.window, c.data_dir) == ("127.0.0.1", 8765, 32, "./tether-data")
 
 
 def test_unknown_key_is_named_with_a_suggestion(tmp_path: Path) -> None:

@@ -203,9 +203,12 @@ def test_sigterm_drains_and_agents_reconnect(tetherd: Tetherd, make_agent: Calla
     assert tetherd.ctl("wait", str(task_id), "--timeout", "30")[0] == 0
 
 
-def test_many_tasks_queued_offline_all_run_once(tetherd: Tetherd, make_agent: Callable[..., AgentProc]) -> None:
+async def test_many_tasks_queued_offline_all_run_once(tetherd: Tetherd, make_agent: Callable[..., AgentProc]) -> None:
     a = make_agent("a")
-    ids = [tetherd.task(f"record --i {i}", "--agent", a.agent_id) for i in range(15)]  # more than one window (10)
+    async with ConsoleClient(tetherd.url, tetherd.admin_token) as console:  # more than one window (32)
+        created = [await console.call("task.create", {"command": f"record --i {i}", "agent": a.agent_id})
+                   for i in range(80)]
+    ids = [c["task_id"] for c in created]
     a.start()
     for task_id in ids:
         assert tetherd.ctl("wait", str(task_id), "--timeout", "30")[0] == 0

@@ -24,8 +24,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """HOST:PORT for agents, consoles and the HTTP endpoints (/healthz, /metrics). Port 0 picks one."""
     data_dir: str = "./tether-data"
     """Holds tether.sqlite (the whole state) and tetherd.toml."""
-    window: int = 10
-    """Unacknowledged deliveries kept in flight per agent session."""
+    window: int = 32
+    """Unacknowledged deliveries kept in flight per agent session. 32 by measurement: the
+    drain benchmark gives ~11,800/s at 10 and ~13,400/s at 32, and more buys little."""
     handshake_timeout: float = 10.0
     """Seconds a new connection has to complete the WebSocket handshake and send hello."""
     max_frame_bytes: int = 1_048_576
