@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--per-agent", type=int, help="queued echo tasks per agent (drain 20000, reconnect 20)")
     p.add_argument("--repeat", type=_positive, default=3, help="runs, each on a fresh server (default 3)")
     p.add_argument("--procs", type=_positive, help="client worker processes (drain 1, others 2)")
-    p.add_argument("--window", type=_positive, help="tetherd's window setting (default: tetherd's own, 10)")
+    p.add_argument("--window", type=_positive, help="tetherd's window setting (default: tetherd's own, 32)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                    help="another tetherd.toml setting for the run, e.g. synchronous=normal (repeatable)")
     p.add_argument("--arg-bytes", type=int, help="approximate JSON size of each task's args (drain 200)")

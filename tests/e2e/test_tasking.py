@@ -251,3 +251,33 @@ async def test_console_client_serves_concurrent_calls_on_one_session(
         assert sorted(ids) == list(range(1, 51))
         listed = await console.call("task.list", {"agent": a.agent_id})
         assert sorted(row["task_id"] for row in listed) == ids
+
+
+def test_a_run_untasked_while_its_agent_was_down_does_not_run_when_it_returns(
+    tetherd: Tetherd, make_agent: Callable[..., AgentProc], tmp_path: Path
+) -> None:
+    a = make_agent("a")
+    a.start("--concurrency", "1")
+    first, second = tmp_path / "gate1", tmp_path / "gate2"
+    os.mkfifo(first)
+    os.mkfifo(second)
+    running = tetherd.task(f"gate --fifo {first}", "--agent", a.agent_id)
+    writer = open(first, "w")  # the gate command is running: the agent's one slot is taken
+    ahead = tetherd.task(f"gate --fifo {second}", "--agent", a.agent_id, "--priority", "urgent")
+    held = tetherd.task("record --held yes", "--agent", a.agent_id, "--priority", "low")
+    for task_id in (ahead, held):
+        wait_until(lambda t=task_id: states(tetherd.show(t))[a.agent_id] == "acked", what="journaled, not started")
+    a.kill(signal.SIGKILL)  # the agent holds both, started neither
+    writer.close()
+    assert tetherd.ctl("untask", str(held))[1] == {"cancelled": 1}  # no session: the cancel reaches nobody now
+    held_delivery = tetherd.show(held)["deliveries"][0]["delivery_id"]
+    a.start("--concurrency", "1")  # runs the urgent gate first, the held one waits for the slot ...
+    assert a.log is not None
+    a.log.wait_for(rf"delivery_cancelled.*delivery_id={held_delivery}\b")  # ... and is told on connect
+    with open(second, "w") as release:
+        release.write("go\n")
+    assert tetherd.ctl("wait", str(ahead), "--timeout", "30")[0] == 0
+    assert tetherd.ctl("wait", str(running), "--timeout", "30", check=False)[0] == 1  # killed while running
+    sync = tetherd.task("record --sync 1", "--agent", a.agent_id)
+    assert tetherd.ctl("wait", str(sync), "--timeout", "30")[0] == 0
+    assert [r["task_id"] for r in a.runs()] == [ahead, sync]  # the untasked one never ran

@@ -28,6 +28,7 @@ from ..protocol.frames import (
     FEATURES,
     PROTOCOL_VERSION,
     Batch,
+    Cancel,
     Enroll,
     Enrolled,
     Event,
@@ -221,6 +222,12 @@ class Daemon:
             ))
             # Registered before reading, so nothing created meanwhile is missed; offer() dedups.
             session.offer_loaded(await self.store.pending_for_agent(agent_id))
+            if session.holding:
+                # Runs the agent holds that the daemon ended while it was away (untask, ttl,
+                # polling timeout): the Cancel sent then found no session. Tell it now.
+                for delivery_id, state in await self.store.ended_by_daemon(agent_id, [d for d, _ in session.holding]):
+                    session.send_control(Cancel(delivery_id=delivery_id,
+                                                reason="cancelled" if state == "cancelled" else "expired"))
             log.info("event=session_open role=agent agent_id=%s session=%s holding=%d remote=%s",
                      agent_id, session.session_id, len(hello.holding), _remote(ws))
             async with asyncio.TaskGroup() as tg:

@@ -58,6 +58,15 @@ class SQLiteReads:
             for r in rows
         ]
 
+    async def ended_by_daemon(self, agent_id: str, delivery_ids: list[int]) -> list[tuple[int, str]]:
+        ended: list[tuple[int, str]] = []
+        for chunk in chunks([d for d in delivery_ids if 0 <= d < 2**63]):
+            ended += [(r[0], r[1]) for r in await self._read(
+                f"SELECT id, state FROM deliveries WHERE id IN ({','.join('?' * len(chunk))}) AND agent_id = ?"
+                " AND ended_by = 'daemon'", (*chunk, agent_id),
+            )]
+        return ended
+
     async def agent_commands(self, agent_id: str) -> list[str] | None:
         rows = await self._read("SELECT commands FROM agents WHERE id = ?", (agent_id,))
         if not rows:
