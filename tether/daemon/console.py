@@ -312,17 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "COMMAND is a command line such as \"file_get --path /etc/hosts\": "
                 "--name value gives {\"name\": \"value\"}, a bare --flag gives true, "
                 "positionals go to \"argv\". Prints the task id.")
-    p.add_argument("command", metavar="COMMAND", help="the command line, quoted as one argument")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--agent", metavar="ID", help="one agent")
-    target.add_argument("--tag", metavar="T", help="every agent with this tag, now or until the ttl ends")
-    target.add_argument("--all", action="store_true", help="every agent")
-    p.add_argument("--args", metavar="JSON", help="a JSON object merged over the command line's args")
-    p.add_argument("--ttl", metavar="S", type=int, help=f"seconds to wait for offline agents (default {rpc.DEFAULT_TTL}, a week)")
-    p.add_argument("--priority", type=_priority, default=1, metavar="{low,medium,high,urgent}",
-                   help="agents run higher priorities first (default medium)")
-    p.add_argument("--hide-polling-output", action="store_true",
-                   help="polling commands: leave out of the history the runs after the first that show nothing")
+    _add_task_spec(p, each="")
 
     p = command("tasks", "list deliveries (pending ones by default)",
                 "List deliveries, one line per agent and task, pending ones unless --state says otherwise.")
@@ -367,6 +357,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_task_spec(p: argparse.ArgumentParser, *, each: str) -> None:
+    """COMMAND, the target and the task's options: of `task`, and of each task a schedule makes."""
+    p.add_argument("command", metavar="COMMAND", help="the command line, quoted as one argument")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--agent", metavar="ID", help="one agent")
+    target.add_argument("--tag", metavar="T", help="every agent with this tag, now or until the ttl ends")
+    target.add_argument("--all", action="store_true", help="every agent")
+    p.add_argument("--args", metavar="JSON", help="a JSON object merged over the command line's args")
+    p.add_argument("--ttl", metavar="S", type=int,
+                   help=f"{each}seconds to wait for offline agents (default {rpc.DEFAULT_TTL}, a week)")
+    p.add_argument("--priority", type=_priority, default=1, metavar="{low,medium,high,urgent}",
+                   help=f"{each}priority: agents run higher priorities first (default medium)")
+    p.add_argument("--hide-polling-output", action="store_true",
+                   help="polling commands: leave out of the history the runs after the first that show nothing")
+
+
 def _add_schedule_commands(command: Callable[[str, str, str], argparse.ArgumentParser]) -> None:
     sched = command("schedule", "recurring schedules: add, list, show, pause, resume, rm",
                     "Recurring schedules: each firing creates an ordinary task (push, ttl, untask and history "
@@ -383,20 +389,10 @@ def _add_schedule_commands(command: Callable[[str, str, str], argparse.ArgumentP
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--every", type=_duration, metavar="PERIOD", help="e.g. 30s, 5m, 1h30m, 2d")
     when.add_argument("--cron", metavar="EXPR", help="five fields: minute hour day-of-month month day-of-week")
-    p.add_argument("command", metavar="COMMAND", help="the command line, quoted as one argument")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--agent", metavar="ID", help="one agent")
-    target.add_argument("--tag", metavar="T", help="every agent with this tag")
-    target.add_argument("--all", action="store_true", help="every agent")
-    p.add_argument("--args", metavar="JSON", help="a JSON object merged over the command line's args")
-    p.add_argument("--ttl", metavar="S", type=int, help=f"each task's ttl in seconds (default {rpc.DEFAULT_TTL})")
-    p.add_argument("--priority", type=_priority, default=1, metavar="{low,medium,high,urgent}",
-                   help="each task's priority (default medium)")
+    _add_task_spec(p, each="each task's ")
     p.add_argument("--missed", choices=("once", "skip"), default="once",
                    help="firings missed while tetherd was down: run once at start (default) or skip them")
     p.add_argument("--tz", default="UTC", metavar="ZONE", help="time zone of --cron (default UTC)")
-    p.add_argument("--hide-polling-output", action="store_true",
-                   help="as for `tetherctl task`, on each task")
     for op, summary in (("show", "show a schedule and its newest tasks"), ("pause", "stop firing until resumed"),
                         ("resume", "fire again, from the next firing after now"),
                         ("rm", "remove a schedule (its tasks stay)")):
