@@ -1,8 +1,9 @@
 """What an agent reports (acks, progress, results), turned into store writes.
 
 One WebSocket message may carry one frame or a ``batch`` of them; either way its reports
-become as few store operations as keep their order: one for every ack in it, one per
-progress report, one for every result. (Per delivery an agent's frames come in the order
+become as few store operations as keep their order: one for every ack in it, one for
+its progress reports, one for every result (each writing its state changes with one
+``executemany`` per shape). (Per delivery an agent's frames come in the order
 ack, progress, result, so ordering the operations that way keeps each delivery's order.)
 A bare start report (progress with no percent and no text) whose result is in the same
 message is not written: the result says when the run started, and the delivery goes
@@ -81,9 +82,8 @@ def submit_reports(session: AgentSession, codec: Codec, frames: list[Frame | Pro
     if acks:
         store.acknowledge(agent_id, acks, now).add_done_callback(lambda f: broker.on_outcome(session, f))
     finished = {(r.delivery_id, r.run) for r in results}
-    for ref, text, bare in progress:
-        if bare and ref in finished:
-            continue
-        store.started(agent_id, ref, text, now).add_done_callback(lambda f: broker.on_outcome(session, f))
+    started = [(ref, text) for ref, text, bare in progress if not (bare and ref in finished)]
+    if started:
+        store.started_many(agent_id, started, now).add_done_callback(lambda f: broker.on_outcome(session, f))
     if results:
         store.record_results(agent_id, results, now).add_done_callback(lambda f: broker.on_results(session, f))

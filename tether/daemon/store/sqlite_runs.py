@@ -95,6 +95,7 @@ class SQLiteRuns:
                 settled.append((d_id, run))
                 if change is not None:
                     changes.append(change)
+            tx.flush_moves()
             return Outcome(changes, settled, refused, timers)
 
         return op
@@ -103,22 +104,29 @@ class SQLiteRuns:
         def apply(tx: Tx, d_id: int, row: _Row, timers: list[tuple[int, float]]) -> Change | None:
             if row.state in ("acked", "running", "waiting", "done", "failed"):
                 return None  # a repeated ack after a re-push: already past this point
-            tx.move(d_id, row.state, S.ACKED, now, acked_at=now)
+            tx.move_later(d_id, row.state, S.ACKED, now, acked_at=now)
             return Change(d_id, row.task_id, agent_id, row.state, "acked")
 
         return self._submit(self._agent_op(agent_id, refs, apply))
 
     def started(self, agent_id: str, ref: Ref, message: str, now: float) -> asyncio.Future[Outcome]:
+        return self.started_many(agent_id, [(ref, message)], now)
+
+    def started_many(self, agent_id: str, reports: list[tuple[Ref, str]], now: float) -> asyncio.Future[Outcome]:
+        """Progress reports: the first of a run makes it ``running``; later ones update its text."""
+        messages = dict(reports)  # a run reported on twice in one message keeps the last text
+
         def apply(tx: Tx, d_id: int, row: _Row, timers: list[tuple[int, float]]) -> Change | None:
+            message = messages[d_id, row.run]
             if row.state == "running":
                 tx.execute("UPDATE deliveries SET progress = ?, updated_at = ? WHERE id = ?", (message, now, d_id))
                 return None
             if row.state in ("waiting", "done", "failed"):
                 return None  # late: the run's result is already recorded
-            tx.move(d_id, row.state, S.RUNNING, now, started_at=now, progress=message)
+            tx.move_later(d_id, row.state, S.RUNNING, now, started_at=now, progress=message)
             return Change(d_id, row.task_id, agent_id, row.state, "running")
 
-        return self._submit(self._agent_op(agent_id, [ref], apply))
+        return self._submit(self._agent_op(agent_id, list(messages), apply))
 
     def record_results(self, agent_id: str, results: list[ResultIn], now: float) -> asyncio.Future[Outcome]:
         by_ref = {(r.delivery_id, r.run): r for r in results}
@@ -131,8 +139,8 @@ class SQLiteRuns:
             plan = r.plan if r.ok else None
             if plan is None:
                 new = S.DONE if r.ok else S.FAILED
-                tx.move(d_id, row.state, new, now, result=r.output, error=r.error, started_at=started_at,
-                        finished_at=finished_at, ended_by="agent")
+                tx.move_later(d_id, row.state, new, now, result=r.output, error=r.error, started_at=started_at,
+                              finished_at=finished_at, ended_by="agent")
                 return Change(d_id, row.task_id, agent_id, row.state, new.value)
             state = row.state
             if state != "running":  # the ack or start was lost in a crash; the result is the authority

@@ -31,11 +31,12 @@ log = logging.getLogger("tether.store")
 class Tx:
     """What an operation sees: the connection, and a tally of the states it entered."""
 
-    __slots__ = ("conn", "entered")
+    __slots__ = ("_later", "conn", "entered")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.entered: collections.Counter[str] = collections.Counter()
+        self._later: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = {}
 
     def execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, tuple(params))
@@ -51,6 +52,21 @@ class Tx:
         self.conn.execute(sql, (new.value, now, *cols.values(), delivery_id))
         self.entered[new.value] += 1
 
+    def move_later(self, delivery_id: int, old: str, new: DeliveryState, now: float, **cols: Any) -> None:
+        """:meth:`move`, checked now and written by :meth:`flush_moves` with the other moves
+        of the same shape in one ``executemany`` (an agent's report names many deliveries).
+        Only for a delivery the operation does not read or move again before the flush."""
+        transition(delivery_id, old, new)
+        self._later.setdefault((new.value, tuple(cols)), []).append(
+            (new.value, now, *cols.values(), delivery_id, old))
+
+    def flush_moves(self) -> None:
+        for (state, names), rows in self._later.items():
+            sets = "".join(f", {k} = ?" for k in names)
+            self.conn.executemany(
+                f"UPDATE deliveries SET state = ?, updated_at = ?{sets} WHERE id = ? AND state = ?", rows)
+            self.entered[state] += len(rows)
+        self._later.clear()
 
     def move_many(self, delivery_ids: list[int], old: DeliveryState, new: DeliveryState, now: float,
                   **cols: Any) -> int:
