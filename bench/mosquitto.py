@@ -14,19 +14,18 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
+from .process import ServerProcess
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 START_TIMEOUT = 15.0
-STOP_TIMEOUT = 60.0
 
 
 class MosquittoError(Exception):
@@ -48,7 +47,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Mosquitto:
+class Mosquitto(ServerProcess):
     """``with Mosquitto() as m:`` starts the broker on ``m.port``; leaving stops it and
     removes its files (``TETHER_BENCH_KEEP=1`` keeps them)."""
 
@@ -147,36 +146,3 @@ class Mosquitto:
                     counts[word] = counts.get(word, 0) + 1
         return counts
 
-    def rss(self) -> int:
-        assert self.ps is not None
-        return int(self.ps.memory_info().rss)
-
-    def cpu_seconds(self) -> float:
-        assert self.ps is not None
-        t = self.ps.cpu_times()
-        return float(t.user + t.system)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> int | None:
-        if self.proc is None or self.exit_code is not None:
-            return self.exit_code
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # saves the persistence database, then exits
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP_TIMEOUT)
-        self.exit_code = self.proc.returncode
-        return self.exit_code
-
-    def close(self) -> None:
-        try:
-            self.stop()
-        finally:
-            if os.environ.get("TETHER_BENCH_KEEP"):
-                print(f"kept {self.root}", file=sys.stderr)
-            else:
-                shutil.rmtree(self.root, ignore_errors=True)

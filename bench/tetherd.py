@@ -11,8 +11,6 @@ import json
 import os
 import re
 import shlex
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,12 +20,13 @@ from pathlib import Path
 
 import psutil
 
+from .process import ServerProcess
+
 TETHERD = Path(sys.executable).parent / "tetherd"
 TETHERD_ENV = "TETHER_BENCH_TETHERD"
 """Set to a command (split like a shell would) to benchmark another tetherd build or a
 wrapper around it instead of the ``tetherd`` beside this Python; it gets the same args."""
 START_TIMEOUT = 30.0
-STOP_TIMEOUT = 60.0
 HTTP_TIMEOUT = 5.0
 
 _LISTENING = re.compile(r"event=listening url=(ws://\S+)")
@@ -38,7 +37,7 @@ class TetherdError(Exception):
     """tetherd did not start, or stopped misbehaving; the message carries its log tail."""
 
 
-class Tetherd:
+class Tetherd(ServerProcess):
     """``with Tetherd() as d:`` starts tetherd; leaving stops it and removes its files.
 
     tetherd runs on its defaults; ``settings`` (e.g. ``{"window": 64}``), if any, are
@@ -144,44 +143,6 @@ class Tetherd:
                 name, labels, value = m.groups()
                 samples[f"{name}{{{labels}}}" if labels else name] = float(value)
         return samples
-
-    def rss(self) -> int:
-        assert self.ps is not None
-        return int(self.ps.memory_info().rss)
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time tetherd used so far (all its threads)."""
-        assert self.ps is not None
-        t = self.ps.cpu_times()
-        return float(t.user + t.system)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    # -- shutdown ---------------------------------------------------------------------------
-
-    def stop(self) -> int | None:
-        """SIGTERM (tetherd drains), wait; SIGKILL if it does not stop in time."""
-        if self.proc is None or self.exit_code is not None:
-            return self.exit_code
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP_TIMEOUT)
-        self.exit_code = self.proc.returncode
-        return self.exit_code
-
-    def close(self) -> None:
-        try:
-            self.stop()
-        finally:
-            if os.environ.get("TETHER_BENCH_KEEP"):
-                print(f"kept {self.root}", file=sys.stderr)
-            else:
-                shutil.rmtree(self.root, ignore_errors=True)
 
 
 class WsBaseline(Tetherd):
