@@ -62,25 +62,6 @@ class Mosquitto(ServerProcess):
         self.exit_code: int | None = None
         self.settings: dict[str, object] = {}
 
-    def __enter__(self) -> Mosquitto:
-        """Start the broker (once: entering again returns the running one)."""
-        if self.proc is not None:
-            return self
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
     def start(self) -> None:
         if not Path(MOSQUITTO).exists():
             raise MosquittoError("mosquitto is not installed: apt-get install -y mosquitto")

@@ -8,25 +8,50 @@ SIGKILL if they do not stop in time) and removes the directory unless
 
 from __future__ import annotations
 
+import abc
 import os
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Self
 
 import psutil
 
 STOP_TIMEOUT = 60.0
 
 
-class ServerProcess:
+class ServerProcess(abc.ABC):
     """Base of :class:`~bench.tetherd.Tetherd` and :class:`~bench.mosquitto.Mosquitto`."""
 
     root: Path
     proc: subprocess.Popen[bytes] | None
     ps: psutil.Process | None
     exit_code: int | None
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start the process and wait until it listens."""
+
+    def __enter__(self) -> Self:
+        """Start the server (once: entering again returns the running one)."""
+        if self.proc is not None:
+            return self
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def rss(self) -> int:
         assert self.ps is not None

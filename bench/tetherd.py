@@ -57,22 +57,6 @@ class Tetherd(ServerProcess):
         self.enroll_key = ""
         self.exit_code: int | None = None
 
-    def __enter__(self) -> Tetherd:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
     def command(self) -> list[str]:
         """The command line that starts the server (it must log ``event=listening url=ws://...``)."""
         command = shlex.split(os.environ.get(TETHERD_ENV, "")) or [str(TETHERD)]
