@@ -15,7 +15,7 @@ import msgspec
 from ...protocol.codec import unpack
 from ...protocol.console import AgentView, DeliveryRow, DeliveryView, HistoryEntry, TaskView
 from . import PushItem, Timers
-from .writer import chunks
+from .writer import MAX_ID, chunks
 
 _PUSH_COLUMNS = (
     "d.id, d.task_id, d.agent_id, COALESCE(d.command, t.command), COALESCE(d.args, t.args), d.priority,"
@@ -60,7 +60,7 @@ class SQLiteReads:
 
     async def ended_by_daemon(self, agent_id: str, delivery_ids: list[int]) -> list[tuple[int, str]]:
         ended: list[tuple[int, str]] = []
-        for chunk in chunks([d for d in delivery_ids if 0 <= d < 2**63]):
+        for chunk in chunks([d for d in delivery_ids if 0 <= d <= MAX_ID]):
             ended += [(r[0], r[1]) for r in await self._read(
                 f"SELECT id, state FROM deliveries WHERE id IN ({','.join('?' * len(chunk))}) AND agent_id = ?"
                 " AND ended_by = 'daemon'", (*chunk, agent_id),

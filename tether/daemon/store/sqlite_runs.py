@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from ...protocol.errors import ErrorCode
 from ...protocol.states import DeliveryState, IllegalTransition
 from . import Change, Outcome, PollOutcome, PushItem, Ref, Refusal, ResultIn
-from .writer import Op, Tx, chunks
+from .writer import MAX_ID, Op, Tx, chunks
 
 S = DeliveryState
 
@@ -29,10 +29,6 @@ class _Row(NamedTuple):
     run: int
     poll_deadline: float | None
     expires_at: float
-
-
-MAX_ID = 2**63 - 1
-"""SQLite's largest integer: a larger id from a peer names nothing (and cannot be bound)."""
 
 
 Apply = Callable[[Tx, int, _Row, list[tuple[int, float]]], Change | None]

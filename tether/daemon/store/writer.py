@@ -85,6 +85,10 @@ class Tx:
         return moved
 
 
+MAX_ID = 2**63 - 1
+"""SQLite's largest integer: a larger id from a peer names nothing (and cannot be bound)."""
+
+
 def chunks(ids: list[int], size: int = 500) -> list[list[int]]:
     """Id lists cut to a size SQLite takes as bound parameters, however long a peer's list."""
     return [ids[i : i + size] for i in range(0, len(ids), size)]
