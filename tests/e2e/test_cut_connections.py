@@ -33,6 +33,7 @@ class CuttingProxy:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.stopped = threading.Event()
+        self.sockets: list[socket.socket] = []
         self.armed = threading.Event()
         """Cut only once set (enrollment goes through uncut)."""
         threading.Thread(target=self._accept, daemon=True).start()
@@ -44,6 +45,7 @@ class CuttingProxy:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self.sockets += (client, upstream)
             with self.lock:
                 budget = self.rng.randint(300, 3000) if self.cuts_left > 0 and self.armed.is_set() else None
                 if budget is not None:
@@ -75,13 +77,16 @@ class CuttingProxy:
             try:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
                 s.shutdown(socket.SHUT_RD)  # wakes the other pump's recv, so the close below is the last
-                s.close()
             except OSError:
-                pass
+                pass  # already shut, or the peer is gone
+            finally:
+                s.close()
 
     def close(self) -> None:
         self.stopped.set()
         self.listener.close()
+        for s in self.sockets:  # the connections still open at the end
+            s.close()
 
 
 def test_connections_cut_mid_frame_lose_nothing_and_run_nothing_twice(
