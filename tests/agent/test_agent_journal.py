@@ -1,5 +1,5 @@
 """The journal: dedup by (delivery, run), outbox, cancel, recovery after a crash, pruning,
-the v1 -> v2 migration, file permissions."""
+the v1 -> v2 -> v3 migrations, file permissions."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pytest
 from tether.agent import journal_schema
 from tether.agent.journal import DEDUP_RETENTION, RESTARTED_WHILE_RUNNING, TOMBSTONE_RUN, Identity, Journal
 from tether.agent.journal_schema import SCHEMA_VERSION
+from tether.agent.tls import TLSFiles
 from tether.protocol import MSGPACK, Result, Task, decode_to_daemon
 
 
@@ -464,7 +465,7 @@ def test_a_v1_journal_is_migrated_and_keeps_every_promise(tmp_path: Path) -> Non
     with Journal(path) as journal:
         assert schema_of(path) == (
             SCHEMA_VERSION, ["delivery_id", "run"], ["deliveries_finished_at", "deliveries_open", "deliveries_outbox"])
-        assert journal.identity() == Identity("ws://d:1", "a7", "tok", "m-7", ("lab",))
+        assert journal.identity() == Identity("ws://d:1", "a7", "tok", "m-7", ("lab",), TLSFiles())
         assert journal.counts() == {"pending": 1, "running": 1, "outbox": 1, "finished": 2, "cancelled": 2}
         assert journal.holding() == [(1, 1), (2, 1), (3, 1)]
         assert journal.outbox() == [result(3)]
@@ -499,3 +500,42 @@ def test_a_new_journal_is_created_at_the_current_schema(tmp_path: Path) -> None:
     Journal(path).close()
     assert schema_of(path) == (
         SCHEMA_VERSION, ["delivery_id", "run"], ["deliveries_finished_at", "deliveries_open", "deliveries_outbox"])
+
+
+V2_IDENTITY = """
+CREATE TABLE IF NOT EXISTS identity (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    server TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    token TEXT NOT NULL,
+    machine_uuid TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '[]',
+    enrolled_at REAL NOT NULL
+)"""
+"""The identity table of journal schema 2, verbatim (its deliveries table is schema 3's)."""
+
+
+def test_a_v2_journal_keeps_its_identity_and_deliveries_and_learns_tls_files(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN")
+    db.execute(V2_IDENTITY)
+    db.execute(journal_schema._DELIVERIES.format(name="deliveries"))
+    db.execute("PRAGMA user_version=2")
+    db.execute("INSERT INTO identity (id, server, agent_id, token, machine_uuid, tags, enrolled_at) "
+               "VALUES (1, 'wss://d:1', 'a7', 'tok', 'm-7', '[\"lab\"]', 1.0)")
+    db.execute("INSERT INTO deliveries (delivery_id, run, task_id, command, args, priority, state, received_at) "
+               "VALUES (1, 2, 10, 'echo', x'80', 1, 'pending', 10.0)")
+    db.execute("COMMIT")
+    db.close()
+    with Journal(path) as journal:
+        assert schema_of(path)[0] == SCHEMA_VERSION == 3
+        # Enrolled before TLS files were kept: none, so the system's CA store, as before.
+        assert journal.identity() == Identity("wss://d:1", "a7", "tok", "m-7", ("lab",), TLSFiles())
+        assert journal.pending() == [(1, 1, 2)]
+        files = TLSFiles(ca="/etc/tether/ca.pem", cert="/etc/tether/agent.pem", key="/etc/tether/agent.key")
+        journal.set_identity(Identity("wss://d:1", "a7", "tok2", "m-7", ("lab",), files))
+    with Journal(path) as journal:
+        identity = journal.identity()
+        assert identity is not None and identity.tls == files
+        assert journal.pending() == [(1, 1, 2)]  # same agent and daemon: its deliveries stay

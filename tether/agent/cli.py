@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -27,9 +28,10 @@ from websockets.exceptions import InvalidHandshake, InvalidURI
 from . import host
 from .client import AgentClient, FatalSessionError
 from .enrollment import EnrollmentError, enroll
-from .journal import JOURNAL_FILE, Journal
+from .journal import JOURNAL_FILE, Identity, Journal
 from .logfmt import KeyValueFormatter
 from .sdk import Agent
+from .tls import TLSFileError, TLSFiles, explain
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FATAL_SESSION = 0, 1, 2, 3
 NOT_ENROLLED = "not enrolled: run tether-agent enroll --server URL --key KEY"
@@ -59,15 +61,18 @@ def cmd_enroll(opts: argparse.Namespace) -> int:
     if not opts.server.startswith(("ws://", "wss://")):
         raise CliError(f"--server must be a ws:// or wss:// URL, got {opts.server!r}")
     machine_uuid = opts.machine_uuid or host.machine_uuid()
+    tls = _tls_files(opts) or TLSFiles()
     # Open the journal first: failing to store the token after the daemon issued it would
     # waste an enrollment key use.
     with Journal.in_state_dir(opts.state_dir) as journal:
         try:
-            identity = _run(enroll(opts.server, opts.key, machine_uuid=machine_uuid, tags=opts.tag))
+            identity = _run(enroll(opts.server, opts.key, machine_uuid=machine_uuid, tags=opts.tag, tls=tls))
         except EnrollmentError as exc:
             raise CliError(f"enrollment refused: {exc.name} ({exc.code}): {exc.message}") from None
+        except TLSFileError as exc:
+            raise CliError(str(exc)) from None
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            raise CliError(f"cannot reach {opts.server}: {exc or type(exc).__name__}") from None
+            raise CliError(f"cannot reach {opts.server}: {_unreachable(exc, opts.server)}") from None
         dropped = journal.set_identity(identity)
     if dropped:
         print(f"warning: dropped {dropped} deliveries journaled for the previous identity", file=sys.stderr)
@@ -85,7 +90,9 @@ def cmd_status(opts: argparse.Namespace) -> int:
         counts = journal.counts()
     if identity is None:
         raise CliError(NOT_ENROLLED)
-    view: dict[str, Any] = {"agent_id": identity.agent_id, "server": identity.server, **counts}
+    view: dict[str, Any] = {"agent_id": identity.agent_id, "server": identity.server}
+    view.update({name: path for name, path in (("ca", identity.tls.ca), ("cert", identity.tls.cert)) if path})
+    view.update(counts)
     if opts.json:
         print(json.dumps(view))
     else:
@@ -106,7 +113,7 @@ def cmd_run(opts: argparse.Namespace) -> int:
                 raise CliError(NOT_ENROLLED)
             client = AgentClient(
                 journal, agent, concurrency=opts.concurrency, backoff_base=opts.backoff_base,
-                backoff_cap=opts.backoff_cap, shutdown_grace=opts.grace,
+                backoff_cap=opts.backoff_cap, shutdown_grace=opts.grace, tls=_tls_files(opts, journal.identity()),
             )
             try:
                 _run(_serve(client))
@@ -118,7 +125,7 @@ def cmd_run(opts: argparse.Namespace) -> int:
                 print("error: stopped at once on a second signal; running commands were "
                       "recorded as failed", file=sys.stderr)
                 return EXIT_ERROR
-            except (InvalidURI, ValueError) as exc:
+            except (InvalidURI, ValueError, TLSFileError) as exc:
                 raise CliError(str(exc)) from None
     finally:
         if lock is not None:
@@ -185,6 +192,31 @@ def load_agent(spec: str) -> Agent:
     return obj
 
 
+def _unreachable(exc: BaseException, server: str) -> str:
+    hint = explain(exc, server)
+    if hint and isinstance(exc, ssl.SSLError):
+        return hint  # all the exception says, in words
+    text = str(exc) or type(exc).__name__
+    return f"{text} ({hint})" if hint else text
+
+
+def _tls_files(opts: argparse.Namespace, identity: Identity | None = None) -> TLSFiles | None:
+    """The TLS files the command line names, made absolute (``enroll`` keeps them for ``run``,
+    which may start elsewhere); for ``run``, over those of the ``identity``: ``--ca`` alone
+    keeps the enrolled client certificate, ``--cert``/``--cert-key`` (always both) keep the
+    enrolled CA. ``None``: the command line names none."""
+    given = TLSFiles(opts.ca or "", opts.cert or "", opts.cert_key or "")
+    if not given:
+        return None
+    if bool(given.cert) != bool(given.key):
+        raise CliError("--cert and --cert-key go together: a client certificate needs its private key")
+    given = given.absolute()
+    if identity is None:
+        return given
+    kept = identity.tls
+    return TLSFiles(given.ca or kept.ca, given.cert or kept.cert, given.key or kept.key)
+
+
 def _open_enrolled(state_dir: Path) -> Journal:
     if not (state_dir / JOURNAL_FILE).exists():
         raise CliError(f"{NOT_ENROLLED} (no journal in {state_dir})")
@@ -243,12 +275,23 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--state-dir", type=Path, default=None, metavar="S", help=state_help)
     common.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                         help="log verbosity on stderr, key=value lines (default: info)")
+    tls = argparse.ArgumentParser(add_help=False)
+    group = tls.add_argument_group("TLS (wss:// URLs)")
+    group.add_argument("--ca", metavar="FILE", default=None,
+                       help="PEM CA certificates to trust for the daemon's certificate, instead of the "
+                            "system's store (a private CA)")
+    group.add_argument("--cert", metavar="FILE", default=None,
+                       help="PEM client certificate chain, for a daemon that requires one (tls_client_ca)")
+    # Not --key: that is enroll's enrollment key.
+    group.add_argument("--cert-key", metavar="FILE", default=None,
+                       help="PEM private key of --cert, without a passphrase")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
-        "enroll", parents=[common], help="enroll with a daemon using an enrollment key",
+        "enroll", parents=[common, tls], help="enroll with a daemon using an enrollment key",
         description="Trade an enrollment key for an agent id and token, stored in the state directory. "
-                    "Prints the agent id. Enrolling again from the same machine returns the same id.",
+                    "Prints the agent id. Enrolling again from the same machine returns the same id. "
+                    "The TLS files given are stored too (as absolute paths) and used by run.",
     )
     p.add_argument("--server", required=True, metavar="URL", help="daemon URL, e.g. ws://tetherd:8765 or wss://...")
     p.add_argument("--key", required=True, help="enrollment key (AAAAA-AAAAA-AAAAA-AAAAA-AAAAA)")
@@ -260,10 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser(
-        "run", parents=[common], help="keep a session with the daemon and run tasks until SIGTERM",
+        "run", parents=[common, tls], help="keep a session with the daemon and run tasks until SIGTERM",
         description="Connect to the daemon, run pushed tasks (highest priority first), reconnect with "
                     "backoff when the connection drops. SIGTERM/SIGINT: start nothing new, let running "
-                    "commands finish (up to --grace), send their results, close, exit 0.",
+                    "commands finish (up to --grace), send their results, close, exit 0. "
+                    "TLS files given here replace those stored at enrollment, for this process.",
     )
     p.add_argument("--commands", default=None, metavar="MODULE:ATTR",
                    help="an Agent instance whose commands are served besides the built-ins "

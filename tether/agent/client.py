@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ from .journal import Identity, Journal
 from .logfmt import EventLog
 from .runner import Runner
 from .sdk import Agent, Command
+from .tls import TLSFiles, client_context, explain
 
 FATAL_CODES: dict[int, str] = {
     ErrorCode.UNAUTHORIZED: "the daemon does not accept this agent's credentials; enroll again "
@@ -132,6 +134,10 @@ class _SessionEnd:
 class AgentClient:
     """Serve ``agent``'s commands (plus the built-ins) for the identity in ``journal``.
 
+    ``tls``: the CA and client certificate for a wss:// daemon; ``None``, the ones the
+    identity was enrolled with. They are loaded when :meth:`run` starts, which raises
+    :class:`~tether.agent.tls.TLSFileError` for a bad one.
+
     ``run()`` returns after :meth:`stop` and a clean close (1000), raises
     :class:`FatalSessionError` on 4010/4020/4002, and never returns otherwise. The journal
     is not closed by the client.
@@ -153,8 +159,11 @@ class AgentClient:
         platform: str | None = None,
         rand: Callable[[], float] = random.random,
         log: EventLog | None = None,
+        tls: TLSFiles | None = None,
     ) -> None:
         self._journal = journal
+        self._tls_files = tls
+        self._ssl: ssl.SSLContext | None = None
         commands: dict[str, Command] = dict(BUILTINS.commands) if builtins else {}
         if agent is not None:
             commands.update(agent.commands)  # the user's commands win over built-ins
@@ -194,6 +203,7 @@ class AgentClient:
         identity = self._journal.identity()
         if identity is None:
             raise NotEnrolledError()
+        self._ssl = client_context(identity.server, identity.tls if self._tls_files is None else self._tls_files)
         self._log = self._base_log.bind(agent_id=identity.agent_id)
         self._runner.log = self._log
         for delivery_id, run in self._journal.recover():
@@ -220,7 +230,8 @@ class AgentClient:
             try:
                 end = await self._session(identity)
             except (OSError, TimeoutError, InvalidHandshake) as exc:
-                self._log.warning("connect_failed", server=identity.server, error=_describe(exc))
+                self._log.warning("connect_failed", server=identity.server, error=_describe(exc),
+                                  hint=explain(exc, identity.server))
                 end = _SessionEnd()
             except ConnectionClosed as exc:
                 end = _ended(exc, welcomed=False)
@@ -251,6 +262,7 @@ class AgentClient:
             compression=None,  # small MessagePack frames; deflate costs ~100 KiB per session
             max_size=host.MAX_FRAME_BYTES,
             user_agent_header=host.USER_AGENT,
+            ssl=self._ssl,
         ) as ws:
             holding, holding_runs = split_refs(self._journal.holding())
             hello = Hello(

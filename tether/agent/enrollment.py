@@ -18,6 +18,7 @@ from tether.protocol import MSGPACK, PROTOCOL_VERSION, Enroll, Enrolled, Error, 
 
 from . import host
 from .journal import Identity
+from .tls import TLSFiles, client_context
 
 
 class EnrollmentError(Exception):
@@ -39,20 +40,25 @@ async def enroll(
     hostname: str | None = None,
     platform: str | None = None,
     handshake_timeout: float = 10.0,
+    tls: TLSFiles | None = None,
 ) -> Identity:
-    """Enroll with the daemon at ``server``; the :class:`Identity` to store in the journal.
+    """Enroll with the daemon at ``server``; the :class:`Identity` to store in the journal,
+    with ``tls`` (the files a wss:// daemon is reached with, kept for ``run``).
 
     Raises :class:`EnrollmentError` if the daemon refuses, ``OSError`` / ``TimeoutError`` /
-    ``websockets.exceptions.InvalidHandshake`` if it cannot be reached.
+    ``websockets.exceptions.InvalidHandshake`` if it cannot be reached (``ssl.SSLError``, an
+    ``OSError``, if TLS fails), :class:`~tether.agent.tls.TLSFileError` for a bad TLS file.
     """
     frame = Enroll(
         version=PROTOCOL_VERSION, key=key, machine_uuid=machine_uuid, tags=list(tags),
         hostname=hostname if hostname is not None else host.hostname(),
         platform=platform if platform is not None else host.platform_name(),
     )
+    tls = tls or TLSFiles()
+    context = client_context(server, tls)
     async with connect(
         server, open_timeout=handshake_timeout, compression=None, max_size=host.MAX_FRAME_BYTES,
-        user_agent_header=host.USER_AGENT,
+        user_agent_header=host.USER_AGENT, ssl=context,
     ) as ws:
         await ws.send(MSGPACK.encode(frame))
         try:
@@ -68,7 +74,7 @@ async def enroll(
         raise EnrollmentError(0, "unexpected_frame", f"expected enrolled, got {type(answer).__name__}")
     return Identity(
         server=server, agent_id=answer.agent_id, token=answer.token,
-        machine_uuid=machine_uuid, tags=tuple(answer.tags),
+        machine_uuid=machine_uuid, tags=tuple(answer.tags), tls=tls,
     )
 
 

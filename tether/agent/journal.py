@@ -49,6 +49,7 @@ from typing import Literal
 from tether.protocol import MSGPACK, Result, Task
 
 from .journal_schema import SCHEMA_VERSION, migrate
+from .tls import TLSFiles
 
 JOURNAL_FILE = "journal.sqlite"
 DAY = 86_400
@@ -78,6 +79,8 @@ class Identity:
     token: str = field(repr=False)
     machine_uuid: str = ""
     tags: tuple[str, ...] = ()
+    tls: TLSFiles = field(default_factory=TLSFiles)
+    """The CA and client certificate given at enrollment, for a wss:// daemon."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,11 +184,13 @@ class Journal:
 
     def identity(self) -> Identity | None:
         row = self._db.execute(
-            "SELECT server, agent_id, token, machine_uuid, tags FROM identity WHERE id = 1"
+            "SELECT server, agent_id, token, machine_uuid, tags, ca_file, cert_file, key_file "
+            "FROM identity WHERE id = 1"
         ).fetchone()
         if row is None:
             return None
-        return Identity(row[0], row[1], row[2], row[3], tuple(json.loads(row[4])))
+        tls = TLSFiles(row[5], row[6], row[7])
+        return Identity(row[0], row[1], row[2], row[3], tuple(json.loads(row[4])), tls)
 
     def set_identity(self, identity: Identity) -> int:
         """Store the identity from enrollment. If it names another agent or daemon, the old
@@ -197,10 +202,11 @@ class Journal:
             if old is not None and tuple(old) != (identity.server, identity.agent_id):
                 dropped = db.execute("DELETE FROM deliveries").rowcount
             db.execute(
-                "INSERT OR REPLACE INTO identity (id, server, agent_id, token, machine_uuid, tags, enrolled_at) "
-                "VALUES (1, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO identity (id, server, agent_id, token, machine_uuid, tags, enrolled_at, "
+                "ca_file, cert_file, key_file) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (identity.server, identity.agent_id, identity.token, identity.machine_uuid,
-                 json.dumps(list(identity.tags)), self._clock()),
+                 json.dumps(list(identity.tags)), self._clock(),
+                 identity.tls.ca, identity.tls.cert, identity.tls.key),
             )
         return dropped
 

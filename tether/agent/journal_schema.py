@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 2
-"""``PRAGMA user_version``. 1: keyed by delivery id; 2: keyed by (delivery id, run)."""
+SCHEMA_VERSION = 3
+"""``PRAGMA user_version``. 1: keyed by delivery id; 2: keyed by (delivery id, run);
+3: the identity names the TLS files of a wss:// daemon."""
 
 _DELIVERIES = """
 CREATE TABLE {name} (
@@ -44,7 +45,10 @@ CREATE TABLE IF NOT EXISTS identity (
     token TEXT NOT NULL,
     machine_uuid TEXT NOT NULL DEFAULT '',
     tags TEXT NOT NULL DEFAULT '[]',
-    enrolled_at REAL NOT NULL
+    enrolled_at REAL NOT NULL,
+    ca_file TEXT NOT NULL DEFAULT '',
+    cert_file TEXT NOT NULL DEFAULT '',
+    key_file TEXT NOT NULL DEFAULT ''
 );
 """ + _DELIVERIES.format(name="deliveries") + ";" + _INDEXES
 
@@ -53,13 +57,18 @@ def _statements(script: str) -> list[str]:
     return [part for part in script.split(";") if part.strip()]
 
 
+_TLS_COLUMNS = ("ca_file", "cert_file", "key_file")
+
+
 def migrate(db: sqlite3.Connection, version: int) -> None:
     """Bring a journal from schema ``version`` to :data:`SCHEMA_VERSION`, inside the
-    caller's transaction (a failure leaves the file as it was)."""
+    caller's transaction (a failure leaves the file as it was), one version at a time."""
     if version == 0:  # a new file
         for statement in _statements(_SCHEMA):
             db.execute(statement)
         return
+    if version not in (1, 2):
+        raise RuntimeError(f"journal schema {version} is not one this tether-agent can migrate")
     if version == 1:
         # SQLite cannot change a primary key: build the v2 table, copy, drop, rename
         # (sqlite.org/lang_altertable.html, "Making Other Kinds Of Table Schema Changes").
@@ -71,5 +80,6 @@ def migrate(db: sqlite3.Connection, version: int) -> None:
         db.execute("ALTER TABLE deliveries_v2 RENAME TO deliveries")
         for statement in _statements(_INDEXES):
             db.execute(statement)
-        return
-    raise RuntimeError(f"journal schema {version} is not one this tether-agent can migrate")
+    # 2 -> 3: an agent enrolled before knew no TLS files ("": the system's CA store).
+    for column in _TLS_COLUMNS:
+        db.execute(f"ALTER TABLE identity ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
