@@ -8,6 +8,7 @@ tetherctl turns it into.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -68,6 +69,34 @@ class SessionClosed(DaemonError):
     exit_code = EXIT_CONNECT
 
 
+def client_context(url: str, ca_file: str | None) -> ssl.SSLContext | None:
+    """The ``ssl`` argument for ``url``: ``None`` for ws://; for wss://, a context that
+    verifies the daemon's certificate against ``ca_file`` (a private CA) or, without one,
+    the system's store. TLS 1.2 at least. A file that cannot be used is a :class:`ConsoleError`."""
+    if not url.startswith("wss://"):
+        if ca_file:
+            raise ConsoleError(f"--ca (or TETHER_CA) is for wss:// URLs; {url} is not one")
+        return None
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file or None)
+    except OSError as exc:  # ssl.SSLError too
+        reason = exc.reason if isinstance(exc, ssl.SSLError) else exc.strerror
+        raise ConsoleError(f"cannot use CA file {ca_file} (--ca or TETHER_CA): {reason or exc}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def _connect_failure(exc: BaseException, url: str) -> str:
+    """Why connecting failed, in words; where TLS may be why, what to do about it."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"the daemon's certificate was not accepted ({exc.verify_message}); "
+                "if a private CA signed it, pass --ca FILE or set TETHER_CA")
+    text = str(exc) or type(exc).__name__
+    if url.startswith("ws://") and isinstance(exc.__cause__, EOFError):
+        text += " (if tetherd serves TLS, use a wss:// URL)"
+    return text
+
+
 def _error_from_frame(frame: Error) -> DaemonError:
     kind = SessionClosed if frame.code >= 4000 else RequestError
     return kind(frame.code, frame.name, frame.message)
@@ -97,10 +126,13 @@ class ConsoleClient:
     owned by the client and ended by :meth:`close`, hands each answer to its caller by id.
     """
 
-    def __init__(self, url: str, token: str, *, open_timeout: float = OPEN_TIMEOUT) -> None:
+    def __init__(self, url: str, token: str, *, open_timeout: float = OPEN_TIMEOUT,
+                 ca_file: str | None = None) -> None:
         self.url = url
         self.token = token
         self.open_timeout = open_timeout
+        self.ca_file = ca_file
+        """PEM CA certificates to trust for a wss:// daemon instead of the system's store."""
         self.welcome: Welcome | None = None
         self._ws: ClientConnection | None = None
         self._last_id = 0
@@ -109,11 +141,12 @@ class ConsoleClient:
         self._ended: DaemonError | None = None
 
     async def __aenter__(self) -> ConsoleClient:
+        context = client_context(self.url, self.ca_file)
         try:
             # Results (task.list of a large fleet) may exceed websockets' 1 MiB default.
-            self._ws = await connect(self.url, open_timeout=self.open_timeout, max_size=None)
+            self._ws = await connect(self.url, open_timeout=self.open_timeout, max_size=None, ssl=context)
         except (OSError, TimeoutError, WebSocketException) as exc:
-            raise CannotConnect(self.url, str(exc) or type(exc).__name__) from None
+            raise CannotConnect(self.url, _connect_failure(exc, self.url)) from None
         try:
             async with asyncio.timeout(self.open_timeout):
                 await self._send(Hello(role="console", version=PROTOCOL_VERSION, token=self.token))
