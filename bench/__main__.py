@@ -6,6 +6,7 @@
     python -m bench idle           [--agents 10000]                      [--procs 2]
     python -m bench create         [--agents 10000]  [--per-agent 200]   [--procs 2]
     python -m bench timers         [--agents 1000000]    (pending wheel entries)
+    python -m bench soak           [--agents 1000]   [--minutes 10] [--rate 200] [--procs 4]  (one repeat)
     python -m bench mqtt-drain | mqtt-reconnect      (Mosquitto + paho-mqtt, same workloads)
     python -m bench ws-drain | ws-reconnect | ws-storm | ws-idle   (raw-websockets baseline)
     python -m bench compare        [--only drain,reconnect,...]   (tether and its peers, ratios)
@@ -37,13 +38,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _minutes(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 24 * 60:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 1440, not {value:g}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", choices=[*sorted(SCENARIOS), "compare"])
     p.add_argument("--agents", type=_positive, help="simulated agents (timers: wheel entries)")
     p.add_argument("--per-agent", type=int, help="queued echo tasks per agent (drain 20000, reconnect 20)")
-    p.add_argument("--repeat", type=_positive, default=3, help="runs, each on a fresh server (default 3)")
+    p.add_argument("--repeat", type=_positive, help="runs, each on a fresh server (default 3; soak 1)")
     p.add_argument("--procs", type=_positive, help="client worker processes (drain 1, others 2)")
     p.add_argument("--window", type=_positive, help="tetherd's window setting (default: tetherd's own, 32)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
@@ -55,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="record tetherd with py-spy during the first repeat (.svg flamegraph, .txt collapsed "
                         "stacks, .json speedscope)")
     p.add_argument("--only", help="compare: the groups to run, comma-separated (default all)")
+    p.add_argument("--minutes", type=_minutes, help="soak: minutes tasks flow (default 10)")
+    p.add_argument("--rate", type=_positive, help="soak: tasks created per second (default 200)")
     return p
 
 
@@ -101,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     limit = raise_fd_limit()
     started = time.strftime("%Y%m%d-%H%M%S")
+    if args.repeat is None:
+        args.repeat = SCENARIOS.get(args.scenario, {}).get("repeat", 3)
     if args.scenario == "compare":
         from .compare import run_compare
 
@@ -125,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     path = args.json or RESULTS / f"{name}-{started}.json"
     report.write_json(path, doc)
     print(f"\nwrote {path}")
+    failed = [i + 1 for i, r in enumerate(repeats) if r.get("verdict") == "FAIL"]
+    if failed:
+        print(f"{name}: FAIL in repeat(s) {failed}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -9,6 +9,7 @@ from .mqtt_scenarios import MQTT_SCENARIOS
 from .polls import run_polls
 from .scenarios import HEADLINES as DELIVERY_HEADLINES
 from .scenarios import SCENARIOS as DELIVERY_SCENARIOS
+from .soak import run_soak
 from .timers import run_timers
 
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -20,6 +21,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "polls": {"run": run_polls, "agents": 200, "per_agent": 90, "procs": 2, "arg_bytes": 0,
               "what": "polling commands: --agents x --per-agent sequences, each run every 10 s "
                       "(~100,000 runs a minute by default: 18,000 sequences); tetherd CPU over one minute"},
+    "soak": {"run": run_soak, "agents": 1000, "per_agent": 0, "procs": 4, "arg_bytes": 0, "minutes": 10.0,
+             "rate": 200, "repeat": 1,
+             "what": "tasks flowing for --minutes at --rate a second (single agents, tags, all) while seeded agents "
+                     "are cut off and reconnect: tetherd RSS start / end / peak against a bound, errors, all done"},
     "timers": {"run": run_timers, "agents": 1_000_000, "per_agent": 0, "procs": 1, "arg_bytes": 0,
                "what": "the timer wheel with --agents pending entries (bench/timers_wheel.py, own process)"},
 }
@@ -31,6 +36,8 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "create": ("single_tasks_per_s", "create_latency_p50_ms", "fanout_committed_s", "fanout_pushed_s",
                "fanout_done_s", "errors"),
     "polls": ("runs_per_minute", "tetherd_cpu_percent", "tetherd_cpu_ms_per_run", "asyncio_tasks_peak"),
+    "soak": ("verdict", "deliveries_created", "deliveries_done", "errors", "rss_start_mib", "rss_end_mib",
+             "rss_peak_mib", "rss_bound_mib", "cuts"),
     "timers": ("wheel_rss_mib", "wheel_traced_mib", "tick_idle_us", "tick_1000_due_ms"),
 }
 

@@ -17,6 +17,10 @@ client code is not wrapped or patched:
   its result was put in the outbox and sent.
 
 Times are ``time.monotonic()`` (CLOCK_MONOTONIC, the same clock in every process).
+
+With a :class:`~bench.churn.Churn` (the soak), every agent of a worker connects through
+that worker's relay (:mod:`bench.churn`), which cuts seeded agents' connections abruptly
+between :meth:`Fleet.start_churn` and :meth:`Fleet.stop_churn`.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from tether.agent import Agent
 from tether.agent.client import AgentClient, FatalSessionError
 from tether.agent.journal import Identity, Journal
 from tether.agent.logfmt import LOGGER, EventLog
+
+from .churn import Churn, Relay
 
 BARRIER_TIMEOUT = 120.0
 """Seconds for every worker to build its clients and reach the start line."""
@@ -122,12 +128,18 @@ def _load_commands(spec: str | None) -> Agent | None:
 
 
 async def _run_agents(identities: Sequence[IdentityTuple], barrier: Any, stop: Any,
-                      max_seconds: float, commands: str | None = None) -> dict[str, Any]:
+                      max_seconds: float, commands: str | None = None,
+                      churn: tuple[Churn, int, Any, Any] | None = None) -> dict[str, Any]:
     problems: collections.Counter[str] = collections.Counter()
     probes: list[AgentProbe] = []
     clients: list[AgentClient] = []
     agent = _load_commands(commands)
-    for server, agent_id, token, machine_uuid, tags in identities:
+    relay: Relay | None = None
+    servers = [ident[0] for ident in identities]
+    if churn is not None and identities:
+        relay = Relay(identities[0][0])
+        servers = await relay.listen(len(identities))
+    for server, (_, agent_id, token, machine_uuid, tags) in zip(servers, identities, strict=True):
         journal = Journal(":memory:")
         journal.set_identity(Identity(server, agent_id, token, machine_uuid, tags))
         probe = AgentProbe(problems)
@@ -148,9 +160,16 @@ async def _run_agents(identities: Sequence[IdentityTuple], barrier: Any, stop: A
     go = time.monotonic()
     cpu_go = _cpu_seconds()
     tasks = [asyncio.create_task(run(c)) for c in clients]
+    cutter = None
+    if relay is not None and churn is not None:
+        spec, index, churn_go, churn_stop = churn
+        cutter = asyncio.create_task(relay.churn(spec, index, len(clients), churn_go, churn_stop, max_seconds))
     stopped = await asyncio.to_thread(stop.wait, max_seconds)  # the parent stops us; this bounds it
     cpu_stop = _cpu_seconds()
     stopped_at = time.monotonic()
+    if cutter is not None:
+        cutter.cancel()
+        await asyncio.wait([cutter])
     for client in clients:
         client.stop()
     _, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
@@ -158,6 +177,8 @@ async def _run_agents(identities: Sequence[IdentityTuple], barrier: Any, stop: A
         task.cancel()
     if pending:
         await asyncio.wait(pending, timeout=STOP_TIMEOUT)
+    if relay is not None:
+        await relay.close()
     crashed = [repr(t.exception()) for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
     return {
         "go": go,
@@ -174,18 +195,21 @@ async def _run_agents(identities: Sequence[IdentityTuple], barrier: Any, stop: A
         "fatal": fatal,
         "crashed": crashed,
         "not_stopped": len(pending),
+        "sessions": [c.sessions for c in clients],
+        **(relay.figures() if relay is not None else {}),
     }
 
 
 def _worker(index: int, identities: list[IdentityTuple], barrier: Any, stop: Any, out: Any,
-            max_seconds: float, commands: str | None = None) -> None:
+            max_seconds: float, commands: str | None = None,
+            churn: tuple[Churn, int, Any, Any] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format=f"bench-worker-{index} %(levelname)s %(message)s")
     try:
         import uvloop
     except ImportError:
-        result = asyncio.run(_run_agents(identities, barrier, stop, max_seconds, commands))
+        result = asyncio.run(_run_agents(identities, barrier, stop, max_seconds, commands, churn))
     else:
-        result = uvloop.run(_run_agents(identities, barrier, stop, max_seconds, commands))
+        result = uvloop.run(_run_agents(identities, barrier, stop, max_seconds, commands, churn))
     out.put((index, result))
 
 
@@ -205,6 +229,9 @@ class Fleet:
     stops them much earlier)."""
     commands: str | None = None
     """``module:attr`` of an :class:`~tether.agent.Agent` served besides the built-ins."""
+    churn: Churn | None = None
+    """Connect through relays that cut seeded agents' connections (:mod:`bench.churn`),
+    between :meth:`start_churn` and :meth:`stop_churn`."""
     _ctx: Any = field(init=False, repr=False)
     _workers: list[Any] = field(init=False, default_factory=list)
 
@@ -214,6 +241,8 @@ class Fleet:
         self._barrier = self._ctx.Barrier(self.procs + 1)
         self._stop = self._ctx.Event()
         self._out = self._ctx.Queue()
+        self._churn_go = self._ctx.Event()
+        self._churn_stop = self._ctx.Event()
 
     def start(self) -> None:
         chunks: list[list[IdentityTuple]] = [[] for _ in range(self.procs)]
@@ -221,8 +250,9 @@ class Fleet:
             chunks[i % self.procs].append(
                 (ident.server, ident.agent_id, ident.token, ident.machine_uuid, tuple(ident.tags)))
         for index, chunk in enumerate(chunks):
+            churn = None if self.churn is None else (self.churn, index, self._churn_go, self._churn_stop)
             proc = self._ctx.Process(target=_worker, args=(index, chunk, self._barrier, self._stop, self._out,
-                                                           self.max_seconds, self.commands),
+                                                           self.max_seconds, self.commands, churn),
                                      name=f"bench-fleet-{index}", daemon=True)
             proc.start()
             self._workers.append(proc)
@@ -238,6 +268,14 @@ class Fleet:
             raise FleetError(f"not every fleet worker reached the start line within {BARRIER_TIMEOUT:g} s "
                              "(see its traceback above)") from None
         return time.monotonic()
+
+    def start_churn(self) -> None:
+        """The workers' relays start cutting (no-op without :attr:`churn`)."""
+        self._churn_go.set()
+
+    def stop_churn(self) -> None:
+        """The relays cut no more (their next check, within 0.25 s)."""
+        self._churn_stop.set()
 
     def alive(self) -> bool:
         return all(w.is_alive() for w in self._workers)
@@ -266,6 +304,7 @@ class Fleet:
     def close(self) -> None:
         """Make sure every worker is gone (idempotent)."""
         self._stop.set()
+        self._churn_stop.set()
         self._barrier.abort()  # a worker still at the start line gives up
         for w in self._workers:
             w.join(timeout=STOP_TIMEOUT)

@@ -59,6 +59,10 @@ class Options:
     """Record tetherd with py-spy during the measured phase (written to this file)."""
     server: str = "tether"
     """``tether`` (a real tetherd) or ``ws`` (the raw-websockets baseline, nothing stored)."""
+    minutes: float = 0.0
+    """``soak`` only: how long tasks flow."""
+    rate: int = 0
+    """``soak`` only: tasks created per second."""
 
 
 class BenchError(Exception):
