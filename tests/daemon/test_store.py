@@ -20,8 +20,9 @@ async def test_bootstrap_once_and_tokens_are_hashed(store: SQLiteStore, tmp_path
     assert first is not None
     token, key = first
     assert await store.bootstrap(NOW) is None
-    assert await store.admin_role(token) == "admin"
-    assert await store.admin_role(token + "x") is None
+    login = await store.admin_login(token)
+    assert login is not None and login[1] == "admin"
+    assert await store.admin_login(token + "x") is None
     if store.path is not None:
         await store.flush()
         raw = store.path.read_bytes() + (store.path.with_name("t.sqlite-wal").read_bytes()

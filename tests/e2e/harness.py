@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -121,7 +122,7 @@ class Tetherd:
             args += ["--config", str(config)]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
         self.log = LogWatcher(self.proc.stderr, "tetherd")
-        m = self.log.wait_for(r"event=listening url=(ws://\S+)")
+        m = self.log.wait_for(r"event=listening url=(wss?://\S+)")
         self.url = m.group(1)
         self.port = int(self.url.rsplit(":", 1)[1])
         if not self.admin_token:
@@ -178,10 +179,12 @@ class AgentProc:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log: LogWatcher | None = None
 
-    def enroll(self, *tags: str, key: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def enroll(self, *tags: str, key: str | None = None, check: bool = True,
+               extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        """``extra``: more options, e.g. TLS files (``--ca FILE``)."""
         args = [str(BIN / "tether-agent"), "enroll", "--server", self.tetherd.url,
                 "--key", key or self.tetherd.enroll_key, "--state-dir", str(self.state_dir),
-                "--machine-uuid", f"test-machine-{self.name}-{os.getpid()}", "--json"]
+                "--machine-uuid", f"test-machine-{self.name}-{os.getpid()}", "--json", *extra]
         for tag in tags:
             args += ["--tag", tag]
         proc = subprocess.run(args, capture_output=True, text=True, env=self.env, timeout=30)
@@ -190,12 +193,14 @@ class AgentProc:
             self.agent_id = json.loads(proc.stdout)["agent_id"]
         return proc
 
-    def start(self, *extra: str) -> None:
+    def start(self, *extra: str, wait: bool = True) -> None:
+        """Start ``tether-agent run``; with ``wait``, return once its session is open."""
         args = [str(BIN / "tether-agent"), "run", "--state-dir", str(self.state_dir),
                 "--commands", f"{COMMANDS}:agent", *extra]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env)
         self.log = LogWatcher(self.proc.stderr, f"agent-{self.name}")
-        self.log.wait_for(r"session_open")
+        if wait:
+            self.log.wait_for(r"session_open")
 
     def kill(self, sig: int = signal.SIGKILL) -> int:
         assert self.proc is not None and self.log is not None
@@ -213,6 +218,20 @@ class AgentProc:
                               capture_output=True, text=True, env=self.env, timeout=30)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+    def identity(self) -> dict[str, str]:
+        """The agent id and token the agent keeps in its journal (as a thief of the file would)."""
+        conn = sqlite3.connect(self.state_dir / "journal.sqlite")
+        try:
+            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+                if "token" in cols and "agent_id" in cols:
+                    row = conn.execute(f"SELECT agent_id, token FROM {table}").fetchone()
+                    return {"agent_id": row[0], "token": row[1]}
+        finally:
+            conn.close()
+        raise AssertionError("no identity in the agent journal")
 
     def runs(self) -> list[dict[str, Any]]:
         """Every execution the agent's test commands recorded, in order."""

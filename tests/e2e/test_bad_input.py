@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -53,6 +54,44 @@ def assert_still_serving(tetherd: Tetherd, agent: AgentProc) -> None:
     assert tetherd.ctl("wait", str(task_id), "--timeout", "30")[0] == 0
     assert tetherd.log is not None
     assert "Traceback" not in tetherd.log.text()
+
+
+REPORT = {
+    "test_bad_frames_in_a_console_session": (
+        "a malformed, unknown-tag, wrongly typed or out-of-place frame in a console session",
+        "the registered code (1100-1103) and message; the session stays usable"),
+    "test_bad_requests_get_registered_codes": (
+        "a console request with an unknown method, bad params or unknown ids, a bad action object",
+        "the registered code (1200-1302), ref = the request id"),
+    "test_unknown_command_for_an_agent_that_announced_its_commands": (
+        "a task for a command its agent does not serve", "1303, naming the commands it serves"),
+    "test_tetherctl_reports_bad_input_without_traceback": (
+        "tetherctl given bad JSON, an unknown action, unknown agent and tag", "exit 2 with the code, no traceback"),
+    "test_wrong_or_missing_console_token": ("a console hello with a wrong, empty or missing token", "closed 4010"),
+    "test_wrong_agent_token_and_unknown_agent": ("an agent hello with a wrong token, unknown id, no id",
+                                                 "closed 4010"),
+    "test_first_frame_must_be_hello": ("a first frame that is not hello/enroll, or garbage", "closed 4001"),
+    "test_unsupported_protocol_version": ("a hello with protocol version 99", "closed 4002, the message names it"),
+    "test_oversized_frame_closes_with_1009": ("a 2 MB frame (limit 1 MiB)", "closed 1009"),
+    "test_unknown_and_expired_enrollment_keys": ("an unknown enrollment key; an expired one",
+                                                 "closed 4011 / 4012, enroll exits non-zero"),
+    "test_second_session_for_the_same_agent_replaces_the_first": (
+        "a clone of an agent's identity connects", "the older session is closed 4020 and its agent stops"),
+    "test_agent_cannot_report_on_someone_elses_delivery": (
+        "an agent posts a result for another agent's delivery, sends a console request",
+        "1403 each, the delivery untouched"),
+    "test_silent_client_is_closed_after_the_handshake_timeout": (
+        "a client that opens the WebSocket and never sends hello", "closed 4003 after handshake_timeout"),
+    "test_client_that_never_finishes_the_http_handshake_is_closed": (
+        "a TCP client that sends half an HTTP upgrade request and stops", "closed after handshake_timeout"),
+    "test_viewer_token_reads_but_cannot_change_anything": ("a viewer token creating and cancelling tasks", "1403"),
+}
+
+
+@pytest.fixture(autouse=True)
+def _report(request: pytest.FixtureRequest, fault_log: Callable[..., None]) -> None:
+    fault, invariant = REPORT[request.node.originalname]  # each parametrized case is one try
+    fault_log("Hostile input", fault, 1, invariant + "; the daemon serves an agent afterwards, no traceback")
 
 
 @pytest.fixture
@@ -221,7 +260,7 @@ def test_agent_cannot_report_on_someone_elses_delivery(
     task_id = tetherd.task("record", "--agent", other.agent_id)
     delivery_id = tetherd.show(task_id)["deliveries"][0]["delivery_id"]
     healthy.kill(signal.SIGKILL)
-    ident = _identity(healthy)
+    ident = healthy.identity()
     with connect(tetherd.url) as ws:
         ws.send(MSGPACK.encode(Hello(role="agent", version=PROTOCOL_VERSION, token=ident["token"],
                                      agent_id=healthy.agent_id)))
@@ -238,20 +277,6 @@ def test_agent_cannot_report_on_someone_elses_delivery(
     healthy.start()
 
 
-def _identity(agent: AgentProc) -> dict[str, str]:
-    conn = sqlite3.connect(agent.state_dir / "journal.sqlite")
-    try:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        for table in tables:
-            cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-            if "token" in cols and "agent_id" in cols:
-                row = conn.execute(f"SELECT agent_id, token FROM {table}").fetchone()
-                return {"agent_id": row[0], "token": row[1]}
-    finally:
-        conn.close()
-    raise AssertionError("no identity in the agent journal")
-
-
 def test_silent_client_is_closed_after_the_handshake_timeout(tmp_path: Path, env: dict[str, str]) -> None:
     daemon = Tetherd(tmp_path / "data", env, settings={**TEST_SETTINGS, "handshake_timeout": 0.5})
     daemon.start()
@@ -261,6 +286,21 @@ def test_silent_client_is_closed_after_the_handshake_timeout(tmp_path: Path, env
             err, code = closed_with(ws)
         assert code == 4003 and err.code == 4003
         assert time.monotonic() - started < 5
+    finally:
+        daemon.kill(signal.SIGTERM)
+
+
+def test_client_that_never_finishes_the_http_handshake_is_closed(tmp_path: Path, env: dict[str, str]) -> None:
+    daemon = Tetherd(tmp_path / "data", env, settings={**TEST_SETTINGS, "handshake_timeout": 0.5})
+    daemon.start()
+    try:
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")  # and no more
+            started = time.monotonic()
+            while sock.recv(4096):  # tetherd may answer before closing; EOF is the close
+                pass
+        assert time.monotonic() - started < 5
+        assert daemon.ctl("agents")[0] == 0
     finally:
         daemon.kill(signal.SIGTERM)
 

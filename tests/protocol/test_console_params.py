@@ -46,6 +46,16 @@ from tether.protocol.console import METHODS, parse_params
         ("schedule.pause", {"name": "every5"}, rpc.ScheduleName(name="every5")),
         ("schedule.resume", {"name": "every5"}, rpc.ScheduleName(name="every5")),
         ("schedule.rm", {"name": "every5"}, rpc.ScheduleName(name="every5")),
+        ("token.create", {}, rpc.TokenCreate(role="operator")),
+        ("token.create", {"role": "viewer", "label": "ci"}, rpc.TokenCreate(role="viewer", label="ci")),
+        ("token.list", {}, rpc.Nothing()),
+        ("token.revoke", {"token_id": 2}, rpc.TokenId(token_id=2)),
+        ("key.create", {}, rpc.KeyCreate()),
+        ("key.create", {"tags": ["web"], "expires_in": 3600.0, "uses": 3},
+         rpc.KeyCreate(tags=["web"], expires_in=3600.0, uses=3)),
+        ("key.list", {}, rpc.Nothing()),
+        ("key.revoke", {"key_id": 2}, rpc.KeyId(key_id=2)),
+        ("agent.revoke", {"agent_id": "a1"}, rpc.AgentRevoke(agent_id="a1")),
     ],
 )
 def test_valid_params(method: str, params: dict[str, Any], expected: rpc.Params) -> None:
@@ -62,7 +72,8 @@ def test_defaults() -> None:
 def test_every_method_is_tested() -> None:
     assert set(METHODS) == {"agents.list", "tag.add", "tag.rm", "task.create", "task.list", "task.get",
                             "task.wait", "task.cancel", "schedule.add", "schedule.list", "schedule.get",
-                            "schedule.pause", "schedule.resume", "schedule.rm"}
+                            "schedule.pause", "schedule.resume", "schedule.rm", "token.create", "token.list",
+                            "token.revoke", "key.create", "key.list", "key.revoke", "agent.revoke"}
 
 
 def test_unknown_method_names_the_known_ones() -> None:
@@ -70,9 +81,10 @@ def test_unknown_method_names_the_known_ones() -> None:
         parse_params("task.delete", {})
     assert caught.value.code is ErrorCode.UNKNOWN_METHOD
     assert caught.value.message == (
-        "unknown method 'task.delete' (known: action, agents.list, schedule.add, schedule.get, schedule.list, "
-        "schedule.pause, schedule.resume, schedule.rm, tag.add, tag.rm, task.cancel, "
-        "task.create, task.get, task.list, task.wait)"
+        "unknown method 'task.delete' (known: action, agent.revoke, agents.list, key.create, key.list, "
+        "key.revoke, schedule.add, schedule.get, schedule.list, schedule.pause, schedule.resume, schedule.rm, "
+        "tag.add, tag.rm, task.cancel, task.create, task.get, task.list, task.wait, token.create, token.list, "
+        "token.revoke)"
     )
 
 
@@ -125,6 +137,14 @@ def test_unknown_method_names_the_known_ones() -> None:
         ("schedule.add", {"name": "a b", "command": "x", "all": True, "every": 60.0}, "invalid schedule name"),
         ("schedule.get", {"name": ""}, "invalid schedule name ''"),
         ("schedule.rm", {"name": "x" * 129}, "1-128 characters"),
+        ("token.create", {"role": "root"}, "Invalid enum value 'root'"),
+        ("token.create", {"label": "x" * 201}, "label is longer than 200"),
+        ("token.revoke", {"token_id": "1"}, "Expected `int`, got `str`"),
+        ("key.create", {"tags": ["a b"]}, "no spaces"),
+        ("key.create", {"expires_in": 0}, "expires_in must be more than 0"),
+        ("key.create", {"uses": 0}, "uses must be a whole number"),
+        ("key.revoke", {}, "missing required field `key_id`"),
+        ("agent.revoke", {}, "missing required field `agent_id`"),
     ],
 )
 def test_invalid_params(method: str, params: dict[str, Any], message: str) -> None:
@@ -161,8 +181,14 @@ def test_task_list_unknown_state_names_the_known_ones() -> None:
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_roles(method: str) -> None:
-    for role in ("operator", "admin"):
-        rpc.check_role(role, method)
+    rpc.check_role("admin", method)
+    if method in rpc.ADMIN_METHODS:
+        for role in ("operator", "viewer"):
+            with pytest.raises(ProtocolError) as err:
+                rpc.check_role(role, method)
+            assert err.value.code == ErrorCode.FORBIDDEN and "only an admin token" in err.value.message
+        return
+    rpc.check_role("operator", method)
     if method in rpc.READ_METHODS:
         rpc.check_role("viewer", method)
     else:

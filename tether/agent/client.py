@@ -82,6 +82,10 @@ FATAL_CODES: dict[int, str] = {
 """Session close codes after which reconnecting cannot help, and what to do instead."""
 
 REFUSED_RESULT_CODES = frozenset({ErrorCode.ILLEGAL_TRANSITION, ErrorCode.UNKNOWN_DELIVERY, ErrorCode.FORBIDDEN})
+
+STORAGE_RETRY = 2.0
+"""Seconds before re-sending uncommitted results when the daemon's store refused a write
+(1503) and said no ``retry_after``."""
 """An ``error`` with one of these codes and ``ref`` = a delivery in the outbox: the daemon
 will never take that result; keeping it would re-send it for ever. ``ref`` names no run,
 so every unconfirmed result of the delivery is dropped (there is at most one: see
@@ -183,6 +187,8 @@ class AgentClient:
         self._arrivals: list[Task] = []
         self._flush_scheduled = False
         self._last_prune = 0.0
+        self._resend: asyncio.TimerHandle | None = None
+        """A re-send of the outbox, due after the daemon's store refused a write (1503)."""
         self.sessions = 0
         """How many sessions were welcomed so far."""
         self._runner = Runner(
@@ -431,13 +437,29 @@ class AgentClient:
             self._log.warning("unexpected_frame", frame=type(frame).__name__)
 
     def _on_error(self, frame: Error) -> None:
-        if frame.ref is not None and frame.code in REFUSED_RESULT_CODES and (dropped := self._journal.refuse(frame.ref)):
+        if frame.code == ErrorCode.STORAGE_UNAVAILABLE:
+            # The daemon could not store a report (disk full, database locked): the results
+            # are still in the outbox; send them again once it has had time to recover.
+            self._log.warning("daemon_storage_unavailable", error=frame.message, retry_after=frame.retry_after)
+            if self._resend is None:
+                self._resend = asyncio.get_running_loop().call_later(
+                    frame.retry_after or STORAGE_RETRY, self._resend_outbox)
+        elif frame.ref is not None and frame.code in REFUSED_RESULT_CODES and (dropped := self._journal.refuse(frame.ref)):
             self._log.warning("result_refused", delivery_id=frame.ref, results=dropped, code=frame.code,
                               error=frame.message)
         elif frame.code >= 4000:
             self._log.warning("session_error", code=frame.code, name=frame.name, error=frame.message)
         else:
             self._log.warning("daemon_error", code=frame.code, name=frame.name, ref=frame.ref, error=frame.message)
+
+    def _resend_outbox(self) -> None:
+        self._resend = None
+        if self._out is None:
+            return  # no session: the next one sends the outbox first anyway
+        outbox = self._journal.outbox()
+        for blob in outbox:
+            self._emit(blob)
+        self._log.info("results_resent", count=len(outbox))
 
     def _prune(self) -> None:
         now = time.monotonic()

@@ -35,16 +35,26 @@ MAX_REFUSALS_TOLD = 100
 """Error frames sent back for one report: a peer's absurd list never turns into a flood."""
 
 
+STORAGE_RETRY_AFTER = 2.0
+"""Seconds a peer whose write the store refused (1503) is told to wait before trying again."""
+
+
 class Stats:
     """Counters for /metrics."""
 
-    __slots__ = ("frames_in", "frames_out", "pushed", "sessions_total")
+    __slots__ = ("frames_in", "frames_out", "pushed", "sessions_total", "shed", "throttled", "untold")
 
     def __init__(self) -> None:
         self.frames_in = 0
         self.frames_out = 0
         self.pushed = 0
         self.sessions_total: collections.Counter[str] = collections.Counter()
+        self.shed = 0
+        """Connections refused for their address's limit (4029)."""
+        self.throttled = 0
+        """Times a session's reading was paused for its frame budget."""
+        self.untold = 0
+        """Error replies to bad frames not sent because the peer was not reading them."""
 
 
 class Timer(enum.IntEnum):
@@ -121,7 +131,8 @@ class Broker:
         exc = fut.exception()
         if exc is not None:
             log.warning("event=report_failed agent_id=%s error=%r", session.agent_id, exc)
-            session.send_control(error_frame(ProtocolError(ErrorCode.STORAGE_UNAVAILABLE, str(exc))))
+            session.send_control(error_frame(ProtocolError(ErrorCode.STORAGE_UNAVAILABLE, str(exc)),
+                                             retry_after=STORAGE_RETRY_AFTER))
             return
         outcome = fut.result()
         for refusal in outcome.refused[:MAX_REFUSALS_TOLD]:

@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from .. import __version__
 from . import config as config_mod
 from .config import Config, ConfigError
@@ -61,7 +63,8 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _url(config: Config) -> str:
     host = config.host
-    return f"ws://{f'[{host}]' if ':' in host else host}:{config.port}"
+    scheme = "wss" if config.tls_cert else "ws"
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{config.port}"
 
 
 def _write_default_config(config: Config) -> None:
@@ -73,7 +76,8 @@ def _write_default_config(config: Config) -> None:
 async def _open_store(config: Config) -> Any:
     from .store.sqlite import SQLiteStore
 
-    store = SQLiteStore(config.database, synchronous=config.synchronous, max_batch=config.max_batch)
+    store = SQLiteStore(config.database, synchronous=config.synchronous, max_batch=config.max_batch,
+                        max_database_mb=config.max_database_mb)
     await store.open()
     return store
 
@@ -125,18 +129,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvloop
     except ImportError:  # Windows, or a platform without uvloop: plain asyncio
-        return asyncio.run(_serve(config, args.json))
-    return uvloop.run(_serve(config, args.json))
+        return asyncio.run(_serve(config, args.json, lambda: _config(args)))
+    return uvloop.run(_serve(config, args.json, lambda: _config(args)))
 
 
-async def _serve(config: Config, as_json: bool) -> int:
+RELOADABLE = ("max_database_mb", "log_level")
+"""Settings SIGHUP applies to a running tetherd; the others take a restart."""
+
+
+async def _reload(store: Any, config: Config, read: Callable[[], Config], log: logging.Logger) -> Config:
+    """SIGHUP: read the config file again and apply what can change while running."""
+    try:
+        new = read()
+    except ConfigError as exc:
+        log.error("event=reload_failed error=%r (the running settings stay)", str(exc))
+        return config
+    if new.max_database_mb != config.max_database_mb:
+        pages = await store.set_max_database_mb(new.max_database_mb)
+        log.info("event=reloaded setting=max_database_mb value=%d max_pages=%d", new.max_database_mb, pages)
+    if new.log_level != config.log_level:
+        logging.getLogger().setLevel(getattr(logging, new.log_level.upper()))
+        log.info("event=reloaded setting=log_level value=%s", new.log_level)
+    ignored = [name for name in config_mod.FIELDS if name not in RELOADABLE
+               and getattr(new, name) != getattr(config, name)]
+    if ignored:
+        log.warning("event=reload_needs_restart settings=%s", ",".join(ignored))
+    return msgspec.structs.replace(config, **{name: getattr(new, name) for name in RELOADABLE})
+
+
+async def _serve(config: Config, as_json: bool, read_config: Callable[[], Config] | None = None) -> int:
     import anyio
 
     from .broker import Broker
     from .notify import notify, watchdog, watchdog_interval
     from .server import Daemon
+    from .tls import server_context
 
     log = logging.getLogger("tether.daemon")
+    tls = server_context(config)  # a bad certificate file fails here, before the data directory is touched
     store = await _open_store(config)
     first = await store.bootstrap(time.time())
     if first is not None:
@@ -147,7 +177,7 @@ async def _serve(config: Config, as_json: bool) -> int:
     _tune_gc()
     daemon = Daemon(config, broker)
     try:
-        await daemon.start()
+        await daemon.start(tls)
     except OSError as exc:
         await store.close()
         print(f"tetherd: cannot listen on {config.listen}: {exc.strerror or exc}", file=sys.stderr)
@@ -157,16 +187,21 @@ async def _serve(config: Config, as_json: bool) -> int:
             {"admin_token": first[0], "enroll_key": first[1], "url": daemon.url, "data_dir": config.data_dir},
             as_json,
         )
-    log.info("event=listening url=%s data_dir=%s version=%s window=%d", daemon.url, config.data_dir,
-             __version__, config.window)
+    log.info("event=listening url=%s data_dir=%s version=%s window=%d tls=%s", daemon.url, config.data_dir,
+             __version__, config.window, _tls_summary(config))
     notify("READY=1")
     async with anyio.create_task_group() as tg:
         tg.start_soon(broker.run_timers)
         interval = watchdog_interval()
         if interval:
             tg.start_soon(watchdog, interval)
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        hup = getattr(signal, "SIGHUP", None)  # not on Windows
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, *([hup] if hup else [])) as signals:
             async for signum in signals:
+                if signum == hup:
+                    if read_config is not None:
+                        config = await _reload(store, config, read_config, log)
+                    continue
                 log.info("event=draining signal=%s", signal.Signals(signum).name)
                 break
         notify("STOPPING=1")
@@ -175,6 +210,12 @@ async def _serve(config: Config, as_json: bool) -> int:
     await store.close()
     log.info("event=stopped")
     return 0
+
+
+def _tls_summary(config: Config) -> str:
+    if not config.tls_cert:
+        return "off"
+    return "on_agent_client_certs" if config.tls_client_ca else "on"
 
 
 def _tune_gc() -> None:

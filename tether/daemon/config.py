@@ -7,6 +7,7 @@ are refused by name, with a suggestion, so a typo never silently falls back to a
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 import tomllib
 from pathlib import Path
@@ -42,6 +43,39 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """Seconds: the shortest wait between a polling command's runs (XSOAR's 10 s floor; a
     shorter one asked for is raised to it) and the shortest recurring-schedule period."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Re-read on SIGHUP."""
+
+    # -- TLS (DESIGN "Security"; README "TLS"): read at start, a change takes a restart --
+    tls_cert: str = ""
+    """PEM certificate chain (the server's certificate first) to serve wss:// with; "" (the
+    default) serves plain ws://. Needs tls_key."""
+    tls_key: str = ""
+    """PEM private key of tls_cert, without a passphrase."""
+    tls_client_ca: str = ""
+    """PEM CA certificates: when set, agents must present a client certificate signed by one
+    of them (consoles still log in with a token and no certificate)."""
+
+    # -- limits (issue 6: hostile peers, storage faults) ----------------------------------
+    max_sessions_per_address: int = 256
+    """Open connections allowed from one IP address; more are refused with 4029 and a
+    retry_after. 0 turns the limit off. Agents behind one NAT share an address: raise it."""
+    session_limit_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    """Networks the per-address limit does not apply to: a TLS-terminating proxy on the same
+    host makes every connection come from loopback."""
+    max_frames_per_second: float = 50_000.0
+    """Frames one session may send per second, on average (each frame inside a batch
+    counts). Past the burst, tetherd stops reading that session until its budget refills,
+    tells it once with error 1429 and a retry_after, and loses none of its frames."""
+    frame_burst: int = 50_000
+    """Frames a session may send at once above the average rate."""
+    bad_frame_cost: int = 100
+    """A frame answered with an error (malformed, unknown, forbidden ...) counts as this
+    many: a peer sending garbage is slowed long before a well-behaved one."""
+    max_requests_in_flight: int = 256
+    """Console requests one session may have unanswered; tetherd reads no more until one ends."""
+    max_database_mb: int = 0
+    """Cap on the database file, in MiB (0: none but the disk). When it is reached, new work
+    is refused with 1503 while reads and sessions go on; raise it and send SIGHUP."""
 
     @property
     def host(self) -> str:
@@ -83,7 +117,40 @@ def from_mapping(data: dict[str, Any], source: str = "tetherd.toml") -> Config:
         raise ConfigError(f"window must be at least 1 in {source}")
     if not 0 < config.min_interval <= 86_400:
         raise ConfigError(f"min_interval must be more than 0 and at most 86400 seconds in {source}")
+    _check_limits(config, source)
+    _check_tls(config, source)
     return config
+
+
+def _check_tls(config: Config, source: str) -> None:
+    """The settings fit together; the files themselves are read by ``tls.server_context``."""
+    if bool(config.tls_cert) != bool(config.tls_key):
+        given, missing = ("tls_cert", "tls_key") if config.tls_cert else ("tls_key", "tls_cert")
+        raise ConfigError(f"{given} is set but {missing} is not in {source}: TLS needs both the "
+                          "certificate chain and its private key")
+    if config.tls_client_ca and not config.tls_cert:
+        raise ConfigError(f"tls_client_ca is set but tls_cert and tls_key are not in {source}: "
+                          "client certificates are part of TLS, so tetherd must serve wss:// first")
+
+def _check_limits(config: Config, source: str) -> None:
+    for name in ("max_sessions_per_address", "max_database_mb"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{name} must be 0 (no limit) or more in {source}")
+    for name in ("frame_burst", "bad_frame_cost", "max_requests_in_flight"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be at least 1 in {source}")
+    if not config.max_frames_per_second > 0 or config.max_frames_per_second == float("inf"):
+        raise ConfigError(f"max_frames_per_second must be a positive number in {source}")
+    for network in config.session_limit_exempt:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"session_limit_exempt: {network!r} is not a network (e.g. \"10.0.0.0/8\") in {source}") from None
+
+
+def exempt_networks(config: Config) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(n, strict=False) for n in config.session_limit_exempt]
 
 
 def load(path: Path | None, overrides: dict[str, Any]) -> Config:
@@ -112,6 +179,8 @@ def default_file_text() -> str:
 
 
 def _toml(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, bool):

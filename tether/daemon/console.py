@@ -7,7 +7,8 @@ agent's dependencies, without the daemon extra.
 
 Every command prints a readable table, or the daemon's raw result with ``--json``.
 The server URL and the token come from ``--server``/``--token`` or the environment
-variables ``TETHER_URL``/``TETHER_TOKEN``.
+variables ``TETHER_URL``/``TETHER_TOKEN``; for a wss:// server signed by a private CA,
+``--ca FILE`` or ``TETHER_CA`` names the CA to trust.
 
 Exit codes:
 
@@ -57,10 +58,12 @@ from .console_render import (
     progress_line,
     render_agents,
     render_deliveries,
+    render_keys,
     render_schedule,
     render_schedules,
     render_table,
     render_task,
+    render_tokens,
     wait_outcome,
 )
 
@@ -81,6 +84,7 @@ exit codes:
 environment:
   TETHER_URL    default for --server (else ws://127.0.0.1:8765)
   TETHER_TOKEN  default for --token
+  TETHER_CA     default for --ca
 """
 
 
@@ -144,6 +148,29 @@ def _show_removed(result: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _show_secret(what: str, field: str) -> Render:
+    """Print a new secret alone on stdout (for scripts), and what it is on stderr."""
+
+    def show(result: Any, args: argparse.Namespace) -> int:
+        print(result[field], file=args.stdout)
+        print(f"{what} {result[field + '_id']} created; it is shown only this once (tetherd keeps a SHA-256 "
+              "digest)", file=args.stderr)
+        return EXIT_OK
+
+    return show
+
+
+def _show_revoked(result: Any, args: argparse.Namespace) -> int:
+    revoked = msgspec.convert(result, rpc.Revoked)
+    what = {"token": f"admin token {getattr(args, 'id', '')}", "key": f"enrollment key {getattr(args, 'id', '')}",
+            "agent": f"agent {getattr(args, 'agent_id', '')}"}[args.cmd]
+    line = f"{what} revoked" if revoked.revoked else f"{what} was already revoked"
+    if revoked.sessions_closed:
+        line += f"; {_count(revoked.sessions_closed, 'open session', 'open sessions')} closed"
+    print(line, file=args.stdout)
+    return EXIT_OK
+
+
 RENDER: dict[str, Render] = {
     "agents.list": _show(render_agents),
     "tag.add": _show_tag,
@@ -159,6 +186,13 @@ RENDER: dict[str, Render] = {
     "schedule.pause": _show(render_schedule),
     "schedule.resume": _show(render_schedule),
     "schedule.rm": _show_removed,
+    "token.create": _show_secret("admin token", "token"),
+    "token.list": _show(render_tokens),
+    "token.revoke": _show_revoked,
+    "key.create": _show_secret("enrollment key", "key"),
+    "key.list": _show(render_keys),
+    "key.revoke": _show_revoked,
+    "agent.revoke": _show_revoked,
 }
 
 
@@ -233,6 +267,22 @@ def plan(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     elif cmd == "schedule":
         method = {"list": "schedule.list", "show": "schedule.get"}.get(args.op, f"schedule.{args.op}")
         params = {} if args.op == "list" else {"name": args.name}
+    elif cmd in ("token", "key"):
+        method = f"{cmd}.{args.op}"
+        if args.op == "revoke":
+            params = {f"{cmd}_id": args.id}
+        elif args.op == "list":
+            params = {}
+        elif cmd == "token":
+            params = {"role": args.role, "label": args.label}
+        else:
+            params = {"tags": args.tag}
+            if args.expires_in is not None:
+                params["expires_in"] = args.expires_in
+            if args.uses is not None:
+                params["uses"] = args.uses
+    elif cmd == "agent":
+        method, params = "agent.revoke", {"agent_id": args.agent_id}
     elif cmd == "tasks":
         method, params = "task.list", _target(args)
         if args.state is not None:
@@ -274,6 +324,9 @@ def _add_common(p: argparse.ArgumentParser, *, top: bool) -> None:
                    **({"default": None} if top else {"default": default}))
     p.add_argument("--token", help="admin token (env TETHER_TOKEN)",
                    **({"default": None} if top else {"default": default}))
+    p.add_argument("--ca", metavar="FILE",
+                   help="PEM CA certificates to trust for a wss:// server instead of the system's store "
+                        "(env TETHER_CA)", **({"default": None} if top else {"default": default}))
     if not top:
         p.add_argument("--json", action="store_true", help="print the daemon's raw result as JSON")
 
@@ -354,7 +407,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("object", metavar="JSON", help="the action object, or - for stdin")
 
     _add_schedule_commands(command)
+    _add_credential_commands(command)
     return parser
+
+
+def _add_credential_commands(command: Callable[[str, str, str], argparse.ArgumentParser]) -> None:
+    """token, key, agent revoke: an admin token's commands (operator and viewer get 1403)."""
+
+    def op(ops: Any, name: str, summary: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = ops.add_parser(name, help=summary, description=summary, epilog=EXIT_CODES_HELP,
+                                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        _add_common(p, top=False)
+        return p
+
+    ops = command("token", "admin tokens: create, list, revoke (admin only)",
+                  "Admin tokens for tetherctl. A viewer reads; an operator also creates and cancels tasks, tags "
+                  "agents and manages schedules; an admin also manages tokens, enrollment keys and agent "
+                  "revocation. A token is shown once, when it is made. Revoking one closes the sessions open "
+                  "with it at once (4010); the last admin token cannot be revoked."
+                  ).add_subparsers(dest="op", metavar="ACTION", required=True)
+    p = op(ops, "create", "make an admin token (printed once)")
+    p.add_argument("--role", choices=rpc.ROLES, default="operator", help="viewer, operator (default) or admin")
+    p.add_argument("--label", default="", help="whose token this is")
+    op(ops, "list", "list admin tokens (ids, roles, labels; never the tokens)")
+    p = op(ops, "revoke", "revoke an admin token; its open sessions are closed at once")
+    p.add_argument("id", metavar="TOKEN_ID", type=int, help="from `tetherctl token list`")
+
+    ops = command("key", "enrollment keys: create, list, revoke (admin only)",
+                  "Enrollment keys for `tether-agent enroll`. Agents enrolling with a key get its tags. A key is "
+                  "shown once, when it is made; a revoked key enrolls no one (agents already enrolled keep "
+                  "their own tokens: revoke those with `tetherctl agent revoke`)."
+                  ).add_subparsers(dest="op", metavar="ACTION", required=True)
+    p = op(ops, "create", "make an enrollment key (printed once)")
+    p.add_argument("--tag", action="append", default=[], metavar="T", help="tag given to agents (repeatable)")
+    p.add_argument("--expires-in", type=_duration, metavar="PERIOD", help="e.g. 1h, 7d (default: never)")
+    p.add_argument("--uses", type=int, metavar="N", help="how many enrollments it allows (default: unlimited)")
+    op(ops, "list", "list enrollment keys (ids, tags, expiry, uses left; never the keys)")
+    p = op(ops, "revoke", "revoke an enrollment key")
+    p.add_argument("id", metavar="KEY_ID", type=int, help="from `tetherctl key list`")
+
+    ops = command("agent", "revoke an agent's token (admin only)",
+                  "Revoke an agent: its token stops working and its open session is closed at once (4010); the "
+                  "agent stops and says it must enroll again. Enrolling again with a valid key gives it a new "
+                  "token, so revoke the key it used as well to keep it out."
+                  ).add_subparsers(dest="op", metavar="ACTION", required=True)
+    p = op(ops, "revoke", "revoke an agent's token and close its session")
+    p.add_argument("agent_id", metavar="AGENT_ID")
 
 
 def _add_task_spec(p: argparse.ArgumentParser, *, each: str) -> None:
@@ -426,6 +524,8 @@ async def run(
     args.stdin, args.stdout, args.stderr = stdin, stdout, stderr
     url = args.server or env.get("TETHER_URL") or DEFAULT_URL
     token = args.token if args.token is not None else env.get("TETHER_TOKEN", "")
+    # TETHER_CA is for the wss:// server it was set for; an explicit --ca must fit the URL.
+    ca_file = args.ca or (env.get("TETHER_CA") if url.startswith("wss://") else None)
     try:
         method, params = plan(args)
         render = _render_for(method, params)
@@ -434,7 +534,7 @@ async def run(
             if not args.json:
                 print(progress_line(event), file=stderr, flush=True)
 
-        async with ConsoleClient(url, token) as client:
+        async with ConsoleClient(url, token, ca_file=ca_file) as client:
             result = await client.call(method, params, on_event=on_event)
         if args.json:
             _print_raw(result, stdout)

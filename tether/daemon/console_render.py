@@ -60,7 +60,8 @@ def render_agents(result: Any) -> str:
     if not agents:
         return "no agents"
     rows = [
-        (a.agent_id, a.hostname, a.platform, "yes" if a.online else "no", fmt_time(a.last_seen),
+        (a.agent_id, a.hostname, a.platform, "revoked" if a.revoked else "yes" if a.online else "no",
+         fmt_time(a.last_seen),
          ",".join(a.tags) or "-")
         for a in agents
     ]
@@ -221,3 +222,18 @@ def progress_line(event: Event) -> str:
     if d.error:
         line += f"  error: {d.error}"
     return line
+
+
+def render_tokens(result: Any) -> str:
+    tokens = msgspec.convert(result, list[rpc.TokenView])
+    rows = [(t.token_id, t.role, t.label or "-", fmt_time(t.created_at),
+             "revoked " + fmt_time(t.revoked_at) if t.revoked_at is not None else "active") for t in tokens]
+    return render_table(("ID", "ROLE", "LABEL", "CREATED", "STATE"), rows) if rows else "no admin tokens"
+
+
+def render_keys(result: Any) -> str:
+    keys = msgspec.convert(result, list[rpc.KeyView])
+    rows = [(k.key_id, ",".join(k.tags) or "-", fmt_time(k.created_at), fmt_time(k.expires_at),
+             "unlimited" if k.uses_left is None else k.uses_left,
+             "revoked " + fmt_time(k.revoked_at) if k.revoked_at is not None else "active") for k in keys]
+    return render_table(("ID", "TAGS", "CREATED", "EXPIRES", "USES LEFT", "STATE"), rows) if rows else "no enrollment keys"

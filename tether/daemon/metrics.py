@@ -47,6 +47,15 @@ class _BrokerCollector(Collector):
         frames.add_metric(["in"], b.stats.frames_in)
         frames.add_metric(["out"], b.stats.frames_out)
         yield frames
+        shed = CounterMetricFamily("tether_connections_shed", "Connections refused for their address's limit (4029)")
+        shed.add_metric([], b.stats.shed)
+        yield shed
+        throttled = CounterMetricFamily("tether_sessions_throttled", "Pauses of a session's reading for its frame budget")
+        throttled.add_metric([], b.stats.throttled)
+        yield throttled
+        untold = CounterMetricFamily("tether_error_replies_dropped", "Error replies to bad frames dropped (peer not reading)")
+        untold.add_metric([], b.stats.untold)
+        yield untold
         commits = CounterMetricFamily("tether_store_commits", "Group commits")
         commits.add_metric([], stats.commits)
         yield commits

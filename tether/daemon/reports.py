@@ -49,23 +49,28 @@ def checked_result(frame: Result, output: bytes, floor: float) -> ResultIn:
 
 
 def submit_reports(session: AgentSession, codec: Codec, frames: list[Frame | ProtocolError], broker: Broker,
-                   floor: float) -> None:
-    """Queue the store writes for one message's frames; the broker reacts on commit."""
+                   floor: float) -> int:
+    """Queue the store writes for one message's frames; the broker reacts on commit.
+    Returns how many of the frames were bad (answered with an error at once)."""
     store, agent_id = broker.store, session.agent_id
     acks: list[Ref] = []
     progress: list[tuple[Ref, str, bool]] = []
     results: list[ResultIn] = []
+    bad = 0
     for frame in frames:
         if isinstance(frame, ProtocolError):
-            session.send_control(error_frame(frame))
+            bad += 1
+            session.tell(error_frame(frame))
         elif isinstance(frame, Ack):
-            session.acked(frame.delivery_ids)
-            acks += run_refs(frame.delivery_ids, frame.runs)
+            refs = run_refs(frame.delivery_ids, frame.runs)
+            session.acked(refs)
+            acks += refs
         elif isinstance(frame, Result):
             try:
                 output = to_msgpack(frame.output, codec)
             except Exception:
-                session.send_control(error_frame(ProtocolError(
+                bad += 1
+                session.tell(error_frame(ProtocolError(
                     ErrorCode.INVALID_FRAME, "result output is not valid", ref=frame.delivery_id)))
                 continue
             results.append(checked_result(frame, output, floor))
@@ -73,10 +78,12 @@ def submit_reports(session: AgentSession, codec: Codec, frames: list[Frame | Pro
             text = frame.message if frame.percent is None else f"{frame.percent:.0f}% {frame.message}"
             progress.append(((frame.delivery_id, frame.run), text.strip(), frame.percent is None and not frame.message))
         elif isinstance(frame, Request):
-            session.send_control(error_frame(ProtocolError(
+            bad += 1
+            session.tell(error_frame(ProtocolError(
                 ErrorCode.FORBIDDEN, "agents cannot send console requests", ref=frame.id)))
         else:
-            session.send_control(error_frame(ProtocolError(
+            bad += 1
+            session.tell(error_frame(ProtocolError(
                 ErrorCode.UNEXPECTED_FRAME, f"unexpected {type(frame).__name__.lower()} frame in an agent session")))
     now = broker.clock()
     if acks:
@@ -87,3 +94,4 @@ def submit_reports(session: AgentSession, codec: Codec, frames: list[Frame | Pro
         store.started_many(agent_id, started, now).add_done_callback(lambda f: broker.on_outcome(session, f))
     if results:
         store.record_results(agent_id, results, now).add_done_callback(lambda f: broker.on_results(session, f))
+    return bad

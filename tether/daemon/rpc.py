@@ -11,13 +11,18 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ..protocol.actions import action_to_request
 from ..protocol.cmdline import parse_command_line
 from ..protocol.console import (
+    AgentRevoke,
     AgentsList,
     Cancelled,
+    KeyCreate,
+    KeyId,
+    Nothing,
+    Revoked,
     ScheduleAdd,
     ScheduleList,
     ScheduleName,
@@ -31,6 +36,8 @@ from ..protocol.console import (
     TaskList,
     TaskView,
     TaskWait,
+    TokenCreate,
+    TokenId,
     check_role,
     parse_params,
 )
@@ -46,12 +53,28 @@ log = logging.getLogger("tether.rpc")
 Emit = Callable[[str, Any], Awaitable[None]]
 
 
+class Sessions(Protocol):
+    """What the server does for a revocation: close the sessions using what was revoked."""
+
+    def close_console_sessions(self, token_id: int, reason: str) -> int: ...
+    def close_agent_session(self, agent_id: str, reason: str) -> int: ...
+
+
+class _NoSessions:
+    def close_console_sessions(self, token_id: int, reason: str) -> int:
+        return 0
+
+    def close_agent_session(self, agent_id: str, reason: str) -> int:
+        return 0
+
+
 class ConsoleRPC:
-    def __init__(self, broker: Broker, *, min_interval: float = 10.0) -> None:
+    def __init__(self, broker: Broker, *, min_interval: float = 10.0, sessions: Sessions | None = None) -> None:
         self.broker = broker
         self.store = broker.store
         self.min_interval = min_interval
         """The polling floor, which bounds schedule periods too (config ``min_interval``)."""
+        self.sessions: Sessions = sessions or _NoSessions()
 
     async def call(self, method: str, params: dict[str, Any], emit: Emit, role: str = "admin") -> Any:
         if method == "action":
@@ -225,3 +248,40 @@ class ConsoleRPC:
         self.broker.clear_timer(Timer.SCHEDULE, schedule_id)
         log.info("event=schedule_removed name=%s", p.name)
         return ScheduleRemoved(name=p.name, removed=True)
+
+    # -- credentials (admin tokens only: protocol.console.ADMIN_METHODS) -----------------
+
+    async def m_token_create(self, p: TokenCreate, emit: Emit) -> Any:
+        view = await self.store.create_token(p.role, p.label, self.broker.clock())
+        log.info("event=token_created token_id=%d role=%s label=%r", view.token_id, p.role, p.label)
+        return view
+
+    async def m_token_list(self, p: Nothing, emit: Emit) -> Any:
+        return await self.store.list_tokens()
+
+    async def m_token_revoke(self, p: TokenId, emit: Emit) -> Any:
+        revoked = await self.store.revoke_token(p.token_id, self.broker.clock())
+        closed = self.sessions.close_console_sessions(p.token_id, f"admin token {p.token_id} was revoked")
+        log.info("event=token_revoked token_id=%d sessions_closed=%d", p.token_id, closed)
+        return Revoked(revoked=revoked, sessions_closed=closed)
+
+    async def m_key_create(self, p: KeyCreate, emit: Emit) -> Any:
+        now = self.broker.clock()
+        expires_at = None if p.expires_in is None else now + p.expires_in
+        view = await self.store.create_key(p.tags, expires_at, p.uses, now)
+        log.info("event=key_created key_id=%d tags=%s", view.key_id, ",".join(view.tags))
+        return view
+
+    async def m_key_list(self, p: Nothing, emit: Emit) -> Any:
+        return await self.store.list_keys()
+
+    async def m_key_revoke(self, p: KeyId, emit: Emit) -> Any:
+        revoked = await self.store.revoke_key(p.key_id, self.broker.clock())
+        log.info("event=key_revoked key_id=%d", p.key_id)
+        return Revoked(revoked=revoked, sessions_closed=0)  # an enrollment session ends once enrolled
+
+    async def m_agent_revoke(self, p: AgentRevoke, emit: Emit) -> Any:
+        revoked = await self.store.revoke_agent(p.agent_id)
+        closed = self.sessions.close_agent_session(p.agent_id, f"agent {p.agent_id}'s token was revoked")
+        log.info("event=agent_revoked agent_id=%s sessions_closed=%d", p.agent_id, closed)
+        return Revoked(revoked=revoked, sessions_closed=closed)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
+import ssl
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -39,18 +41,23 @@ from ..protocol.frames import (
     Welcome,
     run_refs,
 )
-from .broker import Broker
-from .config import Config
+from .broker import STORAGE_RETRY_AFTER, Broker
+from .config import Config, exempt_networks
+from .limits import AddressLimiter, FrameBudget
 from .metrics import render_metrics
 from .reports import submit_reports
 from .rpc import ConsoleRPC
 from .session import AgentSession, send_frame
 from .store import StoreError
+from .tls import client_certificate_refusal, server_context
 
 log = logging.getLogger("tether.server")
 
 LISTEN_BACKLOG = 4096
 """Capped by the kernel's net.core.somaxconn."""
+
+SHED_RETRY_AFTER = 10.0
+"""Seconds a connection refused for its address's limit (4029) is told to wait."""
 
 
 class SessionEnd(Exception):
@@ -68,9 +75,13 @@ class Daemon:
         self.config = config
         self.broker = broker
         self.store = broker.store
-        self.rpc = ConsoleRPC(broker, min_interval=config.min_interval)
+        self.rpc = ConsoleRPC(broker, min_interval=config.min_interval, sessions=self)
         self.server: Server | None = None
         self.draining = False
+        self.limiter = AddressLimiter(config.max_sessions_per_address, exempt_networks(config))
+        self.console_sessions: dict[int, set[tuple[ServerConnection, Codec]]] = {}
+        """Open console sessions by the id of the admin token they logged in with."""
+        self._closing: set[asyncio.Task[None]] = set()
 
     # -- HTTP on the same port ------------------------------------------------------------
 
@@ -93,10 +104,15 @@ class Daemon:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, tls: ssl.SSLContext | None = None) -> None:
+        """Listen. ``tls``: the context :func:`.tls.server_context` made of the config, when
+        the caller made it already (``tetherd serve`` does, before it opens the data
+        directory, so a bad file fails first); else it is made here. None of it: ws://."""
         c = self.config
+        self.tls = tls if tls is not None else server_context(c)
         self.server = await serve(
             self._handle, c.host, c.port,
+            ssl=self.tls,
             process_request=self._http,
             max_size=c.max_frame_bytes,
             open_timeout=c.handshake_timeout,
@@ -116,7 +132,7 @@ class Daemon:
         sock = self.server.sockets[0]
         host, port = sock.getsockname()[:2]
         host = f"[{host}]" if ":" in host else host
-        return f"ws://{host}:{port}"
+        return f"{'wss' if self.tls is not None else 'ws'}://{host}:{port}"
 
     async def drain(self) -> None:
         """SIGTERM: stop accepting, flush the writer, close sessions with 1001."""
@@ -134,6 +150,22 @@ class Daemon:
     # -- sessions -------------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
+        host = _remote_host(ws)
+        if not self.limiter.acquire(host):
+            self.broker.stats.shed += 1
+            # Refused before its first frame, so its codec is unknown: MessagePack, the
+            # agents' codec; the close code (4029) says it to any client.
+            await self._refuse(ws, MSGPACK, ProtocolError(
+                ErrorCode.TOO_MANY_SESSIONS,
+                f"too many connections from {host} (limit {self.limiter.limit}); retry later",
+            ), retry_after=SHED_RETRY_AFTER)
+            return
+        try:
+            await self._serve_connection(ws)
+        finally:
+            self.limiter.release(host)
+
+    async def _serve_connection(self, ws: ServerConnection) -> None:
         codec: Codec = MSGPACK
         try:
             try:
@@ -179,6 +211,29 @@ class Daemon:
             log.exception("event=session_crashed")
             await self._refuse(ws, codec, ProtocolError(ErrorCode.SERVER_ERROR, "internal error; see tetherd log"))
 
+    # -- revocation (rpc.Sessions) ---------------------------------------------------------
+
+    def _close_soon(self, ws: ServerConnection, codec: Codec, reason: str) -> None:
+        """End a session with 4010 from a task of its own: the request that revoked the
+        credential has its answer written first (even in the session being closed)."""
+        task = asyncio.get_running_loop().create_task(
+            self._refuse(ws, codec, ProtocolError(ErrorCode.UNAUTHORIZED, reason)))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def close_console_sessions(self, token_id: int, reason: str) -> int:
+        sessions = self.console_sessions.pop(token_id, set())
+        for ws, codec in sessions:
+            self._close_soon(ws, codec, reason)
+        return len(sessions)
+
+    def close_agent_session(self, agent_id: str, reason: str) -> int:
+        session = self.broker.sessions.get(agent_id)
+        if session is None:
+            return 0
+        self._close_soon(session.ws, session.codec, reason)
+        return 1
+
     async def _refuse(self, ws: ServerConnection, codec: Codec, error: ProtocolError,
                       retry_after: float | None = None) -> None:
         log.info("event=session_refused code=%d name=%s remote=%s message=%r",
@@ -188,6 +243,8 @@ class Daemon:
             await ws.close(int(error.code), error.code.slug)
 
     async def _enroll(self, ws: ServerConnection, codec: Codec, frame: Enroll) -> None:
+        if (refusal := client_certificate_refusal(ws)) is not None:
+            raise SessionEnd(refusal)  # before the key is looked at: no use of it is spent
         try:
             enrolled = await self.store.enroll(
                 frame.key, frame.machine_uuid, frame.hostname, frame.platform, frame.tags, self.broker.clock()
@@ -200,6 +257,8 @@ class Daemon:
         await ws.close(1000, "enrolled")
 
     async def _agent_session(self, ws: ServerConnection, codec: Codec, hello: Hello) -> None:
+        if (refusal := client_certificate_refusal(ws)) is not None:
+            raise SessionEnd(refusal)
         broker = self.broker
         if not hello.agent_id or await self.store.authenticate_agent(hello.agent_id, hello.token) is None:
             raise SessionEnd(ProtocolError(ErrorCode.UNAUTHORIZED, "agent id or token not recognised; enroll again"))
@@ -243,23 +302,51 @@ class Daemon:
             log.info("event=session_closed role=agent agent_id=%s session=%s code=%s",
                      agent_id, session.session_id, ws.close_code)
 
+    def _budget(self) -> FrameBudget:
+        return FrameBudget(self.config.max_frames_per_second, self.config.frame_burst, asyncio.get_running_loop().time())
+
+    async def _pace(self, budget: FrameBudget, frames: int, bad: int, tell: Callable[[Frame], Any]) -> None:
+        """Charge a message's frames to the session's budget; over it, stop reading the
+        session for as long as its debt lasts (telling it at most once a second)."""
+        clock = asyncio.get_running_loop().time
+        wait = budget.spend(frames + bad * (self.config.bad_frame_cost - 1), clock())
+        if wait <= 0:
+            return
+        self.broker.stats.throttled += 1
+        if budget.should_tell(clock()):
+            await tell(error_frame(ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"more than {self.config.max_frames_per_second:g} frames a second; reading paused",
+            ), retry_after=math.ceil(wait * 1000) / 1000))  # whole ms, never 0
+        await asyncio.sleep(wait)
+
     async def _agent_reader(self, ws: ServerConnection, codec: Codec, session: AgentSession) -> None:
         stats = self.broker.stats
+        budget = self._budget()
+
+        async def tell(frame: Frame) -> None:
+            session.send_control(frame)
+
         async for message in ws:
             stats.frames_in += 1
             try:
                 frame = decode_to_daemon(message)
             except ProtocolError as exc:
-                session.send_control(error_frame(exc))
+                session.tell(error_frame(exc))
+                await self._pace(budget, 1, 1, tell)
                 continue
             frames: list[Frame | ProtocolError] = (
                 unbatch(frame, codec.binary, to_daemon=True) if isinstance(frame, Batch) else [frame])
-            submit_reports(session, codec, frames, self.broker, self.config.min_interval)
+            bad = submit_reports(session, codec, frames, self.broker, self.config.min_interval)
+            await self._pace(budget, len(frames), bad, tell)
 
     async def _console_session(self, ws: ServerConnection, codec: Codec, hello: Hello) -> None:
-        role = await self.store.admin_role(hello.token) if hello.token else None
-        if role is None:
+        login = await self.store.admin_login(hello.token) if hello.token else None
+        if login is None:
             raise SessionEnd(ProtocolError(ErrorCode.UNAUTHORIZED, "admin token not recognised"))
+        token_id, role = login
+        mine = (ws, codec)
+        self.console_sessions.setdefault(token_id, set()).add(mine)
         session_id = secrets.token_hex(8)
         await send_frame(ws, codec, Welcome(
             version=PROTOCOL_VERSION, role="console", session_id=session_id, server_time=self.broker.clock(),
@@ -274,6 +361,13 @@ class Daemon:
                 self.broker.stats.frames_out += 1
 
         requests: set[asyncio.Task[None]] = set()
+        budget = self._budget()
+        slots = asyncio.Semaphore(self.config.max_requests_in_flight)
+
+        def done(task: asyncio.Task[None]) -> None:
+            requests.discard(task)
+            slots.release()
+
         try:
             async with asyncio.TaskGroup() as tg:
                 try:
@@ -283,15 +377,19 @@ class Daemon:
                             frame = decode_to_daemon(message)
                         except ProtocolError as exc:
                             await send(error_frame(exc))
+                            await self._pace(budget, 1, 1, send)
                             continue
                         if not isinstance(frame, Request):
                             await send(error_frame(ProtocolError(
                                 ErrorCode.UNEXPECTED_FRAME,
                                 f"unexpected {type(frame).__name__.lower()} frame: a console session sends req frames")))
+                            await self._pace(budget, 1, 1, send)
                             continue
+                        await self._pace(budget, 1, 0, send)
+                        await slots.acquire()  # at most max_requests_in_flight unanswered
                         task = tg.create_task(self._serve_request(frame, send, role))
                         requests.add(task)
-                        task.add_done_callback(requests.discard)
+                        task.add_done_callback(done)
                 except ConnectionClosed:
                     pass
                 finally:
@@ -300,6 +398,11 @@ class Daemon:
                         task.cancel()
         finally:
             self.broker.consoles -= 1
+            same_token = self.console_sessions.get(token_id)
+            if same_token is not None:
+                same_token.discard(mine)
+                if not same_token:
+                    del self.console_sessions[token_id]
 
     async def _serve_request(self, req: Request, send: Callable[[Frame], Awaitable[None]], role: str) -> None:
         async def emit(topic: str, data: Any) -> None:
@@ -309,7 +412,8 @@ class Daemon:
             result = await self.rpc.call(req.method, req.params, emit, role)
         except ProtocolError as exc:
             exc.ref = req.id
-            reply: Frame = error_frame(exc)
+            reply: Frame = error_frame(
+                exc, STORAGE_RETRY_AFTER if exc.code == ErrorCode.STORAGE_UNAVAILABLE else None)
         except Exception:
             log.exception("event=request_crashed method=%s", req.method)
             reply = error_frame(ProtocolError(ErrorCode.INTERNAL, "internal error; see tetherd log", ref=req.id))
@@ -317,6 +421,13 @@ class Daemon:
             reply = Response(id=req.id, result=result)
         with contextlib.suppress(ConnectionClosed):
             await send(reply)
+
+
+def _remote_host(ws: ServerConnection) -> str:
+    try:
+        return str(ws.remote_address[0])
+    except (TypeError, IndexError):
+        return ""
 
 
 def _remote(ws: ServerConnection) -> str:

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tether.session")
 
+MAX_CONTROL_BACKLOG = 256
+"""Control frames waiting to be written past which error replies are dropped (cancels never are)."""
+
 
 async def send_frame(ws: ServerConnection, codec: Codec, frame: Frame) -> None:
     await ws.send(codec.encode(frame), text=not codec.binary)
@@ -58,8 +61,9 @@ class AgentSession:
         self.heap: list[tuple[int, int, int, PushItem]] = []
         self.queued_ids: set[int] = set()
         self.dropped: set[int] = set()
-        self.in_flight: set[int] = set()
-        """Deliveries pushed and not yet acknowledged (a delivery has one run on the wire at a time)."""
+        self.in_flight: dict[int, int] = {}
+        """Deliveries pushed and not yet acknowledged, with the run pushed (a delivery has one
+        run on the wire at a time): a late report about an earlier run frees no room."""
         self.ended_while_loading: set[int] | None = set()
         """Deliveries ended while the session's first read of its queue was under way (that
         read may still list them); None once it was offered (:meth:`offer_loaded`)."""
@@ -89,30 +93,45 @@ class AgentSession:
         """Forget a delivery that ended (cancelled/expired). True if it was never pushed."""
         if self.ended_while_loading is not None:
             self.ended_while_loading.add(delivery_id)
-        self.in_flight.discard(delivery_id)
+        self.in_flight.pop(delivery_id, None)
         if delivery_id in self.queued_ids:
             self.queued_ids.discard(delivery_id)
             self.dropped.add(delivery_id)
             return True
         return False
 
-    def acked(self, delivery_ids: list[int]) -> None:
-        before = len(self.in_flight)
-        self.in_flight.difference_update(delivery_ids)
-        if len(self.in_flight) < before:
+    def acked(self, refs: list[Ref]) -> None:
+        if self._release(refs):
             self.wake.set()
+
+    def _release(self, refs: list[Ref]) -> bool:
+        """Free the window slots of these runs; True if any was in flight."""
+        in_flight, freed = self.in_flight, False
+        for delivery_id, run in refs:
+            if in_flight.get(delivery_id) == run:
+                del in_flight[delivery_id]
+                freed = True
+        return freed
 
     def settled(self, refs: list[Ref]) -> None:
         """Results committed: tell the agent (batched into one frame)."""
         self.committed.extend(refs)
         if self.holding:
             self.holding.difference_update(refs)
-        self.in_flight.difference_update(d for d, _ in refs)
+        self._release(refs)
         self.wake.set()
 
     def send_control(self, frame: Frame) -> None:
         self.control.append(frame)
         self.wake.set()
+
+    def tell(self, frame: Frame) -> None:
+        """Queue an error reply to a bad frame, unless the peer is not reading what it is
+        sent (then it would only pile up in memory: it is counted and dropped)."""
+        if len(self.control) >= MAX_CONTROL_BACKLOG:
+            self.broker.stats.untold += 1
+            return
+        self.send_control(frame)
 
     def cancel(self, delivery_id: int, reason: str) -> None:
         if not self.withdraw(delivery_id):
@@ -127,7 +146,7 @@ class AgentSession:
                 self.dropped.discard(d_id)
                 continue
             self.queued_ids.discard(d_id)
-            self.in_flight.add(d_id)
+            self.in_flight[d_id] = item.run
             batch.append(item)
             room -= 1
         return batch

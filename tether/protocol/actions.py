@@ -15,6 +15,7 @@ from typing import Any
 
 from .console import PRIORITIES
 from .errors import ErrorCode, ProtocolError
+from .values import value_problem
 
 _ALLOWED = {
     "task": {"action", "task", "sid", "tag", "ttl", "priority", "args"},
@@ -31,8 +32,11 @@ def action_to_request(obj: Any) -> tuple[str, dict[str, Any]]:
     """Return ``(method, params)`` for an action object, or raise INVALID_ACTION."""
     if not isinstance(obj, dict):
         raise _bad(f"an action is a JSON object, not {type(obj).__name__}")
+    problem = value_problem(obj)
+    if problem is not None:
+        raise _bad(f"the action object holds {problem}")
     action = obj.get("action")
-    if action not in _ALLOWED:
+    if not isinstance(action, str) or action not in _ALLOWED:
         raise _bad(f"unknown action {action!r}: use one of task, list, untask")
     unknown = sorted(set(obj) - _ALLOWED[action])
     if unknown:

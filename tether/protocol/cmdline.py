@@ -12,8 +12,15 @@ from typing import Any
 
 from .errors import ErrorCode, ProtocolError
 
+MAX_COMMAND_LINE = 8192
+"""Characters in a command line. shlex takes time quadratic in a word's length (a 1 MB line
+held the event loop for seconds); large values belong in the task's JSON args."""
+
 
 def parse_command_line(line: str) -> tuple[str, dict[str, Any]]:
+    if len(line) > MAX_COMMAND_LINE:
+        raise ProtocolError(ErrorCode.INVALID_PARAMS, f"the command line is {len(line)} characters long; the limit "
+                                                      f"is {MAX_COMMAND_LINE} (pass large values in args)")
     try:
         words = shlex.split(line)
     except ValueError as exc:

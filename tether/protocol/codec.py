@@ -40,6 +40,9 @@ def _decode(direction: str, data: bytes | str, binary: bool | None = None) -> Fr
     except (msgspec.DecodeError, UnicodeEncodeError) as exc:  # lone surrogates in a str
         kind = "MessagePack" if binary else "JSON"
         raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"malformed {kind} frame: {exc}") from None
+    except RecursionError:  # msgspec's decoders recurse per level of nesting
+        kind = "MessagePack" if binary else "JSON"
+        raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"malformed {kind} frame: nested too deeply") from None
     return frame
 
 

@@ -15,6 +15,7 @@ import msgspec
 from .errors import ErrorCode, ProtocolError
 from .polling import MAX_SECONDS
 from .states import PENDING, DeliveryState
+from .values import value_problem
 
 DEFAULT_TTL = 604_800
 """One week, as in LimaCharlie's reliable tasking."""
@@ -185,6 +186,55 @@ class ScheduleList(Params):
     pass
 
 
+class Nothing(Params):
+    """A method that takes no params."""
+
+
+LABEL_MAX = 200
+
+
+class TokenCreate(Params):
+    """A new admin token for tetherctl; its clear value is in the answer and nowhere else."""
+
+    role: Literal["viewer", "operator", "admin"] = "operator"
+    label: str = ""
+    """Whose token this is (shown by ``token.list``)."""
+
+    def check(self) -> None:
+        if len(self.label) > LABEL_MAX:
+            raise _bad(f"label is longer than {LABEL_MAX} characters")
+
+
+class TokenId(Params):
+    token_id: int
+
+
+class KeyCreate(Params):
+    """A new enrollment key; agents enrolling with it get its tags."""
+
+    tags: list[str] = []
+    expires_in: float | None = None
+    """Seconds until it expires (None: never)."""
+    uses: int | None = None
+    """How many enrollments it allows (None: unlimited)."""
+
+    def check(self) -> None:
+        for tag in self.tags:
+            TagChange(agent_id="", tag=tag).check()
+        if self.expires_in is not None and not 0 < self.expires_in <= MAX_TTL:
+            raise _bad(f"expires_in must be more than 0 and at most {MAX_TTL} seconds")
+        if self.uses is not None and not 1 <= self.uses <= 1_000_000_000:
+            raise _bad("uses must be a whole number from 1 to 1000000000")
+
+
+class KeyId(Params):
+    key_id: int
+
+
+class AgentRevoke(Params):
+    agent_id: str
+
+
 METHODS: dict[str, type[Params]] = {
     "agents.list": AgentsList,
     "tag.add": TagChange,
@@ -200,6 +250,13 @@ METHODS: dict[str, type[Params]] = {
     "schedule.pause": ScheduleName,
     "schedule.resume": ScheduleName,
     "schedule.rm": ScheduleName,
+    "token.create": TokenCreate,
+    "token.list": Nothing,
+    "token.revoke": TokenId,
+    "key.create": KeyCreate,
+    "key.list": Nothing,
+    "key.revoke": KeyId,
+    "agent.revoke": AgentRevoke,
 }
 """Every console method but ``action``, whose params are a LimaCharlie action object."""
 
@@ -208,11 +265,17 @@ ROLES = ("viewer", "operator", "admin")
 """Admin token roles, each allowed what the one before it is, and more."""
 
 READ_METHODS = frozenset({"agents.list", "task.list", "task.get", "task.wait", "schedule.list", "schedule.get"})
-"""What a ``viewer`` may call; ``operator`` and ``admin`` may call every method."""
+"""What a ``viewer`` may call."""
+
+ADMIN_METHODS = frozenset({"token.create", "token.list", "token.revoke", "key.create", "key.list", "key.revoke",
+                           "agent.revoke"})
+"""Credentials: only an ``admin`` token may call these; ``operator`` may call everything else."""
 
 
 def check_role(role: str, method: str) -> None:
     """Raise FORBIDDEN unless a token of ``role`` may call ``method``."""
+    if role != "admin" and method in ADMIN_METHODS:
+        raise ProtocolError(ErrorCode.FORBIDDEN, f"only an admin token can call {method} (this one is {role})")
     if role == "viewer" and method not in READ_METHODS:
         raise ProtocolError(ErrorCode.FORBIDDEN, f"a viewer token cannot call {method}; ask for an operator token")
 
@@ -224,6 +287,9 @@ def parse_params(method: str, params: dict[str, Any]) -> Params:
     except KeyError:
         known = ", ".join(sorted([*METHODS, "action"]))
         raise ProtocolError(ErrorCode.UNKNOWN_METHOD, f"unknown method {method!r} (known: {known})") from None
+    problem = value_problem(params)
+    if problem is not None:
+        raise _bad(f"{method}: params hold {problem}")
     try:
         parsed = msgspec.convert(params, kind, strict=True)
     except msgspec.ValidationError as exc:
@@ -248,6 +314,8 @@ class AgentView(View):
     enrolled_at: float
     last_seen: float | None
     commands: list[str]
+    revoked: bool = False
+    """Its token was revoked (``agent.revoke``); enrolling again gives it a new one."""
 
 
 class TaskCreated(View):
@@ -388,6 +456,34 @@ class ScheduleRemoved(View):
     removed: bool
 
 
+class TokenView(View):
+    token_id: int
+    role: str
+    label: str
+    created_at: float
+    revoked_at: float | None
+    token: str = ""
+    """The clear token: in ``token.create``'s answer only (tetherd keeps a SHA-256 digest)."""
+
+
+class KeyView(View):
+    key_id: int
+    tags: list[str]
+    created_at: float
+    expires_at: float | None
+    uses_left: int | None
+    revoked_at: float | None
+    key: str = ""
+    """The clear key: in ``key.create``'s answer only (tetherd keeps a SHA-256 digest)."""
+
+
+class Revoked(View):
+    revoked: bool
+    """False if it was revoked already."""
+    sessions_closed: int
+    """Open sessions that used it, closed at once with 4010."""
+
+
 RESULTS: dict[str, Any] = {
     "agents.list": list[AgentView],
     "tag.add": TagChanged,
@@ -403,6 +499,13 @@ RESULTS: dict[str, Any] = {
     "schedule.pause": ScheduleView,
     "schedule.resume": ScheduleView,
     "schedule.rm": ScheduleRemoved,
+    "token.create": TokenView,
+    "token.list": list[TokenView],
+    "token.revoke": Revoked,
+    "key.create": KeyView,
+    "key.list": list[KeyView],
+    "key.revoke": Revoked,
+    "agent.revoke": Revoked,
 }
 """The result type of each method."""
 

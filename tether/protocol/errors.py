@@ -48,6 +48,12 @@ class ErrorCode(enum.IntEnum):
     """No recurring schedule has this name (``tetherctl schedule list`` shows them)."""
     SCHEDULE_EXISTS = 1307
     """A recurring schedule with this name exists already; names are unique (and case-sensitive)."""
+    UNKNOWN_TOKEN = 1308
+    """No admin token has this id (``tetherctl token list`` shows them)."""
+    UNKNOWN_KEY = 1309
+    """No enrollment key has this id (``tetherctl key list`` shows them)."""
+    LAST_ADMIN_TOKEN = 1310
+    """Revoking this token would leave no admin token: create another admin token first."""
     FORBIDDEN = 1403
     """The peer is authenticated but may not do this (another agent's delivery, a viewer creating tasks)."""
     RATE_LIMITED = 1429

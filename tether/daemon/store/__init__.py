@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ...protocol.console import AgentView, DeliveryRow, ScheduleView, TaskView
+from ...protocol.console import AgentView, DeliveryRow, KeyView, ScheduleView, TaskView, TokenView
 
 
 class StoreError(Exception):
@@ -201,7 +201,18 @@ class Store(Protocol):
     async def create_enroll_key(
         self, tags: list[str], expires_at: float | None, uses: int | None, now: float
     ) -> str: ...
-    async def admin_role(self, token: str) -> str | None: ...
+    async def admin_login(self, token: str) -> tuple[int, str] | None:
+        """The id and role of an admin token that is not revoked."""
+    async def create_token(self, role: str, label: str, now: float) -> TokenView: ...
+    async def list_tokens(self) -> list[TokenView]: ...
+    async def revoke_token(self, token_id: int, now: float) -> bool:
+        """False if it was revoked already; refuses to revoke the last admin token."""
+    async def create_key(self, tags: list[str], expires_at: float | None, uses: int | None,
+                         now: float) -> KeyView: ...
+    async def list_keys(self) -> list[KeyView]: ...
+    async def revoke_key(self, key_id: int, now: float) -> bool: ...
+    async def revoke_agent(self, agent_id: str) -> bool:
+        """The agent's token stops working; False if it was revoked already."""
     async def enroll(
         self, key: str, machine_uuid: str, hostname: str, platform: str, tags: list[str], now: float
     ) -> Enrollment: ...

@@ -14,20 +14,18 @@ from typing import Any
 
 import aiosqlite
 
-from ...protocol.codec import pack, unpack
+from ...protocol.codec import pack
 from ...protocol.errors import ErrorCode, ProtocolError
 from ...protocol.states import PENDING, TTL_BOUND, DeliveryState
-from .. import credentials
 from . import (
-    AgentAuth,
     Change,
-    Enrollment,
     NewTask,
     PushItem,
     StoreError,
     StoreStats,
 )
 from .schema import apply_migrations, open_checked
+from .sqlite_credentials import SQLiteCredentials
 from .sqlite_reads import SQLiteReads
 from .sqlite_runs import SQLiteRuns
 from .sqlite_schedules import SQLiteSchedules
@@ -36,17 +34,22 @@ from .writer import GroupWriter, Op, Tx, on_connection_thread
 
 S = DeliveryState
 
+NO_PAGE_CAP = 4_294_967_294
+"""SQLite's largest page count: "no cap" for ``PRAGMA max_page_count``."""
+
 _PENDING_SQL = ",".join(f"'{s.value}'" for s in sorted(PENDING))
 _TTL_BOUND_SQL = ",".join(f"'{s.value}'" for s in sorted(TTL_BOUND))
 
 
-class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules):
+class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials):
     """The default store. ``path`` may be ``":memory:"`` for tests (one connection then)."""
 
-    def __init__(self, path: Path | str, *, synchronous: str = "full", max_batch: int = 4096) -> None:
+    def __init__(self, path: Path | str, *, synchronous: str = "full", max_batch: int = 4096,
+                 max_database_mb: int = 0) -> None:
         self.path = Path(path) if path != ":memory:" else None
         self.synchronous = synchronous.upper()
         self.max_batch = max_batch
+        self.max_database_mb = max_database_mb
         self._w: aiosqlite.Connection | None = None
         self._r: aiosqlite.Connection | None = None
         self._writer: GroupWriter | None = None
@@ -65,6 +68,7 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules):
         await self._w.execute("PRAGMA busy_timeout = 5000")
         await self._w.execute("PRAGMA foreign_keys = ON")
         await on_connection_thread(self._w, apply_migrations, self._w._conn)
+        await self.set_max_database_mb(self.max_database_mb)
         if self.path is not None:
             self._r = await aiosqlite.connect(self.path, isolation_level=None)
             await self._r.execute("PRAGMA query_only = ON")
@@ -86,6 +90,16 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules):
                 await self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             await self._w.close()
 
+    async def set_max_database_mb(self, mb: int) -> int:
+        """Cap the database at ``mb`` MiB (0: no cap but the disk's); returns the cap in
+        pages. A cap below the file's current size holds it at that size."""
+        assert self._w is not None
+        self.max_database_mb = mb
+        page_size = (await (await self._w.execute("PRAGMA page_size")).fetchone() or (4096,))[0]
+        pages = mb * 1024 * 1024 // page_size if mb else NO_PAGE_CAP
+        row = await (await self._w.execute(f"PRAGMA max_page_count = {int(pages)}")).fetchone()
+        return int(row[0]) if row else pages
+
     async def flush(self) -> None:
         await self._submit(lambda tx: None)
 
@@ -103,103 +117,7 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules):
         self._writer.submit_quiet(op, what)
 
 
-    # -- credentials ----------------------------------------------------------------------
-
-    async def bootstrap(self, now: float) -> tuple[str, str] | None:
-        def op(tx: Tx) -> tuple[str, str] | None:
-            if tx.one("SELECT 1 FROM admin_tokens LIMIT 1"):
-                return None
-            token = credentials.new_admin_token()
-            key = credentials.new_enroll_key()
-            tx.execute(
-                "INSERT INTO admin_tokens (token_hash, role, label, created_at) VALUES (?, 'admin', 'initial', ?)",
-                (credentials.digest(token), now),
-            )
-            tx.execute(
-                "INSERT INTO enroll_keys (key_hash, tags, created_at) VALUES (?, ?, ?)",
-                (credentials.digest(key), pack([]), now),
-            )
-            return token, key
-
-        result: tuple[str, str] | None = await self._submit(op)
-        return result
-
-    async def create_admin_token(self, role: str, label: str, now: float) -> str:
-        token = credentials.new_admin_token()
-        await self._submit(lambda tx: tx.execute(
-            "INSERT INTO admin_tokens (token_hash, role, label, created_at) VALUES (?, ?, ?, ?)",
-            (credentials.digest(token), role, label, now),
-        ))
-        return token
-
-    async def create_enroll_key(
-        self, tags: list[str], expires_at: float | None, uses: int | None, now: float
-    ) -> str:
-        key = credentials.new_enroll_key()
-        await self._submit(lambda tx: tx.execute(
-            "INSERT INTO enroll_keys (key_hash, tags, created_at, expires_at, uses_left) VALUES (?, ?, ?, ?, ?)",
-            (credentials.digest(key), pack(sorted(set(tags))), now, expires_at, uses),
-        ))
-        return key
-
-    async def admin_role(self, token: str) -> str | None:
-        rows = await self._read(
-            "SELECT role FROM admin_tokens WHERE token_hash = ? AND revoked_at IS NULL",
-            (credentials.digest(token),),
-        )
-        return rows[0][0] if rows else None
-
-    async def enroll(
-        self, key: str, machine_uuid: str, hostname: str, platform: str, tags: list[str], now: float
-    ) -> Enrollment:
-        key_hash = credentials.digest(credentials.normalise_enroll_key(key))
-        token = credentials.new_agent_token()
-
-        def op(tx: Tx) -> Enrollment:
-            row = tx.one(
-                "SELECT id, tags, expires_at, uses_left FROM enroll_keys WHERE key_hash = ? AND revoked_at IS NULL",
-                (key_hash,),
-            )
-            if row is None:
-                raise ProtocolError(ErrorCode.ENROLL_KEY_UNKNOWN, "unknown or revoked enrollment key")
-            key_id, key_tags, expires_at, uses_left = row
-            if expires_at is not None and expires_at <= now:
-                raise ProtocolError(ErrorCode.ENROLL_KEY_EXPIRED, "this enrollment key has expired; ask for a new one")
-            if uses_left is not None and uses_left <= 0:
-                raise ProtocolError(ErrorCode.ENROLL_KEY_EXHAUSTED, "this enrollment key has been used up")
-            if uses_left is not None:
-                tx.execute("UPDATE enroll_keys SET uses_left = uses_left - 1 WHERE id = ?", (key_id,))
-            existing = tx.one("SELECT id FROM agents WHERE machine_uuid = ? AND machine_uuid != ''", (machine_uuid,))
-            if existing:
-                agent_id = existing[0]
-                tx.execute(
-                    "UPDATE agents SET token_hash = ?, hostname = ?, platform = ? WHERE id = ?",
-                    (credentials.digest(token), hostname, platform, agent_id),
-                )
-            else:
-                agent_id = credentials.new_agent_id()
-                tx.execute(
-                    "INSERT INTO agents (id, token_hash, machine_uuid, hostname, platform, enrolled_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (agent_id, credentials.digest(token), machine_uuid, hostname, platform, now),
-                )
-            all_tags = sorted(set(unpack(key_tags)) | set(tags))
-            tx.conn.executemany(
-                "INSERT OR IGNORE INTO agent_tags (agent_id, tag) VALUES (?, ?)", [(agent_id, t) for t in all_tags]
-            )
-            current = [r[0] for r in tx.execute("SELECT tag FROM agent_tags WHERE agent_id = ?", (agent_id,))]
-            materialise(tx, agent_id, current, now)
-            return Enrollment(agent_id=agent_id, token=token, tags=current)
-
-        result: Enrollment = await self._submit(op)
-        return result
-
-    async def authenticate_agent(self, agent_id: str, token: str) -> AgentAuth | None:
-        rows = await self._read("SELECT token_hash FROM agents WHERE id = ?", (agent_id,))
-        if not rows or not credentials.matches(token, rows[0][0]):
-            return None
-        tags = [r[0] for r in await self._read("SELECT tag FROM agent_tags WHERE agent_id = ?", (agent_id,))]
-        return AgentAuth(agent_id=agent_id, tags=tags)
+    # -- agents ---------------------------------------------------------------------------
 
     def agent_seen(
         self, agent_id: str, hostname: str, platform: str, commands: list[str], version: str, now: float

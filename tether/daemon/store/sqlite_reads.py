@@ -46,7 +46,8 @@ class SQLiteReads:
         where, params = ("WHERE a.id IN (SELECT agent_id FROM agent_tags WHERE tag = ?)", (tag,)) if tag else ("", ())
         rows = await self._read(
             "SELECT a.id, a.hostname, a.platform, a.enrolled_at, a.last_seen, a.commands,"
-            " (SELECT group_concat(tag, char(0)) FROM agent_tags t WHERE t.agent_id = a.id)"
+            " (SELECT group_concat(tag, char(0)) FROM agent_tags t WHERE t.agent_id = a.id),"
+            " length(a.token_hash) = 0"
             f" FROM agents a {where} ORDER BY a.hostname, a.id",
             params,
         )
@@ -54,6 +55,7 @@ class SQLiteReads:
             AgentView(
                 agent_id=r[0], hostname=r[1], platform=r[2], enrolled_at=r[3], last_seen=r[4],
                 commands=unpack(r[5]) or [], tags=sorted(r[6].split("\0")) if r[6] else [], online=False,
+                revoked=bool(r[7]),
             )
             for r in rows
         ]

@@ -165,6 +165,25 @@ def _run(
     return results, entered
 
 
+SQLITE_FULL = 13
+SQLITE_BUSY, SQLITE_LOCKED = 5, 6
+
+
+def is_full(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == SQLITE_FULL
+
+
+def refusal(exc: BaseException) -> str:
+    """What a failed write tells the peer (as 1503): the cause in words, and what to do."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == SQLITE_FULL:
+        return ("the database is full (the disk, or the max_database_mb cap): new work is refused until there "
+                "is room; free disk space, or raise max_database_mb and send tetherd SIGHUP")
+    if code in (SQLITE_BUSY, SQLITE_LOCKED):
+        return "the database is locked by another process; writes resume when it lets go"
+    return f"the database refused the write: {exc}"
+
+
 def on_connection_thread(conn: aiosqlite.Connection, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
     """Run ``fn(*args)`` on the thread aiosqlite keeps for ``conn``.
 
@@ -192,6 +211,8 @@ class GroupWriter:
         self.commit_seconds = 0.0
         self.commit_ops = 0
         self.last_commit_seconds = 0.0
+        self._alone = 0
+        """Operations still to run one per transaction (after a group failed on a full disk)."""
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="store-writer")
@@ -238,15 +259,24 @@ class GroupWriter:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            group = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch))]
+            size = 1 if self._alone else min(len(self._queue), self.max_batch)
+            self._alone = max(0, self._alone - 1)
+            group = [self._queue.popleft() for _ in range(size)]
             started = time.perf_counter()
             try:
                 results, entered = await on_connection_thread(
                     self._conn, run_group, self._conn._conn, [op for op, _ in group]
                 )
             except Exception as exc:  # the group failed as a whole; the writer lives on
-                error = StoreError(f"the database refused the write: {exc}")
                 log.error("event=commit_failed ops=%d error=%r", len(group), exc)
+                if is_full(exc) and len(group) > 1:
+                    # Full: what fits may still commit (an update in place, a small row), so
+                    # each operation is tried alone. A lock is not retried: each try would
+                    # wait the busy timeout again.
+                    self._queue.extendleft(reversed([(op, fut) for op, fut in group if not fut.done()]))
+                    self._alone = len(group)
+                    continue
+                error = StoreError(refusal(exc))
                 for _, fut in group:
                     if not fut.done():
                         fut.set_exception(error)
