@@ -6,7 +6,7 @@
     python -m bench idle           [--agents 10000]                      [--procs 2]
     python -m bench create         [--agents 10000]  [--per-agent 200]   [--procs 2]
     python -m bench timers         [--agents 1000000]    (pending wheel entries)
-    python -m bench soak           [--agents 1000]   [--minutes 10] [--rate 200] [--procs 4]  (one repeat)
+    python -m bench soak           [--agents 1000]   [--minutes 10] [--rate 200] [--ttl S]  (one repeat)
     python -m bench mqtt-drain | mqtt-reconnect      (Mosquitto + paho-mqtt, same workloads)
     python -m bench ws-drain | ws-reconnect | ws-storm | ws-idle   (raw-websockets baseline)
     python -m bench compare        [--only drain,reconnect,...]   (tether and its peers, ratios)
@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--only", help="compare: the groups to run, comma-separated (default all)")
     p.add_argument("--minutes", type=_minutes, help="soak: minutes tasks flow (default 10)")
     p.add_argument("--rate", type=_positive, help="soak: tasks created per second (default 200)")
+    p.add_argument("--ttl", type=_positive, help="soak: each task's ttl in seconds (default tetherd's, one week)")
     return p
 
 

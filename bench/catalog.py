@@ -22,7 +22,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
               "what": "polling commands: --agents x --per-agent sequences, each run every 10 s "
                       "(~100,000 runs a minute by default: 18,000 sequences); tetherd CPU over one minute"},
     "soak": {"run": run_soak, "agents": 1000, "per_agent": 0, "procs": 4, "arg_bytes": 0, "minutes": 10.0,
-             "rate": 200, "repeat": 1,
+             "rate": 200, "ttl": 0, "repeat": 1,
              "what": "tasks flowing for --minutes at --rate a second (single agents, tags, all) while seeded agents "
                      "are cut off and reconnect: tetherd RSS start / end / peak against a bound, errors, all done"},
     "timers": {"run": run_timers, "agents": 1_000_000, "per_agent": 0, "procs": 1, "arg_bytes": 0,

@@ -26,14 +26,15 @@ def options_for(name: str, args: argparse.Namespace | None = None, settings: dic
         value = getattr(args, attr, None) if args is not None else None
         return value if value is not None else spec[key]
 
-    extra = {key: pick(key, key) for key in ("minutes", "rate") if key in spec}  # soak's own
+    extra = {key: pick(key, key) for key in ("minutes", "rate", "ttl") if key in spec}  # soak's own
     return Options(agents=pick("agents", "agents"), per_agent=pick("per_agent", "per_agent"),
                    procs=pick("procs", "procs"), settings=dict(settings or {}),
                    arg_bytes=pick("arg_bytes", "arg_bytes"), timeout=timeout, **extra)
 
 
 def announce(name: str, opts: Options, repeat: int, limit: tuple[int, int]) -> None:
-    soak = f" minutes={opts.minutes:g} rate={opts.rate}/s" if "minutes" in SCENARIOS[name] else ""
+    soak = (f" minutes={opts.minutes:g} rate={opts.rate}/s ttl={opts.ttl or 'default'}" if "minutes" in SCENARIOS[name]
+            else "")
     print(f"{name}: {SCENARIOS[name]['what']}\n  agents={opts.agents} per_agent={opts.per_agent} procs={opts.procs} "
           f"tetherd={opts.settings or 'defaults'} arg_bytes={opts.arg_bytes}{soak} repeat={repeat} nofile={limit[0]}",
           flush=True)

@@ -63,6 +63,8 @@ class Options:
     """``soak`` only: how long tasks flow."""
     rate: int = 0
     """``soak`` only: tasks created per second."""
+    ttl: int = 0
+    """``soak`` only: each task's ttl in seconds; 0: tetherd's default (one week)."""
 
 
 class BenchError(Exception):

@@ -11,7 +11,8 @@ relay port in its worker (:mod:`bench.churn`). Once every session is open and
   second through one console session, on a fixed schedule (task *i* is due at
   ``t0 + i / rate``; at most :data:`IN_FLIGHT` unanswered): every ``rate * ALL_EVERY``-th
   task targets ``all``, of the others :data:`TAG_SHARE` target a random group's tag and
-  the rest a single random agent (``random.Random(SEED)``);
+  the rest a single random agent (``random.Random(SEED)``); with ``--ttl`` each task
+  carries that ttl (else tetherd's default, one week);
 * the **relays cut** connections: every :data:`CHURN` ``.every`` seconds each worker resets
   (RST both ways) the connections of ~1 % of its agents, drawn from its seeded 20 %
   "flaky" agents; they reconnect by the client's own backoff;
@@ -102,7 +103,7 @@ QUEUED = 'tether_deliveries_total{state="queued"}'
 
 
 async def _producer(url: str, token: str, agent_ids: list[str], tags: list[str], rate: int, seconds: float,
-                    seed: int, out: Any) -> dict[str, Any]:
+                    seed: int, ttl: int, out: Any) -> dict[str, Any]:
     rng = random.Random(seed)
     all_every = max(1, round(rate * ALL_EVERY))
     kinds: collections.Counter[str] = collections.Counter()
@@ -145,7 +146,8 @@ async def _producer(url: str, token: str, agent_ids: list[str], tags: list[str],
                 kind, target = "tag", {"tag": rng.choice(tags)}
             else:
                 kind, target = "agent", {"agent": rng.choice(agent_ids)}
-            task = asyncio.create_task(one(kind, {"command": "echo", "args": {"n": i}, **target}))
+            params = {"command": "echo", "args": {"n": i}, **target, **({"ttl": ttl} if ttl else {})}
+            task = asyncio.create_task(one(kind, params))
             inflight.add(task)
             task.add_done_callback(inflight.discard)
         issued = time.monotonic()
@@ -175,11 +177,11 @@ async def _producer(url: str, token: str, agent_ids: list[str], tags: list[str],
 
 
 def _produce(url: str, token: str, agent_ids: list[str], tags: list[str], rate: int, seconds: float,
-             seed: int, out: Any) -> None:
+             seed: int, ttl: int, out: Any) -> None:
     """Process target: create tasks for ``seconds``, then put ``("result", dict)`` on ``out``."""
     async def bounded() -> dict[str, Any]:
         async with asyncio.timeout(seconds + ANSWER_TIMEOUT + 60):
-            return await _producer(url, token, agent_ids, tags, rate, seconds, seed, out)
+            return await _producer(url, token, agent_ids, tags, rate, seconds, seed, ttl, out)
 
     try:
         import uvloop
@@ -318,7 +320,7 @@ def run_soak(opts: Options) -> dict[str, Any]:
             m0 = tetherd.metrics()
             producer = ctx.Process(target=_produce, name="bench-soak-producer", daemon=True,
                                    args=(tetherd.url, tetherd.admin_token, [i.agent_id for i in identities], tags,
-                                         opts.rate, seconds, SEED, out))
+                                         opts.rate, seconds, SEED, opts.ttl, out))
             producer.start()
             try:
                 kind, t0 = out.get(timeout=PRODUCER_START_TIMEOUT)
@@ -456,6 +458,7 @@ def _figures(opts: Options, seconds: float, produced: dict[str, Any], results: l
         "rss_enrolled_offline_mib": round(r["rss_enrolled"] / MIB, 1),
         "minutes": opts.minutes,
         "rate_asked": opts.rate,
+        "task_ttl_s": opts.ttl or None,
         "tasks_created": int(produced["tasks"]),
         "tasks_per_s": round(produced["tasks"] / max(1e-9, produced["issued_at"] - produced["t0"]), 1),
         "deliveries_created": created,
