@@ -111,6 +111,7 @@ async def _producer(url: str, token: str, agent_ids: list[str], tags: list[str],
     errors: collections.Counter[str] = collections.Counter()
     samples: list[str] = []
     latencies: list[float] = []
+    sent_at: list[float] = []
     lag_max = 0.0
     gate = asyncio.Semaphore(IN_FLIGHT)
     async with ConsoleClient(url, token) as console:
@@ -125,6 +126,7 @@ async def _producer(url: str, token: str, agent_ids: list[str], tags: list[str],
                     samples.append(f"{kind}: {exc}")
             else:
                 latencies.append(time.monotonic() - t)
+                sent_at.append(t)
                 kinds[kind] += 1
                 deliveries[kind] += int(created["deliveries"])
             finally:
@@ -133,7 +135,11 @@ async def _producer(url: str, token: str, agent_ids: list[str], tags: list[str],
         inflight: set[asyncio.Task[None]] = set()
         t0 = time.monotonic()
         out.put(("started", t0))
-        for i in range(int(rate * seconds)):
+        scheduled = int(rate * seconds)
+        issued = 0
+        for i in range(scheduled):
+            if time.monotonic() >= t0 + seconds:
+                break  # behind schedule (tetherd slower than the rate): the duration still ends the run
             due = t0 + i / rate
             delay = due - time.monotonic()
             if delay > 0:
@@ -150,7 +156,8 @@ async def _producer(url: str, token: str, agent_ids: list[str], tags: list[str],
             task = asyncio.create_task(one(kind, params))
             inflight.add(task)
             task.add_done_callback(inflight.discard)
-        issued = time.monotonic()
+            issued += 1
+        issued_at = time.monotonic()
         if inflight:
             await asyncio.wait(set(inflight), timeout=ANSWER_TIMEOUT)
         if inflight:
@@ -158,9 +165,14 @@ async def _producer(url: str, token: str, agent_ids: list[str], tags: list[str],
             for task in list(inflight):
                 task.cancel()
         answered = time.monotonic()
+    minutes: dict[int, list[float]] = collections.defaultdict(list)
+    for t, latency in zip(sent_at, latencies, strict=True):
+        minutes[int((t - t0) // 60)].append(latency)
     return {
         "t0": t0,
-        "issued_at": issued,
+        "issued_at": issued_at,
+        "scheduled": scheduled,
+        "not_issued": scheduled - issued,
         "answered_at": answered,
         "tasks": sum(kinds.values()),
         "tasks_by_target": dict(kinds),
@@ -173,6 +185,9 @@ async def _producer(url: str, token: str, agent_ids: list[str], tags: list[str],
         "latency_p50": percentile(latencies, 50),
         "latency_p99": percentile(latencies, 99),
         "latency_max": max(latencies, default=None),
+        "latency_by_minute": [{"minute": m, "creates": len(v), "p50_ms": _ms(percentile(v, 50)),
+                               "p99_ms": _ms(percentile(v, 99)), "max_ms": _ms(max(v))}
+                              for m, v in sorted(minutes.items())],
     }
 
 
@@ -470,7 +485,9 @@ def _figures(opts: Options, seconds: float, produced: dict[str, Any], results: l
         "create_latency_p50_ms": _ms(produced["latency_p50"]),
         "create_latency_p99_ms": _ms(produced["latency_p99"]),
         "create_latency_max_ms": _ms(produced["latency_max"]),
+        "create_latency_by_minute": produced["latency_by_minute"],
         "producer_lag_max_s": round(produced["lag_max_s"], 3),
+        "tasks_not_issued": int(produced["not_issued"]),
         "cuts": cuts,
         "cut_waves": sum(x.get("cut_waves", 0) for x in results),
         "short_waves": sum(x.get("short_waves", 0) for x in results),
@@ -510,7 +527,9 @@ def _figures(opts: Options, seconds: float, produced: dict[str, Any], results: l
           f"{figures['memory']}", flush=True)
     print(f"  soak work: {figures['tasks_created']:,} tasks, {created:,} deliveries created, {db_done:,} done "
           f"({figures['deliveries_per_s']:,}/s while flowing, drained {figures['drain_s']} s after the producer "
-          f"stopped); {cuts:,} cuts, {reconnects:,} reconnects", flush=True)
+          f"stopped); {cuts:,} cuts, {reconnects:,} reconnects"
+          + (f"; {figures['tasks_not_issued']:,} tasks not issued (behind schedule at the end)"
+             if figures["tasks_not_issued"] else ""), flush=True)
     print(f"  soak errors: {total_errors} {figures['error_counts'] or ''}: {verdict}", flush=True)
     return figures
 
