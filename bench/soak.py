@@ -32,7 +32,7 @@ Verdict (``verdict`` PASS / FAIL, printed; ``python -m bench soak`` exits 1 on F
   tetherd's log, deliveries failed/expired/cancelled, deliveries not done at the end
   (``/metrics``, ``task.list state=pending`` and the database file read after tetherd
   stopped), runs not exactly once (client-side ``executed`` != deliveries created), relay
-  connections tetherd refused.
+  connections tetherd refused, connections tetherd shed for its per-address limit (4029).
 """
 
 from __future__ import annotations
@@ -453,6 +453,7 @@ def _figures(opts: Options, seconds: float, produced: dict[str, Any], results: l
         "pending_at_end": int(r["pending"]),
         "runs_not_exactly_once": abs(client["executed"] - created),
         "relay_upstream_failures": sum(x.get("relay_upstream_failures", 0) for x in results),
+        "connections_shed": int(m_end.get("tether_connections_shed_total", 0) - m0.get("tether_connections_shed_total", 0)),
     }
     total_errors = sum(errors.values())
     verdict = "PASS" if memory_ok and total_errors == 0 else "FAIL"
@@ -496,6 +497,8 @@ def _figures(opts: Options, seconds: float, produced: dict[str, Any], results: l
         "tetherd_sessions_opened": int(m_end.get(OPENED, 0) - m0.get(OPENED, 0)),
         "sessions_open_end": int(m_end.get(AGENT_SESSIONS, 0)),
         "duplicates_received": client["duplicates_received"],
+        "sessions_throttled": int(m_end.get("tether_sessions_throttled_total", 0)  # frame budget pauses
+                                  - m0.get("tether_sessions_throttled_total", 0)),
         "executed": client["executed"],
         "timers_pending_start": int(m0.get("tether_timers_pending", 0)),
         "timers_pending_end": int(m_end.get("tether_timers_pending", 0)),
