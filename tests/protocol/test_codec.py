@@ -191,6 +191,27 @@ def test_malformed_frames_are_1100(data: bytes | str) -> None:
         assert ("MessagePack" if isinstance(data, bytes) else "JSON") in caught.value.message
 
 
+@pytest.mark.parametrize("codec_name", CODECS)
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_a_value_nested_past_the_decoders_recursion_limit_is_malformed(codec_name: str, depth: int) -> None:
+    """Was a RecursionError out of the decoder: tetherd ended the session (4500, a traceback
+    logged) instead of answering 1100."""
+    codec = CODECS[codec_name]
+    for decode, frame in ((decode_to_daemon, {"t": "req", "id": 1, "method": "m", "params": {"a": None}}),
+                          (decode_from_daemon, {"t": "res", "id": 1, "result": {"a": None}})):
+        data: bytes | str
+        if codec.binary:
+            before, _, after = msgspec.msgpack.encode(frame).partition(b"\xa1a\xc0")  # "a": nil
+            data = before + b"\xa1a" + b"\x91" * depth + b"\x90" + after
+        else:
+            start, _, end = json.dumps(frame).partition('"a": null')
+            data = start + '"a": ' + "[" * depth + "]" * depth + end
+        with pytest.raises(ProtocolError) as caught:
+            decode(data)
+        assert caught.value.code is ErrorCode.MALFORMED_FRAME
+        assert caught.value.message == f"malformed {'MessagePack' if codec.binary else 'JSON'} frame: nested too deeply"
+
+
 def test_json_bytes_are_taken_for_messagepack() -> None:
     """The encoding follows the WebSocket message type: bytes are binary, so MessagePack."""
     with pytest.raises(ProtocolError) as caught:

@@ -12,12 +12,16 @@ from ``acked`` to ``done`` in one write instead of two.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from ..protocol.codec import Codec, error_frame, pack, to_msgpack
 from ..protocol.errors import ErrorCode, ProtocolError
 from ..protocol.frames import Ack, Frame, Progress, Request, Result, run_refs
 from ..protocol.polling import InvalidSchedule, plan_next_run
+from ..protocol.values import output_problem, value_problem
 from .store import Ref, ResultIn, RunPlan
 
 if TYPE_CHECKING:
@@ -25,10 +29,23 @@ if TYPE_CHECKING:
     from .session import AgentSession
 
 
+def _finite_or_0(seconds: float) -> float:
+    return seconds if math.isfinite(seconds) else 0.0
+
+
 def checked_result(frame: Result, output: bytes, floor: float) -> ResultIn:
     """A result as the store takes it, its schedule checked against the polling rules
     (``protocol.polling``): an interval below ``floor`` is raised (the history says so); a
-    schedule that cannot be honoured ends the sequence as failed, saying why."""
+    schedule that cannot be honoured ends the sequence as failed, saying why; so does an
+    output no console could be shown (``protocol.values``)."""
+    if not (math.isfinite(frame.started_at) and math.isfinite(frame.finished_at)):
+        # NaN reaches SQLite as NULL: a time the agent could not give is left to the daemon's clock.
+        frame = msgspec.structs.replace(frame, started_at=_finite_or_0(frame.started_at),
+                                        finished_at=_finite_or_0(frame.finished_at))
+    problem = output_problem(output)
+    if problem is not None:
+        return ResultIn(delivery_id=frame.delivery_id, ok=False, output=pack(None), error=f"invalid output: {problem}",
+                        started_at=frame.started_at, finished_at=frame.finished_at, run=frame.run)
     schedule = frame.schedule
     if schedule is None or not frame.ok:
         return ResultIn(delivery_id=frame.delivery_id, ok=frame.ok, output=output, error=frame.error,
@@ -36,6 +53,9 @@ def checked_result(frame: Result, output: bytes, floor: float) -> ResultIn:
     try:
         if not schedule.command.strip():
             raise InvalidSchedule("the schedule names no command")
+        args_problem = value_problem(schedule.args)  # the next run's args: a task's, as a console gives them
+        if args_problem is not None:
+            raise InvalidSchedule(f"the args hold {args_problem}")
         plan = plan_next_run(schedule.next_run_in_seconds, schedule.timeout_in_seconds, floor)
     except InvalidSchedule as exc:
         return ResultIn(delivery_id=frame.delivery_id, ok=False, output=output, error=f"invalid schedule: {exc}",

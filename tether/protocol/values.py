@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import msgspec
+
 MAX_DEPTH = 64
 """Lists and objects nested deeper than this are refused: enough for any command's args,
 and far below the recursion limit of the encoders that write the value again later."""
@@ -71,4 +73,42 @@ def value_problem(value: Any) -> str | None:
                 stack.append((item, [*path, key]))
             elif (problem := _scalar_problem(item)) is not None:
                 return f"{problem} at `{_where([*path, key])}`"
+    return None
+
+
+_json = msgspec.json.Encoder()
+
+
+def _nests_deeper_than(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > limit:
+            return True
+        for item in container.values() if isinstance(container, dict) else container:
+            if isinstance(item, dict | list):
+                stack.append((item, depth + 1))
+    return False
+
+
+def output_problem(blob: bytes) -> str | None:
+    """Why an agent's result output (MessagePack) cannot be kept, or None if it can.
+
+    Outputs are shown to JSON consoles (``tetherctl show``), inside the task's answer: one
+    nested past what a decoder can read back, or holding what JSON has no text for (an
+    extension type, a map key that is not text or a number), would make every answer about
+    its task fail. What JSON writes in another form (binary as base64, NaN as null) is kept.
+    """
+    try:
+        value = msgspec.msgpack.decode(blob)
+    except msgspec.DecodeError:
+        return "it is not valid MessagePack"
+    except RecursionError:
+        return f"lists and objects nested more than {MAX_DEPTH} deep"
+    if isinstance(value, dict | list) and _nests_deeper_than(value, MAX_DEPTH):
+        return f"lists and objects nested more than {MAX_DEPTH} deep"
+    try:
+        _json.encode(value)
+    except TypeError as exc:
+        return f"JSON cannot hold it: {exc}"
     return None
