@@ -296,6 +296,10 @@ def run_delivery(opts: Options) -> dict[str, Any]:
         "commit_busy_percent": round(100.0 * commit_s / seconds, 1),
         "frames_in": int(m1.get("tether_frames_total{direction=\"in\"}", 0) - m0.get("tether_frames_total{direction=\"in\"}", 0)),
         "frames_out": int(m1.get("tether_frames_total{direction=\"out\"}", 0) - m0.get("tether_frames_total{direction=\"out\"}", 0)),
+        # The per-session limits (README "Limits on one peer") must not slow a benchmark:
+        "sessions_throttled": int(m1.get("tether_sessions_throttled_total", 0)
+                                  - m0.get("tether_sessions_throttled_total", 0)),
+        "connections_shed": int(m1.get("tether_connections_shed_total", 0) - m0.get("tether_connections_shed_total", 0)),
         **watch.figures(),
         "listen_overflows": {k: drops1[k] - drops0[k] for k in drops1 if k in drops0},
         **setup,

@@ -24,7 +24,7 @@ from tether.protocol import (
     decode_from_daemon,
     decode_to_daemon,
 )
-from tether.protocol.codec import error_frame, from_msgpack, pack, to_msgpack, unpack
+from tether.protocol.codec import MAX_ERROR_MESSAGE, error_frame, from_msgpack, pack, to_msgpack, unpack
 from tether.protocol.frames import FROM_DAEMON, TO_DAEMON, Ack, Batch, Error, Frame, Result, Task
 
 ALL_FRAMES = tuple(dict.fromkeys((*TO_DAEMON, *FROM_DAEMON)))
@@ -268,6 +268,13 @@ def test_omitted_raw_fields_of_a_json_frame_decode_as_their_defaults() -> None:
 
 def test_unpack_none_is_none() -> None:
     assert unpack(None) is None
+
+
+def test_an_error_message_quoting_huge_input_is_cut() -> None:
+    frame = error_frame(ProtocolError(ErrorCode.UNKNOWN_METHOD, "unknown method " + "x" * 1_000_000))
+    assert len(frame.message) == MAX_ERROR_MESSAGE and frame.message.endswith("…")
+    assert frame.message.startswith("unknown method xxx")
+    assert error_frame(ProtocolError(ErrorCode.UNKNOWN_METHOD, "short")).message == "short"
 
 
 def test_error_frames_carry_code_name_ref_and_retry_after() -> None:

@@ -121,9 +121,17 @@ class Codec:
         return _mp_any.decode(raw) if self.binary or _is_raw_default(raw) else _js_any.decode(raw)
 
 
+MAX_ERROR_MESSAGE = 1000
+"""Characters of an error message sent to a peer: one that quotes hostile input (a 1 MB
+method name) is cut, so the answer fits any client's frame limit."""
+
+
 def error_frame(exc: ProtocolError, retry_after: float | None = None) -> Error:
+    message = exc.message
+    if len(message) > MAX_ERROR_MESSAGE:
+        message = message[: MAX_ERROR_MESSAGE - 1] + "…"
     return Error(
-        code=int(exc.code), name=exc.code.slug, message=exc.message, ref=exc.ref,
+        code=int(exc.code), name=exc.code.slug, message=message, ref=exc.ref,
         retry_after=retry_after,
     )
 
