@@ -9,7 +9,7 @@ import json
 import signal
 import ssl
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +110,26 @@ def _ctl(tetherd: Tetherd, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 # -- wss:// with a private CA ----------------------------------------------------------------
+
+
+REPORT = {
+    "test_agent_enrolls_and_runs_a_task_over_wss_with_a_private_ca": (
+        "an agent and tetherctl over wss:// with a private CA", "enrolled, task done, tetherctl answered"),
+    "test_clients_that_do_not_trust_the_ca_fail_with_a_clear_message": (
+        "clients that do not trust the daemon's CA; a ws:// URL to a TLS port",
+        "refused with a message saying to pass --ca (or use wss://); nothing sent"),
+    "test_agents_must_show_a_client_certificate_signed_by_the_client_ca": (
+        "with tls_client_ca: an agent without a client certificate, one from another CA",
+        "refused 4010 / the TLS handshake fails; a console without one and an agent with the right one work"),
+    "test_tls_config_errors_exit_2_with_the_file_named": (
+        "TLS config errors: cert without key, missing or bad files", "tetherd exits 2 naming the file"),
+}
+
+
+@pytest.fixture(autouse=True)
+def _report(request: pytest.FixtureRequest, fault_log: Callable[..., None]) -> None:
+    fault, invariant = REPORT[request.node.originalname]
+    fault_log("TLS", fault, 1, invariant)
 
 
 def test_agent_enrolls_and_runs_a_task_over_wss_with_a_private_ca(
