@@ -44,6 +44,7 @@ import math
 import multiprocessing
 import queue
 import random
+import resource
 import sqlite3
 import time
 import uuid
@@ -105,6 +106,7 @@ QUEUED = 'tether_deliveries_total{state="queued"}'
 async def _producer(url: str, token: str, agent_ids: list[str], tags: list[str], rate: int, seconds: float,
                     seed: int, ttl: int, out: Any) -> dict[str, Any]:
     rng = random.Random(seed)
+    cpu_start = _own_cpu()
     all_every = max(1, round(rate * ALL_EVERY))
     kinds: collections.Counter[str] = collections.Counter()
     deliveries: collections.Counter[str] = collections.Counter()
@@ -182,6 +184,7 @@ async def _producer(url: str, token: str, agent_ids: list[str], tags: list[str],
         "error_kinds": dict(errors),
         "error_samples": samples,
         "lag_max_s": lag_max,
+        "cpu_seconds": _own_cpu() - cpu_start,
         "latency_p50": percentile(latencies, 50),
         "latency_p99": percentile(latencies, 99),
         "latency_max": max(latencies, default=None),
@@ -189,6 +192,11 @@ async def _producer(url: str, token: str, agent_ids: list[str], tags: list[str],
                                "p99_ms": _ms(percentile(v, 99)), "max_ms": _ms(max(v))}
                               for m, v in sorted(minutes.items())],
     }
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _produce(url: str, token: str, agent_ids: list[str], tags: list[str], rate: int, seconds: float,
@@ -344,7 +352,7 @@ def run_soak(opts: Options) -> dict[str, Any]:
             assert kind == "started"
             fleet.start_churn()
             pids = fleet.pids
-            cpu0 = (tetherd.cpu_seconds(), _cpu(pids), _cpu([producer.pid]), machine_busy_seconds())
+            cpu0 = (tetherd.cpu_seconds(), _cpu(pids), machine_busy_seconds())
             print(f"  soak: {opts.agents} sessions open after {opened - go:.1f} s, tetherd RSS "
                   f"{rss_start / MIB:.1f} MiB; tasks flowing for {seconds:g} s", flush=True)
             rec = _Recorder(tetherd, sampler, t0)
@@ -393,7 +401,7 @@ def run_soak(opts: Options) -> dict[str, Any]:
             rec.next_point = time.monotonic()
             rec.tick("end")
             m_end = tetherd.metrics()
-            cpu1 = (tetherd.cpu_seconds(), _cpu(pids), _cpu([producer.pid]), machine_busy_seconds())
+            cpu1 = (tetherd.cpu_seconds(), _cpu(pids), machine_busy_seconds())
             ended = time.monotonic()
             pending = asyncio.run(_pending(tetherd.url, tetherd.admin_token))
             results = fleet.finish()
@@ -433,8 +441,9 @@ def _figures(opts: Options, seconds: float, produced: dict[str, Any], results: l
     run_s = r["stopped"] - r["t0"]
     whole = r["ended"] - r["t0"]
     cpu0, cpu1 = r["cpu0"], r["cpu1"]
-    tetherd_cpu, agents_cpu, producer_cpu = (cpu1[i] - cpu0[i] for i in range(3))
-    busy = cpu1[3] - cpu0[3]
+    tetherd_cpu, agents_cpu = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    producer_cpu = float(produced["cpu_seconds"])  # it has exited by the end: its own count
+    busy = cpu1[2] - cpu0[2]
     rss_start, rss_end, peak = r["rss_start"], r["rss_end"], r["peak"]
     bound = rss_start * RSS_FACTOR + RSS_SLACK_MIB * MIB
     memory_ok = rss_end <= bound
