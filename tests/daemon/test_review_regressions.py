@@ -54,7 +54,7 @@ class _SnapshotStore:
         self.gate: asyncio.Future[None] | None = None
         self.reading = asyncio.Event()
 
-    async def get_task(self, task_id: int, history: bool = False) -> TaskView:
+    async def get_task(self, task_id: int, history: bool = False, now: float | None = None) -> TaskView:
         snapshot = self.state
         self.reading.set()
         if self.gate is not None:

@@ -136,7 +136,7 @@ async def test_expiry_ends_only_undelivered(store: SQLiteStore) -> None:
     by_agent = {i.agent_id: i.delivery_id for i in items}
     store.mark_sent([by_agent[a]], NOW)
     await store.acknowledge(a, [(by_agent[a], 1)], NOW)
-    assert (await store.timers()).expiries == [(task_id, NOW + 5)]
+    assert (await store.timers()).expiries == [(task_id, NOW + 5, 0)]  # a tag task: not one agent's
     changes = await store.expire_task(task_id, NOW + 5)
     assert [(c.agent_id, c.new) for c in changes] == [(b, "expired")]
     assert (await store.timers()).expiries == []

@@ -314,8 +314,9 @@ async def test_timers_lists_what_the_wheel_must_hold(store: SQLiteStore) -> None
     store.mark_sent([acked], NEXT)
     await store.acknowledge(a, [(acked, 2)], NEXT)  # its result decides: no timer
     done_task, (done,) = await store.create_task(task("agent", a, ttl=TTL), NOW)
-    active.append(done_task)  # its delivery is done; the task stays active until its ttl
-    await store.record_results(a, [result(done.delivery_id, 1)], T1)
+    await store.record_results(a, [result(done.delivery_id, 1)], T1)  # one agent's, done: nothing to time
+    tag_task, _ = await store.create_task(task("all", ttl=TTL), NOW)  # reaches agents enrolled later
+    active.append(tag_task)
     cancelled_task, _ = await store.create_task(task("agent", a, ttl=TTL), NOW)
     await store.cancel(task_id=cancelled_task, now=T1)
     expired_task, _ = await store.create_task(task("agent", a, ttl=TTL), NOW)
@@ -328,5 +329,10 @@ async def test_timers_lists_what_the_wheel_must_hold(store: SQLiteStore) -> None
 
     timers = await store.timers()
     assert sorted(timers.polls) == sorted([(soon, T1 + 30), (late, DEADLINE), (undelivered, DEADLINE)])
-    assert sorted(timers.expiries) == [(t, NOW + TTL) for t in active]  # not the cancelled or expired task
+    assert sorted(timers.expiries) == [(t, NOW + TTL, t != tag_task) for t in active]  # not the done,
+    # cancelled or expired task
+    view = await store.get_task(done_task, now=NOW + TTL)
+    assert view is not None and view.state == "closed"  # shown closed once its ttl has passed
+    view = await store.get_task(done_task, now=NOW + TTL - 1)
+    assert view is not None and view.state == "active"
     assert timers.schedules == [(on.schedule_id, NOW + 300)]

@@ -42,7 +42,7 @@ STORAGE_RETRY_AFTER = 2.0
 class Stats:
     """Counters for /metrics."""
 
-    __slots__ = ("frames_in", "frames_out", "pushed", "sessions_total", "shed", "throttled", "untold")
+    __slots__ = ("closed", "frames_in", "frames_out", "pushed", "sessions_total", "shed", "throttled", "untold")
 
     def __init__(self) -> None:
         self.frames_in = 0
@@ -51,6 +51,8 @@ class Stats:
         self.sessions_total: collections.Counter[str] = collections.Counter()
         self.shed = 0
         """Connections refused for their address's limit (4029)."""
+        self.closed = 0
+        """WebSocket connections that ended (of any kind): what the full collections free."""
         self.throttled = 0
         """Times a session's reading was paused for its frame budget."""
         self.untold = 0
@@ -66,6 +68,9 @@ class Timer(enum.IntEnum):
     """A polling delivery's next run is due, or its sequence times out (id: the delivery)."""
     SCHEDULE = 2
     """A recurring schedule fires (id: the schedule)."""
+    EXPIRE_ONE = 3
+    """The ttl of a task for one agent (id: the task): cleared as soon as its one delivery
+    ends, so a finished task holds no entry for the rest of its ttl (a week by default)."""
 
 
 RETRY_AFTER_STORE_ERROR = 1.0
@@ -114,6 +119,7 @@ class Broker:
         for change in changes:
             if change.new in TERMINAL:
                 self.clear_timer(Timer.POLL, change.delivery_id)
+                self.clear_timer(Timer.EXPIRE_ONE, change.task_id)  # if it was a one-agent task
                 # A waiting delivery is on no agent (its run's result is in): nothing to stop.
                 if withdraw and change.old != "waiting":
                     session = self.sessions.get(change.agent_id)
@@ -178,8 +184,10 @@ class Broker:
         if handle is not None:
             self.wheel.cancel(handle)
 
-    def schedule_expiry(self, task_id: int, expires_at: float) -> None:
-        self.set_timer(Timer.EXPIRE, task_id, expires_at)
+    def schedule_expiry(self, task_id: int, expires_at: float, *, one_agent: bool = False) -> None:
+        """Put a task's ttl on the wheel. A task for one agent (``one_agent``) is done with
+        once its delivery ends; a tag or ``all`` task keeps reaching agents until its ttl."""
+        self.set_timer(Timer.EXPIRE_ONE if one_agent else Timer.EXPIRE, task_id, expires_at)
 
     async def load_timers(self) -> list[tuple[str, int]]:
         """Rebuild the wheel from the store (at start). Schedules whose firings fell due
@@ -187,8 +195,8 @@ class Broker:
         returns (name, missed firings) of each."""
         missed = await self.store.skip_missed(self.clock(), next_fire)
         timers = await self.store.timers()
-        for task_id, expires_at in timers.expiries:
-            self.set_timer(Timer.EXPIRE, task_id, expires_at)
+        for task_id, expires_at, one_agent in timers.expiries:
+            self.schedule_expiry(task_id, expires_at, one_agent=bool(one_agent))
         for delivery_id, when in timers.polls:
             self.set_timer(Timer.POLL, delivery_id, when)
         for schedule_id, when in timers.schedules:
@@ -217,7 +225,7 @@ class Broker:
         self._timers.pop(key, None)
         kind, ident = Timer(key & 3), key >> 2
         fut: asyncio.Future[Any]
-        if kind is Timer.EXPIRE:
+        if kind in (Timer.EXPIRE, Timer.EXPIRE_ONE):
             fut = self.store.expire_task(ident, now)
         elif kind is Timer.POLL:
             fut = self.store.poll_due(ident, now)
@@ -235,7 +243,7 @@ class Broker:
             self.set_timer(kind, ident, self.clock() + RETRY_AFTER_STORE_ERROR)
             return
         result = fut.result()
-        if kind is Timer.EXPIRE:
+        if kind in (Timer.EXPIRE, Timer.EXPIRE_ONE):
             changes: list[Change] = result
             if changes:
                 log.info("event=task_expired task_id=%d deliveries=%d", ident, len(changes))

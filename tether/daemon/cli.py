@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ import msgspec
 
 from .. import __version__
 from . import config as config_mod
+from . import housekeeping
 from .config import Config, ConfigError
 
 EPILOG = """\
@@ -174,7 +174,7 @@ async def _serve(config: Config, as_json: bool, read_config: Callable[[], Config
     broker = Broker(store)
     for name, missed in await broker.load_timers():
         log.info("event=schedule_missed name=%s firings=%d", name, missed)
-    _tune_gc()
+    housekeeping.tune()
     daemon = Daemon(config, broker)
     try:
         await daemon.start(tls)
@@ -192,6 +192,7 @@ async def _serve(config: Config, as_json: bool, read_config: Callable[[], Config
     notify("READY=1")
     async with anyio.create_task_group() as tg:
         tg.start_soon(broker.run_timers)
+        tg.start_soon(housekeeping.collect_closed, broker.stats)
         interval = watchdog_interval()
         if interval:
             tg.start_soon(watchdog, interval)
@@ -216,16 +217,6 @@ def _tls_summary(config: Config) -> str:
     if not config.tls_cert:
         return "off"
     return "on_agent_client_certs" if config.tls_client_ca else "on"
-
-
-def _tune_gc() -> None:
-    """A reconnect storm allocates millions of short-lived objects; with CPython's default
-    thresholds the full collections it triggers stop the event loop for up to 0.4 s each
-    (measured with bench/ reconnect). Everything alive after start-up is frozen out of
-    the collector's scans, and young collections run less often."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 1000)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

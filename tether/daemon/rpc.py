@@ -133,7 +133,8 @@ class ConsoleRPC:
         spec = await self._new_task(p)
         now = self.broker.clock()
         task_id, items = await self.store.create_task(spec, now)
-        self.broker.schedule_expiry(task_id, now + p.ttl)  # the expires_at the store recorded
+        self.broker.schedule_expiry(task_id, now + p.ttl,  # the expires_at the store recorded
+                                    one_agent=spec.target_kind == "agent")
         self.broker.offer(items)
         log.info("event=task_created task_id=%d command=%s target=%s deliveries=%d",
                  task_id, spec.command, "all" if spec.target_kind == "all" else f"{spec.target_kind}:{spec.target}",
@@ -144,7 +145,7 @@ class ConsoleRPC:
         return await self.store.list_deliveries(agent_id=p.agent, tag=p.tag, states=p.states(), limit=p.limit)
 
     async def _task(self, task_id: int, history: bool = False) -> TaskView:
-        view = await self.store.get_task(task_id, history=history)
+        view = await self.store.get_task(task_id, history=history, now=self.broker.clock())
         if view is None:
             raise ProtocolError(ErrorCode.UNKNOWN_TASK, f"no task {task_id}")
         return view

@@ -164,6 +164,7 @@ class Daemon:
             await self._serve_connection(ws)
         finally:
             self.limiter.release(host)
+            self.broker.stats.closed += 1
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
         codec: Codec = MSGPACK

@@ -155,8 +155,9 @@ class Firing(msgspec.Struct, frozen=True):
 class Timers(msgspec.Struct, frozen=True):
     """Everything the timer wheel holds, read back from the store at start."""
 
-    expiries: list[tuple[int, float]]
-    """(task_id, expires_at) of every active task."""
+    expiries: list[tuple[int, float, bool]]
+    """(task_id, expires_at, one_agent) of every active task that can still change: a tag
+    or ``all`` task until its ttl, a task for one agent while its delivery is unfinished."""
     polls: list[tuple[int, float]]
     """(delivery_id, when) of every polling delivery waiting for its next run or timeout."""
     schedules: list[tuple[int, float]]
@@ -254,7 +255,9 @@ class Store(Protocol):
         timeout), with their state: an agent reconnecting with them held must cancel them."""
     async def agent_commands(self, agent_id: str) -> list[str] | None:
         """The commands the agent announced, [] if it never connected, None if unknown."""
-    async def get_task(self, task_id: int, *, history: bool = False) -> TaskView | None: ...
+    async def get_task(self, task_id: int, *, history: bool = False, now: float | None = None) -> TaskView | None:
+        """``now``: a task whose ttl ended by then is shown ``closed`` (a task for one agent
+        whose delivery ended is not marked closed when its ttl passes: it holds no timer)."""
     async def list_deliveries(
         self, *, agent_id: str | None, tag: str | None, states: list[str] | None, limit: int
     ) -> list[DeliveryRow]: ...

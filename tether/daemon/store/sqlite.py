@@ -180,7 +180,8 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials):
             if task_id is not None:
                 if not tx.one("SELECT 1 FROM tasks WHERE id = ?", (task_id,)):
                     raise ProtocolError(ErrorCode.UNKNOWN_TASK, f"no task {task_id}")
-                tx.execute("UPDATE tasks SET state = 'cancelled' WHERE id = ? AND state = 'active'", (task_id,))
+                tx.execute("UPDATE tasks SET state = 'cancelled' WHERE id = ? AND state = 'active' AND expires_at > ?",
+                           (task_id, now))
                 where, params = "task_id = ?", (task_id,)
             elif agent_id is not None:
                 if not tx.one("SELECT 1 FROM agents WHERE id = ?", (agent_id,)):

@@ -14,6 +14,7 @@ import msgspec
 
 from ...protocol.codec import unpack
 from ...protocol.console import AgentView, DeliveryRow, DeliveryView, HistoryEntry, TaskView
+from ...protocol.states import PENDING
 from . import PushItem, Timers
 from .writer import MAX_ID, chunks
 
@@ -22,6 +23,7 @@ _PUSH_COLUMNS = (
     " t.expires_at, d.run"
 )
 _PUSHABLE = "('queued', 'sent', 'acked', 'running')"
+_PENDING_SQL = ",".join(f"'{s.value}'" for s in sorted(PENDING))
 
 
 class SQLiteReads:
@@ -76,11 +78,14 @@ class SQLiteReads:
         commands: list[str] = unpack(rows[0][0]) or []
         return commands
 
-    async def get_task(self, task_id: int, *, history: bool = False) -> TaskView | None:
+    async def get_task(self, task_id: int, *, history: bool = False, now: float | None = None) -> TaskView | None:
         rows = await self._read(
             "SELECT t.id, t.command, t.args, t.target_kind, t.target, t.priority, t.ttl, t.created_at, t.expires_at,"
-            " t.state, t.hide_polling_output, s.name FROM tasks t LEFT JOIN schedules s ON s.id = t.schedule_id"
-            " WHERE t.id = ?", (task_id,),
+            # A task for one agent whose delivery ended holds no timer (Timer.EXPIRE_ONE), so
+            # it is never marked closed: past its ttl, it is shown closed.
+            " CASE WHEN t.state = 'active' AND t.expires_at <= ? THEN 'closed' ELSE t.state END,"
+            " t.hide_polling_output, s.name FROM tasks t LEFT JOIN schedules s ON s.id = t.schedule_id"
+            " WHERE t.id = ?", (-1e300 if now is None else now, task_id),
         )
         if not rows:
             return None
@@ -168,7 +173,10 @@ class SQLiteReads:
         ]
 
     async def timers(self) -> Timers:
-        expiries = await self._read("SELECT id, expires_at FROM tasks WHERE state = 'active'")
+        expiries = await self._read(
+            "SELECT t.id, t.expires_at, t.target_kind = 'agent' FROM tasks t WHERE t.state = 'active'"
+            " AND (t.target_kind != 'agent' OR EXISTS (SELECT 1 FROM deliveries d WHERE d.task_id = t.id"
+            f" AND d.state IN ({_PENDING_SQL})))")
         polls = await self._read(
             "SELECT id, CASE WHEN state = 'waiting' THEN min(next_run_at, poll_deadline) ELSE poll_deadline END"
             " FROM deliveries WHERE poll_deadline IS NOT NULL"
