@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import platform
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ HEADER = """\
 Every fault and bad input the test suite injects, how often, and the outcome. Generated
 from a full test run by `pytest --reliability-report docs/reliability.md`; a row is
 *held* when the test passed, that is when everything its invariant column says was checked
-and true. Re-generate it after changing a test below.
+and true. Re-generate it after changing a test below. The ten-minute soak with 1,000 agents
+reconnecting (a benchmark, not run in CI) is in [performance.md](performance.md#soak-ten-minutes-of-tasks-while-agents-drop-and-reconnect).
 
 """
 
@@ -90,4 +92,4 @@ def render(entries: list[dict[str, Any]], outcomes: dict[str, str]) -> str:
                 ", ".join(sorted(results))
             cells = [fault, str(row["tries"]), invariant, outcome, ", ".join(f"`{t}`" for t in row["tests"])]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).rstrip("\n") + "\n"
