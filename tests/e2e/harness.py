@@ -22,6 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from websockets.exceptions import ConnectionClosed
+
+from tether.protocol.codec import decode_from_daemon
+from tether.protocol.frames import Error
+
 BIN = Path(sys.executable).parent
 COMMANDS = Path(__file__).parent / "commands.py"
 
@@ -72,6 +77,23 @@ class LogWatcher:
     def text(self) -> str:
         with self._cond:
             return "\n".join(self.lines)
+
+
+def closed_with(ws: Any, timeout: float = 10.0) -> tuple[Any, int | None]:
+    """Read a (sync websockets) connection until the daemon closes it: the last error frame
+    it sent before closing (or None), and the close code."""
+
+
+    error = None
+    try:
+        while True:
+            frame = decode_from_daemon(ws.recv(timeout=timeout))
+            if isinstance(frame, Error):
+                error = frame
+    except ConnectionClosed:
+        pass
+    assert ws.protocol.close_rcvd is not None, "the daemon did not close the connection"
+    return error, ws.protocol.close_rcvd.code
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:

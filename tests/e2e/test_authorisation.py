@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import AgentProc, Tetherd
-from websockets.exceptions import ConnectionClosed
+from harness import AgentProc, Tetherd, closed_with
 from websockets.sync.client import ClientConnection, connect
 
 from tether.protocol import MSGPACK, PROTOCOL_VERSION, Hello, Request
@@ -51,18 +50,10 @@ def console_session(tetherd: Tetherd) -> Iterator[Callable[[str], ClientConnecti
         cm.__exit__(None, None, None)
 
 
-def closed_by_daemon(ws: ClientConnection, timeout: float = 5.0) -> tuple[Error | None, int, float]:
+def closed_by_daemon(ws: ClientConnection, timeout: float = 5.0) -> tuple[Error | None, int | None, float]:
     started = time.monotonic()
-    error = None
-    try:
-        while True:
-            frame = decode_from_daemon(ws.recv(timeout=timeout))
-            if isinstance(frame, Error):
-                error = frame
-    except ConnectionClosed:
-        pass
-    assert ws.protocol.close_rcvd is not None, "the daemon did not close the session"
-    return error, ws.protocol.close_rcvd.code, time.monotonic() - started
+    error, code = closed_with(ws, timeout)
+    return error, code, time.monotonic() - started
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from harness import BIN, TEST_SETTINGS, AgentProc, Tetherd
+from harness import BIN, TEST_SETTINGS, AgentProc, Tetherd, closed_with
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -35,18 +35,6 @@ def console(tetherd: Tetherd) -> Iterator[ClientConnection]:
 
 def reply(ws: ClientConnection) -> Any:
     return decode_from_daemon(ws.recv(timeout=10))
-
-
-def closed_with(ws: ClientConnection) -> tuple[Any, int | None]:
-    """The error frame (if any) the daemon sent before closing, and the close code."""
-    frame = None
-    try:
-        while True:
-            frame = decode_from_daemon(ws.recv(timeout=10))
-    except ConnectionClosed:
-        pass
-    assert ws.protocol.close_rcvd is not None
-    return frame, ws.protocol.close_rcvd.code
 
 
 def assert_still_serving(tetherd: Tetherd, agent: AgentProc) -> None:

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import TEST_SETTINGS, AgentProc, Tetherd
-from websockets.exceptions import ConnectionClosed
+from harness import TEST_SETTINGS, AgentProc, Tetherd, closed_with
 from websockets.sync.client import ClientConnection, connect
 
 from tether.protocol import MSGPACK, PROTOCOL_VERSION, Hello, Request
@@ -52,24 +51,13 @@ def console(tetherd: Tetherd) -> ClientConnection:
     return ws
 
 
-def refusal(ws: ClientConnection) -> tuple[Error | None, int | None]:
-    frame = None
-    try:
-        while True:
-            frame = decode_from_daemon(ws.recv(timeout=10))
-    except ConnectionClosed:
-        pass
-    assert ws.protocol.close_rcvd is not None
-    return frame, ws.protocol.close_rcvd.code  # type: ignore[return-value]
-
-
 def test_connections_over_the_per_address_limit_are_refused_with_retry_after(
     limited: Tetherd, fault_log: Callable[..., None]
 ) -> None:
     open_ = [console(limited) for _ in range(3)]
     try:
         with connect(limited.url) as fourth:
-            error, code = refusal(fourth)
+            error, code = closed_with(fourth)
         assert code == 4029
         assert error is not None and error.code == 4029 and error.retry_after == 10.0
         assert "too many connections from 127.0.0.1 (limit 3)" in error.message
