@@ -42,14 +42,16 @@ def checked_result(frame: Result, output: bytes, floor: float) -> ResultIn:
         # NaN reaches SQLite as NULL: a time the agent could not give is left to the daemon's clock.
         frame = msgspec.structs.replace(frame, started_at=_finite_or_0(frame.started_at),
                                         finished_at=_finite_or_0(frame.finished_at))
+    def result(ok: bool, output: bytes, error: str = "", plan: RunPlan | None = None) -> ResultIn:
+        return ResultIn(delivery_id=frame.delivery_id, ok=ok, output=output, error=error, started_at=frame.started_at,
+                        finished_at=frame.finished_at, run=frame.run, plan=plan)
+
     problem = output_problem(output)
     if problem is not None:
-        return ResultIn(delivery_id=frame.delivery_id, ok=False, output=pack(None), error=f"invalid output: {problem}",
-                        started_at=frame.started_at, finished_at=frame.finished_at, run=frame.run)
+        return result(False, pack(None), f"invalid output: {problem}")
     schedule = frame.schedule
     if schedule is None or not frame.ok:
-        return ResultIn(delivery_id=frame.delivery_id, ok=frame.ok, output=output, error=frame.error,
-                        started_at=frame.started_at, finished_at=frame.finished_at, run=frame.run)
+        return result(frame.ok, output, frame.error)
     try:
         if not schedule.command.strip():
             raise InvalidSchedule("the schedule names no command")
@@ -58,14 +60,10 @@ def checked_result(frame: Result, output: bytes, floor: float) -> ResultIn:
             raise InvalidSchedule(f"the args hold {args_problem}")
         plan = plan_next_run(schedule.next_run_in_seconds, schedule.timeout_in_seconds, floor)
     except InvalidSchedule as exc:
-        return ResultIn(delivery_id=frame.delivery_id, ok=False, output=output, error=f"invalid schedule: {exc}",
-                        started_at=frame.started_at, finished_at=frame.finished_at, run=frame.run)
-    return ResultIn(
-        delivery_id=frame.delivery_id, ok=True, output=output, started_at=frame.started_at,
-        finished_at=frame.finished_at, run=frame.run,
-        plan=RunPlan(command=schedule.command, args=pack(schedule.args), interval=plan.interval,
-                     timeout=plan.timeout, note=plan.note, poll_message=schedule.poll_message),
-    )
+        return result(False, output, f"invalid schedule: {exc}")
+    return result(True, output, plan=RunPlan(command=schedule.command, args=pack(schedule.args),
+                                             interval=plan.interval, timeout=plan.timeout, note=plan.note,
+                                             poll_message=schedule.poll_message))
 
 
 def submit_reports(session: AgentSession, codec: Codec, frames: list[Frame | ProtocolError], broker: Broker,

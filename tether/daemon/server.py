@@ -151,20 +151,22 @@ class Daemon:
 
     async def _handle(self, ws: ServerConnection) -> None:
         host = _remote_host(ws)
-        if not self.limiter.acquire(host):
-            self.broker.stats.shed += 1
-            # Refused before its first frame, so its codec is unknown: MessagePack, the
-            # agents' codec; the close code (4029) says it to any client.
-            await self._refuse(ws, MSGPACK, ProtocolError(
-                ErrorCode.TOO_MANY_SESSIONS,
-                f"too many connections from {host} (limit {self.limiter.limit}); retry later",
-            ), retry_after=SHED_RETRY_AFTER)
-            return
         try:
-            await self._serve_connection(ws)
+            if not self.limiter.acquire(host):
+                self.broker.stats.shed += 1
+                # Refused before its first frame, so its codec is unknown: MessagePack, the
+                # agents' codec; the close code (4029) says it to any client.
+                await self._refuse(ws, MSGPACK, ProtocolError(
+                    ErrorCode.TOO_MANY_SESSIONS,
+                    f"too many connections from {host} (limit {self.limiter.limit}); retry later",
+                ), retry_after=SHED_RETRY_AFTER)
+                return
+            try:
+                await self._serve_connection(ws)
+            finally:
+                self.limiter.release(host)
         finally:
-            self.limiter.release(host)
-            self.broker.stats.closed += 1
+            self.broker.stats.closed += 1  # a shed one too: every closed connection leaves a cycle
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
         codec: Codec = MSGPACK

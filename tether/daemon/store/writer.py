@@ -121,6 +121,11 @@ class _Refused(Exception):
     pass
 
 
+def _fails_group(exc: Exception) -> bool:
+    """A database error (full, locked, I/O), not one operation's own: the group fails."""
+    return isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError)
+
+
 def _run(
     conn: sqlite3.Connection, ops: list[Op], *, isolate: bool
 ) -> tuple[list[tuple[bool, Any]], collections.Counter[str]]:
@@ -133,11 +138,9 @@ def _run(
             if not isolate:
                 try:
                     results.append((True, op(tx)))
-                except sqlite3.Error as exc:
-                    if not isinstance(exc, sqlite3.IntegrityError):
+                except Exception as exc:
+                    if _fails_group(exc):
                         raise
-                    raise _Refused() from None
-                except Exception:
                     raise _Refused() from None
                 entered.update(tx.entered)
                 continue
@@ -145,7 +148,7 @@ def _run(
             try:
                 value = op(tx)
             except Exception as exc:
-                if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
+                if _fails_group(exc):
                     raise
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
@@ -169,13 +172,18 @@ SQLITE_FULL = 13
 SQLITE_BUSY, SQLITE_LOCKED = 5, 6
 
 
+def _primary_code(exc: BaseException) -> int:
+    """SQLite's primary result code of a ``sqlite3.Error`` (its extended code's low byte); 0 otherwise."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF if isinstance(exc, sqlite3.Error) else 0
+
+
 def is_full(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == SQLITE_FULL
+    return _primary_code(exc) == SQLITE_FULL
 
 
 def refusal(exc: BaseException) -> str:
     """What a failed write tells the peer (as 1503): the cause in words, and what to do."""
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    code = _primary_code(exc)
     if code == SQLITE_FULL:
         return ("the database is full (the disk, or the max_database_mb cap): new work is refused until there "
                 "is room; free disk space, or raise max_database_mb and send tetherd SIGHUP")
@@ -273,8 +281,9 @@ class GroupWriter:
                     # Full: what fits may still commit (an update in place, a small row), so
                     # each operation is tried alone. A lock is not retried: each try would
                     # wait the busy timeout again.
-                    self._queue.extendleft(reversed([(op, fut) for op, fut in group if not fut.done()]))
-                    self._alone = len(group)
+                    retry = [(op, fut) for op, fut in group if not fut.done()]
+                    self._queue.extendleft(reversed(retry))
+                    self._alone = len(retry)
                     continue
                 error = StoreError(refusal(exc))
                 for _, fut in group:
