@@ -20,6 +20,7 @@ Prints min / median / max of every figure over the repeats and writes a JSON doc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import sys
 import time
@@ -62,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--py-spy", type=Path, metavar="FILE",
                    help="record tetherd with py-spy during the first repeat (.svg flamegraph, .txt collapsed "
                         "stacks, .json speedscope)")
+    p.add_argument("--py-spy-all", action="store_true",
+                   help="with --py-spy: record the client worker processes too, each stack under its process")
     p.add_argument("--only", help="compare: the groups to run, comma-separated (default all)")
     p.add_argument("--minutes", type=_minutes, help="soak: minutes tasks flow (default 10)")
     p.add_argument("--rate", type=_positive, help="soak: tasks created per second (default 200)")
@@ -120,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_compare(args, settings_from(args), limit, started)
     name = args.scenario
     opts = options_for(name, args, settings_from(args), args.timeout)
+    if args.py_spy_all:
+        opts = dataclasses.replace(opts, profile_all=True)
     if name in ("drain", "reconnect", "storm", "ws-drain", "ws-reconnect", "ws-storm", "mqtt-drain",
                 "mqtt-reconnect") and opts.per_agent < 1:
         print("error: --per-agent must be at least 1 for a delivery scenario", file=sys.stderr)

@@ -57,6 +57,8 @@ class Options:
     """Most seconds the measured phase may take; then the repeat fails."""
     profile: Path | None = None
     """Record tetherd with py-spy during the measured phase (written to this file)."""
+    profile_all: bool = False
+    """With ``profile``: record the client workers too (py-spy ``--subprocesses`` on the harness)."""
     server: str = "tether"
     """``tether`` (a real tetherd) or ``ws`` (the raw-websockets baseline, nothing stored)."""
     minutes: float = 0.0
@@ -136,7 +138,7 @@ class _Sampler:
 class _Profiler:
     """``py-spy record`` on tetherd for the measured phase (SIGINT makes it write the file)."""
 
-    def __init__(self, pid: int, path: Path | None) -> None:
+    def __init__(self, pid: int, path: Path | None, everything: bool = False) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         if path is None:
             return
@@ -145,8 +147,9 @@ class _Profiler:
             raise BenchError("--py-spy: py-spy is not installed (pip install py-spy)")
         fmt = "raw" if path.suffix in (".txt", ".raw") else "speedscope" if path.suffix == ".json" else "flamegraph"
         self.path = path
+        target = ["--pid", str(os.getpid()), "--subprocesses"] if everything else ["--pid", str(pid)]
         self.proc = subprocess.Popen(
-            [exe, "record", "--pid", str(pid), "--output", str(path), "--format", fmt, "--rate", "250",
+            [exe, "record", *target, "--output", str(path), "--format", fmt, "--rate", "250",
              "--threads", "--nonblocking"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
@@ -255,7 +258,7 @@ def run_delivery(opts: Options) -> dict[str, Any]:
             busy0 = machine_busy_seconds()
             cpu0 = tetherd.cpu_seconds()
             go = fleet.go()
-            profiler = _Profiler(tetherd.pid, opts.profile)
+            profiler = _Profiler(tetherd.pid, opts.profile, opts.profile_all)
             try:
                 watch = _Watch(tetherd, fleet, sampler)
                 end, m1 = watch.until(go, go + opts.timeout,

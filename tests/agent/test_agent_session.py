@@ -87,8 +87,7 @@ async def test_task_is_journaled_acked_run_once_and_result_sent(daemon: FakeDaem
     await session.send(daemon.task(7, "echo", {"hello": "world"}))
 
     assert (await session.expect(Ack, skip=())).delivery_ids == [7]
-    progress = await session.expect(Progress, skip=())
-    assert (progress.delivery_id, progress.percent) == (7, None)
+    # echo returns without waiting: no start report, the result says when it started
     result = await session.expect(Result, skip=())
     assert (result.delivery_id, result.ok, result.error) == (7, True, "")
     assert unpack(result.output) == {"hello": "world"}
@@ -100,6 +99,28 @@ async def test_task_is_journaled_acked_run_once_and_result_sent(daemon: FakeDaem
     await session.expect(Ack)  # frames are handled in order: the commit is done
     assert (7, 1) not in running.journal.holding()
     assert running.journal.state(7) == "finished"
+
+
+async def test_a_handler_that_waits_is_reported_running_before_it_ends(
+    daemon: FakeDaemon, start_agent: StartAgent
+) -> None:
+    agent = Agent()
+    release = asyncio.Event()
+
+    @agent.command("slow")
+    async def slow(args: dict[str, Any]) -> str:
+        await release.wait()
+        return "late"
+
+    await start_agent(agent)
+    session = await daemon.next_session()
+    await session.send(daemon.task(9, "slow"))
+    await session.expect(Ack, skip=())
+    progress = await session.expect(Progress, skip=())
+    assert (progress.delivery_id, progress.run, progress.percent, progress.message) == (9, 1, None, "")
+    release.set()
+    result = await session.expect(Result, skip=())
+    assert (result.delivery_id, result.ok, unpack(result.output)) == (9, True, "late")
 
 
 async def test_burst_of_tasks_is_acked_in_one_frame(daemon: FakeDaemon, start_agent: StartAgent) -> None:

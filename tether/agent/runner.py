@@ -139,6 +139,9 @@ class Runner:
         self._running: dict[int, _Execution] = {}
         self._ended: list[_Outcome] = []
         """Runs whose handler returned: their finish goes into the next journal step."""
+        self._starts: dict[int, _Execution] = {}
+        """Runs started in the last journal step whose start report is not sent yet: see
+        :meth:`_send_starts`."""
         self._step_scheduled = False
         self._stopping = False
         self._expired = False
@@ -249,6 +252,8 @@ class Runner:
         for claim in claimed:
             if claim is not None:
                 self._begin(claim)
+        if self._starts and self._loop is not None:
+            self._loop.call_soon(self._send_starts)  # after the handlers' first steps
         if self._queue and not self._stopping and len(self._tasks) < self._concurrency:
             self._schedule_step()  # some claims started nothing (cancelled, unknown command)
 
@@ -302,7 +307,7 @@ class Runner:
         )
         execution = _Execution(claimed, ctx, command.is_async)
         self._running[delivery_id] = execution
-        self._emit(MSGPACK.encode(Progress(delivery_id=delivery_id, run=claimed.run)))
+        self._starts[delivery_id] = execution
         self.log.info("command_started", delivery_id=delivery_id, run=claimed.run, command=claimed.command,
                       task_id=claimed.task_id)
         task = self._loop.create_task(self._execute(execution, command, args))
@@ -362,8 +367,20 @@ class Runner:
             return await command.function(args, **kwargs)
         return await asyncio.to_thread(command.function, args, **kwargs)
 
+    def _send_starts(self) -> None:
+        """Report the runs started in the last step as ``running``, except those whose
+        handler already returned (one that does not wait): their result, sent after the
+        next step, says when they started, so one frame per run goes out instead of two."""
+        starts, self._starts = self._starts, {}
+        for delivery_id, execution in starts.items():
+            if execution.task is None or not execution.task.done():
+                self._emit(MSGPACK.encode(Progress(delivery_id=delivery_id, run=execution.claimed.run)))
+
     def _emit_progress(self, frame: Progress) -> None:
         if frame.delivery_id in self._running:
+            start = self._starts.pop(frame.delivery_id, None)
+            if start is not None:  # its start first, as if it had gone out already
+                self._emit(MSGPACK.encode(Progress(delivery_id=frame.delivery_id, run=start.claimed.run)))
             self._emit(MSGPACK.encode(frame))
 
     def _end(

@@ -72,6 +72,7 @@ def submit_reports(session: AgentSession, codec: Codec, frames: list[Frame | Pro
     Returns how many of the frames were bad (answered with an error at once)."""
     store, agent_id = broker.store, session.agent_id
     acks: list[Ref] = []
+    sent_at: dict[int, float] = {}
     progress: list[tuple[Ref, str, bool]] = []
     results: list[ResultIn] = []
     bad = 0
@@ -81,7 +82,7 @@ def submit_reports(session: AgentSession, codec: Codec, frames: list[Frame | Pro
             session.tell(error_frame(frame))
         elif isinstance(frame, Ack):
             refs = run_refs(frame.delivery_ids, frame.runs)
-            session.acked(refs)
+            session.acked(refs, sent_at)
             acks += refs
         elif isinstance(frame, Result):
             try:
@@ -105,7 +106,7 @@ def submit_reports(session: AgentSession, codec: Codec, frames: list[Frame | Pro
                 ErrorCode.UNEXPECTED_FRAME, f"unexpected {type(frame).__name__.lower()} frame in an agent session")))
     now = broker.clock()
     if acks:
-        store.acknowledge(agent_id, acks, now).add_done_callback(lambda f: broker.on_outcome(session, f))
+        store.acknowledge(agent_id, acks, now, sent_at).add_done_callback(lambda f: broker.on_outcome(session, f))
     finished = {(r.delivery_id, r.run) for r in results}
     started = [(ref, text) for ref, text, bare in progress if not (bare and ref in finished)]
     if started:

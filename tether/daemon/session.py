@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ..protocol.codec import Codec, encode_batch, from_msgpack
 from ..protocol.frames import Cancel, Committed, Frame, Task, split_refs
-from .store import PushItem, Ref
+from .store import PushItem, Ref, StoreError
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -33,6 +33,12 @@ log = logging.getLogger("tether.session")
 MAX_CONTROL_BACKLOG = 256
 """Control frames waiting to be written past which error replies are dropped (cancels never are)."""
 
+SENT_MARK_DELAY = 1.0
+"""Seconds a pushed delivery may stay unacknowledged before the store is told it is ``sent``.
+An agent acknowledges within milliseconds, and its ack then writes ``queued -> acked`` with
+the push time as ``sent_at``: one state change per push instead of two. Only a push still
+unacknowledged after this delay (or when the session ends) is written as ``sent``."""
+
 
 async def send_frame(ws: ServerConnection, codec: Codec, frame: Frame) -> None:
     await ws.send(codec.encode(frame), text=not codec.binary)
@@ -41,7 +47,7 @@ async def send_frame(ws: ServerConnection, codec: Codec, frame: Frame) -> None:
 class AgentSession:
     __slots__ = (
         "agent_id", "batch", "broker", "codec", "committed", "control", "dropped", "ended_while_loading", "heap",
-        "holding", "in_flight", "queued_ids", "session_id", "wake", "window", "ws",
+        "holding", "in_flight", "mark_timer", "queued_ids", "session_id", "unmarked", "wake", "window", "ws",
     )
 
     def __init__(
@@ -61,9 +67,12 @@ class AgentSession:
         self.heap: list[tuple[int, int, int, PushItem]] = []
         self.queued_ids: set[int] = set()
         self.dropped: set[int] = set()
-        self.in_flight: dict[int, int] = {}
+        self.in_flight: dict[int, tuple[int, float]] = {}
         """Deliveries pushed and not yet acknowledged, with the run pushed (a delivery has one
-        run on the wire at a time): a late report about an earlier run frees no room."""
+        run on the wire at a time: a late report about an earlier run frees no room) and when."""
+        self.unmarked: collections.deque[tuple[float, list[int]]] = collections.deque()
+        """Pushes (time, delivery ids) not yet written as ``sent``: see :data:`SENT_MARK_DELAY`."""
+        self.mark_timer: asyncio.TimerHandle | None = None
         self.ended_while_loading: set[int] | None = set()
         """Deliveries ended while the session's first read of its queue was under way (that
         read may still list them); None once it was offered (:meth:`offer_loaded`)."""
@@ -100,18 +109,46 @@ class AgentSession:
             return True
         return False
 
-    def acked(self, refs: list[Ref]) -> None:
-        if self._release(refs):
+    def acked(self, refs: list[Ref], sent_at: dict[int, float]) -> None:
+        """Free the slots of acknowledged runs; their push times go into ``sent_at``."""
+        in_flight = self.in_flight
+        freed = False
+        for delivery_id, run in refs:
+            pushed = in_flight.get(delivery_id)
+            if pushed is not None and pushed[0] == run:
+                del in_flight[delivery_id]
+                sent_at[delivery_id] = pushed[1]
+                freed = True
+        if freed:
             self.wake.set()
 
-    def _release(self, refs: list[Ref]) -> bool:
-        """Free the window slots of these runs; True if any was in flight."""
-        in_flight, freed = self.in_flight, False
+    def _release(self, refs: list[Ref]) -> None:
+        """Free the window slots of these runs."""
+        in_flight = self.in_flight
         for delivery_id, run in refs:
-            if in_flight.get(delivery_id) == run:
+            pushed = in_flight.get(delivery_id)
+            if pushed is not None and pushed[0] == run:
                 del in_flight[delivery_id]
-                freed = True
-        return freed
+
+    def _pushed(self, at: float, ids: list[int]) -> None:
+        self.unmarked.append((at, ids))
+        if self.mark_timer is None:
+            self.mark_timer = asyncio.get_running_loop().call_later(SENT_MARK_DELAY, self.mark_sent)
+
+    def mark_sent(self, *, everything: bool = False) -> None:
+        """Write as ``sent`` the pushes older than :data:`SENT_MARK_DELAY` (``everything``:
+        all of them, the session is ending) that are still unacknowledged."""
+        self.mark_timer = None
+        cutoff = time.time() - SENT_MARK_DELAY
+        unmarked, in_flight = self.unmarked, self.in_flight
+        while unmarked and (everything or unmarked[0][0] <= cutoff):
+            at, ids = unmarked.popleft()
+            waiting = [d for d in ids if (p := in_flight.get(d)) is not None and p[1] == at]
+            if waiting:
+                self.broker.store.mark_sent(waiting, at)
+        if unmarked:
+            delay = max(0.0, unmarked[0][0] - cutoff)
+            self.mark_timer = asyncio.get_running_loop().call_later(delay, self.mark_sent)
 
     def settled(self, refs: list[Ref]) -> None:
         """Results committed: tell the agent (batched into one frame)."""
@@ -138,6 +175,8 @@ class AgentSession:
             self.send_control(Cancel(delivery_id=delivery_id, reason=reason))  # type: ignore[arg-type]
 
     def _take(self) -> list[PushItem]:
+        """The next deliveries the window has room for, now in flight (and due a sent mark)."""
+        now = time.time()
         room = self.window - len(self.in_flight)
         batch: list[PushItem] = []
         while room > 0 and self.heap:
@@ -146,15 +185,23 @@ class AgentSession:
                 self.dropped.discard(d_id)
                 continue
             self.queued_ids.discard(d_id)
-            self.in_flight[d_id] = item.run
+            self.in_flight[d_id] = (item.run, now)
             batch.append(item)
             room -= 1
+        if batch:
+            self._pushed(now, [item.delivery_id for item in batch])
         return batch
 
     async def pusher(self) -> None:
         """Write frames until the session ends (cancelled by its owner, or the peer left)."""
-        with contextlib.suppress(ConnectionClosed):
-            await self._push_forever()
+        try:
+            with contextlib.suppress(ConnectionClosed):
+                await self._push_forever()
+        finally:
+            if self.mark_timer is not None:
+                self.mark_timer.cancel()
+            with contextlib.suppress(StoreError):  # the daemon is stopping: the store is closed
+                self.mark_sent(everything=True)
 
     async def _push_forever(self) -> None:
         codec, ws = self.codec, self.ws
@@ -173,9 +220,6 @@ class AgentSession:
             batch = self._take()
             if not batch:
                 continue
-            # The sent mark is queued to the writer before the frames leave, so the store
-            # sees queued -> sent before any ack or result for these deliveries.
-            self.broker.store.mark_sent([i.delivery_id for i in batch], time.time())
             blobs = [
                 codec.encode(Task(
                     delivery_id=item.delivery_id, task_id=item.task_id, command=item.command,

@@ -230,7 +230,9 @@ class Store(Protocol):
         """queued -> sent, in submission order (fire and forget)."""
     # Agent reports arrive at frame rate, timers fire by the thousand: these return the
     # write's future directly, so the caller reacts on commit (a callback) without a task each.
-    def acknowledge(self, agent_id: str, refs: list[Ref], now: float) -> asyncio.Future[Outcome]: ...
+    def acknowledge(self, agent_id: str, refs: list[Ref], now: float,
+                    sent_at: dict[int, float] | None = None) -> asyncio.Future[Outcome]:
+        """``queued | sent -> acked``; ``sent_at`` gives the push time of runs never marked sent."""
     def started(self, agent_id: str, ref: Ref, message: str, now: float) -> asyncio.Future[Outcome]: ...
     def started_many(self, agent_id: str, reports: list[tuple[Ref, str]], now: float) -> asyncio.Future[Outcome]: ...
     def record_results(self, agent_id: str, results: list[ResultIn], now: float) -> asyncio.Future[Outcome]:

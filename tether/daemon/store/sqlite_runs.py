@@ -28,7 +28,6 @@ class _Row(NamedTuple):
     task_id: int
     run: int
     poll_deadline: float | None
-    expires_at: float
 
 
 Apply = Callable[[Tx, int, _Row, list[tuple[int, float]]], Change | None]
@@ -43,6 +42,60 @@ def timeout_error(timeout: float) -> str:
     return f"polling timed out after {timeout:g} s"
 
 
+def ack_sql(n: int) -> str:
+    """The usual ack of ``n`` runs (queued, this agent's, on that run), as one statement
+    that says which it moved. The "+" keeps SQLite on the primary key: with the agent and
+    the state bound, it would otherwise walk that agent's whole queue in deliveries_pending."""
+    return ("UPDATE deliveries SET state = 'acked', updated_at = ?, acked_at = ?, sent_at = ?"
+            f" WHERE id IN ({','.join('?' * n)}) AND +agent_id = ? AND run = ? AND +state = 'queued'"
+            " RETURNING id, task_id")
+
+
+def checked(tx: Tx, agent_id: str, refs: list[Ref], apply: Apply) -> Outcome:
+    """Apply reports on runs an agent names, each checked first: the delivery exists, is
+    the agent's, and is on that run (an earlier run was recorded before the next was queued)."""
+    changes: list[Change] = []
+    settled: list[Ref] = []
+    refused: list[Refusal] = []
+    timers: list[tuple[int, float]] = []
+    unique = list(dict.fromkeys(refs))
+    ids = list(dict.fromkeys(d for d, _ in unique if 0 <= d <= MAX_ID))
+    rows = {
+        r[0]: _Row(*r[1:])
+        for chunk in chunks(ids)
+        for r in tx.execute(
+            "SELECT id, state, agent_id, task_id, run, poll_deadline FROM deliveries"
+            f" WHERE id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        )
+    }
+    for d_id, run in unique:
+        row = rows.get(d_id)
+        if row is None:
+            refused.append(Refusal(d_id, ErrorCode.UNKNOWN_DELIVERY, f"no delivery {d_id}"))
+            continue
+        if row.agent_id != agent_id:
+            refused.append(Refusal(d_id, ErrorCode.FORBIDDEN, f"delivery {d_id} belongs to another agent"))
+            continue
+        if run > row.run:
+            refused.append(Refusal(d_id, ErrorCode.ILLEGAL_TRANSITION,
+                                   f"delivery {d_id} is on run {row.run}; run {run} was never sent"))
+            continue
+        if run < row.run:
+            settled.append((d_id, run))  # about an earlier run: recorded before the next was queued
+            continue
+        try:
+            change = apply(tx, d_id, row, timers)
+        except IllegalTransition as exc:
+            refused.append(Refusal(d_id, exc.code, exc.message))
+            continue
+        settled.append((d_id, run))
+        if change is not None:
+            changes.append(change)
+    tx.flush_moves()
+    return Outcome(changes, settled, refused, timers)
+
+
 class SQLiteRuns:
     """Mixed into :class:`~.sqlite.SQLiteStore`, which provides ``_submit``."""
 
@@ -50,60 +103,47 @@ class SQLiteRuns:
 
     def _agent_op(self, agent_id: str, refs: list[Ref], apply: Apply) -> Op:
         """An operation over runs an agent reports on, checking ownership and run first."""
+        return lambda tx: checked(tx, agent_id, refs, apply)
 
-        def op(tx: Tx) -> Outcome:
-            changes: list[Change] = []
-            settled: list[Ref] = []
-            refused: list[Refusal] = []
-            timers: list[tuple[int, float]] = []
-            unique = list(dict.fromkeys(refs))
-            ids = list(dict.fromkeys(d for d, _ in unique if 0 <= d <= MAX_ID))
-            rows = {
-                r[0]: _Row(*r[1:])
-                for chunk in chunks(ids)
-                for r in tx.execute(
-                    "SELECT d.id, d.state, d.agent_id, d.task_id, d.run, d.poll_deadline, t.expires_at"
-                    " FROM deliveries d JOIN tasks t ON t.id = d.task_id"
-                    f" WHERE d.id IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                )
-            }
-            for d_id, run in unique:
-                row = rows.get(d_id)
-                if row is None:
-                    refused.append(Refusal(d_id, ErrorCode.UNKNOWN_DELIVERY, f"no delivery {d_id}"))
-                    continue
-                if row.agent_id != agent_id:
-                    refused.append(Refusal(d_id, ErrorCode.FORBIDDEN, f"delivery {d_id} belongs to another agent"))
-                    continue
-                if run > row.run:
-                    refused.append(Refusal(d_id, ErrorCode.ILLEGAL_TRANSITION,
-                                           f"delivery {d_id} is on run {row.run}; run {run} was never sent"))
-                    continue
-                if run < row.run:
-                    settled.append((d_id, run))  # about an earlier run: recorded before the next was queued
-                    continue
-                try:
-                    change = apply(tx, d_id, row, timers)
-                except IllegalTransition as exc:
-                    refused.append(Refusal(d_id, exc.code, exc.message))
-                    continue
-                settled.append((d_id, run))
-                if change is not None:
-                    changes.append(change)
-            tx.flush_moves()
-            return Outcome(changes, settled, refused, timers)
+    def acknowledge(self, agent_id: str, refs: list[Ref], now: float,
+                    sent_at: dict[int, float] | None = None) -> asyncio.Future[Outcome]:
+        """``queued | sent -> acked``. ``sent_at``: when the session pushed each delivery, for
+        those it never marked ``sent`` (it marks only pushes not acknowledged within
+        ``SENT_MARK_DELAY``, so a quick ack writes one state change, not two)."""
+        pushed = sent_at or {}
 
-        return op
-
-    def acknowledge(self, agent_id: str, refs: list[Ref], now: float) -> asyncio.Future[Outcome]:
         def apply(tx: Tx, d_id: int, row: _Row, timers: list[tuple[int, float]]) -> Change | None:
             if row.state in ("acked", "running", "waiting", "done", "failed"):
                 return None  # a repeated ack after a re-push: already past this point
-            tx.move_later(d_id, row.state, S.ACKED, now, acked_at=now)
+            if row.state == "queued":
+                tx.move_later(d_id, row.state, S.ACKED, now, acked_at=now, sent_at=pushed.get(d_id, now))
+            else:
+                tx.move_later(d_id, row.state, S.ACKED, now, acked_at=now)
             return Change(d_id, row.task_id, agent_id, row.state, "acked")
 
-        return self._submit(self._agent_op(agent_id, refs, apply))
+        def op(tx: Tx) -> Outcome:
+            # The usual ack (queued, this agent's, the run it is on) is one UPDATE per burst,
+            # with no read first; anything else takes the checked path below.
+            unique = list(dict.fromkeys(refs))
+            groups: dict[tuple[int, float], list[int]] = {}
+            for d_id, run in unique:
+                if 0 <= d_id <= MAX_ID and 0 <= run <= MAX_ID:
+                    groups.setdefault((run, pushed.get(d_id, now)), []).append(d_id)
+            changes: list[Change] = []
+            settled: list[Ref] = []
+            for (run, at), ids in groups.items():
+                for chunk in chunks(ids):
+                    for d_id, task_id in tx.execute(ack_sql(len(chunk)), (now, now, at, *chunk, agent_id, run)):
+                        changes.append(Change(d_id, task_id, agent_id, "queued", "acked"))
+                        settled.append((d_id, run))
+            tx.entered["acked"] += len(changes)
+            if len(settled) == len(unique):
+                return Outcome(changes, settled, [], [])
+            done = set(settled)
+            rest = checked(tx, agent_id, [ref for ref in unique if ref not in done], apply)
+            return Outcome(changes + rest.changes, settled + rest.settled, rest.refused, rest.timers)
+
+        return self._submit(op)
 
     def started(self, agent_id: str, ref: Ref, message: str, now: float) -> asyncio.Future[Outcome]:
         return self.started_many(agent_id, [(ref, message)], now)
@@ -157,7 +197,8 @@ class SQLiteRuns:
             )
             # Past the ttl (the run was acknowledged before it ended) the next run cannot be
             # delivered: look at it at once, and poll_due ends it as expired.
-            timers.append((d_id, min(next_run_at, deadline, row.expires_at)))
+            expires_at = tx.one("SELECT expires_at FROM tasks WHERE id = ?", (row.task_id,))[0]
+            timers.append((d_id, min(next_run_at, deadline, expires_at)))
             return Change(d_id, row.task_id, agent_id, row.state, "waiting")
 
         return self._submit(self._agent_op(agent_id, list(by_ref), apply))
