@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--py-spy", type=Path, metavar="FILE",
                    help="record tetherd with py-spy during the first repeat (.svg flamegraph, .txt collapsed "
                         "stacks, .json speedscope)")
+    p.add_argument("--agent-concurrency", type=_positive, metavar="N",
+                   help="commands each simulated agent runs at once (tether-agent --concurrency; default 4, "
+                        "drain-c32 32)")
     p.add_argument("--py-spy-all", action="store_true",
                    help="with --py-spy: record the client worker processes too, each stack under its process")
     p.add_argument("--only", help="compare: the groups to run, comma-separated (default all)")

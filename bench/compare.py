@@ -17,7 +17,7 @@ from . import report
 from .runs import FAILURES, RESULTS, announce, document, options_for, run_repeat
 
 GROUPS: dict[str, tuple[str, ...]] = {
-    "drain": ("drain", "mqtt-drain", "ws-drain"),
+    "drain": ("drain", "drain-c32", "mqtt-drain", "ws-drain"),
     "reconnect": ("reconnect", "mqtt-reconnect", "ws-reconnect"),
     "storm": ("storm", "ws-storm"),
     "idle": ("idle", "ws-idle"),
@@ -28,6 +28,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
 RATIOS: tuple[tuple[str, str, str, str, float | None, str], ...] = (
     # tether, peer, figure, comparison, target, what
     ("drain", "mqtt-drain", "deliveries_per_s", ">=", 1.0, "drain deliveries/s, tether / Mosquitto"),
+    ("drain-c32", "mqtt-drain", "deliveries_per_s", ">=", 1.0,
+     "drain, agent --concurrency 32, deliveries/s, tether / Mosquitto"),
     ("drain", "ws-drain", "deliveries_per_s", "", None, "drain deliveries/s, tether / raw websockets"),
     ("reconnect", "mqtt-reconnect", "deliveries_per_s", ">=", 1.0, "reconnect 1,000 x 20 deliveries/s, tether / Mosquitto"),
     ("reconnect", "ws-reconnect", "deliveries_per_s", "", None, "reconnect deliveries/s, tether / raw websockets"),

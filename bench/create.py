@@ -99,7 +99,7 @@ def run_create(opts: Options) -> dict[str, Any]:
 
         # 3. fan-out to the online fleet
         rss_before_fleet = sampler.sample()
-        fleet = Fleet(fleet_ids, opts.procs, max_seconds=opts.timeout + 60)
+        fleet = Fleet(fleet_ids, opts.procs, max_seconds=opts.timeout + 60, concurrency=opts.agent_concurrency)
         fleet.start()
         try:
             go = fleet.go()

@@ -129,7 +129,7 @@ def _load_commands(spec: str | None) -> Agent | None:
 
 async def _run_agents(identities: Sequence[IdentityTuple], barrier: Any, stop: Any,
                       max_seconds: float, commands: str | None = None,
-                      churn: tuple[Churn, int, Any, Any] | None = None) -> dict[str, Any]:
+                      churn: tuple[Churn, int, Any, Any] | None = None, concurrency: int = 4) -> dict[str, Any]:
     problems: collections.Counter[str] = collections.Counter()
     probes: list[AgentProbe] = []
     clients: list[AgentClient] = []
@@ -144,7 +144,8 @@ async def _run_agents(identities: Sequence[IdentityTuple], barrier: Any, stop: A
         journal.set_identity(Identity(server, agent_id, token, machine_uuid, tags))
         probe = AgentProbe(problems)
         probes.append(probe)
-        clients.append(AgentClient(journal, agent, hostname=f"sim-{machine_uuid}", platform="bench", log=probe))
+        clients.append(AgentClient(journal, agent, hostname=f"sim-{machine_uuid}", platform="bench", log=probe,
+                                   concurrency=concurrency))
     fatal: list[str] = []
 
     async def run(client: AgentClient) -> None:
@@ -202,14 +203,14 @@ async def _run_agents(identities: Sequence[IdentityTuple], barrier: Any, stop: A
 
 def _worker(index: int, identities: list[IdentityTuple], barrier: Any, stop: Any, out: Any,
             max_seconds: float, commands: str | None = None,
-            churn: tuple[Churn, int, Any, Any] | None = None) -> None:
+            churn: tuple[Churn, int, Any, Any] | None = None, concurrency: int = 4) -> None:
     logging.basicConfig(level=logging.WARNING, format=f"bench-worker-{index} %(levelname)s %(message)s")
     try:
         import uvloop
     except ImportError:
-        result = asyncio.run(_run_agents(identities, barrier, stop, max_seconds, commands, churn))
+        result = asyncio.run(_run_agents(identities, barrier, stop, max_seconds, commands, churn, concurrency))
     else:
-        result = uvloop.run(_run_agents(identities, barrier, stop, max_seconds, commands, churn))
+        result = uvloop.run(_run_agents(identities, barrier, stop, max_seconds, commands, churn, concurrency))
     out.put((index, result))
 
 
@@ -232,6 +233,8 @@ class Fleet:
     churn: Churn | None = None
     """Connect through relays that cut seeded agents' connections (:mod:`bench.churn`),
     between :meth:`start_churn` and :meth:`stop_churn`."""
+    concurrency: int = 4
+    """Each client's ``concurrency`` (``tether-agent --concurrency``; 4 is the agent's default)."""
     _ctx: Any = field(init=False, repr=False)
     _workers: list[Any] = field(init=False, default_factory=list)
 
@@ -252,7 +255,8 @@ class Fleet:
         for index, chunk in enumerate(chunks):
             churn = None if self.churn is None else (self.churn, index, self._churn_go, self._churn_stop)
             proc = self._ctx.Process(target=_worker, args=(index, chunk, self._barrier, self._stop, self._out,
-                                                           self.max_seconds, self.commands, churn),
+                                                           self.max_seconds, self.commands, churn,
+                                                           self.concurrency),
                                      name=f"bench-fleet-{index}", daemon=True)
             proc.start()
             self._workers.append(proc)

@@ -27,6 +27,8 @@ def options_for(name: str, args: argparse.Namespace | None = None, settings: dic
         return value if value is not None else spec[key]
 
     extra = {key: pick(key, key) for key in ("minutes", "rate", "ttl") if key in spec}  # soak's own
+    extra["agent_concurrency"] = pick("agent_concurrency", "agent_concurrency") if "agent_concurrency" in spec else (
+        getattr(args, "agent_concurrency", None) or 4)
     return Options(agents=pick("agents", "agents"), per_agent=pick("per_agent", "per_agent"),
                    procs=pick("procs", "procs"), settings=dict(settings or {}),
                    arg_bytes=pick("arg_bytes", "arg_bytes"), timeout=timeout, **extra)
@@ -36,7 +38,8 @@ def announce(name: str, opts: Options, repeat: int, limit: tuple[int, int]) -> N
     soak = (f" minutes={opts.minutes:g} rate={opts.rate}/s ttl={opts.ttl or 'default'}" if "minutes" in SCENARIOS[name]
             else "")
     print(f"{name}: {SCENARIOS[name]['what']}\n  agents={opts.agents} per_agent={opts.per_agent} procs={opts.procs} "
-          f"tetherd={opts.settings or 'defaults'} arg_bytes={opts.arg_bytes}{soak} repeat={repeat} nofile={limit[0]}",
+          f"tetherd={opts.settings or 'defaults'} agent_concurrency={opts.agent_concurrency} arg_bytes={opts.arg_bytes}{soak} "
+          f"repeat={repeat} nofile={limit[0]}",
           flush=True)
 
 

@@ -59,6 +59,8 @@ class Options:
     """Record tetherd with py-spy during the measured phase (written to this file)."""
     profile_all: bool = False
     """With ``profile``: record the client workers too (py-spy ``--subprocesses`` on the harness)."""
+    agent_concurrency: int = 4
+    """Commands each simulated agent runs at once (``tether-agent --concurrency``; 4 is its default)."""
     server: str = "tether"
     """``tether`` (a real tetherd) or ``ws`` (the raw-websockets baseline, nothing stored)."""
     minutes: float = 0.0
@@ -250,7 +252,7 @@ def run_delivery(opts: Options) -> dict[str, Any]:
         rss_before = sampler.sample()
         sampler.peak = 0
         m0 = tetherd.metrics()
-        fleet = Fleet(identities, opts.procs, max_seconds=opts.timeout + 60)
+        fleet = Fleet(identities, opts.procs, max_seconds=opts.timeout + 60, concurrency=opts.agent_concurrency)
         fleet.start()
         try:
             drops0 = listen_drops()
@@ -319,7 +321,7 @@ def run_idle(opts: Options) -> dict[str, Any]:
         identities, setup = _setup(tetherd, opts, 0)
         sampler = _Sampler(tetherd)
         rss_before = sampler.sample()
-        fleet = Fleet(identities, opts.procs, max_seconds=opts.timeout + 60)
+        fleet = Fleet(identities, opts.procs, max_seconds=opts.timeout + 60, concurrency=opts.agent_concurrency)
         fleet.start()
         try:
             drops0 = listen_drops()
@@ -428,6 +430,10 @@ def _with_server(run: Any, server: str) -> Any:
 SCENARIOS: dict[str, dict[str, Any]] = {
     "drain": {"run": run_delivery, "agents": 1, "per_agent": 20_000, "procs": 1, "arg_bytes": 200,
               "what": "1 agent comes online with its queue: push-on-connect drain rate"},
+    "drain-c32": {"run": run_delivery, "agents": 1, "per_agent": 20_000, "procs": 1, "arg_bytes": 200,
+                  "agent_concurrency": 32,
+                  "what": "drain with the agent running up to 32 commands at once (tether-agent --concurrency 32, "
+                          "as many as tetherd's window has in flight)"},
     "reconnect": {"run": run_delivery, "agents": 1000, "per_agent": 20, "procs": 2, "arg_bytes": 0,
                   "what": "every agent connects at the same moment, each with a few queued tasks"},
     "storm": {"run": run_storm, "agents": 10_000, "per_agent": 1, "procs": 2, "arg_bytes": 0,
@@ -440,6 +446,7 @@ for _name in ("drain", "reconnect", "storm", "idle"):
                                 "what": "raw-websockets baseline (no storage): " + SCENARIOS[_name]["what"]}
 HEADLINES: dict[str, tuple[str, ...]] = {
     "drain": ("deliveries_per_s", "seconds", "tetherd_rss_peak_mib"),
+    "drain-c32": ("deliveries_per_s", "seconds", "tetherd_rss_peak_mib"),
     "reconnect": ("deliveries_per_s", "seconds", "first_task_p99_ms", "tetherd_rss_peak_mib"),
     "storm": ("sessions_per_s", "all_served_s", "errors", "tetherd_rss_peak_mib"),
     "idle": ("rss_per_session_kib", "all_open_s", "tetherd_rss_open_mib"),
