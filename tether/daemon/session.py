@@ -70,8 +70,9 @@ class AgentSession:
         self.in_flight: dict[int, tuple[int, float]] = {}
         """Deliveries pushed and not yet acknowledged, with the run pushed (a delivery has one
         run on the wire at a time: a late report about an earlier run frees no room) and when."""
-        self.unmarked: collections.deque[tuple[float, list[int]]] = collections.deque()
-        """Pushes (time, delivery ids) not yet written as ``sent``: see :data:`SENT_MARK_DELAY`."""
+        self.unmarked: collections.deque[tuple[float, list[int]]] | None = None
+        """Pushes (time, delivery ids) not yet written as ``sent``: see :data:`SENT_MARK_DELAY`
+        (made at the first push: an idle session does without its ~600 bytes)."""
         self.mark_timer: asyncio.TimerHandle | None = None
         self.ended_while_loading: set[int] | None = set()
         """Deliveries ended while the session's first read of its queue was under way (that
@@ -131,6 +132,8 @@ class AgentSession:
                 del in_flight[delivery_id]
 
     def _pushed(self, at: float, ids: list[int]) -> None:
+        if self.unmarked is None:
+            self.unmarked = collections.deque()
         self.unmarked.append((at, ids))
         if self.mark_timer is None:
             self.mark_timer = asyncio.get_running_loop().call_later(SENT_MARK_DELAY, self.mark_sent)
@@ -141,6 +144,8 @@ class AgentSession:
         self.mark_timer = None
         cutoff = time.time() - SENT_MARK_DELAY
         unmarked, in_flight = self.unmarked, self.in_flight
+        if unmarked is None:
+            return
         while unmarked and (everything or unmarked[0][0] <= cutoff):
             at, ids = unmarked.popleft()
             waiting = [d for d in ids if (p := in_flight.get(d)) is not None and p[1] == at]
