@@ -42,6 +42,8 @@ MIB = 1024 * 1024
 
 DONE = 'tether_deliveries_total{state="done"}'
 ENDED = tuple(f'tether_deliveries_total{{state="{s}"}}' for s in ("failed", "expired", "cancelled"))
+STATES = ("sent", "acked", "running", "waiting", "done", "failed", "expired", "cancelled", "queued")
+"""Every state a delivery enters: their committed changes, summed, are the store's state writes."""
 AGENT_SESSIONS = 'tether_sessions_open{role="agent"}'
 
 
@@ -296,6 +298,11 @@ def run_delivery(opts: Options) -> dict[str, Any]:
         "others_cpu_percent": round(100.0 * ((busy1 - busy0) - (cpu1 - cpu0)
                                              - sum(r["cpu_seconds"] for r in results)) / seconds, 1),
         "loadavg_1m_before": round(load, 2),
+        "state_changes_per_delivery": round(sum(
+            m1.get(f'tether_deliveries_total{{state="{st}"}}', 0) - m0.get(f'tether_deliveries_total{{state="{st}"}}', 0)
+            for st in STATES) / total, 2) if total else None,
+        "sent_marks": int(m1.get('tether_deliveries_total{state="sent"}', 0)
+                          - m0.get('tether_deliveries_total{state="sent"}', 0)),
         "group_commits": int(commits),
         "ops_per_commit": round(ops / commits, 1) if commits else None,
         "commit_busy_percent": round(100.0 * commit_s / seconds, 1),
