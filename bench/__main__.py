@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
                         "stacks, .json speedscope)")
     p.add_argument("--agent-concurrency", type=_positive, metavar="N",
                    help="commands each simulated agent runs at once (tether-agent --concurrency; default 4, "
-                        "drain-c32 32)")
+                        "drain-c32 and reconnect-c32: 32)")
     p.add_argument("--py-spy-all", action="store_true",
                    help="with --py-spy: record the client worker processes too, each stack under its process")
     p.add_argument("--only", help="compare: the groups to run, comma-separated (default all)")

@@ -18,7 +18,7 @@ from .runs import FAILURES, RESULTS, announce, document, options_for, run_repeat
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "drain": ("drain", "drain-c32", "mqtt-drain", "ws-drain"),
-    "reconnect": ("reconnect", "mqtt-reconnect", "ws-reconnect"),
+    "reconnect": ("reconnect", "reconnect-c32", "mqtt-reconnect", "ws-reconnect"),
     "storm": ("storm", "ws-storm"),
     "idle": ("idle", "ws-idle"),
     "create": ("create",),
@@ -32,6 +32,8 @@ RATIOS: tuple[tuple[str, str, str, str, float | None, str], ...] = (
      "drain, agent --concurrency 32, deliveries/s, tether / Mosquitto"),
     ("drain", "ws-drain", "deliveries_per_s", "", None, "drain deliveries/s, tether / raw websockets"),
     ("reconnect", "mqtt-reconnect", "deliveries_per_s", ">=", 1.0, "reconnect 1,000 x 20 deliveries/s, tether / Mosquitto"),
+    ("reconnect-c32", "mqtt-reconnect", "deliveries_per_s", ">=", 1.0,
+     "reconnect, agents --concurrency 32, deliveries/s, tether / Mosquitto"),
     ("reconnect", "ws-reconnect", "deliveries_per_s", "", None, "reconnect deliveries/s, tether / raw websockets"),
     ("reconnect", "mqtt-reconnect", "first_task_p99_ms", "", None, "reconnect first task p99, tether / Mosquitto"),
     ("storm", "ws-storm", "sessions_per_s", ">=", 0.5, "storm 10,000 sessions/s, tether / raw websockets"),

@@ -443,6 +443,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                           "as many as tetherd's window has in flight)"},
     "reconnect": {"run": run_delivery, "agents": 1000, "per_agent": 20, "procs": 2, "arg_bytes": 0,
                   "what": "every agent connects at the same moment, each with a few queued tasks"},
+    "reconnect-c32": {"run": run_delivery, "agents": 1000, "per_agent": 20, "procs": 2, "arg_bytes": 0,
+                      "agent_concurrency": 32,
+                      "what": "reconnect with each agent running up to 32 commands at once (tether-agent --concurrency 32)"},
     "storm": {"run": run_storm, "agents": 10_000, "per_agent": 1, "procs": 2, "arg_bytes": 0,
               "what": "10,000 agents connect at once, one queued task each: all served, sessions/s"},
     "idle": {"run": run_idle, "agents": 10_000, "per_agent": 0, "procs": 2, "arg_bytes": 0,
@@ -455,6 +458,7 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "drain": ("deliveries_per_s", "seconds", "tetherd_rss_peak_mib"),
     "drain-c32": ("deliveries_per_s", "seconds", "tetherd_rss_peak_mib"),
     "reconnect": ("deliveries_per_s", "seconds", "first_task_p99_ms", "tetherd_rss_peak_mib"),
+    "reconnect-c32": ("deliveries_per_s", "seconds", "first_task_p99_ms", "tetherd_rss_peak_mib"),
     "storm": ("sessions_per_s", "all_served_s", "errors", "tetherd_rss_peak_mib"),
     "idle": ("rss_per_session_kib", "all_open_s", "tetherd_rss_open_mib"),
 }
