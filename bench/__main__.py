@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = options_for(name, args, settings_from(args), args.timeout)
     if args.py_spy_all:
         opts = dataclasses.replace(opts, profile_all=True)
-    if name in ("drain", "reconnect", "storm", "ws-drain", "ws-reconnect", "ws-storm", "mqtt-drain",
-                "mqtt-reconnect") and opts.per_agent < 1:
+    if name in ("drain", "drain-c32", "reconnect", "reconnect-c32", "storm", "ws-drain", "ws-reconnect", "ws-storm",
+                "mqtt-drain", "mqtt-reconnect") and opts.per_agent < 1:
         print("error: --per-agent must be at least 1 for a delivery scenario", file=sys.stderr)
         return 2
     announce(name, opts, args.repeat, limit)

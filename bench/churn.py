@@ -110,24 +110,27 @@ class _Link:
             if task is not None:
                 self.relay.opening.discard(task)
 
-    def close(self) -> None:
-        """Close both connections the ordinary way (pending bytes are written, then FIN)."""
+    def _detach(self) -> bool:
+        """Mark the link closed and forget it; False if it was closed already."""
         if self.closed:
-            return
+            return False
         self.closed = True
         if self.relay.links.get(self.agent) is self:
             del self.relay.links[self.agent]
+        return True
+
+    def close(self) -> None:
+        """Close both connections the ordinary way (pending bytes are written, then FIN)."""
+        if not self._detach():
+            return
         for side in (self.down, self.up):
             if side.transport is not None:
                 side.transport.close()
 
     def reset(self) -> None:
         """Cut both connections at once: RST to the agent and to tetherd, nothing flushed."""
-        if self.closed:
+        if not self._detach():
             return
-        self.closed = True
-        if self.relay.links.get(self.agent) is self:
-            del self.relay.links[self.agent]
         for side in (self.down, self.up):
             if side.transport is None:
                 continue

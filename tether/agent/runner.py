@@ -372,15 +372,19 @@ class Runner:
         handler already returned (one that does not wait): their result, sent after the
         next step, says when they started, so one frame per run goes out instead of two."""
         starts, self._starts = self._starts, {}
-        for delivery_id, execution in starts.items():
+        for execution in starts.values():
             if execution.task is None or not execution.task.done():
-                self._emit(MSGPACK.encode(Progress(delivery_id=delivery_id, run=execution.claimed.run)))
+                self._send_start(execution)
+
+    def _send_start(self, execution: _Execution) -> None:
+        claimed = execution.claimed
+        self._emit(MSGPACK.encode(Progress(delivery_id=claimed.delivery_id, run=claimed.run)))
 
     def _emit_progress(self, frame: Progress) -> None:
         if frame.delivery_id in self._running:
             start = self._starts.pop(frame.delivery_id, None)
             if start is not None:  # its start first, as if it had gone out already
-                self._emit(MSGPACK.encode(Progress(delivery_id=frame.delivery_id, run=start.claimed.run)))
+                self._send_start(start)
             self._emit(MSGPACK.encode(frame))
 
     def _end(

@@ -113,24 +113,21 @@ class AgentSession:
 
     def acked(self, refs: list[Ref], sent_at: dict[int, float]) -> None:
         """Free the slots of acknowledged runs; their push times go into ``sent_at``."""
-        in_flight = self.in_flight
-        freed = False
-        for delivery_id, run in refs:
-            pushed = in_flight.get(delivery_id)
-            if pushed is not None and pushed[0] == run:
-                del in_flight[delivery_id]
-                sent_at[delivery_id] = pushed[1]
-                freed = True
-        if freed:
+        if self._release(refs, sent_at):
             self.wake.set()
 
-    def _release(self, refs: list[Ref]) -> None:
-        """Free the window slots of these runs."""
-        in_flight = self.in_flight
+    def _release(self, refs: list[Ref], sent_at: dict[int, float] | None = None) -> bool:
+        """Free the window slots of these runs (and give their push times to ``sent_at``);
+        True if any was in flight."""
+        in_flight, freed = self.in_flight, False
         for delivery_id, run in refs:
             pushed = in_flight.get(delivery_id)
             if pushed is not None and pushed[0] == run:
                 del in_flight[delivery_id]
+                if sent_at is not None:
+                    sent_at[delivery_id] = pushed[1]
+                freed = True
+        return freed
 
     def _pushed(self, at: float, ids: list[int]) -> None:
         self.unmarked.append((at, ids))
