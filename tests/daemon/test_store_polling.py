@@ -173,6 +173,7 @@ async def test_an_undelivered_next_run_times_out_too(store: SQLiteStore, pushed:
     assert out == PollOutcome([Change(d, task_id, a, state, "failed")], [], None)
     v = await view(store, task_id, history=True)
     assert (v.state, v.run, v.error) == ("failed", 2, "polling timed out after 120 s")
+    assert v.started_at is None  # the delivery's times are run 2's, and run 2 never started
     assert v.history is not None and (v.history[-1].by, v.history[-1].run) == ("daemon", 2)
     late = await store.acknowledge(a, [(d, 2)], DEADLINE + 6)  # the agent comes back with run 2
     assert late.changes == []

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -90,9 +91,18 @@ def test_a_sequence_that_never_finishes_ends_with_the_daemons_timeout_entry(
     assert (d["state"], d["error"]) == ("failed", "polling timed out after 2 s")
     entries = history(tetherd, task_id)
     assert entries[-1]["by"] == "daemon" and entries[-1]["error"] == "polling timed out after 2 s"
-    assert all(e["state"] == "waiting" for e in entries[:-1]) and len(entries) >= 3
-    assert entries[-1]["at"] - d["started_at"] < 10
-    assert len(a.runs()) == len(entries) - 1  # one run per waiting entry, none after the timeout
+    *waiting, _ = entries
+    assert all(e["state"] == "waiting" for e in waiting) and len(waiting) >= 2
+    assert entries[-1]["at"] - waiting[0]["at"] < 10  # the timeout counts from the first schedule
+    # On a busy machine the next run can be queued just before the deadline: the daemon then
+    # ends that run, which never reported a start, so its started_at stays empty.
+    assert d["run"] in (len(waiting), len(waiting) + 1)
+    if d["run"] == len(waiting):
+        assert d["started_at"] is not None
+    runs = a.runs()
+    assert [r["run"] for r in runs] == list(range(1, len(runs) + 1)) and len(runs) - len(waiting) in (0, 1)
+    time.sleep(1.5)  # three intervals: a sequence still going would have run again by now
+    assert len(a.runs()) == len(runs), "a run was pushed after the timeout"
 
 
 def test_the_next_run_waits_for_an_offline_agent_and_is_pushed_when_it_reconnects(
