@@ -14,7 +14,10 @@ client code is not wrapped or patched:
 * ``tasks_received`` -- logged after a burst of ``task`` frames was read, journaled and
   acknowledged: the first one is "first task received";
 * ``command_started`` / ``command_finished`` -- a delivery was claimed and started, and
-  its result was put in the outbox and sent.
+  its result was put in the outbox and sent;
+* ``results_committed`` (debug) -- tetherd's ``committed`` frame arrived: those results
+  are in its database. The last one is when the agent's work was done, the counterpart of
+  paho's last PUBACK in the MQTT scenarios.
 
 Times are ``time.monotonic()`` (CLOCK_MONOTONIC, the same clock in every process).
 
@@ -63,7 +66,8 @@ class AgentProbe(EventLog):
     a thousand agents never flood the terminal; the counts are part of the results.
     """
 
-    __slots__ = ("duplicates", "executed", "failed", "first_exec", "first_task", "opened", "problems")
+    __slots__ = ("committed", "committed_at", "duplicates", "executed", "failed", "first_exec", "first_task", "opened",
+                 "problems")
 
     def __init__(self, problems: collections.Counter[str]) -> None:
         super().__init__(LOGGER)
@@ -73,13 +77,19 @@ class AgentProbe(EventLog):
         self.executed = 0
         self.failed = 0
         self.duplicates = 0
+        self.committed = 0
+        self.committed_at: float | None = None
         self.problems = problems
 
     def bind(self, **context: object) -> EventLog:
         return self  # the probe is per agent already; nothing is formatted
 
     def debug(self, event: str, **fields: object) -> None:
-        pass
+        if event == "results_committed":  # tetherd's ``committed``: these results are in its database
+            count = fields.get("count")
+            if isinstance(count, int):
+                self.committed += count
+            self.committed_at = time.monotonic()
 
     def info(self, event: str, **fields: object) -> None:
         if event == "command_finished":
@@ -190,6 +200,8 @@ async def _run_agents(identities: Sequence[IdentityTuple], barrier: Any, stop: A
         "first_task": [p.first_task for p in probes],
         "first_exec": [p.first_exec for p in probes],
         "executed": sum(p.executed for p in probes),
+        "committed": [p.committed for p in probes],
+        "committed_at": [p.committed_at for p in probes],
         "failed": sum(p.failed for p in probes),
         "duplicates": sum(p.duplicates for p in probes),
         "problems": dict(problems),

@@ -90,3 +90,14 @@ async def test_only_a_push_left_unacknowledged_is_written_as_sent(monkeypatch: p
     s._take()
     s.mark_sent(everything=True)  # the session ends: what is still unacknowledged is marked now
     assert [ids for ids, _ in store.marked] == [[2], [4]]
+
+
+async def test_a_delivery_ended_while_the_rest_of_the_queue_is_read_is_not_pushed() -> None:
+    s = session(window=10)
+    s.offer_first([item(1), item(2)])  # the first page goes out while the rest is read
+    assert sorted(s.queued_ids) == [1, 2] and s.ended_while_loading is not None
+    s.cancel(1, "cancelled")  # queued: withdrawn at once
+    s.cancel(4, "expired")  # in the rest, ended after that read began: it may still list it
+    s.offer_loaded([item(3), item(4)])
+    assert sorted(s.queued_ids) == [2, 3] and s.ended_while_loading is None
+    assert [i.delivery_id for i in s._take()] == [2, 3]

@@ -94,6 +94,23 @@ async def test_pending_order_is_priority_then_oldest(store: SQLiteStore) -> None
     assert order == [ids["urgent1"], ids["urgent2"], ids["medium"], ids["low"]]
 
 
+async def test_a_queue_read_in_pages_is_the_whole_queue_in_push_order(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a")
+    await enrolled(store, "b")
+    for n in range(23):  # priorities interleaved, so pages cut across them; some tasks for all
+        await store.create_task(task("all" if n % 5 == 0 else "agent", "" if n % 5 == 0 else a, priority=(n * 7) % 4),
+                                NOW)
+    whole = await store.pending_for_agent(a)
+    assert len(whole) == 23 and [-i.priority for i in whole] == sorted(-i.priority for i in whole)
+    for size in (1, 4, 22, 23, 50):
+        pages = [await store.pending_for_agent(a, limit=size)]
+        while len(pages[-1]) == size:
+            pages.append(await store.pending_for_agent(a, limit=size, after=pages[-1][-1]))
+        assert [i for page in pages for i in page] == whole, size
+    assert await store.pending_for_agent(a, after=whole[-1]) == []
+    assert await store.pending_for_agent(a, after=whole[9]) == whole[10:]  # no limit: all the rest
+
+
 async def test_lifecycle_and_illegal_transitions(store: SQLiteStore) -> None:
     a = await enrolled(store, "a")
     b = await enrolled(store, "b")

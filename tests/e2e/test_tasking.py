@@ -14,6 +14,7 @@ from pathlib import Path
 from harness import BIN, AgentProc, Tetherd, wait_until
 
 from tether.daemon.console import ConsoleClient, RequestError
+from tether.daemon.session import FIRST_PAGE
 
 
 def states(view: dict) -> dict[str, str]:
@@ -146,6 +147,31 @@ def test_priority_order_on_connect(tetherd: Tetherd, make_agent: Callable[..., A
             assert tetherd.ctl("wait", str(task_id), "--timeout", "30")[0] == 0
     order = [r["args"]["p"] for r in a.runs()]
     assert order == ["urgent", "urgent", "high", "medium", "low"]
+
+
+def test_a_queue_longer_than_the_first_page_is_pushed_whole_in_priority_order(
+    tetherd: Tetherd, make_agent: Callable[..., AgentProc]
+) -> None:
+    """tetherd reads the first FIRST_PAGE of a session's queue, starts pushing, then reads
+    the rest: every delivery still runs once, highest priority first."""
+    a = make_agent("a")
+    plan = [(0, 200), (1, FIRST_PAGE - 200), (3, 150)]  # low is oldest, urgent newest
+
+    async def queue() -> None:
+        async with ConsoleClient(tetherd.url, tetherd.admin_token) as console:
+            for prio, n in plan:
+                for start in range(0, n, 50):
+                    await asyncio.gather(*(console.call("task.create", {
+                        "command": "note", "args": {"p": prio}, "agent": a.agent_id, "priority": prio})
+                        for _ in range(min(50, n - start))))
+
+    asyncio.run(queue())
+    total = sum(n for _, n in plan)
+    a.start("--concurrency", "1")
+    runs = wait_until(lambda: len(a.runs()) >= total and a.runs(), timeout=120, what=f"{total} runs")
+    assert len(runs) == total and len({r["delivery_id"] for r in runs}) == total
+    order = [r["args"]["p"] for r in runs]
+    assert order == [3] * 150 + [1] * (FIRST_PAGE - 200) + [0] * 200
 
 
 def test_failing_command_is_reported_failed(tetherd: Tetherd, make_agent: Callable[..., AgentProc]) -> None:

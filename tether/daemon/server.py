@@ -47,8 +47,8 @@ from .limits import AddressLimiter, FrameBudget
 from .metrics import render_metrics
 from .reports import submit_reports
 from .rpc import ConsoleRPC
-from .session import AgentSession, send_frame
-from .store import StoreError
+from .session import FIRST_PAGE, AgentSession, send_frame
+from .store import PushItem, StoreError
 from .tls import client_certificate_refusal, server_context
 
 log = logging.getLogger("tether.server")
@@ -283,7 +283,13 @@ class Daemon:
                 agent_id=agent_id, window=self.config.window, features=features,
             ))
             # Registered before reading, so nothing created meanwhile is missed; offer() dedups.
-            session.offer_loaded(await self.store.pending_for_agent(agent_id))
+            # A long queue is read in two: the first page, pushed at once, then the rest.
+            first = await self.store.pending_for_agent(agent_id, limit=FIRST_PAGE)
+            rest_after = first[-1] if len(first) == FIRST_PAGE else None
+            if rest_after is None:
+                session.offer_loaded(first)
+            else:
+                session.offer_first(first)
             if session.holding:
                 # Runs the agent holds that the daemon ended while it was away (untask, ttl,
                 # polling timeout): the Cancel sent then found no session. Tell it now.
@@ -294,16 +300,24 @@ class Daemon:
                      agent_id, session.session_id, len(hello.holding), _remote(ws))
             async with asyncio.TaskGroup() as tg:
                 pusher = tg.create_task(session.pusher(), name=f"pusher-{agent_id}")
+                loader = None if rest_after is None else tg.create_task(
+                    self._load_rest(session, rest_after), name=f"loader-{agent_id}")
                 try:
                     await self._agent_reader(ws, codec, session)
                 except ConnectionClosed:
                     pass  # the agent went away; what it sent before is already queued to the store
                 finally:
                     pusher.cancel()
+                    if loader is not None:
+                        loader.cancel()
         finally:
             broker.unregister(session)
             log.info("event=session_closed role=agent agent_id=%s session=%s code=%s",
                      agent_id, session.session_id, ws.close_code)
+
+    async def _load_rest(self, session: AgentSession, after: PushItem) -> None:
+        """The rest of a long queue, read while its first page is pushed."""
+        session.offer_loaded(await self.store.pending_for_agent(session.agent_id, after=after))
 
     def _budget(self) -> FrameBudget:
         return FrameBudget(self.config.max_frames_per_second, self.config.frame_burst, asyncio.get_running_loop().time())

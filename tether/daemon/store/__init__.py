@@ -225,7 +225,11 @@ class Store(Protocol):
 
     # tasks and deliveries
     async def create_task(self, task: NewTask, now: float) -> tuple[int, list[PushItem]]: ...
-    async def pending_for_agent(self, agent_id: str) -> list[PushItem]: ...
+    async def pending_for_agent(
+        self, agent_id: str, *, limit: int | None = None, after: PushItem | None = None
+    ) -> list[PushItem]:
+        """The agent's deliveries to push, in push order (priority, highest first, then
+        oldest task): at most ``limit``, and only those after ``after`` in that order."""
     def mark_sent(self, delivery_ids: list[int], now: float) -> None:
         """queued -> sent, in submission order (fire and forget)."""
     # Agent reports arrive at frame rate, timers fire by the thousand: these return the

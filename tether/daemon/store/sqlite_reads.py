@@ -35,12 +35,19 @@ class SQLiteReads:
         assert self._r is not None
         return list(await self._r.execute_fetchall(sql, tuple(params)))
 
-    async def pending_for_agent(self, agent_id: str) -> list[PushItem]:
+    async def pending_for_agent(
+        self, agent_id: str, *, limit: int | None = None, after: PushItem | None = None
+    ) -> list[PushItem]:
+        where = ""
+        params: list[Any] = [agent_id]
+        if after is not None:  # the rows that come after ``after`` in push order (keyset paging)
+            where = " AND (d.priority < ? OR (d.priority = ? AND (d.task_id > ? OR (d.task_id = ? AND d.id > ?))))"
+            params += [after.priority, after.priority, after.task_id, after.task_id, after.delivery_id]
         rows = await self._read(
             f"SELECT {_PUSH_COLUMNS} FROM deliveries d JOIN tasks t ON t.id = d.task_id"
-            f" WHERE d.agent_id = ? AND d.state IN {_PUSHABLE}"
-            " ORDER BY d.priority DESC, d.task_id, d.id",
-            (agent_id,),
+            f" WHERE d.agent_id = ? AND d.state IN {_PUSHABLE}{where}"
+            " ORDER BY d.priority DESC, d.task_id, d.id" + ("" if limit is None else " LIMIT ?"),
+            params if limit is None else [*params, limit],
         )
         return [PushItem(*r) for r in rows]
 
