@@ -314,23 +314,17 @@ class Journal:
         if not results:
             return []
         now = self._clock()
-        running: set[Ref] = set()
         with self._tx() as db:
-            for chunk in _chunks(sorted({delivery_id for delivery_id, _, _ in results})):
-                running.update(db.execute(
-                    "SELECT delivery_id, run FROM deliveries "
-                    f"WHERE state = 'running' AND delivery_id IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                ))
-            kept = []
-            for delivery_id, run, _ in results:
-                kept.append((delivery_id, run) in running)
-                running.discard((delivery_id, run))  # a run named twice is finished once
-            db.executemany(
-                "UPDATE deliveries SET state = 'finished', result = ?, finished_at = ? WHERE delivery_id = ? AND run = ?",
-                [(result, now, d, r) for (d, r, result), ok in zip(results, kept, strict=True) if ok],
-            )
-        return kept
+            # One UPDATE per run, no read first: it changes a row only if the run is still
+            # running, so a run named twice is finished once.
+            return [
+                db.execute(
+                    "UPDATE deliveries SET state = 'finished', result = ?, finished_at = ? "
+                    "WHERE delivery_id = ? AND run = ? AND state = 'running'",
+                    (result, now, delivery_id, run),
+                ).rowcount == 1
+                for delivery_id, run, result in results
+            ]
 
     def cancel(self, delivery_id: int) -> DeliveryState | None:
         """Cancel every run of a delivery: the pending or running one is marked cancelled,
