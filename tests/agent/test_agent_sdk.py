@@ -6,6 +6,7 @@ import datetime
 import logging
 import platform
 import socket
+import threading
 from typing import Any
 
 import pytest
@@ -148,3 +149,17 @@ def test_event_log_binds_context_and_formatter_folds_tracebacks(caplog: pytest.L
     formatted = KeyValueFormatter().format(caplog.records[1])
     assert formatted.startswith("ts=") and " level=error event=crash" in formatted
     assert "\n" not in formatted and "RuntimeError: boom" in formatted
+
+
+def test_the_cancelled_event_is_one_event_whoever_asks_first() -> None:
+    ctx = Context(delivery_id=1, task_id=1, command="c")
+    assert not ctx.is_cancelled()
+    seen: list[threading.Event] = []
+    threads = [threading.Thread(target=lambda: seen.append(ctx.cancelled)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(e) for e in seen}) == 1 and seen[0] is ctx.cancelled
+    ctx.cancelled.set()
+    assert ctx.is_cancelled() and seen[0].is_set()

@@ -328,14 +328,14 @@ class Runner:
         except asyncio.CancelledError:
             task = asyncio.current_task()
             cancelled = task is not None and task.cancelling() > 0
-            if cancelled and (self._expired or not ctx.cancelled.is_set()):
+            if cancelled and (self._expired or not ctx.is_cancelled()):
                 # The agent is stopping and the grace period is over.
                 ctx.cancelled.set()
                 self._end(claimed, ok=False, error=STOPPED_WHILE_RUNNING)
                 raise
             if cancelled and task is not None:
                 task.uncancel()  # the daemon's cancel, handled here
-            if not ctx.cancelled.is_set():
+            if not ctx.is_cancelled():
                 self._end(claimed, ok=False, error="CancelledError: the command cancelled itself")
                 return
             self._log_run(claimed, "command_cancelled")
@@ -345,7 +345,7 @@ class Runner:
             return
         finally:
             self._running.pop(claimed.delivery_id, None)
-        if ctx.cancelled.is_set():
+        if ctx.is_cancelled():
             self._log_run(claimed, "command_cancelled", finished_anyway=True)
             return
         if isinstance(output, ScheduledCommand):

@@ -132,6 +132,9 @@ class Agent:
             self._commands[cmd_name] = cmd
 
 
+_EVENT_LOCK = threading.Lock()
+
+
 class Context:
     """What a running handler may ask of the agent: report progress, notice cancellation.
 
@@ -145,7 +148,7 @@ class Context:
     ``delivery_id``, and ``command`` is the name the command is run under.
     """
 
-    __slots__ = ("_emit", "_loop", "cancelled", "command", "delivery_id", "priority", "run", "task_id")
+    __slots__ = ("_cancelled", "_emit", "_loop", "command", "delivery_id", "priority", "run", "task_id")
 
     def __init__(
         self,
@@ -163,9 +166,24 @@ class Context:
         self.command = command
         self.priority = priority
         self.run = run
-        self.cancelled = threading.Event()
+        self._cancelled: threading.Event | None = None  # made on first use: most runs never look
         self._emit = emit
         self._loop = loop
+
+    @property
+    def cancelled(self) -> threading.Event:
+        event = self._cancelled
+        if event is None:
+            with _EVENT_LOCK:  # a sync handler's thread and the loop may both ask first
+                if self._cancelled is None:
+                    self._cancelled = threading.Event()
+                event = self._cancelled
+        return event
+
+    def is_cancelled(self) -> bool:
+        """``ctx.cancelled.is_set()``."""
+        event = self._cancelled
+        return event is not None and event.is_set()
 
     def __repr__(self) -> str:
         return f"Context(delivery_id={self.delivery_id}, run={self.run}, command={self.command!r})"
