@@ -53,6 +53,8 @@ from .tls import client_certificate_refusal, server_context
 
 log = logging.getLogger("tether.server")
 
+STORAGE_RETRY_LATER = ProtocolError(ErrorCode.SERVER_ERROR, "storage unavailable; retry later")
+
 LISTEN_BACKLOG = 4096
 """Capped by the kernel's net.core.somaxconn."""
 
@@ -208,8 +210,7 @@ class Daemon:
             pass
         except StoreError as exc:
             log.error("event=session_store_error error=%r", exc)
-            await self._refuse(ws, codec, ProtocolError(ErrorCode.SERVER_ERROR, "storage unavailable; retry later"),
-                               retry_after=5.0)
+            await self._refuse(ws, codec, STORAGE_RETRY_LATER, retry_after=5.0)
         except Exception:
             log.exception("event=session_crashed")
             await self._refuse(ws, codec, ProtocolError(ErrorCode.SERVER_ERROR, "internal error; see tetherd log"))
@@ -316,8 +317,15 @@ class Daemon:
                      agent_id, session.session_id, ws.close_code)
 
     async def _load_rest(self, session: AgentSession, after: PushItem) -> None:
-        """The rest of a long queue, read while its first page is pushed."""
-        session.offer_loaded(await self.store.pending_for_agent(session.agent_id, after=after))
+        """The rest of a long queue, read while its first page is pushed. If the read
+        fails, the session ends as when the first one fails: the agent comes back later."""
+        try:
+            items = await self.store.pending_for_agent(session.agent_id, after=after)
+        except StoreError as exc:
+            log.error("event=session_store_error agent_id=%s error=%r", session.agent_id, exc)
+            await self._refuse(session.ws, session.codec, STORAGE_RETRY_LATER, retry_after=5.0)
+            return
+        session.offer_loaded(items)
 
     def _budget(self) -> FrameBudget:
         return FrameBudget(self.config.max_frames_per_second, self.config.frame_burst, asyncio.get_running_loop().time())
