@@ -99,10 +99,9 @@ def test_a_sequence_that_never_finishes_ends_with_the_daemons_timeout_entry(
     assert d["run"] in (len(waiting), len(waiting) + 1)
     if d["run"] == len(waiting):
         assert d["started_at"] is not None
-    runs = a.runs()
-    assert [r["run"] for r in runs] == list(range(1, len(runs) + 1)) and len(runs) - len(waiting) in (0, 1)
-    time.sleep(1.5)  # three intervals: a sequence still going would have run again by now
-    assert len(a.runs()) == len(runs), "a run was pushed after the timeout"
+    time.sleep(1.5)  # three intervals: a sequence still going would have run two or three more times
+    runs = a.runs()  # one run per waiting entry, and at most the one pushed just before the deadline
+    assert [r["run"] for r in runs] == list(range(1, len(runs) + 1)) and len(runs) - len(waiting) in (0, 1), runs
 
 
 def test_the_next_run_waits_for_an_offline_agent_and_is_pushed_when_it_reconnects(
