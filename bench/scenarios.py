@@ -282,9 +282,7 @@ def run_delivery(opts: Options) -> dict[str, Any]:
             fleet.close()
         log_problems = tetherd.log_levels()
         exit_code = tetherd.stop()
-    # The clock stops when the last agent got tetherd's ``committed`` for its last result,
-    # as the MQTT scenarios stop at paho's last PUBACK; the /metrics poll that saw the
-    # count reach the total comes up to POLL_INTERVAL later, and is kept as a check.
+    # The clock: the last agent's last ``committed`` (the module docstring says why).
     metrics_seconds = end - go
     counts = [n for r in results for n in r["committed"]]
     ends = [at for r in results for n, at in zip(r["committed"], r["committed_at"], strict=True)

@@ -16,20 +16,20 @@ from tether.agent import Agent, PollResult, ScheduledCommand, polling_function
 agent = Agent()
 
 
-def _record(ctx: Any, args: dict[str, Any], what: str) -> None:
+def _record(ctx: Any, args: dict[str, Any], what: str, *, durable: bool = True) -> None:
     entry = {"delivery_id": ctx.delivery_id, "task_id": ctx.task_id, "run": ctx.run, "at": time.time(),
              "what": what, "args": args}
     with open(os.environ["TETHER_TEST_EXEC_LOG"], "a") as f:
         f.write(json.dumps(entry) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 @agent.command("note")
 def note(args: dict[str, Any], *, ctx: Any) -> None:
     """``record`` without the fsync, for tests that run a thousand commands."""
-    with open(os.environ["TETHER_TEST_EXEC_LOG"], "a") as f:
-        f.write(json.dumps({"delivery_id": ctx.delivery_id, "task_id": ctx.task_id, "args": args}) + "\n")
+    _record(ctx, args, "note", durable=False)
 
 
 @agent.command("record")

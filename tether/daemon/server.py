@@ -54,6 +54,8 @@ from .tls import client_certificate_refusal, server_context
 log = logging.getLogger("tether.server")
 
 STORAGE_RETRY_LATER = ProtocolError(ErrorCode.SERVER_ERROR, "storage unavailable; retry later")
+STORAGE_RETRY_SECONDS = 5.0
+"""The ``retry_after`` of a session refused because the store failed."""
 
 LISTEN_BACKLOG = 4096
 """Capped by the kernel's net.core.somaxconn."""
@@ -209,8 +211,7 @@ class Daemon:
         except ConnectionClosed:
             pass
         except StoreError as exc:
-            log.error("event=session_store_error error=%r", exc)
-            await self._refuse(ws, codec, STORAGE_RETRY_LATER, retry_after=5.0)
+            await self._store_failed(ws, codec, exc)
         except Exception:
             log.exception("event=session_crashed")
             await self._refuse(ws, codec, ProtocolError(ErrorCode.SERVER_ERROR, "internal error; see tetherd log"))
@@ -245,6 +246,11 @@ class Daemon:
         with contextlib.suppress(ConnectionClosed):
             await send_frame(ws, codec, error_frame(error, retry_after))
             await ws.close(int(error.code), error.code.slug)
+
+    async def _store_failed(self, ws: ServerConnection, codec: Codec, exc: StoreError, context: str = "") -> None:
+        """A read or write the session needs failed: the peer is told to come back later."""
+        log.error("event=session_store_error%s error=%r", context, exc)
+        await self._refuse(ws, codec, STORAGE_RETRY_LATER, retry_after=STORAGE_RETRY_SECONDS)
 
     async def _enroll(self, ws: ServerConnection, codec: Codec, frame: Enroll) -> None:
         if (refusal := client_certificate_refusal(ws)) is not None:
@@ -322,8 +328,7 @@ class Daemon:
         try:
             items = await self.store.pending_for_agent(session.agent_id, after=after)
         except StoreError as exc:
-            log.error("event=session_store_error agent_id=%s error=%r", session.agent_id, exc)
-            await self._refuse(session.ws, session.codec, STORAGE_RETRY_LATER, retry_after=5.0)
+            await self._store_failed(session.ws, session.codec, exc, f" agent_id={session.agent_id}")
             return
         session.offer_loaded(items)
 

@@ -107,9 +107,10 @@ class AgentSession:
         self.offer([item for item in items if item.delivery_id not in ended] if ended else items)
 
     def offer_loaded(self, items: list[PushItem]) -> None:
-        """Offer what the store listed when the session opened, less what ended meanwhile."""
-        ended, self.ended_while_loading = self.ended_while_loading or set(), None
-        self.offer([item for item in items if item.delivery_id not in ended] if ended else items)
+        """Offer what the store listed when the session opened (all of it, or the rest
+        after the first page), less what ended meanwhile; the loading is over."""
+        self.offer_first(items)
+        self.ended_while_loading = None
 
     def withdraw(self, delivery_id: int) -> bool:
         """Forget a delivery that ended (cancelled/expired). True if it was never pushed."""
