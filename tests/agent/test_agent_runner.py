@@ -3,15 +3,21 @@ a journal failure in one still costs only the run it is about."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
 import pytest
 
 from tether.agent import Agent
-from tether.protocol import Ack, Cancel, Progress, Result
+from tether.agent.journal import Journal
+from tether.agent.runner import Runner
+from tether.protocol import MSGPACK, Ack, Cancel, Progress, Result, Task, decode_to_daemon
 
 if TYPE_CHECKING:
     from conftest import FakeDaemon, StartAgent
@@ -59,3 +65,90 @@ async def test_every_run_of_a_long_burst_runs_once_in_order(daemon: FakeDaemon, 
     assert order[:4] == [10, 30, 40, 50]
     assert order[4:] == [i for i in range(11, 60) if i % 10 and i not in (21, *cancelled)]
     assert running.journal.counts()["finished"] == 46
+
+
+class _Results:
+    """The result frames a runner emitted, decoded, and a way to wait for some."""
+
+    def __init__(self) -> None:
+        self.frames: list[Result] = []
+        self._more = asyncio.Event()
+
+    def emit(self, blob: bytes) -> None:
+        frame = decode_to_daemon(blob)
+        if isinstance(frame, Result):
+            self.frames.append(frame)
+            self._more.set()
+
+    async def wait_for(self, count: int, seconds: float = 5.0) -> list[int]:
+        async with asyncio.timeout(seconds):
+            while len(self.frames) < count:
+                self._more.clear()
+                await self._more.wait()
+        return [r.delivery_id for r in self.frames]
+
+
+def _echo_agent() -> Agent:
+    agent = Agent()
+
+    @agent.command("echo")
+    async def echo(args: dict[str, int]) -> int:
+        return args["n"]
+
+    return agent
+
+
+def _queue(journal: Journal, runner: Runner, ids: range) -> None:
+    accepted = journal.accept([
+        Task(delivery_id=i, task_id=1000 + i, command="echo", args=msgspec.Raw(MSGPACK.encode_value({"n": i})))
+        for i in ids
+    ])
+    for priority, delivery_id, run in accepted.new:
+        runner.submit(priority, delivery_id, run)
+
+
+async def test_quick_runs_finish_and_claim_in_one_transaction_per_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog of quick runs through 4 slots: each journal transaction finishes the 4 runs
+    that just returned and claims the next 4, so 40 runs take 11 transactions (10 rounds and
+    the last finishes), not twice as many. The endpoint's disk sees each one."""
+    journal, results = Journal(tmp_path / "journal.sqlite"), _Results()
+    runner = Runner(_echo_agent().commands, journal, results.emit, concurrency=4)
+    commits = 0
+    transaction = Journal.transaction
+
+    @contextlib.contextmanager
+    def counted(self: Journal) -> Iterator[None]:
+        nonlocal commits
+        with transaction(self):
+            yield
+        commits += 1
+
+    _queue(journal, runner, range(1, 41))
+    monkeypatch.setattr(Journal, "transaction", counted)
+    runner.start()
+    assert sorted(await results.wait_for(40)) == list(range(1, 41))
+    assert journal.counts()["finished"] == 40
+    assert commits == 11
+    await runner.stop(1.0)
+    journal.close()
+
+
+async def test_a_run_cancelled_before_its_handler_started_frees_its_slot(tmp_path: Path) -> None:
+    """The daemon's cancel reaches a run claimed in this loop turn, before its handler took a
+    step. With one slot, the next run must still start."""
+    journal, results = Journal(tmp_path / "journal.sqlite"), _Results()
+    runner = Runner(_echo_agent().commands, journal, results.emit, concurrency=1)
+    runner.start()
+    _queue(journal, runner, range(1, 2))
+    cancelled: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    # Runs after the step that claims run 1 and before that run's first step.
+    asyncio.get_running_loop().call_soon(
+        lambda: cancelled.set_result(journal.cancel(1) == "running" and runner.cancel(1)))
+    assert await cancelled
+    _queue(journal, runner, range(2, 3))
+    assert await results.wait_for(1) == [2]
+    assert journal.state(1) == "cancelled"
+    await runner.stop(1.0)
+    journal.close()

@@ -12,12 +12,14 @@ At most one run of a delivery runs at a time, so a running handler is known by i
 delivery id alone (which is all a ``cancel`` names).
 
 Claims and finishes that are ready in the same turn of the event loop share one journal
-transaction (one ``BEGIN IMMEDIATE`` / ``COMMIT``); each frame still goes out only after
-the transaction that makes it true is committed, so the promises of :mod:`.journal` hold
-at every instant. A handler that returned but whose finish is not committed yet is, to a
-SIGKILL, a handler still running: it becomes a failed result on restart, never a rerun.
-If a shared transaction fails, its claims and finishes are retried one transaction each,
-so a journal error still costs only the delivery it is about.
+transaction (one ``BEGIN IMMEDIATE`` / ``COMMIT``). A slot is free as soon as its handler
+has returned, so with quick handlers each step finishes the runs that just returned and
+claims as many next ones: one transaction per ``concurrency`` runs. Each frame still
+goes out only after the transaction that makes it true is committed, so the promises of
+:mod:`.journal` hold at every instant. A handler that returned but whose finish is not
+committed yet is, to a SIGKILL, a handler still running: it becomes a failed result on
+restart, never a rerun. If a shared transaction fails, its claims and finishes are retried
+one transaction each, so a journal error still costs only the delivery it is about.
 
 The runner keeps working while the session is down; frames it emits meanwhile are
 dropped by the client (results wait in the outbox, progress is best effort).
@@ -30,6 +32,7 @@ failed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import time
 from collections.abc import Callable, Mapping
@@ -137,6 +140,7 @@ class Runner:
         self._tasks: set[asyncio.Task[None]] = set()
         """One per claimed run until its handler returns; owned (awaited) by :meth:`stop`."""
         self._running: dict[int, _Execution] = {}
+        """Claimed runs whose handler has not returned, by delivery id: the busy slots."""
         self._ended: list[_Outcome] = []
         """Runs whose handler returned: their finish goes into the next journal step."""
         self._starts: dict[int, _Execution] = {}
@@ -168,7 +172,7 @@ class Runner:
         if self._stopping:
             return
         heapq.heappush(self._queue, (-priority, delivery_id, run))
-        if len(self._tasks) < self._concurrency:
+        if len(self._running) < self._concurrency:
             self._schedule_step()
 
     def cancel(self, delivery_id: int) -> bool:
@@ -231,7 +235,7 @@ class Runner:
         ended, self._ended = self._ended, []
         take: list[tuple[int, int, int]] = []
         if not self._stopping:
-            free = self._concurrency - len(self._tasks)
+            free = self._concurrency - len(self._running)
             while free > 0 and self._queue:
                 take.append(heapq.heappop(self._queue))
                 free -= 1
@@ -254,7 +258,7 @@ class Runner:
                 self._begin(claim)
         if self._starts and self._loop is not None:
             self._loop.call_soon(self._send_starts)  # after the handlers' first steps
-        if self._queue and not self._stopping and len(self._tasks) < self._concurrency:
+        if self._queue and not self._stopping and len(self._running) < self._concurrency:
             self._schedule_step()  # some claims started nothing (cancelled, unknown command)
 
     def _step_one_by_one(
@@ -313,10 +317,13 @@ class Runner:
         task = self._loop.create_task(self._execute(execution, command, args))
         execution.task = task
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(functools.partial(self._task_done, delivery_id))
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, delivery_id: int, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        execution = self._running.get(delivery_id)
+        if execution is not None and execution.task is task:  # cancelled before it started
+            del self._running[delivery_id]
         if not task.cancelled() and task.exception() is not None:
             self.log.error("worker_crashed", error=repr(task.exception()))
         self._schedule_step()
