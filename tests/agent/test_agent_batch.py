@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tether.agent import Agent
-from tether.agent.client import BATCH_MAX_BYTES
+from tether.agent import client as client_module
+from tether.agent.client import BATCH_MAX_BYTES, HOLD_FRAMES
 from tether.protocol import MSGPACK, Ack, Cancel, Committed, Frame, Progress, Result
 from tether.protocol.frames import FEATURES, Batch
 
@@ -147,3 +149,80 @@ async def test_stop_sends_the_last_results_then_closes(daemon: FakeDaemon, start
     counts = running.journal.counts()
     assert len(outbox) == counts["finished"] == len(results)  # every finished result was sent
     assert counts["finished"] + counts["pending"] == 10
+
+
+def results_per_message(session: FakeSession, frames: list[Frame]) -> list[int]:
+    """How many results each message held, for the messages that held any (in order)."""
+    counts: list[int] = []
+    at = 0
+    for count, _ in session.messages:
+        held = sum(isinstance(f, Result) for f in frames[at : at + count])
+        at += count
+        if held:
+            counts.append(held)
+    return counts
+
+
+async def test_a_busy_agent_gathers_its_results_into_few_messages(
+    daemon: FakeDaemon, start_agent: StartAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """64 quick tasks through 4 slots: while runs wait for a slot, results gather until
+    HOLD_FRAMES are waiting, so they go out as 2 messages of 32 (not 16 of 4), and the
+    ack is not held back. The hold's timer is made long: only the count can end it here."""
+    monkeypatch.setattr(client_module, "HOLD_SECONDS", 30.0)
+    daemon.features = ("batch",)
+    await start_agent()
+    session = await daemon.next_session()
+    await session.send_batch(*(daemon.task(i) for i in range(1, 65)))
+    frames = await frames_until_results(session, set(range(1, 65)))
+    check_order(frames)
+    assert isinstance(frames[0], Ack) and session.messages[0][0] == 1  # the ack went alone, at once
+    assert results_per_message(session, frames) == [HOLD_FRAMES, HOLD_FRAMES]
+
+
+async def test_a_result_with_nothing_behind_it_is_sent_at_once(
+    daemon: FakeDaemon, start_agent: StartAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No backlog, no hold: with a 30 s hold, the results still arrive (within the fake
+    daemon's 5 s timeout)."""
+    monkeypatch.setattr(client_module, "HOLD_SECONDS", 30.0)
+    daemon.features = ("batch",)
+    await start_agent()
+    session = await daemon.next_session()
+    for i in (1, 2):
+        await session.send(daemon.task(i))
+        assert (await session.expect(Result, skip=(Ack, Progress))).delivery_id == i
+
+
+async def test_held_frames_go_out_with_an_ack_or_after_the_hold(
+    daemon: FakeDaemon, start_agent: StartAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One slot, a handler that waits, a run queued behind it: the start report is held.
+    With a 30 s hold, the next task's ack takes it along at once; with a 50 ms hold, a
+    result is held no longer than that."""
+    gate = asyncio.Event()
+    agent = Agent()
+
+    @agent.command("wait")
+    async def wait(args: dict[str, Any]) -> str:
+        await gate.wait()
+        return "done"
+
+    monkeypatch.setattr(client_module, "HOLD_SECONDS", 30.0)
+    daemon.features = ("batch",)
+    await start_agent(agent, concurrency=1)
+    session = await daemon.next_session()
+    await session.send(daemon.task(1, "wait"), daemon.task(2, "wait"))
+    assert (await session.expect(Ack, skip=())).delivery_ids == [1, 2]
+    await session.send(daemon.task(3, "wait"))
+    started, ack = await session.next(), await session.next()
+    assert isinstance(started, Progress) and started.delivery_id == 1
+    assert isinstance(ack, Ack) and ack.delivery_ids == [3]
+    assert session.messages[-1][0] == 2  # one message
+
+    monkeypatch.setattr(client_module, "HOLD_SECONDS", 0.05)
+    gate.set()
+    gate = asyncio.Event()  # run 2 waits in its turn, with run 3 queued behind it
+    result, started = await session.next(), await session.next()
+    assert isinstance(result, Result) and result.delivery_id == 1
+    assert isinstance(started, Progress) and started.delivery_id == 2

@@ -157,6 +157,12 @@ class Runner:
         """How many handlers are running now."""
         return len(self._running)
 
+    @property
+    def backlog(self) -> int:
+        """Runs waiting for a slot (0 once stopping): while there are some, results follow
+        one another within moments."""
+        return 0 if self._stopping else len(self._queue)
+
     def start(self) -> None:
         """Start taking runs from the queue. The tasks it creates are owned by this runner
         and awaited by :meth:`stop` or :meth:`abort`."""
