@@ -166,15 +166,16 @@ def results_per_message(session: FakeSession, frames: list[Frame]) -> list[int]:
 async def test_a_busy_agent_gathers_its_results_into_few_messages(
     daemon: FakeDaemon, start_agent: StartAgent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """64 quick tasks through 4 slots: while runs wait for a slot, results gather until
-    HOLD_FRAMES are waiting, so they go out as 2 messages of 32 (not 16 of 4), and the
-    ack is not held back. The hold's timer is made long: only the count can end it here."""
+    """2 x HOLD_FRAMES quick tasks through 4 slots: while runs wait for a slot, results
+    gather until HOLD_FRAMES are waiting, so they go out as 2 messages (not one per 4), and
+    the ack is not held back. The hold's timer is made long: only the count can end it here."""
     monkeypatch.setattr(client_module, "HOLD_SECONDS", 30.0)
     daemon.features = ("batch",)
     await start_agent()
     session = await daemon.next_session()
-    await session.send_batch(*(daemon.task(i) for i in range(1, 65)))
-    frames = await frames_until_results(session, set(range(1, 65)))
+    n = 2 * HOLD_FRAMES
+    await session.send_batch(*(daemon.task(i) for i in range(1, n + 1)))
+    frames = await frames_until_results(session, set(range(1, n + 1)))
     check_order(frames)
     assert isinstance(frames[0], Ack) and session.messages[0][0] == 1  # the ack went alone, at once
     assert results_per_message(session, frames) == [HOLD_FRAMES, HOLD_FRAMES]

@@ -104,13 +104,15 @@ BATCH_MAX_BYTES = 64 * 1024
 limit (tetherd's ``max_frame_bytes``, 1 MiB by default), so batching never makes a message
 too big that would have passed alone. A bigger frame is sent in its own message."""
 
-HOLD_FRAMES = 32
-"""While the runner has a backlog, the writer sends once this many frames are waiting (the
-daemon's default ``window``)..."""
-HOLD_SECONDS = 0.002
-"""... or once the first of them has waited this long. Measured on the drain benchmark
-(docs/performance.md): messages of about 20 results instead of 4 take a fifth of tetherd's
-commits and ``committed`` frames, for at most 2 ms more per result of a busy agent."""
+HOLD_FRAMES = 64
+"""While the runner has a backlog, the writer sends once this many frames are waiting
+(a frame over ``BATCH_MAX_BYTES / HOLD_FRAMES`` sends at once, so a batch stays under
+:data:`BATCH_MAX_BYTES`) ..."""
+HOLD_SECONDS = 0.005
+"""... or once the first of them has waited this long. Chosen on the drain benchmark
+(docs/performance.md): about 26 results per message instead of 4, so a sixth of the
+messages, tetherd commits and ``committed`` frames, for at most 5 ms more per result of an
+agent that has runs waiting anyway."""
 
 
 class FatalSessionError(Exception):
