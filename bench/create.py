@@ -13,9 +13,9 @@ Three phases on one fresh tetherd:
    from sending the request: the answer (all ``agents`` deliveries committed), the last
    agent's first ``tasks_received`` (pushed, journaled, acknowledged: client side), and
    every result committed (``/metrics``). ``fanout_written_s`` is when tetherd's
-   ``tether_frames_total{direction="out"}`` had grown by ``agents`` (a lower bound of "every
-   task frame written": ``committed`` frames count too), to tell tetherd's share from the
-   clients'.
+   ``tether_deliveries_pushed_total`` had grown by ``agents``: every task frame written to
+   its socket, tetherd's share of the push, told apart from the clients'. (Both come from
+   the 50 ms ``/metrics`` poll, so they may be late by one poll.)
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from .scenarios import (
     Options,
     _fleet_figures,
     _ms,
+    _Profiler,
     _Sampler,
     _Watch,
     listen_drops,
@@ -48,7 +49,7 @@ from .tetherd import Tetherd
 SINK_AGENTS = 100
 SEQUENTIAL = 200
 FANOUT_TAG = "fanout"
-FRAMES_OUT = 'tether_frames_total{direction="out"}'
+PUSHED = "tether_deliveries_pushed_total"
 SETTLE = 2.0
 """Seconds between the last fleet session opening and the fan-out create (the storm's
 writes drain first)."""
@@ -112,13 +113,18 @@ def run_create(opts: Options) -> dict[str, Any]:
             m0 = tetherd.metrics()
             drops0 = listen_drops()
             busy0, cpu0 = machine_busy_seconds(), tetherd.cpu_seconds()
-            sent, answered, fan = asyncio.run(_fanout(url, token))
-            out0 = m0.get(FRAMES_OUT, 0)
-            written, _ = watch.until(sent, sent + opts.timeout, lambda m: m.get(FRAMES_OUT, 0) - out0 >= opts.agents,
-                                     lambda m: f"frames out={m.get(FRAMES_OUT, 0) - out0:.0f}/{opts.agents}")
-            done_target = m0.get(DONE, 0) + opts.agents
-            end, m1 = watch.until(sent, sent + opts.timeout, lambda m: m.get(DONE, 0) >= done_target,
-                                  lambda m: f"done={m.get(DONE, 0) - m0.get(DONE, 0):.0f}/{opts.agents}")
+            profiler = _Profiler(tetherd.pid, opts.profile, opts.profile_all)  # the fan-out is the measured phase
+            try:
+                sent, answered, fan = asyncio.run(_fanout(url, token))
+                out0 = m0.get(PUSHED, 0)
+                written, _ = watch.until(sent, sent + opts.timeout,
+                                         lambda m: m.get(PUSHED, 0) - out0 >= opts.agents,
+                                         lambda m: f"pushed={m.get(PUSHED, 0) - out0:.0f}/{opts.agents}")
+                done_target = m0.get(DONE, 0) + opts.agents
+                end, m1 = watch.until(sent, sent + opts.timeout, lambda m: m.get(DONE, 0) >= done_target,
+                                      lambda m: f"done={m.get(DONE, 0) - m0.get(DONE, 0):.0f}/{opts.agents}")
+            finally:
+                profiler.stop()
             cpu1, busy1 = tetherd.cpu_seconds(), machine_busy_seconds()
             drops1 = listen_drops()
             results = fleet.finish()

@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 from paho.mqtt.client import CallbackAPIVersion, Client, MQTTMessage, MQTTv311
 
+from tether.daemon.housekeeping import tune as tune_gc
 from tether.protocol import MSGPACK, decode_from_daemon
 from tether.protocol.frames import Result, Task
 
@@ -247,6 +248,7 @@ def _worker(index: int, host: str, port: int, client_ids: list[str], per_client:
     clients = [subscriber(cid, per_client, problems) for cid in client_ids]
     states: list[SubscriberState] = [c.user_data_get() for c in clients]
     loop = SelectorLoop()
+    tune_gc()  # as the tether fleet's workers and tetherd do
     try:
         barrier.wait(BARRIER_TIMEOUT)
     except threading.BrokenBarrierError:

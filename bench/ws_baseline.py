@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import gc
 import logging
 import signal
 import sys
@@ -37,6 +36,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request as HTTPRequest
 from websockets.http11 import Response as HTTPResponse
 
+from tether.daemon.housekeeping import tune as tune_gc
 from tether.protocol import MSGPACK, PROTOCOL_VERSION, ProtocolError, decode_to_daemon
 from tether.protocol.frames import Ack, Committed, Frame, Hello, Result, Task, Welcome
 
@@ -173,9 +173,7 @@ async def serve_until_signalled(baseline: Baseline, host: str, port: int) -> Non
                      backlog=LISTEN_BACKLOG, max_size=1_048_576, ping_interval=20.0, ping_timeout=20.0,
                      logger=logging.getLogger("bench.websockets")) as server:
         sock_host, sock_port = server.sockets[0].getsockname()[:2]
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(100_000, 50, 1000)  # as tetherd does after start-up
+        tune_gc()  # as tetherd does after start-up
         log.info("event=listening url=ws://%s:%d per_session=%d window=%d", sock_host, sock_port,
                  baseline.per_session, baseline.window)
         await stop.wait()

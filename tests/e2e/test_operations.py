@@ -40,6 +40,8 @@ def test_healthz_metrics_and_plain_http(tetherd: Tetherd, make_agent: Callable[.
     assert metric(text, 'tether_deliveries_total{state="done"}') == 1
     assert metric(text, 'tether_deliveries_total{state="queued"}') == 1
     assert metric(text, 'tether_frames_total{direction="in"}') >= 4  # hello, ack, progress, result
+    assert metric(text, "tether_deliveries_pushed_total") == 1
+    assert metric(text, "tether_asyncio_tasks") > 0
     assert metric(text, "tether_store_commits_total") >= 1
     assert metric(text, "tether_store_commit_seconds_total") > 0
     assert http_get(tetherd, "/nope")[0] == 404

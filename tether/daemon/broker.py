@@ -42,7 +42,8 @@ STORAGE_RETRY_AFTER = 2.0
 class Stats:
     """Counters for /metrics."""
 
-    __slots__ = ("closed", "frames_in", "frames_out", "pushed", "sessions_total", "shed", "throttled", "untold")
+    __slots__ = ("_tasks", "closed", "frames_in", "frames_out", "pushed", "sessions_total", "shed", "throttled",
+                 "untold")
 
     def __init__(self) -> None:
         self.frames_in = 0
@@ -57,6 +58,15 @@ class Stats:
         """Times a session's reading was paused for its frame budget."""
         self.untold = 0
         """Error replies to bad frames not sent because the peer was not reading them."""
+        self._tasks: tuple[float, int] | None = None
+
+    def tasks_alive(self, max_age: float) -> int:
+        """How many asyncio tasks of this loop are alive, counted at most every ``max_age``
+        seconds (the count walks every task)."""
+        now = time.monotonic()
+        if self._tasks is None or now - self._tasks[0] >= max_age:
+            self._tasks = (now, len(asyncio.all_tasks()))
+        return self._tasks[1]
 
 
 class Timer(enum.IntEnum):

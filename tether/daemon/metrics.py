@@ -6,7 +6,6 @@ at scrape time, so nothing is updated per frame but plain integer counters.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,12 @@ from ..protocol.states import DeliveryState
 
 if TYPE_CHECKING:
     from .broker import Broker
+
+
+TASKS_EVERY = 1.0
+"""Seconds a count of the live asyncio tasks is reused for: counting walks every task (about
+30,000 with 10,000 agents online, some 10 ms), and a scrape must not cost in proportion to
+the fleet (the benchmarks scrape every 50 ms)."""
 
 
 class _BrokerCollector(Collector):
@@ -47,6 +52,9 @@ class _BrokerCollector(Collector):
         frames.add_metric(["in"], b.stats.frames_in)
         frames.add_metric(["out"], b.stats.frames_out)
         yield frames
+        pushed = CounterMetricFamily("tether_deliveries_pushed", "Task frames written to agents (re-pushes included)")
+        pushed.add_metric([], b.stats.pushed)
+        yield pushed
         shed = CounterMetricFamily("tether_connections_shed", "Connections refused for their address's limit (4029)")
         shed.add_metric([], b.stats.shed)
         yield shed
@@ -72,8 +80,9 @@ class _BrokerCollector(Collector):
         timers.add_metric([], len(b.wheel))
         yield timers
         tasks = GaugeMetricFamily(
-            "tether_asyncio_tasks", "asyncio tasks alive in tetherd (grows with sessions, not with waits)")
-        tasks.add_metric([], len(asyncio.all_tasks()))
+            "tether_asyncio_tasks",
+            f"asyncio tasks alive in tetherd (grows with sessions, not with waits; counted at most every {TASKS_EVERY:g} s)")
+        tasks.add_metric([], b.stats.tasks_alive(TASKS_EVERY))
         yield tasks
 
 
