@@ -248,7 +248,8 @@ def _worker(index: int, host: str, port: int, client_ids: list[str], per_client:
     clients = [subscriber(cid, per_client, problems) for cid in client_ids]
     states: list[SubscriberState] = [c.user_data_get() for c in clients]
     loop = SelectorLoop()
-    tune_gc()  # as the tether fleet's workers and tetherd do
+    if len(clients) > 1:
+        tune_gc()  # as the tether fleet's workers of many agents do
     try:
         barrier.wait(BARRIER_TIMEOUT)
     except threading.BrokenBarrierError:
