@@ -33,6 +33,7 @@ from typing import Any
 import psutil
 
 from tether.agent.journal import Identity
+from tether.protocol.states import DeliveryState
 
 from .fleet import Fleet
 from .seed import echo_tasks, enroll_fleet, queue_tasks
@@ -45,8 +46,6 @@ MIB = 1024 * 1024
 
 DONE = 'tether_deliveries_total{state="done"}'
 ENDED = tuple(f'tether_deliveries_total{{state="{s}"}}' for s in ("failed", "expired", "cancelled"))
-STATES = ("sent", "acked", "running", "waiting", "done", "failed", "expired", "cancelled", "queued")
-"""Every state a delivery enters: their committed changes, summed, are the store's state writes."""
 AGENT_SESSIONS = 'tether_sessions_open{role="agent"}'
 
 
@@ -290,9 +289,14 @@ def run_delivery(opts: Options) -> dict[str, Any]:
     clock = "client" if counts and len(ends) == len(counts) else "metrics"
     seconds = max(ends) - go if clock == "client" else metrics_seconds
     done = m1.get(DONE, 0)
-    commits = m1.get("tether_store_commits_total", 0) - m0.get("tether_store_commits_total", 0)
-    ops = m1.get("tether_store_commit_operations_total", 0) - m0.get("tether_store_commit_operations_total", 0)
-    commit_s = m1.get("tether_store_commit_seconds_total", 0) - m0.get("tether_store_commit_seconds_total", 0)
+
+    def grew(key: str) -> float:
+        """How much a ``/metrics`` counter grew over the measured phase."""
+        return m1.get(key, 0) - m0.get(key, 0)
+
+    commits = grew("tether_store_commits_total")
+    ops = grew("tether_store_commit_operations_total")
+    commit_s = grew("tether_store_commit_seconds_total")
     figures = {
         "deliveries_per_s": round(done / seconds, 1),
         "seconds": round(seconds, 3),
@@ -309,20 +313,18 @@ def run_delivery(opts: Options) -> dict[str, Any]:
         "others_cpu_percent": round(100.0 * ((busy1 - busy0) - (cpu1 - cpu0)
                                              - sum(r["cpu_seconds"] for r in results)) / metrics_seconds, 1),
         "loadavg_1m_before": round(load, 2),
+        # Every state a delivery enters: their committed changes, summed, are the store's state writes.
         "state_changes_per_delivery": round(sum(
-            m1.get(f'tether_deliveries_total{{state="{st}"}}', 0) - m0.get(f'tether_deliveries_total{{state="{st}"}}', 0)
-            for st in STATES) / total, 2) if total else None,
-        "sent_marks": int(m1.get('tether_deliveries_total{state="sent"}', 0)
-                          - m0.get('tether_deliveries_total{state="sent"}', 0)),
+            grew(f'tether_deliveries_total{{state="{st}"}}') for st in DeliveryState) / total, 2) if total else None,
+        "sent_marks": int(grew('tether_deliveries_total{state="sent"}')),
         "group_commits": int(commits),
         "ops_per_commit": round(ops / commits, 1) if commits else None,
         "commit_busy_percent": round(100.0 * commit_s / metrics_seconds, 1),
-        "frames_in": int(m1.get("tether_frames_total{direction=\"in\"}", 0) - m0.get("tether_frames_total{direction=\"in\"}", 0)),
-        "frames_out": int(m1.get("tether_frames_total{direction=\"out\"}", 0) - m0.get("tether_frames_total{direction=\"out\"}", 0)),
+        "frames_in": int(grew('tether_frames_total{direction="in"}')),
+        "frames_out": int(grew('tether_frames_total{direction="out"}')),
         # The per-session limits (README "Limits on one peer") must not slow a benchmark:
-        "sessions_throttled": int(m1.get("tether_sessions_throttled_total", 0)
-                                  - m0.get("tether_sessions_throttled_total", 0)),
-        "connections_shed": int(m1.get("tether_connections_shed_total", 0) - m0.get("tether_connections_shed_total", 0)),
+        "sessions_throttled": int(grew("tether_sessions_throttled_total")),
+        "connections_shed": int(grew("tether_connections_shed_total")),
         **watch.figures(),
         "listen_overflows": {k: drops1[k] - drops0[k] for k in drops1 if k in drops0},
         **setup,
