@@ -420,7 +420,7 @@ class AgentClient:
     async def _hold(self, out: asyncio.Queue[bytes | None]) -> None:
         """Let the results that are about to follow join this message (see the module doc):
         until :data:`HOLD_FRAMES` are waiting, an urgent frame is put, or :data:`HOLD_SECONDS`."""
-        if out.qsize() + 1 >= HOLD_FRAMES:
+        if _enough(out):
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(HOLD_SECONDS):
@@ -439,7 +439,7 @@ class AgentClient:
         if out is None:
             return
         out.put_nowait(blob)
-        if urgent or out.qsize() >= HOLD_FRAMES - 1 or len(blob) > BATCH_MAX_BYTES // HOLD_FRAMES:
+        if urgent or _enough(out) or len(blob) > BATCH_MAX_BYTES // HOLD_FRAMES:
             self._flush.set()
 
     # -- frames from the daemon --------------------------------------------------------
@@ -507,6 +507,11 @@ class AgentClient:
         pruned = self._journal.prune()
         if pruned:
             self._log.info("journal_pruned", deliveries=pruned)
+
+
+def _enough(out: asyncio.Queue[bytes | None]) -> bool:
+    """The frames waiting, with the one the writer holds, make :data:`HOLD_FRAMES`."""
+    return out.qsize() + 1 >= HOLD_FRAMES
 
 
 def _ended(exc: ConnectionClosed, *, welcomed: bool) -> _SessionEnd:
