@@ -19,7 +19,7 @@ from tether.agent import journal_schema
 from tether.agent.journal import DEDUP_RETENTION, RESTARTED_WHILE_RUNNING, TOMBSTONE_RUN, Identity, Journal
 from tether.agent.journal_schema import SCHEMA_VERSION
 from tether.agent.tls import TLSFiles
-from tether.protocol import MSGPACK, Result, Task, decode_to_daemon
+from tether.protocol import MSGPACK, Result, Task, decode_to_daemon, unpack
 
 
 def task(delivery_id: int, priority: int = 1, command: str = "echo", run: int = 1) -> Task:
@@ -96,6 +96,24 @@ def test_claim_moves_pending_to_running_once(journal: Journal) -> None:
     assert journal.claim(99, 1) is None
     assert journal.claim(1, 2) is None  # no such run
     assert journal.state(1) == "running"
+
+
+def test_runs_accepted_in_a_transaction_are_claimed_in_it_without_reading_them_back(journal: Journal) -> None:
+    journal.accept([task(1)])  # journaled earlier: read back
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    with journal.transaction():
+        accepted = journal.accept([task(2, priority=3), task(3)])
+        claimed = journal.claim_many([(2, 1), (1, 1)], fresh=accepted.fresh)
+    assert [c and (c.delivery_id, c.task_id, c.priority, c.command) for c in claimed] == [
+        (2, 20, 3, "echo"), (1, 10, 1, "echo")]
+    assert claimed[0] is not None and unpack(claimed[0].args) == {"n": 2}
+    reads = [s for s in statements if s.startswith("SELECT delivery_id, run, task_id")]
+    assert len(reads) == 1 and "IN (1)" in reads[0]  # only the run journaled before
+    assert (journal.state(1), journal.state(2), journal.state(3)) == ("running", "running", "pending")
+    with pytest.raises(RuntimeError, match="transaction that accepted them"):
+        journal.claim_many([(3, 1)], fresh={(3, 1): (30, "echo", b"\x80", 1)})
+    assert journal.state(3) == "pending"
 
 
 def test_claim_many_and_finish_many_answer_per_run_in_order(journal: Journal) -> None:

@@ -1,12 +1,12 @@
-"""The runner's journal steps: claims and finishes of one loop turn share a transaction, and
-a journal failure in one still costs only the run it is about."""
+"""The runner's journal steps: the tasks journaled, the claims and the finishes of one loop
+turn share a transaction, and a journal failure in one still costs only what it is about."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,8 +16,8 @@ import pytest
 
 from tether.agent import Agent
 from tether.agent.journal import Journal
-from tether.agent.runner import Runner
-from tether.protocol import MSGPACK, Ack, Cancel, Progress, Result, Task, decode_to_daemon
+from tether.agent.runner import Intake, Runner
+from tether.protocol import MSGPACK, Ack, Cancel, Committed, Progress, Result, Task, decode_to_daemon
 
 if TYPE_CHECKING:
     from conftest import FakeDaemon, StartAgent
@@ -42,6 +42,98 @@ async def test_a_journal_failure_costs_only_its_run(
     assert "event=delivery_crashed" in caplog.text and "delivery_id=2" in caplog.text
 
 
+async def _eventually(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Wait (polling: the condition is a journal's or a log's state) until ``condition``."""
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not true within {seconds} s")
+
+
+def _count_commits(journal: Journal) -> list[str]:
+    """The statements that end a write transaction on ``journal``'s connection, as SQLite
+    runs them (the endpoint's disk sees one WAL commit each)."""
+    commits: list[str] = []
+    journal._db.set_trace_callback(lambda sql: commits.append(sql) if sql.strip().upper() == "COMMIT" else None)
+    return commits
+
+
+async def test_a_task_for_a_free_slot_is_journaled_and_claimed_in_one_commit(
+    daemon: FakeDaemon, start_agent: StartAgent
+) -> None:
+    """An idle agent gets one task: journaling it (before the ack) and claiming it (before
+    it runs) are one commit, finishing it a second; its ``committed`` is the third. The ack
+    still comes first, and names the task."""
+    running = await start_agent()
+    session = await daemon.next_session()
+    commits = _count_commits(running.journal)
+    await session.send(daemon.task(1))
+    ack = await session.expect(Ack)
+    assert ack.delivery_ids == [1]
+    result = await session.expect(Result)
+    assert (result.delivery_id, result.ok) == (1, True)
+    assert len(commits) == 2
+    await session.send(Committed(delivery_ids=[1]))
+    await _eventually(lambda: not running.journal.outbox())
+    assert len(commits) == 3
+
+
+async def test_a_burst_the_journal_refuses_is_not_acknowledged(
+    daemon: FakeDaemon, start_agent: StartAgent, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """The journal cannot take a burst of tasks: none of it is acknowledged or run (the
+    daemon pushes them again on the next session), it is logged, and the next burst is
+    served as usual."""
+    running = await start_agent()
+    session = await daemon.next_session()
+    with closing(sqlite3.connect(tmp_path / "agent-1.sqlite")) as db:
+        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON deliveries WHEN NEW.delivery_id = 9 "
+                   "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+        db.commit()
+    await session.send_batch(daemon.task(9), daemon.task(10))
+    await _eventually(lambda: "event=journal_write_failed" in caplog.text)
+    await session.send(daemon.task(11))
+    ack = await session.expect(Ack)
+    assert ack.delivery_ids == [11]
+    assert (await session.expect(Result)).delivery_id == 11
+    assert running.journal.state(9) is None and running.journal.state(10) is None
+
+
+async def test_a_write_that_shared_a_failed_step_is_retried_alone(tmp_path: Path) -> None:
+    """The finish of run 1 and the journaling of task 2 share a step; the journal refuses
+    the finish, so the whole transaction rolls back. Task 2 is journaled again on its own,
+    its ``then`` runs, and it runs; run 1 stays ``running`` (it fails on restart)."""
+    journal, results = Journal(tmp_path / "journal.sqlite"), _Results()
+    with closing(sqlite3.connect(tmp_path / "journal.sqlite")) as db:
+        db.execute("CREATE TRIGGER refuse BEFORE UPDATE OF state ON deliveries "
+                   "WHEN NEW.delivery_id = 1 AND NEW.state = 'finished' "
+                   "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+        db.commit()
+    acknowledged: list[int] = []
+    agent = Agent()
+
+    def journal_task_2() -> Intake:
+        accepted = journal.accept([Task(delivery_id=2, task_id=1002, command="echo",
+                                        args=msgspec.Raw(MSGPACK.encode_value({"n": 2})))])
+        return Intake(accepted.new, accepted.fresh, lambda: acknowledged.append(2))
+
+    @agent.command("echo")
+    async def echo(args: dict[str, int]) -> int:
+        if args["n"] == 1:
+            runner.write(journal_task_2)  # the same step as this run's finish
+        return args["n"]
+
+    runner = Runner(agent.commands, journal, results.emit, concurrency=1)
+    _queue(journal, runner, range(1, 2))
+    runner.start()
+    assert await results.wait_for(1) == [2]
+    assert acknowledged == [2]
+    assert journal.state(1) == "running" and journal.state(2) == "finished"
+    await runner.stop(1.0)
+    journal.close()
+
+
 async def test_every_run_of_a_long_burst_runs_once_in_order(daemon: FakeDaemon, start_agent: StartAgent) -> None:
     """Many runs through few slots: each claimed once, highest priority then oldest first;
     cancelled ones and unknown commands are skipped without stalling the queue."""
@@ -58,7 +150,9 @@ async def test_every_run_of_a_long_burst_runs_once_in_order(daemon: FakeDaemon, 
     tasks = [daemon.task(i, "record" if i not in (20, 21) else "unknown", priority=3 if i % 10 == 0 else 1)
              for i in range(10, 60)]
     cancelled = (35, 36, 37, 38)
-    await session.send(*tasks, *(Cancel(delivery_id=i) for i in cancelled))
+    # One message: one burst, ordered as a whole (frames read one by one could start the
+    # first ones in free slots before the rest had come).
+    await session.send_batch(*tasks, *(Cancel(delivery_id=i) for i in cancelled))
     results = [await session.expect(Result, skip=(Ack, Progress)) for _ in range(50 - len(cancelled))]
     assert sorted(r.delivery_id for r in results) == [i for i in range(10, 60) if i not in cancelled]
     assert [r.delivery_id for r in results if not r.ok] == [20, 21]

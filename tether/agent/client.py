@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import ssl
 import time
@@ -71,9 +72,9 @@ from tether.protocol.frames import FEATURES, Batch
 from . import host
 from .backoff import DEFAULT_BASE, DEFAULT_CAP, reconnect_delay
 from .builtins import BUILTINS
-from .journal import Identity, Journal
+from .journal import Accepted, Identity, Journal
 from .logfmt import EventLog
-from .runner import Runner
+from .runner import Intake, Runner
 from .sdk import Agent, Command
 from .tls import TLSFiles, client_context, explain
 
@@ -202,8 +203,8 @@ class AgentClient:
         self._out: asyncio.Queue[bytes | None] | None = None
         self._flush = asyncio.Event()
         """Set when the writer must not hold what is waiting any longer (see :meth:`_hold`)."""
-        self._arrivals: list[Task] = []
-        self._flush_scheduled = False
+        self._arrivals: list[Task] | None = None
+        """The burst of tasks being read, to journal in the runner's next step."""
         self._last_prune = 0.0
         self._resend: asyncio.TimerHandle | None = None
         """A re-send of the outbox, due after the daemon's store refused a write (1503)."""
@@ -336,7 +337,7 @@ class AgentClient:
             end = await self._read(ws)
         finally:
             self._out = None
-            self._flush_arrivals()
+            self._runner.step_now()  # journal the tasks read (their ack is lost with the session)
             for child in (closer, writer):
                 child.cancel()
             await asyncio.wait((closer, writer))
@@ -377,14 +378,14 @@ class AgentClient:
         """Act on one frame from the daemon; a session error (4xxx) is returned, to explain
         the close that follows it."""
         if isinstance(frame, Task):
+            if self._arrivals is None:
+                # Journal the tasks in the runner's next step, once the frames already
+                # received are all read: a burst becomes one transaction and one ack.
+                self._arrivals = []
+                self._runner.write(functools.partial(self._accept, self._arrivals))
             self._arrivals.append(frame)
-            if not self._flush_scheduled:
-                # Flush once the frames already received are all read: a burst becomes
-                # one transaction and one ack.
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush_arrivals)
             return None
-        self._flush_arrivals()  # keep order: a cancel may be about a task just read
+        self._runner.step_now()  # keep order: a cancel may be about a task just read
         self._handle(frame)
         return frame if isinstance(frame, Error) and frame.code >= 4000 else None
 
@@ -420,8 +421,8 @@ class AgentClient:
     async def _hold(self, out: asyncio.Queue[bytes | None]) -> None:
         """Let the results that are about to follow join this message (see the module doc):
         until :data:`HOLD_FRAMES` are waiting, an urgent frame is put, or :data:`HOLD_SECONDS`."""
-        if _enough(out):
-            return
+        if self._flush.is_set() or _enough(out):
+            return  # (an ack is waiting: it goes now, without arming a timer first)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(HOLD_SECONDS):
                 await self._flush.wait()
@@ -444,19 +445,20 @@ class AgentClient:
 
     # -- frames from the daemon --------------------------------------------------------
 
-    def _flush_arrivals(self) -> None:
-        self._flush_scheduled = False
-        if not self._arrivals:
-            return
-        tasks, self._arrivals = self._arrivals, []
+    def _accept(self, tasks: list[Task]) -> Intake:
+        """Journal a burst of tasks (inside the runner's journal step); acknowledge it once
+        that is committed."""
+        if self._arrivals is tasks:
+            self._arrivals = None  # the frames read from now on are the next burst
         accepted = self._journal.accept(tasks)
+        return Intake(accepted.new, accepted.fresh, functools.partial(self._accepted, accepted))
+
+    def _accepted(self, accepted: Accepted) -> None:
         if accepted.ack:
             ids, runs = split_refs(accepted.ack)
             self._emit(MSGPACK.encode(Ack(delivery_ids=ids, runs=runs)), urgent=True)
         for blob in accepted.resend:
             self._emit(blob)
-        for priority, delivery_id, run in accepted.new:
-            self._runner.submit(priority, delivery_id, run)
         self._log.info("tasks_received", new=len(accepted.new), duplicate=accepted.duplicates, resent=len(accepted.resend))
 
     def _handle(self, frame: object) -> None:

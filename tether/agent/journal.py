@@ -65,6 +65,10 @@ DeliveryState = Literal["pending", "running", "finished", "cancelled"]
 Ref = tuple[int, int]
 """``(delivery_id, run)``: one run of a delivery (``tether.protocol.run_refs``)."""
 
+Fresh = dict[Ref, tuple[int, str, bytes, int]]
+"""``(task_id, command, args, priority)`` of runs journaled ``pending`` in the current
+transaction, by ``(delivery_id, run)``: :meth:`Journal.claim_many` need not read them back."""
+
 TOMBSTONE_RUN = 0
 """The run of the row a ``cancel`` leaves when it finds nothing to cancel: it matches no
 run the daemon pushes, and makes :meth:`Journal.accept` ignore every run of the delivery."""
@@ -95,6 +99,8 @@ class Accepted:
     """Outbox results of re-pushed runs that already finished: send them again."""
     duplicates: int = 0
     """Tasks that were not new: already journaled, stale, or of a cancelled delivery."""
+    fresh: Fresh = field(default_factory=dict)
+    """What was journaled of each new run: claim them in the same transaction with it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,22 +277,32 @@ class Journal:
         return Accepted(
             ack=ack, new=[(t.priority, t.delivery_id, t.run) for t in new], resend=resend,
             duplicates=len(batch) - len(new),
+            fresh={(t.delivery_id, t.run): (t.task_id, t.command, bytes(t.args), t.priority) for t in new},
         )
 
     def claim(self, delivery_id: int, run: int) -> Claimed | None:
         """``pending -> running``; ``None`` if it is not pending (cancelled, or taken)."""
         return self.claim_many([(delivery_id, run)])[0]
 
-    def claim_many(self, refs: Sequence[Ref]) -> list[Claimed | None]:
-        """:meth:`claim` of each run, in one transaction; ``None`` for those not pending."""
+    def claim_many(self, refs: Sequence[Ref], *, fresh: Fresh | None = None) -> list[Claimed | None]:
+        """:meth:`claim` of each run, in one transaction; ``None`` for those not pending.
+
+        ``fresh``: runs that :meth:`accept` journaled earlier in the *same* transaction
+        (its ``Accepted.fresh``): they are pending, and are not read back. Outside that
+        transaction, it would not be known that they still are."""
         if not refs:
             return []
         now = self._clock()
         rows: dict[Ref, tuple[int, str, bytes, int]] = {}
+        if fresh:
+            if not self._db.in_transaction:
+                raise RuntimeError("claim_many(fresh=...) belongs in the transaction that accepted them")
+            rows.update((ref, fresh[ref]) for ref in refs if ref in fresh)
         # No UPDATE ... RETURNING (SQLite < 3.35) nor row values (< 3.15): endpoints run old
         # distributions. At most one run of a delivery is pending, so the id finds it.
         with self._tx() as db:
-            for chunk in _chunks(sorted({delivery_id for delivery_id, _ in refs})):
+            unread = sorted({delivery_id for delivery_id, run in refs if (delivery_id, run) not in rows})
+            for chunk in _chunks(unread):
                 for delivery_id, run, task_id, command, args, priority in db.execute(
                     "SELECT delivery_id, run, task_id, command, args, priority FROM deliveries "
                     f"WHERE state = 'pending' AND delivery_id IN ({','.join('?' * len(chunk))})",

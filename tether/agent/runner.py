@@ -11,15 +11,21 @@ daemon then pushes the next run of the same delivery, which queues here like any
 At most one run of a delivery runs at a time, so a running handler is known by its
 delivery id alone (which is all a ``cancel`` names).
 
-Claims and finishes that are ready in the same turn of the event loop share one journal
-transaction (one ``BEGIN IMMEDIATE`` / ``COMMIT``). A slot is free as soon as its handler
-has returned, so with quick handlers each step finishes the runs that just returned and
-claims as many next ones: one transaction per ``concurrency`` runs. Each frame still
-goes out only after the transaction that makes it true is committed, so the promises of
-:mod:`.journal` hold at every instant. A handler that returned but whose finish is not
-committed yet is, to a SIGKILL, a handler still running: it becomes a failed result on
-restart, never a rerun. If a shared transaction fails, its claims and finishes are retried
-one transaction each, so a journal error still costs only the delivery it is about.
+The journal step: the journal writes that are ready in the same turn of the event loop
+share one transaction (one ``BEGIN IMMEDIATE`` / ``COMMIT``): the client's
+(:meth:`Runner.write`: a burst of ``task`` frames to journal), the finishes of the
+handlers that returned, and the claims for the free slots, which may take runs journaled
+by that same transaction (a task pushed to an agent with a free slot is journaled and
+claimed in one commit, without reading back what it has just written). A slot is free as
+soon as its handler has returned, so with quick handlers each step finishes the runs that
+just returned and claims as many next ones: one transaction per ``concurrency`` runs.
+Each frame still goes out only after the transaction that makes it true is committed (an
+``ack`` after the tasks are journaled, a result after it is in the outbox, a start after
+the claim), so the promises of :mod:`.journal` hold at every instant. A handler that
+returned but whose finish is not committed yet is, to a SIGKILL, a handler still running:
+it becomes a failed result on restart, never a rerun. If a shared transaction fails, its
+writes, finishes and claims are retried one transaction each, so a journal error still
+costs only what it is about.
 
 The runner keeps working while the session is down; frames it emits meanwhile are
 dropped by the client (results wait in the outbox, progress is best effort).
@@ -36,6 +42,7 @@ import functools
 import heapq
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -43,7 +50,7 @@ import msgspec
 from tether.protocol import MSGPACK, Progress, Result, Schedule, pack, unpack
 from tether.protocol.frames import NIL
 
-from .journal import Claimed, Journal
+from .journal import Claimed, Fresh, Journal
 from .logfmt import EventLog
 from .polling import ScheduledCommand
 from .sdk import Command, Context
@@ -88,6 +95,26 @@ def encode_schedule(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """What a journal write of :meth:`Runner.write` did, returned from inside the step's
+    transaction."""
+
+    new: list[tuple[int, int, int]] = field(default_factory=list)
+    """``(priority, delivery_id, run)`` journaled ``pending`` by the write: to run."""
+    fresh: Fresh = field(default_factory=dict)
+    """What the journal holds of each new run, so that a claim in the same transaction
+    need not read it back."""
+    then: Callable[[], None] | None = None
+    """Called once the transaction is committed (send the ``ack``)."""
+
+
+JournalWrite = Callable[[], Intake]
+"""Journal writes to run inside the next step's transaction. It may run twice (again in a
+transaction of its own if the shared one failed), so it has no effect outside the journal:
+those go in :attr:`Intake.then`."""
+
+
 class _Execution:
     """A claimed run whose handler is running: what :meth:`Runner.cancel` needs to reach it."""
 
@@ -110,6 +137,15 @@ class _Outcome:
         self.claimed = claimed
         self.result = result
         self.blob = MSGPACK.encode(result)
+
+
+def _fresh(intakes: list[Intake]) -> Fresh:
+    if len(intakes) == 1:
+        return intakes[0].fresh
+    fresh: Fresh = {}
+    for intake in intakes:
+        fresh.update(intake.fresh)
+    return fresh
 
 
 class Runner:
@@ -143,6 +179,8 @@ class Runner:
         """Claimed runs whose handler has not returned, by delivery id: the busy slots."""
         self._ended: list[_Outcome] = []
         """Runs whose handler returned: their finish goes into the next journal step."""
+        self._writes: list[JournalWrite] = []
+        """The client's journal writes for the next step (:meth:`write`)."""
         self._starts: dict[int, _Execution] = {}
         """Runs started in the last journal step whose start report is not sent yet: see
         :meth:`_send_starts`."""
@@ -180,6 +218,18 @@ class Runner:
         heapq.heappush(self._queue, (-priority, delivery_id, run))
         if len(self._running) < self._concurrency:
             self._schedule_step()
+
+    def write(self, write: JournalWrite) -> None:
+        """Run ``write`` in the next journal step's transaction (see the module doc): in
+        this turn of the event loop, or at once with :meth:`step_now`."""
+        self._writes.append(write)
+        self._schedule_step()
+
+    def step_now(self) -> None:
+        """Run the journal step now if anything waits for it (the client does so before
+        acting on a frame that must see the tasks read before it journaled)."""
+        if self._writes or self._ended:
+            self._step()
 
     def cancel(self, delivery_id: int) -> bool:
         """Interrupt the running handler of a delivery, whatever its run (the journal
@@ -235,27 +285,36 @@ class Runner:
             self._loop.call_soon(self._step)
 
     def _step(self) -> None:
-        """Commit the finishes of the handlers that returned and claim runs for the free
-        slots, in one transaction; then send the results and start the claimed runs."""
+        """In one transaction: the client's writes, the finishes of the handlers that
+        returned, and claims for the free slots; then, once committed, the writes' ``then``,
+        the results, and the claimed runs' start."""
         self._step_scheduled = False
+        writes, self._writes = self._writes, []
         ended, self._ended = self._ended, []
-        take: list[tuple[int, int, int]] = []
-        if not self._stopping:
-            free = self._concurrency - len(self._running)
-            while free > 0 and self._queue:
-                take.append(heapq.heappop(self._queue))
-                free -= 1
-        if not ended and not take:
+        free = 0 if self._stopping else self._concurrency - len(self._running)
+        queued = [heapq.heappop(self._queue) for _ in range(min(free, len(self._queue)))]
+        if not writes and not ended and not queued:
             return
+        intakes: list[Intake]
         kept: list[bool | None]
         claimed: list[Claimed | None]
         try:
             with self._journal.transaction():
+                intakes = [write() for write in writes]
+                take, rest = self._choose(free, queued, intakes)
                 kept = list(self._journal.finish_many(
                     [(o.claimed.delivery_id, o.claimed.run, o.blob) for o in ended]))
-                claimed = self._journal.claim_many([(delivery_id, run) for _, delivery_id, run in take])
+                claimed = self._journal.claim_many(
+                    [(delivery_id, run) for _, delivery_id, run in take], fresh=_fresh(intakes))
         except Exception:
+            intakes = self._writes_one_by_one(writes)
+            take, rest = self._choose(free, queued, intakes)
             kept, claimed = self._step_one_by_one(ended, take)
+        for entry in rest:
+            heapq.heappush(self._queue, entry)
+        for intake in intakes:
+            if intake.then is not None:
+                intake.then()
         for outcome, ok in zip(ended, kept, strict=True):
             if ok is not None:
                 self._sent(outcome, ok)
@@ -266,6 +325,31 @@ class Runner:
             self._loop.call_soon(self._send_starts)  # after the handlers' first steps
         if self._queue and not self._stopping and len(self._running) < self._concurrency:
             self._schedule_step()  # some claims started nothing (cancelled, unknown command)
+
+    def _choose(
+        self, free: int, queued: list[tuple[int, int, int]], intakes: list[Intake]
+    ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        """The runs to claim now, for ``free`` slots, among those taken off the queue and
+        those the writes just journaled (highest priority, then oldest); and the rest, to
+        queue. Once stopping, new runs stay pending in the journal, unqueued."""
+        arrived = [] if self._stopping else [(-p, d, r) for i in intakes for p, d, r in i.new]
+        if not arrived:
+            return queued, []
+        candidates = sorted(queued + arrived)
+        return candidates[:free], candidates[free:]
+
+    def _writes_one_by_one(self, writes: list[JournalWrite]) -> list[Intake]:
+        """The shared transaction failed (rolled back): each write in its own. One the
+        journal cannot take is lost, and logged: for a burst of tasks, none is
+        acknowledged, so the daemon pushes them again on the next session."""
+        intakes: list[Intake] = []
+        for write in writes:
+            try:
+                with self._journal.transaction():
+                    intakes.append(write())
+            except Exception:
+                self.log.exception("journal_write_failed")
+        return intakes
 
     def _step_one_by_one(
         self, ended: list[_Outcome], take: list[tuple[int, int, int]]
