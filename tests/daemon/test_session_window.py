@@ -10,7 +10,7 @@ import pytest
 
 from tether.daemon import session as session_module
 from tether.daemon.broker import Stats
-from tether.daemon.session import MAX_CONTROL_BACKLOG, AgentSession
+from tether.daemon.session import MAX_CONTROL_BACKLOG, AgentSession, SentMarks
 from tether.daemon.store import PushItem
 from tether.protocol.codec import MSGPACK, error_frame
 from tether.protocol.errors import ErrorCode, ProtocolError
@@ -19,6 +19,7 @@ from tether.protocol.errors import ErrorCode, ProtocolError
 class _Broker:
     def __init__(self) -> None:
         self.stats = Stats()
+        self.sent_marks = SentMarks()
 
 
 def session(window: int) -> AgentSession:
@@ -90,6 +91,56 @@ async def test_only_a_push_left_unacknowledged_is_written_as_sent(monkeypatch: p
     s._take()
     s.mark_sent(everything=True)  # the session ends: what is still unacknowledged is marked now
     assert [ids for ids, _ in store.marked] == [[2], [4]]
+
+
+async def test_the_sessions_of_a_broker_share_one_timer_for_their_sent_marks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fan-out to 100 online sessions arms one timer, not 100; each session's unacknowledged
+    push is marked once its own delay is over, a later push of a session later."""
+    monkeypatch.setattr(session_module, "SENT_MARK_DELAY", 0.2)
+    loop = asyncio.get_running_loop()
+    armed: list[float] = []
+    call_later = loop.call_later
+
+    def counted(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+        if getattr(callback, "__self__", None) is broker.sent_marks:  # not the test's sleeps
+            armed.append(delay)
+        return call_later(delay, callback, *args)
+
+    broker: Any = _Broker()
+    monkeypatch.setattr(loop, "call_later", counted)
+    broker.store = store = _Store()
+    sessions = [AgentSession(None, MSGPACK, f"a{i}", "s1", 4, set(), broker) for i in range(100)]  # type: ignore[arg-type]
+    for i, s in enumerate(sessions):
+        s.offer([item(i)])
+        s._take()
+    assert len(armed) == 1 and len(broker.sent_marks) == 100
+    for i, s in enumerate(sessions[:50]):
+        s.acked([(i, 1)], {})  # acknowledged in time: never written as sent
+    await asyncio.sleep(0.1)
+    late = sessions[0]
+    late.offer([item(1000)])
+    late._take()  # a second push of a session already due a mark: due at 0.3 s
+    await asyncio.sleep(0.15)  # 0.25 s
+    assert sorted(ids[0] for ids, _ in store.marked) == list(range(50, 100))
+    await asyncio.sleep(0.15)  # 0.4 s
+    assert store.marked[-1][0] == [1000] and len(store.marked) == 51
+    assert len(broker.sent_marks) == 0 and len(armed) == 2  # for the first pushes, then for the late one
+
+
+async def test_a_sweep_that_fires_a_little_early_marks_what_is_due(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timer may fire a little before its time: the push due then is marked by that sweep
+    (not put back, due at once, for ever)."""
+    monkeypatch.setattr(session_module, "SENT_MARK_DELAY", 10.0)
+    clock = [1000.0]
+    monkeypatch.setattr(session_module.time, "time", lambda: clock[0])
+    broker: Any = _Broker()
+    broker.store = store = _Store()
+    s = AgentSession(None, MSGPACK, "a1", "s1", 4, set(), broker)  # type: ignore[arg-type]
+    s.offer([item(1)])
+    s._take()  # pushed at 1000: due its mark at 1010
+    clock[0] = 1010 - SentMarks.SLACK / 2
+    broker.sent_marks._sweep()
+    assert store.marked == [([1], 1000.0)] and len(broker.sent_marks) == 0 and not s.mark_due
 
 
 async def test_a_delivery_ended_while_the_rest_of_the_queue_is_read_is_not_pushed() -> None:

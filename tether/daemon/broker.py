@@ -25,7 +25,7 @@ from ..protocol.console import DeliveryEvent
 from ..protocol.errors import ErrorCode, ProtocolError
 from ..protocol.states import TERMINAL
 from .schedules import next_fire
-from .session import AgentSession
+from .session import AgentSession, SentMarks
 from .store import Change, Firing, Outcome, PollOutcome, PushItem, Store
 from .wheel import TimerHandle, TimerWheel
 
@@ -93,6 +93,8 @@ class Broker:
         self.clock = clock
         self.stats = Stats()
         self.sessions: dict[str, AgentSession] = {}
+        self.sent_marks = SentMarks()
+        """Every session's due ``sent`` marks, on one timer."""
         self.consoles = 0
         self._watchers: dict[int, set[Callable[[Change], None]]] = {}
         self.wheel: TimerWheel[int] = TimerWheel(clock())

@@ -45,6 +45,53 @@ the push time as ``sent_at``: one state change per push instead of two. Only a p
 unacknowledged after this delay (or when the session ends) is written as ``sent``."""
 
 
+class SentMarks:
+    """When each session's oldest unmarked push is due its ``sent`` mark
+    (:data:`SENT_MARK_DELAY`): one timer for all the sessions of a broker, not one per
+    session and push (a fan-out to 10,000 online agents armed 10,000 timers, five
+    garbage-collected objects each, all alive for the second they waited)."""
+
+    __slots__ = ("_due", "_seq", "_sweeping", "_timer")
+
+    SLACK = 0.005
+    """A sweep also marks what is due this much later (a timer may fire a little early)."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, AgentSession]] = []
+        self._seq = 0
+        self._sweeping = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def add(self, session: AgentSession, due: float) -> None:
+        """Call ``session.mark_sent()`` once ``time.time()`` has reached ``due``."""
+        self._seq += 1
+        heapq.heappush(self._due, (due, self._seq, session))
+        if self._sweeping:
+            return  # the sweep arms the timer when it is done
+        if self._timer is None or self._due[0][1] == self._seq:  # none armed, or this one is due first
+            self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, self._due[0][0] - time.time()), self._sweep)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        self._sweeping = True
+        try:
+            cutoff, due = time.time() + self.SLACK, self._due
+            while due and due[0][0] <= cutoff:
+                heapq.heappop(due)[2].mark_sent(now=cutoff)  # what it adds back is due later
+        finally:
+            self._sweeping = False
+        if self._due:
+            self._arm()
+
+
 async def send_frame(ws: ServerConnection, codec: Codec, frame: Frame) -> None:
     await ws.send(codec.encode(frame), text=not codec.binary)
 
@@ -52,7 +99,7 @@ async def send_frame(ws: ServerConnection, codec: Codec, frame: Frame) -> None:
 class AgentSession:
     __slots__ = (
         "agent_id", "batch", "broker", "codec", "committed", "control", "dropped", "ended_while_loading", "heap",
-        "holding", "in_flight", "mark_timer", "queued_ids", "session_id", "unmarked", "wake", "window", "ws",
+        "holding", "in_flight", "mark_due", "queued_ids", "session_id", "unmarked", "wake", "window", "ws",
     )
 
     def __init__(
@@ -79,7 +126,8 @@ class AgentSession:
         """Pushes (time, delivery ids) not yet written as ``sent``, oldest first: see
         :data:`SENT_MARK_DELAY`. (A list, not a deque: a deque costs ~600 bytes even when
         it holds one push, and 10,000 sessions each hold one in a connect storm.)"""
-        self.mark_timer: asyncio.TimerHandle | None = None
+        self.mark_due = False
+        """The broker's :class:`SentMarks` will call :meth:`mark_sent` (there are unmarked pushes)."""
         self.ended_while_loading: set[int] | None = set()
         """Deliveries ended while the session's first read of its queue was under way (that
         read may still list them); None once it was offered (:meth:`offer_loaded`)."""
@@ -143,14 +191,16 @@ class AgentSession:
 
     def _pushed(self, at: float, ids: list[int]) -> None:
         self.unmarked.append((at, ids))
-        if self.mark_timer is None:
-            self.mark_timer = asyncio.get_running_loop().call_later(SENT_MARK_DELAY, self.mark_sent)
+        if not self.mark_due:
+            self.mark_due = True
+            self.broker.sent_marks.add(self, at + SENT_MARK_DELAY)
 
-    def mark_sent(self, *, everything: bool = False) -> None:
-        """Write as ``sent`` the pushes older than :data:`SENT_MARK_DELAY` (``everything``:
-        all of them, the session is ending) that are still unacknowledged."""
-        self.mark_timer = None
-        cutoff = time.time() - SENT_MARK_DELAY
+    def mark_sent(self, *, everything: bool = False, now: float | None = None) -> None:
+        """Write as ``sent`` the pushes older than :data:`SENT_MARK_DELAY` at ``now`` (by
+        default the time) that are still unacknowledged; ``everything``: all of them, the
+        session is ending."""
+        self.mark_due = False
+        cutoff = (time.time() if now is None else now) - SENT_MARK_DELAY
         unmarked, in_flight = self.unmarked, self.in_flight
         due = len(unmarked) if everything else next(
             (i for i, (at, _) in enumerate(unmarked) if at > cutoff), len(unmarked))
@@ -160,8 +210,8 @@ class AgentSession:
                 self.broker.store.mark_sent(waiting, at)
         del unmarked[:due]
         if unmarked:
-            delay = max(0.0, unmarked[0][0] - cutoff)
-            self.mark_timer = asyncio.get_running_loop().call_later(delay, self.mark_sent)
+            self.mark_due = True
+            self.broker.sent_marks.add(self, unmarked[0][0] + SENT_MARK_DELAY)
 
     def settled(self, refs: list[Ref]) -> None:
         """Results committed: tell the agent (batched into one frame)."""
@@ -211,8 +261,6 @@ class AgentSession:
             with contextlib.suppress(ConnectionClosed):
                 await self._push_forever()
         finally:
-            if self.mark_timer is not None:
-                self.mark_timer.cancel()
             with contextlib.suppress(StoreError):  # the daemon is stopping: the store is closed
                 self.mark_sent(everything=True)
 
