@@ -195,6 +195,39 @@ async def test_a_result_with_nothing_behind_it_is_sent_at_once(
         assert (await session.expect(Result, skip=(Ack, Progress))).delivery_id == i
 
 
+async def test_an_idle_agent_sends_an_ack_with_the_first_frames_of_the_runs_it_started(
+    daemon: FakeDaemon, start_agent: StartAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task for an idle agent runs at once, so its ack waits the moments until that run's
+    first frame: the result of a quick one, the start report of one that waits. One message
+    each time, not two. The hold's timer is made long: the frame, not the timer, ends it."""
+    gate = asyncio.Event()
+    agent = Agent()
+
+    @agent.command("wait")
+    async def wait(args: dict[str, Any]) -> str:
+        await gate.wait()
+        return "done"
+
+    monkeypatch.setattr(client_module, "HOLD_SECONDS", 30.0)
+    daemon.features = ("batch",)
+    await start_agent(agent)
+    session = await daemon.next_session()
+    await session.send(daemon.task(1))
+    ack, result = await session.next(), await session.next()
+    assert isinstance(ack, Ack) and ack.delivery_ids == [1]
+    assert isinstance(result, Result) and (result.delivery_id, result.ok) == (1, True)
+    assert session.messages[-1][0] == 2
+    await session.send(daemon.task(2, "wait"))
+    ack, started = await session.next(), await session.next()
+    assert isinstance(ack, Ack) and ack.delivery_ids == [2]
+    assert isinstance(started, Progress) and started.delivery_id == 2
+    assert session.messages[-1][0] == 2
+    gate.set()
+    result = await session.expect(Result, skip=())
+    assert result.delivery_id == 2 and session.messages[-1][0] == 1  # nothing was due after it
+
+
 async def test_held_frames_go_out_with_an_ack_or_after_the_hold(
     daemon: FakeDaemon, start_agent: StartAgent, monkeypatch: pytest.MonkeyPatch
 ) -> None:

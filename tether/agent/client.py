@@ -38,7 +38,6 @@ Reconnects use exponential backoff with full jitter (``backoff.py``), reset afte
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import random
 import ssl
@@ -400,7 +399,7 @@ class AgentClient:
                 if blob is None:
                     await ws.close(1000, "agent stopping")
                     return
-                if batching and held and self._runner.backlog:
+                if batching and held and self._runner.due:
                     await self._hold(out)
                 self._flush.clear()  # a frame put from here on asks again
                 if not batching or out.empty():
@@ -419,13 +418,16 @@ class AgentClient:
                 return
 
     async def _hold(self, out: asyncio.Queue[bytes | None]) -> None:
-        """Let the results that are about to follow join this message (see the module doc):
-        until :data:`HOLD_FRAMES` are waiting, an urgent frame is put, or :data:`HOLD_SECONDS`."""
+        """Let the frames that are about to follow join this message (see the module doc):
+        until :data:`HOLD_FRAMES` are waiting, an urgent frame is put, the runner has no
+        more due, or :data:`HOLD_SECONDS`."""
         if self._flush.is_set() or _enough(out):
             return  # (an ack is waiting: it goes now, without arming a timer first)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(HOLD_SECONDS):
-                await self._flush.wait()
+        timer = asyncio.get_running_loop().call_later(HOLD_SECONDS, self._flush.set)
+        try:
+            await self._flush.wait()
+        finally:
+            timer.cancel()
 
     async def _close_when_stopping(self, out: asyncio.Queue[bytes | None]) -> None:
         await self._stopping.wait()
@@ -435,12 +437,13 @@ class AgentClient:
 
     def _emit(self, blob: bytes, *, urgent: bool = False) -> None:
         """Send a frame if a session is open; else drop it (results wait in the outbox).
-        ``urgent``: the writer must not hold it back for more (an ack frees the daemon's window)."""
+        ``urgent``: the writer must not hold it back for more. A frame after which the
+        runner has no more due ends the hold too: nothing would join it."""
         out = self._out
         if out is None:
             return
         out.put_nowait(blob)
-        if urgent or _enough(out) or len(blob) > BATCH_MAX_BYTES // HOLD_FRAMES:
+        if urgent or _enough(out) or len(blob) > BATCH_MAX_BYTES // HOLD_FRAMES or not self._runner.due:
             self._flush.set()
 
     # -- frames from the daemon --------------------------------------------------------
@@ -456,7 +459,9 @@ class AgentClient:
     def _accepted(self, accepted: Accepted) -> None:
         if accepted.ack:
             ids, runs = split_refs(accepted.ack)
-            self._emit(MSGPACK.encode(Ack(delivery_ids=ids, runs=runs)), urgent=True)
+            # Urgent while runs wait for a slot: it frees the daemon's window for more. If it
+            # started them all, it may wait (moments) for their first frames.
+            self._emit(MSGPACK.encode(Ack(delivery_ids=ids, runs=runs)), urgent=self._runner.backlog > 0)
         for blob in accepted.resend:
             self._emit(blob)
         self._log.info("tasks_received", new=len(accepted.new), duplicate=accepted.duplicates, resent=len(accepted.resend))

@@ -184,6 +184,8 @@ class Runner:
         self._starts: dict[int, _Execution] = {}
         """Runs started in the last journal step whose start report is not sent yet: see
         :meth:`_send_starts`."""
+        self._beginning = 0
+        """Runs claimed by the step under way, not yet begun (:attr:`due` counts them)."""
         self._step_scheduled = False
         self._stopping = False
         self._expired = False
@@ -200,6 +202,15 @@ class Runner:
         """Runs waiting for a slot (0 once stopping): while there are some, results follow
         one another within moments."""
         return 0 if self._stopping else len(self._queue)
+
+    @property
+    def due(self) -> bool:
+        """Frames about runs will follow within a turn or two of the event loop: runs wait
+        for a slot, or were just claimed and have not taken their first step (a quick
+        handler then returns), or returned and wait for the next journal step to commit
+        and send their result. A run that is still running after its first step is not
+        counted: its start report is sent then, and its result may take hours."""
+        return bool(self.backlog or self._starts or self._ended or self._beginning)
 
     def start(self) -> None:
         """Start taking runs from the queue. The tasks it creates are owned by this runner
@@ -312,12 +323,14 @@ class Runner:
             kept, claimed = self._step_one_by_one(ended, take)
         for entry in rest:
             heapq.heappush(self._queue, entry)
+        self._beginning = sum(claim is not None for claim in claimed)
         for intake in intakes:
             if intake.then is not None:
-                intake.then()
+                intake.then()  # the ack, first; ``due`` already counts the runs it starts
         for outcome, ok in zip(ended, kept, strict=True):
             if ok is not None:
                 self._sent(outcome, ok)
+        self._beginning = 0
         for claim in claimed:
             if claim is not None:
                 self._begin(claim)
