@@ -11,7 +11,7 @@ Three phases on one fresh tetherd:
 3. **fan-out**: ``agents`` agents enrolled with the tag ``fanout`` are all online (the real
    ``AgentClient`` fleet, idle until then); one ``task.create`` with ``tag=fanout``. Times
    from sending the request: the answer (all ``agents`` deliveries committed), the last
-   agent's first ``tasks_received`` (pushed, journaled, acknowledged: client side), and
+   agent's first ``tasks_received`` (pushed, journaled, ack queued: client side), and
    every result committed (``/metrics``). ``fanout_written_s`` is when tetherd's
    ``tether_deliveries_pushed_total`` had grown by ``agents``: every task frame written to
    its socket, tetherd's share of the push, told apart from the clients'. (Both come from

@@ -424,7 +424,7 @@ class _Watch:
 
 def run_storm(opts: Options) -> dict[str, Any]:
     """storm: every agent connects at once with one queued task; the clock stops when the
-    last agent has received its first task (client side: journaled and acknowledged)."""
+    last agent has received its first task (client side: journaled, its ack queued)."""
     figures = run_delivery(opts)
     served = figures["agents_served"]
     problems = (figures["fatal"] + figures["crashed"] + figures["failed_client_side"] + figures["not_stopped"]

@@ -12,7 +12,8 @@ hundreds of clients on one event loop (the benchmark's simulated fleet)::
 
 Session (``tether.protocol.frames``): ``hello`` -> ``welcome``; then the outbox is re-sent,
 and the daemon pushes ``task`` frames. A burst of tasks is journaled in one transaction
-and acknowledged in one ``ack`` before any of them runs. ``committed`` empties the outbox.
+(the runner's journal step, which also claims those that find a free slot) and
+acknowledged by one ``ack`` once that is committed. ``committed`` empties the outbox.
 Every frame about one run of a delivery names the run (``run``, or ``runs`` beside a list of
 ids, left empty when every run is 1, which is what a daemon that knows no runs sends and
 expects), so a polling command's runs 2, 3 ... are told apart from run 1.
@@ -23,11 +24,13 @@ a bad frame inside is logged and skipped like a bad message. When the welcome sa
 daemon speaks ``batch`` too, the frames waiting in the out-queue when the writer wakes up
 (acks, progress, results) go out as one ``batch`` message (at most :data:`BATCH_MAX_BYTES`,
 a frame alone as itself); to an older daemon every frame goes in its own message. While
-runs wait for a slot (the runner has a backlog), more results are sure to follow within
-moments, so the writer lets them gather first: up to :data:`HOLD_FRAMES` frames, for at
-most :data:`HOLD_SECONDS`, and an ``ack`` or the close sends at once. They then share one
-message, one commit in the daemon and one ``committed`` back. An agent with no backlog
-sends each result the moment it is in the outbox.
+the runner has frames due within moments (runs wait for a slot, or were just started, or
+returned and wait for their finish), the writer lets them gather first: up to
+:data:`HOLD_FRAMES` frames, for at most :data:`HOLD_SECONDS`; a frame after which
+nothing is due, an urgent one, or the close sends at once. They then share one message,
+one commit in the daemon and one ``committed`` back. An ``ack`` is urgent while runs wait
+for a slot (it frees the daemon's window); an idle agent's ack goes with the first frame
+of the runs it started (a quick command's result, a slow one's start report).
 
 Reconnects use exponential backoff with full jitter (``backoff.py``), reset after every
 ``welcome``, and wait at least the daemon's ``retry_after``. Close codes 4010
@@ -105,7 +108,7 @@ limit (tetherd's ``max_frame_bytes``, 1 MiB by default), so batching never makes
 too big that would have passed alone. A bigger frame is sent in its own message."""
 
 HOLD_FRAMES = 64
-"""While the runner has a backlog, the writer sends once this many frames are waiting
+"""While the runner has frames due, the writer sends once this many frames are waiting
 (a frame over ``BATCH_MAX_BYTES / HOLD_FRAMES`` sends at once, so a batch stays under
 :data:`BATCH_MAX_BYTES`) ..."""
 HOLD_SECONDS = 0.005
