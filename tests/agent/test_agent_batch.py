@@ -195,23 +195,34 @@ async def test_a_result_with_nothing_behind_it_is_sent_at_once(
         assert (await session.expect(Result, skip=(Ack, Progress))).delivery_id == i
 
 
+class _Gate:
+    """An agent whose ``wait`` command returns once the gate opens; :meth:`open` lets the
+    runs waiting now go, and the runs started later wait for the next opening."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.agent = Agent()
+
+        @self.agent.command("wait")
+        async def wait(args: dict[str, Any]) -> str:
+            await self._event.wait()
+            return "done"
+
+    def open(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+
 async def test_an_idle_agent_sends_an_ack_with_the_first_frames_of_the_runs_it_started(
     daemon: FakeDaemon, start_agent: StartAgent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A task for an idle agent runs at once, so its ack waits the moments until that run's
     first frame: the result of a quick one, the start report of one that waits. One message
     each time, not two. The hold's timer is made long: the frame, not the timer, ends it."""
-    gate = asyncio.Event()
-    agent = Agent()
-
-    @agent.command("wait")
-    async def wait(args: dict[str, Any]) -> str:
-        await gate.wait()
-        return "done"
-
+    gate = _Gate()
     monkeypatch.setattr(client_module, "HOLD_SECONDS", 30.0)
     daemon.features = ("batch",)
-    await start_agent(agent)
+    await start_agent(gate.agent)
     session = await daemon.next_session()
     await session.send(daemon.task(1))
     ack, result = await session.next(), await session.next()
@@ -223,7 +234,7 @@ async def test_an_idle_agent_sends_an_ack_with_the_first_frames_of_the_runs_it_s
     assert isinstance(ack, Ack) and ack.delivery_ids == [2]
     assert isinstance(started, Progress) and started.delivery_id == 2
     assert session.messages[-1][0] == 2
-    gate.set()
+    gate.open()
     result = await session.expect(Result, skip=())
     assert result.delivery_id == 2 and session.messages[-1][0] == 1  # nothing was due after it
 
@@ -234,17 +245,10 @@ async def test_held_frames_go_out_with_an_ack_or_after_the_hold(
     """One slot, a handler that waits, a run queued behind it: the start report is held.
     With a 30 s hold, the next task's ack takes it along at once; with a 50 ms hold, a
     result is held no longer than that."""
-    gate = asyncio.Event()
-    agent = Agent()
-
-    @agent.command("wait")
-    async def wait(args: dict[str, Any]) -> str:
-        await gate.wait()
-        return "done"
-
+    gate = _Gate()
     monkeypatch.setattr(client_module, "HOLD_SECONDS", 30.0)
     daemon.features = ("batch",)
-    await start_agent(agent, concurrency=1)
+    await start_agent(gate.agent, concurrency=1)
     session = await daemon.next_session()
     await session.send(daemon.task(1, "wait"), daemon.task(2, "wait"))
     assert (await session.expect(Ack, skip=())).delivery_ids == [1, 2]
@@ -255,8 +259,7 @@ async def test_held_frames_go_out_with_an_ack_or_after_the_hold(
     assert session.messages[-1][0] == 2  # one message
 
     monkeypatch.setattr(client_module, "HOLD_SECONDS", 0.05)
-    gate.set()
-    gate = asyncio.Event()  # run 2 waits in its turn, with run 3 queued behind it
+    gate.open()  # run 2 waits in its turn, with run 3 queued behind it
     result, started = await session.next(), await session.next()
     assert isinstance(result, Result) and result.delivery_id == 1
     assert isinstance(started, Progress) and started.delivery_id == 2
