@@ -38,11 +38,14 @@ FIRST_PAGE = 1000
 are read while the first ones go out. (An agent back with 20,000 queued gets its first
 task in a few milliseconds instead of after the whole queue was read: ~70 ms.)"""
 
-SENT_MARK_DELAY = 1.0
+SENT_MARK_DELAY = 5.0
 """Seconds a pushed delivery may stay unacknowledged before the store is told it is ``sent``.
 An agent acknowledges within milliseconds, and its ack then writes ``queued -> acked`` with
 the push time as ``sent_at``: one state change per push instead of two. Only a push still
-unacknowledged after this delay (or when the session ends) is written as ``sent``."""
+unacknowledged after this delay (or when the session ends) is written as ``sent``. It was
+1 s: in a fan-out to 10,000 online agents on two cores, the last agents acknowledge after
+about 2 s, and 7,308 of the 10,000 deliveries were written as ``sent`` for nothing (each a
+row write, and an ack that then leaves the one-``UPDATE`` path)."""
 
 
 class SentMarks:
