@@ -262,10 +262,11 @@ class Journal:
                 runs[run] = ("pending", None)
                 ack.append((delivery_id, run))
                 new.append(task)
+            fresh: Fresh = {(t.delivery_id, t.run): (t.task_id, t.command, bytes(t.args), t.priority) for t in new}
             db.executemany(
                 "INSERT INTO deliveries (delivery_id, run, task_id, command, args, priority, state, received_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
-                [(t.delivery_id, t.run, t.task_id, t.command, bytes(t.args), t.priority, now) for t in new],
+                [(*ref, *row, now) for ref, row in fresh.items()],
             )
             later = [(t.delivery_id, t.run) for t in new if t.run > 1]
             if later:
@@ -276,8 +277,7 @@ class Journal:
                 )
         return Accepted(
             ack=ack, new=[(t.priority, t.delivery_id, t.run) for t in new], resend=resend,
-            duplicates=len(batch) - len(new),
-            fresh={(t.delivery_id, t.run): (t.task_id, t.command, bytes(t.args), t.priority) for t in new},
+            duplicates=len(batch) - len(new), fresh=fresh,
         )
 
     def claim(self, delivery_id: int, run: int) -> Claimed | None:

@@ -195,8 +195,13 @@ class AgentSession:
     def _pushed(self, at: float, ids: list[int]) -> None:
         self.unmarked.append((at, ids))
         if not self.mark_due:
-            self.mark_due = True
-            self.broker.sent_marks.add(self, at + SENT_MARK_DELAY)
+            self._mark_after(at)
+
+    def _mark_after(self, at: float) -> None:
+        """Have the broker's :class:`SentMarks` call :meth:`mark_sent` once a push made at
+        ``at`` is due its mark."""
+        self.mark_due = True
+        self.broker.sent_marks.add(self, at + SENT_MARK_DELAY)
 
     def mark_sent(self, *, everything: bool = False, now: float | None = None) -> None:
         """Write as ``sent`` the pushes older than :data:`SENT_MARK_DELAY` at ``now`` (by
@@ -213,8 +218,7 @@ class AgentSession:
                 self.broker.store.mark_sent(waiting, at)
         del unmarked[:due]
         if unmarked:
-            self.mark_due = True
-            self.broker.sent_marks.add(self, unmarked[0][0] + SENT_MARK_DELAY)
+            self._mark_after(unmarked[0][0])
 
     def settled(self, refs: list[Ref]) -> None:
         """Results committed: tell the agent (batched into one frame)."""
