@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import sqlite3
 
-from store_data import NOW, enrolled, task
+import asyncio
 
+from store_data import NOW, enrolled, result, task
+
+from tether.daemon.broker import Broker
+from tether.daemon.reports import submit_reports
+from tether.daemon.session import AgentSession
+from tether.daemon.store import RunPlan
 from tether.daemon.store.schema import MIGRATIONS
 from tether.daemon.store.sqlite import SQLiteStore
 from tether.daemon.store.sqlite_runs import ack_sql
-from tether.protocol import ErrorCode
+from tether.protocol import MSGPACK, ErrorCode, pack
+from tether.protocol.frames import Ack, Result
 
 
 async def test_a_quick_ack_records_the_push_time_and_one_state_change(store: SQLiteStore) -> None:
@@ -61,3 +68,54 @@ def test_the_quick_ack_finds_its_rows_by_id_not_by_the_agents_queue() -> None:
         db.executescript(sql)
     plan = db.execute(f"EXPLAIN QUERY PLAN {ack_sql(32)}", (1.0, 1.0, 1.0, *range(32), "a", 1)).fetchall()
     assert [row[3] for row in plan] == ["SEARCH deliveries USING INTEGER PRIMARY KEY (rowid=?)"]
+
+
+async def test_a_result_that_brings_its_ack_writes_both_in_one_state_change(store: SQLiteStore) -> None:
+    """An idle agent sends a quick command's ack and result in one message: the result's
+    write records the ack as well (its times kept), and the delivery goes from queued (or
+    sent) straight to its end, or to waiting for a polling one."""
+    a = await enrolled(store, "a")
+    items = [(await store.create_task(task("agent", a), NOW))[1][0] for _ in range(3)]
+    ids = [i.delivery_id for i in items]
+    quick, marked, polling = ids
+    store.mark_sent([marked], NOW)  # unacknowledged for a while: written as sent
+    plan = RunPlan(command="poll", args=pack({}), interval=30.0, timeout=120.0)
+    results = [result(quick, 1), result(marked, 2), result(polling, None, plan=plan)]
+    out = await store.record_results(a, results, NOW + 2, {d: NOW + 1 for d in ids})
+    assert sorted((c.delivery_id, c.old, c.new) for c in out.changes) == [
+        (quick, "queued", "done"), (marked, "sent", "done"), (polling, "queued", "waiting")]
+    seen = {dv.delivery_id: dv for i in items for dv in (await store.get_task(i.task_id)).deliveries}  # type: ignore[union-attr]
+    assert (seen[quick].sent_at, seen[quick].acked_at) == (NOW + 1, NOW + 2)
+    assert (seen[marked].sent_at, seen[marked].acked_at) == (NOW, NOW + 2)  # its own mark, kept
+    assert (seen[polling].state, seen[polling].sent_at, seen[polling].acked_at) == ("waiting", NOW + 1, NOW + 2)
+    assert store.stats().entered.get("acked", 0) == 0
+
+
+async def test_an_ack_and_result_in_one_message_are_one_store_operation(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a")
+    _, (item,) = await store.create_task(task("agent", a), NOW)
+    _, (other,) = await store.create_task(task("agent", a), NOW)
+    d, e = item.delivery_id, other.delivery_id
+    broker = Broker(store, clock=lambda: NOW + 2)
+    session = AgentSession(None, MSGPACK, a, "s1", 10, set(), broker)  # type: ignore[arg-type]
+    session.offer([item, other])
+    assert {i.delivery_id for i in session._take()} == {d, e}
+    pushed_at = session.in_flight[d][1]
+
+    async def report(*frames: object) -> int:
+        """How many store operations the message's frames became."""
+        ops = store.stats().commit_ops
+        assert submit_reports(session, MSGPACK, list(frames), broker, 10.0) == 0  # type: ignore[arg-type]
+        await store.flush()
+        await asyncio.sleep(0)  # the callbacks
+        return store.stats().commit_ops - ops - 1  # less the flush's own
+
+    done = Result(delivery_id=d, run=1, ok=True, output=MSGPACK.encode_value({"n": 1}), started_at=NOW + 1,
+                  finished_at=NOW + 1)
+    assert await report(Ack(delivery_ids=[d], runs=[1]), done) == 1
+    assert await report(Ack(delivery_ids=[e], runs=[1])) == 1  # an ack alone is written as before
+    assert session.committed == [(d, 1)] and session.in_flight == {}
+    by_id = {dv.delivery_id: dv for t in (item.task_id, other.task_id)
+             for dv in (await store.get_task(t)).deliveries}  # type: ignore[union-attr]
+    assert (by_id[d].state, by_id[d].sent_at, by_id[d].acked_at) == ("done", pushed_at, NOW + 2)
+    assert (by_id[e].state, by_id[e].sent_at, by_id[e].acked_at) == ("acked", pushed_at, NOW + 2)

@@ -7,7 +7,11 @@ its progress reports, one for every result (each writing its state changes with 
 ack, progress, result, so ordering the operations that way keeps each delivery's order.)
 A bare start report (progress with no percent and no text) whose result is in the same
 message is not written: the result says when the run started, and the delivery goes
-from ``acked`` to ``done`` in one write instead of two.
+from ``acked`` to ``done`` in one write instead of two. Likewise an ack whose run's result
+is in the same message (an idle agent sends both at once for a quick command): the
+result's write records the ack too, and the delivery goes from ``queued`` to ``done`` in
+one write instead of two store operations (in a fan-out to 10,000 online agents, 10,000
+fewer operations, each a future, its callback, a transaction step and an ``UPDATE``).
 """
 
 from __future__ import annotations
@@ -105,12 +109,16 @@ def submit_reports(session: AgentSession, codec: Codec, frames: list[Frame | Pro
             session.tell(error_frame(ProtocolError(
                 ErrorCode.UNEXPECTED_FRAME, f"unexpected {type(frame).__name__.lower()} frame in an agent session")))
     now = broker.clock()
+    finished = {(r.delivery_id, r.run) for r in results}
+    acked: dict[int, float] = {}
+    if finished and acks:
+        acked = {d: sent_at.get(d, now) for d, run in acks if (d, run) in finished}
+        acks = [ref for ref in acks if ref not in finished]
     if acks:
         store.acknowledge(agent_id, acks, now, sent_at).add_done_callback(lambda f: broker.on_outcome(session, f))
-    finished = {(r.delivery_id, r.run) for r in results}
     started = [(ref, text) for ref, text, bare in progress if not (bare and ref in finished)]
     if started:
         store.started_many(agent_id, started, now).add_done_callback(lambda f: broker.on_outcome(session, f))
     if results:
-        store.record_results(agent_id, results, now).add_done_callback(lambda f: broker.on_results(session, f))
+        store.record_results(agent_id, results, now, acked).add_done_callback(lambda f: broker.on_results(session, f))
     return bad

@@ -239,9 +239,13 @@ class Store(Protocol):
         """``queued | sent -> acked``; ``sent_at`` gives the push time of runs never marked sent."""
     def started(self, agent_id: str, ref: Ref, message: str, now: float) -> asyncio.Future[Outcome]: ...
     def started_many(self, agent_id: str, reports: list[tuple[Ref, str]], now: float) -> asyncio.Future[Outcome]: ...
-    def record_results(self, agent_id: str, results: list[ResultIn], now: float) -> asyncio.Future[Outcome]:
+    def record_results(self, agent_id: str, results: list[ResultIn], now: float,
+                       acked: dict[int, float] | None = None) -> asyncio.Future[Outcome]:
         """A run's result ends its delivery (done, failed) or, with a plan, makes it wait for
-        its next run (history entry written, timer returned in ``Outcome.timers``)."""
+        its next run (history entry written, timer returned in ``Outcome.timers``).
+        ``acked``: deliveries whose ack of that same run came with the result, with when
+        each was pushed: the result's write also records the ack (``acked_at``, and
+        ``sent_at`` for one never marked sent), instead of a write of its own before."""
     def expire_task(self, task_id: int, now: float) -> asyncio.Future[list[Change]]:
         """The task's ttl ended: it reaches no new agent; runs not acknowledged and waits
         for a next run end as expired."""

@@ -164,23 +164,28 @@ class SQLiteRuns:
 
         return self._submit(self._agent_op(agent_id, list(messages), apply))
 
-    def record_results(self, agent_id: str, results: list[ResultIn], now: float) -> asyncio.Future[Outcome]:
+    def record_results(self, agent_id: str, results: list[ResultIn], now: float,
+                       acked: dict[int, float] | None = None) -> asyncio.Future[Outcome]:
         by_ref = {(r.delivery_id, r.run): r for r in results}
+        pushed = acked or {}
 
         def apply(tx: Tx, d_id: int, row: _Row, timers: list[tuple[int, float]]) -> Change | None:
             if row.state in ("waiting", "done", "failed"):
                 return None  # re-sent from the agent's outbox: this run is already recorded
             r = by_ref[d_id, row.run]
             started_at, finished_at = r.started_at or None, r.finished_at or now
+            ack: dict[str, float] = {}
+            if d_id in pushed and row.state in ("queued", "sent"):  # its ack came with it: written here
+                ack = {"acked_at": now, "sent_at": pushed[d_id]} if row.state == "queued" else {"acked_at": now}
             plan = r.plan if r.ok else None
             if plan is None:
                 new = S.DONE if r.ok else S.FAILED
                 tx.move_later(d_id, row.state, new, now, result=r.output, error=r.error, started_at=started_at,
-                              finished_at=finished_at, ended_by="agent")
+                              finished_at=finished_at, ended_by="agent", **ack)
                 return Change(d_id, row.task_id, agent_id, row.state, new.value)
             state = row.state
             if state != "running":  # the ack or start was lost in a crash; the result is the authority
-                tx.move(d_id, state, S.RUNNING, now)
+                tx.move(d_id, state, S.RUNNING, now, **ack)
                 state = "running"
             next_run_at = now + plan.interval
             sequence: dict[str, Any] = {}
