@@ -262,6 +262,22 @@ def test_a_shared_transaction_survives_sigkill_all_or_nothing(tmp_path: Path) ->
         assert b.pending() == [(1, 2, 1)]
 
 
+def test_a_lone_finish_or_confirm_is_one_statement_that_commits_by_itself(tmp_path: Path) -> None:
+    """No BEGIN and COMMIT around a write of one statement: it is atomic alone, and another
+    process reading the file sees it at once."""
+    path = tmp_path / "journal.sqlite"
+    with Journal(path) as journal, Journal(path) as reader:
+        journal.accept([task(1)])
+        assert journal.claim(1, 1) is not None
+        statements: list[str] = []
+        journal._db.set_trace_callback(statements.append)
+        assert journal.finish(1, 1, result(1))
+        assert reader.outbox() == [result(1)]
+        assert journal.confirm([(1, 1)]) == 1
+        assert reader.outbox() == [] and reader.state(1) == "finished"
+        assert [s.split()[0] for s in statements] == ["UPDATE", "UPDATE"]
+
+
 def test_a_failure_in_a_shared_transaction_rolls_all_of_it_back(journal: Journal) -> None:
     journal.accept([task(1), task(2)])
     assert journal.claim(1, 1) is not None

@@ -41,7 +41,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -161,30 +160,20 @@ class Journal:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, *, statements: int = 2) -> _Transaction:
         """Group the writes of several methods into one transaction (one commit).
 
         Each method's promise then holds from the end of this block: say nothing to the
         daemon about any of them before it exits. If one raises, all are rolled back.
+        ``statements=1``: the block writes one statement, atomic by itself: no transaction
+        is opened around it.
         """
-        with self._tx():
-            yield
+        return _Transaction(self._db, statements=statements)
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> _Transaction:
         """One write transaction; ``BEGIN IMMEDIATE`` so it never fails half-way on a lock.
         Inside :meth:`transaction`, it is part of that one."""
-        if self._db.in_transaction:
-            yield self._db
-            return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        return _Transaction(self._db)
 
     # -- identity ----------------------------------------------------------------------
 
@@ -263,11 +252,8 @@ class Journal:
                 ack.append((delivery_id, run))
                 new.append(task)
             fresh: Fresh = {(t.delivery_id, t.run): (t.task_id, t.command, bytes(t.args), t.priority) for t in new}
-            db.executemany(
-                "INSERT INTO deliveries (delivery_id, run, task_id, command, args, priority, state, received_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
-                [(*ref, *row, now) for ref, row in fresh.items()],
-            )
+            _each(db, "INSERT INTO deliveries (delivery_id, run, task_id, command, args, priority, state, received_at) "
+                      "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)", [(*ref, *row, now) for ref, row in fresh.items()])
             later = [(t.delivery_id, t.run) for t in new if t.run > 1]
             if later:
                 db.executemany(
@@ -310,10 +296,8 @@ class Journal:
                 ):
                     rows[delivery_id, run] = (task_id, command, args, priority)
             taken = [ref for ref in dict.fromkeys(refs) if ref in rows]
-            db.executemany(
-                "UPDATE deliveries SET state = 'running', started_at = ? WHERE delivery_id = ? AND run = ?",
-                [(now, delivery_id, run) for delivery_id, run in taken],
-            )
+            _each(db, "UPDATE deliveries SET state = 'running', started_at = ? WHERE delivery_id = ? AND run = ?",
+                  [(now, delivery_id, run) for delivery_id, run in taken])
         claimed: dict[Ref, Claimed] = {}
         for ref in taken:
             task_id, command, args, priority = rows[ref]
@@ -330,9 +314,9 @@ class Journal:
         if not results:
             return []
         now = self._clock()
-        with self._tx() as db:
-            # One UPDATE per run, no read first: it changes a row only if the run is still
-            # running, so a run named twice is finished once.
+        # One UPDATE per run, no read first: it changes a row only if the run is still
+        # running, so a run named twice is finished once. One alone needs no transaction.
+        with _Transaction(self._db, statements=len(results)) as db:
             return [
                 db.execute(
                     "UPDATE deliveries SET state = 'finished', result = ?, finished_at = ? "
@@ -402,23 +386,19 @@ class Journal:
     def confirm(self, refs: Iterable[Ref]) -> int:
         """The daemon committed these ``(delivery_id, run)`` results: drop them from the
         outbox (the rows stay, for deduplication). Returns how many were dropped."""
-        with self._tx() as db:
-            cursor = db.executemany(
-                "UPDATE deliveries SET result = NULL, confirmed = 1 "
-                "WHERE delivery_id = ? AND run = ? AND result IS NOT NULL",
-                [(d, r) for d, r in refs],
-            )
-        return cursor.rowcount
+        rows = [(d, r) for d, r in refs]
+        with _Transaction(self._db, statements=len(rows)) as db:
+            return _each(db, "UPDATE deliveries SET result = NULL, confirmed = 1 "
+                             "WHERE delivery_id = ? AND run = ? AND result IS NOT NULL", rows)
 
     def refuse(self, delivery_id: int) -> int:
         """The daemon refused this delivery's result for good: drop every unconfirmed result
         of the delivery, whatever its run (a refusal names only the delivery; there is at
         most one such result, see the module doc). Returns how many were dropped."""
-        with self._tx() as db:
-            return db.execute(
-                "UPDATE deliveries SET result = NULL, confirmed = 1 WHERE delivery_id = ? AND result IS NOT NULL",
-                (delivery_id,),
-            ).rowcount
+        return self._db.execute(  # one statement: atomic alone
+            "UPDATE deliveries SET result = NULL, confirmed = 1 WHERE delivery_id = ? AND result IS NOT NULL",
+            (delivery_id,),
+        ).rowcount
 
     # -- views -------------------------------------------------------------------------
 
@@ -479,6 +459,38 @@ class Journal:
                 "DELETE FROM deliveries WHERE finished_at < ? AND (confirmed = 1 OR state = 'cancelled')",
                 (cutoff,),
             ).rowcount
+
+
+class _Transaction:
+    """``with``: one ``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` if the block raises), or
+    nothing if a transaction is already open (the block is part of it). With
+    ``statements=1`` it opens none either: one statement is atomic by itself (SQLite's
+    autocommit), and skipping the ``BEGIN`` and the ``COMMIT`` takes a third off a lone
+    finish or confirm. A class rather than ``@contextmanager``: the journal opens one per
+    step of every task, and a generator costs a few microseconds more each time."""
+
+    __slots__ = ("_db", "_open")
+
+    def __init__(self, db: sqlite3.Connection, *, statements: int = 2) -> None:
+        self._db = db
+        self._open = statements > 1 and not db.in_transaction
+
+    def __enter__(self) -> sqlite3.Connection:
+        if self._open:
+            self._db.execute("BEGIN IMMEDIATE")
+        return self._db
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if self._open:
+            self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _each(db: sqlite3.Connection, sql: str, rows: Sequence[tuple[object, ...]]) -> int:
+    """``executemany``, or ``execute`` for one row (the usual case: a task a burst, a
+    result a ``committed``), which costs less; how many rows changed."""
+    if len(rows) == 1:
+        return db.execute(sql, rows[0]).rowcount
+    return db.executemany(sql, rows).rowcount if rows else 0
 
 
 _MAX_VARIABLES = 500

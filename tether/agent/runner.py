@@ -309,8 +309,9 @@ class Runner:
         intakes: list[Intake]
         kept: list[bool | None]
         claimed: list[Claimed | None]
+        alone = not writes and not queued and len(ended) == 1  # one finish: one UPDATE, atomic alone
         try:
-            with self._journal.transaction():
+            with self._journal.transaction(statements=1 if alone else 2):
                 intakes = [write() for write in writes]
                 take, rest = self._choose(free, queued, intakes)
                 kept = list(self._journal.finish_many(
