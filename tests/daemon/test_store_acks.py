@@ -4,9 +4,8 @@ as it always did."""
 
 from __future__ import annotations
 
-import sqlite3
-
 import asyncio
+import sqlite3
 
 from store_data import NOW, enrolled, result, task
 
