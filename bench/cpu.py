@@ -22,17 +22,13 @@ import argparse
 import asyncio
 import statistics
 import time
-import uuid
 from typing import Any
 
 import psutil
 
-from .create import FANOUT_TAG, _fanout
-from .fleet import Fleet
-from .scenarios import AGENT_SESSIONS, DONE
-from .seed import enroll_fleet
-from .tetherd import Tetherd
-from .timeline import TIMEOUT, _metric, _wait
+from .create import _fanout
+from .scenarios import DONE
+from .timeline import TIMEOUT, _metric, _wait, online_fleet
 
 FRAMES_IN = 'tether_frames_total{direction="in"}'
 
@@ -42,26 +38,16 @@ def _threads(pid: int) -> dict[int, float]:
 
 
 def run(agents: int, procs: int) -> dict[str, Any]:
-    with Tetherd({}) as tetherd:
-        ids = asyncio.run(enroll_fleet(tetherd.url, tetherd.enroll_key, agents, run_id=uuid.uuid4().hex[:8],
-                                       tags=[FANOUT_TAG]))
-        fleet = Fleet(ids, procs, max_seconds=TIMEOUT * 2)
-        fleet.start()
-        try:
-            fleet.go()
-            _wait(time.monotonic() + TIMEOUT, lambda: _metric(tetherd, AGENT_SESSIONS) >= agents)
-            time.sleep(2.0)  # the storm's writes drain first
-            workers = [psutil.Process(pid) for pid in fleet.pids]
-            done0, frames0 = _metric(tetherd, DONE), _metric(tetherd, FRAMES_IN)
-            clients0, threads0 = sum(sum(w.cpu_times()[:2]) for w in workers), _threads(tetherd.pid)
-            sent, _, _ = asyncio.run(_fanout(tetherd.url, tetherd.admin_token))
-            _wait(sent + TIMEOUT, lambda: _metric(tetherd, DONE) >= done0 + agents)
-            done_s = time.monotonic() - sent
-            clients1, threads1 = sum(sum(w.cpu_times()[:2]) for w in workers), _threads(tetherd.pid)
-            frames1 = _metric(tetherd, FRAMES_IN)
-            results = fleet.finish()
-        finally:
-            fleet.close()
+    with online_fleet(agents, procs) as (tetherd, fleet):
+        workers = [psutil.Process(pid) for pid in fleet.pids]
+        done0, frames0 = _metric(tetherd, DONE), _metric(tetherd, FRAMES_IN)
+        clients0, threads0 = sum(sum(w.cpu_times()[:2]) for w in workers), _threads(tetherd.pid)
+        sent, _, _ = asyncio.run(_fanout(tetherd.url, tetherd.admin_token))
+        _wait(sent + TIMEOUT, lambda: _metric(tetherd, DONE) >= done0 + agents)
+        done_s = time.monotonic() - sent
+        clients1, threads1 = sum(sum(w.cpu_times()[:2]) for w in workers), _threads(tetherd.pid)
+        frames1 = _metric(tetherd, FRAMES_IN)
+        results = fleet.finish()
     spent = sorted((threads1[t] - threads0.get(t, 0.0) for t in threads1), reverse=True)
     received = [at for r in results for at in r["first_task"] if at is not None and at >= sent]
     us = 1e6 / agents

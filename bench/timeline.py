@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import psutil
 
@@ -46,7 +47,10 @@ def _wait(until: float, done: Callable[[], bool]) -> None:
         time.sleep(0.05)
 
 
-def run(agents: int, procs: int) -> list[str]:
+@contextlib.contextmanager
+def online_fleet(agents: int, procs: int) -> Iterator[tuple[Tetherd, Fleet]]:
+    """A tetherd with default settings and ``agents`` simulated agents (tag ``fanout``)
+    online from ``procs`` worker processes, the storm's writes settled; closed on exit."""
     with Tetherd({}) as tetherd:
         ids = asyncio.run(enroll_fleet(tetherd.url, tetherd.enroll_key, agents, run_id=uuid.uuid4().hex[:8],
                                        tags=[FANOUT_TAG]))
@@ -56,27 +60,32 @@ def run(agents: int, procs: int) -> list[str]:
             fleet.go()
             _wait(time.monotonic() + TIMEOUT, lambda: _metric(tetherd, AGENT_SESSIONS) >= agents)
             time.sleep(2.0)
-            watched = [psutil.Process(pid) for pid in fleet.pids] + [psutil.Process(tetherd.pid)]
-            samples: list[tuple[float, list[float]]] = []
-            stop = threading.Event()
-
-            def sample() -> None:
-                while not stop.is_set():
-                    samples.append((time.monotonic(), [sum(p.cpu_times()[:2]) for p in watched]))
-                    time.sleep(SLICE)
-
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
-            done0 = _metric(tetherd, DONE)
-            sent, _, _ = asyncio.run(_fanout(tetherd.url, tetherd.admin_token))
-            try:
-                _wait(sent + TIMEOUT, lambda: _metric(tetherd, DONE) >= done0 + agents)
-            finally:
-                stop.set()
-                sampler.join()
-            results = fleet.finish()
+            yield tetherd, fleet
         finally:
             fleet.close()
+
+
+def run(agents: int, procs: int) -> list[str]:
+    with online_fleet(agents, procs) as (tetherd, fleet):
+        watched = [psutil.Process(pid) for pid in fleet.pids] + [psutil.Process(tetherd.pid)]
+        samples: list[tuple[float, list[float]]] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                samples.append((time.monotonic(), [sum(p.cpu_times()[:2]) for p in watched]))
+                time.sleep(SLICE)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        done0 = _metric(tetherd, DONE)
+        sent, _, _ = asyncio.run(_fanout(tetherd.url, tetherd.admin_token))
+        try:
+            _wait(sent + TIMEOUT, lambda: _metric(tetherd, DONE) >= done0 + agents)
+        finally:
+            stop.set()
+            sampler.join()
+        results = fleet.finish()
     received = sorted(at for r in results for at in r["first_task"] if at is not None and at >= sent)
     names = [f"worker {i + 1}" for i in range(len(watched) - 1)] + ["tetherd"]
     lines = [f"{len(received)} agents received their task; the median after {received[len(received) // 2] - sent:.3f} s, "
