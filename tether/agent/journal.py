@@ -168,12 +168,13 @@ class Journal:
         ``statements=1``: the block writes one statement, atomic by itself: no transaction
         is opened around it.
         """
-        return _Transaction(self._db, statements=statements)
+        return self._tx(statements=statements)
 
-    def _tx(self) -> _Transaction:
+    def _tx(self, *, statements: int = 2) -> _Transaction:
         """One write transaction; ``BEGIN IMMEDIATE`` so it never fails half-way on a lock.
-        Inside :meth:`transaction`, it is part of that one."""
-        return _Transaction(self._db)
+        Inside :meth:`transaction`, it is part of that one. ``statements=1``: none (see
+        :class:`_Transaction`)."""
+        return _Transaction(self._db, statements=statements)
 
     # -- identity ----------------------------------------------------------------------
 
@@ -316,7 +317,7 @@ class Journal:
         now = self._clock()
         # One UPDATE per run, no read first: it changes a row only if the run is still
         # running, so a run named twice is finished once. One alone needs no transaction.
-        with _Transaction(self._db, statements=len(results)) as db:
+        with self._tx(statements=len(results)) as db:
             return [
                 db.execute(
                     "UPDATE deliveries SET state = 'finished', result = ?, finished_at = ? "
@@ -387,7 +388,7 @@ class Journal:
         """The daemon committed these ``(delivery_id, run)`` results: drop them from the
         outbox (the rows stay, for deduplication). Returns how many were dropped."""
         rows = [(d, r) for d, r in refs]
-        with _Transaction(self._db, statements=len(rows)) as db:
+        with self._tx(statements=len(rows)) as db:
             return _each(db, "UPDATE deliveries SET result = NULL, confirmed = 1 "
                              "WHERE delivery_id = ? AND run = ? AND result IS NOT NULL", rows)
 
@@ -395,10 +396,11 @@ class Journal:
         """The daemon refused this delivery's result for good: drop every unconfirmed result
         of the delivery, whatever its run (a refusal names only the delivery; there is at
         most one such result, see the module doc). Returns how many were dropped."""
-        return self._db.execute(  # one statement: atomic alone
-            "UPDATE deliveries SET result = NULL, confirmed = 1 WHERE delivery_id = ? AND result IS NOT NULL",
-            (delivery_id,),
-        ).rowcount
+        with self._tx(statements=1) as db:
+            return db.execute(
+                "UPDATE deliveries SET result = NULL, confirmed = 1 WHERE delivery_id = ? AND result IS NOT NULL",
+                (delivery_id,),
+            ).rowcount
 
     # -- views -------------------------------------------------------------------------
 
