@@ -31,8 +31,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 
 HEADLINES: dict[str, tuple[str, ...]] = {
     **DELIVERY_HEADLINES,
-    "mqtt-drain": ("deliveries_per_s", "seconds", "broker_rss_peak_mib"),
-    "mqtt-reconnect": ("deliveries_per_s", "seconds", "first_task_p99_ms", "broker_rss_peak_mib"),
+    "mqtt-drain": ("deliveries_per_s", "seconds", "server_cpu_us_per_delivery", "broker_rss_peak_mib"),
+    "mqtt-reconnect": ("deliveries_per_s", "seconds", "first_task_p99_ms", "server_cpu_us_per_delivery",
+                       "broker_rss_peak_mib"),
     "create": ("single_tasks_per_s", "create_latency_p50_ms", "fanout_committed_s", "fanout_pushed_s",
                "fanout_done_s", "errors"),
     "polls": ("runs_per_minute", "tetherd_cpu_percent", "tetherd_cpu_ms_per_run", "asyncio_tasks_peak"),

@@ -36,6 +36,9 @@ RATIOS: tuple[tuple[str, str, str, str, float | None, str], ...] = (
      "reconnect, agents --concurrency 32, deliveries/s, tether / Mosquitto"),
     ("reconnect", "ws-reconnect", "deliveries_per_s", "", None, "reconnect deliveries/s, tether / raw websockets"),
     ("reconnect", "mqtt-reconnect", "first_task_p99_ms", "", None, "reconnect first task p99, tether / Mosquitto"),
+    ("drain", "mqtt-drain", "server_cpu_us_per_delivery", "", None, "drain server CPU per delivery (us), tetherd / Mosquitto"),
+    ("reconnect", "mqtt-reconnect", "server_cpu_us_per_delivery", "", None,
+     "reconnect server CPU per delivery (us), tetherd / Mosquitto"),
     ("storm", "ws-storm", "sessions_per_s", ">=", 0.5, "storm 10,000 sessions/s, tether / raw websockets"),
     ("idle", "ws-idle", "rss_per_session_kib", "<=", 2.5, "idle 10,000 RSS per session, tether / raw websockets"),
 )
@@ -89,9 +92,9 @@ def _num(v: float | None) -> str:
 
 
 def ratio_table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'':<58} {'tether':>10} {'peer':>10} {'ratio':>7}  {'target':>7}  verdict"]
+    lines = [f"{'':<66} {'tether':>10} {'peer':>10} {'ratio':>7}  {'target':>7}  verdict"]
     for r in rows:
-        lines.append(f"{r['what']:<58} {_num(r['tether']):>10} {_num(r['peer']):>10} {_num(r['ratio']):>7}  "
+        lines.append(f"{r['what']:<66} {_num(r['tether']):>10} {_num(r['peer']):>10} {_num(r['ratio']):>7}  "
                      f"{r['target']:>7}  {r['verdict']}")
     return "\n".join(lines)
 

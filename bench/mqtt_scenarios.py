@@ -199,6 +199,8 @@ def run_mqtt_delivery(opts: Options) -> dict[str, Any]:
         "broker_rss_peak_mib": round(max(peak, rss_end) / MIB, 1),
         "broker_rss_end_mib": round(rss_end / MIB, 1),
         "broker_cpu_percent": round(100.0 * (cpu_at_end - cpu0) / cpu_window, 1),
+        # The server's own cost, whatever else shares the machine (the clients run here too).
+        "server_cpu_us_per_delivery": round(1e6 * (cpu_at_end - cpu0) / total, 1) if total else None,
         "agents_cpu_percent": round(100.0 * agents_cpu / seconds, 1),
         "others_cpu_percent": round(100.0 * ((busy_at_end - busy0) - (cpu_at_end - cpu0) - agents_cpu) / cpu_window, 1),
         "loadavg_1m_before": round(load, 2),

@@ -309,6 +309,8 @@ def run_delivery(opts: Options) -> dict[str, Any]:
         "tetherd_rss_peak_mib": round(sampler.peak / MIB, 1),
         "tetherd_rss_end_mib": round(rss_end / MIB, 1),
         "tetherd_cpu_percent": round(100.0 * (cpu1 - cpu0) / metrics_seconds, 1),
+        # The server's own cost, whatever else shares the machine (the clients run here too).
+        "server_cpu_us_per_delivery": round(1e6 * (cpu1 - cpu0) / done, 1) if done else None,
         "agents_cpu_percent": round(100.0 * sum(r["cpu_seconds"] for r in results) / metrics_seconds, 1),
         "others_cpu_percent": round(100.0 * ((busy1 - busy0) - (cpu1 - cpu0)
                                              - sum(r["cpu_seconds"] for r in results)) / metrics_seconds, 1),
@@ -468,10 +470,12 @@ for _name in ("drain", "reconnect", "storm", "idle"):
     SCENARIOS[f"ws-{_name}"] = {**SCENARIOS[_name], "run": _with_server(SCENARIOS[_name]["run"], "ws"),
                                 "what": "raw-websockets baseline (no storage): " + SCENARIOS[_name]["what"]}
 HEADLINES: dict[str, tuple[str, ...]] = {
-    "drain": ("deliveries_per_s", "seconds", "tetherd_rss_peak_mib"),
-    "drain-c32": ("deliveries_per_s", "seconds", "tetherd_rss_peak_mib"),
-    "reconnect": ("deliveries_per_s", "seconds", "first_task_p99_ms", "tetherd_rss_peak_mib"),
-    "reconnect-c32": ("deliveries_per_s", "seconds", "first_task_p99_ms", "tetherd_rss_peak_mib"),
+    "drain": ("deliveries_per_s", "seconds", "server_cpu_us_per_delivery", "tetherd_rss_peak_mib"),
+    "drain-c32": ("deliveries_per_s", "seconds", "server_cpu_us_per_delivery", "tetherd_rss_peak_mib"),
+    "reconnect": ("deliveries_per_s", "seconds", "first_task_p99_ms", "server_cpu_us_per_delivery",
+                  "tetherd_rss_peak_mib"),
+    "reconnect-c32": ("deliveries_per_s", "seconds", "first_task_p99_ms", "server_cpu_us_per_delivery",
+                      "tetherd_rss_peak_mib"),
     "storm": ("sessions_per_s", "all_served_s", "errors", "tetherd_rss_peak_mib"),
     "idle": ("rss_per_session_kib", "all_open_s", "tetherd_rss_open_mib"),
 }
