@@ -38,8 +38,9 @@ def test_migrate_dry_run_is_the_default(tmp_path: Path) -> None:
     applied = tetherd("migrate", "--data-dir", str(data), "--no-dry-run")
     assert applied.returncode == 0 and "applying migration 1" in applied.stdout
     assert "applying migration 2: polling runs" in applied.stdout
+    assert "applying migration 3: LimaCharlie selectors" in applied.stdout
     version = sqlite3.connect(data / "tether.sqlite").execute("PRAGMA user_version").fetchone()[0]
-    assert version == LATEST == 2
+    assert version == LATEST == 3
     assert "up to date" in tetherd("migrate", "--data-dir", str(data)).stdout
 
 
@@ -60,9 +61,10 @@ def test_a_version_1_database_keeps_its_tasks_through_migration_2(tmp_path: Path
     applied = tetherd("migrate", "--data-dir", str(data), "--no-dry-run")
     assert applied.returncode == 0, applied.stderr
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST
     assert conn.execute("SELECT state, run, next_run_at FROM deliveries").fetchall() == [("queued", 1, None)]
-    assert conn.execute("SELECT hide_polling_output, schedule_id FROM tasks").fetchall() == [(0, None)]
+    assert conn.execute("SELECT hide_polling_output, schedule_id, selector, investigation_id FROM tasks").fetchall() \
+        == [(0, None, None, "")]
     conn.close()
 
 

@@ -101,6 +101,9 @@ class Broker:
         self._timers: dict[int, TimerHandle[int]] = {}
         """One pending wheel entry per key; setting a key again replaces its entry."""
         self._wheel_changed = asyncio.Event()
+        self._selecting: dict[int, float] = {}
+        """Active selector tasks and when their ttl ends: while there is one, an agent's
+        hello is checked against them (an empty dict costs the connect path nothing)."""
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -213,6 +216,8 @@ class Broker:
             self.set_timer(Timer.POLL, delivery_id, when)
         for schedule_id, when in timers.schedules:
             self.set_timer(Timer.SCHEDULE, schedule_id, when)
+        for task_id, expires_at in timers.selecting:
+            self.selecting(task_id, expires_at)
         return missed
 
     async def run_timers(self) -> None:
@@ -275,6 +280,38 @@ class Broker:
                 self.offer(result.items)
             if result.next_fire_at is not None:
                 self.set_timer(Timer.SCHEDULE, ident, result.next_fire_at)
+
+    # -- selector tasks (LimaCharlie) ----------------------------------------------------
+
+    def selecting(self, task_id: int, expires_at: float) -> None:
+        """A selector task is active until ``expires_at`` (or until it is cancelled: the
+        store then finds it inactive, and this entry lapses at its ttl)."""
+        self._selecting[task_id] = expires_at
+
+    def selector_tasks_active(self) -> bool:
+        """Whether an agent's new facts must be checked against selector tasks."""
+        if not self._selecting:
+            return False
+        now = self.clock()
+        for task_id in [t for t, end in self._selecting.items() if end <= now]:
+            del self._selecting[task_id]
+        return bool(self._selecting)
+
+    def agent_facts(self, agent_id: str, hostname: str, platform: str) -> None:
+        """An agent said its facts (hello): if selector tasks are active, queue the ones it now
+        matches. One dict check otherwise (a reconnect storm of 10,000 agents pays that only)."""
+        if not self.selector_tasks_active():
+            return
+        fut = self.store.select_for_agent(agent_id, hostname, platform, self.clock())
+        fut.add_done_callback(self._selected)
+
+    def _selected(self, fut: asyncio.Future[list[PushItem]]) -> None:
+        if fut.cancelled():
+            return
+        if fut.exception() is not None:
+            log.warning("event=select_failed error=%r", fut.exception())
+            return
+        self.offer(fut.result())
 
     # -- facts for consoles ---------------------------------------------------------------
 

@@ -225,6 +225,8 @@ def _target(args: argparse.Namespace) -> dict[str, Any]:
         target["agent"] = args.agent
     if args.tag is not None:
         target["tag"] = args.tag
+    if getattr(args, "selector", None) is not None:
+        target["selector"] = args.selector
     if getattr(args, "all", False):
         target["all"] = True
     return target
@@ -255,6 +257,8 @@ def plan(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             params["ttl"] = args.ttl
         if args.hide_polling_output:
             params["hide_polling_output"] = True
+        if args.context is not None:
+            params["investigation_id"] = args.context
     elif cmd == "schedule" and args.op == "add":
         method = "schedule.add"
         params = {"name": args.name, "command": args.command, "args": _task_args(args), **_target(args),
@@ -372,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     target = p.add_mutually_exclusive_group()
     target.add_argument("--agent", metavar="ID", help="only this agent's deliveries")
     target.add_argument("--tag", metavar="T", help="only deliveries of agents that carry this tag")
+    target.add_argument("--selector", metavar="EXPR", help="only deliveries of agents a LimaCharlie selector matches")
     p.add_argument("--state", choices=[*(s.value for s in DeliveryState), "pending", "all"],
                    help="a delivery state, pending (default: not finished) or all")
     p.add_argument("--limit", type=int, metavar="N", help="at most N rows (default 1000)")
@@ -398,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--agent", metavar="ID", help="everything pending for this agent")
     target.add_argument("--tag", metavar="T",
                         help="everything pending for agents that carry this tag, and tag tasks aimed at it")
+    target.add_argument("--selector", metavar="EXPR",
+                        help="everything pending for agents a selector matches, and tasks with that selector")
 
     p = command("action", "send a LimaCharlie-style action object",
                 "Send a LimaCharlie reliable-tasking action, e.g. "
@@ -462,6 +469,12 @@ def _add_task_spec(p: argparse.ArgumentParser, *, each: str) -> None:
     target.add_argument("--agent", metavar="ID", help="one agent")
     target.add_argument("--tag", metavar="T", help="every agent with this tag, now or until the ttl ends")
     target.add_argument("--all", action="store_true", help="every agent")
+    if not each:  # a task, not a schedule's
+        target.add_argument("--selector", metavar="EXPR",
+                            help="every agent a LimaCharlie selector matches, now or until the ttl ends, "
+                                 "e.g. 'plat == linux and \"prod\" in tags'")
+        p.add_argument("--context", metavar="ID",
+                       help="an investigation id (LimaCharlie's context), shown with the task's results")
     p.add_argument("--args", metavar="JSON", help="a JSON object merged over the command line's args")
     p.add_argument("--ttl", metavar="S", type=int,
                    help=f"{each}seconds to wait for offline agents (default {rpc.DEFAULT_TTL}, a week)")

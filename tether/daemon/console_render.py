@@ -73,11 +73,12 @@ def render_deliveries(result: Any) -> str:
     if not rows_:
         return "no deliveries"
     rows = [
-        (r.task_id, r.delivery_id, r.agent_id, r.command, r.state, fmt_priority(r.priority),
-         fmt_time(r.created_at), fmt_time(r.expires_at))
+        (r.task_id, r.delivery_id, r.agent_id, r.command_line or r.command, r.state, fmt_priority(r.priority),
+         r.target or "-", f"{r.ttl} s" if r.ttl else "-", fmt_time(r.expires_at))
         for r in rows_
     ]
-    return render_table(("TASK", "DELIVERY", "AGENT", "COMMAND", "STATE", "PRIORITY", "CREATED", "EXPIRES"), rows)
+    return render_table(("TASK", "DELIVERY", "AGENT", "COMMAND", "STATE", "PRIORITY", "TARGET", "TTL", "EXPIRES"),
+                        rows)
 
 
 def render_task(result: Any, *, history: bool = False) -> str:
@@ -91,7 +92,9 @@ def render_task(result: Any, *, history: bool = False) -> str:
         _fields([
             ("command", task.command),
             ("args", json.dumps(task.args, ensure_ascii=False, sort_keys=True)),
+            *([("command line", task.command_line)] if task.command_line else []),
             ("target", task.target),
+            *([("investigation", task.investigation_id)] if task.investigation_id else []),
             ("priority", f"{fmt_priority(task.priority)} ({task.priority})"),
             ("ttl", f"{task.ttl} s"),
             ("created", fmt_time(task.created_at)),

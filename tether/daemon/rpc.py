@@ -101,9 +101,9 @@ class ConsoleRPC:
         return TagChanged(agent_id=p.agent_id, tag=p.tag, new_deliveries=len(items))
 
     async def m_tag_rm(self, p: TagChange, emit: Emit) -> Any:
-        if not await self.store.tag_rm(p.agent_id, p.tag, self.broker.clock()):
-            raise ProtocolError(ErrorCode.UNKNOWN_TAG, f"agent {p.agent_id} does not carry tag {p.tag!r}")
-        return TagChanged(agent_id=p.agent_id, tag=p.tag)
+        items = await self.store.tag_rm(p.agent_id, p.tag, self.broker.clock())
+        self.broker.offer(items)
+        return TagChanged(agent_id=p.agent_id, tag=p.tag, new_deliveries=len(items))
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -126,8 +126,9 @@ class ConsoleRPC:
             kind, target = "tag", p.tag
         else:
             kind, target = "all", ""
+        selector, investigation = (p.selector, p.investigation_id) if isinstance(p, TaskCreate) else (None, "")
         return NewTask(command=command, args=args, target_kind=kind, target=target, priority=p.priority, ttl=p.ttl,
-                       hide_polling_output=p.hide_polling_output)
+                       hide_polling_output=p.hide_polling_output, selector=selector, investigation_id=investigation)
 
     async def m_task_create(self, p: TaskCreate, emit: Emit) -> Any:
         spec = await self._new_task(p)
@@ -135,14 +136,18 @@ class ConsoleRPC:
         task_id, items = await self.store.create_task(spec, now)
         self.broker.schedule_expiry(task_id, now + p.ttl,  # the expires_at the store recorded
                                     one_agent=spec.target_kind == "agent")
+        if spec.selector is not None:
+            self.broker.selecting(task_id, now + p.ttl)
         self.broker.offer(items)
-        log.info("event=task_created task_id=%d command=%s target=%s deliveries=%d",
-                 task_id, spec.command, "all" if spec.target_kind == "all" else f"{spec.target_kind}:{spec.target}",
+        target = f"selector:{spec.selector!r}" if spec.selector is not None else \
+            "all" if spec.target_kind == "all" else f"{spec.target_kind}:{spec.target}"
+        log.info("event=task_created task_id=%d command=%s target=%s deliveries=%d", task_id, spec.command, target,
                  len(items))
         return TaskCreated(task_id=task_id, deliveries=len(items))
 
     async def m_task_list(self, p: TaskList, emit: Emit) -> Any:
-        return await self.store.list_deliveries(agent_id=p.agent, tag=p.tag, states=p.states(), limit=p.limit)
+        return await self.store.list_deliveries(agent_id=p.agent, tag=p.tag, states=p.states(), limit=p.limit,
+                                                selector=p.selector)
 
     async def _task(self, task_id: int, history: bool = False) -> TaskView:
         view = await self.store.get_task(task_id, history=history, now=self.broker.clock())
@@ -189,9 +194,11 @@ class ConsoleRPC:
             unwatch()
 
     async def m_task_cancel(self, p: TaskCancel, emit: Emit) -> Any:
-        changes = await self.store.cancel(task_id=p.task_id, agent_id=p.agent, tag=p.tag, now=self.broker.clock())
+        changes = await self.store.cancel(task_id=p.task_id, agent_id=p.agent, tag=p.tag, selector=p.selector,
+                                          now=self.broker.clock())
         self.broker.apply(changes, withdraw=True)
-        log.info("event=untask task_id=%s agent_id=%s tag=%s cancelled=%d", p.task_id, p.agent, p.tag, len(changes))
+        log.info("event=untask task_id=%s agent_id=%s tag=%s selector=%r cancelled=%d", p.task_id, p.agent, p.tag,
+                 p.selector, len(changes))
         return Cancelled(cancelled=len(changes))
 
 

@@ -285,6 +285,7 @@ class Daemon:
         try:
             now = broker.clock()
             self.store.agent_seen(agent_id, hello.hostname, hello.platform, hello.commands, hello.agent_version, now)
+            broker.agent_facts(agent_id, hello.hostname, hello.platform)
             await send_frame(ws, codec, Welcome(
                 version=PROTOCOL_VERSION, role="agent", session_id=session.session_id, server_time=now,
                 agent_id=agent_id, window=self.config.window, features=features,

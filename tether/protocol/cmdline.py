@@ -7,6 +7,7 @@ Values stay strings: the command decides what they mean.
 
 from __future__ import annotations
 
+import json
 import shlex
 from typing import Any
 
@@ -48,3 +49,23 @@ def parse_command_line(line: str) -> tuple[str, dict[str, Any]]:
     if argv:
         args["argv"] = argv
     return command, args
+
+
+def format_command_line(command: str, args: dict[str, Any]) -> str:
+    """The command line that says ``command`` and its ``args`` (what ``tetherctl tasks``
+    and LimaCharlie's ``list`` show): the inverse of :func:`parse_command_line` for args it
+    makes (``true`` -> a bare ``--flag``, ``argv`` -> positionals); any other value is
+    written as JSON."""
+    words = [shlex.quote(command)]
+    for name, value in args.items():
+        if name == "argv" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            continue
+        if value is True:
+            words.append(f"--{name}")
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+            words.append(f"--{name} {shlex.quote(text)}")
+    argv = args.get("argv")
+    if isinstance(argv, list) and all(isinstance(v, str) for v in argv):
+        words += [shlex.quote(v) for v in argv]
+    return " ".join(words)

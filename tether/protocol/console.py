@@ -14,6 +14,7 @@ import msgspec
 
 from .errors import ErrorCode, ProtocolError
 from .polling import MAX_SECONDS
+from .selectors import parse as parse_selector
 from .states import PENDING, DeliveryState
 from .values import value_problem
 
@@ -34,12 +35,38 @@ def _bad(message: str) -> ProtocolError:
     return ProtocolError(ErrorCode.INVALID_PARAMS, message)
 
 
-def _one_target(agent: str | None, tag: str | None, all_: bool, *, required: bool) -> None:
-    given = sum((agent is not None, tag is not None, bool(all_)))
+def _one_target(agent: str | None, tag: str | None, all_: bool, *, required: bool, selector: str | None = None) -> None:
+    given = sum((agent is not None, tag is not None, bool(all_), selector is not None))
     if given > 1:
-        raise _bad("give only one target: agent, tag or all")
+        raise _bad("give only one target: agent, tag, selector or all")
     if required and given == 0:
-        raise _bad("give a target: agent, tag or all")
+        raise _bad("give a target: agent, tag, selector or all")
+    if selector is not None:
+        parse_selector(selector)  # refused here, with the column, not at the first agent it meets
+
+
+MAX_INVESTIGATION_ID = 256
+
+ID_PARAMS = ("task_id", "token_id", "key_id")
+"""Params that name a numeric id: given as a number or as a string of digits (LimaCharlie's
+clients send task ids as strings)."""
+
+
+def _ids_as_numbers(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with every id given as a string of digits turned into its number; any
+    other string id is refused, by name."""
+    fixed: dict[str, Any] | None = None
+    if not isinstance(params, dict):
+        return params  # refused by the Struct, with msgspec's message
+    for name in ID_PARAMS:
+        value = params.get(name)
+        if isinstance(value, str):
+            text = value.strip()
+            if not (text.isascii() and text.isdigit() and len(text) <= 19):
+                raise _bad(f"{name} must be a whole number (a number or a string of digits), not {value!r}")
+            fixed = dict(params) if fixed is None else fixed
+            fixed[name] = int(text)
+    return params if fixed is None else fixed
 
 
 class AgentsList(Params):
@@ -69,9 +96,16 @@ class TaskCreate(Params):
     hide_polling_output: bool = False
     """Polling (XSOAR): leave out of the history the scheduled entries after the first that
     have no output (they are still counted)."""
+    selector: str | None = None
+    """A LimaCharlie sensor selector (``tether.protocol.selectors``): every agent it matches,
+    now or until the ttl ends."""
+    investigation_id: str = ""
+    """LimaCharlie's ``context`` / ``inv_id``: kept with the task and shown with its results."""
 
     def check(self) -> None:
-        _one_target(self.agent, self.tag, self.all, required=True)
+        _one_target(self.agent, self.tag, self.all, required=True, selector=self.selector)
+        if len(self.investigation_id) > MAX_INVESTIGATION_ID:
+            raise _bad(f"investigation_id is longer than {MAX_INVESTIGATION_ID} characters")
         if not 1 <= self.ttl <= MAX_TTL:
             raise _bad(f"ttl must be between 1 and {MAX_TTL} seconds, not {self.ttl}")
         if self.priority not in PRIORITY_NAMES:
@@ -83,12 +117,14 @@ class TaskCreate(Params):
 class TaskList(Params):
     agent: str | None = None
     tag: str | None = None
+    selector: str | None = None
+    """Deliveries of the agents the selector matches now."""
     state: str | None = None
     """A delivery state, ``pending`` (the default: not yet finished) or ``all``."""
     limit: int = 1000
 
     def check(self) -> None:
-        _one_target(self.agent, self.tag, False, required=False)
+        _one_target(self.agent, self.tag, False, required=False, selector=self.selector)
         if not 1 <= self.limit <= 100_000:
             raise _bad("limit must be between 1 and 100000")
         self.states()
@@ -121,16 +157,21 @@ class TaskWait(Params):
 
 
 class TaskCancel(Params):
-    """Untask: one task, or everything pending for an agent or a tag."""
+    """Untask: one task, or everything pending for an agent, a tag or a selector; or one
+    task for those agents only (``task_id`` with one of them: LimaCharlie's reliable delete
+    sends ``sid`` and ``task_id``)."""
 
     task_id: int | None = None
     agent: str | None = None
     tag: str | None = None
+    selector: str | None = None
 
     def check(self) -> None:
-        given = sum(x is not None for x in (self.task_id, self.agent, self.tag))
-        if given != 1:
-            raise _bad("give exactly one of task_id, agent or tag")
+        given = sum(x is not None for x in (self.agent, self.tag, self.selector))
+        if given > 1 or (given == 0 and self.task_id is None):
+            raise _bad("give task_id, or one of agent, tag or selector, or task_id with one of them")
+        if self.selector is not None:
+            parse_selector(self.selector)
 
 
 SCHEDULE_NAME_MAX = 128
@@ -290,6 +331,7 @@ def parse_params(method: str, params: dict[str, Any]) -> Params:
     problem = value_problem(params)
     if problem is not None:
         raise _bad(f"{method}: params hold {problem}")
+    params = _ids_as_numbers(params)
     try:
         parsed = msgspec.convert(params, kind, strict=True)
     except msgspec.ValidationError as exc:
@@ -334,6 +376,13 @@ class DeliveryRow(View):
     priority: int
     created_at: float
     expires_at: float
+    command_line: str = ""
+    """The task's whole command line, its args included (``file_get --path /etc/hosts``)."""
+    args: dict[str, Any] = {}
+    ttl: int = 0
+    target: str = ""
+    """``agent:ID``, ``tag:NAME``, ``selector:EXPR`` or ``all``."""
+    investigation_id: str = ""
 
 
 class HistoryEntry(View):
@@ -380,6 +429,8 @@ class DeliveryView(View):
     """With ``task.get`` ``history``: the entries, oldest first (hidden ones left out)."""
     history_hidden: int = 0
     """Entries left out because the task has ``hide_polling_output``."""
+    investigation_id: str = ""
+    """The task's (LimaCharlie ``context``), with every result for correlation."""
 
 
 class TaskView(View):
@@ -387,7 +438,7 @@ class TaskView(View):
     command: str
     args: dict[str, Any]
     target: str
-    """``agent:ID``, ``tag:NAME`` or ``all``."""
+    """``agent:ID``, ``tag:NAME``, ``selector:EXPR`` or ``all``."""
     priority: int
     ttl: int
     created_at: float
@@ -398,6 +449,10 @@ class TaskView(View):
     hide_polling_output: bool = False
     schedule: str | None = None
     """The recurring schedule that created this task, if one did."""
+    investigation_id: str = ""
+    """LimaCharlie's ``context`` / ``inv_id`` given when the task was created."""
+    command_line: str = ""
+    """``command`` with its ``args``, as one command line."""
 
 
 class Cancelled(View):

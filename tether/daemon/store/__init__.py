@@ -115,6 +115,9 @@ class NewTask(msgspec.Struct, frozen=True, kw_only=True):
     ttl: int
     hide_polling_output: bool = False
     schedule_id: int | None = None
+    selector: str | None = None
+    """With target_kind ``all``: only the agents this LimaCharlie selector matches."""
+    investigation_id: str = ""
 
 
 class NewSchedule(msgspec.Struct, frozen=True, kw_only=True):
@@ -162,6 +165,8 @@ class Timers(msgspec.Struct, frozen=True):
     """(delivery_id, when) of every polling delivery waiting for its next run or timeout."""
     schedules: list[tuple[int, float]]
     """(schedule_id, next_fire_at) of every schedule not paused."""
+    selecting: list[tuple[int, float]] = []
+    """(task_id, expires_at) of every active selector task."""
 
 
 class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -253,10 +258,17 @@ class Store(Protocol):
         """A polling timer fired: queue the next run if it is due, or end the sequence at its
         timeout (the daemon's own error entry), or at the ttl."""
     async def cancel(
-        self, *, task_id: int | None = None, agent_id: str | None = None, tag: str | None = None, now: float
-    ) -> list[Change]: ...
+        self, *, task_id: int | None = None, agent_id: str | None = None, tag: str | None = None,
+        selector: str | None = None, now: float,
+    ) -> list[Change]:
+        """Untask: the task's unfinished deliveries (all, or only those of the agents the other
+        argument names), or everything unfinished for an agent, a tag or a selector."""
     async def tag_add(self, agent_id: str, tag: str, now: float) -> list[PushItem]: ...
-    async def tag_rm(self, agent_id: str, tag: str, now: float) -> bool: ...
+    async def tag_rm(self, agent_id: str, tag: str, now: float) -> list[PushItem]:
+        """Remove the tag; returns the selector tasks the agent matches without it."""
+    def select_for_agent(self, agent_id: str, hostname: str, platform: str, now: float) -> asyncio.Future[list[PushItem]]:
+        """An agent's facts from its hello: the active selector tasks it now matches and had
+        not received, queued (called only while selector tasks may be active)."""
 
     # reads
     async def list_agents(self, tag: str | None) -> list[AgentView]: ...
@@ -269,7 +281,8 @@ class Store(Protocol):
         """``now``: a task whose ttl ended by then is shown ``closed`` (a task for one agent
         whose delivery ended is not marked closed when its ttl passes: it holds no timer)."""
     async def list_deliveries(
-        self, *, agent_id: str | None, tag: str | None, states: list[str] | None, limit: int
+        self, *, agent_id: str | None, tag: str | None, states: list[str] | None, limit: int,
+        selector: str | None = None,
     ) -> list[DeliveryRow]: ...
     async def timers(self) -> Timers:
         """What the timer wheel must hold, to rebuild it at start."""

@@ -138,6 +138,17 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "LimaCharlie selectors and investigation ids on tasks",
+        """
+        -- A selector task (target_kind 'all' with a selector) reaches the agents the selector
+        -- matches; NULL for every other task.
+        ALTER TABLE tasks ADD COLUMN selector TEXT;
+        -- LimaCharlie's context / inv_id, kept with the task and shown with its results.
+        ALTER TABLE tasks ADD COLUMN investigation_id TEXT NOT NULL DEFAULT '';
+        CREATE INDEX tasks_selecting ON tasks (expires_at) WHERE selector IS NOT NULL AND state = 'active';
+        """,
+    ),
 ]
 
 LATEST = len(MIGRATIONS)

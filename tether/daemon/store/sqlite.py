@@ -29,8 +29,8 @@ from .sqlite_credentials import SQLiteCredentials
 from .sqlite_reads import SQLiteReads
 from .sqlite_runs import SQLiteRuns
 from .sqlite_schedules import SQLiteSchedules
-from .sqlite_tasks import check_target, insert_task, materialise
-from .writer import GroupWriter, Op, Tx, on_connection_thread
+from .sqlite_tasks import all_facts, check_target, insert_task, materialise, materialise_selected, selector
+from .writer import MAX_ID, GroupWriter, Op, Tx, chunks, on_connection_thread
 
 S = DeliveryState
 
@@ -173,16 +173,29 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials):
         return self._submit(op)
 
     async def cancel(
-        self, *, task_id: int | None = None, agent_id: str | None = None, tag: str | None = None, now: float
+        self, *, task_id: int | None = None, agent_id: str | None = None, tag: str | None = None,
+        selector: str | None = None, now: float,
     ) -> list[Change]:
         def op(tx: Tx) -> list[Change]:
             params: tuple[Any, ...]
+            if task_id is not None and (agent_id, tag, selector) != (None, None, None):
+                return self._cancel_for(tx, task_id, agent_id, tag, selector, now)
             if task_id is not None:
-                if not tx.one("SELECT 1 FROM tasks WHERE id = ?", (task_id,)):
+                if not tx.one("SELECT 1 FROM tasks WHERE id = ?", (min(task_id, MAX_ID),)):
                     raise ProtocolError(ErrorCode.UNKNOWN_TASK, f"no task {task_id}")
                 tx.execute("UPDATE tasks SET state = 'cancelled' WHERE id = ? AND state = 'active' AND expires_at > ?",
                            (task_id, now))
                 where, params = "task_id = ?", (task_id,)
+            elif selector is not None:
+                tx.execute("UPDATE tasks SET state = 'cancelled' WHERE selector = ? AND state = 'active'", (selector,))
+                chosen = _selected(tx, selector)
+                ended: list[Change] = []
+                for chunk in chunks(chosen):
+                    ended += self._end(f"agent_id IN ({','.join('?' * len(chunk))})", tuple(chunk),
+                                         _PENDING_SQL, S.CANCELLED, now)(tx)
+                rest: list[Change] = self._end("task_id IN (SELECT id FROM tasks WHERE selector = ?)", (selector,),
+                                               _PENDING_SQL, S.CANCELLED, now)(tx)
+                return ended + rest
             elif agent_id is not None:
                 if not tx.one("SELECT 1 FROM agents WHERE id = ?", (agent_id,)):
                     raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {agent_id!r}")
@@ -203,22 +216,65 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials):
         result: list[Change] = await self._submit(op)
         return result
 
+    def _cancel_for(self, tx: Tx, task_id: int, agent_id: str | None, tag: str | None, selector: str | None,
+                    now: float) -> list[Change]:
+        """Untask one task for some agents only (LimaCharlie's reliable delete: ``sid`` and
+        ``task_id``). An agent the task has not reached yet gets its delivery as cancelled,
+        so a tag or selector task never reaches it later."""
+        task = tx.one("SELECT priority FROM tasks WHERE id = ?", (min(task_id, MAX_ID),))
+        if task is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_TASK, f"no task {task_id}")
+        if agent_id is not None:
+            if not tx.one("SELECT 1 FROM agents WHERE id = ?", (agent_id,)):
+                raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {agent_id!r}")
+            agents = [agent_id]
+        elif tag is not None:
+            agents = [r[0] for r in tx.execute("SELECT agent_id FROM agent_tags WHERE tag = ?", (tag,))]
+        else:
+            assert selector is not None
+            agents = _selected(tx, selector)
+        changes: list[Change] = []
+        for chunk in chunks(agents):
+            marks = ",".join("?" * len(chunk))
+            changes += self._end(f"task_id = ? AND agent_id IN ({marks})", (task_id, *chunk), _PENDING_SQL,
+                                 S.CANCELLED, now)(tx)
+            tx.conn.executemany(
+                "INSERT OR IGNORE INTO deliveries (task_id, agent_id, state, priority, updated_at, finished_at,"
+                " ended_by) VALUES (?, ?, 'cancelled', ?, ?, ?, 'daemon')",
+                [(task_id, a, task[0], now, now) for a in chunk])
+        return changes
+
     async def tag_add(self, agent_id: str, tag: str, now: float) -> list[PushItem]:
         def op(tx: Tx) -> list[PushItem]:
             if not tx.one("SELECT 1 FROM agents WHERE id = ?", (agent_id,)):
                 raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {agent_id!r}")
             tx.execute("INSERT OR IGNORE INTO agent_tags (agent_id, tag) VALUES (?, ?)", (agent_id, tag))
-            return materialise(tx, agent_id, [tag], now, include_all=False)
+            return materialise(tx, agent_id, [tag], now, include_all=False) + materialise_selected(tx, agent_id, now)
 
         result: list[PushItem] = await self._submit(op)
         return result
 
-    async def tag_rm(self, agent_id: str, tag: str, now: float) -> bool:
-        def op(tx: Tx) -> bool:
+    async def tag_rm(self, agent_id: str, tag: str, now: float) -> list[PushItem]:
+        def op(tx: Tx) -> list[PushItem]:
             if not tx.one("SELECT 1 FROM agents WHERE id = ?", (agent_id,)):
                 raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {agent_id!r}")
-            return tx.execute("DELETE FROM agent_tags WHERE agent_id = ? AND tag = ?", (agent_id, tag)).rowcount > 0
+            if not tx.execute("DELETE FROM agent_tags WHERE agent_id = ? AND tag = ?", (agent_id, tag)).rowcount:
+                raise ProtocolError(ErrorCode.UNKNOWN_TAG, f"agent {agent_id} does not carry tag {tag!r}")
+            return materialise_selected(tx, agent_id, now)  # e.g. not "staging" in tags
 
-        result: bool = await self._submit(op)
+        result: list[PushItem] = await self._submit(op)
         return result
+
+    def select_for_agent(self, agent_id: str, hostname: str, platform: str, now: float) -> asyncio.Future[list[PushItem]]:
+        def op(tx: Tx) -> list[PushItem]:
+            tx.execute("UPDATE agents SET hostname = ?, platform = ? WHERE id = ?", (hostname, platform, agent_id))
+            return materialise_selected(tx, agent_id, now)
+
+        return self._submit(op)
+
+
+def _selected(tx: Tx, text: str) -> list[str]:
+    """The agents a selector matches now."""
+    match = selector(text)
+    return [f.sid for f in all_facts(tx) if match(f)]
 

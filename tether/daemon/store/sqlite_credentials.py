@@ -17,7 +17,7 @@ from ...protocol.console import KeyView, TokenView
 from ...protocol.errors import ErrorCode, ProtocolError
 from .. import credentials
 from . import AgentAuth, Enrollment
-from .sqlite_tasks import materialise
+from .sqlite_tasks import materialise, materialise_selected
 from .writer import MAX_ID, Op, Tx
 
 
@@ -185,6 +185,7 @@ class SQLiteCredentials:
             )
             current = [r[0] for r in tx.execute("SELECT tag FROM agent_tags WHERE agent_id = ?", (agent_id,))]
             materialise(tx, agent_id, current, now)
+            materialise_selected(tx, agent_id, now)
             return Enrollment(agent_id=agent_id, token=token, tags=current)
 
         result: Enrollment = await self._submit(op)

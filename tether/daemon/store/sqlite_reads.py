@@ -12,10 +12,13 @@ from typing import Any
 import aiosqlite
 import msgspec
 
+from ...protocol.cmdline import format_command_line
 from ...protocol.codec import unpack
 from ...protocol.console import AgentView, DeliveryRow, DeliveryView, HistoryEntry, TaskView
+from ...protocol.selectors import Facts
 from ...protocol.states import PENDING
 from . import PushItem, Timers
+from .sqlite_tasks import selector as compiled_selector
 from .writer import MAX_ID, chunks
 
 _PUSH_COLUMNS = (
@@ -91,7 +94,8 @@ class SQLiteReads:
             # A task for one agent whose delivery ended holds no timer (Timer.EXPIRE_ONE), so
             # it is never marked closed: past its ttl, it is shown closed.
             " CASE WHEN t.state = 'active' AND t.expires_at <= ? THEN 'closed' ELSE t.state END,"
-            " t.hide_polling_output, s.name FROM tasks t LEFT JOIN schedules s ON s.id = t.schedule_id"
+            " t.hide_polling_output, s.name, t.selector, t.investigation_id"
+            " FROM tasks t LEFT JOIN schedules s ON s.id = t.schedule_id"
             " WHERE t.id = ?", (-1e300 if now is None else now, task_id),
         )
         if not rows:
@@ -106,16 +110,18 @@ class SQLiteReads:
             DeliveryView(
                 delivery_id=d[0], agent_id=d[1], state=d[2], updated_at=d[3], sent_at=d[4], acked_at=d[5],
                 started_at=d[6], finished_at=d[7], progress=d[8], result=_decode_result(d[9]), error=d[10],
-                run=d[11], next_run_at=d[12], poll_deadline=d[13],
+                run=d[11], next_run_at=d[12], poll_deadline=d[13], investigation_id=t[13],
             )
             for d in deliveries
         ]
         if history:
             await self._add_history(views, [d[14] for d in deliveries], hide=bool(t[10]))
+        args = unpack(t[2])
         return TaskView(
-            task_id=t[0], command=t[1], args=unpack(t[2]), target="all" if t[3] == "all" else f"{t[3]}:{t[4]}",
+            task_id=t[0], command=t[1], args=args, target=_target(t[3], t[4], t[12]),
             priority=t[5], ttl=t[6], created_at=t[7], expires_at=t[8], state=t[9], deliveries=views,
-            hide_polling_output=bool(t[10]), schedule=t[11],
+            hide_polling_output=bool(t[10]), schedule=t[11], investigation_id=t[13],
+            command_line=format_command_line(t[1], args),
         )
 
     async def _add_history(self, views: list[DeliveryView], ended_by: list[str | None], *, hide: bool) -> None:
@@ -152,9 +158,17 @@ class SQLiteReads:
             view.history = shown
 
     async def list_deliveries(
-        self, *, agent_id: str | None, tag: str | None, states: list[str] | None, limit: int
+        self, *, agent_id: str | None, tag: str | None, states: list[str] | None, limit: int,
+        selector: str | None = None,
     ) -> list[DeliveryRow]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
+        chosen: set[str] | None = None
+        if selector is not None:  # filtered below: a fleet can be more agents than SQL parameters
+            match = compiled_selector(selector)
+            chosen = {f.sid for f in await self._facts() if match(f)}
+            if not chosen:
+                return []
         if agent_id is not None:
             clauses.append("d.agent_id = ?")
             params.append(agent_id)
@@ -166,18 +180,32 @@ class SQLiteReads:
             params.extend(states)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = await self._read(
-            "SELECT d.task_id, d.id, d.agent_id, t.command, d.state, d.priority, t.created_at, t.expires_at"
+            "SELECT d.task_id, d.id, d.agent_id, t.command, d.state, d.priority, t.created_at, t.expires_at,"
+            " t.args, t.ttl, t.target_kind, t.target, t.selector, t.investigation_id"
             f" FROM deliveries d JOIN tasks t ON t.id = d.task_id {where}"
             " ORDER BY d.priority DESC, d.task_id, d.id LIMIT ?",
-            (*params, limit),
+            (*params, limit if chosen is None else -1),
         )
-        return [
-            DeliveryRow(
+        out: list[DeliveryRow] = []
+        for r in rows:
+            if chosen is not None and r[2] not in chosen:
+                continue
+            if len(out) == limit:
+                break
+            args = unpack(r[8]) or {}
+            out.append(DeliveryRow(
                 task_id=r[0], delivery_id=r[1], agent_id=r[2], command=r[3], state=r[4], priority=r[5],
-                created_at=r[6], expires_at=r[7],
-            )
-            for r in rows
-        ]
+                created_at=r[6], expires_at=r[7], command_line=format_command_line(r[3], args), args=args,
+                ttl=r[9], target=_target(r[10], r[11], r[12]), investigation_id=r[13],
+            ))
+        return out
+
+    async def _facts(self) -> list[Facts]:
+        tags: dict[str, set[str]] = {}
+        for agent_id, tag in await self._read("SELECT agent_id, tag FROM agent_tags"):
+            tags.setdefault(agent_id, set()).add(tag)
+        return [Facts(sid=a, hostname=h, platform=p, tags=frozenset(tags.get(a, ())))
+                for a, h, p in await self._read("SELECT id, hostname, platform FROM agents")]
 
     async def timers(self) -> Timers:
         expiries = await self._read(
@@ -191,8 +219,17 @@ class SQLiteReads:
         )
         schedules = await self._read(
             "SELECT id, next_fire_at FROM schedules WHERE paused = 0 AND next_fire_at IS NOT NULL")
-        return Timers([tuple(r) for r in expiries], [tuple(r) for r in polls], [tuple(r) for r in schedules])
+        selecting = await self._read(
+            "SELECT id, expires_at FROM tasks WHERE selector IS NOT NULL AND state = 'active'")
+        return Timers([tuple(r) for r in expiries], [tuple(r) for r in polls], [tuple(r) for r in schedules],
+                      [tuple(r) for r in selecting])
 
+
+
+def _target(kind: str, target: str, selector: str | None) -> str:
+    if selector is not None:
+        return f"selector:{selector}"
+    return "all" if kind == "all" else f"{kind}:{target}"
 
 
 def _decode_result(blob: bytes | None) -> Any:

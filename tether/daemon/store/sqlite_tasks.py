@@ -7,12 +7,43 @@ reach agents tagged or enrolled later (:func:`materialise`), each agent once
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ...protocol.codec import pack
 from ...protocol.errors import ErrorCode, ProtocolError
+from ...protocol.selectors import Facts, compile_selector
 from . import NewTask, PushItem
-from .writer import Tx
+from .writer import Tx, chunks
+
+
+@functools.lru_cache(maxsize=1024)
+def selector(text: str) -> Callable[[Facts], bool]:
+    """A selector compiled once per text: an agent connecting evaluates every active one."""
+    return compile_selector(text)
+
+
+def agent_facts(tx: Tx, agent_ids: Iterable[str]) -> list[Facts]:
+    """What selectors are evaluated against, for these agents (those that exist)."""
+    facts: list[Facts] = []
+    for chunk in chunks(list(agent_ids)):
+        marks = ",".join("?" * len(chunk))
+        tags: dict[str, set[str]] = {}
+        for agent_id, tag in tx.execute(f"SELECT agent_id, tag FROM agent_tags WHERE agent_id IN ({marks})", chunk):
+            tags.setdefault(agent_id, set()).add(tag)
+        facts += [Facts(sid=a, hostname=h, platform=p, tags=frozenset(tags.get(a, ())))
+                  for a, h, p in tx.execute(f"SELECT id, hostname, platform FROM agents WHERE id IN ({marks})", chunk)]
+    return facts
+
+
+def all_facts(tx: Tx) -> list[Facts]:
+    """Every enrolled agent's facts (a selector task being created, a selector untask)."""
+    tags: dict[str, set[str]] = {}
+    for agent_id, tag in tx.execute("SELECT agent_id, tag FROM agent_tags"):
+        tags.setdefault(agent_id, set()).add(tag)
+    return [Facts(sid=a, hostname=h, platform=p, tags=frozenset(tags.get(a, ())))
+            for a, h, p in tx.execute("SELECT id, hostname, platform FROM agents")]
 
 
 def check_target(tx: Tx, kind: str, target: str) -> None:
@@ -29,12 +60,24 @@ def insert_task(tx: Tx, task: NewTask, now: float) -> tuple[int, float, list[Pus
     expires_at = now + task.ttl
     task_id = tx.execute(
         "INSERT INTO tasks (command, args, target_kind, target, priority, ttl, created_at, expires_at,"
-        " hide_polling_output, schedule_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " hide_polling_output, schedule_id, selector, investigation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (task.command, args, task.target_kind, task.target, task.priority, task.ttl, now, expires_at,
-         int(task.hide_polling_output), task.schedule_id),
+         int(task.hide_polling_output), task.schedule_id, task.selector, task.investigation_id),
     ).lastrowid
     assert task_id is not None
     params: tuple[Any, ...]
+    if task.selector is not None:
+        match = selector(task.selector)
+        chosen = [f.sid for f in all_facts(tx) if match(f)]
+        items = []
+        for chunk in chunks(chosen):
+            rows = tx.execute(
+                "INSERT INTO deliveries (task_id, agent_id, state, priority, updated_at)"
+                f" SELECT ?, id, 'queued', ?, ? FROM agents WHERE id IN ({','.join('?' * len(chunk))})"
+                " RETURNING id, agent_id", (task_id, task.priority, now, *chunk)).fetchall()
+            items += [PushItem(d_id, task_id, a_id, task.command, args, task.priority, expires_at) for d_id, a_id in rows]
+        tx.entered["queued"] += len(items)
+        return task_id, expires_at, items
     if task.target_kind == "agent":
         source, params = "SELECT id AS a FROM agents WHERE id = ?", (task.target,)
     elif task.target_kind == "tag":
@@ -59,7 +102,7 @@ def materialise(tx: Tx, agent_id: str, tags: list[str], now: float, *, include_a
     if tags:
         conds.append(f"(target_kind = 'tag' AND target IN ({marks}))")
     if include_all:
-        conds.append("target_kind = 'all'")
+        conds.append("(target_kind = 'all' AND selector IS NULL)")
     if not conds:
         return []
     rows = tx.execute(
@@ -75,4 +118,28 @@ def materialise(tx: Tx, agent_id: str, tags: list[str], now: float, *, include_a
             "SELECT command, args, priority, expires_at FROM tasks WHERE id = ?", (task_id,)
         )
         items.append(PushItem(d_id, task_id, agent_id, command, args, priority, expires_at))
+    return items
+
+
+def materialise_selected(tx: Tx, agent_id: str, now: float) -> list[PushItem]:
+    """Give an agent (newly enrolled, tagged, untagged or with new facts from its hello) the
+    active selector tasks it matches now and has not received: each agent gets each task
+    once, as for tag tasks. Costs one indexed read when no selector task is active."""
+    tasks = tx.execute(
+        "SELECT id, selector, command, args, priority, expires_at FROM tasks"
+        " WHERE selector IS NOT NULL AND state = 'active' AND expires_at > ?", (now,)).fetchall()
+    if not tasks:
+        return []
+    facts = agent_facts(tx, [agent_id])
+    if not facts:
+        return []
+    items = []
+    for task_id, text, command, args, priority, expires_at in tasks:
+        if not selector(text)(facts[0]):
+            continue
+        row = tx.one("INSERT OR IGNORE INTO deliveries (task_id, agent_id, state, priority, updated_at)"
+                     " VALUES (?, ?, 'queued', ?, ?) RETURNING id", (task_id, agent_id, priority, now))
+        if row is not None:
+            items.append(PushItem(row[0], task_id, agent_id, command, args, priority, expires_at))
+    tx.entered["queued"] += len(items)
     return items

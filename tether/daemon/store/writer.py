@@ -17,7 +17,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -26,6 +26,8 @@ from ...protocol.states import DeliveryState, IllegalTransition, allowed, transi
 from . import StoreError, StoreStats
 
 log = logging.getLogger("tether.store")
+
+T = TypeVar("T")
 
 
 class Tx:
@@ -89,7 +91,7 @@ MAX_ID = 2**63 - 1
 """SQLite's largest integer: a larger id from a peer names nothing (and cannot be bound)."""
 
 
-def chunks(ids: list[int], size: int = 500) -> list[list[int]]:
+def chunks(ids: list[T], size: int = 500) -> list[list[T]]:
     """Id lists cut to a size SQLite takes as bound parameters, however long a peer's list."""
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
