@@ -90,6 +90,7 @@ def test_an_unknown_priority_name_is_refused_when_the_params_are_checked() -> No
         ({"action": "task", "task": "x", "context": "a", "inv_id": "b"}, "context and inv_id name the same thing"),
         ({"action": "task", "task": "x", "context": 5}, "context must be a string"),
         ({"action": "untask"}, "an untask action needs task_id, or a target"),
+        ({"action": "task", "task": "x", "ttl": float("nan")}, "the action object holds"),
         ({"action": "untask", "sid": "*"}, "an untask action needs task_id, or a target"),
         ({"action": "signal_attempt", "sid": "a1"}, "unknown action 'signal_attempt'"),
     ],

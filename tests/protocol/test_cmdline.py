@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tether.protocol import ErrorCode, ProtocolError
-from tether.protocol.cmdline import parse_command_line
+from tether.protocol.cmdline import format_command_line, parse_command_line
 
 
 @pytest.mark.parametrize(
@@ -62,3 +63,27 @@ VALUES = st.from_regex(r"[A-Za-z0-9/._][A-Za-z0-9/._ -]{0,10}", fullmatch=True)
 def test_quoted_options_come_back_as_given(command: str, options: dict[str, str]) -> None:
     line = command + "".join(f" --{k} '{v}'" for k, v in options.items())
     assert parse_command_line(line) == (command, options)
+
+
+@given(command=NAMES, args=st.dictionaries(NAMES.filter(lambda n: n != "argv"),
+                                           st.one_of(VALUES, st.just(True), st.integers(), st.lists(st.integers())),
+                                           max_size=5),
+       argv=st.lists(VALUES, max_size=3))
+def test_a_formatted_command_line_says_the_same_command_and_args(
+    command: str, args: dict[str, object], argv: list[str]
+) -> None:
+    given = {**args, **({"argv": argv} if argv else {})}
+    line = format_command_line(command, given)
+    parsed_command, parsed = parse_command_line(line)
+    expected = {k: v if isinstance(v, str) or v is True else json.dumps(v) for k, v in args.items()}
+    expected.update({"argv": argv} if argv else {})
+    assert (parsed_command, parsed) == (command, expected)
+
+
+def test_formatted_command_lines_read_as_an_operator_wrote_them() -> None:
+    assert format_command_line("file_get", {"path": "/etc/my hosts", "force": True}) == \
+        "file_get --path '/etc/my hosts' --force"
+    assert format_command_line("scan", {"depth": 3, "argv": ["/a", "b c"]}) == "scan /a 'b c' --depth 3"
+    assert format_command_line("x", {"argv": [1]}) == "x --argv '[1]'"
+    assert format_command_line("x", {"v": "-1"}) == "x --v=-1"
+    assert parse_command_line(format_command_line("x", {"argv": ["-n"]})) == ("x", {"argv": '["-n"]'})

@@ -62,6 +62,11 @@ def test_valid_params(method: str, params: dict[str, Any], expected: rpc.Params)
     assert parse_params(method, params) == expected
 
 
+def test_params_that_are_not_an_object_are_refused() -> None:
+    with pytest.raises(ProtocolError, match="Expected `object`"):
+        rpc.parse_params("task.get", [1])  # type: ignore[arg-type]
+
+
 def test_defaults() -> None:
     created = parse_params("task.create", {"command": "x", "all": True})
     assert isinstance(created, rpc.TaskCreate)

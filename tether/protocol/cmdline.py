@@ -54,18 +54,19 @@ def parse_command_line(line: str) -> tuple[str, dict[str, Any]]:
 def format_command_line(command: str, args: dict[str, Any]) -> str:
     """The command line that says ``command`` and its ``args`` (what ``tetherctl tasks``
     and LimaCharlie's ``list`` show): the inverse of :func:`parse_command_line` for args it
-    makes (``true`` -> a bare ``--flag``, ``argv`` -> positionals); any other value is
-    written as JSON."""
+    makes (``true`` -> a bare ``--flag``, ``argv`` -> positionals, written first so that a
+    flag never takes one as its value); any other value is written as JSON."""
     words = [shlex.quote(command)]
+    argv = args.get("argv")
+    positional = isinstance(argv, list) and all(isinstance(v, str) and not v.startswith("-") for v in argv)
+    if positional:
+        words += [shlex.quote(v) for v in argv]  # type: ignore[union-attr]
     for name, value in args.items():
-        if name == "argv" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        if name == "argv" and positional:
             continue
         if value is True:
             words.append(f"--{name}")
         else:
             text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
-            words.append(f"--{name} {shlex.quote(text)}")
-    argv = args.get("argv")
-    if isinstance(argv, list) and all(isinstance(v, str) for v in argv):
-        words += [shlex.quote(v) for v in argv]
+            words.append(f"--{name}={shlex.quote(text)}" if text.startswith("-") else f"--{name} {shlex.quote(text)}")
     return " ".join(words)
