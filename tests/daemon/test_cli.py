@@ -104,6 +104,11 @@ def test_key_and_token_create(tmp_path: Path) -> None:
     assert json.loads(token.stdout)["role"] == "viewer"
     bad = tetherd("key", "create", "--data-dir", str(data), "--uses", "0")
     assert bad.returncode == 2 and "positive" in bad.stderr
+    bad = tetherd("key", "create", "--data-dir", str(data), "--tag", "a,b")
+    assert bad.returncode == 2 and "invalid tag 'a,b': a tag is 1-64 characters" in bad.stderr
+    many = [arg for i in range(65) for arg in ("--tag", f"t{i}")]
+    bad = tetherd("key", "create", "--data-dir", str(data), *many)
+    assert bad.returncode == 2 and "tetherd: that is 65 tags; an agent carries at most 64" in bad.stderr
 
 
 def test_help_explains_every_command() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from store_data import NOW, enrolled, result, task
 
 from tether.daemon.store import StoreError
 from tether.daemon.store.sqlite import SQLiteStore
+from tether.daemon.store.writer import Tx
 from tether.protocol import ErrorCode, ProtocolError
 
 
@@ -225,3 +227,56 @@ async def test_huge_id_lists_from_a_peer_are_handled(store: SQLiteStore) -> None
     out = await store.acknowledge(a, [(i, 1) for i in ids], NOW)
     assert out.settled == [(item.delivery_id, 1)]
     assert len(out.refused) == 100_000 and {r.code for r in out.refused} == {ErrorCode.UNKNOWN_DELIVERY}
+
+
+async def _submitted(store: SQLiteStore, op: Callable[[Tx], None]) -> None:
+    """Submit ``op`` when the task gathering it runs (in the same group as its neighbours)."""
+    await store._submit(op)
+
+
+async def test_a_poisoned_operation_fails_alone_and_its_group_commits(store: SQLiteStore) -> None:
+    """An operation SQLite refuses for itself ("too many SQL variables", the error once
+    caused by unbounded enrollment tags) fails alone: the bystanders in its group commit."""
+    a = await enrolled(store, "a")
+
+    def poisoned(tx: Tx) -> None:
+        tx.execute("INSERT INTO agent_tags (agent_id, tag) VALUES (?, 'x')", (a,))
+        tx.execute(f"SELECT 1 WHERE 1 IN ({','.join('?' * 300_000)})", range(300_000))
+
+    outcomes = await asyncio.gather(
+        store.create_task(task("agent", a), NOW),
+        _submitted(store, poisoned),
+        store.create_task(task("agent", a), NOW),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], StoreError) and "too many SQL variables" in str(outcomes[1])
+    created = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(created) == 2
+    assert sorted(i.task_id for i in await store.pending_for_agent(a)) == sorted(tid for tid, _ in created)
+    assert [v.tags for v in await store.list_agents(None)] == [[]]  # the poisoned op's own write is undone
+
+
+async def test_a_whole_database_error_still_fails_the_group(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a")
+
+    def locked(tx: Tx) -> None:
+        error = sqlite3.OperationalError("database is locked")
+        error.sqlite_errorcode = 5  # type: ignore[attr-defined]  # SQLITE_BUSY
+        raise error
+
+    outcomes = await asyncio.gather(
+        store.create_task(task("agent", a), NOW), _submitted(store, locked), return_exceptions=True)
+    assert all(isinstance(o, StoreError) and "locked" in str(o) for o in outcomes)
+    assert await store.pending_for_agent(a) == []
+
+
+async def test_an_agent_carries_at_most_64_tags(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a", *(f"t{i}" for i in range(60)))
+    for i in range(60, 64):
+        await store.tag_add(a, f"t{i}", NOW)
+    await store.tag_add(a, "t0", NOW)  # one it carries already: nothing changes
+    with pytest.raises(ProtocolError) as err:
+        await store.tag_add(a, "one-more", NOW)
+    assert err.value.code == ErrorCode.INVALID_PARAMS
+    assert err.value.message == f"agent {a} would carry 65 tags; an agent carries at most 64"
+    assert len((await store.list_agents(None))[0].tags) == 64

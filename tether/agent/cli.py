@@ -25,6 +25,8 @@ from typing import IO, Any
 
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
+from tether.protocol import tags
+
 from . import host
 from .client import AgentClient, FatalSessionError
 from .enrollment import EnrollmentError, enroll
@@ -295,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--server", required=True, metavar="URL", help="daemon URL, e.g. ws://tetherd:8765 or wss://...")
     p.add_argument("--key", required=True, help="enrollment key (AAAAA-AAAAA-AAAAA-AAAAA-AAAAA)")
-    p.add_argument("--tag", action="append", default=[], metavar="T", help="ask for this tag (repeatable)")
+    p.add_argument("--tag", action="append", default=[], type=_tag, metavar="T",
+                   help=f"ask for this tag (repeatable; {tags.RULE})")
     p.add_argument("--machine-uuid", default=None, metavar="U",
                    help="override the machine UUID (default: /etc/machine-id, else the SMBIOS product "
                         "UUID, else one derived from the MAC address); useful for many agents on one host")
@@ -331,6 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print agent_id, server, pending, running, outbox, finished as JSON")
     p.set_defaults(func=cmd_status)
     return parser
+
+
+def _tag(text: str) -> str:
+    problem = tags.tag_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _positive(kind: Callable[[str], Any], text: str) -> Any:

@@ -25,6 +25,8 @@ from typing import Any
 import msgspec
 
 from .. import __version__
+from ..protocol.errors import ProtocolError
+from ..protocol.tags import RULE, check_tags, tag_problem
 from . import config as config_mod
 from . import housekeeping
 from .config import Config, ConfigError
@@ -270,6 +272,11 @@ def _with_store(config: Config, use: Callable[[Any], Awaitable[str]]) -> str:
 
 
 def cmd_key_create(args: argparse.Namespace) -> int:
+    try:
+        check_tags(args.tag)
+    except ProtocolError as exc:
+        print(f"tetherd: {exc.message}", file=sys.stderr)
+        return 2
     now = time.time()
     expires = now + args.expires_in if args.expires_in is not None else None
     key = _with_store(_config(args), lambda store: store.create_enroll_key(args.tag, expires, args.uses, now))
@@ -285,6 +292,13 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     token = _with_store(_config(args), lambda store: store.create_admin_token(args.role, args.label, time.time()))
     print(json.dumps({"admin_token": token, "role": args.role}) if args.json else token)
     return 0
+
+
+def _tag(value: str) -> str:
+    problem = tag_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value
 
 
 def _positive(value: str) -> float:
@@ -341,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = key.add_parser("create", help="make an enrollment key", description=(
         "Make an enrollment key (AAAAA-AAAAA-AAAAA-AAAAA-AAAAA). Agents enrolling with it get its tags."))
     common(p)
-    p.add_argument("--tag", action="append", default=[], metavar="T", help="tag given to agents (repeatable)")
+    p.add_argument("--tag", action="append", default=[], type=_tag, metavar="T",
+                   help=f"tag given to agents (repeatable; {RULE})")
     p.add_argument("--expires-in", type=_positive, metavar="S", help="seconds until the key expires (default: never)")
     p.add_argument("--uses", type=_positive_int, metavar="N", help="how many enrollments it allows (default: unlimited)")
     p.set_defaults(func=cmd_key_create)

@@ -40,6 +40,7 @@ from tether.protocol.cmdline import parse_command_line
 from tether.protocol.frames import Event
 from tether.protocol.polling import parse_duration
 from tether.protocol.states import DeliveryState
+from tether.protocol.tags import RULE
 
 from .console_client import (
     DEFAULT_URL,
@@ -362,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "agent that is tagged later.")
     p.add_argument("op", choices=("add", "rm"), help="add or rm")
     p.add_argument("agent_id", metavar="AGENT_ID")
-    p.add_argument("tag", metavar="TAG", help="1-128 characters, no spaces")
+    p.add_argument("tag", metavar="TAG", help=RULE)
 
     p = command("task", "queue a task for an agent, a tag or every agent",
                 "Queue a task. Offline agents get it when they connect, until the ttl ends. "

@@ -41,6 +41,7 @@ from ..protocol.frames import (
     Welcome,
     run_refs,
 )
+from ..protocol.tags import check_tags
 from .broker import STORAGE_RETRY_AFTER, Broker
 from .config import Config, exempt_networks
 from .limits import AddressLimiter, FrameBudget
@@ -256,8 +257,9 @@ class Daemon:
         if (refusal := client_certificate_refusal(ws)) is not None:
             raise SessionEnd(refusal)  # before the key is looked at: no use of it is spent
         try:
+            tags = check_tags(frame.tags, ErrorCode.BAD_HELLO)
             enrolled = await self.store.enroll(
-                frame.key, frame.machine_uuid, frame.hostname, frame.platform, frame.tags, self.broker.clock()
+                frame.key, frame.machine_uuid, frame.hostname, frame.platform, tags, self.broker.clock()
             )
         except ProtocolError as exc:
             raise SessionEnd(exc) from None

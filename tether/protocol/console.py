@@ -16,6 +16,7 @@ from .errors import ErrorCode, ProtocolError
 from .polling import MAX_SECONDS
 from .selectors import parse as parse_selector
 from .states import PENDING, DeliveryState
+from .tags import check_tag, check_tags
 from .values import value_problem
 
 DEFAULT_TTL = 604_800
@@ -36,6 +37,8 @@ def _bad(message: str) -> ProtocolError:
 
 
 def _one_target(agent: str | None, tag: str | None, all_: bool, *, required: bool, selector: str | None = None) -> None:
+    if tag is not None:
+        check_tag(tag)
     given = sum((agent is not None, tag is not None, bool(all_), selector is not None))
     if given > 1:
         raise _bad("give only one target: agent, tag, selector or all")
@@ -73,14 +76,25 @@ class AgentsList(Params):
     tag: str | None = None
     online: bool = False
 
+    def check(self) -> None:
+        _one_target(None, self.tag, False, required=False)
+
 
 class TagChange(Params):
     agent_id: str
     tag: str
 
     def check(self) -> None:
-        if not self.tag or len(self.tag) > 128 or any(c.isspace() for c in self.tag):
-            raise _bad(f"invalid tag {self.tag!r}: 1-128 characters, no spaces")
+        check_tag(self.tag)
+
+
+class TagRemove(TagChange):
+    """``tag.rm`` takes any tag an agent carries, also one made before the tag rule
+    (:mod:`.tags`) existed, so such a tag can be cleaned up."""
+
+    def check(self) -> None:
+        if not self.tag:
+            raise _bad("tag is empty")
 
 
 class TaskCreate(Params):
@@ -168,6 +182,8 @@ class TaskCancel(Params):
 
     def check(self) -> None:
         given = sum(x is not None for x in (self.agent, self.tag, self.selector))
+        if self.tag is not None:
+            check_tag(self.tag)
         if given > 1 or (given == 0 and self.task_id is None):
             raise _bad("give task_id, or one of agent, tag or selector, or task_id with one of them")
         if self.selector is not None:
@@ -260,8 +276,7 @@ class KeyCreate(Params):
     """How many enrollments it allows (None: unlimited)."""
 
     def check(self) -> None:
-        for tag in self.tags:
-            TagChange(agent_id="", tag=tag).check()
+        check_tags(self.tags)
         if self.expires_in is not None and not 0 < self.expires_in <= MAX_TTL:
             raise _bad(f"expires_in must be more than 0 and at most {MAX_TTL} seconds")
         if self.uses is not None and not 1 <= self.uses <= 1_000_000_000:
@@ -279,7 +294,7 @@ class AgentRevoke(Params):
 METHODS: dict[str, type[Params]] = {
     "agents.list": AgentsList,
     "tag.add": TagChange,
-    "tag.rm": TagChange,
+    "tag.rm": TagRemove,
     "task.create": TaskCreate,
     "task.list": TaskList,
     "task.get": TaskGet,

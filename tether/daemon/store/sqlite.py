@@ -17,6 +17,7 @@ import aiosqlite
 from ...protocol.codec import pack
 from ...protocol.errors import ErrorCode, ProtocolError
 from ...protocol.states import PENDING, TTL_BOUND, DeliveryState
+from ...protocol.tags import check_tag_count
 from . import (
     Change,
     NewTask,
@@ -248,7 +249,9 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials):
         def op(tx: Tx) -> list[PushItem]:
             if not tx.one("SELECT 1 FROM agents WHERE id = ?", (agent_id,)):
                 raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {agent_id!r}")
-            tx.execute("INSERT OR IGNORE INTO agent_tags (agent_id, tag) VALUES (?, ?)", (agent_id, tag))
+            if tx.execute("INSERT OR IGNORE INTO agent_tags (agent_id, tag) VALUES (?, ?)", (agent_id, tag)).rowcount:
+                count = tx.one("SELECT count(*) FROM agent_tags WHERE agent_id = ?", (agent_id,))[0]
+                check_tag_count(count, whose=f"agent {agent_id}")
             return materialise(tx, agent_id, [tag], now, include_all=False) + materialise_selected(tx, agent_id, now)
 
         result: list[PushItem] = await self._submit(op)

@@ -100,9 +100,10 @@ Op = Callable[[Tx], Any]
 
 
 _REFUSALS = (ProtocolError, StoreError, sqlite3.IntegrityError)
-"""What an operation may raise to refuse itself. Another ``sqlite3.Error`` (a full disk, a
-lock) fails the whole group; any other exception is a bug or input no check caught (a
-number too large for SQLite): it fails that operation alone, never the writer."""
+"""What an operation may raise to refuse itself. A ``sqlite3.Error`` about the whole
+database (:func:`_fails_group`) fails the whole group; any other exception is a bug or
+input no check caught (a number too large for SQLite, too many SQL variables): it fails
+that operation alone, never its neighbours or the writer."""
 
 
 def run_group(conn: sqlite3.Connection, ops: list[Op]) -> tuple[list[tuple[bool, Any]], collections.Counter[str]]:
@@ -123,9 +124,18 @@ class _Refused(Exception):
     pass
 
 
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_READONLY = 5, 6, 7, 8
+SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_PROTOCOL, SQLITE_NOTADB = 10, 11, 13, 14, 15, 26
+WHOLE_DATABASE = frozenset({SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_READONLY, SQLITE_IOERR,
+                            SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_PROTOCOL, SQLITE_NOTADB})
+"""SQLite's primary result codes that are about the database, not one statement: only
+these fail a whole group (https://www.sqlite.org/rescode.html)."""
+
+
 def _fails_group(exc: Exception) -> bool:
-    """A database error (full, locked, I/O), not one operation's own: the group fails."""
-    return isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError)
+    """A database error (full, locked/busy, I/O, corrupt, read-only), not one operation's
+    own: the group fails. Every other error fails only the operation that raised it."""
+    return _primary_code(exc) in WHOLE_DATABASE
 
 
 def _run(
@@ -150,8 +160,8 @@ def _run(
             try:
                 value = op(tx)
             except Exception as exc:
-                if _fails_group(exc):
-                    raise
+                if _fails_group(exc) or not conn.in_transaction:
+                    raise  # the database's own trouble, or SQLite ended the transaction itself
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
                 if not isinstance(exc, _REFUSALS):
@@ -168,10 +178,6 @@ def _run(
             conn.execute("ROLLBACK")
         raise
     return results, entered
-
-
-SQLITE_FULL = 13
-SQLITE_BUSY, SQLITE_LOCKED = 5, 6
 
 
 def _primary_code(exc: BaseException) -> int:
