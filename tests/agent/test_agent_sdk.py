@@ -13,7 +13,7 @@ import pytest
 
 from tether.agent import Agent, Context
 from tether.agent.builtins import BUILTINS, os_version
-from tether.agent.logfmt import EventLog, KeyValueFormatter, kv
+from tether.agent.logfmt import EventLog, LogfmtFormatter, kv
 from tether.agent.runner import encode_output
 from tether.protocol import Progress, unpack
 
@@ -146,8 +146,8 @@ def test_event_log_binds_context_and_formatter_folds_tracebacks(caplog: pytest.L
         "event=session_open agent_id=a1 session=s1 window=10",
         "event=crash agent_id=a1 session=s1",
     ]
-    formatted = KeyValueFormatter().format(caplog.records[1])
-    assert formatted.startswith("ts=") and " level=error event=crash" in formatted
+    formatted = LogfmtFormatter().format(caplog.records[1])
+    assert formatted.startswith("ts=") and " level=error logger=tether.agent.test event=crash" in formatted
     assert "\n" not in formatted and "RuntimeError: boom" in formatted
 
 

@@ -31,7 +31,7 @@ from . import host
 from .client import AgentClient, FatalSessionError
 from .enrollment import EnrollmentError, enroll
 from .journal import JOURNAL_FILE, Identity, Journal
-from .logfmt import KeyValueFormatter
+from .logfmt import LogfmtFormatter
 from .sdk import Agent
 from .tls import TLSFileError, TLSFiles, explain
 
@@ -144,7 +144,7 @@ async def _serve(client: AgentClient) -> None:
     def on_signal(signum: int) -> None:
         nonlocal signals
         signals += 1
-        logging.getLogger("tether.agent").info(f"event=signal_received signal={signal.Signals(signum).name}")
+        logging.getLogger("tether.agent").info("event=signal_received signal=%s", signal.Signals(signum).name)
         if signals == 1:
             client.stop()
         elif main is not None:
@@ -252,7 +252,7 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 
 def _setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(KeyValueFormatter())
+    handler.setFormatter(LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

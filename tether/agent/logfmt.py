@@ -1,5 +1,7 @@
 """Structured ``key=value`` log lines (STYLE "Logging": one line per event, no secrets).
 
+The line format and the quoting of values are tetherd's too (:mod:`tether.protocol.logfmt`).
+
 Every agent log line is ``event=<name>`` followed by fields. A process may host hundreds of
 simulated agents (the benchmark does), so each :class:`EventLog` carries the fields that
 say *which* agent speaks (``agent_id=...``) and prefixes them to every line.
@@ -10,34 +12,13 @@ know a secret, so the rule is enforced at the call sites (``client.py``, ``cli.p
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-from collections.abc import Iterable
+
+from tether.protocol.logfmt import LogfmtFormatter, kv, quote
+
+__all__ = ["LOGGER", "EventLog", "LogfmtFormatter", "kv", "quote"]
 
 LOGGER = logging.getLogger("tether.agent")
-
-_NEEDS_QUOTES = frozenset(' "=\\\n\r\t')
-
-
-def format_value(value: object) -> str:
-    """Render one value; quote it (JSON string syntax) when it would break the line."""
-    if isinstance(value, float):
-        text = f"{value:.3f}".rstrip("0").rstrip(".") if value == value else "nan"
-    elif isinstance(value, list | tuple | set | frozenset):
-        text = ",".join(str(v) for v in value)
-    else:
-        text = str(value)
-    if text == "" or not _NEEDS_QUOTES.isdisjoint(text):
-        return json.dumps(text)
-    return text
-
-
-def kv(event: str, fields: Iterable[tuple[str, object]]) -> str:
-    """``event=<event> k=v ...``; ``None`` values are left out."""
-    parts = [f"event={event}"]
-    parts.extend(f"{k}={format_value(v)}" for k, v in fields if v is not None)
-    return " ".join(parts)
 
 
 class EventLog:
@@ -74,14 +55,3 @@ class EventLog:
     def exception(self, event: str, **fields: object) -> None:
         """Log at ERROR with the current exception's traceback (folded into one line)."""
         self._log(logging.ERROR, event, fields, exc_info=True)
-
-
-class KeyValueFormatter(logging.Formatter):
-    """``ts=... level=... <message>``; a traceback is folded into one quoted ``exc=`` field."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        line = f"ts={stamp}.{int(record.msecs):03d}Z level={record.levelname.lower()} {record.getMessage()}"
-        if record.exc_info:
-            line += " exc=" + json.dumps(self.formatException(record.exc_info))
-        return line

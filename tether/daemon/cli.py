@@ -24,6 +24,8 @@ from typing import Any
 
 import msgspec
 
+from tether.protocol.logfmt import LogfmtFormatter
+
 from .. import __version__
 from ..protocol.errors import ProtocolError
 from ..protocol.tags import RULE, check_tags, tag_problem
@@ -39,12 +41,12 @@ $TETHER_DATA_DIR or ./tether-data.
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="ts=%(asctime)s.%(msecs)03d level=%(levelname)s logger=%(name)s %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-        stream=sys.stderr,
-    )
+    """One logfmt line per event on stderr, values quoted (tether.protocol.logfmt)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper()))
     logging.getLogger("tether.websockets").setLevel(logging.WARNING)
 
 
@@ -144,7 +146,7 @@ async def _reload(store: Any, config: Config, read: Callable[[], Config], log: l
     try:
         new = read()
     except ConfigError as exc:
-        log.error("event=reload_failed error=%r (the running settings stay)", str(exc))
+        log.error("event=reload_failed error=%s kept=running_settings", str(exc))
         return config
     if new.max_database_mb != config.max_database_mb:
         pages = await store.set_max_database_mb(new.max_database_mb)
