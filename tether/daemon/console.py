@@ -29,7 +29,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import msgspec
 
@@ -56,6 +56,7 @@ from .console_client import (
 from .console_render import (
     fmt_priority,
     fmt_time,
+    json_text,
     progress_line,
     render_agents,
     render_deliveries,
@@ -65,6 +66,8 @@ from .console_render import (
     render_table,
     render_task,
     render_tokens,
+    visible,
+    visible_lines,
     wait_outcome,
 )
 
@@ -96,7 +99,22 @@ Render = Callable[[Any, argparse.Namespace], int]
 
 
 def _print_raw(result: Any, out: TextIO) -> None:
-    print(json.dumps(result, indent=2, ensure_ascii=False), file=out)
+    print(json_text(result, sort_keys=False), file=out)
+
+
+class _TerminalSafe:
+    """What tetherctl writes to a stream, with the characters a terminal would act on
+    escaped (:func:`~.console_render.visible_lines`): the last guard for agent text that a
+    renderer did not escape itself (newlines and tabs pass: renderers lay text out with them)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(visible_lines(text))
+
+    def flush(self) -> None:
+        self._stream.flush()
 
 
 def _show(render: Callable[[Any], str]) -> Render:
@@ -527,8 +545,8 @@ async def run(
 ) -> int:
     """Run one tetherctl command line; return its exit code."""
     stdin = stdin or sys.stdin
-    stdout = stdout or sys.stdout
-    stderr = stderr or sys.stderr
+    stdout = cast(TextIO, _TerminalSafe(stdout or sys.stdout))
+    stderr = cast(TextIO, _TerminalSafe(stderr or sys.stderr))
     env = os.environ if environ is None else environ
     parser = build_parser()
     try:
@@ -555,13 +573,13 @@ async def run(
             return _show_wait(result, args) if method == "task.wait" else EXIT_OK
         return render(result, args)
     except ProtocolError as exc:  # refused locally, before anything was sent
-        print(f"error: {exc.code.slug} ({int(exc.code)}): {exc.message}", file=stderr)
+        print(f"error: {exc.code.slug} ({int(exc.code)}): {visible(exc.message)}", file=stderr)
         return EXIT_INPUT
     except ConsoleError as exc:
         hint = ""
         if isinstance(exc, SessionClosed) and exc.code == ErrorCode.UNAUTHORIZED and not token:
             hint = " (no token given: pass --token or set TETHER_TOKEN)"
-        print(f"error: {exc}{hint}", file=stderr)
+        print(f"error: {visible(exc)}{hint}", file=stderr)
         return exc.exit_code
     except msgspec.ValidationError as exc:
         print(f"error: the daemon's answer has an unexpected shape ({exc}); try --json", file=stderr)

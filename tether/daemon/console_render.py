@@ -1,6 +1,13 @@
 """How tetherctl shows results to a person: tables, task views, progress lines.
 
 With ``--json`` tetherctl prints the daemon's raw result instead.
+
+Text that comes from agents (hostnames, tags, progress, errors, outputs) is shown, never
+obeyed: a control character (an escape sequence that would rewrite a line or set the
+clipboard, a carriage return, a newline that would forge a table row), a bidirectional
+override or a line separator is written as its escape (``\x1b``, ``\u202e``) by
+:func:`visible`; JSON gets the same characters as JSON escapes (:func:`json_text`), so
+``--json`` still parses to the exact string.
 """
 
 from __future__ import annotations
@@ -19,6 +26,46 @@ from tether.protocol.states import DeliveryState
 
 from .console_client import EXIT_OK, EXIT_TASK_FAILED, EXIT_TIMEOUT
 
+# -- terminal safety -----------------------------------------------------------------------
+
+HIDDEN = frozenset(
+    [*map(chr, range(0x20)), *map(chr, range(0x7F, 0xA0)),     # C0, DEL, C1 (0x9b is a CSI)
+     "\u061c", "\u200e", "\u200f", *map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A)),  # bidi
+     "\u2028", "\u2029"]                                        # line and paragraph separators
+)
+"""Characters a terminal acts on or that reorder what it shows, instead of showing them."""
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+_VISIBLE = str.maketrans({ch: _escape(ch) for ch in HIDDEN})
+_VISIBLE_LINES = str.maketrans({ch: _escape(ch) for ch in HIDDEN if ch not in "\n\t"})
+_JSON_SAFE = str.maketrans({ch: f"\\u{ord(ch):04x}" for ch in HIDDEN if ch >= "\x7f"})
+"""JSON escapes the C0 characters inside strings itself; outside strings it writes only its
+own newlines and spaces."""
+
+
+def visible(value: object) -> str:
+    """``str(value)`` with every :data:`HIDDEN` character written as its escape: one line of
+    text that shows exactly what was sent."""
+    return str(value).translate(_VISIBLE)
+
+
+def visible_lines(text: str) -> str:
+    """:func:`visible`, but newlines and tabs kept: for text tetherctl laid out itself."""
+    return text.translate(_VISIBLE_LINES)
+
+
+def json_text(value: Any, indent: int | None = 2, *, sort_keys: bool = True) -> str:
+    """``value`` as JSON (non-ASCII kept as it is) with every :data:`HIDDEN` character as a
+    ``\\uXXXX`` escape: it parses back to the same value, and a terminal shows it as text."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False, sort_keys=sort_keys)
+    return text.translate(_JSON_SAFE)
+
+
 # -- rendering -----------------------------------------------------------------------------
 
 
@@ -35,7 +82,7 @@ def fmt_priority(value: int) -> str:
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """Columns padded to their widest cell; numbers right-aligned."""
-    cells = [[str(c) for c in headers], *([str(c) for c in row] for row in rows)]
+    cells = [[str(c) for c in headers], *([visible(c) for c in row] for row in rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     numeric = [all(isinstance(row[i], int) for row in rows) and bool(rows) for i in range(len(headers))]
     lines = []
@@ -47,12 +94,11 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
 
 def _fields(pairs: Sequence[tuple[str, object]], indent: str = "  ") -> str:
     width = max(len(k) for k, _ in pairs)
-    return "\n".join(f"{indent}{k.ljust(width)}  {v}" for k, v in pairs)
+    return "\n".join(f"{indent}{k.ljust(width)}  {visible(v)}" for k, v in pairs)
 
 
 def _pretty(value: Any, indent: str) -> str:
-    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
-    return "\n".join(indent + line for line in text.splitlines())
+    return "\n".join(indent + line for line in json_text(value).splitlines())
 
 
 def render_agents(result: Any) -> str:
@@ -91,7 +137,7 @@ def render_task(result: Any, *, history: bool = False) -> str:
         f"task {task.task_id}",
         _fields([
             ("command", task.command),
-            ("args", json.dumps(task.args, ensure_ascii=False, sort_keys=True)),
+            ("args", json_text(task.args, indent=None)),
             *([("command line", task.command_line)] if task.command_line else []),
             ("target", task.target),
             *([("investigation", task.investigation_id)] if task.investigation_id else []),
@@ -122,7 +168,7 @@ def render_task(result: Any, *, history: bool = False) -> str:
         if d.error:
             pairs.append(("error", d.error))
         run = f"  run {d.run}" if d.run > 1 or d.poll_deadline is not None else ""
-        out += ["", f"delivery {d.delivery_id}  agent {d.agent_id}  {d.state}{run}", _fields(pairs)]
+        out += ["", visible(f"delivery {d.delivery_id}  agent {d.agent_id}  {d.state}{run}"), _fields(pairs)]
         if d.result is not None:
             out += ["  result", _pretty(d.result, "    ")]
         if history and d.history is not None:
@@ -135,16 +181,16 @@ def _history(d: rpc.DeliveryView) -> list[str]:
     hidden = f", {d.history_hidden} hidden (hide_polling_output)" if d.history_hidden else ""
     out = [f"  history ({_count(len(d.history) + d.history_hidden, 'entry', 'entries')}{hidden})"]
     for e in d.history:
-        head = f"    #{e.run}  {fmt_time(e.at)}  {e.state}"
+        head = f"    #{e.run}  {fmt_time(e.at)}  {visible(e.state)}"
         if e.by == "daemon":
             head += "  (by tetherd)"
         if e.poll_message:
-            head += f"  {e.poll_message}"
+            head += f"  {visible(e.poll_message)}"
         out.append(head)
         if e.note:
-            out.append(f"      note: {e.note}")
+            out.append(f"      note: {visible(e.note)}")
         if e.error:
-            out.append(f"      error: {e.error}")
+            out.append(f"      error: {visible(e.error)}")
         if e.next_run_at is not None:
             out.append(f"      next run: {fmt_time(e.next_run_at)}")
         for label, value in (("partial result", e.partial_result), ("output", e.output)):
@@ -193,10 +239,10 @@ def render_schedule(result: Any) -> str:
         ("created", fmt_time(s.created_at)),
     ]
     if s.args:
-        pairs.insert(2, ("args", json.dumps(s.args, ensure_ascii=False, sort_keys=True)))
+        pairs.insert(2, ("args", json_text(s.args, indent=None)))
     if s.recent_tasks:
         pairs.append(("newest tasks", ", ".join(map(str, s.recent_tasks))))
-    return "\n".join([f"schedule {s.name}", _fields(pairs)])
+    return "\n".join([visible(f"schedule {s.name}"), _fields(pairs)])
 
 
 _TERMINAL = {s.value for s in DeliveryState if s.terminal}
@@ -218,13 +264,13 @@ def progress_line(event: Event) -> str:
     try:
         d = msgspec.convert(event.data, rpc.DeliveryView)
     except msgspec.ValidationError:
-        return f"{event.topic}: {json.dumps(event.data, ensure_ascii=False)}"
+        return f"{visible(event.topic)}: {json_text(event.data, indent=None)}"
     line = f"{fmt_time(d.updated_at)}  delivery {d.delivery_id}  agent {d.agent_id}  {d.state}"
     if d.progress:
         line += f"  {d.progress}"
     if d.error:
         line += f"  error: {d.error}"
-    return line
+    return visible(line)
 
 
 def render_tokens(result: Any) -> str:
