@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from tether.agent import Agent, Context, PollResult, ScheduledCommand, polling_function
 from tether.agent.journal import RESTARTED_WHILE_RUNNING, Journal
 from tether.agent.polling import polling_arg_set
-from tether.agent.runner import encode_schedule
+from tether.agent.outcome import interpret
 from tether.protocol import (
     Ack,
     Cancel,
@@ -50,14 +51,30 @@ def test_without_the_polling_arg_the_handler_runs_once() -> None:
     assert asked == []  # not polling: continue_to_poll is not even asked
 
 
-@pytest.mark.parametrize("value", [True, "true", "TRUE", " Yes ", "yes", "1", 1])
+@pytest.mark.parametrize("value", [True, "true", "TRUE", "Yes", "yes"])
 def test_polling_arg_values_that_ask_for_polling(value: object) -> None:
+    """CommonServerPython ``argToBoolean``: true/yes in any case, and booleans."""
     assert polling_arg_set(value)
 
 
-@pytest.mark.parametrize("value", [False, None, "false", "no", "0", "", "y", 0, 2, 1.0, [True]])
+@pytest.mark.parametrize("value", [False, None, "false", "No", "FALSE"])
 def test_polling_arg_values_that_do_not(value: object) -> None:
     assert not polling_arg_set(value)
+
+
+@pytest.mark.parametrize("value", [" Yes ", "1", 1, "0", "", "y", 0, 2, 1.0, [True]])
+def test_any_other_polling_arg_is_an_error_of_that_run(value: object) -> None:
+    """CommonServerPython ``argToBoolean`` raises ``ValueError`` for anything else: XSOAR's
+    polling_function fails the run there, it does not quietly not poll."""
+    with pytest.raises(ValueError, match="the 'polling' arg must be true, false, yes or no"):
+        polling_arg_set(value)
+
+    @polling_function()
+    def report(args: dict[str, Any]) -> PollResult:
+        raise AssertionError("not reached")
+
+    with pytest.raises(ValueError, match=re.escape(f"got {value!r}")):
+        report({"polling": value}, ctx=ctx())
 
 
 def test_continue_to_poll_schedules_the_next_run_with_xsoar_defaults() -> None:
@@ -67,7 +84,7 @@ def test_continue_to_poll_schedules_the_next_run_with_xsoar_defaults() -> None:
 
     scheduled = report({"id": 5, "polling": True}, ctx=ctx("sandbox.report"))
     assert scheduled == ScheduledCommand(
-        "sandbox.report", 30, {"id": 5, "polling": True}, 600,
+        "sandbox.report", 30, {"id": 5, "polling": True, "hide_polling_output": True}, 600,
         partial_result={"seen": 1}, poll_message="Fetching Results:",
     )
 
@@ -89,22 +106,27 @@ def test_continue_to_poll_may_be_a_predicate_of_the_response(state: str, polls: 
     outcome = report({"id": 5, "polling": "yes"}, ctx=ctx())
     if polls:
         assert outcome == ScheduledCommand(
-            "sandbox.report", 60, {"id": 5, "polling": True}, 1800, poll_message="waiting")
+            "sandbox.report", 60, {"id": 5, "polling": "yes", "hide_polling_output": True}, 1800,
+            poll_message="waiting")
     else:
         assert outcome == {"state": "done"}
 
 
-def test_args_for_next_run_replace_the_input_args_and_get_the_polling_arg() -> None:
+def test_args_for_next_run_replace_the_input_args_as_xsoars_do() -> None:
+    """CommonServerPython ``polling_function``: ``poll_args = poll_result.args_for_next_run or
+    args``, then ``poll_args['hide_polling_output'] = True`` -- nothing else is added (the
+    next run polls if its args say so: pass the polling arg along, as XSOAR's docs say)."""
     @polling_function(polling_arg_name="poll")
     def report(args: dict[str, Any]) -> PollResult:
         return PollResult(None, continue_to_poll=True, args_for_next_run=args.get("next"))
 
-    reused = report({"id": 5, "poll": "1"}, ctx=ctx())
-    assert isinstance(reused, ScheduledCommand) and reused.args == {"id": 5, "poll": True}
+    reused = report({"id": 5, "poll": "yes"}, ctx=ctx())
+    assert isinstance(reused, ScheduledCommand) and reused.args == {"id": 5, "poll": "yes", "hide_polling_output": True}
     replaced = report({"id": 5, "poll": True, "next": {"cookie": "c1"}}, ctx=ctx())
-    assert isinstance(replaced, ScheduledCommand) and replaced.args == {"cookie": "c1", "poll": True}
-    emptied = report({"id": 5, "poll": True, "next": {}}, ctx=ctx())  # {} is not None: no input args
-    assert isinstance(emptied, ScheduledCommand) and emptied.args == {"poll": True}
+    assert isinstance(replaced, ScheduledCommand) and replaced.args == {"cookie": "c1", "hide_polling_output": True}
+    emptied = report({"id": 5, "poll": True, "next": {}}, ctx=ctx())  # {} falls back to the args (XSOAR's `or`)
+    assert isinstance(emptied, ScheduledCommand) and emptied.args == {
+        "id": 5, "poll": True, "next": {}, "hide_polling_output": True}
 
 
 def test_the_command_defaults_to_the_one_it_runs_under() -> None:
@@ -132,7 +154,11 @@ def test_requires_polling_arg_false_polls_without_it() -> None:
         return PollResult(None, continue_to_poll=True)
 
     outcome = report({}, ctx=ctx())
-    assert outcome == ScheduledCommand("sandbox.report", 15, {"polling": True}, 600, poll_message="Fetching Results:")
+    assert outcome == ScheduledCommand("sandbox.report", 15, {"hide_polling_output": True}, 600,
+                                       poll_message="Fetching Results:")
+    # a run whose args say hide_polling_output shows no poll message (XSOAR: readable_output None)
+    later = report({"hide_polling_output": True}, ctx=ctx())
+    assert isinstance(later, ScheduledCommand) and later.poll_message == ""
 
 
 async def test_async_handlers_stay_async_and_ctx_reaches_only_handlers_that_declare_it() -> None:
@@ -183,13 +209,11 @@ def test_a_handler_that_returns_no_poll_result_fails_clearly() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"interval": -1}, "polling_function: interval must be at least 0 seconds, not -1"),
         ({"interval": math.nan}, "polling_function: interval must be a finite number of seconds, not nan"),
         ({"interval": math.inf}, "polling_function: interval must be a finite number of seconds, not inf"),
         ({"interval": True}, "polling_function: interval must be a finite number of seconds, not True"),
         ({"interval": "30"}, "polling_function: interval must be a finite number of seconds, not '30'"),
         ({"interval": MAX_SECONDS * 2}, "polling_function: interval of 6.32448e+07 s is more than a year"),
-        ({"timeout": 0}, "polling_function: timeout must be more than 0 seconds, not 0"),
         ({"timeout": -600}, "polling_function: timeout must be more than 0 seconds, not -600"),
         ({"timeout": math.nan}, "polling_function: timeout must be a finite number of seconds, not nan"),
         ({"name": "sandbox report"}, "invalid command name 'sandbox report'"),
@@ -219,11 +243,9 @@ def test_intervals_below_the_daemons_floor_are_the_daemons_to_raise() -> None:
         (("", 30), {}, "ScheduledCommand: invalid command name ''"),
         (("file get", 30), {}, "ScheduledCommand: invalid command name 'file get'"),
         ((42, 30), {}, "ScheduledCommand: invalid command name 42"),
-        (("x", -5), {}, "ScheduledCommand: next_run_in_seconds must be at least 0 seconds, not -5"),
         (("x", math.nan), {}, "ScheduledCommand: next_run_in_seconds must be a finite number of seconds, not nan"),
         (("x", "30"), {}, "ScheduledCommand: next_run_in_seconds must be a finite number of seconds, not '30'"),
         (("x", 1e12), {}, "ScheduledCommand: next_run_in_seconds of 1e+12 s is more than a year"),
-        (("x", 30, None, 0), {}, "ScheduledCommand: timeout_in_seconds must be more than 0 seconds, not 0"),
         (("x", 30, None, math.inf), {}, "ScheduledCommand: timeout_in_seconds must be a finite number"),
         (("x", 30, ["id", 5]), {}, "ScheduledCommand: args must be a dict or None, not list"),
         (("x", 30), {"poll_message": 3}, "ScheduledCommand: poll_message must be a str, not int"),
@@ -250,19 +272,18 @@ def test_bad_poll_results_are_refused() -> None:
 
 def test_a_scheduled_command_becomes_a_schedule_and_its_partial_result_the_output() -> None:
     run_args = {"id": 5, "polling": True}
-    encoded = encode_schedule(ScheduledCommand("x", 3, partial_result={"n": 1}), run_args)
-    assert not isinstance(encoded, str)
-    assert unpack(encoded[0]) == {"n": 1}
-    assert encoded[1] == Schedule(command="x", next_run_in_seconds=3.0, args=run_args)
-    encoded = encode_schedule(ScheduledCommand("y", 30, {1: "int keys"}, 90, poll_message="m"), run_args)
-    assert not isinstance(encoded, str)
-    assert unpack(encoded[0]) is None
-    assert encoded[1] == Schedule(command="y", next_run_in_seconds=30.0, args={"1": "int keys"},
-                                  timeout_in_seconds=90.0, poll_message="m")
-    assert encode_schedule(ScheduledCommand("x", 3, partial_result=object()), {}) == (
+    outcome = interpret(ScheduledCommand("x", 3, partial_result={"n": 1}), run_args)
+    assert outcome.ok and unpack(outcome.output) == {"n": 1}
+    assert outcome.schedule == Schedule(command="x", next_run_in_seconds=3.0, args=run_args)
+    outcome = interpret(ScheduledCommand("y", 30, {1: "int keys"}, 90, 4, poll_message="m"), run_args)
+    assert unpack(outcome.output) is None
+    assert outcome.schedule == Schedule(command="y", next_run_in_seconds=30.0, args={"1": "int keys"},
+                                        timeout_in_seconds=90.0, poll_message="m", items_remaining=4)
+    outcome = interpret(ScheduledCommand("x", 3, partial_result=object()), {})
+    assert not outcome.ok and outcome.error == (
         "partial_result is not JSON-serialisable (object): Encoding objects of type object is unsupported")
-    problem = encode_schedule(ScheduledCommand("x", 3, {"when": object()}), {})
-    assert isinstance(problem, str) and problem.startswith("ScheduledCommand args are not JSON-serialisable")
+    problem = interpret(ScheduledCommand("x", 3, {"when": object()}), {})
+    assert not problem.ok and problem.error.startswith("ScheduledCommand args are not JSON-serialisable")
 
 
 # -- runs over a session ---------------------------------------------------------------
@@ -315,7 +336,7 @@ async def test_a_polling_command_runs_again_as_the_next_run_of_its_delivery(
     assert (result.delivery_id, result.run, result.ok) == (7, 1, True)
     assert unpack(result.output) == {"run": 1, "state": "running"}
     assert result.schedule == Schedule(
-        command="sandbox.report", next_run_in_seconds=20.0, args={"id": 5, "polling": True},
+        command="sandbox.report", next_run_in_seconds=20.0, args={"id": 5, "polling": True, "hide_polling_output": True},
         timeout_in_seconds=300.0, poll_message="Fetching Results:")
 
     second = daemon.next_run(first, result)
@@ -325,7 +346,7 @@ async def test_a_polling_command_runs_again_as_the_next_run_of_its_delivery(
     assert [(p.run, p.percent, p.message) for p in progress] == [(2, None, ""), (2, 50, "run 2")]
     assert (final.delivery_id, final.run, final.ok, final.schedule) == (7, 2, True, None)
     assert unpack(final.output) == {"state": "done"}
-    assert calls == [(1, {"id": 5, "polling": True}), (2, {"id": 5, "polling": True})]
+    assert calls == [(1, {"id": 5, "polling": True}), (2, {"id": 5, "polling": True, "hide_polling_output": True})]
     assert running.journal.holding() == [(7, 2)]
 
     # A commit of run 1 (no runs: run 1) is not one of run 2; the agent still holds run 2,

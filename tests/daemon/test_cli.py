@@ -39,8 +39,9 @@ def test_migrate_dry_run_is_the_default(tmp_path: Path) -> None:
     assert applied.returncode == 0 and "applying migration 1" in applied.stdout
     assert "applying migration 2: polling runs" in applied.stdout
     assert "applying migration 3: LimaCharlie selectors" in applied.stdout
+    assert "applying migration 4: polling sequences started by another task's run" in applied.stdout
     version = sqlite3.connect(data / "tether.sqlite").execute("PRAGMA user_version").fetchone()[0]
-    assert version == LATEST == 3
+    assert version == LATEST == 4
     assert "up to date" in tetherd("migrate", "--data-dir", str(data)).stdout
 
 

@@ -473,8 +473,8 @@ async def test_show_history_asks_for_it_and_prints_every_entry(fake: FakeDaemon)
     assert (fake.request.method, fake.request.params) == ("task.get", {"task_id": 7, "history": True})
     out = result.out
     assert "delivery 1  agent agent-1  failed  run 3" in out
-    assert "polling output  hidden after the first run" in out
-    assert "  history (5 entries, 2 hidden (hide_polling_output))" in out
+    assert "polling output  runs after the first that show nothing are hidden" in out
+    assert "  history (5 entries, 2 hidden: they show nothing (--show-polling-output shows them))" in out
     assert "    #1  2023-11-14T22:13:20Z  waiting  Fetching Results:" in out
     assert "      next run: 2023-11-14T22:13:50Z" in out
     assert '      partial result:\n        {\n          "percent": 10\n        }' in out
@@ -495,12 +495,15 @@ def test_a_history_with_no_finished_run_says_so() -> None:
     assert "  history (0 entries)\n    (no run has finished yet)" in text
 
 
-async def test_task_hide_polling_output(fake: FakeDaemon) -> None:
+async def test_task_show_polling_output(fake: FakeDaemon) -> None:
     fake.script = answer({"task_id": 3, "deliveries": 1})
-    result = await tetherctl(fake, "task", "x --polling", "--agent", "a", "--hide-polling-output")
+    result = await tetherctl(fake, "task", "x --polling", "--agent", "a", "--show-polling-output")
     assert (result.code, result.out) == (0, "3\n")
     assert fake.request.params == {"command": "x --polling", "args": {}, "agent": "a", "priority": 1,
-                                   "hide_polling_output": True}
+                                   "show_polling_output": True}
+    # hiding is the default (XSOAR's): the old flag is accepted and sends nothing
+    await tetherctl(fake, "task", "x --polling", "--agent", "a", "--hide-polling-output")
+    assert fake.requests[-1].params == {"command": "x --polling", "args": {}, "agent": "a", "priority": 1}
 
 
 def schedule_view(name: str = "state", **kw: Any) -> dict[str, Any]:
@@ -527,11 +530,11 @@ async def test_schedule_add_cron(fake: FakeDaemon) -> None:
     fake.script = answer(schedule_view(every=None, cron="0 9 * * 1-5", timezone="Europe/Paris", missed="skip"))
     result = await tetherctl(fake, "schedule", "add", "daily", "--cron", "0 9 * * 1-5", "--tz", "Europe/Paris",
                              "record --from s", "--agent", "a1", "--missed", "skip", "--ttl", "600",
-                             "--hide-polling-output")
+                             "--show-polling-output")
     assert result.code == 0
     assert fake.request.params == {
         "name": "daily", "command": "record --from s", "args": {}, "agent": "a1", "priority": 1, "missed": "skip",
-        "timezone": "Europe/Paris", "cron": "0 9 * * 1-5", "ttl": 600, "hide_polling_output": True}
+        "timezone": "Europe/Paris", "cron": "0 9 * * 1-5", "ttl": 600, "show_polling_output": True}
     assert "cron 0 9 * * 1-5 (Europe/Paris)" in result.out
     assert "policy: skip" in result.out
 

@@ -79,7 +79,9 @@ async def test_a_result_with_a_plan_makes_the_delivery_wait(store: SQLiteStore) 
     assert (v.state, v.run, v.next_run_at, v.poll_deadline) == ("waiting", 1, NEXT, DEADLINE)
     assert v.result is None  # the partial result belongs to the history entry
     assert v.history == [HistoryEntry(run=1, at=T1, state="waiting", partial_result={"partial": 1},
-                                      poll_message="Fetching Results:", note="raised", next_run_at=NEXT)]
+                                      poll_message="Fetching Results:", note="raised", next_run_at=NEXT,
+                                      next_command="poll_status", next_args={"job": 7})]
+    assert (v.next_command, v.next_args) == ("poll_status", {"job": 7})  # what `show` says the next run runs
 
 
 async def test_the_timer_is_the_deadline_when_it_comes_before_the_next_run(store: SQLiteStore) -> None:
@@ -97,7 +99,7 @@ async def test_poll_due_before_the_next_run_looks_again_then(store: SQLiteStore)
 async def test_poll_due_queues_the_next_run_with_the_scheduled_command(store: SQLiteStore) -> None:
     a, task_id, d = await waiting(store)
     out = await store.poll_due(d, NEXT)
-    run2 = PushItem(d, task_id, a, "poll_status", pack({"job": 7}), 1, NOW + TTL, 2)
+    run2 = PushItem(d, task_id, a, "poll_status", pack({"job": 7}), 1, NOW + TTL, 2, DEADLINE, DEADLINE - T1)
     assert out == PollOutcome([Change(d, task_id, a, "waiting", "queued")], [run2], DEADLINE)
     v = await view(store, task_id)
     assert (v.state, v.run, v.next_run_at, v.poll_deadline) == ("queued", 2, None, DEADLINE)
@@ -285,10 +287,10 @@ async def test_hide_polling_output_hides_empty_entries_after_the_first(store: SQ
     task_id, _ = await sequence(store, hide=True)
     v = await view(store, task_id, history=True)
     assert v.history is not None
-    # Run 1 shows although empty (it gives the context); 2 and 5 are empty; 3 has a note, 4 a
-    # partial result; the final entry always shows, output or not.
-    assert [(e.run, e.state) for e in v.history] == [(1, "waiting"), (3, "waiting"), (4, "waiting"), (6, "done")]
-    assert v.history_hidden == 2
+    # Run 1 shows although empty (it gives the context); 2, 3 and 5 carry no partial result
+    # (3 only a note); 4 has one; the final entry always shows, output or not (XSOAR).
+    assert [(e.run, e.state) for e in v.history] == [(1, "waiting"), (4, "waiting"), (6, "done")]
+    assert v.history_hidden == 3
 
 
 # -- the timer wheel, rebuilt at start -------------------------------------------------------

@@ -38,16 +38,24 @@ def test_an_interval_below_the_floor_is_raised_and_said_so() -> None:
     assert plan_next_run(0, 5, 0.5) == PollPlan(0.5, 5.0, "next run asked for in 0 s; raised to the 0.5 s floor")
 
 
+def test_negative_intervals_are_raised_too_and_a_zero_timeout_is_not_given() -> None:
+    """CommonServerPython ``ScheduledCommand.__init__``: ``if next_run_in_seconds < 10``
+    it is set to 10; ``self._timeout = str(timeout_in_seconds) if timeout_in_seconds else None``."""
+    assert plan_next_run(-5, None, 10.0) == PollPlan(10.0, DEFAULT_POLL_TIMEOUT,
+                                                     "next run asked for in -5 s; raised to the 10 s floor")
+    assert plan_next_run(30, 0, 10.0) == PollPlan(30.0, DEFAULT_POLL_TIMEOUT, "")
+    assert plan_next_run(-1, 90, 10.0).timeout == 90.0
+
+
 @pytest.mark.parametrize(
     ("next_in", "timeout", "message"),
     [
-        (-1, None, "next_run_in_seconds must be at least 0 seconds, not -1"),
+        (-MAX_SECONDS - 1, None, "next_run_in_seconds must be at least 0 seconds"),
         (math.nan, None, "next_run_in_seconds must be a finite number of seconds, not nan"),
         (math.inf, None, "must be a finite number"),
         (True, None, "must be a finite number of seconds, not True"),
         ("30", None, "not '30'"),
         (MAX_SECONDS + 1, None, "is more than a year"),
-        (30, 0, "timeout_in_seconds must be more than 0 seconds, not 0"),
         (30, -5, "timeout_in_seconds must be more than 0 seconds"),
         (30, 1e12, "timeout_in_seconds of 1e+12 s is more than a year"),
     ],

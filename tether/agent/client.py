@@ -386,6 +386,9 @@ class AgentClient:
                 self._arrivals = []
                 self._runner.write(functools.partial(self._accept, self._arrivals))
             self._arrivals.append(frame)
+            if frame.poll_deadline:  # a later run of a polling sequence: get_schedule_metadata()
+                self._runner.sequences[frame.delivery_id] = (frame.poll_deadline - frame.poll_timeout,
+                                                             frame.poll_deadline)
             return None
         self._runner.step_now()  # keep order: a cancel may be about a task just read
         self._handle(frame)

@@ -47,52 +47,21 @@ from typing import Any
 
 import msgspec
 
-from tether.protocol import MSGPACK, Progress, Result, Schedule, pack, unpack
-from tether.protocol.frames import NIL
+from tether.protocol import MSGPACK, Progress, Result, Schedule, unpack
+from tether.protocol.frames import NIL, Sequel
 
 from .journal import Claimed, Fresh, Journal
 from .logfmt import EventLog
-from .polling import ScheduledCommand
-from .sdk import Command, Context
+from .outcome import interpret
+from .sdk import CURRENT_RUN, Command, Context, ErrorResult
 
 STOPPED_WHILE_RUNNING = "agent stopped while the command was running"
 
-_NOT_JSON = (TypeError, ValueError, OverflowError, RecursionError, msgspec.MsgspecError)
-
-
 def encode_output(value: Any, what: str = "return value") -> tuple[msgspec.Raw | None, str]:
-    """The handler's return value as the ``output`` of a result, or why it cannot be one.
-
-    The value must be JSON-serialisable (consoles show it as JSON). It is normalised
-    through JSON, so the daemon stores exactly what a console will see.
-    """
-    try:
-        normalised = msgspec.json.decode(msgspec.json.encode(value))
-        return msgspec.Raw(pack(normalised)), ""
-    except _NOT_JSON as exc:
-        return None, f"{what} is not JSON-serialisable ({type(value).__name__}): {exc}"
-
-
-def encode_schedule(
-    scheduled: ScheduledCommand, run_args: dict[str, Any]
-) -> tuple[msgspec.Raw, Schedule] | str:
-    """A :class:`ScheduledCommand` as the ``output`` and ``schedule`` of a schedule result,
-    or why it cannot be one. ``run_args`` (this run's args as delivered) are the next
-    run's when the command names none."""
-    output, problem = encode_output(scheduled.partial_result, "partial_result")
-    if output is None:
-        return problem
-    args = run_args if scheduled.args is None else scheduled.args
-    try:
-        normalised = msgspec.json.decode(msgspec.json.encode(args))
-    except _NOT_JSON as exc:
-        return f"ScheduledCommand args are not JSON-serialisable: {exc}"
-    timeout = scheduled.timeout_in_seconds
-    return output, Schedule(
-        command=scheduled.command, next_run_in_seconds=float(scheduled.next_run_in_seconds),
-        args=normalised, timeout_in_seconds=None if timeout is None else float(timeout),
-        poll_message=scheduled.poll_message,
-    )
+    """The handler's return value as the ``output`` of a result, or why it cannot be one
+    (see :func:`tether.agent.outcome.interpret`, which reads every kind of return value)."""
+    outcome = interpret(value, {})
+    return (outcome.output, "") if outcome.ok else (None, outcome.error.replace("return value", what, 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +160,9 @@ class Runner:
         self._expired = False
         """The grace period is over: a cancelled handler is recorded as stopped."""
         self._deadline = 0.0
+        self.sequences: dict[int, tuple[float, float]] = {}
+        """``delivery_id -> (started_at, deadline)`` of later polling runs pushed to this agent
+        (the client notes them from ``task`` frames; in memory only)."""
 
     @property
     def running(self) -> int:
@@ -409,9 +381,11 @@ class Runner:
             return
         assert self._loop is not None
         delivery_id = claimed.delivery_id
+        started, deadline = self.sequences.pop(delivery_id, (0.0, 0.0))
         ctx = Context(
             delivery_id=delivery_id, task_id=claimed.task_id, command=claimed.command,
             priority=claimed.priority, run=claimed.run, emit=self._emit_progress, loop=self._loop,
+            args=args, poll_started_at=started, poll_deadline=deadline,
         )
         execution = _Execution(claimed, ctx, command.is_async)
         self._running[delivery_id] = execution
@@ -434,8 +408,13 @@ class Runner:
 
     async def _execute(self, execution: _Execution, command: Command, args: dict[str, Any]) -> None:
         claimed, ctx = execution.claimed, execution.ctx
+        run_args = dict(args)  # as delivered: the next run's when a schedule names none
+        CURRENT_RUN.set(ctx)  # this task's own context (a sync handler's thread gets a copy)
         try:
             output = await self._invoke(command, args, ctx)
+        except ErrorResult as exc:
+            self._end(claimed, ok=False, error=exc.message)
+            return
         except asyncio.CancelledError:
             task = asyncio.current_task()
             cancelled = task is not None and task.cancelling() > 0
@@ -459,18 +438,11 @@ class Runner:
         if ctx.is_cancelled():
             self._log_run(claimed, "command_cancelled", finished_anyway=True)
             return
-        if isinstance(output, ScheduledCommand):
-            scheduled = encode_schedule(output, unpack(claimed.args) or {})
-            if isinstance(scheduled, str):
-                self._end(claimed, ok=False, error=scheduled)
-            else:
-                self._end(claimed, ok=True, output=scheduled[0], schedule=scheduled[1])
-            return
-        encoded, problem = encode_output(output)
-        if encoded is None:
-            self._end(claimed, ok=False, error=problem)
+        outcome = interpret(output, run_args)
+        if outcome.more:
+            self._end(claimed, ok=True, output=outcome.output, schedule=outcome.schedule, more=outcome.more)
         else:
-            self._end(claimed, ok=True, output=encoded)
+            self._end(claimed, ok=outcome.ok, output=outcome.output, error=outcome.error, schedule=outcome.schedule)
 
     async def _invoke(self, command: Command, args: dict[str, Any], ctx: Context) -> Any:
         kwargs = {"ctx": ctx} if command.takes_ctx else {}
@@ -500,12 +472,13 @@ class Runner:
 
     def _end(
         self, claimed: Claimed, *, ok: bool, output: msgspec.Raw = NIL, error: str = "",
-        schedule: Schedule | None = None,
+        schedule: Schedule | None = None, more: list[tuple[msgspec.Raw, Schedule]] | None = None,
     ) -> None:
         """The run's result, for the outbox: committed in the next journal step, then sent."""
         result = Result(
             delivery_id=claimed.delivery_id, run=claimed.run, ok=ok, output=output, error=error,
             started_at=claimed.started_at, finished_at=self._clock(), schedule=schedule,
+            sequels=[Sequel(schedule=s, output=o) for o, s in more or ()],
         )
         self._ended.append(_Outcome(claimed, result))
         self._schedule_step()

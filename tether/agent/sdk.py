@@ -18,6 +18,7 @@ passed only to handlers that declare it (a parameter named ``ctx``, or ``**kwarg
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import re
 import threading
@@ -135,6 +136,30 @@ class Agent:
 _EVENT_LOCK = threading.Lock()
 
 
+class ErrorResult(BaseException):
+    """Raised to end a run as failed with ``message`` as its error, however deep in the
+    handler (XSOAR's ``return_error``, which exits the script there). A ``BaseException``,
+    as XSOAR's ``SystemExit``: an ``except Exception`` in the handler does not swallow it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def argToBoolean(value: Any) -> bool:
+    """CommonServerPython ``argToBoolean``: a bool as is; ``true``/``yes`` and
+    ``false``/``no`` in any case; anything else is a ``ValueError``."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if value.lower() in ("true", "yes"):
+            return True
+        if value.lower() in ("false", "no"):
+            return False
+        raise ValueError("Argument does not contain a valid boolean-like value")
+    raise ValueError("Argument is neither a string nor a boolean")
+
+
 class Context:
     """What a running handler may ask of the agent: report progress, notice cancellation.
 
@@ -148,7 +173,8 @@ class Context:
     ``delivery_id``, and ``command`` is the name the command is run under.
     """
 
-    __slots__ = ("_cancelled", "_emit", "_loop", "command", "delivery_id", "priority", "run", "task_id")
+    __slots__ = ("_cancelled", "_emit", "_loop", "args", "command", "delivery_id", "poll_deadline", "poll_started_at",
+                 "priority", "run", "task_id")
 
     def __init__(
         self,
@@ -160,12 +186,21 @@ class Context:
         run: int = 1,
         emit: Callable[[Progress], None] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        args: dict[str, Any] | None = None,
+        poll_started_at: float = 0.0,
+        poll_deadline: float = 0.0,
     ) -> None:
         self.delivery_id = delivery_id
         self.task_id = task_id
         self.command = command
         self.priority = priority
         self.run = run
+        self.args: dict[str, Any] = {} if args is None else args
+        """The args the handler was called with (``demisto.args()`` of :mod:`tether.agent.xsoar`)."""
+        self.poll_started_at = poll_started_at
+        """For a later run of a polling sequence: when it started and when it times out
+        (0: not known, e.g. the agent restarted since the run was pushed)."""
+        self.poll_deadline = poll_deadline
         self._cancelled: threading.Event | None = None  # made on first use: most runs never look
         self._emit = emit
         self._loop = loop
@@ -210,3 +245,9 @@ class Context:
             # The loop is closed: the agent stopped while this thread kept running. A
             # progress report has nobody to go to; the handler's result is discarded too.
             pass
+
+
+CURRENT_RUN: contextvars.ContextVar[Context | None] = contextvars.ContextVar("tether_current_run", default=None)
+"""The run under way in this context: the runner sets it around each handler (a sync
+handler's thread gets a copy), so code deep in a command can ask which run it is
+(``tether.agent.xsoar``'s ``demisto.args()``)."""

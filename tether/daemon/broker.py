@@ -165,6 +165,8 @@ class Broker:
         self.apply(outcome.changes)
         for delivery_id, when in outcome.timers:
             self.set_timer(Timer.POLL, delivery_id, when)
+        for task_id, expires_at in outcome.expiries:  # sequels: tasks of one agent
+            self.schedule_expiry(task_id, expires_at, one_agent=True)
 
     def on_results(self, session: AgentSession, fut: asyncio.Future[Outcome]) -> None:
         if not fut.cancelled() and fut.exception() is None:

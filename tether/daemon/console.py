@@ -274,8 +274,8 @@ def plan(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         params = {"command": args.command, "args": _task_args(args), **_target(args), "priority": args.priority}
         if args.ttl is not None:
             params["ttl"] = args.ttl
-        if args.hide_polling_output:
-            params["hide_polling_output"] = True
+        if args.show_polling_output:
+            params["show_polling_output"] = True
         if args.context is not None:
             params["investigation_id"] = args.context
     elif cmd == "schedule" and args.op == "add":
@@ -285,8 +285,8 @@ def plan(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         params.update({"every": args.every} if args.every is not None else {"cron": args.cron})
         if args.ttl is not None:
             params["ttl"] = args.ttl
-        if args.hide_polling_output:
-            params["hide_polling_output"] = True
+        if args.show_polling_output:
+            params["show_polling_output"] = True
     elif cmd == "schedule":
         method = {"list": "schedule.list", "show": "schedule.get"}.get(args.op, f"schedule.{args.op}")
         params = {} if args.op == "list" else {"name": args.name}
@@ -499,8 +499,12 @@ def _add_task_spec(p: argparse.ArgumentParser, *, each: str) -> None:
                    help=f"{each}seconds to wait for offline agents (default {rpc.DEFAULT_TTL}, a week)")
     p.add_argument("--priority", type=_priority, default=1, metavar="{low,medium,high,urgent}",
                    help=f"{each}priority: agents run higher priorities first (default medium)")
-    p.add_argument("--hide-polling-output", action="store_true",
-                   help="polling commands: leave out of the history the runs after the first that show nothing")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--show-polling-output", action="store_true",
+                       help="polling commands: show in the history the runs after the first that show nothing "
+                            "(by default they are left out, as XSOAR does, and counted)")
+    shown.add_argument("--hide-polling-output", action="store_true",
+                       help="the default (kept for older scripts): leave those runs out")
 
 
 def _add_schedule_commands(command: Callable[[str, str, str], argparse.ArgumentParser]) -> None:

@@ -147,7 +147,8 @@ def render_task(result: Any, *, history: bool = False) -> str:
             ("expires", fmt_time(task.expires_at)),
             ("state", task.state),
             *([("schedule", task.schedule)] if task.schedule else []),
-            *([("polling output", "hidden after the first run")] if task.hide_polling_output else []),
+            *([("polling output", "runs after the first that show nothing are hidden" if task.hide_polling_output
+                else "every run shown")] if any(d.run > 1 or d.poll_deadline for d in task.deliveries) else []),
             ("deliveries", summary),
         ]),
     ]
@@ -160,7 +161,9 @@ def render_task(result: Any, *, history: bool = False) -> str:
             ("finished", fmt_time(d.finished_at)),
         ]
         if d.next_run_at is not None:
-            pairs.append(("next run", fmt_time(d.next_run_at)))
+            what = "" if d.next_command is None else f"  {d.next_command} " + json.dumps(
+                d.next_args or {}, ensure_ascii=False, sort_keys=True)
+            pairs.append(("next run", fmt_time(d.next_run_at) + what))  # _fields makes it visible
         if d.poll_deadline is not None:
             pairs.append(("polls until", fmt_time(d.poll_deadline)))
         if d.progress:
@@ -168,7 +171,8 @@ def render_task(result: Any, *, history: bool = False) -> str:
         if d.error:
             pairs.append(("error", d.error))
         run = f"  run {d.run}" if d.run > 1 or d.poll_deadline is not None else ""
-        out += ["", visible(f"delivery {d.delivery_id}  agent {d.agent_id}  {d.state}{run}"), _fields(pairs)]
+        sequel = f"  (polling sequence, task {d.task_id})" if d.task_id and d.task_id != task.task_id else ""
+        out += ["", visible(f"delivery {d.delivery_id}  agent {d.agent_id}  {d.state}{run}") + sequel, _fields(pairs)]
         if d.result is not None:
             out += ["  result", _pretty(d.result, "    ")]
         if history and d.history is not None:
@@ -178,7 +182,8 @@ def render_task(result: Any, *, history: bool = False) -> str:
 
 def _history(d: rpc.DeliveryView) -> list[str]:
     assert d.history is not None
-    hidden = f", {d.history_hidden} hidden (hide_polling_output)" if d.history_hidden else ""
+    hidden = f", {d.history_hidden} hidden: they show nothing (--show-polling-output shows them)" \
+        if d.history_hidden else ""
     out = [f"  history ({_count(len(d.history) + d.history_hidden, 'entry', 'entries')}{hidden})"]
     for e in d.history:
         head = f"    #{e.run}  {fmt_time(e.at)}  {visible(e.state)}"
@@ -192,7 +197,11 @@ def _history(d: rpc.DeliveryView) -> list[str]:
         if e.error:
             out.append(f"      error: {visible(e.error)}")
         if e.next_run_at is not None:
-            out.append(f"      next run: {fmt_time(e.next_run_at)}")
+            what = "" if e.next_command is None else visible(f"  {e.next_command} " + json.dumps(
+                e.next_args or {}, ensure_ascii=False, sort_keys=True))
+            out.append(f"      next run: {fmt_time(e.next_run_at)}{what}")
+        if e.items_remaining:
+            out.append(f"      items remaining: {e.items_remaining}")
         for label, value in (("partial result", e.partial_result), ("output", e.output)):
             if value is not None:
                 out += [f"      {label}:", _pretty(value, "        ")]

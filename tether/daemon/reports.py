@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from ..protocol.codec import Codec, error_frame, pack, to_msgpack
+from ..protocol.codec import MSGPACK, Codec, error_frame, pack, to_msgpack
 from ..protocol.errors import ErrorCode, ProtocolError
-from ..protocol.frames import Ack, Frame, Progress, Request, Result, run_refs
+from ..protocol.frames import Ack, Frame, Progress, Request, Result, Schedule, run_refs
 from ..protocol.polling import InvalidSchedule, plan_next_run
 from ..protocol.values import output_problem, value_problem
 from .store import Ref, ResultIn, RunPlan
@@ -37,7 +37,7 @@ def _finite_or_0(seconds: float) -> float:
     return seconds if math.isfinite(seconds) else 0.0
 
 
-def checked_result(frame: Result, output: bytes, floor: float) -> ResultIn:
+def checked_result(frame: Result, output: bytes, floor: float, codec: Codec = MSGPACK) -> ResultIn:
     """A result as the store takes it, its schedule checked against the polling rules
     (``protocol.polling``): an interval below ``floor`` is raised (the history says so); a
     schedule that cannot be honoured ends the sequence as failed, saying why; so does an
@@ -46,9 +46,10 @@ def checked_result(frame: Result, output: bytes, floor: float) -> ResultIn:
         # NaN reaches SQLite as NULL: a time the agent could not give is left to the daemon's clock.
         frame = msgspec.structs.replace(frame, started_at=_finite_or_0(frame.started_at),
                                         finished_at=_finite_or_0(frame.finished_at))
-    def result(ok: bool, output: bytes, error: str = "", plan: RunPlan | None = None) -> ResultIn:
+    def result(ok: bool, output: bytes, error: str = "", plan: RunPlan | None = None,
+               sequels: list[tuple[RunPlan, bytes]] | None = None) -> ResultIn:
         return ResultIn(delivery_id=frame.delivery_id, ok=ok, output=output, error=error, started_at=frame.started_at,
-                        finished_at=frame.finished_at, run=frame.run, plan=plan)
+                        finished_at=frame.finished_at, run=frame.run, plan=plan, sequels=sequels or [])
 
     problem = output_problem(output)
     if problem is not None:
@@ -57,17 +58,36 @@ def checked_result(frame: Result, output: bytes, floor: float) -> ResultIn:
     if schedule is None or not frame.ok:
         return result(frame.ok, output, frame.error)
     try:
-        if not schedule.command.strip():
-            raise InvalidSchedule("the schedule names no command")
-        args_problem = value_problem(schedule.args)  # the next run's args: a task's, as a console gives them
-        if args_problem is not None:
-            raise InvalidSchedule(f"the args hold {args_problem}")
-        plan = plan_next_run(schedule.next_run_in_seconds, schedule.timeout_in_seconds, floor)
+        plan = run_plan(schedule, floor)
+        sequels = []
+        for sequel in frame.sequels[:MAX_SEQUELS]:
+            partial = to_msgpack(sequel.output, codec)
+            problem = output_problem(partial)
+            if problem is not None:
+                raise InvalidSchedule(f"a further sequence's partial result holds {problem}")
+            sequels.append((run_plan(sequel.schedule, floor), partial))
+        if len(frame.sequels) > MAX_SEQUELS:
+            raise InvalidSchedule(f"a run may start at most {MAX_SEQUELS} further sequences, not {len(frame.sequels)}")
     except InvalidSchedule as exc:
         return result(False, output, f"invalid schedule: {exc}")
-    return result(True, output, plan=RunPlan(command=schedule.command, args=pack(schedule.args),
-                                             interval=plan.interval, timeout=plan.timeout, note=plan.note,
-                                             poll_message=schedule.poll_message))
+    return result(True, output, plan=plan, sequels=sequels)
+
+
+MAX_SEQUELS = 100
+"""Further polling sequences one run may start: each is a task; a peer's list is bounded."""
+
+
+def run_plan(schedule: Schedule, floor: float) -> RunPlan:
+    """A run's schedule checked against the polling rules; raise :class:`InvalidSchedule`."""
+    if not schedule.command.strip():
+        raise InvalidSchedule("the schedule names no command")
+    args_problem = value_problem(schedule.args)  # the next run's args: a task's, as a console gives them
+    if args_problem is not None:
+        raise InvalidSchedule(f"the args hold {args_problem}")
+    plan = plan_next_run(schedule.next_run_in_seconds, schedule.timeout_in_seconds, floor)
+    return RunPlan(command=schedule.command, args=pack(schedule.args), interval=plan.interval, timeout=plan.timeout,
+                   note=plan.note, poll_message=schedule.poll_message,
+                   items_remaining=max(0, min(schedule.items_remaining, 2**62)))
 
 
 def submit_reports(session: AgentSession, codec: Codec, frames: list[Frame | ProtocolError], broker: Broker,
@@ -96,7 +116,7 @@ def submit_reports(session: AgentSession, codec: Codec, frames: list[Frame | Pro
                 session.tell(error_frame(ProtocolError(
                     ErrorCode.INVALID_FRAME, "result output is not valid", ref=frame.delivery_id)))
                 continue
-            results.append(checked_result(frame, output, floor))
+            results.append(checked_result(frame, output, floor, codec))
         elif isinstance(frame, Progress):
             text = frame.message if frame.percent is None else f"{frame.percent:.0f}% {frame.message}"
             progress.append(((frame.delivery_id, frame.run), text.strip(), frame.percent is None and not frame.message))

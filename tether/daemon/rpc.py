@@ -128,7 +128,8 @@ class ConsoleRPC:
             kind, target = "all", ""
         selector, investigation = (p.selector, p.investigation_id) if isinstance(p, TaskCreate) else (None, "")
         return NewTask(command=command, args=args, target_kind=kind, target=target, priority=p.priority, ttl=p.ttl,
-                       hide_polling_output=p.hide_polling_output, selector=selector, investigation_id=investigation)
+                       hide_polling_output=not p.show_polling_output, selector=selector,
+                       investigation_id=investigation)
 
     async def m_task_create(self, p: TaskCreate, emit: Emit) -> Any:
         spec = await self._new_task(p)
@@ -170,9 +171,18 @@ class ConsoleRPC:
             events.append(change)
             changed.set()
 
-        unwatch = self.broker.watch(p.task_id, notify)
+        unwatches = {p.task_id: self.broker.watch(p.task_id, notify)}
+
+        def watch_sequels(view: TaskView) -> None:
+            # Polling sequences the task's runs started are tasks of their own (sequels),
+            # shown with it: wait for them too (XSOAR: "until there is no future execution").
+            for d in view.deliveries:
+                if d.task_id not in unwatches:
+                    unwatches[d.task_id] = self.broker.watch(d.task_id, notify)
+
         try:
             view = await self._task(p.task_id)
+            watch_sequels(view)
             loop = asyncio.get_running_loop()
             deadline = None if p.timeout is None else loop.time() + p.timeout
             while not all(DeliveryState(d.state) in TERMINAL for d in view.deliveries):
@@ -189,9 +199,11 @@ class ConsoleRPC:
                 for change in batch:
                     await emit("delivery", self.broker.delivery_event(change))
                 view = await self._task(p.task_id)
+                watch_sequels(view)
             return view
         finally:
-            unwatch()
+            for unwatch in unwatches.values():
+                unwatch()
 
     async def m_task_cancel(self, p: TaskCancel, emit: Emit) -> Any:
         changes = await self.store.cancel(task_id=p.task_id, agent_id=p.agent, tag=p.tag, selector=p.selector,
@@ -220,7 +232,7 @@ class ConsoleRPC:
             raise ProtocolError(ErrorCode.INVALID_PARAMS, f"cron expression {p.cron!r} matches no date")
         spec = NewSchedule(name=p.name, command=p.command, task=NewTask(
             command=p.command, args=p.args, target_kind=task.target_kind, target=task.target, priority=p.priority,
-            ttl=p.ttl, hide_polling_output=p.hide_polling_output,
+            ttl=p.ttl, hide_polling_output=not p.show_polling_output,
         ), every=p.every, cron=p.cron, timezone=p.timezone, missed=p.missed)
         view = await self.store.add_schedule(spec, now, first)
         self.broker.set_timer(Timer.SCHEDULE, view.schedule_id, first)

@@ -292,7 +292,8 @@ class AgentSession:
                 codec.encode(Task(
                     delivery_id=item.delivery_id, task_id=item.task_id, command=item.command,
                     args=from_msgpack(item.args, codec), priority=item.priority,
-                    expires_at=item.expires_at, run=item.run,
+                    expires_at=item.expires_at, run=item.run, poll_deadline=item.poll_deadline,
+                    poll_timeout=item.poll_timeout,
                 ))
                 for item in batch
             ]

@@ -108,8 +108,10 @@ class TaskCreate(Params):
     ttl: int = DEFAULT_TTL
     priority: int = 1
     hide_polling_output: bool = False
-    """Polling (XSOAR): leave out of the history the scheduled entries after the first that
-    have no output (they are still counted)."""
+    """Accepted for older consoles: hiding is the default now (XSOAR's)."""
+    show_polling_output: bool = False
+    """Polling (XSOAR): show in the history the scheduled entries after the first that carry
+    no partial result (by default they are left out, and counted)."""
     selector: str | None = None
     """A LimaCharlie sensor selector (``tether.protocol.selectors``): every agent it matches,
     now or until the ttl ends."""
@@ -118,6 +120,8 @@ class TaskCreate(Params):
 
     def check(self) -> None:
         _one_target(self.agent, self.tag, self.all, required=True, selector=self.selector)
+        if self.hide_polling_output and self.show_polling_output:
+            raise _bad("give show_polling_output or hide_polling_output, not both")
         if len(self.investigation_id) > MAX_INVESTIGATION_ID:
             raise _bad(f"investigation_id is longer than {MAX_INVESTIGATION_ID} characters")
         if not 1 <= self.ttl <= MAX_TTL:
@@ -217,13 +221,15 @@ class ScheduleAdd(Params):
     ttl: int = DEFAULT_TTL
     priority: int = 1
     hide_polling_output: bool = False
+    show_polling_output: bool = False
     missed: Literal["once", "skip"] = "once"
     """Firings that fell due while tetherd was down: run once at start, or skip them."""
 
     def check(self) -> None:
         _check_name(self.name)
         TaskCreate(command=self.command, args=self.args, agent=self.agent, tag=self.tag, all=self.all,
-                   ttl=self.ttl, priority=self.priority).check()
+                   ttl=self.ttl, priority=self.priority, hide_polling_output=self.hide_polling_output,
+                   show_polling_output=self.show_polling_output).check()
         if (self.every is None) == (self.cron is None):
             raise _bad("give exactly one of every (seconds) or cron (an expression)")
         if self.every is not None and not 0 < self.every <= MAX_SECONDS:
@@ -420,6 +426,12 @@ class HistoryEntry(View):
     next_run_at: float | None = None
     by: Literal["agent", "daemon"] = "agent"
     """``daemon`` for an entry the daemon wrote itself (a polling timeout, a ttl end, untask)."""
+    next_command: str | None = None
+    """What the scheduled next run runs: its command ..."""
+    next_args: dict[str, Any] | None = None
+    """... and its args."""
+    items_remaining: int = 0
+    """XSOAR ``ScheduledCommand(items_remaining=...)``."""
 
 
 class DeliveryView(View):
@@ -427,6 +439,8 @@ class DeliveryView(View):
     agent_id: str
     state: str
     updated_at: float
+    task_id: int = 0
+    """The task it belongs to: the shown task, or a polling sequence one of its runs started."""
     sent_at: float | None = None
     acked_at: float | None = None
     started_at: float | None = None
@@ -440,10 +454,14 @@ class DeliveryView(View):
     """When a ``waiting`` delivery's next run falls due."""
     poll_deadline: float | None = None
     """When its polling sequence times out."""
+    next_command: str | None = None
+    """A ``waiting`` delivery's next run: its command and args (XSOAR's PollingCommand, PollingArgs)."""
+    next_args: dict[str, Any] | None = None
     history: list[HistoryEntry] | None = None
     """With ``task.get`` ``history``: the entries, oldest first (hidden ones left out)."""
     history_hidden: int = 0
-    """Entries left out because the task has ``hide_polling_output``."""
+    """Scheduled entries after the first that show nothing, left out (XSOAR hides them; the
+    task's ``show_polling_output`` shows them)."""
     investigation_id: str = ""
     """The task's (LimaCharlie ``context``), with every result for correlation."""
 

@@ -135,6 +135,10 @@ class Task(Frame, tag="task"):
     expires_at: float = 0.0
     run: int = 1
     """Which run of the delivery this is: 1, then 2, 3 ... for a polling command's next runs."""
+    poll_deadline: float = 0.0
+    """For a later run of a polling sequence: when the sequence times out."""
+    poll_timeout: float = 0.0
+    """... and its timeout (so it started at ``poll_deadline - poll_timeout``)."""
 
 
 class Cancel(Frame, tag="cancel"):
@@ -197,6 +201,17 @@ class Schedule(msgspec.Struct, kw_only=True, omit_defaults=True):
     then the daemon ends it with the error ``polling timed out after N s``."""
     poll_message: str = ""
     """Shown in the run's history entry (XSOAR: "Fetching Results:")."""
+    items_remaining: int = 0
+    """XSOAR ``ScheduledCommand(items_remaining=...)``: shown in the run's history entry."""
+
+
+class Sequel(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Another polling sequence started by the same run, inside a ``result`` (a list of
+    results of which several carry a schedule, as XSOAR's Gmail integration returns)."""
+
+    schedule: Schedule
+    output: msgspec.Raw
+    """Its partial result (``nil`` for none): the first entry of its history."""
 
 
 class Result(Frame, tag="result"):
@@ -213,6 +228,9 @@ class Result(Frame, tag="result"):
     finished_at: float = 0.0
     run: int = 1
     schedule: Schedule | None = None
+    sequels: list[Sequel] = []
+    """With ``schedule``: further polling sequences this run starts, each the delivery of a
+    task of its own for the same agent, shown with the task."""
 
 
 # -- console <-> daemon ------------------------------------------------------------------

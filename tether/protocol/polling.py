@@ -49,9 +49,17 @@ def _seconds(name: str, value: float, *, allow_zero: bool) -> float:
 
 
 def plan_next_run(next_run_in_seconds: float, timeout_in_seconds: float | None, floor: float) -> PollPlan:
-    """Check a run's schedule against the rules above; raise :class:`InvalidSchedule`."""
+    """Check a run's schedule against the rules above; raise :class:`InvalidSchedule`.
+
+    Any interval below the floor, zero and negative ones included, is raised to it (XSOAR's
+    ``ScheduledCommand`` raises anything below 10 s to 10 s); a timeout of ``None`` or 0 is
+    "not given" (XSOAR: ``str(timeout_in_seconds) if timeout_in_seconds else None``)."""
+    if isinstance(next_run_in_seconds, int | float) and not isinstance(next_run_in_seconds, bool) \
+            and -MAX_SECONDS <= next_run_in_seconds < 0:
+        return PollPlan(floor, plan_next_run(0, timeout_in_seconds, floor).timeout,
+                        f"next run asked for in {next_run_in_seconds:g} s; raised to the {floor:g} s floor")
     asked = _seconds("next_run_in_seconds", next_run_in_seconds, allow_zero=True)
-    timeout = DEFAULT_POLL_TIMEOUT if timeout_in_seconds is None else \
+    timeout = DEFAULT_POLL_TIMEOUT if not timeout_in_seconds else \
         _seconds("timeout_in_seconds", timeout_in_seconds, allow_zero=False)
     if asked >= floor:
         return PollPlan(asked, timeout, "")

@@ -36,6 +36,8 @@ class PushItem(msgspec.Struct, frozen=True, array_like=True):
     priority: int
     expires_at: float
     run: int = 1
+    poll_deadline: float = 0.0
+    poll_timeout: float = 0.0
 
 
 class Change(msgspec.Struct, frozen=True, array_like=True):
@@ -66,6 +68,7 @@ class RunPlan(msgspec.Struct, frozen=True, kw_only=True):
     timeout: float
     note: str = ""
     poll_message: str = ""
+    items_remaining: int = 0
 
 
 class ResultIn(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,6 +81,8 @@ class ResultIn(msgspec.Struct, frozen=True, kw_only=True):
     run: int = 1
     plan: RunPlan | None = None
     """Set when the run asked to be run again (then ``output`` is its partial result)."""
+    sequels: list[tuple[RunPlan, bytes]] = []
+    """Further polling sequences the run starts, with their partial results."""
 
 
 Ref = tuple[int, int]
@@ -93,6 +98,8 @@ class Outcome(msgspec.Struct, frozen=True):
     refused: list[Refusal]
     timers: list[tuple[int, float]] = []
     """``(delivery_id, when)``: polling timers to (re)set on the wheel."""
+    expiries: list[tuple[int, float]] = []
+    """``(task_id, expires_at)``: the ttls of tasks the reports created (sequels)."""
 
 
 class PollOutcome(msgspec.Struct, frozen=True):

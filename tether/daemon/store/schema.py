@@ -149,6 +149,19 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX tasks_selecting ON tasks (expires_at) WHERE selector IS NOT NULL AND state = 'active';
         """,
     ),
+    (
+        "polling sequences started by another task's run, and what each scheduled run asked for",
+        """
+        -- A polling sequence started by another task's run (XSOAR: a list of results with
+        -- several schedules): shown, waited for and cancelled with that task.
+        ALTER TABLE tasks ADD COLUMN parent_id INTEGER;
+        CREATE INDEX tasks_by_parent ON tasks (parent_id) WHERE parent_id IS NOT NULL;
+        -- What each scheduled run asked for: the next run's command and args, XSOAR's items_remaining.
+        ALTER TABLE history ADD COLUMN next_command TEXT;
+        ALTER TABLE history ADD COLUMN next_args BLOB;
+        ALTER TABLE history ADD COLUMN items_remaining INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
 ]
 
 LATEST = len(MIGRATIONS)

@@ -184,9 +184,11 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials):
             if task_id is not None:
                 if not tx.one("SELECT 1 FROM tasks WHERE id = ?", (min(task_id, MAX_ID),)):
                     raise ProtocolError(ErrorCode.UNKNOWN_TASK, f"no task {task_id}")
-                tx.execute("UPDATE tasks SET state = 'cancelled' WHERE id = ? AND state = 'active' AND expires_at > ?",
-                           (task_id, now))
-                where, params = "task_id = ?", (task_id,)
+                tx.execute("UPDATE tasks SET state = 'cancelled' WHERE (id = ? OR parent_id = ?) AND state = 'active'"
+                           " AND expires_at > ?", (task_id, task_id, now))
+                # with the polling sequences its runs started (sequels)
+                where, params = "task_id IN (SELECT ? UNION ALL SELECT id FROM tasks WHERE parent_id = ?)", \
+                    (task_id, task_id)
             elif selector is not None:
                 tx.execute("UPDATE tasks SET state = 'cancelled' WHERE selector = ? AND state = 'active'", (selector,))
                 chosen = _selected(tx, selector)

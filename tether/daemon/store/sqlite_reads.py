@@ -23,7 +23,7 @@ from .writer import MAX_ID, chunks
 
 _PUSH_COLUMNS = (
     "d.id, d.task_id, d.agent_id, COALESCE(d.command, t.command), COALESCE(d.args, t.args), d.priority,"
-    " t.expires_at, d.run"
+    " t.expires_at, d.run, COALESCE(d.poll_deadline, 0.0), COALESCE(d.poll_timeout, 0.0)"
 )
 _PUSHABLE = "('queued', 'sent', 'acked', 'running')"
 _PENDING_SQL = ",".join(f"'{s.value}'" for s in sorted(PENDING))
@@ -103,14 +103,17 @@ class SQLiteReads:
         t = rows[0]
         deliveries = await self._read(
             "SELECT id, agent_id, state, updated_at, sent_at, acked_at, started_at, finished_at, progress,"
-            " result, error, run, next_run_at, poll_deadline, ended_by FROM deliveries WHERE task_id = ? ORDER BY id",
-            (task_id,),
+            " result, error, run, next_run_at, poll_deadline, ended_by, task_id, command, args FROM deliveries"
+            " WHERE task_id IN (SELECT ? UNION ALL SELECT id FROM tasks WHERE parent_id = ?) ORDER BY id",
+            (task_id, task_id),
         )
         views = [
             DeliveryView(
                 delivery_id=d[0], agent_id=d[1], state=d[2], updated_at=d[3], sent_at=d[4], acked_at=d[5],
                 started_at=d[6], finished_at=d[7], progress=d[8], result=_decode_result(d[9]), error=d[10],
-                run=d[11], next_run_at=d[12], poll_deadline=d[13], investigation_id=t[13],
+                run=d[11], next_run_at=d[12], poll_deadline=d[13], investigation_id=t[13], task_id=d[15],
+                next_command=d[16] if d[2] == "waiting" else None,
+                next_args=unpack(d[17]) if d[2] == "waiting" and d[17] is not None else None,
             )
             for d in deliveries
         ]
@@ -127,18 +130,21 @@ class SQLiteReads:
     async def _add_history(self, views: list[DeliveryView], ended_by: list[str | None], *, hide: bool) -> None:
         """Each delivery's history: the runs that scheduled another, then how it ended.
 
-        With ``hide`` (the task's ``hide_polling_output``, XSOAR), scheduled entries after
-        the first that carry no partial result and no note are left out, and counted.
+        With ``hide`` (the default, as in XSOAR; a task's ``show_polling_output`` turns it
+        off), scheduled entries after the first that carry no partial result are left out,
+        and counted.
         """
         entries: dict[int, list[HistoryEntry]] = {v.delivery_id: [] for v in views}
         for chunk in chunks(list(entries)):
             for row in await self._read(
-                "SELECT delivery_id, run, at, partial, poll_message, note, next_run_at FROM history"
+                "SELECT delivery_id, run, at, partial, poll_message, note, next_run_at, next_command, next_args,"
+                " items_remaining FROM history"
                 f" WHERE delivery_id IN ({','.join('?' * len(chunk))}) ORDER BY delivery_id, run, id", chunk,
             ):
                 entries[row[0]].append(HistoryEntry(
                     run=row[1], at=row[2], state="waiting", partial_result=_decode_result(row[3]),
-                    poll_message=row[4], note=row[5], next_run_at=row[6],
+                    poll_message=row[4], note=row[5], next_run_at=row[6], next_command=row[7],
+                    next_args=None if row[8] is None else _decode_result(row[8]), items_remaining=row[9],
                 ))
         for view, by in zip(views, ended_by, strict=True):
             shown = entries[view.delivery_id]
@@ -150,9 +156,9 @@ class SQLiteReads:
                     run=view.run, at=at, state=view.state, output=view.result,
                     error=view.error, by="daemon" if by == "daemon" else "agent",
                 ))
-            if hide:
+            if hide:  # XSOAR: scheduled entries after the first that show nothing are not printed
                 kept = [e for i, e in enumerate(shown)
-                        if i == 0 or e.state != "waiting" or e.partial_result is not None or e.note]
+                        if i == 0 or e.state != "waiting" or e.partial_result is not None]
                 view.history_hidden = len(shown) - len(kept)
                 shown = kept
             view.history = shown

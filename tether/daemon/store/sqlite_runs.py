@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from ...protocol.errors import ErrorCode
 from ...protocol.states import DeliveryState, IllegalTransition
-from . import Change, Outcome, PollOutcome, PushItem, Ref, Refusal, ResultIn
+from . import Change, Outcome, PollOutcome, PushItem, Ref, Refusal, ResultIn, RunPlan
 from .writer import MAX_ID, Op, Tx, chunks
 
 S = DeliveryState
@@ -49,6 +49,41 @@ def ack_sql(n: int) -> str:
     return ("UPDATE deliveries SET state = 'acked', updated_at = ?, acked_at = ?, sent_at = ?"
             f" WHERE id IN ({','.join('?' * n)}) AND +agent_id = ? AND run = ? AND +state = 'queued'"
             " RETURNING id, task_id")
+
+
+def _history(tx: Tx, d_id: int, run: int, at: float, output: bytes, plan: RunPlan, next_run_at: float) -> None:
+    """The history entry of a run that scheduled the next one (XSOAR's war-room entry)."""
+    tx.execute(
+        "INSERT INTO history (delivery_id, run, at, partial, poll_message, note, next_run_at, next_command,"
+        " next_args, items_remaining) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (d_id, run, at, None if output == _NIL else output, plan.poll_message, plan.note, next_run_at, plan.command,
+         plan.args, plan.items_remaining),
+    )
+
+
+def _sequel(tx: Tx, agent_id: str, parent: Any, plan: RunPlan, partial: bytes, started_at: float | None,
+            finished_at: float, now: float, timers: list[tuple[int, float]]) -> tuple[int, float]:
+    """A further polling sequence started by a run: a task of its own for the same agent,
+    whose delivery waits for its run 2 as the run's own does; shown, waited for and
+    cancelled with the task that started it (``parent_id``, the first task of the family).
+    Returns its id and expiry, for the ttl timer."""
+    expires_at, priority, hide, root = parent
+    task_id = tx.execute(
+        "INSERT INTO tasks (command, args, target_kind, target, priority, ttl, created_at, expires_at,"
+        " hide_polling_output, parent_id) VALUES (?, ?, 'agent', ?, ?, ?, ?, ?, ?, ?)",
+        (plan.command, plan.args, agent_id, priority, max(1, round(expires_at - now)), now, expires_at, hide, root),
+    ).lastrowid
+    next_run_at = now + plan.interval
+    d_id = tx.execute(
+        "INSERT INTO deliveries (task_id, agent_id, state, priority, updated_at, started_at, finished_at, next_run_at,"
+        " poll_deadline, poll_timeout) VALUES (?, ?, 'waiting', ?, ?, ?, ?, ?, ?, ?)",
+        (task_id, agent_id, priority, now, started_at, finished_at, next_run_at, now + plan.timeout, plan.timeout),
+    ).lastrowid
+    assert task_id is not None and d_id is not None
+    tx.entered["waiting"] += 1
+    _history(tx, d_id, 1, finished_at, partial, plan, next_run_at)
+    timers.append((d_id, min(next_run_at, now + plan.timeout, expires_at)))
+    return task_id, expires_at
 
 
 def checked(tx: Tx, agent_id: str, refs: list[Ref], apply: Apply) -> Outcome:
@@ -168,6 +203,7 @@ class SQLiteRuns:
                        acked: dict[int, float] | None = None) -> asyncio.Future[Outcome]:
         by_ref = {(r.delivery_id, r.run): r for r in results}
         pushed = acked or {}
+        sequels: list[tuple[int, float]] = []
 
         def apply(tx: Tx, d_id: int, row: _Row, timers: list[tuple[int, float]]) -> Change | None:
             if row.state in ("waiting", "done", "failed"):
@@ -194,19 +230,22 @@ class SQLiteRuns:
             deadline = row.poll_deadline if row.poll_deadline is not None else now + plan.timeout
             tx.move(d_id, state, S.WAITING, now, command=plan.command, args=plan.args, next_run_at=next_run_at,
                     started_at=started_at, finished_at=finished_at, **sequence)
-            tx.execute(
-                "INSERT INTO history (delivery_id, run, at, partial, poll_message, note, next_run_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (d_id, row.run, finished_at, None if r.output == _NIL else r.output, plan.poll_message, plan.note,
-                 next_run_at),
-            )
+            _history(tx, d_id, row.run, finished_at, r.output, plan, next_run_at)
             # Past the ttl (the run was acknowledged before it ended) the next run cannot be
             # delivered: look at it at once, and poll_due ends it as expired.
-            expires_at = tx.one("SELECT expires_at FROM tasks WHERE id = ?", (row.task_id,))[0]
-            timers.append((d_id, min(next_run_at, deadline, expires_at)))
+            task = tx.one("SELECT expires_at, priority, hide_polling_output, COALESCE(parent_id, id) FROM tasks"
+                          " WHERE id = ?", (row.task_id,))
+            timers.append((d_id, min(next_run_at, deadline, task[0])))
+            for sequel, partial in r.sequels:
+                sequels.append(_sequel(tx, agent_id, task, sequel, partial, started_at, finished_at, now, timers))
             return Change(d_id, row.task_id, agent_id, row.state, "waiting")
 
-        return self._submit(self._agent_op(agent_id, list(by_ref), apply))
+        def op(tx: Tx) -> Outcome:
+            sequels.clear()  # the operation may run twice (its group was retried)
+            outcome = checked(tx, agent_id, list(by_ref), apply)
+            return Outcome(outcome.changes, outcome.settled, outcome.refused, outcome.timers, list(sequels))
+
+        return self._submit(op)
 
     def poll_due(self, delivery_id: int, now: float) -> asyncio.Future[PollOutcome]:
         def op(tx: Tx) -> PollOutcome:
@@ -238,7 +277,8 @@ class SQLiteRuns:
             # The delivery's times are its current run's; each run's own are in the history.
             tx.move(delivery_id, state, S.QUEUED, now, run=run + 1, sent_at=None, acked_at=None, started_at=None,
                     finished_at=None, progress="", next_run_at=None)
-            item = PushItem(delivery_id, task_id, agent_id, command, args, priority, expires_at, run + 1)
+            item = PushItem(delivery_id, task_id, agent_id, command, args, priority, expires_at, run + 1, deadline,
+                            timeout)
             return PollOutcome([Change(delivery_id, task_id, agent_id, state, "queued")], [item], deadline)
 
         return self._submit(op)
