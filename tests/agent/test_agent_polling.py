@@ -12,8 +12,8 @@ import pytest
 
 from tether.agent import Agent, Context, PollResult, ScheduledCommand, polling_function
 from tether.agent.journal import RESTARTED_WHILE_RUNNING, Journal
-from tether.agent.polling import polling_arg_set
 from tether.agent.outcome import interpret
+from tether.agent.polling import polling_arg_set
 from tether.protocol import (
     Ack,
     Cancel,

@@ -84,7 +84,7 @@ def test_a_sequence_that_never_finishes_ends_with_the_daemons_timeout_entry(
     tetherd: Tetherd, make_agent: Callable[..., AgentProc]
 ) -> None:
     a = make_agent("a", start=True)
-    task_id = tetherd.task("never_done --polling", "--agent", a.agent_id)
+    task_id = tetherd.task("never_done --polling", "--agent", a.agent_id, "--show-polling-output")
     rc, view = tetherd.ctl("wait", str(task_id), "--timeout", "60", check=False)
     assert rc == 1, view
     d = only(view)
@@ -148,12 +148,14 @@ def test_an_interval_below_the_floor_is_raised_and_the_history_says_so(
     assert first["next_run_at"] - first["at"] >= 0.45
 
 
-def test_hide_polling_output_hides_empty_entries_after_the_first(
+def test_entries_after_the_first_that_show_nothing_are_hidden_unless_asked_for(
     tetherd: Tetherd, make_agent: Callable[..., AgentProc]
 ) -> None:
+    """XSOAR hides scheduled entries after the first that carry no output; a task's
+    --show-polling-output shows them."""
     a = make_agent("a", start=True)
-    hidden = tetherd.task("quiet_countdown --n 4 --polling", "--agent", a.agent_id, "--hide-polling-output")
-    shown = tetherd.task("quiet_countdown --n 4 --polling", "--agent", a.agent_id)
+    hidden = tetherd.task("quiet_countdown --n 4 --polling", "--agent", a.agent_id)
+    shown = tetherd.task("quiet_countdown --n 4 --polling", "--agent", a.agent_id, "--show-polling-output")
     for task_id in (hidden, shown):
         assert tetherd.ctl("wait", str(task_id), "--timeout", "60")[0] == 0
     d = only(tetherd.show(hidden, "--history"))

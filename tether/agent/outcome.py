@@ -63,6 +63,8 @@ def _json(value: Any, what: str) -> Any:
                            "command's result, or as an item of the list it returns")
         raise TypeError(f"Encoding objects of type {type(obj).__name__} is unsupported")
 
+    if _holds_schedule(value):
+        reject(ScheduledCommand.__new__(ScheduledCommand))
     try:
         normalised = msgspec.json.decode(msgspec.json.encode(value, enc_hook=reject))
         pack(normalised)  # an integer JSON takes but MessagePack does not (beyond 64 bits)
@@ -72,6 +74,20 @@ def _json(value: Any, what: str) -> Any:
     except _NOT_JSON as exc:
         verb = "are" if what.endswith("args") else "is"
         raise _Refused(f"{what} {verb} not JSON-serialisable ({type(value).__name__}): {exc}") from None
+
+
+def _holds_schedule(value: Any, depth: int = 0) -> bool:
+    """Whether a ``ScheduledCommand`` (a dataclass, which JSON would encode as data) hides in
+    ``value``; containers only, as deep as an output may go."""
+    if isinstance(value, ScheduledCommand):
+        return True
+    if depth > 64:
+        return False
+    if isinstance(value, dict):
+        return any(_holds_schedule(v, depth + 1) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds_schedule(v, depth + 1) for v in value)
+    return False
 
 
 def _schedule(scheduled: ScheduledCommand, run_args: dict[str, Any], poll_message: str = "") -> Schedule:
@@ -93,10 +109,20 @@ def _error_text(entry: dict[str, Any]) -> str:
     return text if isinstance(text, str) else msgspec.json.encode(text).decode()
 
 
+def _entries(value: Any) -> Any:
+    """A partial result as data: ``CommandResults`` (XSOAR's ``PollResult.partial_result``)
+    become their entries, in a list too."""
+    if _is_results(value):
+        return value.to_context()
+    if isinstance(value, list):
+        return [_entries(item) for item in value]
+    return value
+
+
 def _item(value: Any, run_args: dict[str, Any]) -> tuple[Any, str | None, ScheduledCommand | None]:
     """One result: (its output, an error, its schedule)."""
     if isinstance(value, ScheduledCommand):
-        return value.partial_result, None, value
+        return _entries(value.partial_result), None, value
     if _is_results(value):
         entry = value.to_context()
         if entry.get("Type") == ERROR_ENTRY:
@@ -124,10 +150,12 @@ def interpret(value: Any, run_args: dict[str, Any]) -> Outcome:
         output = outputs if isinstance(value, list) else outputs[0]
         if not schedules:
             return Outcome(ok=True, output=msgspec.Raw(pack(_json(output, "return value"))))
-        partial = output if isinstance(value, list) and len(schedules) == 1 else schedules[0][0]
+        if isinstance(value, list):  # the list, less the entries of the other sequences: this one's
+            others = {id(out) for out, _ in schedules[1:]}
+            output = [out for out in outputs if id(out) not in others]
         first = _schedule(schedules[0][1], run_args)
-        more = [(msgspec.Raw(pack(_json(out, "a partial result"))), _schedule(s, run_args)) for out, s in schedules[1:]]
-        return Outcome(ok=True, output=msgspec.Raw(pack(_json(partial, "partial_result"))), schedule=first,
+        more = [(msgspec.Raw(pack(_json(out, "partial_result"))), _schedule(s, run_args)) for out, s in schedules[1:]]
+        return Outcome(ok=True, output=msgspec.Raw(pack(_json(output, "partial_result"))), schedule=first,
                        more=more)
     except _Refused as exc:
         return Outcome(ok=False, error=str(exc))

@@ -27,17 +27,53 @@ Where tether differs, and why, is in the README ("Porting an XSOAR integration")
 from __future__ import annotations
 
 import datetime as _datetime
+import json
 import logging
+import os
+import re
+import sys
+import time
+import traceback
 from collections.abc import Callable, Iterator
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Dict, List, Optional, Set, Union, cast  # noqa: UP035 -- re-exported, as CommonServerPython does
 
 from .polling import PollResult, ScheduledCommand, polling_function
 from .sdk import CURRENT_RUN, Context, ErrorResult, argToBoolean
 
 __all__ = [
-    "CommandResults", "DemistoException", "EntryFormat", "EntryType", "PollResult", "ScheduledCommand",
-    "argToBoolean", "argToList", "arg_to_number", "batch", "demisto", "entryTypes", "formats",
-    "get_schedule_metadata", "polling_function", "return_error",
+    # what ``from CommonServerPython import *`` also brings, and integrations use unimported
+    "Any",
+    "CommandResults",
+    "DemistoException",
+    "Dict",
+    "EntryFormat",
+    "EntryType",
+    "List",
+    "Optional",
+    "PollResult",
+    "ScheduledCommand",
+    "Set",
+    "Union",
+    "argToBoolean",
+    "argToList",
+    "arg_to_number",
+    "batch",
+    "cast",
+    "datetime",
+    "demisto",
+    "entryTypes",
+    "formats",
+    "get_schedule_metadata",
+    "json",
+    "os",
+    "polling_function",
+    "re",
+    "return_error",
+    "sys",
+    "time",
+    "timedelta",
+    "traceback",
 ]
 
 _log = logging.getLogger("tether.agent.xsoar")
@@ -124,8 +160,6 @@ def arg_to_number(arg: Any, arg_name: str | None = None, required: bool = False)
 def argToList(arg: Any, separator: str = ",", transform: Callable[[Any], Any] | None = None) -> list[Any]:
     """CommonServerPython ``argToList``: a list as is, ``"[...]"`` as JSON, ``"a,b"`` split
     and stripped, any other value in a list of one; nothing -> ``[]``."""
-    import json
-
     if not arg:
         result: list[Any] = []
     elif isinstance(arg, list):
