@@ -114,6 +114,8 @@ def test_unknown_method_names_the_known_ones() -> None:
         ("task.create", {"command": "x", "selector": "plat == x", "tag": "t"}, "give only one target"),
         ("task.create", {"command": "x", "all": True, "investigation_id": "i" * 257}, "investigation_id is longer"),
         ("task.list", {"selector": "(plat == x"}, "invalid selector at column 11"),
+        ("task.create", {"command": "x", "all": True, "hide_polling_output": True, "show_polling_output": True},
+         "give show_polling_output or hide_polling_output, not both"),
         ("task.cancel", {"selector": "plat =="}, "invalid selector at column 8"),
         ("task.create", {"command": "x", "all": True, "ttl": "60"}, "Expected `int`, got `str`"),
         ("task.create", {"command": "x", "all": True, "args": [1]}, "Expected `object`, got `array`"),
