@@ -307,3 +307,31 @@ def test_a_run_untasked_while_its_agent_was_down_does_not_run_when_it_returns(
     sync = tetherd.task("record --sync 1", "--agent", a.agent_id)
     assert tetherd.ctl("wait", str(sync), "--timeout", "30")[0] == 0
     assert [r["task_id"] for r in a.runs()] == [ahead, sync]  # the untasked one never ran
+
+
+def test_an_untask_that_reaches_a_frozen_agent_with_its_push_never_starts_the_command(
+    tetherd: Tetherd, make_agent: Callable[..., AgentProc]
+) -> None:
+    """Issue 17.14: the agent holds the push and the cancel, unread (SIGSTOP); when it
+    resumes it applies every frame already received before starting new work, so the cancel
+    removes the delivery it has not started: the command never runs."""
+    a = make_agent("a", start=True)
+    assert a.proc is not None and a.log is not None
+    frames_out = 'tether_frames_total{direction="out"}'
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        before = tetherd.metrics()
+        task_id = tetherd.task("record --frozen 1", "--agent", a.agent_id)
+        wait_until(lambda: tetherd.metrics()["tether_deliveries_pushed_total"] > before["tether_deliveries_pushed_total"],
+                   what="the push written to the frozen agent")
+        pushed = tetherd.metrics()[frames_out]
+        assert tetherd.ctl("untask", str(task_id))[1] == {"cancelled": 1}  # not acknowledged: cancelled at once
+        wait_until(lambda: tetherd.metrics()[frames_out] > pushed, what="the cancel written to the frozen agent")
+        mark = a.log.mark()
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    a.log.wait_for(r"event=delivery_cancelled .*state=pending", start=mark)
+    sync = tetherd.task("record --sync 1", "--agent", a.agent_id)
+    assert tetherd.ctl("wait", str(sync), "--timeout", "30")[0] == 0
+    assert [r["args"] for r in a.runs()] == [{"sync": "1"}]  # the frozen task never ran
+    assert states(tetherd.show(task_id)) == {a.agent_id: "cancelled"}

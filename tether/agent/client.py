@@ -390,7 +390,11 @@ class AgentClient:
                 self._runner.sequences[frame.delivery_id] = (frame.poll_deadline - frame.poll_timeout,
                                                              frame.poll_deadline)
             return None
-        self._runner.step_now()  # keep order: a cancel may be about a task just read
+        # Keep order: the tasks read so far are journaled (and acknowledged) first. Before a
+        # cancel they are not claimed yet: they start in the next step, once every frame
+        # already received is applied, so a cancel read with its task (a frozen or slow agent)
+        # removes it before it starts. (Other frames keep the one-commit journal-and-claim.)
+        self._runner.step_now(claim=not isinstance(frame, Cancel))
         self._handle(frame)
         return frame if isinstance(frame, Error) and frame.code >= 4000 else None
 
