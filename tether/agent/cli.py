@@ -3,7 +3,8 @@
 Exit codes: 0 success (``run``: stopped by SIGTERM/SIGINT); 1 an error that needs a person
 (not enrolled, refused enrollment, bad ``--commands``, another agent on the same state
 directory); 3 the daemon ended the session fatally (unauthorized, replaced, unsupported
-version) -- a systemd unit should use ``RestartPreventExitStatus=3``; 2 usage errors.
+version) -- a systemd unit should use ``RestartPreventExitStatus=3``; 2 usage errors (bad
+options, a state directory that cannot be used).
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ import ssl
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from tether.protocol import tags
 
-from . import host
+from . import host, statedir
 from .client import AgentClient, FatalSessionError
 from .enrollment import EnrollmentError, enroll
 from .journal import JOURNAL_FILE, Identity, Journal
@@ -37,11 +38,18 @@ from .tls import TLSFileError, TLSFiles, explain
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FATAL_SESSION = 0, 1, 2, 3
 NOT_ENROLLED = "not enrolled: run tether-agent enroll --server URL --key KEY"
-LOCK_FILE = "agent.lock"
 
 
 class CliError(Exception):
     """A problem the user must fix; printed as ``error: <message>``, exit 1."""
+
+    exit_code = EXIT_ERROR
+
+
+class UsageError(CliError):
+    """Bad input on the command line (a state directory that cannot be used, a bad URL): exit 2."""
+
+    exit_code = EXIT_USAGE
 
 
 def default_state_dir() -> Path:
@@ -64,6 +72,7 @@ def cmd_enroll(opts: argparse.Namespace) -> int:
         raise CliError(f"--server must be a ws:// or wss:// URL, got {opts.server!r}")
     machine_uuid = opts.machine_uuid or host.machine_uuid()
     tls = _tls_files(opts) or TLSFiles()
+    _state_dir(opts.state_dir, create=True)
     # Open the journal first: failing to store the token after the daemon issued it would
     # waste an enrollment key use.
     with Journal.in_state_dir(opts.state_dir) as journal:
@@ -106,9 +115,13 @@ def cmd_status(opts: argparse.Namespace) -> int:
 
 def cmd_run(opts: argparse.Namespace) -> int:
     agent = load_agent(opts.commands) if opts.commands else None
+    _state_dir(opts.state_dir, create=False)
     if not (opts.state_dir / JOURNAL_FILE).exists():
         raise CliError(f"{NOT_ENROLLED} (no journal in {opts.state_dir})")
-    lock = _lock_state_dir(opts.state_dir)
+    try:
+        lock = statedir.lock(opts.state_dir)
+    except statedir.StateDirError as exc:
+        raise CliError(str(exc)) from None
     try:
         with Journal.in_state_dir(opts.state_dir) as journal:
             if journal.identity() is None:
@@ -219,26 +232,18 @@ def _tls_files(opts: argparse.Namespace, identity: Identity | None = None) -> TL
     return TLSFiles(given.ca or kept.ca, given.cert or kept.cert, given.key or kept.key)
 
 
+def _state_dir(state_dir: Path, *, create: bool) -> None:
+    try:
+        statedir.prepare(state_dir, create=create)
+    except statedir.StateDirError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _open_enrolled(state_dir: Path) -> Journal:
+    _state_dir(state_dir, create=False)
     if not (state_dir / JOURNAL_FILE).exists():
         raise CliError(f"{NOT_ENROLLED} (no journal in {state_dir})")
     return Journal.in_state_dir(state_dir)
-
-
-def _lock_state_dir(state_dir: Path) -> IO[bytes] | None:
-    """One running agent per state directory (two would run the same deliveries)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no advisory locks, rely on the daemon's 4020
-        return None
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    handle = open(state_dir / LOCK_FILE, "wb")  # held (and locked) until the agent exits
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise CliError(f"another tether-agent is already running with state directory {state_dir}") from None
-    return handle
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -370,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(opts.func(opts))
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from .. import __version__
 from ..protocol.errors import ProtocolError
 from ..protocol.tags import RULE, check_tags, tag_problem
 from . import config as config_mod
-from . import housekeeping
+from . import datadir, housekeeping
 from .config import Config, ConfigError
 
 EPILOG = """\
@@ -62,7 +62,8 @@ def _config(args: argparse.Namespace) -> Config:
     overrides: dict[str, Any] = {"listen": getattr(args, "listen", None)}
     if args.data_dir or os.environ.get("TETHER_DATA_DIR") or path is None:
         overrides["data_dir"] = data_dir
-    return config_mod.load(path, overrides)
+    config = config_mod.load(path, overrides)
+    return msgspec.structs.replace(config, data_dir=os.path.abspath(config.data_dir))
 
 
 def _url(config: Config) -> str:
@@ -118,7 +119,12 @@ async def _init(config: Config) -> dict[str, str] | None:
 
 def cmd_init(args: argparse.Namespace) -> int:
     config = _config(args)
-    creds = asyncio.run(_init(config))
+    data_lock = datadir.lock(datadir.prepare(Path(config.data_dir)), "init")
+    try:
+        creds = asyncio.run(_init(config))
+    finally:
+        if data_lock is not None:
+            data_lock.close()
     if creds is None:
         print(f"tetherd: {config.data_dir} is already initialised; its credentials were shown then.\n"
               "Make new ones with `tetherd token create` and `tetherd key create`.", file=sys.stderr)
@@ -162,19 +168,27 @@ async def _reload(store: Any, config: Config, read: Callable[[], Config], log: l
 
 
 async def _serve(config: Config, as_json: bool, read_config: Callable[[], Config] | None = None) -> int:
+    from .tls import server_context
+
+    log = logging.getLogger("tether.daemon")
+    tls = server_context(config)  # a bad certificate file fails here, before the data directory is touched
+    data_lock = datadir.lock(datadir.prepare(Path(config.data_dir)), "serve")
+    try:
+        return await _serve_locked(config, as_json, read_config, tls, log)
+    finally:
+        if data_lock is not None:
+            data_lock.close()
+
+
+async def _serve_locked(config: Config, as_json: bool, read_config: Callable[[], Config] | None,
+                        tls: Any, log: logging.Logger) -> int:
     import anyio
 
     from .broker import Broker
     from .notify import notify, watchdog, watchdog_interval
     from .server import Daemon
-    from .tls import server_context
 
-    log = logging.getLogger("tether.daemon")
-    tls = server_context(config)  # a bad certificate file fails here, before the data directory is touched
     store = await _open_store(config)
-    first = await store.bootstrap(time.time())
-    if first is not None:
-        _write_default_config(config)
     broker = Broker(store)
     for name, missed in await broker.load_timers():
         log.info("event=schedule_missed name=%s firings=%d", name, missed)
@@ -184,9 +198,13 @@ async def _serve(config: Config, as_json: bool, read_config: Callable[[], Config
         await daemon.start(tls)
     except OSError as exc:
         await store.close()
-        print(f"tetherd: cannot listen on {config.listen}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        print(f"tetherd: {_cannot_listen(config.listen, exc)}", file=sys.stderr)
+        return 2
+    # Credentials are made only once tetherd listens: a first start that cannot bind
+    # leaves none unshown behind it (the next start makes and prints them).
+    first = await store.bootstrap(time.time())
     if first is not None:
+        _write_default_config(config)
         _print_credentials(
             {"admin_token": first[0], "enroll_key": first[1], "url": daemon.url, "data_dir": config.data_dir},
             as_json,
@@ -217,6 +235,21 @@ async def _serve(config: Config, as_json: bool, read_config: Callable[[], Config
     return 0
 
 
+def _cannot_listen(listen: str, exc: OSError) -> str:
+    """Why tetherd cannot listen, and what to do about it."""
+    import errno
+
+    if exc.errno == errno.EADDRINUSE:
+        return (f"cannot listen on {listen}: the address is already in use (another tetherd, or another "
+                "program); stop it, or listen elsewhere with --listen HOST:PORT (or `listen` in tetherd.toml)")
+    if exc.errno == errno.EACCES:
+        return (f"cannot listen on {listen}: permission denied (ports below 1024 need privileges); "
+                "use --listen HOST:PORT with a port of 1024 or more")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {listen}: no such address on this host; check --listen HOST:PORT"
+    return f"cannot listen on {listen}: {exc.strerror or exc}"
+
+
 def _tls_summary(config: Config) -> str:
     if not config.tls_cert:
         return "off"
@@ -224,15 +257,24 @@ def _tls_summary(config: Config) -> str:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    config = _config(args)
+    data_dir = datadir.prepare(Path(config.data_dir), create=not args.dry_run)
+    data_lock = None if args.dry_run else datadir.lock(data_dir, "migrate")
+    try:
+        return _migrate(config.database, args.dry_run)
+    finally:
+        if data_lock is not None:
+            data_lock.close()
+
+
+def _migrate(path: Path, dry_run: bool) -> int:
     from .store import StoreError
     from .store.schema import LATEST, apply_migrations, open_checked, pending_migrations
 
-    config = _config(args)
-    path = config.database
     if not path.exists():
-        verb = "would create" if args.dry_run else "creating"
+        verb = "would create" if dry_run else "creating"
         print(f"no database at {path}; {verb} it at schema version {LATEST}")
-        if args.dry_run:
+        if dry_run:
             return 0
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
@@ -246,8 +288,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             print(f"{path} is up to date (schema version {LATEST})")
             return 0
         for version, what in pending:
-            print(f"{'would apply' if args.dry_run else 'applying'} migration {version}: {what}")
-        if args.dry_run:
+            print(f"{'would apply' if dry_run else 'applying'} migration {version}: {what}")
+        if dry_run:
             print("dry run: nothing changed. Apply with: tetherd migrate --no-dry-run")
         else:
             apply_migrations(conn)
@@ -262,6 +304,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def _with_store(config: Config, use: Callable[[Any], Awaitable[str]]) -> str:
     """Open the store (alongside a running tetherd: SQLite WAL allows it), use it, close it."""
+    datadir.prepare(Path(config.data_dir))
 
     async def run() -> str:
         store = await _open_store(config)
@@ -375,10 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.umask(0o077)  # the database, its WAL, the config and the lock: this user's only
     try:
         result: int = args.func(args)
         return result
-    except ConfigError as exc:
+    except (ConfigError, datadir.DataDirError) as exc:
         print(f"tetherd: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
