@@ -182,6 +182,9 @@ def test_limacharlie_platform_names() -> None:
     ("== linux", 1, "expected a test"),
     ("'plat' == linux", 1, "unknown field 'plat'"),  # a quoted word is a value, not a field
     ("plat == linux or !", 18, "unexpected character '!'"),
+    ('"bad tag" in tags', 1, "invalid tag 'bad tag': a tag is 1-64 characters"),
+    ("tags contains '-x'", 15, "invalid tag '-x'"),
+    ("tags == 'a,b'", 9, "invalid tag 'a,b'"),
     ("PLAT == linux", 1, "unknown field 'PLAT'"),  # fields as written, as in go-bexpr
 ])
 def test_bad_selectors_say_where(selector: str, column: int, words: str) -> None:

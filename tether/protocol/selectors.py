@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .errors import ErrorCode, ProtocolError
+from .tags import tag_problem
 
 MAX_SELECTOR = 4096
 """Characters in a selector: enough for any fleet rule, and a bound on parsing work."""
@@ -236,6 +237,15 @@ class _Parser:
             return token.text
         raise self.fail(token, f"expected {what}, found {_shown(token)}")
 
+    def tag_value(self, name: str, token: _Token, text: str | None = None) -> str:
+        """A value compared with ``tags`` keeps the tag rule (``tether.protocol.tags``)."""
+        value = token.text if text is None else text
+        if name == "tags":
+            problem = tag_problem(value)
+            if problem is not None:
+                raise self.fail(token, problem)
+        return value
+
     def field(self, token: _Token) -> str:
         name = token.text
         if token.kind != "word" or name not in FIELDS:
@@ -251,14 +261,16 @@ class _Parser:
         # value [not] in FIELD
         negate = self.keyword("not", 1) and self.keyword("in", 2)
         if negate or self.keyword("in", 1):
-            value = self.take().text
+            value = self.take()
             self.pos += 2 if negate else 1
             name = self.field(self.take())
-            return Match(name, "contains", value, negate)
+            return Match(name, "contains", self.tag_value(name, value), negate)
         name = self.field(self.take())
         op = self.take()
         if op.kind == "op":
-            return Match(name, "eq" if op.text == "==" else "ne", self.value("a value after " + op.text))
+            at = self.peek()
+            value_text = self.value("a value after " + op.text)
+            return Match(name, "eq" if op.text == "==" else "ne", self.tag_value(name, at, value_text))
         word = op.text.lower() if op.kind == "word" else ""
         if word == "is":
             negate = self.keyword("not")
@@ -273,7 +285,8 @@ class _Parser:
             op = self.take()
             word = op.text.lower() if op.kind == "word" else ""
         if word == "contains":
-            return Match(name, "contains", self.value("a value after contains"), negate)
+            at = self.peek()
+            return Match(name, "contains", self.tag_value(name, at, self.value("a value after contains")), negate)
         if word == "matches":
             at = self.peek()
             pattern = self.value("a regular expression after matches")
