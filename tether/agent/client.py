@@ -394,7 +394,7 @@ class AgentClient:
         # cancel they are not claimed yet: they start in the next step, once every frame
         # already received is applied, so a cancel read with its task (a frozen or slow agent)
         # removes it before it starts. (Other frames keep the one-commit journal-and-claim.)
-        self._runner.step_now(claim=not isinstance(frame, Cancel))
+        self._runner.step_now(claiming=not isinstance(frame, Cancel))
         self._handle(frame)
         return frame if isinstance(frame, Error) and frame.code >= 4000 else None
 

@@ -53,7 +53,12 @@ class _Refused(Exception):
     pass
 
 
-def _json(value: Any, what: str) -> Any:
+def _raw(value: Any, what: str) -> msgspec.Raw:
+    """``value`` as the MessagePack of what a console will see (see :func:`_json`)."""
+    return msgspec.Raw(_json(value, what, packed=True))
+
+
+def _json(value: Any, what: str, *, packed: bool = False) -> Any:
     """``value`` normalised through JSON (what a console will see), refusing a
     ``ScheduledCommand`` or a ``CommandResults`` hidden inside it."""
 
@@ -67,8 +72,8 @@ def _json(value: Any, what: str) -> Any:
         reject(ScheduledCommand.__new__(ScheduledCommand))
     try:
         normalised = msgspec.json.decode(msgspec.json.encode(value, enc_hook=reject))
-        pack(normalised)  # an integer JSON takes but MessagePack does not (beyond 64 bits)
-        return normalised
+        blob = pack(normalised)  # also refuses an integer JSON takes but MessagePack does not (beyond 64 bits)
+        return blob if packed else normalised
     except _Refused:
         raise
     except _NOT_JSON as exc:
@@ -149,13 +154,13 @@ def interpret(value: Any, run_args: dict[str, Any]) -> Outcome:
                 schedules.append((output, scheduled))
         output = outputs if isinstance(value, list) else outputs[0]
         if not schedules:
-            return Outcome(ok=True, output=msgspec.Raw(pack(_json(output, "return value"))))
+            return Outcome(ok=True, output=_raw(output, "return value"))
         if isinstance(value, list):  # the list, less the entries of the other sequences: this one's
             others = {id(out) for out, _ in schedules[1:]}
             output = [out for out in outputs if id(out) not in others]
         first = _schedule(schedules[0][1], run_args)
-        more = [(msgspec.Raw(pack(_json(out, "partial_result"))), _schedule(s, run_args)) for out, s in schedules[1:]]
-        return Outcome(ok=True, output=msgspec.Raw(pack(_json(output, "partial_result"))), schedule=first,
+        more = [(_raw(out, "partial_result"), _schedule(s, run_args)) for out, s in schedules[1:]]
+        return Outcome(ok=True, output=_raw(output, "partial_result"), schedule=first,
                        more=more)
     except _Refused as exc:
         return Outcome(ok=False, error=str(exc))

@@ -208,13 +208,13 @@ class Runner:
         self._writes.append(write)
         self._schedule_step()
 
-    def step_now(self, *, claim: bool = True) -> None:
+    def step_now(self, *, claiming: bool = True) -> None:
         """Run the journal step now if anything waits for it (the client does so before
-        acting on a frame that must see the tasks read before it journaled). ``claim=False``:
+        acting on a frame that must see the tasks read before it journaled). ``claiming=False``:
         journal, finish and acknowledge, but start no run: the runs wait for the next step,
         which claims only those still pending (a cancel applied meanwhile removes one)."""
         if self._writes or self._ended:
-            self._step(claim=claim)
+            self._step(claiming=claiming)
 
     def cancel(self, delivery_id: int) -> bool:
         """Interrupt the running handler of a delivery, whatever its run (the journal
@@ -269,14 +269,14 @@ class Runner:
             self._step_scheduled = True
             self._loop.call_soon(self._step)
 
-    def _step(self, *, claim: bool = True) -> None:
+    def _step(self, *, claiming: bool = True) -> None:
         """In one transaction: the client's writes, the finishes of the handlers that
-        returned, and claims for the free slots (none with ``claim=False``); then, once
+        returned, and claims for the free slots (none with ``claiming=False``); then, once
         committed, the writes' ``then``, the results, and the claimed runs' start."""
         self._step_scheduled = False
         writes, self._writes = self._writes, []
         ended, self._ended = self._ended, []
-        free = 0 if self._stopping or not claim else self._concurrency - len(self._running)
+        free = 0 if self._stopping or not claiming else self._concurrency - len(self._running)
         queued = [heapq.heappop(self._queue) for _ in range(min(free, len(self._queue)))]
         if not writes and not ended and not queued:
             return
