@@ -77,12 +77,15 @@ async def test_task_fans_out_and_reaches_later_agents_once(store: SQLiteStore) -
     assert [i.task_id for i in await store.pending_for_agent(d)] == [all_id]
 
 
-async def test_unknown_targets_are_refused(store: SQLiteStore) -> None:
+async def test_an_unknown_agent_is_refused_and_a_tag_nobody_carries_yet_is_kept(store: SQLiteStore) -> None:
     await enrolled(store, "a", "web")
-    for spec, code in ((task("agent", "nobody"), ErrorCode.UNKNOWN_AGENT), (task("tag", "none"), ErrorCode.UNKNOWN_TAG)):
-        with pytest.raises(ProtocolError) as err:
-            await store.create_task(spec, NOW)
-        assert err.value.code == code
+    with pytest.raises(ProtocolError) as err:
+        await store.create_task(task("agent", "nobody"), NOW)
+    assert err.value.code == ErrorCode.UNKNOWN_AGENT
+    task_id, items = await store.create_task(task("tag", "none"), NOW)
+    assert items == []
+    b = await enrolled(store, "b", "none")  # enrolled later with the tag: it gets the task
+    assert [i.task_id for i in await store.pending_for_agent(b)] == [task_id]
     with pytest.raises(ProtocolError):
         await store.cancel(task_id=12345, now=NOW)
 

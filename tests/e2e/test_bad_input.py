@@ -54,7 +54,7 @@ REPORT = {
     "test_unknown_command_for_an_agent_that_announced_its_commands": (
         "a task for a command its agent does not serve", "1303, naming the commands it serves"),
     "test_tetherctl_reports_bad_input_without_traceback": (
-        "tetherctl given bad JSON, an unknown action, unknown agent and tag", "exit 2 with the code, no traceback"),
+        "tetherctl given bad JSON, an unknown action, an unknown agent to task or list", "exit 2 with the code, no traceback"),
     "test_wrong_or_missing_console_token": ("a console hello with a wrong, empty or missing token", "closed 4010"),
     "test_wrong_agent_token_and_unknown_agent": ("an agent hello with a wrong token, unknown id, no id",
                                                  "closed 4010"),
@@ -123,7 +123,7 @@ def test_bad_frames_in_a_console_session(
         ("task.create", {"command": "record", "all": True, "priority": 9}, 1201),
         ("task.create", {"command": "record", "all": True, "tll": 5}, 1201),
         ("task.create", {"command": "record", "agent": "no-such-agent"}, 1300),
-        ("task.create", {"command": "record", "tag": "no-such-tag"}, 1301),
+        ("task.list", {"agent": "no-such-agent"}, 1300),
         ("task.get", {"task_id": 999_999}, 1302),
         ("task.cancel", {"task_id": 999_999}, 1302),
         ("tag.add", {"agent_id": "no-such-agent", "tag": "x"}, 1300),
@@ -156,8 +156,10 @@ def test_tetherctl_reports_bad_input_without_traceback(tetherd: Tetherd, healthy
     assert rc == 2 and "invalid_action (1202)" in out
     rc, out = tetherd.ctl("task", "record", "--agent", "nobody", check=False)
     assert rc == 2 and "unknown_agent (1300)" in out
-    rc, out = tetherd.ctl("task", "record", "--tag", "nobody-has-this", check=False)
-    assert rc == 2 and "unknown_tag (1301)" in out
+    rc, out = tetherd.ctl("tasks", "--agent", "BOGUS", check=False)
+    assert rc == 2 and "unknown_agent (1300)" in out
+    rc, out = tetherd.ctl("action", json.dumps({"action": "list", "sid": "BOGUS"}), check=False)
+    assert rc == 2 and "unknown_agent (1300)" in out
 
 
 @pytest.mark.parametrize("token", ["", "tta_wrong"])

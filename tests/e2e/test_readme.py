@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import BIN, LogWatcher, wait_until
+from harness import BIN, LogWatcher, Tetherd, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -36,10 +36,24 @@ PLACEHOLDER_AGENT = "AGENT_ID"
 
 
 def section(heading: str) -> str:
-    text = README.read_text()
-    start = text.index(f"\n## {heading}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start:end if end >= 0 else None]
+    """A README section by its heading (any level), up to the next heading of its level or
+    above (a ``#`` line inside a code block is a shell comment, not a heading)."""
+    lines = README.read_text().splitlines(keepends=True)
+    out: list[str] = []
+    level = 0
+    fenced = False
+    for line in lines:
+        if line.startswith("```"):
+            fenced = not fenced
+        m = None if fenced else re.match(r"(#+) (.*)\n", line)
+        if m and level and len(m.group(1)) <= level:
+            break
+        if level:
+            out.append(line)
+        elif m and m.group(2) == heading:
+            level = len(m.group(1))
+    assert level, f"README.md has no section {heading!r}"
+    return "".join(out)
 
 
 def sh_blocks(heading: str) -> list[list[str]]:
@@ -176,3 +190,17 @@ def test_the_readme_quick_start_and_tour_work_as_written(home: Path, env: dict[s
             watcher.close()
             assert stream is not None
             stream.close()
+
+
+def test_the_readme_schedule_examples_work_as_written(tetherd: Tetherd) -> None:
+    """Its first example targets a tag no agent carries yet: kept, and the answer says so."""
+    env = {**tetherd.env, "PATH": f"{BIN}{os.pathsep}{tetherd.env.get('PATH', '')}", "TETHER_URL": tetherd.url,
+           "TETHER_TOKEN": tetherd.admin_token}
+    adds = [line for block in sh_blocks("Recurring schedules") for line in block
+            if line.startswith("tetherctl schedule add ")]
+    assert adds
+    for line in adds:
+        out = subprocess.run(line, shell=True, env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, (line, out.stderr)
+        if "--tag " in line:
+            assert "no agent carries tag" in out.stderr, out.stderr

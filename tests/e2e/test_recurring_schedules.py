@@ -88,7 +88,6 @@ def test_bad_schedule_input_is_refused_with_a_clear_error(
         ((*base, "c3", "--cron", "0 0 31 2 *", "record", "--all"), "matches no date"),
         ((*base, "tz", "--cron", "0 3 * * *", "--tz", "Mars/Olympus", "record", "--all"), "unknown time zone"),
         ((*base, "nobody", "--every", "1m", "record", "--agent", "nope"), "unknown_agent (1300)"),
-        ((*base, "notag", "--every", "1m", "record", "--tag", "ghost"), "unknown_tag (1301)"),
         ((*base, "bad name", "--every", "1m", "record", "--all"), "invalid schedule name"),
         (("schedule", "pause", "missing"), "unknown_schedule (1306): no schedule named 'missing'"),
     ]

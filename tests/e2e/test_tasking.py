@@ -87,6 +87,24 @@ def test_tag_task_reaches_tagged_agents_once_including_later_ones(
     assert untagged.agent_id not in states(tetherd.show(task_id))
 
 
+def test_a_tag_no_agent_carries_yet_is_a_target_and_the_answer_says_so(
+    tetherd: Tetherd, make_agent: Callable[..., AgentProc]
+) -> None:
+    env = {**tetherd.env, "TETHER_URL": tetherd.url, "TETHER_TOKEN": tetherd.admin_token}
+    out = subprocess.run([str(BIN / "tetherctl"), "task", "record --n 1", "--tag", "later"], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    task_id = int(out.stdout)
+    assert "0 deliveries queued" in out.stderr and "no agent carries tag 'later' yet" in out.stderr
+    _, created = tetherd.ctl("task", "record --n 2", "--tag", "later")
+    assert created["deliveries"] == 0 and "no agent carries tag 'later' yet" in created["note"]
+    a = make_agent("a", start=True)
+    assert tetherd.ctl("tag", "add", a.agent_id, "later")[0] == 0
+    assert tetherd.ctl("wait", str(task_id), "--timeout", "30")[0] == 0
+    _, again = tetherd.ctl("task", "record --n 3", "--tag", "later")
+    assert again["deliveries"] == 1 and not again.get("note")
+
+
 def test_ttl_expires_undelivered_task_and_it_never_runs(tetherd: Tetherd, make_agent: Callable[..., AgentProc]) -> None:
     a = make_agent("a")
     task_id = tetherd.task("record", "--agent", a.agent_id, "--ttl", "2")

@@ -222,3 +222,14 @@ def test_roles(method: str) -> None:
         with pytest.raises(ProtocolError) as err:
             rpc.check_role("viewer", method)
         assert err.value.code == ErrorCode.FORBIDDEN and method in err.value.message
+
+
+def test_no_agent_yet_says_what_happens_to_a_task_nobody_matches_now() -> None:
+    from tether.protocol.console import no_agent_yet
+
+    assert no_agent_yet("tag:linux") == ("no agent carries tag 'linux' yet (0 deliveries now): the task reaches "
+                                         "agents tagged or enrolled with it before its ttl ends")
+    assert no_agent_yet("all").startswith("no agent is enrolled yet (0 deliveries now)")
+    assert no_agent_yet("tag:linux", schedule=True).endswith("each firing's task reaches the agents tagged or "
+                                                            "enrolled with it before that task's ttl ends")
+    assert no_agent_yet("selector:os == 'linux'") == no_agent_yet("agent:a1") == ""

@@ -133,6 +133,16 @@ def _show_created(result: Any, args: argparse.Namespace) -> int:
     created = msgspec.convert(result, rpc.TaskCreated)
     print(created.task_id, file=args.stdout)
     print(f"task {created.task_id}: {_count(created.deliveries, 'delivery', 'deliveries')} queued", file=args.stderr)
+    if created.note:
+        print(f"note: {visible(created.note)}", file=args.stderr)
+    return EXIT_OK
+
+
+def _show_schedule_added(result: Any, args: argparse.Namespace) -> int:
+    print(render_schedule(result), file=args.stdout)
+    note = msgspec.convert(result, rpc.ScheduleView).note
+    if note:
+        print(f"note: {visible(note)}", file=args.stderr)
     return EXIT_OK
 
 
@@ -199,7 +209,7 @@ RENDER: dict[str, Render] = {
     "task.get": _show_task,
     "task.wait": _show_wait,
     "task.cancel": _show_cancelled,
-    "schedule.add": _show(render_schedule),
+    "schedule.add": _show_schedule_added,
     "schedule.list": _show(render_schedules),
     "schedule.get": _show(render_schedule),
     "schedule.pause": _show(render_schedule),

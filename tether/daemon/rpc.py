@@ -39,6 +39,7 @@ from ..protocol.console import (
     TokenCreate,
     TokenId,
     check_role,
+    no_agent_yet,
     parse_params,
 )
 from ..protocol.errors import ErrorCode, ProtocolError
@@ -144,9 +145,11 @@ class ConsoleRPC:
             "all" if spec.target_kind == "all" else f"{spec.target_kind}:{spec.target}"
         log.info("event=task_created task_id=%d command=%s target=%s deliveries=%d", task_id, spec.command, target,
                  len(items))
-        return TaskCreated(task_id=task_id, deliveries=len(items))
+        return TaskCreated(task_id=task_id, deliveries=len(items), note="" if items else no_agent_yet(target))
 
     async def m_task_list(self, p: TaskList, emit: Emit) -> Any:
+        if p.agent is not None and await self.store.agent_commands(p.agent) is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {p.agent!r}")
         return await self.store.list_deliveries(agent_id=p.agent, tag=p.tag, states=p.states(), limit=p.limit,
                                                 selector=p.selector)
 
@@ -237,6 +240,8 @@ class ConsoleRPC:
         view = await self.store.add_schedule(spec, now, first)
         self.broker.set_timer(Timer.SCHEDULE, view.schedule_id, first)
         log.info("event=schedule_added name=%s every=%s cron=%r target=%s", p.name, p.every, p.cron, view.target)
+        if task.target_kind == "tag" and not await self.store.list_agents(task.target):
+            view.note = no_agent_yet(view.target, schedule=True)
         return view
 
     async def m_schedule_list(self, p: ScheduleList, emit: Emit) -> Any:

@@ -384,6 +384,25 @@ class AgentView(View):
 class TaskCreated(View):
     task_id: int
     deliveries: int
+    note: str = ""
+    """Why the task reaches no agent now, when it does not (:func:`no_agent_yet`)."""
+
+
+def no_agent_yet(target: str, *, schedule: bool = False) -> str:
+    """What to say of a task (or, ``schedule``, a schedule's tasks) whose ``target``
+    (``tag:NAME`` or ``all``) no agent matches now: it is kept and reaches them later,
+    which is not what a user who mistyped the tag expects to hear silently."""
+    kind, _, name = target.partition(":")
+    if kind == "tag":
+        now = f"no agent carries tag {name!r} yet"
+        later = "agents tagged or enrolled with it"
+    elif kind == "all":
+        now, later = "no agent is enrolled yet", "agents enrolled"
+    else:
+        return ""
+    if schedule:
+        return f"{now}: each firing's task reaches the {later} before that task's ttl ends"
+    return f"{now} (0 deliveries now): the task reaches {later} before its ttl ends"
 
 
 class DeliveryRow(View):
@@ -537,6 +556,8 @@ class ScheduleView(View):
     """Of those, the ones not run (``missed`` = ``skip``)."""
     recent_tasks: list[int] = []
     """The newest tasks it created (``schedule.get`` only), newest first."""
+    note: str = ""
+    """``schedule.add`` only: why its tasks would reach no agent now (:func:`no_agent_yet`)."""
 
 
 class ScheduleRemoved(View):

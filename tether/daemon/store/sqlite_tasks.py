@@ -47,11 +47,10 @@ def all_facts(tx: Tx) -> list[Facts]:
 
 
 def check_target(tx: Tx, kind: str, target: str) -> None:
-    """Refuse a target nobody can be: an unknown agent, or a tag no agent carries."""
+    """Refuse a target nobody can be: an unknown agent. A tag no agent carries yet is a
+    target (agents tagged or enrolled with it later get the task)."""
     if kind == "agent" and not tx.one("SELECT 1 FROM agents WHERE id = ?", (target,)):
         raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {target!r}")
-    if kind == "tag" and not tx.one("SELECT 1 FROM agent_tags WHERE tag = ?", (target,)):
-        raise ProtocolError(ErrorCode.UNKNOWN_TAG, f"no agent carries tag {target!r} (add it with: tetherctl tag add)")
 
 
 def insert_task(tx: Tx, task: NewTask, now: float) -> tuple[int, float, list[PushItem]]:
