@@ -263,3 +263,24 @@ async def test_held_frames_go_out_with_an_ack_or_after_the_hold(
     result, started = await session.next(), await session.next()
     assert isinstance(result, Result) and result.delivery_id == 1
     assert isinstance(started, Progress) and started.delivery_id == 2
+
+
+async def test_a_sync_command_cancelled_in_the_batch_that_brought_it_never_runs(
+    daemon: FakeDaemon, start_agent: StartAgent
+) -> None:
+    """Issue 17.14: a sync handler cannot be interrupted once started, so a cancel read with
+    its task must be applied before the task is claimed (it was claimed, then the handler
+    ran in its thread and its result was dropped)."""
+    agent = Agent()
+    ran: list[int] = []
+
+    @agent.command("note")
+    def note(args: dict[str, Any], *, ctx: Any) -> None:
+        ran.append(ctx.delivery_id)
+
+    daemon.features = ("batch",)
+    running = await start_agent(agent)
+    session = await daemon.next_session()
+    await session.send_batch(daemon.task(2, "note"), Cancel(delivery_id=2), daemon.task(3, "note"))
+    await frames_until_results(session, {3})
+    assert ran == [3] and running.journal.state(2) == "cancelled"
