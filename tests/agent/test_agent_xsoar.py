@@ -20,12 +20,17 @@ from tether.agent.xsoar import (
     arg_to_number,
     argToBoolean,
     argToList,
+    assign_params,
     batch,
     demisto,
+    dict_safe_get,
     entryTypes,
     get_schedule_metadata,
     polling_function,
+    remove_empty_elements,
     return_error,
+    string_to_table_header,
+    tableToMarkdown,
 )
 from tether.protocol import Schedule, unpack
 
@@ -76,6 +81,32 @@ def test_arg_to_list_and_batch() -> None:
     assert argToList("1,2", transform=int) == [1, 2]
     assert argToList("[oops") == ["[oops"]
     assert list(batch([1, 2, 3, 4, 5], 2)) == [[1, 2], [3, 4], [5]]
+
+
+def test_helpers_polling_commands_build_entries_with() -> None:
+    """CommonServerPython ``dict_safe_get``, ``assign_params``, ``remove_empty_elements``,
+    ``string_to_table_header`` and ``tableToMarkdown`` (the table laid out as XSOAR's)."""
+    data = {"response": {"status": {"label": "FOUND"}, "items": [1, 2]}}
+    assert dict_safe_get(data, ["response", "status", "label"]) == "FOUND"
+    assert dict_safe_get(data, ["response", "items", 5], "none") == "none"
+    assert dict_safe_get(data, ["response", "items"], return_type=list) == [1, 2]
+    with pytest.raises(TypeError, match="Return Type Error"):
+        dict_safe_get(data, ["response"], return_type=list)
+    assert dict_safe_get(data, ["response"], "d", return_type=list, raise_return_type=False) == "d"
+    assert assign_params(a=1, b=None, c="", d=[], e=0, keys_to_ignore=["e"]) == {"a": 1}
+    assert remove_empty_elements({"a": None, "b": {"c": []}, "d": [None, {}, 1], "e": 0}) == {"d": [1], "e": 0}
+    assert string_to_table_header("total_uploaded") == "Total Uploaded"
+    with pytest.raises(Exception, match="The key is not a string"):
+        string_to_table_header(3)  # type: ignore[arg-type]
+    assert tableToMarkdown("Completed", {"Total Uploaded": 3, "Total Errors": None}) == (
+        "### Completed\n|Total Errors|Total Uploaded|\n|---|---|\n|  | 3 |\n")
+    table = tableToMarkdown("Jobs", [{"job_id": 1, "tags": ["a", "b"], "x": None}, {"job_id": "2|3", "info": {"k": 1}}],
+                            headers=["job_id", "tags", "info", "x"], headerTransform=string_to_table_header,
+                            removeNull=True, metadata="two jobs")
+    assert table == ("### Jobs\ntwo jobs\n|Job Id|Tags|Info|\n|---|---|---|\n| 1 | a, b |  |\n"
+                     '| 2\\|3 |  | {"k": 1} |\n')
+    assert tableToMarkdown("Empty", []) == "### Empty\n**No entries.**\n"
+    assert tableToMarkdown("", ["x"], headers="") .startswith("|")
 
 
 def test_entry_types_and_demisto_exception() -> None:

@@ -41,8 +41,7 @@ from typing import Any, Dict, List, Optional, Set, Union, cast  # noqa: UP035 --
 from .polling import PollResult, ScheduledCommand, polling_function
 from .sdk import CURRENT_RUN, Context, ErrorResult, argToBoolean
 
-__all__ = [
-    # what ``from CommonServerPython import *`` also brings, and integrations use unimported
+__all__ = [  # the polling subset, helpers its commands use, and what CommonServerPython's star import brings
     "Any",
     "CommandResults",
     "DemistoException",
@@ -58,10 +57,12 @@ __all__ = [
     "argToBoolean",
     "argToList",
     "arg_to_number",
+    "assign_params",
     "batch",
     "cast",
     "datetime",
     "demisto",
+    "dict_safe_get",
     "entryTypes",
     "formats",
     "get_schedule_metadata",
@@ -69,8 +70,11 @@ __all__ = [
     "os",
     "polling_function",
     "re",
+    "remove_empty_elements",
     "return_error",
+    "string_to_table_header",
     "sys",
+    "tableToMarkdown",
     "time",
     "timedelta",
     "traceback",
@@ -184,6 +188,95 @@ def batch(iterable: list[Any], batch_size: int = 1) -> Iterator[list[Any]]:
     while current:
         yield current
         current, rest = rest[:batch_size], rest[batch_size:]
+
+
+def dict_safe_get(dict_object: Any, keys: list[Any], default_return_value: Any = None, return_type: Any = None,
+                  raise_return_type: bool = True) -> Any:
+    """CommonServerPython ``dict_safe_get``: a nested lookup that gives the default where a
+    key or index is missing; with ``return_type``, a value of another type raises
+    ``TypeError`` (or gives the default)."""
+    value = dict_object
+    for key in keys:
+        try:
+            value = value[key]
+        except (KeyError, TypeError, IndexError, AttributeError):
+            value = default_return_value
+            break
+    if return_type and not isinstance(value, return_type):
+        if raise_return_type:
+            raise TypeError(f"Safe get Error:\nDetails: Return Type Error Excepted return type {return_type}, but "
+                            f"actual type from nested dict/list is {type(value)} with value {value}.\n"
+                            f"Query: {keys}\nQueried object: {dict_object}")
+        value = default_return_value
+    return value
+
+
+def assign_params(keys_to_ignore: Any = None, values_to_ignore: Any = None, **kwargs: Any) -> dict[str, Any]:
+    """CommonServerPython ``assign_params``: the keyword arguments less empty values (None,
+    '', [], {}, ()) and ignored keys."""
+    ignored_values = (None, "", [], {}, ()) if values_to_ignore is None else values_to_ignore
+    ignored_keys = keys_to_ignore or ()
+    return {k: v for k, v in kwargs.items() if v not in ignored_values and k not in ignored_keys}
+
+
+def remove_empty_elements(d: Any) -> Any:
+    """CommonServerPython ``remove_empty_elements``: nested dicts and lists without None,
+    empty dicts and empty lists."""
+
+    def empty(x: Any) -> bool:
+        return x is None or x == {} or x == []
+
+    if isinstance(d, dict):
+        return {k: v for k, v in ((k, remove_empty_elements(v)) for k, v in d.items()) if not empty(v)}
+    if isinstance(d, list):
+        return [v for v in (remove_empty_elements(v) for v in d) if not empty(v)]
+    return d
+
+
+def string_to_table_header(string: str) -> str:
+    """CommonServerPython ``string_to_table_header``: ``"snake_case"`` -> ``"Snake Case"``."""
+    if isinstance(string, str):
+        return " ".join(part.capitalize() for part in string.replace("_", " ").split())
+    raise Exception("The key is not a string: {}".format(string))  # noqa: UP032 -- XSOAR's message
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value).replace("|", "\\|").replace("\n", "<br>")
+
+
+def tableToMarkdown(name: str, t: Any, headers: Any = None, headerTransform: Callable[[str], str] | None = None,
+                    removeNull: bool = False, metadata: str | None = None, url_keys: Any = None,
+                    date_fields: Any = None, json_transform_mapping: Any = None, is_auto_json_transform: bool = False,
+                    sort_headers: bool = True) -> str:
+    """CommonServerPython ``tableToMarkdown``, for readable outputs: ``### name``, then a
+    table of the dicts in ``t`` (one dict: one row; ``headers``: the columns, else the keys of
+    the rows, sorted unless ``sort_headers=False``), or ``**No entries.**``. Cells are laid out
+    as XSOAR's are (lists joined, dicts as JSON, ``|`` escaped), not byte for byte."""
+    rows = [t] if isinstance(t, dict) else list(t or [])
+    rows = [r if isinstance(r, dict) else {"": r} for r in rows]
+    if headers is None:
+        seen: dict[str, None] = {}
+        for row in rows:
+            seen.update(dict.fromkeys(row))
+        headers = sorted(seen) if sort_headers else list(seen)
+    elif isinstance(headers, str):
+        headers = [headers]
+    if removeNull:
+        headers = [h for h in headers if any(row.get(h) not in (None, "", [], {}) for row in rows)]
+    out = f"### {name}\n" if name else ""
+    if metadata:
+        out += metadata + "\n"
+    if not rows or not headers:
+        return out + "**No entries.**\n"
+    shown = [headerTransform(h) if headerTransform else h for h in headers]
+    out += "|" + "|".join(shown) + "|\n" + "|" + "|".join("---" for _ in shown) + "|\n"
+    for row in rows:
+        out += "| " + " | ".join("" if row.get(h) is None else _cell(row.get(h)) for h in headers) + " |\n"
+    return out
 
 
 class CommandResults:
