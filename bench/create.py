@@ -43,7 +43,7 @@ from .scenarios import (
     machine_busy_seconds,
     percentile,
 )
-from .seed import echo_tasks, enroll_fleet, queue_tasks
+from .seed import echo_tasks, enroll_fleet, queue_tasks, tagged_key
 from .tetherd import Tetherd
 
 SINK_AGENTS = 100
@@ -79,7 +79,8 @@ def run_create(opts: Options) -> dict[str, Any]:
     with Tetherd(opts.settings) as tetherd:
         url, token = tetherd.url, tetherd.admin_token
         t = time.monotonic()
-        fleet_ids = asyncio.run(enroll_fleet(url, tetherd.enroll_key, opts.agents, run_id=run_id, tags=[FANOUT_TAG]))
+        fleet_key = asyncio.run(tagged_key(url, token, [FANOUT_TAG]))  # the first start's key gives no tags
+        fleet_ids = asyncio.run(enroll_fleet(url, fleet_key, opts.agents, run_id=run_id))
         sinks = asyncio.run(enroll_fleet(url, tetherd.enroll_key, SINK_AGENTS, run_id=f"{run_id}-sink"))
         enroll_s = time.monotonic() - t
         sampler = _Sampler(tetherd)

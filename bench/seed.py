@@ -36,6 +36,13 @@ async def enroll_fleet(url: str, key: str, agents: int, *, run_id: str, tags: Se
         return list(await asyncio.gather(*(one(i) for i in range(agents))))
 
 
+async def tagged_key(url: str, token: str, tags: Sequence[str]) -> str:
+    """A new enrollment key whose agents get ``tags``."""
+    async with ConsoleClient(url, token) as console:
+        made = await console.call("key.create", {"tags": list(tags)})
+    return str(made["key"])
+
+
 async def queue_tasks(url: str, token: str, params: Sequence[dict[str, Any]]) -> list[Any]:
     """``task.create`` every params dict, spread over a few console sessions with up to
     ``REQUESTS_IN_FLIGHT`` concurrent calls each; the results in the same order. The first

@@ -71,7 +71,7 @@ from .scenarios import (
     machine_busy_seconds,
     percentile,
 )
-from .seed import enroll_fleet
+from .seed import enroll_fleet, tagged_key
 from .tetherd import Tetherd
 
 SEED = 6
@@ -227,8 +227,8 @@ def _groups(agents: int) -> list[int]:
 async def _enroll(tetherd: Tetherd, sizes: list[int], run_id: str) -> list[Any]:
     identities: list[Any] = []
     for g, size in enumerate(sizes):
-        identities += await enroll_fleet(tetherd.url, tetherd.enroll_key, size, run_id=f"{run_id}-g{g}",
-                                         tags=[f"soak-g{g}"])
+        key = await tagged_key(tetherd.url, tetherd.admin_token, [f"soak-g{g}"])
+        identities += await enroll_fleet(tetherd.url, key, size, run_id=f"{run_id}-g{g}")
     return identities
 
 

@@ -26,7 +26,7 @@ import psutil
 from .create import FANOUT_TAG, _fanout
 from .fleet import Fleet
 from .scenarios import AGENT_SESSIONS, DONE, BenchError
-from .seed import enroll_fleet
+from .seed import enroll_fleet, tagged_key
 from .tetherd import Tetherd
 
 SLICE = 0.1
@@ -52,8 +52,8 @@ def online_fleet(agents: int, procs: int) -> Iterator[tuple[Tetherd, Fleet]]:
     """A tetherd with default settings and ``agents`` simulated agents (tag ``fanout``)
     online from ``procs`` worker processes, the storm's writes settled; closed on exit."""
     with Tetherd({}) as tetherd:
-        ids = asyncio.run(enroll_fleet(tetherd.url, tetherd.enroll_key, agents, run_id=uuid.uuid4().hex[:8],
-                                       tags=[FANOUT_TAG]))
+        key = asyncio.run(tagged_key(tetherd.url, tetherd.admin_token, [FANOUT_TAG]))
+        ids = asyncio.run(enroll_fleet(tetherd.url, key, agents, run_id=uuid.uuid4().hex[:8]))
         fleet = Fleet(ids, procs, max_seconds=TIMEOUT * 2)
         fleet.start()
         try:

@@ -123,6 +123,8 @@ class FakeDaemon:
     """Answer this many upgrade requests with HTTP 503 (a load balancer shedding load)."""
     features: tuple[str, ...] = ()
     """Optional features this daemon speaks; the welcome names those the hello announced too."""
+    welcome_agent_id: str | None = None
+    """The agent id the welcome names, if not the hello's (the agent was merged into it)."""
     enroll_answer: Enrolled | Error = field(
         default_factory=lambda: Enrolled(agent_id="agent-1", token="s3cret-token", tags=["lab"])
     )
@@ -185,7 +187,7 @@ class FakeDaemon:
             return
         await ws.send(MSGPACK.encode(Welcome(
             version=PROTOCOL_VERSION, role="agent", session_id=f"s{len(self.hellos)}",
-            server_time=0.0, agent_id=first.agent_id, window=10,
+            server_time=0.0, agent_id=self.welcome_agent_id or first.agent_id, window=10,
             features=[f for f in first.features if f in self.features],
         )))
         session = FakeSession(ws, first)

@@ -17,7 +17,7 @@ import pytest
 
 from tether.agent import Identity, Journal
 from tether.agent.cli import CliError, default_state_dir, load_agent, main
-from tether.agent.host import machine_uuid
+from tether.agent.host import agent_machine_uuid, machine_uuid
 from tether.agent.journal import RESTARTED_WHILE_RUNNING
 from tether.protocol import Ack, Committed, Enrolled, Error, ErrorCode, Progress, Result, unpack
 
@@ -80,17 +80,23 @@ async def test_enroll_stores_the_identity_privately_and_prints_it(daemon: FakeDa
         "--state-dir", str(state), "--machine-uuid", "m-1", "--json",
     )
     assert code == 0, err
-    assert json.loads(out) == {"agent_id": "agent-1", "server": daemon.url, "tags": ["lab"]}
+    assert json.loads(out) == {"agent_id": "agent-1", "server": daemon.url, "tags": ["lab"], "status": "new",
+                               "clone_of": ""}
+    assert "enrolled as new agent agent-1" in err
     [request] = daemon.enrolls
     assert (request.key, request.machine_uuid, request.tags) == ("AAAAA-BBBBB", "m-1", ["lab", "x"])
+    assert (request.agent_id, request.token) == (None, "")  # nothing to prove yet
     assert daemon.token not in out + err
     assert stat.S_IMODE(os.stat(state / "journal.sqlite").st_mode) == 0o600
     with Journal.in_state_dir(state) as journal:
         assert journal.identity() == Identity(daemon.url, "agent-1", daemon.token, "m-1", ("lab",))
 
-    daemon.enroll_answer = Enrolled(agent_id="agent-1", token="new-token")
-    code, out, _ = await cli("enroll", "--server", daemon.url, "--key", "K", "--state-dir", str(state))
+    # Enrolling again into the state directory proves the agent with its token.
+    daemon.enroll_answer = Enrolled(agent_id="agent-1", token=daemon.token, status="existing")
+    code, out, err = await cli("enroll", "--server", daemon.url, "--key", "K", "--state-dir", str(state))
     assert (code, out) == (0, "agent-1\n")
+    assert "re-enrolled as agent agent-1 (existing: same id, token and tags; its journal is kept)" in err
+    assert (daemon.enrolls[-1].agent_id, daemon.enrolls[-1].token) == ("agent-1", daemon.token)
 
 
 async def test_enroll_refused_names_the_error(daemon: FakeDaemon, tmp_path: Path) -> None:
@@ -140,7 +146,8 @@ async def test_run_exits_3_when_the_daemon_refuses_for_good(daemon: FakeDaemon, 
     daemon.refuse_next(ErrorCode.UNAUTHORIZED, "token revoked")
     code, _, err = await cli("run", "--state-dir", str(state))
     assert code == 3
-    assert "unauthorized (4010)" in err and "enroll again" in err
+    assert "unauthorized (4010)" in err and "enroll this state directory again as a new agent" in err
+    assert "--force" in err
 
 
 async def test_kill_9_while_running_reports_failure_and_never_reruns(daemon: FakeDaemon, tmp_path: Path) -> None:
@@ -250,6 +257,65 @@ async def test_a_second_signal_stops_at_once(daemon: FakeDaemon, tmp_path: Path)
     assert "stopped at once on a second signal" in err
     with Journal.in_state_dir(state) as journal:
         assert journal.counts()["outbox"] == 1  # "hang" recorded as failed, not left running
+
+
+def test_each_state_directory_is_its_own_machine_identity(tmp_path: Path) -> None:
+    """16.3: two state directories on one host are two agents; a re-imaged host (a new
+    machine id) is a new agent too."""
+    one = agent_machine_uuid(tmp_path / "a", host_id="host-1")
+    assert one == agent_machine_uuid(tmp_path / "x" / ".." / "a", host_id="host-1") and len(one) == 36
+    assert one != agent_machine_uuid(tmp_path / "b", host_id="host-1")
+    assert one != agent_machine_uuid(tmp_path / "a", host_id="host-2")
+    assert agent_machine_uuid(tmp_path / "a") == agent_machine_uuid(tmp_path / "a", host_id=machine_uuid())
+
+
+async def test_a_state_directory_holding_an_agent_is_re_enrolled_with_proof_or_not_at_all(
+    daemon: FakeDaemon, tmp_path: Path
+) -> None:
+    """16.2: the daemon refusing the proof, or another URL, changes nothing without --force;
+    --force enrolls a new agent and says what it dropped."""
+    state = enrolled_state_dir(tmp_path, daemon)
+    with Journal.in_state_dir(state) as journal:
+        journal.accept([daemon.task(7)])
+    daemon.enroll_answer = Error(code=ErrorCode.UNAUTHORIZED, name="unauthorized", message="agent-1's token ...")
+    code, out, err = await cli("enroll", "--server", daemon.url, "--key", "K", "--state-dir", str(state))
+    assert (code, out) == (1, "")
+    assert "enrollment refused: unauthorized (4010): agent-1's token ...; to enroll" in err
+    assert "as a new agent, dropping its journal (1 deliveries not yet run or running, 0 results not yet " \
+           "committed by tetherd): add --force" in err
+    other = daemon.url.replace("127.0.0.1", "localhost")
+    code, _, err = await cli("enroll", "--server", other, "--key", "K", "--state-dir", str(state))
+    assert code == 1 and f"is agent agent-1 of {daemon.url}. If that tetherd is now reached at {other}: " \
+                         f"tether-agent set-server {other}" in err
+    assert len(daemon.enrolls) == 1  # the other URL was never sent the token
+    with Journal.in_state_dir(state) as journal:
+        assert journal.counts()["pending"] == 1 and journal.identity().agent_id == "agent-1"  # type: ignore[union-attr]
+
+    daemon.enroll_answer = Enrolled(agent_id="agent-2", token="t2", clone_of="agent-1")
+    code, out, err = await cli("enroll", "--server", other, "--key", "K", "--state-dir", str(state), "--force")
+    assert (code, out) == (0, "agent-2\n")
+    assert "warning: dropped agent agent-1's journal (1 deliveries not yet run or running" in err
+    assert "enrolled as new agent agent-2; tetherd marked it a possible clone of agent agent-1" in err
+    assert (daemon.enrolls[-1].agent_id, daemon.enrolls[-1].token) == (None, "")  # --force proves nothing
+    with Journal.in_state_dir(state) as journal:
+        assert journal.counts()["pending"] == 0
+        assert journal.identity() == Identity(other, "agent-2", "t2", daemon.enrolls[-1].machine_uuid)
+
+
+async def test_a_new_url_needs_no_re_enrollment(daemon: FakeDaemon, tmp_path: Path) -> None:
+    state = enrolled_state_dir(tmp_path, daemon)
+    code, _, err = await cli("set-server", "wss://tetherd.example:8765", "--state-dir", str(state))
+    assert code == 0 and "reaches tetherd at wss://tetherd.example:8765 from now on" in err
+    code, _, err = await cli("set-server", "tetherd:8765", "--state-dir", str(state))
+    assert code == 1 and "must be a ws:// or wss:// URL" in err
+    code, _, err = await cli("set-server", "ws://x:1", "--state-dir", str(tmp_path / "none"))
+    assert code == 1 and "not enrolled" in err
+    proc = await start("run", "--state-dir", str(state), "--server", daemon.url)
+    await daemon.next_session()  # it connected at the URL given
+    proc.send_signal(signal.SIGTERM)
+    assert (await finish(proc))[0] == 0
+    with Journal.in_state_dir(state) as journal:
+        assert journal.identity().server == daemon.url  # type: ignore[union-attr]  # kept
 
 
 def test_machine_uuid_prefers_stable_os_ids(tmp_path: Path) -> None:

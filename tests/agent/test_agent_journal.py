@@ -398,6 +398,18 @@ def test_a_new_identity_drops_the_old_agents_deliveries(journal: Journal) -> Non
     assert journal.holding() == []
 
 
+def test_the_same_agent_at_another_url_or_merged_keeps_its_deliveries(journal: Journal) -> None:
+    """16.2: only another agent id drops the journal; a new URL or a merge keeps it."""
+    assert journal.set_server("ws://new") is False  # nothing enrolled yet
+    journal.set_identity(Identity(server="ws://d", agent_id="a1", token="t1"))
+    journal.accept([task(1)])
+    assert journal.set_identity(Identity(server="ws://other-name", agent_id="a1", token="t1")) == 0
+    assert journal.set_server("wss://new:8765") is True
+    journal.adopt_agent_id("a0")
+    assert journal.identity() == Identity(server="wss://new:8765", agent_id="a0", token="t1")
+    assert journal.holding() == [(1, 1)]
+
+
 def test_a_journal_from_a_newer_agent_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite"
     Journal(path).close()

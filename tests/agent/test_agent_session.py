@@ -539,6 +539,24 @@ async def test_many_clients_share_one_loop(daemon: FakeDaemon, start_agent: Star
     assert sorted(sessions) == sorted(f"sim-{i}" for i in range(10))
 
 
+async def test_an_agent_merged_into_another_is_that_agent_from_then_on(
+    daemon: FakeDaemon, start_agent: StartAgent
+) -> None:
+    """15.1: after ``tetherctl agent merge``, the welcome names the agent this one took over."""
+    daemon.welcome_agent_id = "agent-0"
+    running = await start_agent()
+    session = await daemon.next_session()
+    assert session.hello.agent_id == "agent-1"
+    await session.send(daemon.task(1))
+    await session.expect(Ack)  # the agent read the welcome before this
+    identity = running.journal.identity()
+    assert identity is not None and identity.agent_id == "agent-0" and identity.token == daemon.token
+    await session.ws.close(1012)  # tetherd closes a merged agent's session: it logs in again
+    again = await daemon.next_session()
+    assert again.hello.agent_id == "agent-0"
+    await running.stopped()
+
+
 async def test_enroll_returns_an_identity_or_raises(daemon: FakeDaemon) -> None:
     identity = await enroll(daemon.url, "KEY", machine_uuid="m-1", tags=["lab"], hostname="h", platform="p")
     assert identity == Identity(daemon.url, "agent-1", daemon.token, "m-1", ("lab",))

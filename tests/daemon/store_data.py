@@ -10,8 +10,9 @@ NOW = 1_800_000_000.0
 
 
 async def enrolled(store: SQLiteStore, name: str, *tags: str) -> str:
-    first = await store.bootstrap(NOW)
-    key = first[1] if first else await store.create_enroll_key([], None, None, NOW)
+    """A new agent ``name`` carrying ``tags`` (enrolled with a key that gives them)."""
+    await store.bootstrap(NOW)
+    key = await store.create_enroll_key(list(tags), None, None, NOW)
     return (await store.enroll(key, f"uuid-{name}", name, "linux", list(tags), NOW)).agent_id
 
 

@@ -6,6 +6,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tether.daemon.store.schema import APPLICATION_ID, LATEST, MIGRATIONS
@@ -30,6 +31,23 @@ def test_init_prints_credentials_once(tmp_path: Path) -> None:
     assert again.returncode == 1 and "already initialised" in again.stderr
 
 
+def test_the_bootstrap_key_can_be_bounded_from_the_start(tmp_path: Path) -> None:
+    """15.14: ``init --key-uses N --key-expires-in 7d`` bounds the first enrollment key."""
+    data = tmp_path / "data"
+    before = time.time()
+    out = tetherd("init", "--data-dir", str(data), "--key-uses", "2", "--key-expires-in", "7d", "--json")
+    assert out.returncode == 0, out.stderr
+    row = sqlite3.connect(data / "tether.sqlite").execute(
+        "SELECT uses_left, expires_at, allow_requested_tags FROM enroll_keys").fetchall()
+    assert len(row) == 1 and row[0][0] == 2 and row[0][2] == 0
+    assert before + 7 * 86_400 <= row[0][1] <= time.time() + 7 * 86_400
+    text = tetherd("init", "--data-dir", str(tmp_path / "other"))
+    assert "Revoke the enrollment key once your agents are enrolled" in text.stdout
+    for bad, words in ((["--key-expires-in", "soon"], "invalid duration 'soon'"), (["--key-uses", "0"], "positive")):
+        refused = tetherd("init", "--data-dir", str(tmp_path / "bad"), *bad)
+        assert refused.returncode == 2 and words in refused.stderr
+
+
 def test_migrate_dry_run_is_the_default(tmp_path: Path) -> None:
     data = tmp_path / "data"
     dry = tetherd("migrate", "--data-dir", str(data))
@@ -41,7 +59,7 @@ def test_migrate_dry_run_is_the_default(tmp_path: Path) -> None:
     assert "applying migration 3: LimaCharlie selectors" in applied.stdout
     assert "applying migration 4: polling sequences started by another task's run" in applied.stdout
     version = sqlite3.connect(data / "tether.sqlite").execute("PRAGMA user_version").fetchone()[0]
-    assert version == LATEST == 4
+    assert version == LATEST == 5
     assert "up to date" in tetherd("migrate", "--data-dir", str(data)).stdout
 
 

@@ -209,6 +209,35 @@ def test_render_agents() -> None:
     assert console.render_agents([]) == "no agents"
 
 
+def test_render_agents_notes_possible_clones_removed_and_merged_agents() -> None:
+    base = {"hostname": "h", "platform": "linux", "tags": [], "online": False, "enrolled_at": 1.0,
+            "last_seen": None, "commands": []}
+    agents = [{**base, "agent_id": "a1"}, {**base, "agent_id": "a2", "clone_of": "a1"},
+              {**base, "agent_id": "a3", "removed_at": 1_700_000_000.0},
+              {**base, "agent_id": "a4", "removed_at": 1.0, "merged_into": "a1"}]
+    lines = console.render_agents(agents).splitlines()
+    assert lines[0].split()[-1] == "NOTE" and lines[1].split()[-1] == "-"
+    assert lines[2].endswith("possible clone of a1 (tetherctl agent approve|merge|rm a2)")
+    assert lines[3].endswith("removed 2023-11-14T22:13:20Z") and lines[4].endswith("merged into a1")
+
+
+@pytest.mark.parametrize(("argv", "method", "answer_", "printed"), [
+    (["agent", "rm", "a2"], "agent.rm",
+     {"agent_id": "a2", "outcome": "removed", "cancelled": 2, "sessions_closed": 1},
+     "agent a2 removed; 2 unfinished deliveries of its own cancelled; 1 open session closed\n"),
+    (["agent", "approve", "a2"], "agent.approve", {"agent_id": "a2", "outcome": "approved"},
+     "agent a2 approved: an agent of its own, no longer a possible clone\n"),
+    (["agent", "merge", "a2"], "agent.merge", {"agent_id": "a2", "outcome": "merged", "into": "a1"},
+     "agent a2 merged into agent a1: it has that id, tags and deliveries from its next session\n"),
+])
+async def test_agent_rm_approve_merge(fake: FakeDaemon, argv: list[str], method: str, answer_: dict[str, Any],
+                                      printed: str) -> None:
+    fake.script = answer(answer_)
+    result = await tetherctl(fake, *argv)
+    assert (result.code, result.out) == (0, printed)
+    assert (fake.request.method, fake.request.params) == (method, {"agent_id": "a2"})
+
+
 def test_render_task_shows_each_delivery_with_result_or_error() -> None:
     text = console.render_task(task_view(
         delivery(1, "done", finished_at=1_700_000_100.0, result={"version": "12", "build": 3}),
@@ -440,6 +469,14 @@ async def test_priority_by_number_and_agents_filters(fake: FakeDaemon) -> None:
     fake.script = answer([])
     assert (await tetherctl(fake, "agents", "--tag", "web", "--online")).code == 0
     assert fake.request.params == {"tag": "web", "online": True}
+    fake.requests.clear()
+    assert (await tetherctl(fake, "agents", "--all")).code == 0
+    assert fake.request.params == {"online": False, "all": True}
+    fake.requests.clear()
+    fake.script = answer({"key_id": 2, "key": "K", "tags": [], "created_at": 1.0, "expires_at": None,
+                          "uses_left": None, "revoked_at": None, "allow_requested_tags": True})
+    assert (await tetherctl(fake, "key", "create", "--allow-requested-tags")).code == 0
+    assert fake.request.params == {"tags": [], "allow_requested_tags": True}
 
 
 def test_progress_line_shows_errors_and_unknown_events() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from store_data import NOW, enrolled, result, task
 
-from tether.daemon.store import StoreError
+from tether.daemon.store import AgentAuth, StoreError
 from tether.daemon.store.sqlite import SQLiteStore
 from tether.daemon.store.writer import Tx
 from tether.protocol import ErrorCode, ProtocolError
@@ -41,7 +41,7 @@ async def test_enroll_key_rules(store: SQLiteStore) -> None:
     with pytest.raises(ProtocolError) as err:
         await store.enroll(expired, "u", "h", "p", [], NOW)
     assert err.value.code == ErrorCode.ENROLL_KEY_EXPIRED
-    once = await store.create_enroll_key(["db"], None, 1, NOW)
+    once = await store.create_enroll_key(["db"], None, 1, NOW, allow_requested_tags=True)
     e = await store.enroll(once.lower().replace("-", ""), "u1", "h", "p", ["web"], NOW)  # typed sloppily
     assert e.tags == ["db", "web"]
     with pytest.raises(ProtocolError) as err:
@@ -49,15 +49,28 @@ async def test_enroll_key_rules(store: SQLiteStore) -> None:
     assert err.value.code == ErrorCode.ENROLL_KEY_EXHAUSTED
 
 
-async def test_same_machine_uuid_keeps_its_agent_id_with_a_new_token(store: SQLiteStore) -> None:
+async def test_only_proof_re_enrolls_an_agent_a_known_machine_uuid_makes_a_possible_clone(
+    store: SQLiteStore,
+) -> None:
+    """15.1: the machine UUID is no secret; presenting a known one without the agent's token
+    makes a new agent marked a possible clone, and the old agent's token keeps working."""
     _, key = await store.bootstrap(NOW) or ("", "")
     first = await store.enroll(key, "machine-1", "h", "p", [], NOW)
-    again = await store.enroll(key, "machine-1", "h", "p", [], NOW)
+    assert (first.status, first.clone_of) == ("new", "")
+    clone = await store.enroll(key, "machine-1", "attacker", "p", [], NOW)
+    assert clone.agent_id != first.agent_id and (clone.status, clone.clone_of) == ("new", first.agent_id)
+    assert await store.authenticate_agent(first.agent_id, first.token) == AgentAuth(first.agent_id)
+    assert await store.authenticate_agent(first.agent_id, clone.token) is None
+    again = await store.enroll(key, "machine-1", "h2", "p", [], NOW, proof=(first.agent_id, first.token))
+    assert (again.agent_id, again.token, again.status, again.clone_of) == (first.agent_id, first.token, "existing", "")
+    with pytest.raises(ProtocolError) as err:  # a wrong token proves nothing, and makes nothing either
+        await store.enroll(key, "machine-1", "h", "p", [], NOW, proof=(first.agent_id, clone.token))
+    assert err.value.code == ErrorCode.UNAUTHORIZED and first.agent_id in err.value.message
     other = await store.enroll(key, "machine-2", "h", "p", [], NOW)
-    assert again.agent_id == first.agent_id and again.token != first.token
-    assert other.agent_id != first.agent_id
-    assert await store.authenticate_agent(first.agent_id, first.token) is None  # the old token is gone
-    assert await store.authenticate_agent(first.agent_id, again.token) is not None
+    assert other.clone_of == "" and other.agent_id not in (first.agent_id, clone.agent_id)
+    agents = {a.agent_id: a for a in await store.list_agents(None)}
+    assert agents[clone.agent_id].clone_of == first.agent_id and agents[first.agent_id].hostname == "h2"
+    assert agents[first.agent_id].clone_of is None and len(agents) == 3
 
 
 async def test_task_fans_out_and_reaches_later_agents_once(store: SQLiteStore) -> None:

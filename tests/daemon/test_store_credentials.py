@@ -62,7 +62,7 @@ async def test_a_revoked_key_enrolls_no_one(store: SQLiteStore) -> None:
     assert await store.authenticate_agent(enrolled.agent_id, enrolled.token) is not None
 
 
-async def test_a_revoked_agent_token_stops_working_until_it_enrolls_again(store: SQLiteStore) -> None:
+async def test_a_revoked_agent_token_stops_working_for_good(store: SQLiteStore) -> None:
     first = await store.bootstrap(NOW)
     assert first is not None
     enrolled = await store.enroll(first[1], "machine", "host", "linux", [], NOW)
@@ -71,10 +71,15 @@ async def test_a_revoked_agent_token_stops_working_until_it_enrolls_again(store:
     assert await store.authenticate_agent(enrolled.agent_id, "") is None
     assert await store.revoke_agent(enrolled.agent_id) is False
     assert [a.revoked for a in await store.list_agents(None)] == [True]
+    # Its token proves nothing any more; enrolling again without proof is a new agent.
+    with pytest.raises(ProtocolError) as err:
+        await store.enroll(first[1], "machine", "host", "linux", [], NOW, proof=(enrolled.agent_id, enrolled.token))
+    assert err.value.code == ErrorCode.UNAUTHORIZED
     again = await store.enroll(first[1], "machine", "host", "linux", [], NOW)
-    assert again.agent_id == enrolled.agent_id
+    assert again.agent_id != enrolled.agent_id and again.clone_of == enrolled.agent_id
     assert await store.authenticate_agent(again.agent_id, again.token) is not None
-    assert [a.revoked for a in await store.list_agents(None)] == [False]
+    assert [(a.agent_id, a.revoked) for a in await store.list_agents(None)] == sorted(
+        [(enrolled.agent_id, True), (again.agent_id, False)])
     with pytest.raises(ProtocolError) as err:
         await store.revoke_agent("nobody")
     assert err.value.code == ErrorCode.UNKNOWN_AGENT

@@ -132,7 +132,15 @@ class Tetherd:
         self.port = 0
         self.admin_token = ""
         self.enroll_key = ""
+        self._tagging_key = ""
         self.extra_args: list[str] = []
+
+    @property
+    def tagging_key(self) -> str:
+        """An enrollment key that lets agents ask for tags (the first start's does not)."""
+        if not self._tagging_key:
+            self._tagging_key = self.ctl("key", "create", "--allow-requested-tags")[1]["key"]
+        return self._tagging_key
 
     def start(self, *extra: str) -> None:
         listen = f"127.0.0.1:{self.port}"
@@ -203,9 +211,11 @@ class AgentProc:
 
     def enroll(self, *tags: str, key: str | None = None, check: bool = True,
                extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-        """``extra``: more options, e.g. TLS files (``--ca FILE``)."""
+        """``extra``: more options, e.g. TLS files (``--ca FILE``). With ``tags`` and no
+        ``key``, a key that allows requested tags."""
+        key = key or (self.tetherd.tagging_key if tags else self.tetherd.enroll_key)
         args = [str(BIN / "tether-agent"), "enroll", "--server", self.tetherd.url,
-                "--key", key or self.tetherd.enroll_key, "--state-dir", str(self.state_dir),
+                "--key", key, "--state-dir", str(self.state_dir),
                 "--machine-uuid", f"test-machine-{self.name}-{os.getpid()}", "--json", *extra]
         for tag in tags:
             args += ["--tag", tag]

@@ -4,6 +4,7 @@ delivery or sending console requests is in test_bad_input.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -12,9 +13,12 @@ from typing import Any
 
 import pytest
 from harness import AgentProc, Tetherd, closed_with
+from websockets.asyncio.client import connect as async_connect
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tether.protocol import MSGPACK, PROTOCOL_VERSION, Hello, Request
+from tether.daemon.console_client import ConsoleClient
+from tether.protocol import MSGPACK, PROTOCOL_VERSION, Enroll, Enrolled, Hello, Request, Welcome
 from tether.protocol.codec import decode_from_daemon
 from tether.protocol.frames import Error, Response
 
@@ -210,3 +214,52 @@ def test_secrets_are_stored_hashed_and_never_logged(
         assert secret[:12].encode() not in stored
     fault_log("Authorisation", "5 secrets (admin tokens, enrollment keys, an agent token) looked for in the "
               "logs and the database file", len(secrets), "none found, in full or in part")
+
+
+ROUNDS, LOGINS = 12, 24
+"""Revocation race: rounds, and agent logins in flight around each revoke."""
+
+
+async def _login(ws: Any, agent_id: str, token: str) -> Any:
+    """Log an agent in on an open connection: the connection if it was welcomed, else None."""
+    await ws.send(MSGPACK.encode(Hello(role="agent", version=PROTOCOL_VERSION, agent_id=agent_id, token=token)))
+    try:
+        if isinstance(decode_from_daemon(await ws.recv()), Welcome):
+            return ws
+    except ConnectionClosed:
+        pass
+    await ws.close()
+    return None
+
+
+async def test_revocation_races_a_login_in_flight(tetherd: Tetherd, fault_log: Callable[..., None]) -> None:
+    """15.5: agent logins race its revocation (their hellos sent with the revoke); every
+    session that was welcomed is closed within a round trip of the revoke's answer."""
+    survived: list[int] = []
+    async with ConsoleClient(tetherd.url, tetherd.admin_token) as console:
+        for round_ in range(ROUNDS):
+            key = (await console.call("key.create", {"uses": 1}))["key"]
+            enrolled = await _enroll(tetherd.url, key, f"race-{round_}")
+            connections = await asyncio.gather(*(async_connect(tetherd.url) for _ in range(LOGINS)))
+            revoke = asyncio.create_task(console.call("agent.revoke", {"agent_id": enrolled.agent_id}))
+            logins = [asyncio.create_task(_login(ws, enrolled.agent_id, enrolled.token)) for ws in connections]
+            await revoke
+            sessions = [ws for ws in await asyncio.gather(*logins) if ws is not None]
+            for ws in sessions:
+                try:
+                    async with asyncio.timeout(2.0):  # far above one round trip on loopback
+                        await ws.wait_closed()
+                except TimeoutError:
+                    survived.append(round_)
+                    await ws.close()
+    assert survived == [], f"a revoked agent's session outlived the revoke in rounds {survived}"
+    fault_log("Authorisation", f"{LOGINS} logins of an agent in flight while it is revoked", ROUNDS,
+              "every session welcomed is closed within 2 s of the revoke's answer")
+
+
+async def _enroll(url: str, key: str, machine_uuid: str) -> Enrolled:
+    async with async_connect(url) as ws:
+        await ws.send(MSGPACK.encode(Enroll(version=PROTOCOL_VERSION, key=key, machine_uuid=machine_uuid)))
+        answer = decode_from_daemon(await ws.recv())
+    assert isinstance(answer, Enrolled), answer
+    return answer

@@ -60,6 +60,12 @@ from tether.protocol.console import METHODS, parse_params
         ("key.list", {}, rpc.Nothing()),
         ("key.revoke", {"key_id": 2}, rpc.KeyId(key_id=2)),
         ("agent.revoke", {"agent_id": "a1"}, rpc.AgentRevoke(agent_id="a1")),
+        ("agent.approve", {"agent_id": "a1"}, rpc.AgentId(agent_id="a1")),
+        ("agent.merge", {"agent_id": "a1"}, rpc.AgentId(agent_id="a1")),
+        ("agent.rm", {"agent_id": "a1"}, rpc.AgentId(agent_id="a1")),
+        ("agents.list", {"all": True}, rpc.AgentsList(all=True)),
+        ("key.create", {"tags": ["kiosk"], "allow_requested_tags": True},
+         rpc.KeyCreate(tags=["kiosk"], allow_requested_tags=True)),
     ],
 )
 def test_valid_params(method: str, params: dict[str, Any], expected: rpc.Params) -> None:
@@ -82,7 +88,8 @@ def test_every_method_is_tested() -> None:
     assert set(METHODS) == {"agents.list", "tag.add", "tag.rm", "task.create", "task.list", "task.get",
                             "task.wait", "task.cancel", "schedule.add", "schedule.list", "schedule.get",
                             "schedule.pause", "schedule.resume", "schedule.rm", "token.create", "token.list",
-                            "token.revoke", "key.create", "key.list", "key.revoke", "agent.revoke"}
+                            "token.revoke", "key.create", "key.list", "key.revoke", "agent.revoke",
+                            "agent.approve", "agent.merge", "agent.rm"}
 
 
 def test_unknown_method_names_the_known_ones() -> None:
@@ -90,8 +97,8 @@ def test_unknown_method_names_the_known_ones() -> None:
         parse_params("task.delete", {})
     assert caught.value.code is ErrorCode.UNKNOWN_METHOD
     assert caught.value.message == (
-        "unknown method 'task.delete' (known: action, agent.revoke, agents.list, key.create, key.list, "
-        "key.revoke, schedule.add, schedule.get, schedule.list, schedule.pause, schedule.resume, schedule.rm, "
+        "unknown method 'task.delete' (known: action, agent.approve, agent.merge, agent.revoke, agent.rm, "
+        "agents.list, key.create, key.list, key.revoke, schedule.add, schedule.get, schedule.list, schedule.pause, schedule.resume, schedule.rm, "
         "tag.add, tag.rm, task.cancel, task.create, task.get, task.list, task.wait, token.create, token.list, "
         "token.revoke)"
     )

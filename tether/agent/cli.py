@@ -26,11 +26,11 @@ from typing import Any
 
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
-from tether.protocol import tags
+from tether.protocol import ErrorCode, tags
 
 from . import host, statedir
 from .client import AgentClient, FatalSessionError
-from .enrollment import EnrollmentError, enroll
+from .enrollment import Enrollment, EnrollmentError, enroll_agent
 from .journal import JOURNAL_FILE, Identity, Journal
 from .logfmt import LogfmtFormatter
 from .sdk import Agent
@@ -68,30 +68,79 @@ def default_state_dir() -> Path:
 
 
 def cmd_enroll(opts: argparse.Namespace) -> int:
-    if not opts.server.startswith(("ws://", "wss://")):
-        raise CliError(f"--server must be a ws:// or wss:// URL, got {opts.server!r}")
-    machine_uuid = opts.machine_uuid or host.machine_uuid()
+    _check_server(opts.server)
+    machine_uuid = opts.machine_uuid or host.agent_machine_uuid(opts.state_dir)
     tls = _tls_files(opts) or TLSFiles()
     _state_dir(opts.state_dir, create=True)
     # Open the journal first: failing to store the token after the daemon issued it would
     # waste an enrollment key use.
     with Journal.in_state_dir(opts.state_dir) as journal:
+        current = journal.identity()
+        loses = "" if current is None else _what_is_dropped(journal.counts())
+        if current is not None and not opts.force and current.server != opts.server:
+            raise CliError(
+                f"{opts.state_dir} is agent {current.agent_id} of {current.server}. If that tetherd is now "
+                f"reached at {opts.server}: tether-agent set-server {opts.server}; to enroll with "
+                f"{opts.server} as a new agent, dropping its {loses}: add --force")
+        proof = None if opts.force else current
+        lock = _lock_state_dir(opts.state_dir) if current is not None and opts.force else None
         try:
-            identity = _run(enroll(opts.server, opts.key, machine_uuid=machine_uuid, tags=opts.tag, tls=tls))
+            enrolled = _run(enroll_agent(opts.server, opts.key, machine_uuid=machine_uuid, tags=opts.tag, tls=tls,
+                                         proof=proof))
         except EnrollmentError as exc:
-            raise CliError(f"enrollment refused: {exc.name} ({exc.code}): {exc.message}") from None
+            hint = (f"; to enroll {opts.state_dir} as a new agent, dropping its {loses}: add --force"
+                    if proof is not None and exc.code == ErrorCode.UNAUTHORIZED else "")
+            raise CliError(f"enrollment refused: {exc.name} ({exc.code}): {exc.message}{hint}") from None
         except TLSFileError as exc:
             raise CliError(str(exc)) from None
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise CliError(f"cannot reach {opts.server}: {_unreachable(exc, opts.server)}") from None
-        dropped = journal.set_identity(identity)
-    if dropped:
-        print(f"warning: dropped {dropped} deliveries journaled for the previous identity", file=sys.stderr)
+        finally:
+            if lock is not None:
+                lock.close()
+        identity = enrolled.identity
+        if journal.set_identity(identity) and current is not None:
+            print(f"warning: dropped agent {current.agent_id}'s {loses}", file=sys.stderr)
     if opts.json:
-        print(json.dumps({"agent_id": identity.agent_id, "server": identity.server, "tags": list(identity.tags)}))
+        print(json.dumps({"agent_id": identity.agent_id, "server": identity.server, "tags": list(identity.tags),
+                          "status": "existing" if enrolled.existing else "new", "clone_of": enrolled.clone_of}))
     else:
         print(identity.agent_id)
+    print(_enrolled_as(enrolled), file=sys.stderr)
     return EXIT_OK
+
+
+def _enrolled_as(enrolled: Enrollment) -> str:
+    agent_id = enrolled.identity.agent_id
+    if enrolled.existing:
+        return f"re-enrolled as agent {agent_id} (existing: same id, token and tags; its journal is kept)"
+    line = f"enrolled as new agent {agent_id}"
+    if enrolled.clone_of:
+        line += (f"; tetherd marked it a possible clone of agent {enrolled.clone_of}, enrolled before from this "
+                 f"machine UUID: an admin approves it (tetherctl agent approve {agent_id}) or lets it take over "
+                 f"that agent's identity (tetherctl agent merge {agent_id})")
+    return line
+
+
+def _what_is_dropped(counts: dict[str, int]) -> str:
+    """What enrolling as another agent drops of this one's journal, in words."""
+    return (f"journal ({counts['pending'] + counts['running']} deliveries not yet run or running, "
+            f"{counts['outbox']} results not yet committed by tetherd)")
+
+
+def cmd_set_server(opts: argparse.Namespace) -> int:
+    _check_server(opts.url)
+    with _open_enrolled(opts.state_dir) as journal:
+        if not journal.set_server(opts.url):
+            raise CliError(NOT_ENROLLED)
+    print(f"the agent in {opts.state_dir} reaches tetherd at {opts.url} from now on (a running agent from its "
+          "next connection)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _check_server(url: str) -> None:
+    if not url.startswith(("ws://", "wss://")):
+        raise CliError(f"the server must be a ws:// or wss:// URL, got {url!r}")
 
 
 def cmd_status(opts: argparse.Namespace) -> int:
@@ -126,6 +175,9 @@ def cmd_run(opts: argparse.Namespace) -> int:
         with Journal.in_state_dir(opts.state_dir) as journal:
             if journal.identity() is None:
                 raise CliError(NOT_ENROLLED)
+            if opts.server is not None:
+                _check_server(opts.server)
+                journal.set_server(opts.server)  # kept: the next start uses it too
             client = AgentClient(
                 journal, agent, concurrency=opts.concurrency, backoff_base=opts.backoff_base,
                 backoff_cap=opts.backoff_cap, shutdown_grace=opts.grace, tls=_tls_files(opts, journal.identity()),
@@ -297,7 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "enroll", parents=[common, tls], help="enroll with a daemon using an enrollment key",
         description="Trade an enrollment key for an agent id and token, stored in the state directory. "
-                    "Prints the agent id. Enrolling again from the same machine returns the same id. "
+                    "Prints the agent id (and on stderr whether it is a new or an existing agent). Enrolling "
+                    "again into the same state directory proves the agent with its token: same id, token and "
+                    "tags, the journal (deliveries, results not yet sent) is kept. If that is refused (the "
+                    "agent was revoked or removed), or the state directory belongs to another server URL, "
+                    "nothing changes unless --force. Each state directory is one agent. "
                     "The TLS files given are stored too (as absolute paths) and used by run.",
     )
     p.add_argument("--server", required=True, metavar="URL", help="daemon URL, e.g. ws://tetherd:8765 or wss://...")
@@ -305,10 +361,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", action="append", default=[], type=_tag, metavar="T",
                    help=f"ask for this tag (repeatable; {tags.RULE})")
     p.add_argument("--machine-uuid", default=None, metavar="U",
-                   help="override the machine UUID (default: /etc/machine-id, else the SMBIOS product "
-                        "UUID, else one derived from the MAC address); useful for many agents on one host")
-    p.add_argument("--json", action="store_true", help='print {"agent_id", "server", "tags"} as JSON')
+                   help="override the machine UUID (default: derived from the host's id -- /etc/machine-id, "
+                        "else the SMBIOS product UUID, else the MAC address -- and the state directory's path)")
+    p.add_argument("--force", action="store_true",
+                   help="enroll as a new agent even if the state directory holds one (its journal is dropped: "
+                        "deliveries not yet run and results not yet sent)")
+    p.add_argument("--json", action="store_true",
+                   help='print {"agent_id", "server", "tags", "status": "new"|"existing", "clone_of"} as JSON')
     p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser(
+        "set-server", parents=[common], help="reach the same daemon at another URL (no re-enrollment)",
+        description="Store a new URL for the daemon this agent is enrolled with (it moved, or is reached "
+                    "by another name): the identity, deliveries and results stay. A running agent uses it "
+                    "from its next connection. To enroll with another daemon, use enroll --force.",
+    )
+    p.add_argument("url", metavar="URL", help="ws://HOST:PORT or wss://HOST:PORT")
+    p.set_defaults(func=cmd_set_server)
 
     p = sub.add_parser(
         "run", parents=[common, tls], help="keep a session with the daemon and run tasks until SIGTERM",
@@ -317,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "commands finish (up to --grace), send their results, close, exit 0. "
                     "TLS files given here replace those stored at enrollment, for this process.",
     )
+    p.add_argument("--server", default=None, metavar="URL",
+                   help="the daemon's URL, if it changed since enrollment (kept for the next starts too)")
     p.add_argument("--commands", default=None, metavar="MODULE:ATTR",
                    help="an Agent instance whose commands are served besides the built-ins "
                         "(os_version, echo): package.module:agent or /path/to/file.py:agent")

@@ -81,8 +81,9 @@ from .sdk import Agent, Command
 from .tls import TLSFiles, client_context, explain
 
 FATAL_CODES: dict[int, str] = {
-    ErrorCode.UNAUTHORIZED: "the daemon does not accept this agent's credentials; enroll again "
-                            "with tether-agent enroll --server URL --key KEY",
+    ErrorCode.UNAUTHORIZED: "the daemon does not accept this agent's credentials (revoked or removed); "
+                            "enroll this state directory again as a new agent: "
+                            "tether-agent enroll --server URL --key KEY --force",
     ErrorCode.REPLACED: "another agent process connected with this identity and replaced this one; "
                         "run one tether-agent per state directory",
     ErrorCode.UNSUPPORTED_VERSION: f"the daemon does not speak protocol version {PROTOCOL_VERSION}; "
@@ -254,6 +255,7 @@ class AgentClient:
     async def _connect_loop(self, identity: Identity) -> None:
         attempt = 0
         while not self._stopping.is_set():
+            identity = self._journal.identity() or identity  # a merge changes its id
             try:
                 end = await self._session(identity)
             except (OSError, TimeoutError, InvalidHandshake) as exc:
@@ -317,6 +319,12 @@ class AgentClient:
             if not isinstance(first, Welcome):
                 self._log.warning("handshake_failed", error=f"expected welcome, got {type(first).__name__}")
                 return _SessionEnd()
+            if first.agent_id and first.agent_id != identity.agent_id:
+                # An admin merged this agent into another (tetherctl agent merge): it is that one now.
+                self._journal.adopt_agent_id(first.agent_id)
+                self._log.warning("agent_merged", old=identity.agent_id, agent_id=first.agent_id)
+                self._log = self._base_log.bind(agent_id=first.agent_id)
+                self._runner.log = self._log
             return await self._serve(ws, first)
 
     async def _serve(self, ws: ClientConnection, welcome: Welcome) -> _SessionEnd:

@@ -1,15 +1,19 @@
 """Enrollment: trade an enrollment key for an agent id and a secret token.
 
 Armadito "Enrollment": the agent presents a key (``AAAAA-AAAAA-AAAAA-AAAAA-AAAAA``) and its
-machine UUID; the daemon answers with the agent's id -- the old one if it knows the machine
-UUID -- and a new token. It is its own short session: ``enroll`` -> ``enrolled`` | ``error``,
-then the daemon closes.
+machine UUID; the daemon answers with a new agent's id and token. An agent re-enrolling
+proves who it is with its id and current token (``proof``) and keeps both; without proof
+the daemon never gives an enrolled agent's id away (a machine UUID it knows makes a new
+agent marked a possible clone). It is its own short session: ``enroll`` -> ``enrolled`` |
+``error``, then the daemon closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -31,7 +35,23 @@ class EnrollmentError(Exception):
         self.message = message
 
 
-async def enroll(
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    """What an enrollment gave: the identity to keep, and how the daemon saw it."""
+
+    identity: Identity
+    existing: bool = False
+    """The proof was accepted: the same agent (same id and token) as before."""
+    clone_of: str = ""
+    """A new agent enrolled from the machine UUID of this enrolled one (a possible clone)."""
+
+
+async def enroll(server: str, key: str, **options: Any) -> Identity:
+    """:func:`enroll_agent` with the same options; only the :class:`Identity` to store."""
+    return (await enroll_agent(server, key, **options)).identity
+
+
+async def enroll_agent(
     server: str,
     key: str,
     *,
@@ -41,9 +61,11 @@ async def enroll(
     platform: str | None = None,
     handshake_timeout: float = 10.0,
     tls: TLSFiles | None = None,
-) -> Identity:
-    """Enroll with the daemon at ``server``; the :class:`Identity` to store in the journal,
-    with ``tls`` (the files a wss:// daemon is reached with, kept for ``run``).
+    proof: Identity | None = None,
+) -> Enrollment:
+    """Enroll with the daemon at ``server``: the identity to store in the journal, with
+    ``tls`` (the files a wss:// daemon is reached with, kept for ``run``). ``proof``: the
+    identity this agent has now, to re-enroll as that same agent.
 
     Raises :class:`EnrollmentError` if the daemon refuses, ``OSError`` / ``TimeoutError`` /
     ``websockets.exceptions.InvalidHandshake`` if it cannot be reached (``ssl.SSLError``, an
@@ -53,6 +75,7 @@ async def enroll(
         version=PROTOCOL_VERSION, key=key, machine_uuid=machine_uuid, tags=list(tags),
         hostname=hostname if hostname is not None else host.hostname(),
         platform=platform if platform is not None else host.platform_name(),
+        agent_id=None if proof is None else proof.agent_id, token="" if proof is None else proof.token,
     )
     tls = tls or TLSFiles()
     context = client_context(server, tls)
@@ -72,10 +95,11 @@ async def enroll(
         raise EnrollmentError(answer.code, answer.name, answer.message)
     if not isinstance(answer, Enrolled):
         raise EnrollmentError(0, "unexpected_frame", f"expected enrolled, got {type(answer).__name__}")
-    return Identity(
+    identity = Identity(
         server=server, agent_id=answer.agent_id, token=answer.token,
         machine_uuid=machine_uuid, tags=tuple(answer.tags), tls=tls,
     )
+    return Enrollment(identity, existing=answer.status == "existing", clone_of=answer.clone_of)
 
 
 def _slug(code: int) -> str:

@@ -1,13 +1,17 @@
 """Facts about the machine the agent runs on, as sent in ``hello`` and ``enroll``.
 
-The machine UUID matters: the daemon gives an agent that presents a known machine UUID
-its old id back (Armadito "Enrollment": a changed machine UUID gets a new id). We prefer
+The machine UUID an agent enrolls with is its state directory's on this host
+(:func:`agent_machine_uuid`): two agents on one host (two state directories) are two
+agents, and a re-imaged machine (a new ``/etc/machine-id``) is a new agent (Armadito
+"Enrollment": a changed machine UUID gets a new id). The daemon uses it only to mark an
+enrollment without proof from a known UUID as a possible clone: it is no secret. We prefer
 the identifiers the OS already keeps stable (systemd's ``/etc/machine-id``, the SMBIOS
 product UUID) over anything we would invent.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import uuid
@@ -46,3 +50,14 @@ def machine_uuid(files: tuple[Path, ...] = _MACHINE_ID_FILES) -> str:
         if value:
             return value
     return str(uuid.uuid5(uuid.NAMESPACE_OID, f"tether-agent-node:{uuid.getnode():012x}"))
+
+
+_AGENT_NAMESPACE = uuid.UUID("5b0e6f0a-7a43-4c1e-9a55-2f1f5f6d7e01")
+
+
+def agent_machine_uuid(state_dir: str | os.PathLike[str], host_id: str | None = None) -> str:
+    """The machine UUID of the agent whose state directory is ``state_dir`` on this host:
+    derived from the host's stable id (:func:`machine_uuid`) and the directory's absolute
+    path, so another state directory on the same host is another agent."""
+    path = Path(state_dir).resolve()
+    return str(uuid.uuid5(_AGENT_NAMESPACE, f"{host_id if host_id is not None else machine_uuid()}\n{path}"))

@@ -189,13 +189,13 @@ class Journal:
         return Identity(row[0], row[1], row[2], row[3], tuple(json.loads(row[4])), tls)
 
     def set_identity(self, identity: Identity) -> int:
-        """Store the identity from enrollment. If it names another agent or daemon, the old
-        deliveries and results are dropped (no daemon would accept them) and their number
-        is returned."""
+        """Store the identity from enrollment. If it names another agent, the old deliveries
+        and results are dropped (no daemon would accept them) and their number is returned;
+        the same agent (a proved re-enrollment, perhaps at another URL) keeps them."""
         with self._tx() as db:
-            old = db.execute("SELECT server, agent_id FROM identity WHERE id = 1").fetchone()
+            old = db.execute("SELECT agent_id FROM identity WHERE id = 1").fetchone()
             dropped = 0
-            if old is not None and tuple(old) != (identity.server, identity.agent_id):
+            if old is not None and old[0] != identity.agent_id:
                 dropped = db.execute("DELETE FROM deliveries").rowcount
             db.execute(
                 "INSERT OR REPLACE INTO identity (id, server, agent_id, token, machine_uuid, tags, enrolled_at, "
@@ -205,6 +205,18 @@ class Journal:
                  identity.tls.ca, identity.tls.cert, identity.tls.key),
             )
         return dropped
+
+    def set_server(self, server: str) -> bool:
+        """The daemon is reached at another URL from now on (the same daemon: the identity,
+        deliveries and results stay). False if the journal holds no identity."""
+        with self._tx(statements=1) as db:
+            return bool(db.execute("UPDATE identity SET server = ? WHERE id = 1", (server,)).rowcount)
+
+    def adopt_agent_id(self, agent_id: str) -> None:
+        """The daemon merged this agent into ``agent_id`` (``tetherctl agent merge``): this
+        agent is that one from now on, with the same token; its journal stays."""
+        with self._tx(statements=1) as db:
+            db.execute("UPDATE identity SET agent_id = ? WHERE id = 1", (agent_id,))
 
     # -- deliveries --------------------------------------------------------------------
 

@@ -96,6 +96,10 @@ class Broker:
         self.sent_marks = SentMarks()
         """Every session's due ``sent`` marks, on one timer."""
         self.consoles = 0
+        self.identity_changes = 0
+        """Counts the agent revocations, removals and merges this process committed, each
+        counted in the same step as the sessions using the old credentials are ended: an
+        agent login that sees it change while it read the token reads it again."""
         self._watchers: dict[int, set[Callable[[Change], None]]] = {}
         self.wheel: TimerWheel[int] = TimerWheel(clock())
         self._timers: dict[int, TimerHandle[int]] = {}

@@ -28,6 +28,7 @@ from tether.protocol.logfmt import LogfmtFormatter
 
 from .. import __version__
 from ..protocol.errors import ProtocolError
+from ..protocol.polling import parse_duration
 from ..protocol.tags import RULE, check_tags, tag_problem
 from . import config as config_mod
 from . import datadir, housekeeping
@@ -97,15 +98,23 @@ def _print_credentials(creds: dict[str, str], as_json: bool) -> None:
         f"  enrollment key: {creds['enroll_key']}\n"
         f"  url:            {creds['url']}\n"
         "Keep the admin token: it is shown only this once (tetherd stores a hash).\n"
+        "Revoke the enrollment key once your agents are enrolled (tetherctl key list, tetherctl key revoke ID).\n"
         "  export TETHER_URL={url} TETHER_TOKEN={token}".format(url=creds["url"], token=creds["admin_token"]),
         flush=True,
     )
 
 
-async def _init(config: Config) -> dict[str, str] | None:
+def _bootstrap_bounds(args: argparse.Namespace, now: float) -> dict[str, Any]:
+    """The first enrollment key's bounds from ``--key-uses`` / ``--key-expires-in``."""
+    expires_in = getattr(args, "key_expires_in", None)
+    return {"key_uses": getattr(args, "key_uses", None),
+            "key_expires_at": None if expires_in is None else now + expires_in}
+
+
+async def _init(config: Config, bounds: dict[str, Any]) -> dict[str, str] | None:
     store = await _open_store(config)
     try:
-        first = await store.bootstrap(time.time())
+        first = await store.bootstrap(time.time(), **bounds)
     finally:
         await store.close()
     _write_default_config(config)
@@ -121,7 +130,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     config = _config(args)
     data_lock = datadir.lock(datadir.prepare(Path(config.data_dir)), "init")
     try:
-        creds = asyncio.run(_init(config))
+        creds = asyncio.run(_init(config, _bootstrap_bounds(args, time.time())))
     finally:
         if data_lock is not None:
             data_lock.close()
@@ -139,8 +148,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvloop
     except ImportError:  # Windows, or a platform without uvloop: plain asyncio
-        return asyncio.run(_serve(config, args.json, lambda: _config(args)))
-    return uvloop.run(_serve(config, args.json, lambda: _config(args)))
+        return asyncio.run(_serve(config, args.json, lambda: _config(args), _bootstrap_bounds(args, time.time())))
+    return uvloop.run(_serve(config, args.json, lambda: _config(args), _bootstrap_bounds(args, time.time())))
 
 
 RELOADABLE = ("max_database_mb", "log_level")
@@ -167,21 +176,22 @@ async def _reload(store: Any, config: Config, read: Callable[[], Config], log: l
     return msgspec.structs.replace(config, **{name: getattr(new, name) for name in RELOADABLE})
 
 
-async def _serve(config: Config, as_json: bool, read_config: Callable[[], Config] | None = None) -> int:
+async def _serve(config: Config, as_json: bool, read_config: Callable[[], Config] | None = None,
+                 bounds: dict[str, Any] | None = None) -> int:
     from .tls import server_context
 
     log = logging.getLogger("tether.daemon")
     tls = server_context(config)  # a bad certificate file fails here, before the data directory is touched
     data_lock = datadir.lock(datadir.prepare(Path(config.data_dir)), "serve")
     try:
-        return await _serve_locked(config, as_json, read_config, tls, log)
+        return await _serve_locked(config, as_json, read_config, tls, log, bounds or {})
     finally:
         if data_lock is not None:
             data_lock.close()
 
 
 async def _serve_locked(config: Config, as_json: bool, read_config: Callable[[], Config] | None,
-                        tls: Any, log: logging.Logger) -> int:
+                        tls: Any, log: logging.Logger, bounds: dict[str, Any]) -> int:
     import anyio
 
     from .broker import Broker
@@ -202,7 +212,7 @@ async def _serve_locked(config: Config, as_json: bool, read_config: Callable[[],
         return 2
     # Credentials are made only once tetherd listens: a first start that cannot bind
     # leaves none unshown behind it (the next start makes and prints them).
-    first = await store.bootstrap(time.time())
+    first = await store.bootstrap(time.time(), **bounds)
     if first is not None:
         _write_default_config(config)
         _print_credentials(
@@ -324,10 +334,11 @@ def cmd_key_create(args: argparse.Namespace) -> int:
         return 2
     now = time.time()
     expires = now + args.expires_in if args.expires_in is not None else None
-    key = _with_store(_config(args), lambda store: store.create_enroll_key(args.tag, expires, args.uses, now))
+    key = _with_store(_config(args), lambda store: store.create_enroll_key(
+        args.tag, expires, args.uses, now, allow_requested_tags=args.allow_requested_tags))
     if args.json:
         print(json.dumps({"enroll_key": key, "tags": sorted(set(args.tag)), "expires_in": args.expires_in,
-                          "uses": args.uses}))
+                          "uses": args.uses, "allow_requested_tags": args.allow_requested_tags}))
     else:
         print(key)
     return 0
@@ -344,6 +355,16 @@ def _tag(value: str) -> str:
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)
     return value
+
+
+def _period(value: str) -> float:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {value}")
+    return seconds
 
 
 def _positive(value: str) -> float:
@@ -374,11 +395,19 @@ def build_parser() -> argparse.ArgumentParser:
         if json_flag:
             p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
+    def first_key(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--key-uses", type=_positive_int, metavar="N",
+                       help="the first enrollment key enrolls at most N agents (default: unlimited)")
+        p.add_argument("--key-expires-in", type=_period, metavar="PERIOD",
+                       help="the first enrollment key expires after PERIOD, e.g. 7d, 12h (default: never)")
+
     p = sub.add_parser("serve", help="run the daemon", description=(
         "Run tetherd in the foreground. On first run it creates the data directory and prints an admin "
-        "token and an enrollment key. SIGTERM drains: stop accepting, flush the store, close sessions (1001)."))
+        "token and an enrollment key (--key-uses / --key-expires-in bound that key; they are used only by "
+        "the start that creates it). SIGTERM drains: stop accepting, flush the store, close sessions (1001)."))
     common(p)
     p.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:8765; port 0 picks one)")
+    first_key(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("init", help="create the data directory and print credentials", description=(
@@ -386,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and enrollment key. JSON: {\"admin_token\", \"enroll_key\", \"url\"}."))
     common(p)
     p.add_argument("--listen", metavar="HOST:PORT", help="address the printed url names")
+    first_key(p)
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("migrate", help="show or apply schema migrations", description=(
@@ -402,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--tag", action="append", default=[], type=_tag, metavar="T",
                    help=f"tag given to agents (repeatable; {RULE})")
+    p.add_argument("--allow-requested-tags", action="store_true",
+                   help="agents enrolling with it may ask for more tags (tether-agent enroll --tag); by "
+                        "default they get the key's tags and an enrollment asking for others is refused")
     p.add_argument("--expires-in", type=_positive, metavar="S", help="seconds until the key expires (default: never)")
     p.add_argument("--uses", type=_positive_int, metavar="N", help="how many enrollments it allows (default: unlimited)")
     p.set_defaults(func=cmd_key_create)

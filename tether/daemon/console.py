@@ -200,6 +200,20 @@ def _show_revoked(result: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _show_resolved(result: Any, args: argparse.Namespace) -> int:
+    done = msgspec.convert(result, rpc.AgentResolved)
+    line = {"approved": f"agent {done.agent_id} approved: an agent of its own, no longer a possible clone",
+            "merged": f"agent {done.agent_id} merged into agent {done.into}: it has that id, tags and deliveries "
+                      "from its next session",
+            "removed": f"agent {done.agent_id} removed"}[done.outcome]
+    if done.cancelled:
+        line += f"; {_count(done.cancelled, 'unfinished delivery', 'unfinished deliveries')} of its own cancelled"
+    if done.sessions_closed:
+        line += f"; {_count(done.sessions_closed, 'open session', 'open sessions')} closed"
+    print(line, file=args.stdout)
+    return EXIT_OK
+
+
 RENDER: dict[str, Render] = {
     "agents.list": _show(render_agents),
     "tag.add": _show_tag,
@@ -222,6 +236,9 @@ RENDER: dict[str, Render] = {
     "key.list": _show(render_keys),
     "key.revoke": _show_revoked,
     "agent.revoke": _show_revoked,
+    "agent.approve": _show_resolved,
+    "agent.merge": _show_resolved,
+    "agent.rm": _show_resolved,
 }
 
 
@@ -275,6 +292,8 @@ def plan(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     params: dict[str, Any]
     if cmd == "agents":
         method, params = "agents.list", {"online": args.online}
+        if args.all:
+            params["all"] = True
         if args.tag is not None:
             params["tag"] = args.tag
     elif cmd == "tag":
@@ -310,12 +329,14 @@ def plan(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             params = {"role": args.role, "label": args.label}
         else:
             params = {"tags": args.tag}
+            if args.allow_requested_tags:
+                params["allow_requested_tags"] = True
             if args.expires_in is not None:
                 params["expires_in"] = args.expires_in
             if args.uses is not None:
                 params["uses"] = args.uses
     elif cmd == "agent":
-        method, params = "agent.revoke", {"agent_id": args.agent_id}
+        method, params = f"agent.{args.op}", {"agent_id": args.agent_id}
     elif cmd == "tasks":
         method, params = "task.list", _target(args)
         if args.state is not None:
@@ -382,9 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = command("agents", "list enrolled agents",
-                "List enrolled agents: id, hostname, platform, online, last seen, tags.")
+                "List enrolled agents: id, hostname, platform, online, last seen, tags, and a note for a "
+                "possible clone (enrolled without proof from another agent's machine UUID: approve, merge or "
+                "remove it with `tetherctl agent`).")
     p.add_argument("--tag", help="only agents carrying this tag")
     p.add_argument("--online", action="store_true", help="only agents with an open session")
+    p.add_argument("--all", action="store_true", help="also agents removed or merged into another")
 
     p = command("tag", "add a tag to an agent or remove one",
                 "Add a tag to an agent or remove it. Tag tasks still within their ttl reach an "
@@ -476,19 +500,29 @@ def _add_credential_commands(command: Callable[[str, str, str], argparse.Argumen
                   ).add_subparsers(dest="op", metavar="ACTION", required=True)
     p = op(ops, "create", "make an enrollment key (printed once)")
     p.add_argument("--tag", action="append", default=[], metavar="T", help="tag given to agents (repeatable)")
+    p.add_argument("--allow-requested-tags", action="store_true",
+                   help="agents enrolling with it may ask for more tags (tether-agent enroll --tag); "
+                        "by default they get the key's tags and an enrollment asking for others is refused")
     p.add_argument("--expires-in", type=_duration, metavar="PERIOD", help="e.g. 1h, 7d (default: never)")
     p.add_argument("--uses", type=int, metavar="N", help="how many enrollments it allows (default: unlimited)")
     op(ops, "list", "list enrollment keys (ids, tags, expiry, uses left; never the keys)")
     p = op(ops, "revoke", "revoke an enrollment key")
     p.add_argument("id", metavar="KEY_ID", type=int, help="from `tetherctl key list`")
 
-    ops = command("agent", "revoke an agent's token (admin only)",
+    ops = command("agent", "revoke, remove, approve or merge an agent (admin only)",
                   "Revoke an agent: its token stops working and its open session is closed at once (4010); the "
-                  "agent stops and says it must enroll again. Enrolling again with a valid key gives it a new "
-                  "token, so revoke the key it used as well to keep it out."
+                  "agent stops and says it must enroll again (as a new agent: revoke the key it used as well "
+                  "to keep it out). Remove an agent: the same, and its unfinished deliveries are cancelled and "
+                  "it leaves every target and `agents` (but --all). A possible clone (an agent enrolled without "
+                  "proof from another agent's machine UUID, noted in `agents`) is approved as an agent of its "
+                  "own, or merged: it takes over the other agent's identity (id, tags, deliveries), whose old "
+                  "token stops working."
                   ).add_subparsers(dest="op", metavar="ACTION", required=True)
-    p = op(ops, "revoke", "revoke an agent's token and close its session")
-    p.add_argument("agent_id", metavar="AGENT_ID")
+    for name, summary in (("revoke", "revoke an agent's token and close its session"),
+                          ("rm", "remove an agent: token void, unfinished deliveries cancelled, out of listings"),
+                          ("approve", "accept a possible clone as an agent of its own"),
+                          ("merge", "let a possible clone take over the identity of the agent it is a clone of")):
+        op(ops, name, summary).add_argument("agent_id", metavar="AGENT_ID")
 
 
 def _add_task_spec(p: argparse.ArgumentParser, *, each: str) -> None:

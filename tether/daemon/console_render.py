@@ -111,7 +111,23 @@ def render_agents(result: Any) -> str:
          ",".join(a.tags) or "-")
         for a in agents
     ]
-    return render_table(("AGENT", "HOSTNAME", "PLATFORM", "ONLINE", "LAST SEEN", "TAGS"), rows)
+    header = ("AGENT", "HOSTNAME", "PLATFORM", "ONLINE", "LAST SEEN", "TAGS")
+    notes = [agent_note(a) for a in agents]
+    if any(notes):  # the column only when there is something to say
+        rows = [(*row, note or "-") for row, note in zip(rows, notes, strict=True)]
+        header = (*header, "NOTE")
+    return render_table(header, rows)
+
+
+def agent_note(a: rpc.AgentView) -> str:
+    """What an operator must know about an agent's identity, in words."""
+    if a.merged_into is not None:
+        return f"merged into {a.merged_into}"
+    if a.removed_at is not None:
+        return f"removed {fmt_time(a.removed_at)}"
+    if a.clone_of is not None:
+        return f"possible clone of {a.clone_of} (tetherctl agent approve|merge|rm {a.agent_id})"
+    return ""
 
 
 def render_deliveries(result: Any) -> str:
@@ -291,7 +307,8 @@ def render_tokens(result: Any) -> str:
 
 def render_keys(result: Any) -> str:
     keys = msgspec.convert(result, list[rpc.KeyView])
-    rows = [(k.key_id, ",".join(k.tags) or "-", fmt_time(k.created_at), fmt_time(k.expires_at),
-             "unlimited" if k.uses_left is None else k.uses_left,
+    rows = [(k.key_id, ",".join(k.tags) or "-", "yes" if k.allow_requested_tags else "no", fmt_time(k.created_at),
+             fmt_time(k.expires_at), "unlimited" if k.uses_left is None else k.uses_left,
              "revoked " + fmt_time(k.revoked_at) if k.revoked_at is not None else "active") for k in keys]
-    return render_table(("ID", "TAGS", "CREATED", "EXPIRES", "USES LEFT", "STATE"), rows) if rows else "no enrollment keys"
+    header = ("ID", "TAGS", "MORE TAGS", "CREATED", "EXPIRES", "USES LEFT", "STATE")
+    return render_table(header, rows) if rows else "no enrollment keys"

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 from ..protocol.actions import action_to_request
 from ..protocol.cmdline import parse_command_line
 from ..protocol.console import (
+    AgentId,
+    AgentResolved,
     AgentRevoke,
     AgentsList,
     Cancelled,
@@ -58,14 +60,14 @@ class Sessions(Protocol):
     """What the server does for a revocation: close the sessions using what was revoked."""
 
     def close_console_sessions(self, token_id: int, reason: str) -> int: ...
-    def close_agent_session(self, agent_id: str, reason: str) -> int: ...
+    def close_agent_session(self, agent_id: str, reason: str, *, reconnect: bool = False) -> int: ...
 
 
 class _NoSessions:
     def close_console_sessions(self, token_id: int, reason: str) -> int:
         return 0
 
-    def close_agent_session(self, agent_id: str, reason: str) -> int:
+    def close_agent_session(self, agent_id: str, reason: str, *, reconnect: bool = False) -> int:
         return 0
 
 
@@ -91,7 +93,7 @@ class ConsoleRPC:
     # -- agents and tags ------------------------------------------------------------------
 
     async def m_agents_list(self, p: AgentsList, emit: Emit) -> Any:
-        agents = await self.store.list_agents(p.tag)
+        agents = await self.store.list_agents(p.tag, removed=p.all)
         for a in agents:
             a.online = self.broker.online(a.agent_id)
         return [a for a in agents if a.online] if p.online else agents
@@ -293,8 +295,9 @@ class ConsoleRPC:
     async def m_key_create(self, p: KeyCreate, emit: Emit) -> Any:
         now = self.broker.clock()
         expires_at = None if p.expires_in is None else now + p.expires_in
-        view = await self.store.create_key(p.tags, expires_at, p.uses, now)
-        log.info("event=key_created key_id=%d tags=%s", view.key_id, ",".join(view.tags))
+        view = await self.store.create_key(p.tags, expires_at, p.uses, now, allow_requested_tags=p.allow_requested_tags)
+        log.info("event=key_created key_id=%d tags=%s allow_requested_tags=%s", view.key_id, ",".join(view.tags),
+                 p.allow_requested_tags)
         return view
 
     async def m_key_list(self, p: Nothing, emit: Emit) -> Any:
@@ -307,6 +310,34 @@ class ConsoleRPC:
 
     async def m_agent_revoke(self, p: AgentRevoke, emit: Emit) -> Any:
         revoked = await self.store.revoke_agent(p.agent_id)
-        closed = self.sessions.close_agent_session(p.agent_id, f"agent {p.agent_id}'s token was revoked")
+        closed = self._cut_off(p.agent_id, f"agent {p.agent_id}'s token was revoked")
         log.info("event=agent_revoked agent_id=%s sessions_closed=%d", p.agent_id, closed)
         return Revoked(revoked=revoked, sessions_closed=closed)
+
+    def _cut_off(self, agent_id: str, reason: str, *, reconnect: bool = False) -> int:
+        """After a commit that changed the agent's credentials, in the same step: count the
+        change (a login in flight then reads the token again) and end the agent's session."""
+        self.broker.identity_changes += 1
+        return self.sessions.close_agent_session(agent_id, reason, reconnect=reconnect)
+
+    async def m_agent_approve(self, p: AgentId, emit: Emit) -> Any:
+        await self.store.approve_agent(p.agent_id)
+        log.info("event=agent_approved agent_id=%s", p.agent_id)
+        return AgentResolved(agent_id=p.agent_id, outcome="approved")
+
+    async def m_agent_rm(self, p: AgentId, emit: Emit) -> Any:
+        changes = await self.store.remove_agent(p.agent_id, self.broker.clock())
+        self.broker.apply(changes, withdraw=True)  # the cancels are queued before the session ends
+        closed = self._cut_off(p.agent_id, f"agent {p.agent_id} was removed")
+        log.info("event=agent_removed agent_id=%s cancelled=%d sessions_closed=%d", p.agent_id, len(changes), closed)
+        return AgentResolved(agent_id=p.agent_id, outcome="removed", cancelled=len(changes), sessions_closed=closed)
+
+    async def m_agent_merge(self, p: AgentId, emit: Emit) -> Any:
+        into, changes = await self.store.merge_agent(p.agent_id, self.broker.clock())
+        self.broker.apply(changes, withdraw=True)
+        closed = self._cut_off(into, f"agent {into}'s identity was taken over by {p.agent_id} (agent merge)")
+        closed += self._cut_off(p.agent_id, f"merged into agent {into}: log in again", reconnect=True)
+        log.info("event=agent_merged agent_id=%s into=%s cancelled=%d sessions_closed=%d", p.agent_id, into,
+                 len(changes), closed)
+        return AgentResolved(agent_id=p.agent_id, outcome="merged", into=into, cancelled=len(changes),
+                             sessions_closed=closed)

@@ -55,6 +55,7 @@ from .tls import client_certificate_refusal, server_context
 log = logging.getLogger("tether.server")
 
 STORAGE_RETRY_LATER = ProtocolError(ErrorCode.SERVER_ERROR, "storage unavailable; retry later")
+REFUSED_AGENT = ProtocolError(ErrorCode.UNAUTHORIZED, "agent id or token not recognised; enroll again")
 STORAGE_RETRY_SECONDS = 5.0
 """The ``retry_after`` of a session refused because the store failed."""
 
@@ -233,11 +234,18 @@ class Daemon:
             self._close_soon(ws, codec, reason)
         return len(sessions)
 
-    def close_agent_session(self, agent_id: str, reason: str) -> int:
+    def close_agent_session(self, agent_id: str, reason: str, *, reconnect: bool = False) -> int:
+        """End the agent's session after the frames queued for it (cancels): with 4010, or,
+        ``reconnect``, with 1012 so the agent logs in again (as the agent it was merged into)."""
         session = self.broker.sessions.get(agent_id)
         if session is None:
             return 0
-        self._close_soon(session.ws, session.codec, reason)
+        self.broker.unregister(session)  # nothing more is offered to it
+        if reconnect:
+            session.end(1012, reason[:120])
+        else:
+            session.end(int(ErrorCode.UNAUTHORIZED), ErrorCode.UNAUTHORIZED.slug,
+                        ProtocolError(ErrorCode.UNAUTHORIZED, reason))
         return 1
 
     async def _refuse(self, ws: ServerConnection, codec: Codec, error: ProtocolError,
@@ -259,30 +267,45 @@ class Daemon:
         try:
             tags = check_tags(frame.tags, ErrorCode.BAD_HELLO)
             enrolled = await self.store.enroll(
-                frame.key, frame.machine_uuid, frame.hostname, frame.platform, tags, self.broker.clock()
+                frame.key, frame.machine_uuid, frame.hostname, frame.platform, tags, self.broker.clock(),
+                proof=None if frame.agent_id is None else (frame.agent_id, frame.token),
             )
         except ProtocolError as exc:
             raise SessionEnd(exc) from None
-        log.info("event=agent_enrolled agent_id=%s hostname=%s tags=%s", enrolled.agent_id, frame.hostname,
-                 ",".join(enrolled.tags))
-        await send_frame(ws, codec, Enrolled(agent_id=enrolled.agent_id, token=enrolled.token, tags=enrolled.tags))
+        log.info("event=agent_enrolled agent_id=%s status=%s clone_of=%s hostname=%s tags=%s", enrolled.agent_id,
+                 enrolled.status, enrolled.clone_of or "-", frame.hostname, ",".join(enrolled.tags))
+        await send_frame(ws, codec, Enrolled(agent_id=enrolled.agent_id, token=enrolled.token, tags=enrolled.tags,
+                                             status=enrolled.status, clone_of=enrolled.clone_of))
         await ws.close(1000, "enrolled")
 
     async def _agent_session(self, ws: ServerConnection, codec: Codec, hello: Hello) -> None:
         if (refusal := client_certificate_refusal(ws)) is not None:
             raise SessionEnd(refusal)
         broker = self.broker
-        if not hello.agent_id or await self.store.authenticate_agent(hello.agent_id, hello.token) is None:
-            raise SessionEnd(ProtocolError(ErrorCode.UNAUTHORIZED, "agent id or token not recognised; enroll again"))
-        agent_id = hello.agent_id
+        changes_seen = broker.identity_changes
+        auth = await self.store.authenticate_agent(hello.agent_id, hello.token) if hello.agent_id else None
+        if auth is None:
+            raise SessionEnd(REFUSED_AGENT)
+        agent_id = auth.agent_id
         features = [f for f in hello.features if f in FEATURES]
         session = AgentSession(ws, codec, agent_id, secrets.token_hex(8), self.config.window,
                                set(run_refs(hello.holding, hello.holding_runs)), broker, batch="batch" in features)
         old = broker.register(session)
-        if old is not None:
-            log.info("event=session_replaced agent_id=%s old=%s new=%s", agent_id, old.session_id, session.session_id)
-            await self._refuse(old.ws, old.codec, ProtocolError(
-                ErrorCode.REPLACED, "a newer session for this agent opened; this one is closed"))
+        # Checked in the same step as the registration: a revocation (removal, merge) that
+        # committed while this login read the token either closed the sessions registered
+        # then, this one among them, or counted itself here first; then the token is read again.
+        recheck = broker.identity_changes != changes_seen
+        try:
+            if old is not None:
+                log.info("event=session_replaced agent_id=%s old=%s new=%s", agent_id, old.session_id,
+                         session.session_id)
+                await self._refuse(old.ws, old.codec, ProtocolError(
+                    ErrorCode.REPLACED, "a newer session for this agent opened; this one is closed"))
+            if recheck and await self.store.authenticate_agent(hello.agent_id or "", hello.token) != auth:
+                raise SessionEnd(REFUSED_AGENT)
+        except BaseException:
+            broker.unregister(session)
+            raise
         broker.stats.sessions_total["agent"] += 1
         try:
             now = broker.clock()

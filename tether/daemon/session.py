@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from ..protocol.codec import Codec, encode_batch, from_msgpack
+from ..protocol.codec import Codec, encode_batch, error_frame, from_msgpack
+from ..protocol.errors import ProtocolError
 from ..protocol.frames import Cancel, Committed, Frame, Task, split_refs
 from .store import PushItem, Ref, StoreError
 
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
     from .broker import Broker
 
 log = logging.getLogger("tether.session")
+
+END_GRACE = 2.0
+"""Seconds a session ended by the daemon (its agent revoked, removed, merged) has to take
+its last frames before its connection is cut (a peer that does not read holds none open)."""
 
 MAX_CONTROL_BACKLOG = 256
 """Control frames waiting to be written past which error replies are dropped (cancels never are)."""
@@ -101,8 +106,8 @@ async def send_frame(ws: ServerConnection, codec: Codec, frame: Frame) -> None:
 
 class AgentSession:
     __slots__ = (
-        "agent_id", "batch", "broker", "codec", "committed", "control", "dropped", "ended_while_loading", "heap",
-        "holding", "in_flight", "mark_due", "queued_ids", "session_id", "unmarked", "wake", "window", "ws",
+        "agent_id", "batch", "broker", "codec", "committed", "control", "dropped", "ended_while_loading", "ending",
+        "heap", "holding", "in_flight", "mark_due", "queued_ids", "session_id", "unmarked", "wake", "window", "ws",
     )
 
     def __init__(
@@ -137,9 +142,29 @@ class AgentSession:
         self.control: collections.deque[Frame] = collections.deque()
         self.committed: list[Ref] = []
         self.wake = asyncio.Event()
+        self.ending: tuple[int, str, ProtocolError | None] | None = None
+        """Set by :meth:`end`: the close code, reason and error to end the session with."""
+
+    def end(self, code: int, reason: str, error: ProtocolError | None = None) -> None:
+        """End the session: push no more deliveries, write the control frames queued before
+        (the cancels of a removed agent's deliveries), then ``error`` if given, and close with
+        ``code``. A peer that does not read is cut off after :data:`END_GRACE` seconds."""
+        if self.ending is not None:
+            return
+        self.ending = (code, reason, error)
+        self.heap.clear()
+        self.queued_ids.clear()
+        self.wake.set()
+        asyncio.get_running_loop().call_later(END_GRACE, self._abort)
+
+    def _abort(self) -> None:
+        if self.ws.transport is not None and not self.ws.transport.is_closing():
+            self.ws.transport.abort()
 
     def offer(self, items: list[PushItem]) -> None:
         """Queue deliveries for pushing (duplicates and held ones are ignored)."""
+        if self.ending is not None:
+            return
         added = False
         for item in items:
             d_id = item.delivery_id
@@ -280,6 +305,12 @@ class AgentSession:
             while self.control:
                 await send_frame(ws, codec, self.control.popleft())
                 stats.frames_out += 1
+            if self.ending is not None:
+                code, reason, error = self.ending
+                if error is not None:
+                    await send_frame(ws, codec, error_frame(error))
+                await ws.close(code, reason)
+                return
             if self.committed:
                 refs, self.committed = self.committed, []
                 ids, runs = split_refs(refs)

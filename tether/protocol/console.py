@@ -75,6 +75,8 @@ def _ids_as_numbers(params: dict[str, Any]) -> dict[str, Any]:
 class AgentsList(Params):
     tag: str | None = None
     online: bool = False
+    all: bool = False
+    """Also the agents removed (``agent.rm``) or merged into another (``agent.merge``)."""
 
     def check(self) -> None:
         _one_target(None, self.tag, False, required=False)
@@ -276,6 +278,9 @@ class KeyCreate(Params):
     """A new enrollment key; agents enrolling with it get its tags."""
 
     tags: list[str] = []
+    allow_requested_tags: bool = False
+    """Agents enrolling with it may ask for tags beyond ``tags`` (else such an enrollment
+    is refused, 4014)."""
     expires_in: float | None = None
     """Seconds until it expires (None: never)."""
     uses: int | None = None
@@ -294,6 +299,12 @@ class KeyId(Params):
 
 
 class AgentRevoke(Params):
+    agent_id: str
+
+
+class AgentId(Params):
+    """``agent.approve``, ``agent.merge``, ``agent.rm``: the agent they act on."""
+
     agent_id: str
 
 
@@ -319,6 +330,9 @@ METHODS: dict[str, type[Params]] = {
     "key.list": Nothing,
     "key.revoke": KeyId,
     "agent.revoke": AgentRevoke,
+    "agent.approve": AgentId,
+    "agent.merge": AgentId,
+    "agent.rm": AgentId,
 }
 """Every console method but ``action``, whose params are a LimaCharlie action object."""
 
@@ -330,7 +344,7 @@ READ_METHODS = frozenset({"agents.list", "task.list", "task.get", "task.wait", "
 """What a ``viewer`` may call."""
 
 ADMIN_METHODS = frozenset({"token.create", "token.list", "token.revoke", "key.create", "key.list", "key.revoke",
-                           "agent.revoke"})
+                           "agent.revoke", "agent.approve", "agent.merge", "agent.rm"})
 """Credentials: only an ``admin`` token may call these; ``operator`` may call everything else."""
 
 
@@ -378,7 +392,14 @@ class AgentView(View):
     last_seen: float | None
     commands: list[str]
     revoked: bool = False
-    """Its token was revoked (``agent.revoke``); enrolling again gives it a new one."""
+    """Its token was revoked (``agent.revoke``): it cannot log in or re-enroll as itself."""
+    clone_of: str | None = None
+    """A possible clone: enrolled without proof from the machine UUID of this agent (an
+    admin approves it, merges it into that agent, or removes it)."""
+    removed_at: float | None = None
+    """Removed (``agent.rm``) or merged into another agent; listed only with ``all``."""
+    merged_into: str | None = None
+    """The agent it was merged into (``agent.merge``): that agent now has its token."""
 
 
 class TaskCreated(View):
@@ -584,6 +605,20 @@ class KeyView(View):
     revoked_at: float | None
     key: str = ""
     """The clear key: in ``key.create``'s answer only (tetherd keeps a SHA-256 digest)."""
+    allow_requested_tags: bool = False
+    """Agents enrolling with it may ask for tags beyond its own."""
+
+
+class AgentResolved(View):
+    """The answer to ``agent.approve``, ``agent.merge`` and ``agent.rm``."""
+
+    agent_id: str
+    outcome: Literal["approved", "merged", "removed"]
+    into: str | None = None
+    """Merged: the agent whose identity it took over (its id, tags and deliveries)."""
+    cancelled: int = 0
+    """Its unfinished deliveries, cancelled (removed, or merged: they were its own)."""
+    sessions_closed: int = 0
 
 
 class Revoked(View):
@@ -615,6 +650,9 @@ RESULTS: dict[str, Any] = {
     "key.list": list[KeyView],
     "key.revoke": Revoked,
     "agent.revoke": Revoked,
+    "agent.approve": AgentResolved,
+    "agent.merge": AgentResolved,
+    "agent.rm": AgentResolved,
 }
 """The result type of each method."""
 

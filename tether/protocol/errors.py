@@ -71,13 +71,18 @@ class ErrorCode(enum.IntEnum):
     HANDSHAKE_TIMEOUT = 4003
     """No valid first frame within the handshake timeout."""
     UNAUTHORIZED = 4010
-    """Wrong or missing token, or an agent id that is not enrolled."""
+    """Wrong or missing token, or an agent id that is not enrolled (also the proof of a
+    re-enrollment: the agent id and token it presents)."""
     ENROLL_KEY_UNKNOWN = 4011
     """The enrollment key is unknown or was revoked."""
     ENROLL_KEY_EXPIRED = 4012
     """The enrollment key has expired; ask for a new one."""
     ENROLL_KEY_EXHAUSTED = 4013
     """The enrollment key allowed a number of uses, and they are used up."""
+    ENROLL_TAGS_REFUSED = 4014
+    """The enrollment asked for tags it may not have: tags beyond its key's (unless the key
+    was made with ``--allow-requested-tags``), or, re-enrolling an agent, tags it does not
+    carry. Enroll without them; operators change an agent's tags (``tetherctl tag add``)."""
     REPLACED = 4020
     """A newer session for the same agent opened; the older one is closed with this code."""
     TOO_MANY_SESSIONS = 4029

@@ -74,15 +74,26 @@ class Hello(Frame, tag="hello"):
 
 
 class Enroll(Frame, tag="enroll"):
-    """First and only frame of an enrollment session (Armadito "Enrollment")."""
+    """First and only frame of an enrollment session (Armadito "Enrollment").
+
+    An enrollment never takes over an enrolled agent's identity without proof: only an
+    enrollee presenting an agent's id and current token re-enrolls as that agent (same
+    id and token, tags unchanged). Without proof it is a new agent, marked a possible
+    clone when another agent was enrolled from the same machine UUID."""
 
     version: int
     key: str
     hostname: str = ""
     platform: str = ""
     machine_uuid: str = ""
-    """An agent presenting a known machine UUID gets its old id back (with a new token)."""
+    """The endpoint's identity (per state directory); a known one without proof marks a
+    possible clone (``tetherctl agents``), it never gives the old agent's id."""
     tags: list[str] = []
+    """Tags asked for: granted if the key gives them or allows requested tags."""
+    agent_id: str | None = None
+    """Re-enrolling: the id of the agent this enrollee says it is, proved by ``token``."""
+    token: str = ""
+    """Re-enrolling: that agent's current token."""
 
 
 class Enrolled(Frame, tag="enrolled"):
@@ -92,6 +103,10 @@ class Enrolled(Frame, tag="enrolled"):
     token: str
     """Secret; shown once, stored hashed by the daemon."""
     tags: list[str] = []
+    status: Literal["new", "existing"] = "new"
+    """``existing``: a proved re-enrollment of this agent (its journal stays valid)."""
+    clone_of: str = ""
+    """A new agent enrolled from the machine UUID of this enrolled one (a possible clone)."""
 
 
 class Welcome(Frame, tag="welcome"):
@@ -102,6 +117,8 @@ class Welcome(Frame, tag="welcome"):
     session_id: str
     server_time: float
     agent_id: str | None = None
+    """The agent's id; another than the hello's when an admin merged that agent into this
+    one (``tetherctl agent merge``): the agent keeps this id from then on."""
     window: int = 10
     """How many deliveries the daemon keeps unacknowledged in flight to this agent."""
     features: list[str] = []

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -187,15 +187,19 @@ class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
     last_commit_seconds: float = 0.0
 
 
-class Enrollment(msgspec.Struct, frozen=True):
+class Enrollment(msgspec.Struct, frozen=True, kw_only=True):
     agent_id: str
     token: str
     tags: list[str]
+    status: Literal["new", "existing"] = "new"
+    """``existing``: the enrollee proved it is this agent (same id, token and tags)."""
+    clone_of: str = ""
+    """A new agent enrolled from the machine UUID of this one: a possible clone."""
 
 
 class AgentAuth(msgspec.Struct, frozen=True):
     agent_id: str
-    tags: list[str]
+    """The agent the session is: another than the hello's if that one was merged into it."""
 
 
 class Store(Protocol):
@@ -208,11 +212,14 @@ class Store(Protocol):
     def stats(self) -> StoreStats: ...
 
     # credentials
-    async def bootstrap(self, now: float) -> tuple[str, str] | None:
-        """On an empty store, make the first admin token and enrollment key; else None."""
+    async def bootstrap(self, now: float, *, key_uses: int | None = None,
+                        key_expires_at: float | None = None) -> tuple[str, str] | None:
+        """On an empty store, make the first admin token and enrollment key (bounded by
+        ``key_uses`` / ``key_expires_at`` if given); else None."""
     async def create_admin_token(self, role: str, label: str, now: float) -> str: ...
     async def create_enroll_key(
-        self, tags: list[str], expires_at: float | None, uses: int | None, now: float
+        self, tags: list[str], expires_at: float | None, uses: int | None, now: float,
+        *, allow_requested_tags: bool = False,
     ) -> str: ...
     async def admin_login(self, token: str) -> tuple[int, str] | None:
         """The id and role of an admin token that is not revoked."""
@@ -221,15 +228,23 @@ class Store(Protocol):
     async def revoke_token(self, token_id: int, now: float) -> bool:
         """False if it was revoked already; refuses to revoke the last admin token."""
     async def create_key(self, tags: list[str], expires_at: float | None, uses: int | None,
-                         now: float) -> KeyView: ...
+                         now: float, *, allow_requested_tags: bool = False) -> KeyView: ...
     async def list_keys(self) -> list[KeyView]: ...
     async def revoke_key(self, key_id: int, now: float) -> bool: ...
     async def revoke_agent(self, agent_id: str) -> bool:
         """The agent's token stops working; False if it was revoked already."""
     async def enroll(
-        self, key: str, machine_uuid: str, hostname: str, platform: str, tags: list[str], now: float
-    ) -> Enrollment: ...
+        self, key: str, machine_uuid: str, hostname: str, platform: str, tags: list[str], now: float,
+        *, proof: tuple[str, str] | None = None,
+    ) -> Enrollment:
+        """Rules: :mod:`tether.protocol.enrollment`. ``proof``: ``(agent_id, token)``."""
     async def authenticate_agent(self, agent_id: str, token: str) -> AgentAuth | None: ...
+    async def approve_agent(self, agent_id: str) -> None:
+        """A possible clone becomes an agent of its own (its mark is cleared)."""
+    async def remove_agent(self, agent_id: str, now: float) -> list[Change]:
+        """Token void, unfinished deliveries cancelled, out of every target and listing."""
+    async def merge_agent(self, clone_id: str, now: float) -> tuple[str, list[Change]]:
+        """The possible clone takes over the identity of the agent it is a clone of."""
     def agent_seen(
         self, agent_id: str, hostname: str, platform: str, commands: list[str], version: str, now: float
     ) -> None:
@@ -278,7 +293,8 @@ class Store(Protocol):
         not received, queued (called only while selector tasks may be active)."""
 
     # reads
-    async def list_agents(self, tag: str | None) -> list[AgentView]: ...
+    async def list_agents(self, tag: str | None, *, removed: bool = False) -> list[AgentView]:
+        """``removed``: also the agents removed or merged into another."""
     async def ended_by_daemon(self, agent_id: str, delivery_ids: list[int]) -> list[tuple[int, str]]:
         """Of these deliveries of the agent, those the daemon ended (untask, ttl, polling
         timeout), with their state: an agent reconnecting with them held must cancel them."""

@@ -162,6 +162,20 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE history ADD COLUMN items_remaining INTEGER NOT NULL DEFAULT 0;
         """,
     ),
+    (
+        "enrollment: keys that allow requested tags, possible clones, removed and merged agents",
+        """
+        -- 1: agents enrolling with this key may ask for tags beyond its own (--allow-requested-tags).
+        ALTER TABLE enroll_keys ADD COLUMN allow_requested_tags INTEGER NOT NULL DEFAULT 0;
+        -- An agent enrolled without proof from the machine UUID of this enrolled one.
+        ALTER TABLE agents ADD COLUMN clone_of TEXT;
+        -- Removed (agent.rm) or merged into another agent (agent.merge): the row stays for its
+        -- deliveries' history, in no target or listing any more (store.sqlite_tasks.LIVE); a
+        -- merged agent's id with the token it had logs in as the agent it was merged into.
+        ALTER TABLE agents ADD COLUMN removed_at REAL;
+        ALTER TABLE agents ADD COLUMN merged_into TEXT;
+        """,
+    ),
 ]
 
 LATEST = len(MIGRATIONS)

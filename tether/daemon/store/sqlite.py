@@ -26,11 +26,20 @@ from . import (
     StoreStats,
 )
 from .schema import apply_migrations, open_checked
+from .sqlite_agents import SQLiteAgents
 from .sqlite_credentials import SQLiteCredentials
 from .sqlite_reads import SQLiteReads
 from .sqlite_runs import SQLiteRuns
 from .sqlite_schedules import SQLiteSchedules
-from .sqlite_tasks import all_facts, check_target, insert_task, materialise, materialise_selected, selector
+from .sqlite_tasks import (
+    all_facts,
+    check_agent,
+    check_target,
+    insert_task,
+    materialise,
+    materialise_selected,
+    selector,
+)
 from .writer import MAX_ID, GroupWriter, Op, Tx, chunks, on_connection_thread
 
 S = DeliveryState
@@ -42,7 +51,7 @@ _PENDING_SQL = ",".join(f"'{s.value}'" for s in sorted(PENDING))
 _TTL_BOUND_SQL = ",".join(f"'{s.value}'" for s in sorted(TTL_BOUND))
 
 
-class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials):
+class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials, SQLiteAgents):
     """The default store. ``path`` may be ``":memory:"`` for tests (one connection then)."""
 
     def __init__(self, path: Path | str, *, synchronous: str = "full", max_batch: int = 4096,
@@ -163,6 +172,11 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials):
 
         return op
 
+    def _end_unfinished(self, tx: Tx, agent_id: str, new: DeliveryState, now: float) -> list[Change]:
+        """End every unfinished delivery of the agent as ``new``, the daemon's decision."""
+        changes: list[Change] = self._end("agent_id = ?", (agent_id,), _PENDING_SQL, new, now)(tx)
+        return changes
+
     def expire_task(self, task_id: int, now: float) -> asyncio.Future[list[Change]]:
         end = self._end("task_id = ?", (task_id,), _TTL_BOUND_SQL, S.EXPIRED, now, "the task's ttl ended")
 
@@ -200,9 +214,8 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials):
                                                _PENDING_SQL, S.CANCELLED, now)(tx)
                 return ended + rest
             elif agent_id is not None:
-                if not tx.one("SELECT 1 FROM agents WHERE id = ?", (agent_id,)):
-                    raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {agent_id!r}")
-                where, params = "agent_id = ?", (agent_id,)
+                check_agent(tx, agent_id)
+                return self._end_unfinished(tx, agent_id, S.CANCELLED, now)
             else:
                 targeted = tx.execute(
                     "UPDATE tasks SET state = 'cancelled' WHERE state = 'active' AND target_kind = 'tag'"
@@ -228,8 +241,7 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials):
         if task is None:
             raise ProtocolError(ErrorCode.UNKNOWN_TASK, f"no task {task_id}")
         if agent_id is not None:
-            if not tx.one("SELECT 1 FROM agents WHERE id = ?", (agent_id,)):
-                raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {agent_id!r}")
+            check_agent(tx, agent_id)
             agents = [agent_id]
         elif tag is not None:
             agents = [r[0] for r in tx.execute("SELECT agent_id FROM agent_tags WHERE tag = ?", (tag,))]
@@ -249,8 +261,7 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials):
 
     async def tag_add(self, agent_id: str, tag: str, now: float) -> list[PushItem]:
         def op(tx: Tx) -> list[PushItem]:
-            if not tx.one("SELECT 1 FROM agents WHERE id = ?", (agent_id,)):
-                raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {agent_id!r}")
+            check_agent(tx, agent_id)
             if tx.execute("INSERT OR IGNORE INTO agent_tags (agent_id, tag) VALUES (?, ?)", (agent_id, tag)).rowcount:
                 count = tx.one("SELECT count(*) FROM agent_tags WHERE agent_id = ?", (agent_id,))[0]
                 check_tag_count(count, whose=f"agent {agent_id}")
@@ -261,8 +272,7 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials):
 
     async def tag_rm(self, agent_id: str, tag: str, now: float) -> list[PushItem]:
         def op(tx: Tx) -> list[PushItem]:
-            if not tx.one("SELECT 1 FROM agents WHERE id = ?", (agent_id,)):
-                raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {agent_id!r}")
+            check_agent(tx, agent_id)
             if not tx.execute("DELETE FROM agent_tags WHERE agent_id = ? AND tag = ?", (agent_id, tag)).rowcount:
                 raise ProtocolError(ErrorCode.UNKNOWN_TAG, f"agent {agent_id} does not carry tag {tag!r}")
             return materialise_selected(tx, agent_id, now)  # e.g. not "staging" in tags

@@ -1,4 +1,5 @@
-"""Credentials in the SQLite store: admin tokens, enrollment keys, agent tokens.
+"""Credentials in the SQLite store: admin tokens and enrollment keys (agents' tokens:
+``sqlite_agents.py``).
 
 Every secret is a high-entropy random value stored as its SHA-256 digest
 (:mod:`tether.daemon.credentials`); the clear value exists only in the answer to the
@@ -16,8 +17,6 @@ from ...protocol.codec import pack, unpack
 from ...protocol.console import KeyView, TokenView
 from ...protocol.errors import ErrorCode, ProtocolError
 from .. import credentials
-from . import AgentAuth, Enrollment
-from .sqlite_tasks import materialise, materialise_selected
 from .writer import MAX_ID, Op, Tx
 
 
@@ -27,7 +26,8 @@ class SQLiteCredentials:
     _submit: Callable[[Op], asyncio.Future[Any]]
     _read: Callable[..., Awaitable[list[Any]]]
 
-    async def bootstrap(self, now: float) -> tuple[str, str] | None:
+    async def bootstrap(self, now: float, *, key_uses: int | None = None,
+                        key_expires_at: float | None = None) -> tuple[str, str] | None:
         def op(tx: Tx) -> tuple[str, str] | None:
             if tx.one("SELECT 1 FROM admin_tokens LIMIT 1"):
                 return None
@@ -38,8 +38,8 @@ class SQLiteCredentials:
                 (credentials.digest(token), now),
             )
             tx.execute(
-                "INSERT INTO enroll_keys (key_hash, tags, created_at) VALUES (?, ?, ?)",
-                (credentials.digest(key), pack([]), now),
+                "INSERT INTO enroll_keys (key_hash, tags, created_at, expires_at, uses_left) VALUES (?, ?, ?, ?, ?)",
+                (credentials.digest(key), pack([]), now, key_expires_at, key_uses),
             )
             return token, key
 
@@ -84,29 +84,33 @@ class SQLiteCredentials:
         return result
 
     async def create_enroll_key(
-        self, tags: list[str], expires_at: float | None, uses: int | None, now: float
+        self, tags: list[str], expires_at: float | None, uses: int | None, now: float,
+        *, allow_requested_tags: bool = False,
     ) -> str:
-        return (await self.create_key(tags, expires_at, uses, now)).key
+        return (await self.create_key(tags, expires_at, uses, now, allow_requested_tags=allow_requested_tags)).key
 
-    async def create_key(self, tags: list[str], expires_at: float | None, uses: int | None, now: float) -> KeyView:
+    async def create_key(self, tags: list[str], expires_at: float | None, uses: int | None, now: float,
+                         *, allow_requested_tags: bool = False) -> KeyView:
         key = credentials.new_enroll_key()
         tags = sorted(set(tags))
 
         def op(tx: Tx) -> int:
             return tx.execute(
-                "INSERT INTO enroll_keys (key_hash, tags, created_at, expires_at, uses_left) VALUES (?, ?, ?, ?, ?)",
-                (credentials.digest(key), pack(tags), now, expires_at, uses),
+                "INSERT INTO enroll_keys (key_hash, tags, created_at, expires_at, uses_left, allow_requested_tags)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (credentials.digest(key), pack(tags), now, expires_at, uses, int(allow_requested_tags)),
             ).lastrowid or 0
 
         key_id: int = await self._submit(op)
         return KeyView(key_id=key_id, tags=tags, created_at=now, expires_at=expires_at, uses_left=uses,
-                       revoked_at=None, key=key)
+                       revoked_at=None, key=key, allow_requested_tags=allow_requested_tags)
 
     async def list_keys(self) -> list[KeyView]:
         rows = await self._read(
-            "SELECT id, tags, created_at, expires_at, uses_left, revoked_at FROM enroll_keys ORDER BY id")
+            "SELECT id, tags, created_at, expires_at, uses_left, revoked_at, allow_requested_tags FROM enroll_keys"
+            " ORDER BY id")
         return [KeyView(key_id=r[0], tags=unpack(r[1]), created_at=r[2], expires_at=r[3], uses_left=r[4],
-                        revoked_at=r[5]) for r in rows]
+                        revoked_at=r[5], allow_requested_tags=bool(r[6])) for r in rows]
 
     async def revoke_key(self, key_id: int, now: float) -> bool:
         def op(tx: Tx) -> bool:
@@ -121,22 +125,6 @@ class SQLiteCredentials:
         result: bool = await self._submit(op)
         return result
 
-    async def revoke_agent(self, agent_id: str) -> bool:
-        """The agent's token stops working (its digest is cleared). Enrolling again with a
-        valid key gives the machine a new token: revoke the key too to keep it out."""
-
-        def op(tx: Tx) -> bool:
-            row = tx.one("SELECT length(token_hash) FROM agents WHERE id = ?", (agent_id,))
-            if row is None:
-                raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {agent_id!r}")
-            if row[0] == 0:
-                return False
-            tx.execute("UPDATE agents SET token_hash = X'' WHERE id = ?", (agent_id,))
-            return True
-
-        result: bool = await self._submit(op)
-        return result
-
     async def admin_login(self, token: str) -> tuple[int, str] | None:
         """The id and role of an admin token that is not revoked."""
         rows = await self._read(
@@ -144,56 +132,3 @@ class SQLiteCredentials:
             (credentials.digest(token),),
         )
         return (rows[0][0], rows[0][1]) if rows else None
-
-    async def enroll(
-        self, key: str, machine_uuid: str, hostname: str, platform: str, tags: list[str], now: float
-    ) -> Enrollment:
-        key_hash = credentials.digest(credentials.normalise_enroll_key(key))
-        token = credentials.new_agent_token()
-
-        def op(tx: Tx) -> Enrollment:
-            row = tx.one(
-                "SELECT id, tags, expires_at, uses_left FROM enroll_keys WHERE key_hash = ? AND revoked_at IS NULL",
-                (key_hash,),
-            )
-            if row is None:
-                raise ProtocolError(ErrorCode.ENROLL_KEY_UNKNOWN, "unknown or revoked enrollment key")
-            key_id, key_tags, expires_at, uses_left = row
-            if expires_at is not None and expires_at <= now:
-                raise ProtocolError(ErrorCode.ENROLL_KEY_EXPIRED, "this enrollment key has expired; ask for a new one")
-            if uses_left is not None and uses_left <= 0:
-                raise ProtocolError(ErrorCode.ENROLL_KEY_EXHAUSTED, "this enrollment key has been used up")
-            if uses_left is not None:
-                tx.execute("UPDATE enroll_keys SET uses_left = uses_left - 1 WHERE id = ?", (key_id,))
-            existing = tx.one("SELECT id FROM agents WHERE machine_uuid = ? AND machine_uuid != ''", (machine_uuid,))
-            if existing:
-                agent_id = existing[0]
-                tx.execute(
-                    "UPDATE agents SET token_hash = ?, hostname = ?, platform = ? WHERE id = ?",
-                    (credentials.digest(token), hostname, platform, agent_id),
-                )
-            else:
-                agent_id = credentials.new_agent_id()
-                tx.execute(
-                    "INSERT INTO agents (id, token_hash, machine_uuid, hostname, platform, enrolled_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (agent_id, credentials.digest(token), machine_uuid, hostname, platform, now),
-                )
-            all_tags = sorted(set(unpack(key_tags)) | set(tags))
-            tx.conn.executemany(
-                "INSERT OR IGNORE INTO agent_tags (agent_id, tag) VALUES (?, ?)", [(agent_id, t) for t in all_tags]
-            )
-            current = [r[0] for r in tx.execute("SELECT tag FROM agent_tags WHERE agent_id = ?", (agent_id,))]
-            materialise(tx, agent_id, current, now)
-            materialise_selected(tx, agent_id, now)
-            return Enrollment(agent_id=agent_id, token=token, tags=current)
-
-        result: Enrollment = await self._submit(op)
-        return result
-
-    async def authenticate_agent(self, agent_id: str, token: str) -> AgentAuth | None:
-        rows = await self._read("SELECT token_hash FROM agents WHERE id = ?", (agent_id,))
-        if not rows or not credentials.matches(token, rows[0][0]):
-            return None
-        tags = [r[0] for r in await self._read("SELECT tag FROM agent_tags WHERE agent_id = ?", (agent_id,))]
-        return AgentAuth(agent_id=agent_id, tags=tags)

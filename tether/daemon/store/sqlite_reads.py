@@ -18,6 +18,7 @@ from ...protocol.console import AgentView, DeliveryRow, DeliveryView, HistoryEnt
 from ...protocol.selectors import Facts
 from ...protocol.states import PENDING
 from . import PushItem, Timers
+from .sqlite_tasks import LIVE
 from .sqlite_tasks import selector as compiled_selector
 from .writer import MAX_ID, chunks
 
@@ -54,12 +55,17 @@ class SQLiteReads:
         )
         return [PushItem(*r) for r in rows]
 
-    async def list_agents(self, tag: str | None) -> list[AgentView]:
-        where, params = ("WHERE a.id IN (SELECT agent_id FROM agent_tags WHERE tag = ?)", (tag,)) if tag else ("", ())
+    async def list_agents(self, tag: str | None, *, removed: bool = False) -> list[AgentView]:
+        conds: list[str] = [] if removed else [LIVE]
+        params: tuple[str, ...] = ()
+        if tag:
+            conds.append("a.id IN (SELECT agent_id FROM agent_tags WHERE tag = ?)")
+            params = (tag,)
+        where = f"WHERE {' AND '.join(conds)}" if conds else ""
         rows = await self._read(
             "SELECT a.id, a.hostname, a.platform, a.enrolled_at, a.last_seen, a.commands,"
             " (SELECT group_concat(tag, char(0)) FROM agent_tags t WHERE t.agent_id = a.id),"
-            " length(a.token_hash) = 0"
+            " length(a.token_hash) = 0, a.clone_of, a.removed_at, a.merged_into"
             f" FROM agents a {where} ORDER BY a.hostname, a.id",
             params,
         )
@@ -67,7 +73,7 @@ class SQLiteReads:
             AgentView(
                 agent_id=r[0], hostname=r[1], platform=r[2], enrolled_at=r[3], last_seen=r[4],
                 commands=unpack(r[5]) or [], tags=sorted(r[6].split("\0")) if r[6] else [], online=False,
-                revoked=bool(r[7]),
+                revoked=bool(r[7]) and r[9] is None, clone_of=r[8], removed_at=r[9], merged_into=r[10],
             )
             for r in rows
         ]
@@ -82,7 +88,7 @@ class SQLiteReads:
         return ended
 
     async def agent_commands(self, agent_id: str) -> list[str] | None:
-        rows = await self._read("SELECT commands FROM agents WHERE id = ?", (agent_id,))
+        rows = await self._read(f"SELECT commands FROM agents WHERE id = ? AND {LIVE}", (agent_id,))
         if not rows:
             return None
         commands: list[str] = unpack(rows[0][0]) or []
@@ -211,7 +217,7 @@ class SQLiteReads:
         for agent_id, tag in await self._read("SELECT agent_id, tag FROM agent_tags"):
             tags.setdefault(agent_id, set()).add(tag)
         return [Facts(sid=a, hostname=h, platform=p, tags=frozenset(tags.get(a, ())))
-                for a, h, p in await self._read("SELECT id, hostname, platform FROM agents")]
+                for a, h, p in await self._read(f"SELECT id, hostname, platform FROM agents WHERE {LIVE}")]
 
     async def timers(self) -> Timers:
         expiries = await self._read(

@@ -17,6 +17,16 @@ from ...protocol.selectors import Facts, compile_selector
 from . import NewTask, PushItem
 from .writer import Tx, chunks
 
+LIVE = "removed_at IS NULL"
+"""The agents a task, a listing or a login can name: not removed (``agent.rm``) or merged
+into another (``agent.merge``); their rows stay for their deliveries' history."""
+
+
+def check_agent(tx: Tx, agent_id: str) -> None:
+    """Refuse an agent id no live agent has."""
+    if not tx.one(f"SELECT 1 FROM agents WHERE id = ? AND {LIVE}", (agent_id,)):
+        raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {agent_id!r}")
+
 
 @functools.lru_cache(maxsize=1024)
 def selector(text: str) -> Callable[[Facts], bool]:
@@ -33,7 +43,7 @@ def agent_facts(tx: Tx, agent_ids: Iterable[str]) -> list[Facts]:
         for agent_id, tag in tx.execute(f"SELECT agent_id, tag FROM agent_tags WHERE agent_id IN ({marks})", chunk):
             tags.setdefault(agent_id, set()).add(tag)
         facts += [Facts(sid=a, hostname=h, platform=p, tags=frozenset(tags.get(a, ())))
-                  for a, h, p in tx.execute(f"SELECT id, hostname, platform FROM agents WHERE id IN ({marks})", chunk)]
+                  for a, h, p in tx.execute(f"SELECT id, hostname, platform FROM agents WHERE id IN ({marks}) AND {LIVE}", chunk)]
     return facts
 
 
@@ -43,14 +53,14 @@ def all_facts(tx: Tx) -> list[Facts]:
     for agent_id, tag in tx.execute("SELECT agent_id, tag FROM agent_tags"):
         tags.setdefault(agent_id, set()).add(tag)
     return [Facts(sid=a, hostname=h, platform=p, tags=frozenset(tags.get(a, ())))
-            for a, h, p in tx.execute("SELECT id, hostname, platform FROM agents")]
+            for a, h, p in tx.execute(f"SELECT id, hostname, platform FROM agents WHERE {LIVE}")]
 
 
 def check_target(tx: Tx, kind: str, target: str) -> None:
     """Refuse a target nobody can be: an unknown agent. A tag no agent carries yet is a
     target (agents tagged or enrolled with it later get the task)."""
-    if kind == "agent" and not tx.one("SELECT 1 FROM agents WHERE id = ?", (target,)):
-        raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {target!r}")
+    if kind == "agent":
+        check_agent(tx, target)
 
 
 def insert_task(tx: Tx, task: NewTask, now: float) -> tuple[int, float, list[PushItem]]:
@@ -72,17 +82,17 @@ def insert_task(tx: Tx, task: NewTask, now: float) -> tuple[int, float, list[Pus
         for chunk in chunks(chosen):
             rows = tx.execute(
                 "INSERT INTO deliveries (task_id, agent_id, state, priority, updated_at)"
-                f" SELECT ?, id, 'queued', ?, ? FROM agents WHERE id IN ({','.join('?' * len(chunk))})"
+                f" SELECT ?, id, 'queued', ?, ? FROM agents WHERE id IN ({','.join('?' * len(chunk))}) AND {LIVE}"
                 " RETURNING id, agent_id", (task_id, task.priority, now, *chunk)).fetchall()
             items += [PushItem(d_id, task_id, a_id, task.command, args, task.priority, expires_at) for d_id, a_id in rows]
         tx.entered["queued"] += len(items)
         return task_id, expires_at, items
     if task.target_kind == "agent":
-        source, params = "SELECT id AS a FROM agents WHERE id = ?", (task.target,)
+        source, params = f"SELECT id AS a FROM agents WHERE id = ? AND {LIVE}", (task.target,)
     elif task.target_kind == "tag":
         source, params = "SELECT agent_id AS a FROM agent_tags WHERE tag = ?", (task.target,)
     else:
-        source, params = "SELECT id AS a FROM agents", ()
+        source, params = f"SELECT id AS a FROM agents WHERE {LIVE}", ()
     rows = tx.execute(
         "INSERT INTO deliveries (task_id, agent_id, state, priority, updated_at)"
         f" SELECT ?, x.a, 'queued', ?, ? FROM ({source}) AS x WHERE true RETURNING id, agent_id",

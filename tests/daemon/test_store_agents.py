@@ -1,0 +1,125 @@
+"""Agents' identities in the store (``store/sqlite_agents.py``): enrollment keys bound the
+tags (15.4), possible clones are approved, merged or removed (15.1), a removed agent is in
+no target any more. Run against every backend (the ``store`` fixture)."""
+
+from __future__ import annotations
+
+import pytest
+from store_data import NOW, enrolled, task
+
+from tether.daemon.store import AgentAuth
+from tether.daemon.store.sqlite import SQLiteStore
+from tether.protocol import ErrorCode, ProtocolError
+
+
+async def refusal(store: SQLiteStore, coro: object) -> ProtocolError:
+    with pytest.raises(ProtocolError) as caught:
+        await coro  # type: ignore[misc]
+    return caught.value
+
+
+async def test_an_agent_gets_its_keys_tags_and_no_others_unless_the_key_allows(store: SQLiteStore) -> None:
+    """15.4: a key made with --tag kiosk no longer enrolls an agent as prod, finance."""
+    await store.bootstrap(NOW)
+    kiosk = await store.create_key(["kiosk"], None, 3, NOW)
+    error = await refusal(store, store.enroll(kiosk.key, "m1", "h", "p", ["prod", "finance"], NOW))
+    assert error.code == ErrorCode.ENROLL_TAGS_REFUSED and "finance, prod refused" in error.message
+    assert await store.list_agents(None) == [] and (await store.list_keys())[-1].uses_left == 3  # nothing spent
+    plain = await store.enroll(kiosk.key, "m1", "h", "p", [], NOW)
+    assert plain.tags == ["kiosk"]
+    open_key = await store.create_key(["kiosk"], None, None, NOW, allow_requested_tags=True)
+    asked = await store.enroll(open_key.key, "m2", "h", "p", ["web"], NOW)
+    assert asked.tags == ["kiosk", "web"]
+    assert [(k.key_id, k.allow_requested_tags) for k in await store.list_keys()] == [
+        (1, False), (kiosk.key_id, False), (open_key.key_id, True)]
+
+
+async def test_a_re_enrollment_changes_no_tags(store: SQLiteStore) -> None:
+    await store.bootstrap(NOW)
+    key = await store.create_key(["web"], None, None, NOW, allow_requested_tags=True)
+    first = await store.enroll(key.key, "m1", "h", "p", [], NOW)
+    other = await store.create_key(["db"], None, None, NOW, allow_requested_tags=True)
+    error = await refusal(store, store.enroll(other.key, "m1", "h", "p", ["prod"], NOW,
+                                              proof=(first.agent_id, first.token)))
+    assert error.code == ErrorCode.ENROLL_TAGS_REFUSED and "keeps its tags (web); prod refused" in error.message
+    again = await store.enroll(other.key, "m1", "h", "p", ["web"], NOW, proof=(first.agent_id, first.token))
+    assert again.tags == ["web"] and [a.tags for a in await store.list_agents(None)] == [["web"]]
+
+
+async def test_a_removed_agent_is_cut_off_its_deliveries_cancelled_and_in_no_target(store: SQLiteStore) -> None:
+    await store.bootstrap(NOW)
+    key = await store.create_enroll_key(["web"], None, None, NOW)
+    gone = await store.enroll(key, "m1", "h1", "p", [], NOW)
+    stays = await store.enroll(key, "m2", "h2", "p", [], NOW)
+    _, items = await store.create_task(task("tag", "web"), NOW)
+    changes = await store.remove_agent(gone.agent_id, NOW + 1)
+    assert [(c.agent_id, c.old, c.new) for c in changes] == [(gone.agent_id, "queued", "cancelled")]
+    assert await store.authenticate_agent(gone.agent_id, gone.token) is None
+    assert [a.agent_id for a in await store.list_agents(None)] == [stays.agent_id]
+    listed = {a.agent_id: a for a in await store.list_agents(None, removed=True)}
+    assert listed[gone.agent_id].removed_at == NOW + 1 and listed[gone.agent_id].tags == []
+    assert not listed[gone.agent_id].revoked  # removed says more
+    _, tagged = await store.create_task(task("tag", "web"), NOW)
+    _, everyone = await store.create_task(task("all"), NOW)
+    assert {i.agent_id for i in tagged + everyone} == {stays.agent_id}
+    for call in (store.create_task(task("agent", gone.agent_id), NOW), store.tag_add(gone.agent_id, "x", NOW),
+                 store.remove_agent(gone.agent_id, NOW), store.revoke_agent(gone.agent_id),
+                 store.cancel(agent_id=gone.agent_id, now=NOW)):
+        assert (await refusal(store, call)).code == ErrorCode.UNKNOWN_AGENT
+    assert await store.agent_commands(gone.agent_id) is None
+    assert len(items) == 2
+
+
+async def test_a_possible_clone_is_approved_as_an_agent_of_its_own(store: SQLiteStore) -> None:
+    _, key = await store.bootstrap(NOW) or ("", "")
+    original = await store.enroll(key, "m1", "h", "p", [], NOW)
+    clone = await store.enroll(key, "m1", "h", "p", [], NOW)
+    await store.approve_agent(clone.agent_id)
+    assert [a.clone_of for a in await store.list_agents(None)] == [None, None]
+    for agent_id in (clone.agent_id, original.agent_id):
+        error = await refusal(store, store.approve_agent(agent_id))
+        assert error.code == ErrorCode.INVALID_PARAMS and "is not marked a possible clone" in error.message
+
+
+async def test_a_merged_clone_takes_over_the_identity_it_is_a_clone_of(store: SQLiteStore) -> None:
+    await store.bootstrap(NOW)
+    key = await store.create_enroll_key(["web"], None, None, NOW)
+    original = await store.enroll(key, "m1", "old-host", "p", [], NOW)
+    _, (kept,) = await store.create_task(task("agent", original.agent_id), NOW)
+    clone = await store.enroll(key, "m1", "new-host", "p", [], NOW)
+    _, tagged = await store.create_task(task("tag", "web"), NOW)  # one delivery each
+    assert (await refusal(store, store.merge_agent(original.agent_id, NOW))).code == ErrorCode.INVALID_PARAMS
+    into, changes = await store.merge_agent(clone.agent_id, NOW + 1)
+    assert into == original.agent_id
+    assert [(c.agent_id, c.new) for c in changes] == [(clone.agent_id, "cancelled")]  # the clone's own tag task
+    # The clone's token now logs in as the original (by either id); the original's old token is void.
+    assert await store.authenticate_agent(original.agent_id, clone.token) == AgentAuth(original.agent_id)
+    assert await store.authenticate_agent(clone.agent_id, clone.token) == AgentAuth(original.agent_id)
+    assert await store.authenticate_agent(original.agent_id, original.token) is None
+    again = await store.enroll(key, "m1", "h", "p", [], NOW, proof=(clone.agent_id, clone.token))
+    assert (again.agent_id, again.status) == (original.agent_id, "existing")
+    [view] = await store.list_agents(None)
+    assert (view.agent_id, view.hostname, view.tags) == (original.agent_id, "h", ["web"])
+    mine = [i.delivery_id for i in tagged if i.agent_id == original.agent_id]
+    assert sorted(i.delivery_id for i in await store.pending_for_agent(original.agent_id)) == [kept.delivery_id, *mine]
+    merged = {a.agent_id: a for a in await store.list_agents(None, removed=True)}[clone.agent_id]
+    assert merged.merged_into == original.agent_id and merged.removed_at == NOW + 1
+
+
+async def test_a_clone_of_a_removed_agent_cannot_be_merged(store: SQLiteStore) -> None:
+    _, key = await store.bootstrap(NOW) or ("", "")
+    original = await store.enroll(key, "m1", "h", "p", [], NOW)
+    clone = await store.enroll(key, "m1", "h", "p", [], NOW)
+    await store.remove_agent(original.agent_id, NOW)
+    error = await refusal(store, store.merge_agent(clone.agent_id, NOW))
+    assert error.code == ErrorCode.UNKNOWN_AGENT and f"agent approve {clone.agent_id}" in error.message
+    # A machine UUID known only from a removed agent marks no clone.
+    assert (await store.enroll(key, "m1", "h", "p", [], NOW)).clone_of == clone.agent_id
+    await store.approve_agent(clone.agent_id)
+
+
+async def test_removed_agents_are_not_selected(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a", "web")
+    await store.remove_agent(a, NOW)
+    _, items = await store.create_task(task("all"), NOW)
+    assert items == []
