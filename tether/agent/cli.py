@@ -22,7 +22,7 @@ import ssl
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
@@ -83,7 +83,7 @@ def cmd_enroll(opts: argparse.Namespace) -> int:
                 f"reached at {opts.server}: tether-agent set-server {opts.server}; to enroll with "
                 f"{opts.server} as a new agent, dropping its {loses}: add --force")
         proof = None if opts.force else current
-        lock = _lock_state_dir(opts.state_dir) if current is not None and opts.force else None
+        lock = _lock_for_new_identity(opts.state_dir) if current is not None and opts.force else None
         try:
             enrolled = _run(enroll_agent(opts.server, opts.key, machine_uuid=machine_uuid, tags=opts.tag, tls=tls,
                                          proof=proof))
@@ -108,6 +108,14 @@ def cmd_enroll(opts: argparse.Namespace) -> int:
         print(identity.agent_id)
     print(_enrolled_as(enrolled), file=sys.stderr)
     return EXIT_OK
+
+
+def _lock_for_new_identity(state_dir: Path) -> IO[str] | None:
+    """No agent may run on the state directory while it becomes another agent's."""
+    try:
+        return statedir.lock(state_dir)
+    except statedir.StateDirError as exc:
+        raise CliError(f"{exc}; stop it before enrolling another agent there") from None
 
 
 def _enrolled_as(enrolled: Enrollment) -> str:
