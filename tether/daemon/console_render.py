@@ -105,17 +105,14 @@ def render_agents(result: Any) -> str:
     agents = msgspec.convert(result, list[rpc.AgentView])
     if not agents:
         return "no agents"
-    rows = [
-        (a.agent_id, a.hostname, a.platform, "revoked" if a.revoked else "yes" if a.online else "no",
-         fmt_time(a.last_seen),
-         ",".join(a.tags) or "-")
-        for a in agents
-    ]
-    header = ("AGENT", "HOSTNAME", "PLATFORM", "ONLINE", "LAST SEEN", "TAGS")
     notes = [agent_note(a) for a in agents]
-    if any(notes):  # the column only when there is something to say
-        rows = [(*row, note or "-") for row, note in zip(rows, notes, strict=True)]
-        header = (*header, "NOTE")
+    noted = any(notes)  # the NOTE column only when there is something to say
+    rows: list[tuple[str, ...]] = [
+        (a.agent_id, a.hostname, a.platform, "revoked" if a.revoked else "yes" if a.online else "no",
+         fmt_time(a.last_seen), ",".join(a.tags) or "-", *([note or "-"] if noted else []))
+        for a, note in zip(agents, notes, strict=True)
+    ]
+    header = ("AGENT", "HOSTNAME", "PLATFORM", "ONLINE", "LAST SEEN", "TAGS", *(["NOTE"] if noted else []))
     return render_table(header, rows)
 
 
