@@ -191,7 +191,7 @@ def test_run_without_enrollment_is_a_clear_error(tmp_path: Path, capsys: pytest.
     assert "not enrolled" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["enroll", "run", "status"])
+@pytest.mark.parametrize("command", ["enroll", "run", "status", "set-server"])
 def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as leave:
         main([command, "--help"])
