@@ -294,6 +294,11 @@ class Broker:
         store then finds it inactive, and this entry lapses at its ttl)."""
         self._selecting[task_id] = expires_at
 
+    def selecting_only(self, active: list[tuple[int, float]]) -> None:
+        """After an untask: only these selector tasks are still active (a cancelled one no
+        longer costs each agent's hello a store operation until its ttl)."""
+        self._selecting = dict(active)
+
     def selector_tasks_active(self) -> bool:
         """Whether an agent's new facts must be checked against selector tasks."""
         if not self._selecting:

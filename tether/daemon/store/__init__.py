@@ -298,6 +298,8 @@ class Store(Protocol):
     async def ended_by_daemon(self, agent_id: str, delivery_ids: list[int]) -> list[tuple[int, str]]:
         """Of these deliveries of the agent, those the daemon ended (untask, ttl, polling
         timeout), with their state: an agent reconnecting with them held must cancel them."""
+    async def selecting(self) -> list[tuple[int, float]]:
+        """(task_id, expires_at) of every active selector task."""
     async def agent_commands(self, agent_id: str) -> list[str] | None:
         """The commands the agent announced, [] if it never connected, None if unknown."""
     async def get_task(self, task_id: int, *, history: bool = False, now: float | None = None) -> TaskView | None:

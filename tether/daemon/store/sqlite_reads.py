@@ -87,6 +87,10 @@ class SQLiteReads:
             )]
         return ended
 
+    async def selecting(self) -> list[tuple[int, float]]:
+        rows = await self._read("SELECT id, expires_at FROM tasks WHERE selector IS NOT NULL AND state = 'active'")
+        return [(r[0], r[1]) for r in rows]
+
     async def agent_commands(self, agent_id: str) -> list[str] | None:
         rows = await self._read(f"SELECT commands FROM agents WHERE id = ? AND {LIVE}", (agent_id,))
         if not rows:
@@ -231,10 +235,8 @@ class SQLiteReads:
         )
         schedules = await self._read(
             "SELECT id, next_fire_at FROM schedules WHERE paused = 0 AND next_fire_at IS NOT NULL")
-        selecting = await self._read(
-            "SELECT id, expires_at FROM tasks WHERE selector IS NOT NULL AND state = 'active'")
         return Timers([tuple(r) for r in expiries], [tuple(r) for r in polls], [tuple(r) for r in schedules],
-                      [tuple(r) for r in selecting])
+                      await self.selecting())
 
 
 
