@@ -297,14 +297,20 @@ async def test_server_and_token_options_override_the_environment(fake: FakeDaemo
 
 
 @pytest.mark.parametrize(
-    ("argv", "params"),
-    [(["untask", "12"], {"task_id": 12}), (["untask", "--agent", "a1"], {"agent": "a1"}),
-     (["untask", "--tag", "web"], {"tag": "web"})],
+    ("argv", "params", "answered", "said"),
+    [(["untask", "12"], {"task_id": 12}, {"cancelled": 4, "tasks": 1},
+      "cancelled 4 deliveries; closed task 12 (it reaches no new agent)"),
+     (["untask", "12"], {"task_id": 12}, {"cancelled": 0}, "cancelled 0 deliveries"),
+     (["untask", "--agent", "a1"], {"agent": "a1"}, {"cancelled": 1}, "cancelled 1 delivery of agent a1"),
+     (["untask", "--tag", "web"], {"tag": "web"}, {"cancelled": 0, "tasks": 2},
+      "cancelled 0 deliveries of agents tagged 'web' and of tasks aimed at it; closed 2 tasks aimed at tag 'web' "
+      "(they reach no new agent)")],
 )
-async def test_untask(fake: FakeDaemon, argv: list[str], params: dict[str, Any]) -> None:
-    fake.script = answer({"cancelled": 4})
+async def test_untask_says_what_it_changed(fake: FakeDaemon, argv: list[str], params: dict[str, Any],
+                                           answered: dict[str, int], said: str) -> None:
+    fake.script = answer(answered)
     result = await tetherctl(fake, *argv)
-    assert (result.code, result.out) == (0, "cancelled 4 deliveries\n")
+    assert (result.code, result.out) == (0, said + "\n")
     assert (fake.request.method, fake.request.params) == ("task.cancel", params)
 
 
@@ -398,11 +404,16 @@ async def test_wait_prints_progress_on_stderr_and_exits_124_on_timeout(fake: Fak
     result = await tetherctl(fake, "wait", "7", "--timeout", "1.5")
     assert result.code == 124
     assert (fake.request.method, fake.request.params) == ("task.wait", {"task_id": 7, "timeout": 1.5})
+    timed_out = ("wait: timed out after 1.5 s: 1 of 2 deliveries of task 7 not finished (exit 124; see tetherctl "
+                 "show 7)")
     assert result.err.splitlines() == [
         "2023-11-14T22:13:20Z  delivery 1  agent agent-1  running  10%",
         "2023-11-14T22:13:20Z  delivery 2  agent agent-2  done",
+        timed_out,
     ]
     assert "delivery 1  agent agent-1  running" in result.out
+    result = await tetherctl(fake, "wait", "7", "--timeout", "1.5", "--json")
+    assert result.code == 124 and result.err.splitlines() == [timed_out]
 
 
 @pytest.mark.parametrize(("states", "code"), [(["done", "done"], 0), (["done", "failed"], 1)])

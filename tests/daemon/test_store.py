@@ -152,14 +152,14 @@ async def test_lifecycle_and_illegal_transitions(store: SQLiteStore) -> None:
     assert view is not None
     (dv,) = view.deliveries
     assert (dv.state, dv.result, dv.progress) == ("done", {"ok": 1}, "50% half")
-    assert await store.cancel(task_id=item.task_id, now=NOW) == []  # nothing left to cancel
+    assert (await store.cancel(task_id=item.task_id, now=NOW)).changes == []  # nothing left to cancel
 
 
 async def test_result_for_a_cancelled_delivery_is_refused(store: SQLiteStore) -> None:
     a = await enrolled(store, "a")
     task_id, (item,) = await store.create_task(task("agent", a), NOW)
-    changes = await store.cancel(task_id=task_id, now=NOW)
-    assert [(c.old, c.new) for c in changes] == [("queued", "cancelled")]
+    changes, closed = await store.cancel(task_id=task_id, now=NOW)
+    assert [(c.old, c.new) for c in changes] == [("queued", "cancelled")] and closed == 1
     out = await store.record_results(a, [result(item.delivery_id, 1)], NOW)
     assert out.refused[0].code == ErrorCode.ILLEGAL_TRANSITION and not out.settled
 
@@ -185,8 +185,9 @@ async def test_untask_by_agent_and_by_tag(store: SQLiteStore) -> None:
     await store.create_task(task("agent", a), NOW)
     await store.create_task(task("agent", b), NOW)
     tag_task, _ = await store.create_task(task("tag", "t"), NOW)
-    assert len(await store.cancel(agent_id=b, now=NOW)) == 1
-    assert len(await store.cancel(tag="t", now=NOW)) == 2
+    assert [len(x) if isinstance(x, list) else x for x in await store.cancel(agent_id=b, now=NOW)] == [1, 0]
+    # the tag task and agent a's own task; the tag task is closed too
+    assert [len(x) if isinstance(x, list) else x for x in await store.cancel(tag="t", now=NOW)] == [2, 1]
     assert await store.tag_add(b, "t", NOW) == []  # the cancelled tag task no longer reaches new agents
     rows = await store.list_deliveries(agent_id=None, tag=None, states=["cancelled"], limit=10)
     assert len(rows) == 3

@@ -28,7 +28,7 @@ def test_reliable_delete_with_sid_and_a_string_task_id_cancels_that_task_for_tha
     task_id = created["task_id"]
     # exactly what python-limacharlie's `task reliable-delete --sid A --task-id N` sends
     rc, out = action(tetherd, {"action": "untask", "sid": a.agent_id, "task_id": str(task_id)})
-    assert rc == 0 and out == {"cancelled": 1}
+    assert rc == 0 and out["cancelled"] == 1
     assert states(tetherd, task_id) == {a.agent_id: "cancelled", b.agent_id: "queued"}
     a.start()
     b.start()
@@ -109,5 +109,5 @@ def test_untask_by_selector_and_list_show_the_whole_command_line(
     text = tetherd.ctl("tasks", "--agent", a.agent_id)[1]  # the table: --json is added by ctl, so ask raw
     assert "file_get" in json.dumps(text)
     rc, out = action(tetherd, {"action": "untask", "selector": '"web" in tags'})
-    assert rc == 0 and out == {"cancelled": 1}
+    assert rc == 0 and out["cancelled"] == 1
     assert states(tetherd, created["task_id"]) == {a.agent_id: "cancelled"}

@@ -180,3 +180,23 @@ async def test_ten_thousand_waiting_polls_hold_no_task_each(
     after = tetherd.metrics()
     assert after["tether_timers_pending"] >= 10_000  # each wait is a wheel entry ...
     assert after["tether_asyncio_tasks"] <= before + 2, (before, after["tether_asyncio_tasks"])  # ... not a task
+
+
+def test_show_of_a_cancelled_polling_delivery_shows_no_next_run(
+    tetherd: Tetherd, make_agent: Callable[..., AgentProc]
+) -> None:
+    a = make_agent("a", start=True)
+    task_id = tetherd.task("slow_countdown --n 5 --polling", "--agent", a.agent_id)
+    wait_until(lambda: only(tetherd.show(task_id))["state"] == "waiting", what="run 1 to schedule run 2")
+    env = {**tetherd.env, "TETHER_URL": tetherd.url, "TETHER_TOKEN": tetherd.admin_token}
+
+    def shown() -> str:
+        return subprocess.run([str(BIN / "tetherctl"), "show", str(task_id)], capture_output=True, text=True,
+                              env=env, check=True).stdout
+
+    assert "next run" in shown()
+    assert tetherd.ctl("untask", str(task_id))[0] == 0
+    d = only(tetherd.show(task_id))
+    assert (d["state"], d["next_run_at"]) == ("cancelled", None)
+    text = shown()
+    assert "next run" not in text and "polls until" not in text, text

@@ -105,6 +105,33 @@ def test_a_tag_no_agent_carries_yet_is_a_target_and_the_answer_says_so(
     assert again["deliveries"] == 1 and not again.get("note")
 
 
+def test_the_answers_read_naturally(tetherd: Tetherd, make_agent: Callable[..., AgentProc]) -> None:
+    """A one-agent task reads as its delivery ended; wait says it timed out; untask --tag says
+    what it changed (issue 16.9)."""
+    env = {**tetherd.env, "TETHER_URL": tetherd.url, "TETHER_TOKEN": tetherd.admin_token}
+
+    def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "tetherctl"), *args], capture_output=True, text=True, env=env, timeout=60)
+
+    a = make_agent("a", start=True)
+    done = tetherd.task("record --n 1", "--agent", a.agent_id)
+    assert tetherd.ctl("wait", str(done), "--timeout", "30")[0] == 0
+    assert tetherd.show(done)["state"] == "done"
+    assert any(line.split() == ["state", "done"] for line in ctl("show", str(done)).stdout.splitlines())
+
+    b = make_agent("b")  # never started: its task cannot finish
+    waited = ctl("wait", str(tetherd.task("record --n 2", "--agent", b.agent_id)), "--timeout", "0.5")
+    assert waited.returncode == 124
+    assert "timed out after 0.5 s: 1 of 1 delivery" in waited.stderr, waited.stderr
+
+    assert tetherd.ctl("tag", "add", b.agent_id, "web")[0] == 0
+    tetherd.task("record --n 3", "--tag", "web")  # b's delivery, and the task reaches later agents
+    untasked = ctl("untask", "--tag", "web")
+    assert untasked.returncode == 0
+    assert untasked.stdout.strip() == ("cancelled 2 deliveries of agents tagged 'web' and of tasks aimed at it; "
+                                       "closed 1 task aimed at tag 'web' (it reaches no new agent)")
+
+
 def test_ttl_expires_undelivered_task_and_it_never_runs(tetherd: Tetherd, make_agent: Callable[..., AgentProc]) -> None:
     a = make_agent("a")
     task_id = tetherd.task("record", "--agent", a.agent_id, "--ttl", "2")
@@ -122,7 +149,7 @@ def test_untask_before_the_agent_connects(tetherd: Tetherd, make_agent: Callable
     first = tetherd.task("record", "--agent", a.agent_id)
     second = tetherd.task("record --two 2", "--tag", "db")
     third = tetherd.task("record --three 3", "--agent", a.agent_id)
-    assert tetherd.ctl("untask", str(first))[1] == {"cancelled": 1}
+    assert tetherd.ctl("untask", str(first))[1]["cancelled"] == 1
     assert tetherd.ctl("untask", "--tag", "db")[1]["cancelled"] == 2  # second and third: pending on a db agent
     _, pending = tetherd.ctl("tasks", "--agent", a.agent_id)
     assert pending == []
@@ -144,7 +171,7 @@ def test_untask_of_a_running_delivery_sends_cancel(
     os.mkfifo(fifo)
     task_id = tetherd.task(f"gate --fifo {fifo}", "--agent", a.agent_id)
     writer = open(fifo, "w")  # returns once the command opened the FIFO: it is running
-    assert tetherd.ctl("untask", str(task_id))[1] == {"cancelled": 1}
+    assert tetherd.ctl("untask", str(task_id))[1]["cancelled"] == 1
     assert a.log is not None
     a.log.wait_for(r"cancel")
     writer.write("late\n")
@@ -313,7 +340,7 @@ def test_a_run_untasked_while_its_agent_was_down_does_not_run_when_it_returns(
         wait_until(lambda t=task_id: states(tetherd.show(t))[a.agent_id] == "acked", what="journaled, not started")
     a.kill(signal.SIGKILL)  # the agent holds both, started neither
     writer.close()
-    assert tetherd.ctl("untask", str(held))[1] == {"cancelled": 1}  # no session: the cancel reaches nobody now
+    assert tetherd.ctl("untask", str(held))[1]["cancelled"] == 1  # no session: the cancel reaches nobody now
     held_delivery = tetherd.show(held)["deliveries"][0]["delivery_id"]
     a.start("--concurrency", "1")  # runs the urgent gate first, the held one waits for the slot ...
     assert a.log is not None
@@ -343,7 +370,7 @@ def test_an_untask_that_reaches_a_frozen_agent_with_its_push_never_starts_the_co
         wait_until(lambda: tetherd.metrics()["tether_deliveries_pushed_total"] > before["tether_deliveries_pushed_total"],
                    what="the push written to the frozen agent")
         pushed = tetherd.metrics()[frames_out]
-        assert tetherd.ctl("untask", str(task_id))[1] == {"cancelled": 1}  # not acknowledged: cancelled at once
+        assert tetherd.ctl("untask", str(task_id))[1]["cancelled"] == 1  # not acknowledged: cancelled at once
         wait_until(lambda: tetherd.metrics()[frames_out] > pushed, what="the cancel written to the frozen agent")
         mark = a.log.mark()
     finally:

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from tether.protocol import DeliveryState, ErrorCode, IllegalTransition, transition
-from tether.protocol.states import PENDING, TERMINAL, TRANSITIONS, TTL_BOUND, UNDELIVERED, allowed
+from tether.protocol.states import PENDING, TERMINAL, TRANSITIONS, TTL_BOUND, UNDELIVERED, allowed, task_state
 
 S = DeliveryState
 
@@ -77,3 +77,18 @@ def test_every_state_is_reachable_and_every_pending_state_can_finish() -> None:
 def test_an_unknown_state_name_is_refused() -> None:
     with pytest.raises(ValueError, match="'finished' is not a valid DeliveryState"):
         transition(1, "finished", S.DONE)
+
+
+@pytest.mark.parametrize(("stored", "one_agent", "deliveries", "shown"), [
+    ("active", True, ["done"], "done"),
+    ("active", True, ["done", "failed"], "failed"),  # a polling sequel failed
+    ("active", True, ["cancelled"], "cancelled"),
+    ("closed", True, ["expired"], "expired"),
+    ("active", True, ["done", "waiting"], "active"),
+    ("active", True, [], "active"),
+    ("active", False, ["done"], "active"),  # a tag task still reaches new agents
+    ("cancelled", False, ["done"], "cancelled"),
+])
+def test_task_state_reads_as_its_deliveries_ended_for_one_agent(stored: str, one_agent: bool,
+                                                                deliveries: list[str], shown: str) -> None:
+    assert task_state(stored, one_agent, deliveries) == shown

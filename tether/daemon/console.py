@@ -46,6 +46,7 @@ from .console_client import (
     DEFAULT_URL,
     EXIT_INPUT,
     EXIT_OK,
+    EXIT_TIMEOUT,
     CannotConnect,
     ConsoleClient,
     ConsoleError,
@@ -148,7 +149,17 @@ def _show_schedule_added(result: Any, args: argparse.Namespace) -> int:
 
 def _show_cancelled(result: Any, args: argparse.Namespace) -> int:
     cancelled = msgspec.convert(result, rpc.Cancelled)
-    print(f"cancelled {_count(cancelled.cancelled, 'delivery', 'deliveries')}", file=args.stdout)
+    line = f"cancelled {_count(cancelled.cancelled, 'delivery', 'deliveries')}"
+    tag, task_id = getattr(args, "tag", None), getattr(args, "task_id", None)
+    if getattr(args, "agent", None) is not None:
+        line += f" of agent {args.agent}"
+    elif tag is not None:
+        line += f" of agents tagged {tag!r} and of tasks aimed at it"
+    if cancelled.tasks:
+        what = f"task {task_id}" if task_id is not None and cancelled.tasks == 1 else \
+            _count(cancelled.tasks, "task", "tasks") + (f" aimed at tag {tag!r}" if tag is not None else "")
+        line += f"; closed {what} ({'it reaches' if cancelled.tasks == 1 else 'they reach'} no new agent)"
+    print(visible(line), file=args.stdout)
     return EXIT_OK
 
 
@@ -164,7 +175,14 @@ def _show_tag(result: Any, args: argparse.Namespace) -> int:
 def _show_wait(result: Any, args: argparse.Namespace) -> int:
     if not args.json:
         print(render_task(result), file=args.stdout)
-    return wait_outcome(result)
+    outcome = wait_outcome(result)
+    if outcome == EXIT_TIMEOUT:
+        task = msgspec.convert(result, rpc.TaskView)
+        open_ = sum(not DeliveryState(d.state).terminal for d in task.deliveries)
+        print(f"wait: timed out after {args.timeout:g} s: {open_} of "
+              f"{_count(len(task.deliveries), 'delivery', 'deliveries')} of task {task.task_id} not finished "
+              f"(exit {EXIT_TIMEOUT}; see tetherctl show {task.task_id})", file=args.stderr)
+    return outcome
 
 
 def _show_task(result: Any, args: argparse.Namespace) -> int:

@@ -177,7 +177,7 @@ def render_task(result: Any, *, history: bool = False) -> str:
             what = "" if d.next_command is None else f"  {d.next_command} " + json.dumps(
                 d.next_args or {}, ensure_ascii=False, sort_keys=True)
             pairs.append(("next run", fmt_time(d.next_run_at) + what))  # _fields makes it visible
-        if d.poll_deadline is not None:
+        if d.poll_deadline is not None and d.state not in _TERMINAL:
             pairs.append(("polls until", fmt_time(d.poll_deadline)))
         if d.progress:
             pairs.append(("progress", d.progress))

@@ -211,14 +211,14 @@ class ConsoleRPC:
                 unwatch()
 
     async def m_task_cancel(self, p: TaskCancel, emit: Emit) -> Any:
-        changes = await self.store.cancel(task_id=p.task_id, agent_id=p.agent, tag=p.tag, selector=p.selector,
-                                          now=self.broker.clock())
+        changes, closed = await self.store.cancel(task_id=p.task_id, agent_id=p.agent, tag=p.tag, selector=p.selector,
+                                                  now=self.broker.clock())
         self.broker.apply(changes, withdraw=True)
         if self.broker.selector_tasks_active():
             self.broker.selecting_only(await self.store.selecting())
-        log.info("event=untask task_id=%s agent_id=%s tag=%s selector=%r cancelled=%d", p.task_id, p.agent, p.tag,
-                 p.selector, len(changes))
-        return Cancelled(cancelled=len(changes))
+        log.info("event=untask task_id=%s agent_id=%s tag=%s selector=%r cancelled=%d tasks_closed=%d", p.task_id,
+                 p.agent, p.tag, p.selector, len(changes), closed)
+        return Cancelled(cancelled=len(changes), tasks=closed)
 
 
     # -- recurring schedules --------------------------------------------------------------

@@ -517,7 +517,9 @@ class TaskView(View):
     created_at: float
     expires_at: float
     state: str
-    """``active`` (reaches new matching agents), ``closed`` (its ttl ended) or ``cancelled``."""
+    """``active`` (reaches new matching agents), ``closed`` (its ttl ended) or ``cancelled``;
+    a task for one agent whose deliveries have all ended reads as how they ended (``done``,
+    ``failed``, ``expired``, ``cancelled``: :func:`~tether.protocol.states.task_state`)."""
     deliveries: list[DeliveryView]
     hide_polling_output: bool = False
     schedule: str | None = None
@@ -530,6 +532,10 @@ class TaskView(View):
 
 class Cancelled(View):
     cancelled: int
+    """Deliveries cancelled."""
+    tasks: int = 0
+    """Tasks closed: they reach no new agent (the task untasked and its polling sequels, or
+    the tag or selector tasks aimed at what was untasked)."""
 
 
 class TagChanged(View):

@@ -21,6 +21,7 @@ ack, and the agent's outbox re-sent the result after reconnecting).
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
 from .errors import ErrorCode, ProtocolError
 
@@ -64,6 +65,21 @@ UNDELIVERED = frozenset({S.QUEUED, S.SENT})
 TTL_BOUND = UNDELIVERED | {S.WAITING}
 """States the ttl ends: a run not yet acknowledged, or a next run not yet due (it would fall
 after the ttl). Once the agent acknowledged a run, it runs to completion."""
+
+
+def task_state(stored: str, one_agent: bool, deliveries: Iterable[str]) -> str:
+    """How a task reads to a person. A task for a tag, a selector or all agents reads as
+    ``stored`` (``active``: it still reaches new agents; ``closed``; ``cancelled``). A task
+    for one agent whose deliveries (its own and its polling sequels') have all ended reads
+    as how they ended -- ``done``, else the first of ``failed``, ``expired``, ``cancelled``
+    -- as ``wait`` sees it, rather than ``active`` until its ttl runs out."""
+    states = [S(d) for d in deliveries]
+    if not one_agent or not states or not all(d.terminal for d in states):
+        return stored
+    for end in (S.FAILED, S.EXPIRED, S.CANCELLED):
+        if end in states:
+            return end.value
+    return S.DONE.value
 
 
 class IllegalTransition(ProtocolError):

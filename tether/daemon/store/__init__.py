@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import msgspec
 
@@ -48,6 +48,14 @@ class Change(msgspec.Struct, frozen=True, array_like=True):
     agent_id: str
     old: str
     new: str
+
+
+class Untasked(NamedTuple):
+    """What an untask changed: the deliveries it ended, and how many tasks it closed (they
+    reach no new agent: a tag or selector task, a task and its polling sequels)."""
+
+    changes: list[Change]
+    tasks: int
 
 
 class Refusal(msgspec.Struct, frozen=True, array_like=True):
@@ -282,7 +290,7 @@ class Store(Protocol):
     async def cancel(
         self, *, task_id: int | None = None, agent_id: str | None = None, tag: str | None = None,
         selector: str | None = None, now: float,
-    ) -> list[Change]:
+    ) -> Untasked:
         """Untask: the task's unfinished deliveries (all, or only those of the agents the other
         argument names), or everything unfinished for an agent, a tag or a selector."""
     async def tag_add(self, agent_id: str, tag: str, now: float) -> list[PushItem]: ...

@@ -24,6 +24,7 @@ from . import (
     PushItem,
     StoreError,
     StoreStats,
+    Untasked,
 )
 from .schema import apply_migrations, open_checked
 from .sqlite_agents import SQLiteAgents
@@ -190,21 +191,23 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials, S
     async def cancel(
         self, *, task_id: int | None = None, agent_id: str | None = None, tag: str | None = None,
         selector: str | None = None, now: float,
-    ) -> list[Change]:
-        def op(tx: Tx) -> list[Change]:
+    ) -> Untasked:
+        def op(tx: Tx) -> Untasked:
             params: tuple[Any, ...]
             if task_id is not None and (agent_id, tag, selector) != (None, None, None):
-                return self._cancel_for(tx, task_id, agent_id, tag, selector, now)
+                return Untasked(self._cancel_for(tx, task_id, agent_id, tag, selector, now), 0)
             if task_id is not None:
                 if not tx.one("SELECT 1 FROM tasks WHERE id = ?", (min(task_id, MAX_ID),)):
                     raise ProtocolError(ErrorCode.UNKNOWN_TASK, f"no task {task_id}")
-                tx.execute("UPDATE tasks SET state = 'cancelled' WHERE (id = ? OR parent_id = ?) AND state = 'active'"
-                           " AND expires_at > ?", (task_id, task_id, now))
+                closed = tx.execute(
+                    "UPDATE tasks SET state = 'cancelled' WHERE (id = ? OR parent_id = ?) AND state = 'active'"
+                    " AND expires_at > ?", (task_id, task_id, now)).rowcount
                 # with the polling sequences its runs started (sequels)
                 where, params = "task_id IN (SELECT ? UNION ALL SELECT id FROM tasks WHERE parent_id = ?)", \
                     (task_id, task_id)
             elif selector is not None:
-                tx.execute("UPDATE tasks SET state = 'cancelled' WHERE selector = ? AND state = 'active'", (selector,))
+                closed = tx.execute("UPDATE tasks SET state = 'cancelled' WHERE selector = ? AND state = 'active'",
+                                    (selector,)).rowcount
                 chosen = _selected(tx, selector)
                 ended: list[Change] = []
                 for chunk in chunks(chosen):
@@ -212,24 +215,24 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials, S
                                          _PENDING_SQL, S.CANCELLED, now)(tx)
                 rest: list[Change] = self._end("task_id IN (SELECT id FROM tasks WHERE selector = ?)", (selector,),
                                                _PENDING_SQL, S.CANCELLED, now)(tx)
-                return ended + rest
+                return Untasked(ended + rest, closed)
             elif agent_id is not None:
                 check_agent(tx, agent_id)
-                return self._end_unfinished(tx, agent_id, S.CANCELLED, now)
+                return Untasked(self._end_unfinished(tx, agent_id, S.CANCELLED, now), 0)
             else:
-                targeted = tx.execute(
+                closed = tx.execute(
                     "UPDATE tasks SET state = 'cancelled' WHERE state = 'active' AND target_kind = 'tag'"
                     " AND target = ?", (tag,),
                 ).rowcount
-                if not targeted and not tx.one("SELECT 1 FROM agent_tags WHERE tag = ?", (tag,)):
-                    raise ProtocolError(ErrorCode.UNKNOWN_TAG, f"no agent carries tag {tag!r}")
+                if not closed and not tx.one("SELECT 1 FROM agent_tags WHERE tag = ?", (tag,)):
+                    raise ProtocolError(ErrorCode.UNKNOWN_TAG,
+                                        f"no agent carries tag {tag!r} and no task is aimed at it: nothing to cancel")
                 where = "agent_id IN (SELECT agent_id FROM agent_tags WHERE tag = ?)"
                 where += " OR task_id IN (SELECT id FROM tasks WHERE target_kind = 'tag' AND target = ?)"
                 where, params = f"({where})", (tag, tag)
-            changes: list[Change] = self._end(where, params, _PENDING_SQL, S.CANCELLED, now)(tx)
-            return changes
+            return Untasked(self._end(where, params, _PENDING_SQL, S.CANCELLED, now)(tx), closed)
 
-        result: list[Change] = await self._submit(op)
+        result: Untasked = await self._submit(op)
         return result
 
     def _cancel_for(self, tx: Tx, task_id: int, agent_id: str | None, tag: str | None, selector: str | None,

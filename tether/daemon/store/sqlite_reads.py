@@ -16,7 +16,7 @@ from ...protocol.cmdline import format_command_line
 from ...protocol.codec import unpack
 from ...protocol.console import AgentView, DeliveryRow, DeliveryView, HistoryEntry, TaskView
 from ...protocol.selectors import Facts
-from ...protocol.states import PENDING
+from ...protocol.states import PENDING, TERMINAL, task_state
 from . import PushItem, Timers
 from .sqlite_tasks import LIVE
 from .sqlite_tasks import selector as compiled_selector
@@ -121,7 +121,9 @@ class SQLiteReads:
             DeliveryView(
                 delivery_id=d[0], agent_id=d[1], state=d[2], updated_at=d[3], sent_at=d[4], acked_at=d[5],
                 started_at=d[6], finished_at=d[7], progress=d[8], result=_decode_result(d[9]), error=d[10],
-                run=d[11], next_run_at=d[12], poll_deadline=d[13], investigation_id=t[13], task_id=d[15],
+                # An ended delivery has no next run, whatever its last schedule said.
+                run=d[11], next_run_at=None if d[2] in TERMINAL else d[12],
+                poll_deadline=d[13], investigation_id=t[13], task_id=d[15],
                 next_command=d[16] if d[2] == "waiting" else None,
                 next_args=unpack(d[17]) if d[2] == "waiting" and d[17] is not None else None,
             )
@@ -132,7 +134,8 @@ class SQLiteReads:
         args = unpack(t[2])
         return TaskView(
             task_id=t[0], command=t[1], args=args, target=_target(t[3], t[4], t[12]),
-            priority=t[5], ttl=t[6], created_at=t[7], expires_at=t[8], state=t[9], deliveries=views,
+            priority=t[5], ttl=t[6], created_at=t[7], expires_at=t[8],
+            state=task_state(t[9], t[3] == "agent", (v.state for v in views)), deliveries=views,
             hide_polling_output=bool(t[10]), schedule=t[11], investigation_id=t[13],
             command_line=format_command_line(t[1], args),
         )
