@@ -20,6 +20,7 @@ from tether.protocol.selectors import (
     SelectorError,
     compile_selector,
     evaluate,
+    lc_arch,
     lc_platform,
     parse,
 )
@@ -33,7 +34,7 @@ class Case:
     judge: Any  # Facts -> bool, written without the module's evaluator
 
 
-WORDS = st.sampled_from(["web-01", "db", "prod", "web", "linux", "windows", "macos", "a.b", "x_y", "A1"])
+WORDS = st.sampled_from(["web-01", "db", "prod", "web", "linux", "windows", "macos", "x64", "arm64", "a.b", "x_y", "A1"])
 QUOTES = st.sampled_from(['"', "'", "`"])
 
 
@@ -42,7 +43,9 @@ def quoted(value: str, quote: str) -> str:
 
 
 def field_value(facts: Facts, name: str) -> Any:
+    machine = facts.platform.split("-")[1] if "-" in facts.platform else ""
     return {"sid": facts.sid, "hostname": facts.hostname, "platform": facts.platform,
+            "arch": {"x86_64": "x64", "amd64": "x64", "arm64": "arm64"}.get(machine, machine),
             "plat": {"linux": "linux", "windows": "windows", "darwin": "macos"}.get(
                 facts.platform.split("-")[0], facts.platform.split("-")[0]),
             "tags": facts.tags}[name]
@@ -145,6 +148,8 @@ MAC = Facts(sid="c3", hostname="mac", platform="darwin-arm64")
     ("hostname not contains web", ["b2", "c3"]),
     ('"prod" not in tags', ["b2", "c3"]),
     ("platform == linux-x86_64", ["a1"]),
+    ("arch == x64", ["a1", "b2"]),
+    ("arch == arm64 and plat == macos", ["c3"]),
     ("tags == staging", ["b2"]),
     ("tags != staging", ["a1", "c3"]),
     ("tags matches ^sta", ["b2"]),
@@ -154,6 +159,11 @@ MAC = Facts(sid="c3", hostname="mac", platform="darwin-arm64")
 def test_selectors_an_operator_writes(selector: str, selected: list[str]) -> None:
     match = compile_selector(selector)
     assert [f.sid for f in (WEB, DB, MAC) if match(f)] == selected
+
+
+def test_limacharlie_architecture_names() -> None:
+    assert [lc_arch(p) for p in ("linux-x86_64", "windows-AMD64", "darwin-arm64", "linux-aarch64", "linux-i686",
+                                 "linux-riscv64", "sunos")] == ["x64", "x64", "arm64", "arm64", "x86", "riscv64", ""]
 
 
 def test_limacharlie_platform_names() -> None:

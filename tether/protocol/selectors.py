@@ -18,14 +18,14 @@ Grammar (keywords are case-insensitive; ``and`` binds tighter than ``or``)::
                 | value ["not"] "in" FIELD
                 | FIELD "is" ["not"] "empty"
     value      := STRING | WORD          -- "x", 'x' or `x`; or a bare word such as windows
-    FIELD      := sid | hostname | plat | platform | tags
+    FIELD      := sid | hostname | plat | arch | platform | tags
 
 Meaning, as in go-bexpr: ``==``/``!=`` compare exactly (case-sensitive); ``matches`` is a
 regular-expression search (unanchored, like Go's ``regexp.MatchString``: anchor with ``^``
 and ``$``); ``in``/``contains`` test membership of a list (``tags``) or a substring of a
-string field; ``is empty`` is true for an empty string or no tags. ``plat`` is
-LimaCharlie's platform name (``windows``, ``linux``, ``macos``, see :func:`lc_platform`),
-``platform`` tether's own (``linux-x86_64``). An error names the column (1-based) where the
+string field; ``is empty`` is true for an empty string or no tags. ``plat`` and ``arch``
+are LimaCharlie's names (``windows``, ``linux``, ``macos``; ``x64``, ``x86``, ``arm64``:
+:func:`lc_platform`, :func:`lc_arch`), ``platform`` tether's own (``linux-x86_64``). An error names the column (1-based) where the
 selector stops making sense.
 """
 
@@ -44,10 +44,12 @@ MAX_SELECTOR = 4096
 MAX_DEPTH = 64
 """Nesting of parentheses and ``not``: the parser recurses once per level."""
 
-FIELDS = ("sid", "hostname", "plat", "platform", "tags")
+FIELDS = ("sid", "hostname", "plat", "arch", "platform", "tags")
 """The agent facts a selector may name."""
 
 _PLATFORMS = {"windows": "windows", "linux": "linux", "darwin": "macos", "macos": "macos", "freebsd": "freebsd"}
+_ARCHES = {"x86_64": "x64", "amd64": "x64", "x64": "x64", "i386": "x86", "i686": "x86", "x86": "x86",
+           "aarch64": "arm64", "arm64": "arm64"}
 
 
 def lc_platform(platform: str) -> str:
@@ -55,6 +57,13 @@ def lc_platform(platform: str) -> str:
     ``darwin-arm64`` -> ``macos``, ``windows-amd64`` -> ``windows``; otherwise its first part."""
     system = platform.split("-", 1)[0].lower()
     return _PLATFORMS.get(system, system)
+
+
+def lc_arch(platform: str) -> str:
+    """LimaCharlie's ``arch`` for tether's platform string: ``linux-x86_64`` -> ``x64``,
+    ``darwin-arm64`` -> ``arm64``, ``windows-x86`` -> ``x86``; otherwise its second part."""
+    machine = platform.split("-", 1)[1].lower() if "-" in platform else ""
+    return _ARCHES.get(machine, machine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +80,8 @@ class Facts:
             return self.tags
         if name == "plat":
             return lc_platform(self.platform)
+        if name == "arch":
+            return lc_arch(self.platform)
         if name == "sid":
             return self.sid
         if name == "hostname":
