@@ -23,6 +23,7 @@ from tether.protocol.selectors import (
     lc_arch,
     lc_platform,
     parse,
+    regex_problem,
 )
 
 # -- a reference: expressions generated as data, rendered to text, judged directly ---------
@@ -212,3 +213,30 @@ def test_limits() -> None:
     with pytest.raises(SelectorError, match="nested more than"):
         parse(deep)
     assert evaluate(parse("not " * (MAX_DEPTH - 1) + "plat == linux"), WEB) is False
+
+
+@pytest.mark.parametrize("pattern,problem", [
+    ("(a+)+$", "repeats a repetition"),
+    ("(a*b)*", "repeats a repetition"),
+    ("(?>a+)+", "repeats a repetition"),
+    ("(a|aa)*", "repeats an alternation"),
+    ("web|(x+)+", "repeats a repetition"),
+    (r"(a)\1", "backreference"),
+    (r"(a)?(?(1)b|c)", "conditional group"),
+    ("(?=web)w", "lookaround"),
+    ("(?<!x)y", "lookaround"),
+])
+def test_a_regex_that_could_backtrack_for_ever_is_refused_at_its_column(pattern: str, problem: str) -> None:
+    """go-bexpr's matches is Go's RE2 (linear time); Python's re backtracks, and tetherd
+    evaluates the pattern against every agent that connects: (a+)+$ against 30 a's and a b
+    would hold its event loop for minutes."""
+    with pytest.raises(SelectorError) as caught:
+        parse(f'hostname matches "{pattern}"')
+    assert problem in caught.value.message and "column 18" in caught.value.message
+
+
+@pytest.mark.parametrize("pattern", ["^web-[0-9]+$", "prod|staging", "(foo|bar)-db", "a{2,5}b*", "(?>ab)",
+                                     "[a-z]+(-[0-9]+)?", "(ab)+"])
+def test_ordinary_regexes_are_taken(pattern: str) -> None:
+    assert regex_problem(pattern) is None
+    parse(f'hostname matches "{pattern}"')

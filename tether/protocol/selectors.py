@@ -32,9 +32,11 @@ selector stops making sense.
 from __future__ import annotations
 
 import re
+import re._constants as _c  # type: ignore[import-not-found]  # a pattern's parse tree: regex_problem
+import re._parser as _parser  # type: ignore[import-not-found]
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from .errors import ErrorCode, ProtocolError
 from .tags import tag_problem
@@ -305,8 +307,52 @@ class _Parser:
                 compiled = re.compile(pattern)
             except re.error as exc:
                 raise self.fail(at, f"bad regular expression {pattern!r}: {exc}") from None
+            problem = regex_problem(pattern)
+            if problem is not None:
+                raise self.fail(at, f"regular expression {pattern!r} {problem}")
             return Match(name, "matches", pattern, negate, compiled)
         raise self.fail(op, f"expected ==, !=, matches, contains or is after {name!r}, found {_shown(op)}")
+
+
+_REPEATS = frozenset({_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT})
+_NOT_IN_RE2 = {_c.GROUPREF: "uses a backreference", _c.GROUPREF_EXISTS: "uses a conditional group",
+               _c.ASSERT: "uses a lookaround", _c.ASSERT_NOT: "uses a lookaround"}
+
+
+def regex_problem(pattern: str) -> str | None:
+    """Why ``pattern`` could make Python's backtracking engine take exponential time on
+    an agent's fact (the daemon evaluates it for every agent that connects), or None.
+
+    go-bexpr's ``matches`` is Go's RE2, which runs in linear time and has no
+    backreferences or lookarounds; Python's ``re`` backtracks. So what RE2 lacks is refused,
+    and so is a repetition of something that itself repeats or branches (``(a+)+``,
+    ``(a|aa)*``), the shape of every catastrophic pattern: ``^web-[0-9]+$`` and
+    ``prod|staging`` are fine."""
+    return _tree_problem(_parser.parse(pattern), inside_repeat=False)
+
+
+def _tree_problem(items: Any, *, inside_repeat: bool) -> str | None:
+    for op, arg in items:
+        if op in _NOT_IN_RE2:
+            return _NOT_IN_RE2[op]
+        if op in _REPEATS:
+            _low, high, sub = arg
+            if high > 1 and inside_repeat:
+                return "repeats a repetition (e.g. (a+)+), which can take exponential time; write it without nesting"
+            problem = _tree_problem(sub, inside_repeat=inside_repeat or high > 1)
+        elif op is _c.BRANCH:
+            if inside_repeat:
+                return "repeats an alternation (e.g. (a|aa)*), which can take exponential time"
+            problem = next((p for branch in arg[1] if (p := _tree_problem(branch, inside_repeat=False))), None)
+        elif op is _c.SUBPATTERN:
+            problem = _tree_problem(arg[-1], inside_repeat=inside_repeat)
+        elif op is _c.ATOMIC_GROUP:
+            problem = _tree_problem(arg, inside_repeat=inside_repeat)
+        else:
+            problem = None
+        if problem is not None:
+            return problem
+    return None
 
 
 _KEYWORDS = frozenset({"and", "or", "not", "in", "is", "matches", "contains", "empty"})
