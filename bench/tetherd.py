@@ -30,6 +30,16 @@ START_TIMEOUT = 30.0
 HTTP_TIMEOUT = 5.0
 
 _LISTENING = re.compile(r"event=listening url=(ws://\S+)")
+
+
+def _credential(text: str, label: str) -> str:
+    """A value of the block a first ``tetherd serve`` prints (``  admin token:    tta_...``)."""
+    m = re.search(rf"^\s*{label}:\s+(\S+)", text, re.M)
+    if m is None:
+        raise TetherdError(f"tetherd printed no {label}:\n{text}")
+    return m.group(1)
+
+
 _SAMPLE = re.compile(r'^(\w+)(?:\{([^}]*)\})? (\S+)$')
 
 
@@ -60,7 +70,8 @@ class Tetherd(ServerProcess):
     def command(self) -> list[str]:
         """The command line that starts the server (it must log ``event=listening url=ws://...``)."""
         command = shlex.split(os.environ.get(TETHERD_ENV, "")) or [str(TETHERD)]
-        args = [*command, "serve", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0", "--json"]
+        # Not --json: it makes the log JSON lines (and older tetherds print the same text block).
+        args = [*command, "serve", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0"]
         if self.settings:
             config = self.root / "tetherd.toml"
             config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in self.settings.items()))
@@ -68,9 +79,9 @@ class Tetherd(ServerProcess):
         return args
 
     def read_credentials(self, out_path: Path) -> None:
-        creds = json.loads(out_path.read_text().splitlines()[0])
-        self.admin_token = creds["admin_token"]
-        self.enroll_key = creds["enroll_key"]
+        text = out_path.read_text()
+        self.admin_token = _credential(text, "admin token")
+        self.enroll_key = _credential(text, "enrollment key")
 
     def start(self) -> None:
         args = self.command()

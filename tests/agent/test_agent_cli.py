@@ -107,8 +107,8 @@ async def test_enroll_refused_names_the_error(daemon: FakeDaemon, tmp_path: Path
 
 
 def test_enroll_rejects_a_non_websocket_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["enroll", "--server", "http://x", "--key", "k", "--state-dir", str(tmp_path)]) == 1
-    assert "ws:// or wss://" in capsys.readouterr().err
+    assert main(["enroll", "--server", "http://x", "--key", "k", "--state-dir", str(tmp_path)]) == 2  # bad input
+    assert "is not a ws:// or wss:// URL" in capsys.readouterr().err
 
 
 async def test_run_serves_commands_and_stops_cleanly_on_sigterm(
@@ -307,7 +307,7 @@ async def test_a_new_url_needs_no_re_enrollment(daemon: FakeDaemon, tmp_path: Pa
     code, _, err = await cli("set-server", "wss://tetherd.example:8765", "--state-dir", str(state))
     assert code == 0 and "reaches tetherd at wss://tetherd.example:8765 from now on" in err
     code, _, err = await cli("set-server", "tetherd:8765", "--state-dir", str(state))
-    assert code == 1 and "must be a ws:// or wss:// URL" in err
+    assert code == 2 and "is not a ws:// or wss:// URL; give e.g. ws://tetherd:8765" in err
     code, _, err = await cli("set-server", "ws://x:1", "--state-dir", str(tmp_path / "none"))
     assert code == 1 and "not enrolled" in err
     proc = await start("run", "--state-dir", str(state), "--server", daemon.url)

@@ -43,7 +43,7 @@ def test_the_bootstrap_key_can_be_bounded_from_the_start(tmp_path: Path) -> None
     assert before + 7 * 86_400 <= row[0][1] <= time.time() + 7 * 86_400
     text = tetherd("init", "--data-dir", str(tmp_path / "other"))
     assert "Revoke the enrollment key once your agents are enrolled" in text.stdout
-    for bad, words in ((["--key-expires-in", "soon"], "invalid duration 'soon'"), (["--key-uses", "0"], "positive")):
+    for bad, words in ((["--key-expires-in", "soon"], "invalid duration 'soon'"), (["--key-uses", "0"], "it must be 1 or more")):
         refused = tetherd("init", "--data-dir", str(tmp_path / "bad"), *bad)
         assert refused.returncode == 2 and words in refused.stderr
 
@@ -119,15 +119,16 @@ def test_key_and_token_create(tmp_path: Path) -> None:
     data = tmp_path / "data"
     key = tetherd("key", "create", "--data-dir", str(data), "--tag", "web", "--uses", "3", "--json")
     assert key.returncode == 0 and json.loads(key.stdout)["tags"] == ["web"]
+    assert json.loads(key.stdout)["uses_left"] == 3 and len(json.loads(key.stdout)["key"]) == 29
     token = tetherd("token", "create", "--data-dir", str(data), "--role", "viewer", "--json")
-    assert json.loads(token.stdout)["role"] == "viewer"
+    assert json.loads(token.stdout)["role"] == "viewer" and json.loads(token.stdout)["token"].startswith("tta_")
     bad = tetherd("key", "create", "--data-dir", str(data), "--uses", "0")
-    assert bad.returncode == 2 and "positive" in bad.stderr
+    assert bad.returncode == 2 and "invalid number '0': it must be 1 or more" in bad.stderr
     bad = tetherd("key", "create", "--data-dir", str(data), "--tag", "a,b")
     assert bad.returncode == 2 and "invalid tag 'a,b': a tag is 1-64 characters" in bad.stderr
     many = [arg for i in range(65) for arg in ("--tag", f"t{i}")]
     bad = tetherd("key", "create", "--data-dir", str(data), *many)
-    assert bad.returncode == 2 and "tetherd: that is 65 tags; an agent carries at most 64" in bad.stderr
+    assert bad.returncode == 2 and "that is 65 tags; an agent carries at most 64" in bad.stderr
 
 
 def test_help_explains_every_command() -> None:

@@ -20,6 +20,7 @@ from tether.daemon import console
 from tether.daemon.console import ConsoleClient, SessionClosed, run
 from tether.protocol import JSON, PROTOCOL_VERSION, decode_to_daemon
 from tether.protocol.frames import Error, Event, Frame, Hello, Request, Response, Welcome
+from tether.protocol.tags import SEPARATOR, is_tag
 
 TOKEN = "s3cret-admin-token"
 
@@ -127,7 +128,8 @@ def answer(result: Any) -> Script:
         (["task", "os_version", "--agent", "a1", "--tag", "web"], "not allowed with argument --agent"),
         (["task", "os_version", "--all", "--tag", "web"], "not allowed with argument --all"),
         (["task", "os_version", "--all", "--priority", "extreme"], "invalid priority 'extreme'"),
-        (["task", "os_version", "--all", "--ttl", "0"], "error: invalid_params (1201): ttl must be between"),
+        (["task", "os_version", "--all", "--ttl", "0"], "argument --ttl: invalid duration '0': it must be more than 0 s"),
+        (["task", "os_version", "--all", "--ttl", "4000d"], "error: invalid_params (1201): ttl must be between"),
         (["task", "   ", "--all"], "error: invalid_params (1201)"),
         (["task", "file_get --path '/etc/hosts", "--all"], "cannot parse command line"),
         (["untask"], "one of the arguments TASK_ID --agent --tag --selector is required"),
@@ -136,7 +138,7 @@ def answer(result: Any) -> Script:
         (["tasks", "--state", "finished"], "invalid choice: 'finished'"),
         (["tag", "add", "a1", "two words"], "error: invalid_params (1201): invalid tag 'two words'"),
         (["tag", "clear", "a1", "web"], "invalid choice: 'clear'"),
-        (["wait", "seven"], "invalid int value: 'seven'"),
+        (["wait", "seven"], "argument TASK_ID: invalid number 'seven': give a whole number"),
         (["action", "{oops"], "error: the action is not valid JSON"),
         (["action", '{"action": "explode"}'], "error: invalid_action (1202): unknown action 'explode'"),
         (["action", '{"action": "task", "task": "x", "sid": "a", "tag": "web"}'],
@@ -168,8 +170,9 @@ async def test_every_subcommand_has_help_with_exit_codes(command: str, capsys: p
     help_text = capsys.readouterr().out
     assert result.code == 0
     assert f"usage: tetherctl {command}" in help_text
-    assert "124  wait timed out" in help_text
-    assert "--json" in help_text
+    assert "examples:\n  tetherctl " + command in help_text
+    assert "exit codes:\n  0 " in help_text and ("124  --timeout passed first" in help_text) == (command == "wait")
+    assert "--json" in help_text and "TETHER_URL" in help_text
 
 
 def test_main_returns_the_exit_code_of_bad_input() -> None:
@@ -204,6 +207,7 @@ def test_render_agents() -> None:
     lines = console.render_agents(agents).splitlines()
     assert lines[0].split() == ["AGENT", "HOSTNAME", "PLATFORM", "ONLINE", "LAST", "SEEN", "TAGS"]
     assert lines[1].split() == ["a1", "web-1", "linux", "yes", "2023-11-14T22:13:20Z", "web,prod"]
+    assert not is_tag(SEPARATOR)  # no tag contains it: "web,prod" reads one way
     assert lines[2].split() == ["a22", "db", "windows", "no", "-", "-"]
     assert lines[1].index("linux") == lines[2].index("windows")
     assert console.render_agents([]) == "no agents"
@@ -592,7 +596,7 @@ async def test_schedule_add_cron(fake: FakeDaemon) -> None:
     [
         (["--every=-5m"], "invalid duration '-5m'"),
         (["--every", "five"], "invalid duration 'five'"),
-        (["--every", "0"], "every must be more than 0"),
+        (["--every", "0"], "argument --every: invalid duration '0': it must be more than 0 s"),
         (["--every", "5m", "--cron", "* * * * *"], "not allowed with argument --every"),
         ([], "one of the arguments --every --cron is required"),
         (["--every", "5m", "--missed", "twice"], "invalid choice: 'twice'"),
@@ -673,13 +677,13 @@ async def test_schedule_add_help_explains_every_cron_and_missed(capsys: pytest.C
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines where it likes
     assert result.code == 0
     assert "usage: tetherctl schedule add" in text
-    assert "--every PERIOD e.g. 30s, 5m, 1h30m, 2d" in text
+    assert "--every DURATION 30s, 5m, 1h30m, 7d or plain seconds; at least tetherd's min_interval" in text
     assert "never below tetherd's min_interval" in text
     assert "five-field --cron expression (e.g. '*/5 * * * *', read in --tz)" in text
     assert "--cron EXPR five fields: minute hour" in text
     assert "--missed {once,skip} firings missed while tetherd was down: run once at start (default) or skip them" \
         in text
-    assert "124 wait timed out" in text
+    assert "124" not in text and "exit codes: 0 ok" in text  # only the codes that apply
 
 
 async def test_schedule_help_lists_its_actions(capsys: pytest.CaptureFixture[str]) -> None:

@@ -116,6 +116,19 @@ def _reap(proc: subprocess.Popen[bytes], log: LogWatcher) -> int:
     return code
 
 
+def read_credentials(stdout: Any) -> dict[str, str]:
+    """The block a first ``tetherd serve`` prints (``  admin token:    tta_...``), by label."""
+    creds: dict[str, str] = {}
+    for raw in stdout:
+        line = raw.decode() if isinstance(raw, bytes) else raw
+        label, sep, value = line.strip().partition(":")
+        if sep and label in ("admin token", "enrollment key", "url"):
+            creds[label] = value.strip()
+        if len(creds) == 3:
+            return creds
+    raise AssertionError(f"tetherd printed no credentials block (got {creds})")
+
+
 TEST_SETTINGS = {"min_interval": 0.5}
 """tetherd.toml for the end-to-end tests: the polling floor lowered from 10 s so polling
 and schedule tests take seconds (tetherd's ``min_interval`` setting exists for this)."""
@@ -144,7 +157,8 @@ class Tetherd:
 
     def start(self, *extra: str) -> None:
         listen = f"127.0.0.1:{self.port}"
-        args = [str(BIN / "tetherd"), "serve", "--data-dir", str(self.data_dir), "--listen", listen, "--json",
+        # Not --json: that makes the log JSON lines, and the tests wait on logfmt lines.
+        args = [str(BIN / "tetherd"), "serve", "--data-dir", str(self.data_dir), "--listen", listen,
                 *self.extra_args, *extra]
         if self.settings:
             config = self.data_dir.with_name(self.data_dir.name + "-tetherd.toml")
@@ -156,10 +170,9 @@ class Tetherd:
         self.url = m.group(1)
         self.port = int(self.url.rsplit(":", 1)[1])
         if not self.admin_token:
-            assert self.proc.stdout is not None
-            creds = json.loads(self.proc.stdout.readline())
-            self.admin_token = creds["admin_token"]
-            self.enroll_key = creds["enroll_key"]
+            creds = read_credentials(self.proc.stdout)
+            self.admin_token = creds["admin token"]
+            self.enroll_key = creds["enrollment key"]
             assert creds["url"] == self.url
 
     def kill(self, sig: int = signal.SIGKILL) -> int:

@@ -218,7 +218,7 @@ def test_unknown_and_expired_enrollment_keys(tetherd: Tetherd, healthy: AgentPro
         [str(BIN / "tetherd"), "key", "create", "--data-dir", str(tetherd.data_dir), "--expires-in", "0.5", "--json"],
         capture_output=True, text=True, check=True, env=tetherd.env,
     ).stdout
-    key = json.loads(out)["enroll_key"]
+    key = json.loads(out)["key"]
     time.sleep(0.6)  # let the key's own expiry time pass (a wall-clock fact, not synchronisation)
     agent = AgentProc("late", tetherd.data_dir.parent, tetherd, tetherd.env)
     proc = agent.enroll(key=key, check=False)
@@ -300,7 +300,7 @@ def test_viewer_token_reads_but_cannot_change_anything(tetherd: Tetherd, healthy
         [str(BIN / "tetherd"), "token", "create", "--data-dir", str(tetherd.data_dir), "--role", "viewer", "--json"],
         capture_output=True, text=True, check=True, env=tetherd.env,
     ).stdout
-    viewer = json.loads(out)["admin_token"]
+    viewer = json.loads(out)["token"]
     admin = tetherd.admin_token
     tetherd.admin_token = viewer
     try:

@@ -300,8 +300,8 @@ def assert_daemon_healthy(tetherd: Tetherd, tmp_agent: Callable[[str], AgentProc
     """After the fuzzing, what a user does next works: tetherctl lists and tasks, a new agent
     enrolls (with a new key and token, in case the fuzzing revoked the first ones) and runs
     its task; and tetherd logged no crash."""
-    tetherd.admin_token = cli_credential(tetherd, "token", "create", "--role", "admin")["admin_token"]
-    tetherd.enroll_key = cli_credential(tetherd, "key", "create")["enroll_key"]
+    tetherd.admin_token = cli_credential(tetherd, "token", "create", "--role", "admin")["token"]
+    tetherd.enroll_key = cli_credential(tetherd, "key", "create")["key"]
     rc, agents = tetherd.ctl("agents")
     assert rc == 0 and isinstance(agents, list)
     agent = tmp_agent("after-fuzz")

@@ -3,9 +3,13 @@ event, and values from peers that cannot forge a line or a field (issue 15.8).""
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
-from harness import AgentProc, Tetherd
+from harness import BIN, AgentProc, Tetherd
 from websockets.sync.client import connect
 
 from tether.protocol import MSGPACK, PROTOCOL_VERSION
@@ -38,3 +42,20 @@ def test_tetherd_and_the_agent_write_the_same_line_format(tetherd: Tetherd,
         parsed = parse(line)
         assert list(parsed)[:4] == list(fields), line
         assert parsed["ts"].endswith("Z") and parsed["level"] == "info", line
+
+
+def test_serve_json_logs_json_lines(tmp_path: Path, env: dict[str, str]) -> None:
+    proc = subprocess.Popen([str(BIN / "tetherd"), "--json", "serve", "--data-dir", str(tmp_path / "data"),
+                             "--listen", "127.0.0.1:0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        listening = json.loads(proc.stderr.readline())
+        assert listening["event"] == "listening" and listening["data_dir"] == str(tmp_path / "data")
+        assert listening["ts"].endswith("Z") and listening["level"] == "info"
+        creds = json.loads(proc.stdout.readline())
+        assert creds["url"] == listening["url"] and creds["admin_token"].startswith("tta_")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=30)
+    assert [json.loads(line)["event"] for line in rest.splitlines()] == ["draining", "stopped"]

@@ -18,15 +18,19 @@ import json
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+import textwrap
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
-from tether.protocol import ErrorCode, tags
+from tether import __version__
+from tether.protocol import ErrorCode, flags, tags
+from tether.protocol.endpoints import url_problem
 
 from . import host, statedir
 from .client import AgentClient, FatalSessionError
@@ -37,6 +41,26 @@ from .sdk import Agent
 from .tls import TLSFileError, TLSFiles, explain
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FATAL_SESSION = 0, 1, 2, 3
+EXIT_CODES_SHORT = """\
+exit codes:
+  0  ok
+  1  an error that needs a person (not enrolled, the journal cannot be used)
+  2  bad input (an option, a URL, a state directory that cannot be used)
+"""
+ENROLL_EXIT_CODES = EXIT_CODES_SHORT.replace("(not enrolled,", "(enrollment refused, the daemon unreachable,")
+EXIT_CODES = """\
+exit codes:
+  0  ok (run: stopped by SIGTERM or SIGINT)
+  1  an error that needs a person (not enrolled, a bad --commands, another agent on the state directory)
+  2  bad input (an option, a URL, a state directory that cannot be used)
+  3  the daemon ended the session for good (unauthorized, replaced by another agent, unsupported
+     protocol version): do not restart it as is (systemd: RestartPreventExitStatus=3)
+"""
+ENVIRONMENT = """\
+environment:
+  TETHER_AGENT_STATE_DIR  default for --state-dir
+  STATE_DIRECTORY         default for --state-dir after it (set by systemd's StateDirectory=)
+"""
 NOT_ENROLLED = "not enrolled: run tether-agent enroll --server URL --key KEY"
 
 
@@ -147,8 +171,9 @@ def cmd_set_server(opts: argparse.Namespace) -> int:
 
 
 def _check_server(url: str) -> None:
-    if not url.startswith(("ws://", "wss://")):
-        raise CliError(f"the server must be a ws:// or wss:// URL, got {url!r}")
+    problem = url_problem(url)
+    if problem is not None:
+        raise UsageError(f"--server: {problem}")
 
 
 def cmd_status(opts: argparse.Namespace) -> int:
@@ -269,9 +294,9 @@ def load_agent(spec: str) -> Agent:
 
 def _unreachable(exc: BaseException, server: str) -> str:
     hint = explain(exc, server)
-    if hint and isinstance(exc, ssl.SSLError):
-        return hint  # all the exception says, in words
     text = str(exc) or type(exc).__name__
+    if hint and (isinstance(exc, ssl.SSLError | ConnectionRefusedError | socket.gaierror) or text in hint):
+        return hint  # all the exception says, in words
     return f"{text} ({hint})" if hint else text
 
 
@@ -332,12 +357,15 @@ def build_parser() -> argparse.ArgumentParser:
         "directory holding the journal (identity, deliveries, result outbox); default: "
         "$TETHER_AGENT_STATE_DIR, else $STATE_DIRECTORY (systemd), else ./tether-agent-state"
     )
+    formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="tether-agent",
         description="The tether agent: keeps a session with tetherd and runs the tasks it is given.",
-        epilog="exit codes: 0 ok, 1 error, 2 usage, 3 the daemon ended the session for good "
-               "(unauthorized, replaced by another agent, unsupported protocol version)",
+        epilog=EXIT_CODES + "\n" + ENVIRONMENT, formatter_class=formatter,
     )
+    parser.add_argument("--version", action="version", version=f"tether-agent {__version__}")
+    parser.add_argument("--json", action="store_true", default=False,
+                        help="print JSON (enroll, status); also after COMMAND")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--state-dir", type=Path, default=None, metavar="S", help=state_help)
     common.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
@@ -354,19 +382,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help="PEM private key of --cert, without a passphrase")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser(
-        "enroll", parents=[common, tls], help="enroll with a daemon using an enrollment key",
-        description="Trade an enrollment key for an agent id and token, stored in the state directory. "
+    def command(name: str, parents: list[argparse.ArgumentParser], summary: str, description: str,
+                *examples: str, codes: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=parents, help=summary, description=textwrap.fill(description, 88),
+                              epilog=f"{flags.examples(*examples)}\n{codes}\n{ENVIRONMENT}", formatter_class=formatter)
+
+    p = command(
+        "enroll", [common, tls], "enroll with a daemon using an enrollment key",
+        "Trade an enrollment key for an agent id and token, stored in the state directory. "
                     "Prints the agent id (and on stderr whether it is a new or an existing agent). Enrolling "
                     "again into the same state directory proves the agent with its token: same id, token and "
                     "tags, the journal (deliveries, results not yet sent) is kept. If that is refused (the "
                     "agent was revoked or removed), or the state directory belongs to another server URL, "
                     "nothing changes unless --force. Each state directory is one agent. "
                     "The TLS files given are stored too (as absolute paths) and used by run.",
+        "tether-agent enroll --server ws://tetherd.example:8765 --key AAAAA-AAAAA-AAAAA-AAAAA-AAAAA",
+        "tether-agent enroll --server wss://tetherd.example:8765 --key KEY --ca ca.pem --state-dir /var/lib/tether-agent",
+        codes=ENROLL_EXIT_CODES,
     )
     p.add_argument("--server", required=True, metavar="URL", help="daemon URL, e.g. ws://tetherd:8765 or wss://...")
     p.add_argument("--key", required=True, help="enrollment key (AAAAA-AAAAA-AAAAA-AAAAA-AAAAA)")
-    p.add_argument("--tag", action="append", default=[], type=_tag, metavar="T",
+    p.add_argument("--tag", action="append", default=[], type=flags.tag, metavar="T",
                    help=f"ask for this tag (repeatable; {tags.RULE})")
     p.add_argument("--machine-uuid", default=None, metavar="U",
                    help="override the machine UUID (default: derived from the host's id -- /etc/machine-id, "
@@ -374,75 +410,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="enroll as a new agent even if the state directory holds one (its journal is dropped: "
                         "deliveries not yet run and results not yet sent)")
-    p.add_argument("--json", action="store_true",
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                    help='print {"agent_id", "server", "tags", "status": "new"|"existing", "clone_of"} as JSON')
     p.set_defaults(func=cmd_enroll)
 
-    p = sub.add_parser(
-        "set-server", parents=[common], help="reach the same daemon at another URL (no re-enrollment)",
-        description="Store a new URL for the daemon this agent is enrolled with (it moved, or is reached "
+    p = command(
+        "set-server", [common], "reach the same daemon at another URL (no re-enrollment)",
+        "Store a new URL for the daemon this agent is enrolled with (it moved, or is reached "
                     "by another name): the identity, deliveries and results stay. A running agent uses it "
                     "from its next connection. To enroll with another daemon, use enroll --force.",
+        "tether-agent set-server wss://tetherd.example:8765 --state-dir /var/lib/tether-agent",
+        codes=EXIT_CODES_SHORT,
     )
     p.add_argument("url", metavar="URL", help="ws://HOST:PORT or wss://HOST:PORT")
     p.set_defaults(func=cmd_set_server)
 
-    p = sub.add_parser(
-        "run", parents=[common, tls], help="keep a session with the daemon and run tasks until SIGTERM",
-        description="Connect to the daemon, run pushed tasks (highest priority first), reconnect with "
+    p = command(
+        "run", [common, tls], "keep a session with the daemon and run tasks until SIGTERM",
+        "Connect to the daemon, run pushed tasks (highest priority first), reconnect with "
                     "backoff when the connection drops. SIGTERM/SIGINT: start nothing new, let running "
                     "commands finish (up to --grace), send their results, close, exit 0. "
                     "TLS files given here replace those stored at enrollment, for this process.",
+        "tether-agent run --state-dir ./agent1",
+        "tether-agent run --commands mycommands:agent --concurrency 8 --grace 30s",
+        codes=EXIT_CODES,
     )
     p.add_argument("--server", default=None, metavar="URL",
                    help="the daemon's URL, if it changed since enrollment (kept for the next starts too)")
     p.add_argument("--commands", default=None, metavar="MODULE:ATTR",
                    help="an Agent instance whose commands are served besides the built-ins "
                         "(os_version, echo): package.module:agent or /path/to/file.py:agent")
-    p.add_argument("--concurrency", type=_positive_int, default=4, metavar="N",
+    p.add_argument("--concurrency", type=flags.positive_int, default=4, metavar="N",
                    help="commands run at once (default: 4)")
-    p.add_argument("--backoff-base", type=_positive_float, default=0.2, metavar="SECONDS",
-                   help="first reconnect delay ceiling; doubles per failure (default: 0.2)")
-    p.add_argument("--backoff-cap", type=_positive_float, default=30.0, metavar="SECONDS",
-                   help="largest reconnect delay ceiling (default: 30)")
-    p.add_argument("--grace", type=_positive_float, default=10.0, metavar="SECONDS",
-                   help="on shutdown, how long running commands may take to finish (default: 10)")
+    p.add_argument("--backoff-base", type=flags.duration, default=0.2, metavar="DURATION",
+                   help=f"first reconnect delay ceiling, doubled per failure: {flags.DURATION} (default: 0.2s)")
+    p.add_argument("--backoff-cap", type=flags.duration, default=30.0, metavar="DURATION",
+                   help="largest reconnect delay ceiling (default: 30s)")
+    p.add_argument("--grace", type=flags.duration, default=10.0, metavar="DURATION",
+                   help="on shutdown, how long running commands may take to finish (default: 10s)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser(
-        "status", parents=[common], help="show identity and journal counts (no network)",
-        description="Read the journal only: agent id, server, and how many deliveries are pending, "
+    p = command(
+        "status", [common], "show identity and journal counts (no network)",
+        "Read the journal only: agent id, server, and how many deliveries are pending, "
                     "running, finished, and results waiting in the outbox for the daemon to commit.",
+        "tether-agent status --state-dir /var/lib/tether-agent", "tether-agent status --json",
+        codes=EXIT_CODES_SHORT,
     )
-    p.add_argument("--json", action="store_true",
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                    help="print agent_id, server, pending, running, outbox, finished as JSON")
     p.set_defaults(func=cmd_status)
     return parser
-
-
-def _tag(text: str) -> str:
-    problem = tags.tag_problem(text)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(problem)
-    return text
-
-
-def _positive(kind: Callable[[str], Any], text: str) -> Any:
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    return int(_positive(int, text))
-
-
-def _positive_float(text: str) -> float:
-    return float(_positive(float, text))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

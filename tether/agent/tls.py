@@ -13,6 +13,8 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from tether.protocol.endpoints import connect_failure
+
 
 @dataclass(frozen=True, slots=True)
 class TLSFiles:
@@ -79,7 +81,8 @@ def explain(exc: BaseException, server: str) -> str | None:
     if isinstance(exc, ssl.SSLError):
         return f"TLS failed ({exc.reason or exc})"
     if not isinstance(exc.__cause__, EOFError):
-        return None
+        described = connect_failure(exc, server, "the server URL (tether-agent set-server URL)")  # refused, unresolvable, a plain daemon under wss:// ...
+        return None if described == (str(exc) or type(exc).__name__) else described
     if server.startswith("wss://"):
         # TLS 1.3: a daemon that refuses the client certificate says so after the
         # handshake, and the alert may be lost; all the agent sees is the close.

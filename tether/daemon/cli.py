@@ -17,6 +17,7 @@ import os
 import signal
 import sqlite3
 import sys
+import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,24 +28,36 @@ import msgspec
 from tether.protocol.logfmt import LogfmtFormatter
 
 from .. import __version__
+from ..protocol import console as rpc
+from ..protocol import flags
 from ..protocol.errors import ProtocolError
-from ..protocol.polling import parse_duration
-from ..protocol.tags import RULE, check_tags, tag_problem
 from . import config as config_mod
 from . import datadir, housekeeping
 from .config import Config, ConfigError
 
 EPILOG = """\
-Files: DATA_DIR/tether.sqlite holds all state (SQLite, WAL); DATA_DIR/tetherd.toml is the
-optional config (every key has a default; see `tetherd init`). DATA_DIR defaults to
-$TETHER_DATA_DIR or ./tether-data.
+files:
+  DATA_DIR/tether.sqlite  all state (SQLite, WAL: also tether.sqlite-wal and -shm)
+  DATA_DIR/tetherd.toml   the optional config (every key has a default; written, commented out, at first start)
+  DATA_DIR/tetherd.lock   held by the one tetherd serving DATA_DIR
+
+environment:
+  TETHER_DATA_DIR  default for --data-dir (else ./tether-data, from the current directory)
+
+exit codes:
+  0  ok (serve: stopped by SIGTERM or SIGINT)
+  1  the database cannot be used (not tether's, newer than this tetherd, a failed migration),
+     or init of a directory already initialised
+  2  bad input: an option, the config, a TLS file, a data directory that cannot be used or is
+     in use, an address tetherd cannot listen on
 """
 
 
-def _setup_logging(level: str) -> None:
-    """One logfmt line per event on stderr, values quoted (tether.protocol.logfmt)."""
+def _setup_logging(level: str, json_lines: bool = False) -> None:
+    """One line per event on stderr, values quoted (tether.protocol.logfmt): logfmt, or with
+    ``--json`` a JSON object per line."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LogfmtFormatter())
+    handler.setFormatter(LogfmtFormatter(json_lines=json_lines))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper()))
@@ -144,7 +157,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _config(args)
-    _setup_logging(config.log_level)
+    _setup_logging(config.log_level, args.json)
     try:
         import uvloop
     except ImportError:  # Windows, or a platform without uvloop: plain asyncio
@@ -219,9 +232,6 @@ async def _serve_locked(config: Config, as_json: bool, read_config: Callable[[],
             {"admin_token": first[0], "enroll_key": first[1], "url": daemon.url, "data_dir": config.data_dir},
             as_json,
         )
-    log.info("event=listening url=%s data_dir=%s version=%s window=%d tls=%s", daemon.url, config.data_dir,
-             __version__, config.window, _tls_summary(config))
-    notify("READY=1")
     async with anyio.create_task_group() as tg:
         tg.start_soon(broker.run_timers)
         tg.start_soon(housekeeping.collect_closed, broker.stats)
@@ -230,6 +240,10 @@ async def _serve_locked(config: Config, as_json: bool, read_config: Callable[[],
             tg.start_soon(watchdog, interval)
         hup = getattr(signal, "SIGHUP", None)  # not on Windows
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, *([hup] if hup else [])) as signals:
+            # Said once SIGTERM drains: a stop right after READY still drains.
+            log.info("event=listening url=%s data_dir=%s version=%s window=%d tls=%s", daemon.url,
+                     config.data_dir, __version__, config.window, _tls_summary(config))
+            notify("READY=1")
             async for signum in signals:
                 if signum == hup:
                     if read_config is not None:
@@ -271,19 +285,28 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     data_dir = datadir.prepare(Path(config.data_dir), create=not args.dry_run)
     data_lock = None if args.dry_run else datadir.lock(data_dir, "migrate")
     try:
-        return _migrate(config.database, args.dry_run)
+        report: dict[str, Any] = {"database": str(config.database), "dry_run": args.dry_run, "pending": [],
+                                  "applied": False}
+        code = _migrate(config.database, args.dry_run, report, (lambda line: None) if args.json else print)
+        if args.json and code == 0:
+            print(json.dumps(report))
+        return code
     finally:
         if data_lock is not None:
             data_lock.close()
 
 
-def _migrate(path: Path, dry_run: bool) -> int:
+def _migrate(path: Path, dry_run: bool, report: dict[str, Any], say: Callable[[str], None]) -> int:
+    """Show or apply the pending migrations; ``report`` gets what ``--json`` prints."""
     from .store import StoreError
     from .store.schema import LATEST, apply_migrations, open_checked, pending_migrations
 
+    report["schema_version"] = LATEST
+    report["existed"] = True
     if not path.exists():
         verb = "would create" if dry_run else "creating"
-        print(f"no database at {path}; {verb} it at schema version {LATEST}")
+        say(f"no database at {path}; {verb} it at schema version {LATEST}")
+        report["existed"] = False
         if dry_run:
             return 0
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -294,16 +317,18 @@ def _migrate(path: Path, dry_run: bool) -> int:
         return 1
     try:
         pending = pending_migrations(conn)
+        report["pending"] = [{"version": version, "what": what} for version, what in pending]
         if not pending:
-            print(f"{path} is up to date (schema version {LATEST})")
+            say(f"{path} is up to date (schema version {LATEST})")
             return 0
         for version, what in pending:
-            print(f"{'would apply' if dry_run else 'applying'} migration {version}: {what}")
+            say(f"{'would apply' if dry_run else 'applying'} migration {version}: {what}")
         if dry_run:
-            print("dry run: nothing changed. Apply with: tetherd migrate --no-dry-run")
+            say("dry run: nothing changed. Apply with: tetherd migrate --no-dry-run")
         else:
             apply_migrations(conn)
-            print(f"{path} is now at schema version {LATEST}")
+            report["applied"] = True
+            say(f"{path} is now at schema version {LATEST}")
     except (StoreError, sqlite3.Error) as exc:
         print(f"tetherd: migration failed, database unchanged: {exc}", file=sys.stderr)
         return 1
@@ -312,11 +337,11 @@ def _migrate(path: Path, dry_run: bool) -> int:
     return 0
 
 
-def _with_store(config: Config, use: Callable[[Any], Awaitable[str]]) -> str:
+def _with_store(config: Config, use: Callable[[Any], Awaitable[Any]]) -> Any:
     """Open the store (alongside a running tetherd: SQLite WAL allows it), use it, close it."""
     datadir.prepare(Path(config.data_dir))
 
-    async def run() -> str:
+    async def run() -> Any:
         store = await _open_store(config)
         try:
             return await use(store)
@@ -326,125 +351,113 @@ def _with_store(config: Config, use: Callable[[Any], Awaitable[str]]) -> str:
     return asyncio.run(run())
 
 
+def _print_secret(view: Any, what: str, field: str, as_json: bool) -> None:
+    """As ``tetherctl``: the new secret alone on stdout (for scripts), what it is on stderr;
+    with ``--json``, the whole view."""
+    if as_json:
+        print(json.dumps(msgspec.to_builtins(view)))
+        return
+    print(getattr(view, field))
+    print(f"{what} {getattr(view, field + '_id')} created; it is shown only this once (tetherd keeps a SHA-256 "
+          "digest)", file=sys.stderr)
+
+
 def cmd_key_create(args: argparse.Namespace) -> int:
-    try:
-        check_tags(args.tag)
-    except ProtocolError as exc:
-        print(f"tetherd: {exc.message}", file=sys.stderr)
-        return 2
+    """The same flags and checks as ``tetherctl key create`` (tether.protocol.flags), applied
+    to the data directory directly."""
+    key = rpc.parse_params("key.create", flags.key_params(args))
+    assert isinstance(key, rpc.KeyCreate)
     now = time.time()
-    expires = now + args.expires_in if args.expires_in is not None else None
-    key = _with_store(_config(args), lambda store: store.create_enroll_key(
-        args.tag, expires, args.uses, now, allow_requested_tags=args.allow_requested_tags))
-    if args.json:
-        print(json.dumps({"enroll_key": key, "tags": sorted(set(args.tag)), "expires_in": args.expires_in,
-                          "uses": args.uses, "allow_requested_tags": args.allow_requested_tags}))
-    else:
-        print(key)
+    expires = None if key.expires_in is None else now + key.expires_in
+    view = _with_store(_config(args), lambda store: store.create_key(
+        key.tags, expires, key.uses, now, allow_requested_tags=key.allow_requested_tags))
+    _print_secret(view, "enrollment key", "key", args.json)
     return 0
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    token = _with_store(_config(args), lambda store: store.create_admin_token(args.role, args.label, time.time()))
-    print(json.dumps({"admin_token": token, "role": args.role}) if args.json else token)
+    """The same flags, default role and checks as ``tetherctl token create``."""
+    token = rpc.parse_params("token.create", flags.token_params(args))
+    assert isinstance(token, rpc.TokenCreate)
+    view = _with_store(_config(args), lambda store: store.create_token(token.role, token.label, time.time()))
+    _print_secret(view, "admin token", "token", args.json)
     return 0
 
 
-def _tag(value: str) -> str:
-    problem = tag_problem(value)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(problem)
-    return value
-
-
-def _period(value: str) -> float:
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {value}")
-    return seconds
-
-
-def _positive(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
-    return number
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {value}")
-    return number
-
-
 def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="tetherd", description="tether daemon: reliable tasking for fleets of agents.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG, formatter_class=formatter,
     )
     parser.add_argument("--version", action="version", version=f"tetherd {__version__}")
+    parser.add_argument("--json", action="store_true", help="print JSON (serve: log JSON lines); also after COMMAND")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
-        p.add_argument("--data-dir", metavar="D", help="data directory (default: $TETHER_DATA_DIR or ./tether-data)")
+    def command(parent: Any, name: str, summary: str, description: str, *examples: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(
+            name, help=summary, description=textwrap.fill(description, 88), epilog=flags.examples(*examples),
+            formatter_class=formatter)
+        p.add_argument("--data-dir", metavar="D",
+                       help="data directory (default: $TETHER_DATA_DIR, else ./tether-data from the current directory)")
         p.add_argument("--config", metavar="FILE", help="config file (default: DATA_DIR/tetherd.toml if present)")
-        if json_flag:
-            p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        # SUPPRESS: `tetherd --json init` and `tetherd init --json` both work.
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+        return p
 
     def first_key(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--key-uses", type=_positive_int, metavar="N",
+        p.add_argument("--key-uses", type=flags.positive_int, metavar="N",
                        help="the first enrollment key enrolls at most N agents (default: unlimited)")
-        p.add_argument("--key-expires-in", type=_period, metavar="PERIOD",
-                       help="the first enrollment key expires after PERIOD, e.g. 7d, 12h (default: never)")
+        p.add_argument("--key-expires-in", type=flags.duration, metavar="DURATION",
+                       help=f"the first enrollment key expires after DURATION: {flags.DURATION} (default: never)")
 
-    p = sub.add_parser("serve", help="run the daemon", description=(
-        "Run tetherd in the foreground. On first run it creates the data directory and prints an admin "
-        "token and an enrollment key (--key-uses / --key-expires-in bound that key; they are used only by "
-        "the start that creates it). SIGTERM drains: stop accepting, flush the store, close sessions (1001)."))
-    common(p)
+    p = command(sub, "serve", "run the daemon",
+                "Run tetherd in the foreground. On first run it creates the data directory and prints an admin "
+                "token and an enrollment key (--key-uses / --key-expires-in bound that key; they are used only by "
+                "the start that creates it). SIGTERM drains: stop accepting, flush the store, close sessions "
+                "(1001). With --json, the credentials are one JSON line and the log is JSON lines.",
+                "tetherd serve                                   # ./tether-data, 127.0.0.1:8765",
+                "tetherd serve --data-dir /var/lib/tether --listen 0.0.0.0:8765 --key-uses 20")
     p.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:8765; port 0 picks one)")
     first_key(p)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("init", help="create the data directory and print credentials", description=(
-        "Create DATA_DIR, the SQLite database and a commented tetherd.toml, and print the first admin token "
-        "and enrollment key. JSON: {\"admin_token\", \"enroll_key\", \"url\"}."))
-    common(p)
+    p = command(sub, "init", "create the data directory and print credentials",
+                "Create DATA_DIR, the SQLite database and a commented tetherd.toml, and print the first admin token "
+                "and enrollment key. JSON: {\"admin_token\", \"enroll_key\", \"url\", \"data_dir\"}.",
+                "tetherd init --data-dir /var/lib/tether",
+                "tetherd init --key-uses 10 --key-expires-in 7d --json")
     p.add_argument("--listen", metavar="HOST:PORT", help="address the printed url names")
     first_key(p)
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("migrate", help="show or apply schema migrations", description=(
-        "Show the schema migrations the database needs (--dry-run, the default) or apply them (--no-dry-run)."))
-    common(p, json_flag=False)
+    p = command(sub, "migrate", "show or apply schema migrations",
+                "Show the schema migrations the database needs (--dry-run, the default) or apply them "
+                "(--no-dry-run, which takes the data directory's lock: stop tetherd first).",
+                "tetherd migrate --data-dir /var/lib/tether                # what would change",
+                "tetherd migrate --data-dir /var/lib/tether --no-dry-run   # apply it")
     p.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=True,
                    help="only show what would change (default); --no-dry-run applies")
     p.set_defaults(func=cmd_migrate)
 
-    key = sub.add_parser("key", help="enrollment keys").add_subparsers(dest="key_command", required=True,
-                                                                      metavar="ACTION")
-    p = key.add_parser("create", help="make an enrollment key", description=(
-        "Make an enrollment key (AAAAA-AAAAA-AAAAA-AAAAA-AAAAA). Agents enrolling with it get its tags."))
-    common(p)
-    p.add_argument("--tag", action="append", default=[], type=_tag, metavar="T",
-                   help=f"tag given to agents (repeatable; {RULE})")
-    p.add_argument("--allow-requested-tags", action="store_true",
-                   help="agents enrolling with it may ask for more tags (tether-agent enroll --tag); by "
-                        "default they get the key's tags and an enrollment asking for others is refused")
-    p.add_argument("--expires-in", type=_positive, metavar="S", help="seconds until the key expires (default: never)")
-    p.add_argument("--uses", type=_positive_int, metavar="N", help="how many enrollments it allows (default: unlimited)")
+    key = sub.add_parser("key", help="enrollment keys (create)").add_subparsers(
+        dest="key_command", required=True, metavar="ACTION")
+    p = command(key, "create", "make an enrollment key",
+                "Make an enrollment key (AAAAA-AAAAA-AAAAA-AAAAA-AAAAA) in the data directory directly (also while "
+                "tetherd runs); the same flags as `tetherctl key create`. It prints the key alone on stdout, once.",
+                "tetherd key create --tag web --uses 50 --expires-in 7d",
+                "sudo -u tether tetherd key create --data-dir /var/lib/tether")
+    flags.add_key_flags(p)
     p.set_defaults(func=cmd_key_create)
 
-    token = sub.add_parser("token", help="admin tokens").add_subparsers(dest="token_command", required=True,
-                                                                       metavar="ACTION")
-    p = token.add_parser("create", help="make an admin token for tetherctl")
-    common(p)
-    p.add_argument("--role", choices=["admin", "operator", "viewer"], default="admin")
-    p.add_argument("--label", default="", help="a note saying whose token this is")
+    token = sub.add_parser("token", help="admin tokens for tetherctl (create)").add_subparsers(
+        dest="token_command", required=True, metavar="ACTION")
+    p = command(token, "create", "make an admin token for tetherctl",
+                "Make an admin token in the data directory directly (also while tetherd runs); the same flags and "
+                "default role as `tetherctl token create`. It prints the token alone on stdout, once.",
+                "tetherd token create --role admin --label alice",
+                "sudo -u tether tetherd token create --data-dir /var/lib/tether --role admin")
+    flags.add_token_flags(p)
     p.set_defaults(func=cmd_token_create)
     return parser
 
@@ -457,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
         return result
     except (ConfigError, datadir.DataDirError) as exc:
         print(f"tetherd: {exc}", file=sys.stderr)
+        return 2
+    except ProtocolError as exc:  # bad input the shared checks refused (tether.protocol.console)
+        print(f"tetherd: {exc.code.slug} ({int(exc.code)}): {exc.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -33,12 +33,13 @@ from typing import Any, TextIO, cast
 
 import msgspec
 
-from tether.protocol import ErrorCode, ProtocolError
+from tether import __version__
+from tether.protocol import ErrorCode, ProtocolError, flags
 from tether.protocol import console as rpc
 from tether.protocol.actions import action_to_request
 from tether.protocol.cmdline import parse_command_line
+from tether.protocol.endpoints import url_problem
 from tether.protocol.frames import Event
-from tether.protocol.polling import parse_duration
 from tether.protocol.states import DeliveryState
 from tether.protocol.tags import RULE
 
@@ -78,19 +79,34 @@ __all__ = [
     "render_deliveries", "render_table", "render_task", "run", "wait_outcome",
 ]
 
-EXIT_CODES_HELP = """\
+EXIT_CODES = """\
 exit codes:
   0    ok
-  1    the task failed (wait: a delivery failed, expired or was cancelled)
   2    bad input, or an error answered by the daemon
   3    cannot connect, or the daemon refused the handshake (e.g. unauthorized)
-  124  wait timed out (some delivery has not finished)
-
+"""
+WAIT_EXIT_CODES = """\
+exit codes:
+  0    every delivery is done
+  1    a delivery failed, expired or was cancelled
+  2    bad input, or an error answered by the daemon
+  3    cannot connect, or the daemon refused the handshake (e.g. unauthorized)
+  124  --timeout passed first (some delivery has not finished)
+"""
+ENVIRONMENT = """\
 environment:
   TETHER_URL    default for --server (else ws://127.0.0.1:8765)
   TETHER_TOKEN  default for --token
   TETHER_CA     default for --ca
 """
+EXIT_CODES_HELP = WAIT_EXIT_CODES.replace("every delivery is done", "ok (wait: every delivery is done)") + \
+    "\n" + ENVIRONMENT
+"""The top-level --help's epilog: every exit code and variable; each command shows its own."""
+
+
+def _epilog(*examples: str, codes: str = EXIT_CODES) -> str:
+    """A command's --help epilog: its examples, its exit codes, the environment it reads."""
+    return f"{flags.examples(*examples)}\n{codes}\n{ENVIRONMENT}"
 
 
 # -- the command line ----------------------------------------------------------------------
@@ -268,13 +284,6 @@ def _priority(text: str) -> int:
     raise argparse.ArgumentTypeError(f"invalid priority {text!r}: use low, medium, high or urgent (or 0-3)")
 
 
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _task_args(args: argparse.Namespace) -> dict[str, Any]:
     task_args = _json_arg(args.args, "--args") if args.args is not None else {}
     if not isinstance(task_args, dict):
@@ -344,15 +353,9 @@ def plan(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         elif args.op == "list":
             params = {}
         elif cmd == "token":
-            params = {"role": args.role, "label": args.label}
+            params = flags.token_params(args)
         else:
-            params = {"tags": args.tag}
-            if args.allow_requested_tags:
-                params["allow_requested_tags"] = True
-            if args.expires_in is not None:
-                params["expires_in"] = args.expires_in
-            if args.uses is not None:
-                params["uses"] = args.uses
+            params = flags.key_params(args)
     elif cmd == "agent":
         method, params = f"agent.{args.op}", {"agent_id": args.agent_id}
     elif cmd == "tasks":
@@ -399,8 +402,8 @@ def _add_common(p: argparse.ArgumentParser, *, top: bool) -> None:
     p.add_argument("--ca", metavar="FILE",
                    help="PEM CA certificates to trust for a wss:// server instead of the system's store "
                         "(env TETHER_CA)", **({"default": None} if top else {"default": default}))
-    if not top:
-        p.add_argument("--json", action="store_true", help="print the daemon's raw result as JSON")
+    p.add_argument("--json", action="store_true", help="print the daemon's raw result as JSON",
+                   **({"default": False} if top else {"default": default}))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -411,26 +414,33 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
         formatter_class=formatter,
     )
+    parser.add_argument("--version", action="version", version=f"tetherctl {__version__}")
     _add_common(parser, top=True)
     sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
 
-    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=summary, description=textwrap.fill(description, 88), epilog=EXIT_CODES_HELP,
+    def command(name: str, summary: str, description: str, *examples: str, codes: str = EXIT_CODES,
+                group: bool = False) -> argparse.ArgumentParser:
+        """A command; ``group``: one whose ACTIONs are the commands (its help: examples only)."""
+        p = sub.add_parser(name, help=summary, description=textwrap.fill(description, 88),
+                           epilog=flags.examples(*examples) if group else _epilog(*examples, codes=codes),
                            formatter_class=formatter)
-        _add_common(p, top=False)
+        if not group:
+            _add_common(p, top=False)
         return p
 
     p = command("agents", "list enrolled agents",
                 "List enrolled agents: id, hostname, platform, online, last seen, tags, and a note for a "
                 "possible clone (enrolled without proof from another agent's machine UUID: approve, merge or "
-                "remove it with `tetherctl agent`).")
+                "remove it with `tetherctl agent`). With --json, tags are a list.",
+                "tetherctl agents", "tetherctl agents --tag web --online --json")
     p.add_argument("--tag", help="only agents carrying this tag")
     p.add_argument("--online", action="store_true", help="only agents with an open session")
     p.add_argument("--all", action="store_true", help="also agents removed or merged into another")
 
     p = command("tag", "add a tag to an agent or remove one",
                 "Add a tag to an agent or remove it. Tag tasks still within their ttl reach an "
-                "agent that is tagged later.")
+                "agent that is tagged later.",
+                "tetherctl tag add AGENT_ID web", "tetherctl tag rm AGENT_ID web")
     p.add_argument("op", choices=("add", "rm"), help="add or rm")
     p.add_argument("agent_id", metavar="AGENT_ID")
     p.add_argument("tag", metavar="TAG", help=RULE)
@@ -439,22 +449,26 @@ def build_parser() -> argparse.ArgumentParser:
                 "Queue a task. Offline agents get it when they connect, until the ttl ends. "
                 "COMMAND is a command line such as \"file_get --path /etc/hosts\": "
                 "--name value gives {\"name\": \"value\"}, a bare --flag gives true, "
-                "positionals go to \"argv\". Prints the task id.")
+                "positionals go to \"argv\". Prints the task id.",
+                "tetherctl task os_version --tag web",
+                "tetherctl task \"file_get --path /etc/hosts\" --agent AGENT_ID --ttl 1h --priority high")
     _add_task_spec(p, each="")
 
     p = command("tasks", "list deliveries (pending ones by default)",
-                "List deliveries, one line per agent and task, pending ones unless --state says otherwise.")
+                "List deliveries, one line per agent and task, pending ones unless --state says otherwise.",
+                "tetherctl tasks --tag web", "tetherctl tasks --agent AGENT_ID --state all --limit 50")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--agent", metavar="ID", help="only this agent's deliveries")
     target.add_argument("--tag", metavar="T", help="only deliveries of agents that carry this tag")
     target.add_argument("--selector", metavar="EXPR", help="only deliveries of agents a LimaCharlie selector matches")
     p.add_argument("--state", choices=[*(s.value for s in DeliveryState), "pending", "all"],
                    help="a delivery state, pending (default: not finished) or all")
-    p.add_argument("--limit", type=int, metavar="N", help="at most N rows (default 1000)")
+    p.add_argument("--limit", type=flags.positive_int, metavar="N", help="at most N rows (default 1000)")
 
     p = command("show", "show a task and each of its deliveries",
-                "Show a task and each delivery: state, run, timestamps (UTC), result or error.")
-    p.add_argument("task_id", metavar="TASK_ID", type=int)
+                "Show a task and each delivery: state, run, timestamps (UTC), result or error.",
+                "tetherctl show 12", "tetherctl show 12 --history --json")
+    p.add_argument("task_id", metavar="TASK_ID", type=flags.positive_int)
     p.add_argument("--history", action="store_true",
                    help="each delivery's history: every run of a polling command, then how it ended")
 
@@ -462,15 +476,18 @@ def build_parser() -> argparse.ArgumentParser:
                 "Wait until every delivery of a task has finished, printing progress on stderr. A polling "
                 "command has not finished while a next run is scheduled. Exit 0 if all are done, 1 if any "
                 "failed (a polling sequence that timed out failed), expired or was cancelled, 124 if --timeout "
-                "passed first.")
-    p.add_argument("task_id", metavar="TASK_ID", type=int)
-    p.add_argument("--timeout", metavar="S", type=float, help="give up after S seconds (default: wait forever)")
+                "passed first (and says so on stderr).",
+                "tetherctl wait 12", "tetherctl wait 12 --timeout 5m || tetherctl show 12", codes=WAIT_EXIT_CODES)
+    p.add_argument("task_id", metavar="TASK_ID", type=flags.positive_int)
+    p.add_argument("--timeout", metavar="DURATION", type=flags.duration,
+                   help=f"give up after DURATION: {flags.DURATION} (default: wait forever)")
 
     p = command("untask", "cancel a task, or everything pending for an agent or a tag",
                 "Cancel queued deliveries; agents already holding one are told to cancel it. "
-                "Prints how many deliveries were cancelled.")
+                "Prints what it changed: the deliveries cancelled, and the tasks closed (they reach no new agent).",
+                "tetherctl untask 12", "tetherctl untask --tag web")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("task_id", metavar="TASK_ID", type=int, nargs="?", help="one task")
+    target.add_argument("task_id", metavar="TASK_ID", type=flags.positive_int, nargs="?", help="one task")
     target.add_argument("--agent", metavar="ID", help="everything pending for this agent")
     target.add_argument("--tag", metavar="T",
                         help="everything pending for agents that carry this tag, and tag tasks aimed at it")
@@ -481,7 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "Send a LimaCharlie reliable-tasking action, e.g. "
                 "'{\"action\":\"task\",\"task\":\"os_version\",\"tag\":\"web\"}', "
                 "'{\"action\":\"list\"}' or '{\"action\":\"untask\",\"task_id\":12}'. "
-                "'-' reads the object from stdin.")
+                "'-' reads the object from stdin.",
+                "tetherctl action '{\"action\": \"list\", \"sid\": \"AGENT_ID\"}'",
+                "echo '{\"action\": \"untask\", \"tag\": \"web\"}' | tetherctl action -")
     p.add_argument("object", metavar="JSON", help="the action object, or - for stdin")
 
     _add_schedule_commands(command)
@@ -489,43 +508,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_credential_commands(command: Callable[[str, str, str], argparse.ArgumentParser]) -> None:
+def _add_credential_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     """token, key, agent revoke: an admin token's commands (operator and viewer get 1403)."""
-
-    def op(ops: Any, name: str, summary: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = ops.add_parser(name, help=summary, description=summary, epilog=EXIT_CODES_HELP,
-                                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-        _add_common(p, top=False)
-        return p
+    op = _action
 
     ops = command("token", "admin tokens: create, list, revoke (admin only)",
                   "Admin tokens for tetherctl. A viewer reads; an operator also creates and cancels tasks, tags "
                   "agents and manages schedules; an admin also manages tokens, enrollment keys and agent "
                   "revocation. A token is shown once, when it is made. Revoking one closes the sessions open "
-                  "with it at once (4010); the last admin token cannot be revoked."
+                  "with it at once (4010); the last admin token cannot be revoked.",
+                  "tetherctl token create --role viewer --label dashboards", "tetherctl token list", group=True,
                   ).add_subparsers(dest="op", metavar="ACTION", required=True)
-    p = op(ops, "create", "make an admin token (printed once)")
-    p.add_argument("--role", choices=rpc.ROLES, default="operator", help="viewer, operator (default) or admin")
-    p.add_argument("--label", default="", help="whose token this is")
-    op(ops, "list", "list admin tokens (ids, roles, labels; never the tokens)")
-    p = op(ops, "revoke", "revoke an admin token; its open sessions are closed at once")
-    p.add_argument("id", metavar="TOKEN_ID", type=int, help="from `tetherctl token list`")
+    p = op(ops, "create", "make an admin token (printed once; the same flags and default role as `tetherd token "
+                          "create`)", "tetherctl token create --role admin --label alice",
+           "TETHER_TOKEN=$(tetherctl token create --label ci) ./deploy.sh")
+    flags.add_token_flags(p)
+    op(ops, "list", "list admin tokens (ids, roles, labels; never the tokens)", "tetherctl token list --json")
+    p = op(ops, "revoke", "revoke an admin token; its open sessions are closed at once", "tetherctl token revoke 3")
+    p.add_argument("id", metavar="TOKEN_ID", type=flags.positive_int, help="from `tetherctl token list`")
 
     ops = command("key", "enrollment keys: create, list, revoke (admin only)",
                   "Enrollment keys for `tether-agent enroll`. Agents enrolling with a key get its tags. A key is "
                   "shown once, when it is made; a revoked key enrolls no one (agents already enrolled keep "
-                  "their own tokens: revoke those with `tetherctl agent revoke`)."
+                  "their own tokens: revoke those with `tetherctl agent revoke`).",
+                  "tetherctl key create --tag web --uses 50 --expires-in 7d", "tetherctl key list", group=True,
                   ).add_subparsers(dest="op", metavar="ACTION", required=True)
-    p = op(ops, "create", "make an enrollment key (printed once)")
-    p.add_argument("--tag", action="append", default=[], metavar="T", help="tag given to agents (repeatable)")
-    p.add_argument("--allow-requested-tags", action="store_true",
-                   help="agents enrolling with it may ask for more tags (tether-agent enroll --tag); "
-                        "by default they get the key's tags and an enrollment asking for others is refused")
-    p.add_argument("--expires-in", type=_duration, metavar="PERIOD", help="e.g. 1h, 7d (default: never)")
-    p.add_argument("--uses", type=int, metavar="N", help="how many enrollments it allows (default: unlimited)")
-    op(ops, "list", "list enrollment keys (ids, tags, expiry, uses left; never the keys)")
-    p = op(ops, "revoke", "revoke an enrollment key")
-    p.add_argument("id", metavar="KEY_ID", type=int, help="from `tetherctl key list`")
+    p = op(ops, "create", "make an enrollment key (printed once; the same flags as `tetherd key create`)",
+           "tetherctl key create --tag web --uses 50 --expires-in 7d", "tetherctl key create --tag lab --json")
+    flags.add_key_flags(p)
+    op(ops, "list", "list enrollment keys (ids, tags, expiry, uses left; never the keys)", "tetherctl key list")
+    p = op(ops, "revoke", "revoke an enrollment key", "tetherctl key revoke 2")
+    p.add_argument("id", metavar="KEY_ID", type=flags.positive_int, help="from `tetherctl key list`")
 
     ops = command("agent", "revoke, remove, approve or merge an agent (admin only)",
                   "Revoke an agent: its token stops working and its open session is closed at once (4010); the "
@@ -534,13 +547,14 @@ def _add_credential_commands(command: Callable[[str, str, str], argparse.Argumen
                   "it leaves every target and `agents` (but --all). A possible clone (an agent enrolled without "
                   "proof from another agent's machine UUID, noted in `agents`) is approved as an agent of its "
                   "own, or merged: it takes over the other agent's identity (id, tags, deliveries), whose old "
-                  "token stops working."
+                  "token stops working.",
+                  "tetherctl agent revoke AGENT_ID", "tetherctl agent approve AGENT_ID", group=True,
                   ).add_subparsers(dest="op", metavar="ACTION", required=True)
     for name, summary in (("revoke", "revoke an agent's token and close its session"),
                           ("rm", "remove an agent: token void, unfinished deliveries cancelled, out of listings"),
                           ("approve", "accept a possible clone as an agent of its own"),
                           ("merge", "let a possible clone take over the identity of the agent it is a clone of")):
-        op(ops, name, summary).add_argument("agent_id", metavar="AGENT_ID")
+        op(ops, name, summary, f"tetherctl agent {name} AGENT_ID").add_argument("agent_id", metavar="AGENT_ID")
 
 
 def _add_task_spec(p: argparse.ArgumentParser, *, each: str) -> None:
@@ -557,8 +571,8 @@ def _add_task_spec(p: argparse.ArgumentParser, *, each: str) -> None:
         p.add_argument("--context", metavar="ID",
                        help="an investigation id (LimaCharlie's context), shown with the task's results")
     p.add_argument("--args", metavar="JSON", help="a JSON object merged over the command line's args")
-    p.add_argument("--ttl", metavar="S", type=int,
-                   help=f"{each}seconds to wait for offline agents (default {rpc.DEFAULT_TTL}, a week)")
+    p.add_argument("--ttl", metavar="DURATION", type=flags.whole_seconds,
+                   help=f"{each}time to wait for offline agents: {flags.DURATION} (default 7d)")
     p.add_argument("--priority", type=_priority, default=1, metavar="{low,medium,high,urgent}",
                    help=f"{each}priority: agents run higher priorities first (default medium)")
     shown = p.add_mutually_exclusive_group()
@@ -569,21 +583,36 @@ def _add_task_spec(p: argparse.ArgumentParser, *, each: str) -> None:
                        help="the default (kept for older scripts): leave those runs out")
 
 
-def _add_schedule_commands(command: Callable[[str, str, str], argparse.ArgumentParser]) -> None:
+def _action(ops: Any, name: str, summary: str, *examples: str) -> argparse.ArgumentParser:
+    """An ACTION of a command group (``schedule``, ``token``, ``key``, ``agent``)."""
+    p: argparse.ArgumentParser = ops.add_parser(name, help=summary, description=summary,
+                                                epilog=_epilog(*examples),
+                                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(p, top=False)
+    return p
+
+
+def _add_schedule_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     sched = command("schedule", "recurring schedules: add, list, show, pause, resume, rm",
                     "Recurring schedules: each firing creates an ordinary task (push, ttl, untask and history "
                     "apply). Firings missed while tetherd was down run once at its start (--missed once, the "
-                    "default) or are skipped (--missed skip).")
+                    "default) or are skipped (--missed skip).",
+                    "tetherctl schedule add probes --every 5m os_version --tag linux", "tetherctl schedule list",
+                    group=True)
     ops = sched.add_subparsers(dest="op", metavar="ACTION", required=True)
     p = ops.add_parser("add", help="add a schedule", description=textwrap.fill(
         "Add a schedule: every --every period (30s, 5m, 1h30m, 1d; the first firing one period from now, never "
         "below tetherd's min_interval, 10 s by default) or at the times of a five-field --cron expression "
         "(e.g. '*/5 * * * *', read in --tz). COMMAND is a command line as for `tetherctl task`.", 88),
-        epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_epilog("tetherctl schedule add probes --every 5m os_version --tag linux",
+                       "tetherctl schedule add nightly --cron \"0 3 * * *\" --tz Europe/Paris \"echo --deep\" --all "
+                       "--missed skip"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_common(p, top=False)
     p.add_argument("name", metavar="NAME", help="unique, case-sensitive, no spaces")
     when = p.add_mutually_exclusive_group(required=True)
-    when.add_argument("--every", type=_duration, metavar="PERIOD", help="e.g. 30s, 5m, 1h30m, 2d")
+    when.add_argument("--every", type=flags.duration, metavar="DURATION",
+                      help=f"{flags.DURATION}; at least tetherd's min_interval")
     when.add_argument("--cron", metavar="EXPR", help="five fields: minute hour day-of-month month day-of-week")
     _add_task_spec(p, each="each task's ")
     p.add_argument("--missed", choices=("once", "skip"), default="once",
@@ -592,13 +621,8 @@ def _add_schedule_commands(command: Callable[[str, str, str], argparse.ArgumentP
     for op, summary in (("show", "show a schedule and its newest tasks"), ("pause", "stop firing until resumed"),
                         ("resume", "fire again, from the next firing after now"),
                         ("rm", "remove a schedule (its tasks stay)")):
-        p = ops.add_parser(op, help=summary, description=summary, epilog=EXIT_CODES_HELP,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        _add_common(p, top=False)
-        p.add_argument("name", metavar="NAME")
-    p = ops.add_parser("list", help="list schedules", epilog=EXIT_CODES_HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_common(p, top=False)
+        _action(ops, op, summary, f"tetherctl schedule {op} nightly").add_argument("name", metavar="NAME")
+    _action(ops, "list", "list schedules", "tetherctl schedule list", "tetherctl schedule list --json")
 
 
 async def run(
@@ -621,6 +645,10 @@ async def run(
         return exc.code if isinstance(exc.code, int) else EXIT_INPUT
     args.stdin, args.stdout, args.stderr = stdin, stdout, stderr
     url = args.server or env.get("TETHER_URL") or DEFAULT_URL
+    problem = url_problem(url)
+    if problem is not None:  # bad input, refused before anything is sent
+        print(f"error: {'--server' if args.server else 'TETHER_URL'}: {problem}", file=stderr)
+        return EXIT_INPUT
     token = args.token if args.token is not None else env.get("TETHER_TOKEN", "")
     # TETHER_CA is for the wss:// server it was set for; an explicit --ca must fit the URL.
     ca_file = args.ca or (env.get("TETHER_CA") if url.startswith("wss://") else None)

@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from tether.protocol import JSON, PROTOCOL_VERSION, ErrorCode, ProtocolError, decode_from_daemon
+from tether.protocol.endpoints import connect_failure
 from tether.protocol.frames import Error, Event, Frame, Hello, Request, Response, Welcome
 
 DEFAULT_URL = "ws://127.0.0.1:8765"
@@ -91,10 +92,7 @@ def _connect_failure(exc: BaseException, url: str) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (f"the daemon's certificate was not accepted ({exc.verify_message}); "
                 "if a private CA signed it, pass --ca FILE or set TETHER_CA")
-    text = str(exc) or type(exc).__name__
-    if url.startswith("ws://") and isinstance(exc.__cause__, EOFError):
-        text += " (if tetherd serves TLS, use a wss:// URL)"
-    return text
+    return connect_failure(exc, url)
 
 
 def _error_from_frame(frame: Error) -> DaemonError:

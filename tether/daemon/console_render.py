@@ -23,6 +23,7 @@ from tether.protocol import console as rpc
 from tether.protocol.frames import Event
 from tether.protocol.polling import fmt_duration
 from tether.protocol.states import DeliveryState
+from tether.protocol.tags import SEPARATOR
 
 from .console_client import EXIT_OK, EXIT_TASK_FAILED, EXIT_TIMEOUT
 
@@ -109,7 +110,7 @@ def render_agents(result: Any) -> str:
     noted = any(notes)  # the NOTE column only when there is something to say
     rows: list[tuple[str, ...]] = [
         (a.agent_id, a.hostname, a.platform, "revoked" if a.revoked else "yes" if a.online else "no",
-         fmt_time(a.last_seen), ",".join(a.tags) or "-", *([note or "-"] if noted else []))
+         fmt_time(a.last_seen), SEPARATOR.join(a.tags) or "-", *([note or "-"] if noted else []))
         for a, note in zip(agents, notes, strict=True)
     ]
     header = ("AGENT", "HOSTNAME", "PLATFORM", "ONLINE", "LAST SEEN", "TAGS", *(["NOTE"] if noted else []))
@@ -304,7 +305,7 @@ def render_tokens(result: Any) -> str:
 
 def render_keys(result: Any) -> str:
     keys = msgspec.convert(result, list[rpc.KeyView])
-    rows = [(k.key_id, ",".join(k.tags) or "-", "yes" if k.allow_requested_tags else "no", fmt_time(k.created_at),
+    rows = [(k.key_id, SEPARATOR.join(k.tags) or "-", "yes" if k.allow_requested_tags else "no", fmt_time(k.created_at),
              fmt_time(k.expires_at), "unlimited" if k.uses_left is None else k.uses_left,
              "revoked " + fmt_time(k.revoked_at) if k.revoked_at is not None else "active") for k in keys]
     header = ("ID", "TAGS", "MORE TAGS", "CREATED", "EXPIRES", "USES LEFT", "STATE")
