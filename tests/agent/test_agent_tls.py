@@ -80,7 +80,9 @@ def test_failures_explained_as_tls_say_what_to_do() -> None:
     closed.__cause__ = EOFError("connection closed while reading HTTP status line")
     assert "tls_client_ca" in (explain(closed, "wss://d:1") or "")
     assert "use a wss:// URL" in (explain(closed, "ws://d:1") or "")
-    assert explain(ConnectionRefusedError(111, "Connection refused"), "wss://d:1") is None
+    assert "is tetherd running and listening on d:1?" in (  # not TLS: what to check instead (16.8)
+        explain(ConnectionRefusedError(111, "Connection refused"), "wss://d:1") or "")
+    assert explain(OSError("something else"), "wss://d:1") is None
 
 
 def options(ca: str | None = None, cert: str | None = None, cert_key: str | None = None) -> argparse.Namespace:

@@ -33,7 +33,7 @@ from typing import Any, TextIO, cast
 
 import msgspec
 
-from tether import __version__
+import tether
 from tether.protocol import ErrorCode, ProtocolError, flags
 from tether.protocol import console as rpc
 from tether.protocol.actions import action_to_request
@@ -414,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
         formatter_class=formatter,
     )
-    parser.add_argument("--version", action="version", version=f"tetherctl {__version__}")
+    parser.add_argument("--version", action="version", version=f"tetherctl {tether.__version__}")
     _add_common(parser, top=True)
     sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
 
