@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
                         "drain-c32 and reconnect-c32: 32)")
     p.add_argument("--py-spy-all", action="store_true",
                    help="with --py-spy: record the client worker processes too, each stack under its process")
-    p.add_argument("--only", help="compare: the groups to run, comma-separated (default all)")
+    p.add_argument("--only", help="compare: the groups to run; hostile: the cases to run (comma-separated, default all)")
     p.add_argument("--minutes", type=_minutes, help="soak: minutes tasks flow (default 10)")
     p.add_argument("--rate", type=_positive, help="soak: tasks created per second (default 200)")
     p.add_argument("--ttl", type=_positive, help="soak: each task's ttl in seconds (default tetherd's, one week)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from .create import run_create
+from .hostile import CASES as HOSTILE_CASES
+from .hostile import run_hostile
 from .mqtt_scenarios import MQTT_SCENARIOS
 from .polls import run_polls
 from .scenarios import HEADLINES as DELIVERY_HEADLINES
@@ -25,6 +27,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
              "rate": 200, "ttl": 0, "repeat": 1,
              "what": "tasks flowing for --minutes at --rate a second (single agents, tags, all) while seeded agents "
                      "are cut off and reconnect: tetherd RSS start / end / peak against a bound, errors, all done"},
+    "hostile": {"run": run_hostile, "agents": 1, "per_agent": 0, "procs": 1, "arg_bytes": 0, "repeat": 3,
+                "cases": [case.name for case in HOSTILE_CASES],
+                "what": "the worst single messages under max_frame_bytes (batches, id lists, outputs, args), one "
+                        "per session: how long each holds tetherd's event loop (ping round trips of a probe)"},
     "timers": {"run": run_timers, "agents": 1_000_000, "per_agent": 0, "procs": 1, "arg_bytes": 0,
                "what": "the timer wheel with --agents pending entries (bench/timers_wheel.py, own process)"},
 }
@@ -39,6 +45,7 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "polls": ("runs_per_minute", "tetherd_cpu_percent", "tetherd_cpu_ms_per_run", "asyncio_tasks_peak"),
     "soak": ("verdict", "deliveries_created", "deliveries_done", "errors", "rss_start_mib", "rss_end_mib",
              "rss_peak_mib", "rss_bound_mib", "cuts"),
+    "hostile": ("worst_lag_ms", "worst_case", "quiet_lag_ms"),
     "timers": ("wheel_rss_mib", "wheel_traced_mib", "tick_idle_us", "tick_1000_due_ms"),
 }
 

@@ -27,6 +27,8 @@ def options_for(name: str, args: argparse.Namespace | None = None, settings: dic
         return value if value is not None else spec[key]
 
     extra = {key: pick(key, key) for key in ("minutes", "rate", "ttl") if key in spec}  # soak's own
+    if "cases" in spec:  # hostile's own
+        extra["only"] = getattr(args, "only", None) or ""
     concurrency = getattr(args, "agent_concurrency", None) if args is not None else None
     extra["agent_concurrency"] = concurrency or spec.get("agent_concurrency", 4)  # 4: the agent's own default
     return Options(agents=pick("agents", "agents"), per_agent=pick("per_agent", "per_agent"),

@@ -73,6 +73,8 @@ class Options:
     """``soak`` only: tasks created per second."""
     ttl: int = 0
     """``soak`` only: each task's ttl in seconds; 0: tetherd's default (one week)."""
+    only: str = ""
+    """``hostile`` only: the cases to run, comma-separated (``--only``); empty: all."""
 
 
 class BenchError(Exception):

@@ -69,7 +69,7 @@ from tether.protocol import (
     split_refs,
 )
 from tether.protocol.codec import encode_batch, unbatch
-from tether.protocol.frames import FEATURES, Batch
+from tether.protocol.frames import FEATURES, MAX_HOLDING, MAX_IDS, Batch, chunked
 
 from . import host
 from .backoff import DEFAULT_BASE, DEFAULT_CAP, reconnect_delay
@@ -293,7 +293,13 @@ class AgentClient:
             user_agent_header=host.USER_AGENT,
             ssl=self._ssl,
         ) as ws:
-            holding, holding_runs = split_refs(self._journal.holding())
+            held = self._journal.holding()
+            if len(held) > MAX_HOLDING:
+                # A hello names at most MAX_HOLDING: the daemon may push one of the others
+                # again, and the journal acknowledges it again without running it.
+                self._log.warning("holding_truncated", held=len(held), named=MAX_HOLDING)
+                held = held[:MAX_HOLDING]
+            holding, holding_runs = split_refs(held)
             hello = Hello(
                 role="agent", version=PROTOCOL_VERSION, token=identity.token, agent_id=identity.agent_id,
                 hostname=self._hostname, platform=self._platform, machine_uuid=identity.machine_uuid,
@@ -475,8 +481,8 @@ class AgentClient:
         return Intake(accepted.new, accepted.fresh, functools.partial(self._accepted, accepted))
 
     def _accepted(self, accepted: Accepted) -> None:
-        if accepted.ack:
-            ids, runs = split_refs(accepted.ack)
+        for chunk in chunked(accepted.ack, MAX_IDS):  # an ack names at most MAX_IDS
+            ids, runs = split_refs(chunk)
             # Urgent while runs wait for a slot: it frees the daemon's window for more. If it
             # started them all, it may wait (moments) for their first frames.
             self._emit(MSGPACK.encode(Ack(delivery_ids=ids, runs=runs)), urgent=self._runner.backlog > 0)

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from ..protocol.frames import MAX_IDS
+
 
 class ConfigError(Exception):
     pass
@@ -113,8 +115,8 @@ def from_mapping(data: dict[str, Any], source: str = "tetherd.toml") -> Config:
             raise ConfigError(f"unknown key `{key}` in {source}{hint}") from None
         raise ConfigError(f"invalid value in {source}: {text}") from None
     split_listen(config.listen)
-    if config.window < 1:
-        raise ConfigError(f"window must be at least 1 in {source}")
+    if not 1 <= config.window <= MAX_IDS:
+        raise ConfigError(f"window must be at least 1 and at most {MAX_IDS} (what one ack may name) in {source}")
     if not 0 < config.min_interval <= 86_400:
         raise ConfigError(f"min_interval must be more than 0 and at most 86400 seconds in {source}")
     _check_limits(config, source)

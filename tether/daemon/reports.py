@@ -90,33 +90,48 @@ def run_plan(schedule: Schedule, floor: float) -> RunPlan:
                    items_remaining=max(0, min(schedule.items_remaining, 2**62)))
 
 
-def submit_reports(session: AgentSession, codec: Codec, frames: list[Frame | ProtocolError], broker: Broker,
-                   floor: float) -> int:
-    """Queue the store writes for one message's frames; the broker reacts on commit.
-    Returns how many of the frames were bad (answered with an error at once)."""
+def check_results(frames: list[Frame | ProtocolError], codec: Codec, floor: float) -> list[Report]:
+    """The frames of one message with each ``result`` replaced by what the store takes
+    (:func:`checked_result`), or by the error to answer it with. It only reads the frames
+    (the server calls it in a worker thread for a large message)."""
+    out: list[Report] = []
+    for frame in frames:
+        if isinstance(frame, Result):
+            try:
+                output = to_msgpack(frame.output, codec)
+            except Exception:
+                out.append(ProtocolError(ErrorCode.INVALID_FRAME, "result output is not valid", ref=frame.delivery_id))
+                continue
+            out.append(checked_result(frame, output, floor, codec))
+        else:
+            out.append(frame)
+    return out
+
+
+Report = Frame | ProtocolError | ResultIn
+"""One frame of a message, after :func:`check_results`."""
+
+
+def submit_reports(session: AgentSession, reports: list[Report], broker: Broker) -> int:
+    """Queue the store writes for one message's frames (after :func:`check_results`); the
+    broker reacts on commit. Returns how many of the frames were bad (answered with an
+    error at once)."""
     store, agent_id = broker.store, session.agent_id
     acks: list[Ref] = []
     sent_at: dict[int, float] = {}
     progress: list[tuple[Ref, str, bool]] = []
     results: list[ResultIn] = []
     bad = 0
-    for frame in frames:
-        if isinstance(frame, ProtocolError):
+    for frame in reports:
+        if isinstance(frame, ResultIn):
+            results.append(frame)
+        elif isinstance(frame, ProtocolError):
             bad += 1
             session.tell(error_frame(frame))
         elif isinstance(frame, Ack):
             refs = run_refs(frame.delivery_ids, frame.runs)
             session.acked(refs, sent_at)
             acks += refs
-        elif isinstance(frame, Result):
-            try:
-                output = to_msgpack(frame.output, codec)
-            except Exception:
-                bad += 1
-                session.tell(error_frame(ProtocolError(
-                    ErrorCode.INVALID_FRAME, "result output is not valid", ref=frame.delivery_id)))
-                continue
-            results.append(checked_result(frame, output, floor, codec))
         elif isinstance(frame, Progress):
             text = frame.message if frame.percent is None else f"{frame.percent:.0f}% {frame.message}"
             progress.append(((frame.delivery_id, frame.run), text.strip(), frame.percent is None and not frame.message))

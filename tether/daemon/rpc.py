@@ -79,10 +79,14 @@ class ConsoleRPC:
         """The polling floor, which bounds schedule periods too (config ``min_interval``)."""
         self.sessions: Sessions = sessions or _NoSessions()
 
-    async def call(self, method: str, params: dict[str, Any], emit: Emit, role: str = "admin") -> Any:
-        if method == "action":
-            method, params = action_to_request(params)
-        parsed = parse_params(method, params)
+    async def call(self, method: str, params: dict[str, Any], emit: Emit, role: str = "admin", *,
+                   large: bool = False) -> Any:
+        """``large``: the request came in a large message; its params are checked (which
+        walks them in Python) in a worker thread, which lets the event loop run meanwhile."""
+        if large:
+            method, parsed = await asyncio.to_thread(_parse, method, params)
+        else:
+            method, parsed = _parse(method, params)
         check_role(role, method)
         handler = getattr(self, "m_" + method.replace(".", "_"))
         try:
@@ -343,3 +347,10 @@ class ConsoleRPC:
                  len(changes), closed)
         return AgentResolved(agent_id=p.agent_id, outcome="merged", into=into, cancelled=len(changes),
                              sessions_closed=closed)
+
+
+def _parse(method: str, params: dict[str, Any]) -> tuple[str, Any]:
+    """The method and its checked params (an action object is translated first)."""
+    if method == "action":
+        method, params = action_to_request(params)
+    return method, parse_params(method, params)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import secrets
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -24,10 +25,11 @@ from websockets.http11 import Request as HTTPRequest
 from websockets.http11 import Response as HTTPResponse
 
 from .. import __version__
-from ..protocol.codec import JSON, MSGPACK, Codec, decode_to_daemon, error_frame, unbatch
+from ..protocol.codec import JSON, MSGPACK, Codec, decode_first, decode_to_daemon, error_frame, unbatch
 from ..protocol.errors import ErrorCode, ProtocolError
 from ..protocol.frames import (
     FEATURES,
+    MAX_MESSAGE_WEIGHT,
     PROTOCOL_VERSION,
     Batch,
     Cancel,
@@ -39,6 +41,7 @@ from ..protocol.frames import (
     Request,
     Response,
     Welcome,
+    message_weight,
     run_refs,
 )
 from ..protocol.tags import check_tags
@@ -46,7 +49,7 @@ from .broker import STORAGE_RETRY_AFTER, Broker
 from .config import Config, exempt_networks
 from .limits import AddressLimiter, FrameBudget
 from .metrics import render_metrics
-from .reports import submit_reports
+from .reports import check_results, submit_reports
 from .rpc import ConsoleRPC
 from .session import FIRST_PAGE, AgentSession, send_frame
 from .store import PushItem, StoreError
@@ -61,6 +64,11 @@ STORAGE_RETRY_SECONDS = 5.0
 
 LISTEN_BACKLOG = 4096
 """Capped by the kernel's net.core.somaxconn."""
+
+INLINE_CHECK_BYTES = 64 * 1024
+"""A message larger than this has its results (agents, :func:`.reports.check_results`) or
+its request's params (consoles) checked in a worker thread; an agent's batches are at most
+this big."""
 
 SHED_RETRY_AFTER = 10.0
 """Seconds a connection refused for its address's limit (4029) is told to wait."""
@@ -88,6 +96,8 @@ class Daemon:
         self.console_sessions: dict[int, set[tuple[ServerConnection, Codec]]] = {}
         """Open console sessions by the id of the admin token they logged in with."""
         self._closing: set[asyncio.Task[None]] = set()
+        self.paused: set[ServerConnection] = set()
+        """Sessions whose reading is paused for their frame budget (:meth:`_paused`)."""
 
     # -- HTTP on the same port ------------------------------------------------------------
 
@@ -148,6 +158,8 @@ class Daemon:
         self.server.close(close_connections=False)
         with contextlib.suppress(StoreError):
             await self.store.flush()
+        for connection in list(self.paused):
+            connection.transport.abort()
         for connection in list(self.server.connections):
             with contextlib.suppress(Exception):
                 await connection.close(1001, "tetherd is shutting down")
@@ -188,26 +200,21 @@ class Daemon:
             codec = MSGPACK if isinstance(first, bytes) else JSON
             self.broker.stats.frames_in += 1
             try:
-                frame = decode_to_daemon(first)
+                frame = decode_first(first)
             except ProtocolError as exc:
-                raise SessionEnd(ProtocolError(ErrorCode.BAD_HELLO, f"first frame must be hello: {exc.message}")) \
-                    from None
-            if isinstance(frame, Enroll | Hello) and frame.version != PROTOCOL_VERSION:
+                raise SessionEnd(ProtocolError(
+                    ErrorCode.BAD_HELLO, f"first frame must be hello or enroll: {exc.message}")) from None
+            if frame.version != PROTOCOL_VERSION:
                 raise SessionEnd(ProtocolError(
                     ErrorCode.UNSUPPORTED_VERSION,
                     f"protocol version {frame.version} is not supported (this tetherd speaks {PROTOCOL_VERSION})",
                 ))
             if isinstance(frame, Enroll):
                 await self._enroll(ws, codec, frame)
-            elif isinstance(frame, Hello):
-                if frame.role == "agent":
-                    await self._agent_session(ws, codec, frame)
-                else:
-                    await self._console_session(ws, codec, frame)
+            elif frame.role == "agent":
+                await self._agent_session(ws, codec, frame)
             else:
-                raise SessionEnd(ProtocolError(
-                    ErrorCode.BAD_HELLO, f"first frame must be hello or enroll, not {type(frame).__name__.lower()}"
-                ))
+                await self._console_session(ws, codec, frame)
         except SessionEnd as end:
             await self._refuse(ws, codec, end.error)
         except ConnectionClosed:
@@ -361,9 +368,11 @@ class Daemon:
     def _budget(self) -> FrameBudget:
         return FrameBudget(self.config.max_frames_per_second, self.config.frame_burst, asyncio.get_running_loop().time())
 
-    async def _pace(self, budget: FrameBudget, frames: int, bad: int, tell: Callable[[Frame], Any]) -> None:
-        """Charge a message's frames to the session's budget; over it, stop reading the
-        session for as long as its debt lasts (telling it at most once a second)."""
+    async def _pace(self, ws: ServerConnection, budget: FrameBudget, frames: int, bad: int,
+                    tell: Callable[[Frame], Any]) -> None:
+        """Charge ``frames`` (and ``bad`` of them answered with an error) to the session's
+        budget; over it, stop reading the session for as long as its debt lasts (telling it
+        at most once a second), or until the connection closes or its peer leaves."""
         clock = asyncio.get_running_loop().time
         wait = budget.spend(frames + bad * (self.config.bad_frame_cost - 1), clock())
         if wait <= 0:
@@ -374,11 +383,38 @@ class Daemon:
                 ErrorCode.RATE_LIMITED,
                 f"more than {self.config.max_frames_per_second:g} frames a second; reading paused",
             ), retry_after=math.ceil(wait * 1000) / 1000))  # whole ms, never 0
-        await asyncio.sleep(wait)
+        await self._paused(ws, wait)
+
+    async def _paused(self, ws: ServerConnection, seconds: float) -> None:
+        """Wait ``seconds`` without reading ``ws``, or until the connection closes, or its
+        peer has left (then it is closed, so the session ends at once).
+
+        A session that is not read has its socket paused too, so a peer's close is not read
+        either; the kernel knows it all the same: the connection leaves TCP's ESTABLISHED
+        state when the peer's FIN or RST arrives, whatever data waits unread before it. That
+        is looked at every :data:`PEER_CHECK_EVERY` seconds of the pause. A drain cuts a
+        paused session (it could not read a closing handshake)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        self.paused.add(ws)
+        try:
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    async with asyncio.timeout(min(left, PEER_CHECK_EVERY)):
+                        await ws.wait_closed()
+                    return
+                except TimeoutError:
+                    pass
+                if peer_left(ws):
+                    ws.transport.abort()
+                    return
+        finally:
+            self.paused.discard(ws)
 
     async def _agent_reader(self, ws: ServerConnection, codec: Codec, session: AgentSession) -> None:
         stats = self.broker.stats
         budget = self._budget()
+        floor = self.config.min_interval
 
         async def tell(frame: Frame) -> None:
             session.send_control(frame)
@@ -389,12 +425,31 @@ class Daemon:
                 frame = decode_to_daemon(message)
             except ProtocolError as exc:
                 session.tell(error_frame(exc))
-                await self._pace(budget, 1, 1, tell)
+                await self._pace(ws, budget, 1, 1, tell)
                 continue
-            frames: list[Frame | ProtocolError] = (
-                unbatch(frame, codec.binary, to_daemon=True) if isinstance(frame, Batch) else [frame])
-            bad = submit_reports(session, codec, frames, self.broker, self.config.min_interval)
-            await self._pace(budget, len(frames), bad, tell)
+            charged = 0
+            if isinstance(frame, Batch):
+                # Its frames are charged before they are decoded: over budget, it waits first.
+                charged = len(frame.frames)
+                await self._pace(ws, budget, charged, 0, tell)
+                frames: list[Frame | ProtocolError] = unbatch(frame, codec.binary, to_daemon=True)
+            else:
+                frames = [frame]
+            weight = message_weight(frames)
+            if weight > MAX_MESSAGE_WEIGHT:
+                session.tell(error_frame(ProtocolError(ErrorCode.INVALID_FRAME, (
+                    f"a message may carry at most {MAX_MESSAGE_WEIGHT} frames and delivery ids together, not "
+                    f"{weight}; send them in several messages"))))
+                await self._pace(ws, budget, weight - charged, 1, tell)
+                continue
+            if len(message) > INLINE_CHECK_BYTES:
+                # Checking a large message's outputs and args walks them in Python: in a
+                # worker thread, which lets the event loop in between (this session waits).
+                checked = await asyncio.to_thread(check_results, frames, codec, floor)
+            else:
+                checked = check_results(frames, codec, floor)
+            bad = submit_reports(session, checked, self.broker)
+            await self._pace(ws, budget, weight - charged, bad, tell)
 
     async def _console_session(self, ws: ServerConnection, codec: Codec, hello: Hello) -> None:
         login = await self.store.admin_login(hello.token) if hello.token else None
@@ -433,17 +488,18 @@ class Daemon:
                             frame = decode_to_daemon(message)
                         except ProtocolError as exc:
                             await send(error_frame(exc))
-                            await self._pace(budget, 1, 1, send)
+                            await self._pace(ws, budget, 1, 1, send)
                             continue
                         if not isinstance(frame, Request):
                             await send(error_frame(ProtocolError(
                                 ErrorCode.UNEXPECTED_FRAME,
                                 f"unexpected {type(frame).__name__.lower()} frame: a console session sends req frames")))
-                            await self._pace(budget, 1, 1, send)
+                            await self._pace(ws, budget, 1, 1, send)
                             continue
-                        await self._pace(budget, 1, 0, send)
+                        await self._pace(ws, budget, 1, 0, send)
                         await slots.acquire()  # at most max_requests_in_flight unanswered
-                        task = tg.create_task(self._serve_request(frame, send, role))
+                        task = tg.create_task(self._serve_request(
+                            frame, send, role, large=len(message) > INLINE_CHECK_BYTES))
                         requests.add(task)
                         task.add_done_callback(done)
                 except ConnectionClosed:
@@ -460,12 +516,13 @@ class Daemon:
                 if not same_token:
                     del self.console_sessions[token_id]
 
-    async def _serve_request(self, req: Request, send: Callable[[Frame], Awaitable[None]], role: str) -> None:
+    async def _serve_request(self, req: Request, send: Callable[[Frame], Awaitable[None]], role: str, *,
+                             large: bool = False) -> None:
         async def emit(topic: str, data: Any) -> None:
             await send(Event(id=req.id, topic=topic, data=data))
 
         try:
-            result = await self.rpc.call(req.method, req.params, emit, role)
+            result = await self.rpc.call(req.method, req.params, emit, role, large=large)
         except ProtocolError as exc:
             exc.ref = req.id
             reply: Frame = error_frame(
@@ -477,6 +534,26 @@ class Daemon:
             reply = Response(id=req.id, result=result)
         with contextlib.suppress(ConnectionClosed):
             await send(reply)
+
+
+PEER_CHECK_EVERY = 0.25
+"""Seconds between two looks, during a session's pause, at whether its peer has left."""
+
+_TCP_ESTABLISHED = 1  # include/net/tcp_states.h
+
+
+def peer_left(ws: ServerConnection) -> bool:
+    """The TCP connection under ``ws`` is no longer established (the peer closed or reset
+    it). Linux only (``TCP_INFO``); elsewhere, False."""
+    sock = ws.transport.get_extra_info("socket")
+    option = getattr(socket, "TCP_INFO", None)
+    if sock is None or option is None:
+        return False
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, option, 1)
+    except OSError:
+        return False
+    return info[0] != _TCP_ESTABLISHED
 
 
 def _remote_host(ws: ServerConnection) -> str:

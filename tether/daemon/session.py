@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ..protocol.codec import Codec, encode_batch, error_frame, from_msgpack
 from ..protocol.errors import ProtocolError
-from ..protocol.frames import Cancel, Committed, Frame, Task, split_refs
+from ..protocol.frames import MAX_BATCH_FRAMES, MAX_IDS, Cancel, Committed, Frame, Task, chunked, split_refs
 from .store import PushItem, Ref, StoreError
 
 if TYPE_CHECKING:
@@ -313,9 +313,10 @@ class AgentSession:
                 return
             if self.committed:
                 refs, self.committed = self.committed, []
-                ids, runs = split_refs(refs)
-                await send_frame(ws, codec, Committed(delivery_ids=ids, runs=runs))
-                stats.frames_out += 1
+                for chunk in chunked(refs, MAX_IDS):  # a frame names at most MAX_IDS
+                    ids, runs = split_refs(chunk)
+                    await send_frame(ws, codec, Committed(delivery_ids=ids, runs=runs))
+                    stats.frames_out += 1
             batch = self._take()
             if not batch:
                 continue
@@ -329,7 +330,8 @@ class AgentSession:
                 for item in batch
             ]
             if self.batch and len(blobs) > 1:
-                await ws.send(encode_batch(codec, blobs), text=not codec.binary)
+                for chunk in chunked(blobs, MAX_BATCH_FRAMES):
+                    await ws.send(encode_batch(codec, chunk), text=not codec.binary)
             else:
                 for blob in blobs:
                     await ws.send(blob, text=not codec.binary)

@@ -20,6 +20,8 @@ _mp_any = msgspec.msgpack.Decoder()
 _js_any = msgspec.json.Decoder()
 
 _DECODERS: dict[tuple[str, bool], Any] = {
+    ("first", True): msgspec.msgpack.Decoder(Hello | Enroll),
+    ("first", False): msgspec.json.Decoder(Hello | Enroll),
     ("to_daemon", True): msgspec.msgpack.Decoder(ToDaemon),
     ("to_daemon", False): msgspec.json.Decoder(ToDaemon),
     ("from_daemon", True): msgspec.msgpack.Decoder(FromDaemon),
@@ -49,6 +51,15 @@ def _decode(direction: str, data: bytes | str, binary: bool | None = None) -> Fr
 def decode_to_daemon(data: bytes | str) -> Frame:
     """Decode a frame a peer sent to the daemon."""
     return _decode("to_daemon", data)
+
+
+def decode_first(data: bytes | str) -> Hello | Enroll:
+    """Decode the first frame of a connection, which only a ``hello`` or an ``enroll`` may
+    be: any other is refused from its tag (1101) before its fields are decoded, so a peer
+    with no credential never has a request's params or a result's output decoded."""
+    frame = _decode("first", data)
+    assert isinstance(frame, Hello | Enroll)
+    return frame
 
 
 def decode_from_daemon(data: bytes | str) -> Frame:

@@ -28,7 +28,7 @@ and the daemon can tell a late report about an earlier run from one about the cu
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -37,6 +37,30 @@ PROTOCOL_VERSION = 1
 
 NIL = msgspec.Raw(b"\xc0")
 """MessagePack ``nil`` as a pre-encoded value, the default for raw payload fields."""
+
+# -- bounds (issue 15, finding 2) ----------------------------------------------------------
+# Every list a peer sends is bounded in its type, so the decoders refuse a longer one from
+# its MessagePack header, before building a single element (a JSON list is parsed first,
+# ~30 ms for a whole MiB of it, but nothing of it is acted on). What one message may make
+# a receiver do is bounded too: :func:`message_weight`, at most :data:`MAX_MESSAGE_WEIGHT`.
+
+MAX_BATCH_FRAMES = 1024
+"""Frames in one ``batch``: agents send at most 64, tetherd at most its window's worth."""
+MAX_IDS = 4096
+"""Delivery ids (and runs) in one ``ack`` or ``committed``; tetherd's ``window`` is at most this."""
+MAX_HOLDING = 65_536
+"""Delivery ids in a ``hello``'s ``holding``; an agent holding more names the first ones."""
+MAX_NAMES = 1024
+"""Strings in a list of names: a hello's commands and features, an enrollment's tags (tighter
+rules, e.g. 64 tags per agent, are checked after decoding, with their own messages); also
+the sequels of one result."""
+MAX_MESSAGE_WEIGHT = 65_536
+"""Most frames plus delivery ids one WebSocket message may carry (:func:`message_weight`):
+an agent's batch is at most 64 KiB, so it never names more."""
+
+Ids = Annotated[list[int], msgspec.Meta(max_length=MAX_IDS)]
+Held = Annotated[list[int], msgspec.Meta(max_length=MAX_HOLDING)]
+Names = Annotated[list[str], msgspec.Meta(max_length=MAX_NAMES)]
 
 
 class Frame(msgspec.Struct, tag_field="t", kw_only=True, omit_defaults=True):
@@ -59,14 +83,14 @@ class Hello(Frame, tag="hello"):
     platform: str = ""
     machine_uuid: str = ""
     agent_version: str = ""
-    commands: list[str] = []
+    commands: Names = []
     """Commands this agent serves; tasks for others are refused at creation (1303)."""
-    holding: list[int] = []
+    holding: Held = []
     """Delivery ids the agent holds (journaled, running, or results not yet committed);
     the daemon does not push these again."""
-    holding_runs: list[int] = []
+    holding_runs: Held = []
     """The run of each id in ``holding``, in the same order; empty when every one is run 1."""
-    features: list[str] = []
+    features: Names = []
     """Optional parts of the protocol this peer speaks (see :data:`FEATURES`)."""
 
     def __post_init__(self) -> None:
@@ -88,7 +112,7 @@ class Enroll(Frame, tag="enroll"):
     machine_uuid: str = ""
     """The endpoint's identity (per state directory); a known one without proof marks a
     possible clone (``tetherctl agents``), it never gives the old agent's id."""
-    tags: list[str] = []
+    tags: Names = []
     """Tags asked for: granted if the key gives them or allows requested tags."""
     agent_id: str | None = None
     """Re-enrolling: the id of the agent this enrollee says it is, proved by ``token``."""
@@ -169,8 +193,8 @@ class Cancel(Frame, tag="cancel"):
 class Committed(Frame, tag="committed"):
     """These results are committed to the daemon's store; the agent may drop them."""
 
-    delivery_ids: list[int]
-    runs: list[int] = []
+    delivery_ids: Ids
+    runs: Ids = []
     """The run of each delivery id, in the same order; empty when every one is run 1."""
 
     def __post_init__(self) -> None:
@@ -183,8 +207,8 @@ class Committed(Frame, tag="committed"):
 class Ack(Frame, tag="ack"):
     """The agent has journaled these deliveries; they will run even if it restarts."""
 
-    delivery_ids: list[int]
-    runs: list[int] = []
+    delivery_ids: Ids
+    runs: Ids = []
     """The run of each delivery id, in the same order; empty when every one is run 1."""
 
     def __post_init__(self) -> None:
@@ -245,7 +269,7 @@ class Result(Frame, tag="result"):
     finished_at: float = 0.0
     run: int = 1
     schedule: Schedule | None = None
-    sequels: list[Sequel] = []
+    sequels: Annotated[list[Sequel], msgspec.Meta(max_length=MAX_NAMES)] = []
     """With ``schedule``: further polling sequences this run starts, each the delivery of a
     task of its own for the same agent, shown with the task."""
 
@@ -282,7 +306,7 @@ class Batch(Frame, tag="batch"):
     frames from an agent. Only between peers that both announced the ``batch`` feature
     (hello / welcome); a batch never holds a batch, a hello or an enroll."""
 
-    frames: list[msgspec.Raw]
+    frames: Annotated[list[msgspec.Raw], msgspec.Meta(max_length=MAX_BATCH_FRAMES)]
     """Each an encoded frame, in the encoding of the message that carries them."""
 
 
@@ -294,6 +318,26 @@ def _check_runs(delivery_ids: list[int], runs: list[int], name: str) -> None:
     # msgspec turns a ValueError raised here into a validation error of the frame (1102).
     if runs and len(runs) != len(delivery_ids):
         raise ValueError(f"`{name}` must be empty or name the run of every delivery id")
+
+
+def message_weight(frames: list[Frame | Any]) -> int:
+    """What acting on one message's frames costs, in frames: each frame counts one, and one
+    more per delivery id it names (an ``ack``, a ``committed``, a ``hello``'s holding). Read
+    from list lengths only, so it costs a few operations per frame; anything in ``frames``
+    that is not a frame (a decoding error in its place) counts one."""
+    weight = len(frames)
+    for frame in frames:
+        if isinstance(frame, Ack | Committed):
+            weight += len(frame.delivery_ids)
+        elif isinstance(frame, Hello):
+            weight += len(frame.holding)
+    return weight
+
+
+def chunked(items: list[Any], size: int) -> list[list[Any]]:
+    """``items`` in consecutive lists of at most ``size`` (none for no items): a list longer
+    than a frame may carry, as several frames' worth."""
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def run_refs(delivery_ids: list[int], runs: list[int]) -> list[tuple[int, int]]:
