@@ -37,7 +37,7 @@ from tether.protocol.states import DeliveryState
 
 from .fleet import Fleet
 from .seed import echo_tasks, enroll_fleet, queue_tasks
-from .tetherd import Tetherd, WsBaseline
+from .tetherd import Tetherd, WsBaseline, connections_shed
 
 POLL_INTERVAL = 0.05
 IDLE_SETTLE = 3.0
@@ -328,7 +328,7 @@ def run_delivery(opts: Options) -> dict[str, Any]:
         "frames_out": int(grew('tether_frames_total{direction="out"}')),
         # The per-session limits (README "Limits on one peer") must not slow a benchmark:
         "sessions_throttled": int(grew("tether_sessions_throttled_total")),
-        "connections_shed": int(grew("tether_connections_shed_total")),
+        "connections_shed": int(connections_shed(m1) - connections_shed(m0)),
         **watch.figures(),
         "listen_overflows": {k: drops1[k] - drops0[k] for k in drops1 if k in drops0},
         **setup,

@@ -72,7 +72,7 @@ from .scenarios import (
     percentile,
 )
 from .seed import enroll_fleet, tagged_key
-from .tetherd import Tetherd
+from .tetherd import Tetherd, connections_shed
 
 SEED = 6
 """Seeds the producer's targets and the relays' choice of agents to cut (issue 6)."""
@@ -462,7 +462,7 @@ def _figures(opts: Options, seconds: float, produced: dict[str, Any], results: l
         "pending_at_end": int(r["pending"]),
         "runs_not_exactly_once": abs(client["executed"] - created),
         "relay_upstream_failures": sum(x.get("relay_upstream_failures", 0) for x in results),
-        "connections_shed": int(m_end.get("tether_connections_shed_total", 0) - m0.get("tether_connections_shed_total", 0)),
+        "connections_shed": int(connections_shed(m_end) - connections_shed(m0)),
     }
     total_errors = sum(errors.values())
     verdict = "PASS" if memory_ok and total_errors == 0 else "FAIL"

@@ -43,6 +43,12 @@ def _credential(text: str, label: str) -> str:
 _SAMPLE = re.compile(r'^(\w+)(?:\{([^}]*)\})? (\S+)$')
 
 
+def connections_shed(metrics: dict[str, float]) -> float:
+    """``tether_connections_shed_total``, summed over its reasons (a tetherd from before it
+    had them writes the one unlabelled counter)."""
+    return sum(v for k, v in metrics.items() if k.split("{", 1)[0] == "tether_connections_shed_total")
+
+
 class TetherdError(Exception):
     """tetherd did not start, or stopped misbehaving; the message carries its log tail."""
 
@@ -117,7 +123,7 @@ class Tetherd(ServerProcess):
         """How many log lines tetherd wrote at WARNING and above, by ``level event``."""
         counts: dict[str, int] = {}
         for line in self.log_text().splitlines():
-            m = re.search(r"level=(WARNING|ERROR|CRITICAL) .*?event=(\S+)", line)
+            m = re.search(r"level=(WARNING|ERROR|CRITICAL) .*?event=(\S+)", line, re.IGNORECASE)
             if m:
                 key = f"{m.group(1).lower()} {m.group(2)}"
                 counts[key] = counts.get(key, 0) + 1

@@ -10,7 +10,7 @@ import sqlite3
 from store_data import NOW, enrolled, result, task
 
 from tether.daemon.broker import Broker
-from tether.daemon.reports import check_results, submit_reports
+from tether.daemon.reports import submit_reports
 from tether.daemon.session import AgentSession
 from tether.daemon.store import RunPlan
 from tether.daemon.store.schema import MIGRATIONS
@@ -104,7 +104,7 @@ async def test_an_ack_and_result_in_one_message_are_one_store_operation(store: S
     async def report(*frames: object) -> int:
         """How many store operations the message's frames became."""
         ops = store.stats().commit_ops
-        assert submit_reports(session, check_results(list(frames), MSGPACK, 10.0), broker) == 0  # type: ignore[arg-type]
+        assert submit_reports(session, MSGPACK, list(frames), broker, 10.0) == 0  # type: ignore[arg-type]
         await store.flush()
         await asyncio.sleep(0)  # the callbacks
         return store.stats().commit_ops - ops - 1  # less the flush's own

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -147,6 +148,8 @@ class Tetherd:
         self.enroll_key = ""
         self._tagging_key = ""
         self.extra_args: list[str] = []
+        self.open_files: int | None = None
+        """Start tetherd with this RLIMIT_NOFILE (soft and hard), e.g. to run it out of fds."""
 
     @property
     def tagging_key(self) -> str:
@@ -164,7 +167,10 @@ class Tetherd:
             config = self.data_dir.with_name(self.data_dir.name + "-tetherd.toml")
             config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in self.settings.items()))
             args += ["--config", str(config)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
+        limit = self.open_files
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env,
+                                     preexec_fn=None if limit is None else lambda: resource.setrlimit(
+                                         resource.RLIMIT_NOFILE, (limit, limit)))
         self.log = LogWatcher(self.proc.stderr, "tetherd")
         m = self.log.wait_for(r"event=listening url=(wss?://\S+)")
         self.url = m.group(1)

@@ -42,22 +42,28 @@ STORAGE_RETRY_AFTER = 2.0
 class Stats:
     """Counters for /metrics."""
 
-    __slots__ = ("_tasks", "closed", "frames_in", "frames_out", "pushed", "sessions_total", "shed", "throttled",
-                 "untold")
+    __slots__ = ("_tasks", "closed", "credential_failures", "frames_in", "frames_out", "logins_throttled", "pushed",
+                 "sessions_total", "shed", "throttled", "untold")
 
     def __init__(self) -> None:
         self.frames_in = 0
         self.frames_out = 0
         self.pushed = 0
         self.sessions_total: collections.Counter[str] = collections.Counter()
-        self.shed = 0
-        """Connections refused for their address's limit (4029)."""
+        self.shed: collections.Counter[str] = collections.Counter()
+        """Connections shed, by reason: ``address`` (over its address's limit: told 4029, or
+        closed unanswered far over it) or ``total`` (over the limit on all connections)."""
         self.closed = 0
         """WebSocket connections that ended (of any kind): what the full collections free."""
         self.throttled = 0
         """Times a session's reading was paused for its frame budget."""
         self.untold = 0
         """Error replies to bad frames not sent because the peer was not reading them."""
+        self.credential_failures: collections.Counter[str] = collections.Counter()
+        """Failed logins and enrollments, by what was presented: ``console_token`` (an admin
+        token), ``agent_token``, ``enroll_key``."""
+        self.logins_throttled = 0
+        """Logins and enrollments refused unread because their address failed too often (4028)."""
         self._tasks: tuple[float, int] | None = None
 
     def tasks_alive(self, max_age: float) -> int:

@@ -216,7 +216,8 @@ async def _serve_locked(config: Config, as_json: bool, read_config: Callable[[],
     for name, missed in await broker.load_timers():
         log.info("event=schedule_missed name=%s firings=%d", name, missed)
     housekeeping.tune()
-    daemon = Daemon(config, broker)
+    open_files = _raise_open_files()
+    daemon = Daemon(config, broker, open_files=open_files)
     try:
         await daemon.start(tls)
     except OSError as exc:
@@ -243,6 +244,8 @@ async def _serve_locked(config: Config, as_json: bool, read_config: Callable[[],
             # Said once SIGTERM drains: a stop right after READY still drains.
             log.info("event=listening url=%s data_dir=%s version=%s window=%d tls=%s", daemon.url,
                      config.data_dir, __version__, config.window, _tls_summary(config))
+            log.info("event=connection_limits max_connections=%s open_files=%s per_address=%d",
+                     daemon.limits.total_limit or "none", open_files or "unknown", config.max_sessions_per_address)
             notify("READY=1")
             async for signum in signals:
                 if signum == hup:
@@ -257,6 +260,23 @@ async def _serve_locked(config: Config, as_json: bool, read_config: Callable[[],
     await store.close()
     log.info("event=stopped")
     return 0
+
+
+def _raise_open_files() -> int:
+    """Raise the soft limit on open files to the hard one (every connection is one), and
+    return it; 0 where there is no such limit (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft if soft != resource.RLIM_INFINITY else 0
 
 
 def _cannot_listen(listen: str, exc: OSError) -> str:

@@ -61,9 +61,17 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     max_sessions_per_address: int = 256
     """Open connections allowed from one IP address; more are refused with 4029 and a
     retry_after. 0 turns the limit off. Agents behind one NAT share an address: raise it."""
+    max_connections: int = 0
+    """Connections open at once, from every address, counted from TCP accept; past it a new
+    one is closed at once. 0: derived from tetherd's fd limit (which it raises to the hard
+    limit at start), keeping a tenth of it, and at least 100, for itself."""
     session_limit_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     """Networks the per-address limit does not apply to: a TLS-terminating proxy on the same
     host makes every connection come from loopback."""
+    login_throttle_exempt: tuple[str, ...] = ()
+    """Networks whose failed logins and enrollments are not throttled. Behind a proxy on the
+    same host every client has the proxy's address: one guesser would slow everyone's
+    logins, so exempt the proxy (and throttle at it) there."""
     max_frames_per_second: float = 50_000.0
     """Frames one session may send per second, on average (each frame inside a batch
     counts). Past the burst, tetherd stops reading that session until its budget refills,
@@ -135,7 +143,7 @@ def _check_tls(config: Config, source: str) -> None:
                           "client certificates are part of TLS, so tetherd must serve wss:// first")
 
 def _check_limits(config: Config, source: str) -> None:
-    for name in ("max_sessions_per_address", "max_database_mb"):
+    for name in ("max_sessions_per_address", "max_database_mb", "max_connections"):
         if getattr(config, name) < 0:
             raise ConfigError(f"{name} must be 0 (no limit) or more in {source}")
     for name in ("frame_burst", "bad_frame_cost", "max_requests_in_flight"):
@@ -143,12 +151,13 @@ def _check_limits(config: Config, source: str) -> None:
             raise ConfigError(f"{name} must be at least 1 in {source}")
     if not config.max_frames_per_second > 0 or config.max_frames_per_second == float("inf"):
         raise ConfigError(f"max_frames_per_second must be a positive number in {source}")
-    for network in config.session_limit_exempt:
-        try:
-            ipaddress.ip_network(network, strict=False)
-        except ValueError:
-            raise ConfigError(
-                f"session_limit_exempt: {network!r} is not a network (e.g. \"10.0.0.0/8\") in {source}") from None
+    for name in ("session_limit_exempt", "login_throttle_exempt"):
+        for network in getattr(config, name):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"{name}: {network!r} is not a network (e.g. \"10.0.0.0/8\") in {source}") from None
 
 
 def exempt_networks(config: Config) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -17,6 +17,7 @@ from ..protocol.states import DeliveryState
 
 if TYPE_CHECKING:
     from .broker import Broker
+    from .limits import ConnectionLimits
 
 
 TASKS_EVERY = 1.0
@@ -26,11 +27,12 @@ the fleet (the benchmarks scrape every 50 ms)."""
 
 
 class _BrokerCollector(Collector):
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, limits: ConnectionLimits | None) -> None:
         self.broker = broker
+        self.limits = limits
 
     def collect(self) -> Iterator[Metric]:
-        b = self.broker
+        b, limits = self.broker, self.limits
         store = b.store
         sessions = GaugeMetricFamily("tether_sessions_open", "Open sessions by role", labels=["role"])
         sessions.add_metric(["agent"], len(b.sessions))
@@ -55,15 +57,32 @@ class _BrokerCollector(Collector):
         pushed = CounterMetricFamily("tether_deliveries_pushed", "Task frames written to agents (re-pushes included)")
         pushed.add_metric([], b.stats.pushed)
         yield pushed
-        shed = CounterMetricFamily("tether_connections_shed", "Connections refused for their address's limit (4029)")
-        shed.add_metric([], b.stats.shed)
+        shed = CounterMetricFamily(
+            "tether_connections_shed",
+            "Connections shed at accept: over their address's limit (address) or the limit on all (total)",
+            labels=["reason"])
+        for reason in ("address", "total"):
+            shed.add_metric([reason], b.stats.shed[reason])
         yield shed
+        if limits is not None:
+            connections = GaugeMetricFamily("tether_connections_open", "Connections open, counted from TCP accept")
+            connections.add_metric([], limits.total)
+            yield connections
         throttled = CounterMetricFamily("tether_sessions_throttled", "Pauses of a session's reading for its frame budget")
         throttled.add_metric([], b.stats.throttled)
         yield throttled
         untold = CounterMetricFamily("tether_error_replies_dropped", "Error replies to bad frames dropped (peer not reading)")
         untold.add_metric([], b.stats.untold)
         yield untold
+        failures = CounterMetricFamily("tether_credential_failures", "Failed logins and enrollments, by what was "
+                                       "presented", labels=["kind"])
+        for kind in ("console_token", "agent_token", "enroll_key"):
+            failures.add_metric([kind], b.stats.credential_failures[kind])
+        yield failures
+        refused = CounterMetricFamily("tether_logins_throttled", "Logins and enrollments refused unread: their "
+                                      "address failed too often (4028)")
+        refused.add_metric([], b.stats.logins_throttled)
+        yield refused
         commits = CounterMetricFamily("tether_store_commits", "Group commits")
         commits.add_metric([], stats.commits)
         yield commits
@@ -86,7 +105,7 @@ class _BrokerCollector(Collector):
         yield tasks
 
 
-def render_metrics(broker: Broker) -> str:
+def render_metrics(broker: Broker, limits: ConnectionLimits | None = None) -> str:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_BrokerCollector(broker))
+    registry.register(_BrokerCollector(broker, limits))
     return generate_latest(registry).decode()

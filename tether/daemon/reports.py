@@ -17,6 +17,7 @@ fewer operations, each a future, its callback, a transaction step and an ``UPDAT
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -90,32 +91,32 @@ def run_plan(schedule: Schedule, floor: float) -> RunPlan:
                    items_remaining=max(0, min(schedule.items_remaining, 2**62)))
 
 
-def check_results(frames: list[Frame | ProtocolError], codec: Codec, floor: float) -> list[Report]:
-    """The frames of one message with each ``result`` replaced by what the store takes
-    (:func:`checked_result`), or by the error to answer it with. It only reads the frames
-    (the server calls it in a worker thread for a large message)."""
-    out: list[Report] = []
-    for frame in frames:
-        if isinstance(frame, Result):
-            try:
-                output = to_msgpack(frame.output, codec)
-            except Exception:
-                out.append(ProtocolError(ErrorCode.INVALID_FRAME, "result output is not valid", ref=frame.delivery_id))
-                continue
-            out.append(checked_result(frame, output, floor, codec))
-        else:
-            out.append(frame)
-    return out
+def check_result(frame: Result, codec: Codec, floor: float) -> ResultIn | ProtocolError:
+    """A result as the store takes it (:func:`checked_result`), or the error to answer it with."""
+    try:
+        output = to_msgpack(frame.output, codec)
+    except Exception:
+        return ProtocolError(ErrorCode.INVALID_FRAME, "result output is not valid", ref=frame.delivery_id)
+    return checked_result(frame, output, floor, codec)
+
+
+def check_results(frames: Sequence[Frame | ProtocolError], codec: Codec, floor: float) -> list[Report]:
+    """The frames of one message with each ``result`` replaced by :func:`check_result`'s
+    answer. It only reads the frames: the server calls it in a worker thread for a large
+    message, whose outputs and args take long to walk."""
+    return [check_result(frame, codec, floor) if isinstance(frame, Result) else frame for frame in frames]
 
 
 Report = Frame | ProtocolError | ResultIn
 """One frame of a message, after :func:`check_results`."""
 
 
-def submit_reports(session: AgentSession, reports: list[Report], broker: Broker) -> int:
-    """Queue the store writes for one message's frames (after :func:`check_results`); the
-    broker reacts on commit. Returns how many of the frames were bad (answered with an
-    error at once)."""
+def submit_reports(session: AgentSession, codec: Codec, reports: Sequence[Report], broker: Broker,
+                   floor: float) -> int:
+    """Queue the store writes for one message's frames; the broker reacts on commit. A
+    ``result`` is checked here (:func:`checked_result`) unless :func:`check_results` did it
+    already (the server does, in a worker thread, for a large message). Returns how many of
+    the frames were bad (answered with an error at once)."""
     store, agent_id = broker.store, session.agent_id
     acks: list[Ref] = []
     sent_at: dict[int, float] = {}
@@ -123,6 +124,8 @@ def submit_reports(session: AgentSession, reports: list[Report], broker: Broker)
     results: list[ResultIn] = []
     bad = 0
     for frame in reports:
+        if isinstance(frame, Result):
+            frame = check_result(frame, codec, floor)
         if isinstance(frame, ResultIn):
             results.append(frame)
         elif isinstance(frame, ProtocolError):

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import math
 import secrets
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -47,9 +49,9 @@ from ..protocol.frames import (
 from ..protocol.tags import check_tags
 from .broker import STORAGE_RETRY_AFTER, Broker
 from .config import Config, exempt_networks
-from .limits import AddressLimiter, FrameBudget
+from .limits import Admission, ConnectionLimits, CredentialThrottle, FrameBudget, ShedLog, connection_cap
 from .metrics import render_metrics
-from .reports import check_results, submit_reports
+from .reports import Report, check_results, submit_reports
 from .rpc import ConsoleRPC
 from .session import FIRST_PAGE, AgentSession, send_frame
 from .store import PushItem, StoreError
@@ -73,26 +75,60 @@ this big."""
 SHED_RETRY_AFTER = 10.0
 """Seconds a connection refused for its address's limit (4029) is told to wait."""
 
+SHED_GRACE = 2.0
+"""Seconds a connection over its address's limit has to upgrade and be told 4029 before
+it is cut."""
+
+
+class CountedConnection(ServerConnection):
+    """A WebSocket connection that the daemon counts from TCP accept to close: websockets
+    calls ``connection_made`` when the connection is accepted (under TLS, when its TLS
+    handshake is done), before any of the HTTP upgrade is read. Each :class:`Daemon`
+    makes a subclass naming it (``daemon``)."""
+
+    daemon: Daemon
+    admission = Admission.ADMIT
+    limit_key: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.daemon.accepted(self, cast(asyncio.Transport, transport))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.daemon.lost(self)
+
 
 class SessionEnd(Exception):
     """End the session with a session error (4xxx), after telling the peer why."""
 
-    def __init__(self, error: ProtocolError) -> None:
+    def __init__(self, error: ProtocolError, retry_after: float | None = None) -> None:
         super().__init__(error.message)
         self.error = error
+        self.retry_after = retry_after
+
+
+CREDENTIAL_FAILURES = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.ENROLL_KEY_UNKNOWN, ErrorCode.ENROLL_KEY_EXPIRED,
+                                 ErrorCode.ENROLL_KEY_EXHAUSTED})
+"""Refusals that count as a failed login or enrollment of the peer's address."""
 
 
 class Daemon:
     """The running service: broker, store and WebSocket server."""
 
-    def __init__(self, config: Config, broker: Broker) -> None:
+    def __init__(self, config: Config, broker: Broker, *, open_files: int = 0) -> None:
+        """``open_files``: tetherd's fd limit, which the limit on connections is derived
+        from when ``max_connections`` is 0 (0 here too: no limit on all connections)."""
         self.config = config
         self.broker = broker
         self.store = broker.store
         self.rpc = ConsoleRPC(broker, min_interval=config.min_interval, sessions=self)
         self.server: Server | None = None
         self.draining = False
-        self.limiter = AddressLimiter(config.max_sessions_per_address, exempt_networks(config))
+        total = config.max_connections or (connection_cap(open_files) if open_files else 0)
+        self.limits = ConnectionLimits(config.max_sessions_per_address, exempt_networks(config), total)
+        self.shed_log = ShedLog()
+        self.throttle = CredentialThrottle([ipaddress.ip_network(n, strict=False) for n in config.login_throttle_exempt])
         self.console_sessions: dict[int, set[tuple[ServerConnection, Codec]]] = {}
         """Open console sessions by the id of the admin token they logged in with."""
         self._closing: set[asyncio.Task[None]] = set()
@@ -103,11 +139,17 @@ class Daemon:
 
     def _http(self, connection: ServerConnection, request: HTTPRequest) -> HTTPResponse | None:
         path = request.path.split("?", 1)[0]
+        if path != "/" and getattr(connection, "admission", Admission.ADMIT) is Admission.REFUSE:
+            # Over its address's limit (an upgrade is told 4029 once it is upgraded).
+            response = connection.respond(HTTPStatus.TOO_MANY_REQUESTS,
+                                          f"too many connections from {_remote_host(connection)}; retry later\n")
+            response.headers["Retry-After"] = str(int(SHED_RETRY_AFTER))
+            return response
         if path == "/healthz":
             status = HTTPStatus.SERVICE_UNAVAILABLE if self.draining else HTTPStatus.OK
             return connection.respond(status, "draining\n" if self.draining else "ok\n")
         if path == "/metrics":
-            response = connection.respond(HTTPStatus.OK, render_metrics(self.broker))
+            response = connection.respond(HTTPStatus.OK, render_metrics(self.broker, self.limits))
             response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
             return response
         if path != "/":
@@ -129,6 +171,7 @@ class Daemon:
         self.server = await serve(
             self._handle, c.host, c.port,
             ssl=self.tls,
+            create_connection=type("Connection", (CountedConnection,), {"daemon": self}),
             process_request=self._http,
             max_size=c.max_frame_bytes,
             open_timeout=c.handshake_timeout,
@@ -167,27 +210,49 @@ class Daemon:
 
     # -- sessions -------------------------------------------------------------------------
 
+    # -- connections, counted from TCP accept (CountedConnection) --------------------------
+
+    def accepted(self, connection: CountedConnection, transport: asyncio.Transport) -> None:
+        """A connection was just accepted (under TLS: its TLS handshake is done): count it,
+        or shed it."""
+        peer = transport.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        verdict, connection.limit_key, reason = self.limits.admit(host)
+        connection.admission = verdict
+        if verdict is Admission.ADMIT:
+            return
+        self.broker.stats.shed[reason] += 1
+        if count := self.shed_log.note(reason, time.monotonic()):
+            log.warning("event=connections_shed reason=%s count=%d remote=%s limit=%d", reason, count, host,
+                        self.limits.limit if reason == "address" else self.limits.total_limit)
+        if verdict is Admission.DROP:
+            transport.abort()
+        else:  # told 4029 once it has upgraded, or cut if it does not upgrade soon
+            asyncio.get_running_loop().call_later(SHED_GRACE, transport.abort)
+
+    def lost(self, connection: CountedConnection) -> None:
+        if connection.admission is not Admission.DROP:
+            self.limits.release(connection.limit_key)
+
+    # -- sessions -------------------------------------------------------------------------
+
     async def _handle(self, ws: ServerConnection) -> None:
-        host = _remote_host(ws)
         try:
-            if not self.limiter.acquire(host):
-                self.broker.stats.shed += 1
+            if getattr(ws, "admission", Admission.ADMIT) is Admission.REFUSE:
                 # Refused before its first frame, so its codec is unknown: MessagePack, the
                 # agents' codec; the close code (4029) says it to any client.
                 await self._refuse(ws, MSGPACK, ProtocolError(
                     ErrorCode.TOO_MANY_SESSIONS,
-                    f"too many connections from {host} (limit {self.limiter.limit}); retry later",
+                    f"too many connections from {_remote_host(ws)} (limit {self.limits.limit}); retry later",
                 ), retry_after=SHED_RETRY_AFTER)
                 return
-            try:
-                await self._serve_connection(ws)
-            finally:
-                self.limiter.release(host)
+            await self._serve_connection(ws)
         finally:
             self.broker.stats.closed += 1  # a shed one too: every closed connection leaves a cycle
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
         codec: Codec = MSGPACK
+        kind: str | None = None  # what the first frame presented: enroll_key, agent_token or console_token
         try:
             try:
                 async with asyncio.timeout(self.config.handshake_timeout):
@@ -209,6 +274,12 @@ class Daemon:
                     ErrorCode.UNSUPPORTED_VERSION,
                     f"protocol version {frame.version} is not supported (this tetherd speaks {PROTOCOL_VERSION})",
                 ))
+            kind = "enroll_key" if isinstance(frame, Enroll) else f"{frame.role}_token"
+            if (wait := self.throttle.wait(_remote_host(ws), time.monotonic())) > 0:
+                self.broker.stats.logins_throttled += 1
+                raise SessionEnd(ProtocolError(ErrorCode.LOGIN_THROTTLED, (
+                    f"too many failed logins and enrollments from {_remote_host(ws)}; this one was not looked at: "
+                    f"retry in {math.ceil(wait)} s")), retry_after=math.ceil(wait * 1000) / 1000)
             if isinstance(frame, Enroll):
                 await self._enroll(ws, codec, frame)
             elif frame.role == "agent":
@@ -216,7 +287,11 @@ class Daemon:
             else:
                 await self._console_session(ws, codec, frame)
         except SessionEnd as end:
-            await self._refuse(ws, codec, end.error)
+            retry_after = end.retry_after
+            if kind is not None and end.error.code in CREDENTIAL_FAILURES:
+                retry_after = self._credentials_failed(ws, kind, end.error) or None
+            quiet = end.error.code in CREDENTIAL_FAILURES or end.error.code == ErrorCode.LOGIN_THROTTLED
+            await self._refuse(ws, codec, end.error, retry_after, quiet=quiet)
         except ConnectionClosed:
             pass
         except StoreError as exc:
@@ -255,10 +330,24 @@ class Daemon:
                         ProtocolError(ErrorCode.UNAUTHORIZED, reason))
         return 1
 
+    def _credentials_failed(self, ws: ServerConnection, kind: str, error: ProtocolError) -> float:
+        """Count a failed login or enrollment against the peer's address; the seconds its
+        next one will wait (:class:`.limits.CredentialThrottle`). Logged at WARNING at most
+        once a minute per address, with the failures since the last line."""
+        host = _remote_host(ws)
+        self.broker.stats.credential_failures[kind] += 1
+        wait, to_log = self.throttle.failed(host, time.monotonic())
+        if to_log:
+            log.warning("event=credentials_refused remote=%s kind=%s failures=%d code=%d retry_after=%g", host, kind,
+                        to_log, error.code, math.ceil(wait))
+        return math.ceil(wait * 1000) / 1000
+
     async def _refuse(self, ws: ServerConnection, codec: Codec, error: ProtocolError,
-                      retry_after: float | None = None) -> None:
-        log.info("event=session_refused code=%d name=%s remote=%s message=%r",
-                 error.code, error.code.slug, _remote(ws), error.message)
+                      retry_after: float | None = None, *, quiet: bool = False) -> None:
+        """Tell the peer why its session ends, and end it. ``quiet``: logged at DEBUG only
+        (a failed login: the throttle logs those, once per address and minute)."""
+        (log.debug if quiet else log.info)("event=session_refused code=%d name=%s remote=%s message=%r",
+                                           error.code, error.code.slug, _remote(ws), error.message)
         with contextlib.suppress(ConnectionClosed):
             await send_frame(ws, codec, error_frame(error, retry_after))
             await ws.close(int(error.code), error.code.slug)
@@ -279,6 +368,7 @@ class Daemon:
             )
         except ProtocolError as exc:
             raise SessionEnd(exc) from None
+        self.throttle.succeeded(_remote_host(ws))
         log.info("event=agent_enrolled agent_id=%s status=%s clone_of=%s hostname=%s tags=%s", enrolled.agent_id,
                  enrolled.status, enrolled.clone_of or "-", frame.hostname, ",".join(enrolled.tags))
         await send_frame(ws, codec, Enrolled(agent_id=enrolled.agent_id, token=enrolled.token, tags=enrolled.tags,
@@ -294,6 +384,7 @@ class Daemon:
         if auth is None:
             raise SessionEnd(REFUSED_AGENT)
         agent_id = auth.agent_id
+        self.throttle.succeeded(_remote_host(ws))
         features = [f for f in hello.features if f in FEATURES]
         session = AgentSession(ws, codec, agent_id, secrets.token_hex(8), self.config.window,
                                set(run_refs(hello.holding, hello.holding_runs)), broker, batch="batch" in features)
@@ -442,13 +533,12 @@ class Daemon:
                     f"{weight}; send them in several messages"))))
                 await self._pace(ws, budget, weight - charged, 1, tell)
                 continue
+            reports: Sequence[Report] = frames
             if len(message) > INLINE_CHECK_BYTES:
                 # Checking a large message's outputs and args walks them in Python: in a
                 # worker thread, which lets the event loop in between (this session waits).
-                checked = await asyncio.to_thread(check_results, frames, codec, floor)
-            else:
-                checked = check_results(frames, codec, floor)
-            bad = submit_reports(session, checked, self.broker)
+                reports = await asyncio.to_thread(check_results, frames, codec, floor)
+            bad = submit_reports(session, codec, reports, self.broker, floor)
             await self._pace(ws, budget, weight - charged, bad, tell)
 
     async def _console_session(self, ws: ServerConnection, codec: Codec, hello: Hello) -> None:
@@ -456,6 +546,7 @@ class Daemon:
         if login is None:
             raise SessionEnd(ProtocolError(ErrorCode.UNAUTHORIZED, "admin token not recognised"))
         token_id, role = login
+        self.throttle.succeeded(_remote_host(ws))
         mine = (ws, codec)
         self.console_sessions.setdefault(token_id, set()).add(mine)
         session_id = secrets.token_hex(8)
@@ -553,7 +644,7 @@ def peer_left(ws: ServerConnection) -> bool:
         info = sock.getsockopt(socket.IPPROTO_TCP, option, 1)
     except OSError:
         return False
-    return info[0] != _TCP_ESTABLISHED
+    return bool(info[0] != _TCP_ESTABLISHED)
 
 
 def _remote_host(ws: ServerConnection) -> str:

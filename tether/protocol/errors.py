@@ -85,6 +85,9 @@ class ErrorCode(enum.IntEnum):
     carry. Enroll without them; operators change an agent's tags (``tetherctl tag add``)."""
     REPLACED = 4020
     """A newer session for the same agent opened; the older one is closed with this code."""
+    LOGIN_THROTTLED = 4028
+    """Too many failed logins or enrollments from this address: not even looked at; retry
+    after ``retry_after`` seconds (it doubles with each failure past the first few)."""
     TOO_MANY_SESSIONS = 4029
     """Shed load: retry after ``retry_after`` seconds."""
     SERVER_ERROR = 4500
