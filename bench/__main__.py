@@ -6,6 +6,7 @@
     python -m bench idle           [--agents 10000]                      [--procs 2]
     python -m bench create         [--agents 10000]  [--per-agent 200]   [--procs 2]
     python -m bench timers         [--agents 1000000]    (pending wheel entries)
+    python -m bench hostile        [--only CASE,...]     (the worst single messages: tetherd's loop lag)
     python -m bench soak           [--agents 1000]   [--minutes 10] [--rate 200] [--ttl S]  (one repeat)
     python -m bench mqtt-drain | mqtt-reconnect      (Mosquitto + paho-mqtt, same workloads)
     python -m bench ws-drain | ws-reconnect | ws-storm | ws-idle   (raw-websockets baseline)

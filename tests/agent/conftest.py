@@ -44,7 +44,7 @@ from tether.protocol import (
     decode_to_daemon,
 )
 from tether.protocol.codec import encode_batch, unbatch
-from tether.protocol.frames import Batch
+from tether.protocol.frames import MAX_IDS, Batch
 
 TIMEOUT = 5.0
 """Upper bound for any single wait in these tests; a hang fails instead of blocking CI."""
@@ -125,6 +125,8 @@ class FakeDaemon:
     """Optional features this daemon speaks; the welcome names those the hello announced too."""
     welcome_agent_id: str | None = None
     """The agent id the welcome names, if not the hello's (the agent was merged into it)."""
+    window: int = MAX_IDS
+    """The window the welcome names (the agent refuses pushes past it)."""
     enroll_answer: Enrolled | Error = field(
         default_factory=lambda: Enrolled(agent_id="agent-1", token="s3cret-token", tags=["lab"])
     )
@@ -187,7 +189,7 @@ class FakeDaemon:
             return
         await ws.send(MSGPACK.encode(Welcome(
             version=PROTOCOL_VERSION, role="agent", session_id=f"s{len(self.hellos)}",
-            server_time=0.0, agent_id=self.welcome_agent_id or first.agent_id, window=10,
+            server_time=0.0, agent_id=self.welcome_agent_id or first.agent_id, window=self.window,
             features=[f for f in first.features if f in self.features],
         )))
         session = FakeSession(ws, first)

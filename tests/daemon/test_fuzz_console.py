@@ -419,6 +419,42 @@ def test_unknown_methods(world: World, fault_log: Callable[..., None]) -> None:
               world.calls, "unknown_method (1200), whatever the params")
 
 
+SIZES = [0, 1, 63, 64, 65, 1023, 1024, 1025, 4096, 4097, 65_536, 65_537]
+"""Lengths of lists and objects around tether's bounds (64 tags an agent, 1,024 names and
+frames, 4,096 ids a frame, 65,536 a message)."""
+
+
+def sized_params(method: str, size: int, shape: str) -> dict[str, Any]:
+    """Params of ``method`` whose list or object is ``size`` long: tags, args' keys, an
+    args list, or an args list of empty lists (the costliest shape to decode and walk)."""
+    if method == "key.create":
+        return {"tags": [f"t{i}" for i in range(size)] if shape != "nested" else ["web"] * size}
+    args = {f"k{i}": i for i in range(size)} if shape == "keys" else \
+        {"list": [[] for _ in range(size)] if shape == "nested" else list(range(size))}
+    if method == "action":
+        return {"action": "task", "task": "record", "sid": "", "args": args}
+    base: dict[str, Any] = {"command": "record", "all": True, "args": args}
+    return {**base, "name": f"sized-{size}-{shape}", "every": 60.0} if method == "schedule.add" else base
+
+
+def test_lists_and_objects_of_every_size_in_params(world: World, fault_log: Callable[..., None]) -> None:
+    @fuzz(60)
+    @given(method=st.sampled_from(["key.create", "task.create", "schedule.add", "action"]),
+           size=st.sampled_from(SIZES), shape=st.sampled_from(["list", "keys", "nested"]), role=roles)
+    @example(method="key.create", size=65, shape="list", role="admin")
+    @example(method="task.create", size=65_537, shape="nested", role="operator")
+    def check(method: str, size: int, shape: str, role: str) -> None:
+        outcome = call(world, method, sized_params(method, size, shape), role)
+        if method == "key.create" and role == "admin" and shape == "list" and size > 64:
+            assert outcome.error is not None and outcome.error.code is ErrorCode.INVALID_PARAMS
+
+    check()
+    still_serving(world)
+    fault_log("Hostile input", "console requests whose tags, args object or args list hold 0 to 65,537 "
+              "entries (around every bound: 64, 1,024, 4,096, 65,536), of numbers or of empty lists", world.calls,
+              INVARIANT + f"; every call ends within {HELD_LOOP:g} s")
+
+
 # -- what the fuzzing found, one plain test each (each failed before its fix) -------------------
 
 

@@ -125,3 +125,74 @@ def test_every_file_problem_names_the_setting_and_the_file(
     with pytest.raises(ConfigError) as caught:
         server_context(c)
     assert words.format(**where) in str(caught.value)
+
+
+def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> tuple[str, str]:
+    """A TLS handshake between the two contexts, in memory (no socket): the version and the
+    suite agreed; ``ssl.SSLError`` if they agree on none."""
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    s_out, c_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    s = server.wrap_bio(to_server, s_out, server_side=True)
+    c = client.wrap_bio(to_client, c_out, server_side=False, server_hostname="127.0.0.1")
+    done = {"s": False, "c": False}
+    for _ in range(20):
+        for name, end in (("c", c), ("s", s)):
+            if not done[name]:
+                try:
+                    end.do_handshake()
+                    done[name] = True
+                except ssl.SSLWantReadError:
+                    pass
+        to_server.write(c_out.read())
+        to_client.write(s_out.read())
+        if all(done.values()):
+            cipher = c.cipher()
+            assert cipher is not None
+            return cipher[1], cipher[0]
+    raise AssertionError("the handshake did not finish")
+
+
+@pytest.mark.parametrize(("suites", "agreed"), [
+    ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256"),
+    ("ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305", "ECDHE-ECDSA-CHACHA20-POLY1305"),
+    ("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA384:ECDHE-RSA-AES128-SHA", None),  # CBC
+])
+def test_tls_12_offers_only_forward_secret_aead_suites(
+    tmp_path: Path, files: dict[str, str], suites: str, agreed: str | None
+) -> None:
+    context = server_context(load(tmp_path, tls_cert=files["cert"], tls_key=files["key"]))
+    assert context is not None
+    client = ssl.create_default_context(cafile=files["ca"])
+    client.maximum_version = ssl.TLSVersion.TLSv1_2
+    client.set_ciphers(suites)
+    if agreed is None:
+        with pytest.raises(ssl.SSLError):
+            handshake(context, client)
+    else:
+        assert handshake(context, client) == ("TLSv1.2", agreed)
+    modern = ssl.create_default_context(cafile=files["ca"])  # TLS 1.3 is unaffected
+    assert handshake(context, modern)[0] == "TLSv1.3"
+
+
+@pytest.mark.parametrize(("suites", "agreed"), [
+    ("ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384"),
+    ("AES128-GCM-SHA256:AES256-GCM-SHA384", None),  # RSA key exchange: no forward secrecy
+    ("AES128-SHA256:ECDHE-RSA-AES128-SHA256", None),  # CBC
+])
+def test_tls_12_with_an_rsa_certificate_offers_only_forward_secret_aead_suites(tmp_path: Path, suites: str, agreed: str | None) -> None:
+    ca = trustme.CA(key_type=trustme.KeyType.RSA)
+    leaf = ca.issue_cert("127.0.0.1", key_type=trustme.KeyType.RSA)
+    cert, key, cafile = tmp_path / "rsa.pem", tmp_path / "rsa.key", tmp_path / "rsa-ca.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(cafile))
+    context = server_context(load(tmp_path, tls_cert=str(cert), tls_key=str(key)))
+    assert context is not None
+    client = ssl.create_default_context(cafile=str(cafile))
+    client.maximum_version = ssl.TLSVersion.TLSv1_2
+    client.set_ciphers(suites)
+    if agreed is None:
+        with pytest.raises(ssl.SSLError):
+            handshake(context, client)
+    else:
+        assert handshake(context, client) == ("TLSv1.2", agreed)

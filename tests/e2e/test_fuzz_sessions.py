@@ -18,6 +18,7 @@ import os
 import random
 import sqlite3
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from typing import Any
@@ -491,3 +492,82 @@ def test_an_agent_session_survives_hundreds_of_fuzzed_frames(
               "agent may not send, raw garbage, outputs nested about as deep as the decoder reads", FRAMES,
               "every error has a registered request code; the session stays open; every task can still be "
               "shown to a JSON console; then tetherctl and a new agent work, and tetherd logged no traceback")
+
+
+SIZED = [0, 1, 63, 64, 65, 1023, 1024, 1025, 4095, 4096, 4097, 65_535, 65_536, 65_537, 200_000]
+"""Lengths around tether's bounds (MAX_BATCH_FRAMES 1,024, MAX_IDS 4,096, MAX_HOLDING and
+MAX_MESSAGE_WEIGHT 65,536) and past them."""
+
+
+def sized_message(rng: random.Random, delivery_ids: list[int]) -> bytes:
+    """One agent message whose batch, id list or runs list is of a drawn size (capped to fit
+    the frame limit): a batch of tiny frames, a batch of acks, an ack, an ack whose runs do
+    not match its ids, a progress or result batch."""
+    size = rng.choice(SIZED)
+    ids = [rng.choice([*delivery_ids, 0, 10**6]) for _ in range(min(size, 4097))] + [1] * max(0, size - 4097)
+    match rng.randrange(5):
+        case 0:
+            inner = rng.choice([b"\xc0", msgspec.msgpack.encode({"t": "ack", "delivery_ids": []})])
+            obj: Any = {"t": "batch", "frames": [msgspec.Raw(inner)] * size}
+        case 1:
+            per = rng.choice([1, 63, 64, 65, 4096])
+            obj = {"t": "batch", "frames": [msgspec.Raw(msgspec.msgpack.encode(
+                {"t": "ack", "delivery_ids": ids[:per]}))] * max(1, min(size, 1025))}
+        case 2:
+            obj = {"t": "ack", "delivery_ids": ids}
+        case 3:
+            obj = {"t": "ack", "delivery_ids": ids, "runs": [1] * rng.choice([0, max(0, len(ids) - 1), len(ids)])}
+        case _:
+            kind = rng.choice([{"t": "progress", "delivery_id": rng.choice(delivery_ids), "message": "x"},
+                               {"t": "result", "delivery_id": 10**6, "ok": True}])
+            obj = {"t": "batch", "frames": [msgspec.Raw(msgspec.msgpack.encode(kind))] * size}
+    data: bytes = msgspec.msgpack.encode(obj)
+    return data if len(data) <= MAX_MESSAGE else msgspec.msgpack.encode({"t": "ack", "delivery_ids": ids[:1000]})
+
+
+def test_an_agent_session_survives_batches_and_lists_of_every_size(
+    tetherd: Tetherd, make_agent: Callable[..., AgentProc], started_agent: Callable[[str], AgentProc],
+    fault_log: Callable[..., None],
+) -> None:
+    """Batches of 0 to 200,000 frames and id lists of 0 to 200,000 ids, around every bound,
+    one message at a time; after each, a bystander console is answered within a second."""
+    victim = make_agent("sized", "web")
+    task_ids = [tetherd.task(f"record --i {i}", "--agent", victim.agent_id) for i in range(TASKS)]
+    agent_id, token = journal_identity(victim)
+    rng = random.Random(f"{SEED}-sized")
+    hello = Hello(role="agent", version=PROTOCOL_VERSION, agent_id=agent_id, token=token, hostname="sized",
+                  commands=["record"], features=["batch"])
+    console_hello = Hello(role="console", version=PROTOCOL_VERSION, token=tetherd.admin_token)
+    sent = 0
+    with session(tetherd, MSGPACK, hello) as ws, session(tetherd, MSGPACK, console_hello) as bystander:
+        pushed: list[int] = []
+        while len(pushed) < TASKS:
+            frame = decode_from_daemon(ws.recv(timeout=ANSWER_TIMEOUT))
+            inner = [decode_from_daemon(bytes(b)) for b in frame.frames] if isinstance(frame, Batch) else [frame]
+            pushed += [f.delivery_id for f in inner if isinstance(f, Task)]
+        for i in range(60):
+            ws.send(sized_message(rng, pushed))
+            sent += 1
+            started = time.monotonic()
+            answer(bystander, encode(MSGPACK, {"t": "req", "id": 5000 + i, "method": "agents.list", "params": {}}))
+            waited = time.monotonic() - started
+            assert waited < 1.0, f"the bystander waited {waited:.2f} s after message {i}"
+            while True:  # whatever tetherd said to the agent meanwhile: registered request errors only
+                try:
+                    data = ws.recv(timeout=0.01)
+                except TimeoutError:
+                    break
+                frame = decode_from_daemon(data)
+                for f in [decode_from_daemon(bytes(b)) for b in frame.frames] if isinstance(frame, Batch) else [frame]:
+                    if isinstance(f, Error):
+                        assert_registered_request_error(f)
+        ws.send(MSGPACK.encode(Request(id=4242, method="agents.list")))
+        while not (isinstance(f := decode_from_daemon(ws.recv(timeout=ANSWER_TIMEOUT)), Error) and f.ref == 4242):
+            pass
+    for task_id in task_ids:
+        assert tetherd.show(task_id)["task_id"] == task_id
+    assert_daemon_healthy(tetherd, started_agent)
+    fault_log("Hostile input", "one agent session: batches of 0 to 200,000 frames, acks of 0 to 200,000 ids, runs "
+              "lists that do not match, batches of acks past 65,536 ids, around every bound", sent,
+              "a bystander console answered within 1 s after each; every error a registered request code; the "
+              "session stays open; then tetherctl and a new agent work, and tetherd logged no traceback")

@@ -36,6 +36,9 @@ class PKI:
     other_ca: str
     stranger_cert: str
     stranger_key: str
+    thief_cert: str
+    thief_key: str
+    """Another client certificate from the same CA as the agent's."""
 
 
 def _write_leaf(leaf: trustme.LeafCert, directory: Path, name: str) -> tuple[str, str]:
@@ -54,7 +57,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
     server = _write_leaf(ca.issue_cert("127.0.0.1"), directory, "tetherd")
     agent = _write_leaf(ca.issue_cert("agent-1.example"), directory, "agent")
     stranger = _write_leaf(other.issue_cert("stranger.example"), directory, "stranger")
-    return PKI(str(directory / "ca.pem"), *server, *agent, str(directory / "other-ca.pem"), *stranger)
+    thief = _write_leaf(ca.issue_cert("agent-2.example"), directory, "thief")
+    return PKI(str(directory / "ca.pem"), *server, *agent, str(directory / "other-ca.pem"), *stranger, *thief)
 
 
 def _tetherd(tmp_path: Path, env: dict[str, str], **tls: str) -> Iterator[Tetherd]:
@@ -121,6 +125,12 @@ REPORT = {
     "test_agents_must_show_a_client_certificate_signed_by_the_client_ca": (
         "with tls_client_ca: an agent without a client certificate, one from another CA",
         "refused 4010 / the TLS handshake fails; a console without one and an agent with the right one work"),
+    "test_an_agent_bound_to_its_client_certificate_refuses_its_stolen_token_with_another": (
+        "bind_client_certificates: an agent's stolen token shown with another certificate of the same CA",
+        "refused 4010 (bound to another certificate); the agent with its own certificate keeps working"),
+    "test_agents_enrolled_before_the_binding_are_bound_at_their_next_login": (
+        "bind_client_certificates turned on for agents enrolled without it",
+        "bound to the certificate of their first login after it; another certificate refused 4010"),
     "test_tls_config_errors_exit_2_with_the_file_named": (
         "TLS config errors: cert without key, missing or bad files", "tetherd exits 2 naming the file"),
 }
@@ -220,6 +230,71 @@ def test_agents_must_show_a_client_certificate_signed_by_the_client_ca(
     assert code == ErrorCode.UNAUTHORIZED
     assert isinstance(frame, Error) and frame.code == ErrorCode.UNAUTHORIZED
     assert "client certificate" in frame.message
+
+
+def test_an_agent_bound_to_its_client_certificate_refuses_its_stolen_token_with_another(
+    pki: PKI, tmp_path: Path, env: dict[str, str], agents: list[AgentProc]
+) -> None:
+    for mtls in _tetherd(tmp_path, env, tls_cert=pki.server_cert, tls_key=pki.server_key, tls_client_ca=pki.ca,
+                         bind_client_certificates=True):
+        agent = _agent("a", tmp_path, mtls, env, agents)
+        agent.enroll(extra=("--ca", pki.ca, "--cert", pki.agent_cert, "--cert-key", pki.agent_key))
+        agent.start()
+        identity = agent.identity()
+        # A thief with the agent's id and token, and a certificate of the same CA: refused.
+        code, frame = asyncio.run(_hello_with(mtls.url, pki, identity["agent_id"], identity["token"],
+                                              pki.thief_cert, pki.thief_key))
+        assert code == ErrorCode.UNAUTHORIZED and isinstance(frame, Error)
+        assert "bound to another client certificate" in frame.message
+        _run_task(mtls, agent, "--ca", pki.ca)  # the agent itself is not disturbed
+        # A renewed certificate: enrolling again (proved by the token) binds the agent to it.
+        agent.kill(signal.SIGTERM)
+        agent.enroll(extra=("--ca", pki.ca, "--cert", pki.thief_cert, "--cert-key", pki.thief_key))
+        assert agent.identity() == identity  # the same agent
+        code, frame = asyncio.run(_hello_with(mtls.url, pki, identity["agent_id"], identity["token"],
+                                              pki.agent_cert, pki.agent_key))
+        assert code == ErrorCode.UNAUTHORIZED  # the old certificate no longer
+        agent.start()
+        _, created = mtls.ctl("--ca", pki.ca, "task", "record --n 2", "--agent", agent.agent_id)
+        assert mtls.ctl("--ca", pki.ca, "wait", str(created["task_id"]), "--timeout", "30")[0] == 0
+
+
+def test_agents_enrolled_before_the_binding_are_bound_at_their_next_login(
+    pki: PKI, tmp_path: Path, env: dict[str, str], agents: list[AgentProc]
+) -> None:
+    tls = {"tls_cert": pki.server_cert, "tls_key": pki.server_key, "tls_client_ca": pki.ca}
+    before = Tetherd(tmp_path / "data", env, settings={**TEST_SETTINGS, **tls})
+    before.start()
+    agent = _agent("a", tmp_path, before, env, agents)
+    agent.enroll(extra=("--ca", pki.ca, "--cert", pki.agent_cert, "--cert-key", pki.agent_key))
+    before.kill(signal.SIGTERM)
+    bound = Tetherd(tmp_path / "data", env, settings={**TEST_SETTINGS, **tls, "bind_client_certificates": True})
+    bound.admin_token, bound.enroll_key = before.admin_token, before.enroll_key  # printed at the first start only
+    bound.start()
+    try:
+        identity = agent.identity()
+        agent.tetherd = bound
+        agent.start("--server", bound.url)
+        assert bound.log is not None
+        bound.log.wait_for(rf"event=agent_certificate_bound agent_id={identity['agent_id']}")
+        code, frame = asyncio.run(_hello_with(bound.url, pki, identity["agent_id"], identity["token"],
+                                              pki.thief_cert, pki.thief_key))
+        assert code == ErrorCode.UNAUTHORIZED and isinstance(frame, Error)
+        assert "bound to another client certificate" in frame.message
+        _run_task(bound, agent, "--ca", pki.ca)
+    finally:
+        bound.kill(signal.SIGKILL)
+
+
+async def _hello_with(url: str, pki: PKI, agent_id: str, token: str, cert: str, key: str) -> tuple[int | None, object]:
+    context = ssl.create_default_context(cafile=pki.ca)
+    context.load_cert_chain(cert, key)
+    async with connect(url, ssl=context) as ws:
+        await ws.send(MSGPACK.encode(Hello(role="agent", version=PROTOCOL_VERSION, token=token, agent_id=agent_id)))
+        frame = decode_from_daemon(await ws.recv())
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+        return ws.close_code, frame
 
 
 async def _hello_without_certificate(url: str, ca: str, agent_id: str, token: str) -> tuple[int | None, object]:

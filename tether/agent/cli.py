@@ -33,7 +33,7 @@ from tether.protocol import ErrorCode, flags, tags
 from tether.protocol.endpoints import url_problem
 
 from . import host, statedir
-from .client import AgentClient, FatalSessionError
+from .client import AgentClient, FatalSessionError, private_transport
 from .enrollment import Enrollment, EnrollmentError, enroll_agent
 from .journal import JOURNAL_FILE, Identity, Journal
 from .logfmt import LogfmtFormatter
@@ -174,6 +174,9 @@ def _check_server(url: str) -> None:
     problem = url_problem(url)
     if problem is not None:
         raise UsageError(f"--server: {problem}")
+    if not private_transport(url):
+        print(f"warning: {url} is plain ws:// to another host: the agent's token and every task's args travel "
+              "unencrypted; serve wss:// (README, TLS)", file=sys.stderr)
 
 
 def cmd_status(opts: argparse.Namespace) -> int:
@@ -214,6 +217,7 @@ def cmd_run(opts: argparse.Namespace) -> int:
             client = AgentClient(
                 journal, agent, concurrency=opts.concurrency, backoff_base=opts.backoff_base,
                 backoff_cap=opts.backoff_cap, shutdown_grace=opts.grace, tls=_tls_files(opts, journal.identity()),
+                max_frame_bytes=opts.max_frame_bytes,
             )
             try:
                 _run(_serve(client))
@@ -442,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(os_version, echo): package.module:agent or /path/to/file.py:agent")
     p.add_argument("--concurrency", type=flags.positive_int, default=4, metavar="N",
                    help="commands run at once (default: 4)")
+    p.add_argument("--max-frame-bytes", type=flags.positive_int, default=host.MAX_FRAME_BYTES, metavar="BYTES",
+                   help="largest message taken from tetherd; a larger one ends the session (default: 4194304; keep "
+                        "tetherd's max_frame_bytes below it)")
     p.add_argument("--backoff-base", type=flags.duration, default=0.2, metavar="DURATION",
                    help=f"first reconnect delay ceiling, doubled per failure: {flags.DURATION} (default: 0.2s)")
     p.add_argument("--backoff-cap", type=flags.duration, default=30.0, metavar="DURATION",

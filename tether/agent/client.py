@@ -42,9 +42,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import random
 import ssl
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -184,8 +186,10 @@ class AgentClient:
         rand: Callable[[], float] = random.random,
         log: EventLog | None = None,
         tls: TLSFiles | None = None,
+        max_frame_bytes: int = host.MAX_FRAME_BYTES,
     ) -> None:
         self._journal = journal
+        self._max_frame_bytes = max_frame_bytes
         self._tls_files = tls
         self._ssl: ssl.SSLContext | None = None
         commands: dict[str, Command] = dict(BUILTINS.commands) if builtins else {}
@@ -213,6 +217,12 @@ class AgentClient:
         """A re-send of the outbox, due after the daemon's store refused a write (1503)."""
         self.sessions = 0
         """How many sessions were welcomed so far."""
+        self._window = 0
+        """The session's window (its welcome's): how many pushed tasks may await an ack."""
+        self._unacked = 0
+        """Tasks pushed in this session whose burst is not journaled and acknowledged yet."""
+        self._refused = 0
+        """Tasks refused in this session for being pushed beyond the window."""
         self._runner = Runner(
             commands, journal, self._emit, concurrency=concurrency, log=self._base_log,
         )
@@ -234,6 +244,10 @@ class AgentClient:
         self._ssl = client_context(identity.server, identity.tls if self._tls_files is None else self._tls_files)
         self._log = self._base_log.bind(agent_id=identity.agent_id)
         self._runner.log = self._log
+        if not private_transport(identity.server):
+            self._log.warning("insecure_transport", server=identity.server,
+                              hint="the agent's token and every task's args travel unencrypted: use a wss:// URL "
+                                   "(tether-agent set-server) or a tetherd on this host")
         for delivery_id, run in self._journal.recover():
             self._log.warning("delivery_interrupted", delivery_id=delivery_id, run=run, outcome="failed")
         self._prune()
@@ -289,7 +303,7 @@ class AgentClient:
             open_timeout=self._handshake_timeout,
             ping_interval=self._ping_interval,
             compression=None,  # small MessagePack frames; deflate costs ~100 KiB per session
-            max_size=host.MAX_FRAME_BYTES,
+            max_size=self._max_frame_bytes,
             user_agent_header=host.USER_AGENT,
             ssl=self._ssl,
         ) as ws:
@@ -344,6 +358,7 @@ class AgentClient:
             out.put_nowait(blob)
         self._out = out
         self._flush.clear()
+        self._window, self._unacked, self._refused = welcome.window, 0, 0
         batching = "batch" in welcome.features
         self._log.info("session_open", session=welcome.session_id, window=welcome.window, resent=len(outbox),
                        batch=batching)
@@ -360,6 +375,8 @@ class AgentClient:
         for child in (closer, writer):
             if not child.cancelled() and child.exception() is not None:
                 self._log.error("session_task_crashed", error=repr(child.exception()))
+        if self._refused:
+            self._log.warning("pushes_refused", count=self._refused, window=self._window)
         self._log.info("session_closed", code=end.code, reason=end.reason or None)
         return end
 
@@ -394,6 +411,15 @@ class AgentClient:
         """Act on one frame from the daemon; a session error (4xxx) is returned, to explain
         the close that follows it."""
         if isinstance(frame, Task):
+            if self._unacked >= self._window:
+                # The daemon may have at most `window` tasks unacknowledged: one more is not
+                # journaled (nor acknowledged); a daemon that keeps its word re-pushes it later.
+                if not self._refused:
+                    self._log.warning("push_refused", reason="beyond the window", window=self._window,
+                                      delivery_id=frame.delivery_id)
+                self._refused += 1
+                return None
+            self._unacked += 1
             if self._arrivals is None:
                 # Journal the tasks in the runner's next step, once the frames already
                 # received are all read: a burst becomes one transaction and one ack.
@@ -478,9 +504,12 @@ class AgentClient:
         if self._arrivals is tasks:
             self._arrivals = None  # the frames read from now on are the next burst
         accepted = self._journal.accept(tasks)
-        return Intake(accepted.new, accepted.fresh, functools.partial(self._accepted, accepted))
+        return Intake(accepted.new, accepted.fresh, functools.partial(self._accepted, accepted, len(tasks),
+                                                                      self.sessions))
 
-    def _accepted(self, accepted: Accepted) -> None:
+    def _accepted(self, accepted: Accepted, tasks: int = 0, session: int = 0) -> None:
+        if session == self.sessions:  # the burst's tasks leave the window (acknowledged or ignored)
+            self._unacked = max(0, self._unacked - tasks)
         for chunk in chunked(accepted.ack, MAX_IDS):  # an ack names at most MAX_IDS
             ids, runs = split_refs(chunk)
             # Urgent while runs wait for a slot: it frees the daemon's window for more. If it
@@ -538,6 +567,21 @@ class AgentClient:
         pruned = self._journal.prune()
         if pruned:
             self._log.info("journal_pruned", deliveries=pruned)
+
+
+def private_transport(server: str) -> bool:
+    """Whether what is sent to ``server`` is safe from the network: wss://, or ws:// to this
+    host (loopback)."""
+    parts = urllib.parse.urlsplit(server)
+    if parts.scheme != "ws":
+        return True
+    hostname = parts.hostname or ""
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
 
 
 def _enough(out: asyncio.Queue[bytes | None]) -> bool:

@@ -20,8 +20,11 @@ from pathlib import Path
 import tether
 
 USER_AGENT = f"tether-agent/{tether.__version__}"
-MAX_FRAME_BYTES = 16 * 1024 * 1024
-"""Largest frame the agent accepts from the daemon (a task's args travel in one frame)."""
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+"""Largest message the agent accepts from the daemon by default (``run --max-frame-bytes``):
+a task's args travel in one frame, of at most tetherd's ``max_frame_bytes`` (1 MiB by
+default) plus its own fields; tetherd's batches of tasks stay under 256 KiB unless one task
+alone is bigger. A larger message closes the session (1009)."""
 
 _MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/sys/class/dmi/id/product_uuid"))
 

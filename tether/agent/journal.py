@@ -72,6 +72,10 @@ TOMBSTONE_RUN = 0
 """The run of the row a ``cancel`` leaves when it finds nothing to cancel: it matches no
 run the daemon pushes, and makes :meth:`Journal.accept` ignore every run of the delivery."""
 
+MAX_TOMBSTONES = 10_000
+"""Tombstones kept; past a tenth more, the oldest are forgotten (a daemon that cancels
+deliveries the agent never had, again and again, cannot grow the journal without end)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Identity:
@@ -124,6 +128,8 @@ class Journal:
     def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
         self.path = str(path)
         self._clock = clock
+        self._tombstones: int | None = None
+        """How many tombstones the journal holds, once counted (:meth:`_bound_tombstones`)."""
         if self.path != ":memory:":
             _create_private(Path(self.path))
         self._db = sqlite3.connect(self.path, isolation_level=None)
@@ -369,7 +375,23 @@ class Journal:
                 "received_at, finished_at) VALUES (?, ?, 0, '', x'80', 0, 'cancelled', ?, ?)",
                 (delivery_id, TOMBSTONE_RUN, now, now),
             )
+            self._bound_tombstones(db)
         return states[-1] if states else None
+
+    def _bound_tombstones(self, db: sqlite3.Connection) -> None:
+        """One more tombstone was written: past :data:`MAX_TOMBSTONES` and a tenth, forget
+        the oldest down to it (counted once per journal, then kept up to date)."""
+        if self._tombstones is None:
+            self._tombstones = db.execute(
+                "SELECT count(*) FROM deliveries WHERE run = ?", (TOMBSTONE_RUN,)).fetchone()[0]
+        else:
+            self._tombstones += 1
+        if self._tombstones > MAX_TOMBSTONES + MAX_TOMBSTONES // 10:
+            self._tombstones -= db.execute(
+                "DELETE FROM deliveries WHERE run = ? AND delivery_id IN (SELECT delivery_id FROM deliveries "
+                "WHERE run = ? ORDER BY finished_at, delivery_id LIMIT ?)",
+                (TOMBSTONE_RUN, TOMBSTONE_RUN, self._tombstones - MAX_TOMBSTONES),
+            ).rowcount
 
     def state(self, delivery_id: int, run: int | None = None) -> DeliveryState | None:
         """The state of one run; without ``run``, of the delivery: ``cancelled`` if it was
@@ -468,6 +490,7 @@ class Journal:
     def prune(self, retention: float = DEDUP_RETENTION) -> int:
         """Forget confirmed and cancelled runs that ended more than ``retention`` ago."""
         cutoff = self._clock() - retention
+        self._tombstones = None  # counted again when next needed
         with self._tx() as db:
             return db.execute(
                 "DELETE FROM deliveries WHERE finished_at < ? AND (confirmed = 1 OR state = 'cancelled')",

@@ -56,6 +56,20 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     tls_client_ca: str = ""
     """PEM CA certificates: when set, agents must present a client certificate signed by one
     of them (consoles still log in with a token and no certificate)."""
+    bind_client_certificates: bool = False
+    """With tls_client_ca: an agent is bound to the client certificate it enrolled with (its
+    SHA-256 is kept; agents enrolled before are bound at their next login) and its sessions
+    must show that one; enrolling again, with its token, binds it to a new certificate."""
+
+    # -- HTTP side (issue 15, finding 12) ------------------------------------------------
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins (``https://console.example``) whose WebSocket upgrades are accepted.
+    Clients that send no Origin header (agents, tetherctl) always are; a web page from any
+    other origin is refused (403), so a page a user visits cannot reach tetherd through
+    their browser."""
+    metrics_token: str = ""
+    """When set, ``GET /metrics`` needs ``Authorization: Bearer <metrics_token>`` (401
+    otherwise); ``/healthz`` stays open."""
 
     # -- limits (issue 6: hostile peers, storage faults) ----------------------------------
     max_sessions_per_address: int = 256
@@ -128,6 +142,10 @@ def from_mapping(data: dict[str, Any], source: str = "tetherd.toml") -> Config:
     if not 0 < config.min_interval <= 86_400:
         raise ConfigError(f"min_interval must be more than 0 and at most 86400 seconds in {source}")
     _check_limits(config, source)
+    for origin in config.allowed_origins:
+        if not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ConfigError(f"allowed_origins: {origin!r} is not an origin (scheme://host[:port], e.g. "
+                              f"\"https://console.example\", no path) in {source}")
     _check_tls(config, source)
     return config
 
@@ -138,6 +156,9 @@ def _check_tls(config: Config, source: str) -> None:
         given, missing = ("tls_cert", "tls_key") if config.tls_cert else ("tls_key", "tls_cert")
         raise ConfigError(f"{given} is set but {missing} is not in {source}: TLS needs both the "
                           "certificate chain and its private key")
+    if config.bind_client_certificates and not config.tls_client_ca:
+        raise ConfigError(f"bind_client_certificates is set but tls_client_ca is not in {source}: agents are "
+                          "bound to the client certificates tls_client_ca asks them for")
     if config.tls_client_ca and not config.tls_cert:
         raise ConfigError(f"tls_client_ca is set but tls_cert and tls_key are not in {source}: "
                           "client certificates are part of TLS, so tetherd must serve wss:// first")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import ipaddress
 import logging
 import math
@@ -25,6 +26,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request as HTTPRequest
 from websockets.http11 import Response as HTTPResponse
+from websockets.typing import Origin
 
 from .. import __version__
 from ..protocol.codec import JSON, MSGPACK, Codec, decode_first, decode_to_daemon, error_frame, unbatch
@@ -55,7 +57,13 @@ from .reports import Report, check_results, submit_reports
 from .rpc import ConsoleRPC
 from .session import FIRST_PAGE, AgentSession, send_frame
 from .store import PushItem, StoreError
-from .tls import client_certificate_refusal, server_context
+from .tls import (
+    CERTIFICATE_NOT_BOUND,
+    CLIENT_CERTIFICATE_REQUIRED,
+    client_certificate_refusal,
+    client_certificate_sha256,
+    server_context,
+)
 
 log = logging.getLogger("tether.server")
 
@@ -138,7 +146,17 @@ class Daemon:
     # -- HTTP on the same port ------------------------------------------------------------
 
     def _http(self, connection: ServerConnection, request: HTTPRequest) -> HTTPResponse | None:
+        """Plain HTTP on the WebSocket port: ``GET /healthz``, ``GET /metrics`` (behind
+        ``metrics_token`` when it is set) and the upgrade on ``/``; anything else is refused
+        (404 for another path, 405 for another method). A browser's upgrade is checked
+        against ``allowed_origins`` by websockets (``serve(origins=...)``: 403)."""
         path = request.path.split("?", 1)[0]
+        if path not in ("/", "/healthz", "/metrics"):
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found: tetherd serves /, /healthz, /metrics\n")
+        if request.method != "GET":
+            response = connection.respond(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} takes GET only\n")
+            response.headers["Allow"] = "GET"
+            return response
         if path != "/" and getattr(connection, "admission", Admission.ADMIT) is Admission.REFUSE:
             # Over its address's limit (an upgrade is told 4029 once it is upgraded).
             response = connection.respond(HTTPStatus.TOO_MANY_REQUESTS,
@@ -149,11 +167,15 @@ class Daemon:
             status = HTTPStatus.SERVICE_UNAVAILABLE if self.draining else HTTPStatus.OK
             return connection.respond(status, "draining\n" if self.draining else "ok\n")
         if path == "/metrics":
+            if not metrics_allowed(self.config.metrics_token, request.headers.get("Authorization", "")):
+                response = connection.respond(HTTPStatus.UNAUTHORIZED,
+                                              "/metrics needs the metrics_token: Authorization: Bearer TOKEN\n")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="tetherd metrics"'
+                return response
             response = connection.respond(HTTPStatus.OK, render_metrics(self.broker, self.limits))
+            del response.headers["Content-Type"]  # respond() set text/plain: one Content-Type, Prometheus's
             response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
             return response
-        if path != "/":
-            return connection.respond(HTTPStatus.NOT_FOUND, "not found: tetherd serves /, /healthz, /metrics\n")
         if "websocket" not in request.headers.get("Upgrade", "").lower():
             return connection.respond(
                 HTTPStatus.UPGRADE_REQUIRED, f"tetherd {__version__}: connect with a WebSocket client\n"
@@ -173,6 +195,8 @@ class Daemon:
             ssl=self.tls,
             create_connection=type("Connection", (CountedConnection,), {"daemon": self}),
             process_request=self._http,
+            # No Origin header (agents, tetherctl): accepted; a browser's: only a listed one.
+            origins=[None, *(Origin(o) for o in c.allowed_origins)],
             max_size=c.max_frame_bytes,
             open_timeout=c.handshake_timeout,
             ping_interval=c.ping_interval,
@@ -365,6 +389,7 @@ class Daemon:
             enrolled = await self.store.enroll(
                 frame.key, frame.machine_uuid, frame.hostname, frame.platform, tags, self.broker.clock(),
                 proof=None if frame.agent_id is None else (frame.agent_id, frame.token),
+                certificate=client_certificate_sha256(ws) if self.config.bind_client_certificates else None,
             )
         except ProtocolError as exc:
             raise SessionEnd(exc) from None
@@ -384,6 +409,8 @@ class Daemon:
         if auth is None:
             raise SessionEnd(REFUSED_AGENT)
         agent_id = auth.agent_id
+        if self.config.bind_client_certificates:
+            await self._check_certificate(ws, agent_id, auth.certificate)
         self.throttle.succeeded(_remote_host(ws))
         features = [f for f in hello.features if f in FEATURES]
         session = AgentSession(ws, codec, agent_id, secrets.token_hex(8), self.config.window,
@@ -445,6 +472,17 @@ class Daemon:
             broker.unregister(session)
             log.info("event=session_closed role=agent agent_id=%s session=%s code=%s",
                      agent_id, session.session_id, ws.close_code)
+
+    async def _check_certificate(self, ws: ServerConnection, agent_id: str, bound: bytes | None) -> None:
+        """``bind_client_certificates``: the session shows the certificate the agent is bound
+        to, or the agent is bound to none yet (enrolled before the switch): then to this one."""
+        shown = client_certificate_sha256(ws)
+        if shown is None:
+            raise SessionEnd(ProtocolError(ErrorCode.UNAUTHORIZED, CLIENT_CERTIFICATE_REQUIRED))
+        if bound is None and await self.store.bind_certificate(agent_id, shown):
+            log.info("event=agent_certificate_bound agent_id=%s sha256=%s", agent_id, shown.hex())
+        elif bound != shown:
+            raise SessionEnd(ProtocolError(ErrorCode.UNAUTHORIZED, CERTIFICATE_NOT_BOUND))
 
     async def _load_rest(self, session: AgentSession, after: PushItem) -> None:
         """The rest of a long queue, read while its first page is pushed. If the read
@@ -645,6 +683,15 @@ def peer_left(ws: ServerConnection) -> bool:
     except OSError:
         return False
     return bool(info[0] != _TCP_ESTABLISHED)
+
+
+def metrics_allowed(token: str, authorization: str) -> bool:
+    """``/metrics`` may be read: no ``metrics_token`` is set, or the request's
+    ``Authorization`` is ``Bearer`` that token (compared in constant time)."""
+    if not token:
+        return True
+    scheme, _, given = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def _remote_host(ws: ServerConnection) -> str:

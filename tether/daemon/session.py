@@ -100,6 +100,25 @@ class SentMarks:
             self._arm()
 
 
+PUSH_BATCH_BYTES = 256 * 1024
+"""Most bytes of task frames tetherd puts in one ``batch`` (a task bigger than that goes in
+a message of its own): far below what agents take in one message (4 MiB by default)."""
+
+
+def batches(blobs: list[bytes]) -> list[list[bytes]]:
+    """Encoded frames in order, as batches of at most :data:`MAX_BATCH_FRAMES` frames and
+    :data:`PUSH_BATCH_BYTES` bytes (one larger frame alone)."""
+    out: list[list[bytes]] = []
+    size = 0
+    for blob in blobs:
+        if not out or len(out[-1]) >= MAX_BATCH_FRAMES or size + len(blob) > PUSH_BATCH_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(blob)
+        size += len(blob)
+    return out
+
+
 async def send_frame(ws: ServerConnection, codec: Codec, frame: Frame) -> None:
     await ws.send(codec.encode(frame), text=not codec.binary)
 
@@ -330,8 +349,8 @@ class AgentSession:
                 for item in batch
             ]
             if self.batch and len(blobs) > 1:
-                for chunk in chunked(blobs, MAX_BATCH_FRAMES):
-                    await ws.send(encode_batch(codec, chunk), text=not codec.binary)
+                for chunk in batches(blobs):
+                    await ws.send(encode_batch(codec, chunk) if len(chunk) > 1 else chunk[0], text=not codec.binary)
             else:
                 for blob in blobs:
                     await ws.send(blob, text=not codec.binary)

@@ -13,6 +13,7 @@ The files are read once, at start: a renewed certificate takes a restart of teth
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 from pathlib import Path
 
@@ -27,16 +28,24 @@ CLIENT_CERTIFICATE_REQUIRED = (
 )
 
 
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+"""The TLS 1.2 suites tetherd offers: forward secrecy (ECDHE) and AEAD (AES-GCM, ChaCha20-
+Poly1305) only, as RFC 9325 recommends; no CBC, no RSA key exchange. (TLS 1.3's suites are
+all AEAD with forward secrecy, and set apart by OpenSSL.)"""
+
+
 def server_context(config: Config) -> ssl.SSLContext | None:
     """The context for ``serve(ssl=...)``, or ``None`` when TLS is off (no ``tls_cert``).
 
-    TLS 1.2 at least. Every problem with a file is a :class:`ConfigError` naming the file
-    and the setting, raised before tetherd touches its data directory.
+    TLS 1.2 at least, with :data:`TLS12_CIPHERS` only. Every problem with a file is a
+    :class:`ConfigError` naming the file and the setting, raised before tetherd touches its
+    data directory.
     """
     if not config.tls_cert:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)
     cert = _pem(config.tls_cert, "tls_cert", "CERTIFICATE-----", "a PEM certificate chain")
     key = _pem(config.tls_key, "tls_key", "PRIVATE KEY-----", "a PEM private key")
     try:
@@ -70,6 +79,21 @@ def client_certificate_refusal(ws: ServerConnection) -> ProtocolError | None:
     if ssl_object.getpeercert():
         return None
     return ProtocolError(ErrorCode.UNAUTHORIZED, CLIENT_CERTIFICATE_REQUIRED)
+
+
+def client_certificate_sha256(ws: ServerConnection) -> bytes | None:
+    """The SHA-256 of the (DER) client certificate the peer presented, or ``None``."""
+    ssl_object = ws.transport.get_extra_info("ssl_object")
+    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return hashlib.sha256(der).digest() if der else None
+
+
+CERTIFICATE_NOT_BOUND = (
+    "this agent is bound to another client certificate (bind_client_certificates); to bind it to a "
+    "new one, enroll it again from its state directory (tether-agent enroll: it proves itself with its token)"
+)
 
 
 class _EncryptedKey(Exception):

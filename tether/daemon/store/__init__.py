@@ -208,6 +208,8 @@ class Enrollment(msgspec.Struct, frozen=True, kw_only=True):
 class AgentAuth(msgspec.Struct, frozen=True):
     agent_id: str
     """The agent the session is: another than the hello's if that one was merged into it."""
+    certificate: bytes | None = None
+    """The SHA-256 of the client certificate the agent is bound to (``bind_client_certificates``)."""
 
 
 class Store(Protocol):
@@ -243,10 +245,14 @@ class Store(Protocol):
         """The agent's token stops working; False if it was revoked already."""
     async def enroll(
         self, key: str, machine_uuid: str, hostname: str, platform: str, tags: list[str], now: float,
-        *, proof: tuple[str, str] | None = None,
+        *, proof: tuple[str, str] | None = None, certificate: bytes | None = None,
     ) -> Enrollment:
-        """Rules: :mod:`tether.protocol.enrollment`. ``proof``: ``(agent_id, token)``."""
+        """Rules: :mod:`tether.protocol.enrollment`. ``proof``: ``(agent_id, token)``.
+        ``certificate``: the SHA-256 of the client certificate to bind the agent to."""
     async def authenticate_agent(self, agent_id: str, token: str) -> AgentAuth | None: ...
+    async def bind_certificate(self, agent_id: str, certificate: bytes) -> bool:
+        """Bind an agent bound to no certificate yet to this one (its SHA-256); False if
+        it is bound already."""
     async def approve_agent(self, agent_id: str) -> None:
         """A possible clone becomes an agent of its own (its mark is cleared)."""
     async def remove_agent(self, agent_id: str, now: float) -> list[Change]:

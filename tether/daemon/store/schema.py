@@ -176,6 +176,14 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE agents ADD COLUMN merged_into TEXT;
         """,
     ),
+    (
+        "agents bound to their TLS client certificate",
+        """
+        -- SHA-256 of the DER client certificate the agent enrolled (or first logged in) with,
+        -- when bind_client_certificates is on: its sessions must show that certificate.
+        ALTER TABLE agents ADD COLUMN cert_sha256 BLOB;
+        """,
+    ),
 ]
 
 LATEST = len(MIGRATIONS)

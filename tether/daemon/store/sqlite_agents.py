@@ -23,10 +23,12 @@ from . import AgentAuth, Change, Enrollment
 from .sqlite_tasks import LIVE, check_agent, materialise, materialise_selected
 from .writer import Op, Tx
 
-_LOGIN = ("SELECT coalesce(o.id, a.id), coalesce(o.token_hash, a.token_hash) FROM agents a"
+_LOGIN = ("SELECT coalesce(o.id, a.id), coalesce(o.token_hash, a.token_hash),"
+          " CASE WHEN o.id IS NULL THEN a.cert_sha256 ELSE o.cert_sha256 END FROM agents a"
           " LEFT JOIN agents o ON o.id = a.merged_into WHERE a.id = ?")
-"""The id an agent id logs in as and the digest its token must match: a merged agent's are
-those of the agent it was merged into. One indexed read, on every agent's hello."""
+"""The id an agent id logs in as, the digest its token must match and the certificate it is
+bound to: a merged agent's are those of the agent it was merged into. One indexed read, on
+every agent's hello."""
 
 
 class SQLiteAgents:
@@ -39,9 +41,10 @@ class SQLiteAgents:
 
     async def enroll(
         self, key: str, machine_uuid: str, hostname: str, platform: str, tags: list[str], now: float,
-        *, proof: tuple[str, str] | None = None,
+        *, proof: tuple[str, str] | None = None, certificate: bytes | None = None,
     ) -> Enrollment:
-        """``proof``: the ``(agent_id, token)`` of the agent the enrollee says it is."""
+        """``proof``: the ``(agent_id, token)`` of the agent the enrollee says it is.
+        ``certificate``: the SHA-256 of its client certificate, to bind the agent to."""
         key_hash = credentials.digest(credentials.normalise_enroll_key(key))
         token = credentials.new_agent_token()
 
@@ -58,14 +61,16 @@ class SQLiteAgents:
                 tx.execute("UPDATE enroll_keys SET uses_left = uses_left - 1 WHERE id = ?", (key_id,))
             if decision.agent_id is not None:
                 assert proof is not None
-                tx.execute("UPDATE agents SET hostname = ?, platform = ?, machine_uuid = ? WHERE id = ?",
-                           (hostname, platform, machine_uuid, decision.agent_id))
+                tx.execute("UPDATE agents SET hostname = ?, platform = ?, machine_uuid = ?,"
+                           " cert_sha256 = coalesce(?, cert_sha256) WHERE id = ?",
+                           (hostname, platform, machine_uuid, certificate, decision.agent_id))
                 return Enrollment(agent_id=decision.agent_id, token=proof[1], tags=decision.tags, status="existing")
             agent_id = credentials.new_agent_id()
             tx.execute(
-                "INSERT INTO agents (id, token_hash, machine_uuid, hostname, platform, enrolled_at, clone_of)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (agent_id, credentials.digest(token), machine_uuid, hostname, platform, now, decision.clone_of),
+                "INSERT INTO agents (id, token_hash, machine_uuid, hostname, platform, enrolled_at, clone_of,"
+                " cert_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (agent_id, credentials.digest(token), machine_uuid, hostname, platform, now, decision.clone_of,
+                 certificate),
             )
             tx.conn.executemany("INSERT INTO agent_tags (agent_id, tag) VALUES (?, ?)",
                                 [(agent_id, t) for t in decision.tags])
@@ -81,7 +86,15 @@ class SQLiteAgents:
         rows = await self._read(_LOGIN, (agent_id,))
         if not rows or not credentials.matches(token, rows[0][1]):
             return None
-        return AgentAuth(agent_id=rows[0][0])
+        return AgentAuth(agent_id=rows[0][0], certificate=rows[0][2])
+
+    async def bind_certificate(self, agent_id: str, certificate: bytes) -> bool:
+        def op(tx: Tx) -> bool:
+            return bool(tx.execute("UPDATE agents SET cert_sha256 = ? WHERE id = ? AND cert_sha256 IS NULL",
+                                   (certificate, agent_id)).rowcount)
+
+        result: bool = await self._submit(op)
+        return result
 
     async def revoke_agent(self, agent_id: str) -> bool:
         """The agent's token stops working (its digest is cleared): it can neither log in
