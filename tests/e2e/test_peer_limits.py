@@ -248,7 +248,7 @@ def test_half_open_connections_from_one_address_cannot_starve_a_bystander(
     agent.enroll()
     try:
         assert daemon.log is not None
-        daemon.log.wait_for(r"event=connection_limits max_connections=156 open_files=256 per_address=20")
+        daemon.log.wait_for(r"event=listening .* max_connections=156 open_files=256 per_address=20")
         with half_open(daemon.url, 300, lambda i: "127.0.0.2"):
             wait_until(lambda: daemon.metrics()['tether_connections_shed_total{reason="address"}'] >= 300 - 20,
                        what="the connections past the limit shed")

@@ -242,10 +242,10 @@ async def _serve_locked(config: Config, as_json: bool, read_config: Callable[[],
         hup = getattr(signal, "SIGHUP", None)  # not on Windows
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, *([hup] if hup else [])) as signals:
             # Said once SIGTERM drains: a stop right after READY still drains.
-            log.info("event=listening url=%s data_dir=%s version=%s window=%d tls=%s", daemon.url,
-                     config.data_dir, __version__, config.window, _tls_summary(config))
-            log.info("event=connection_limits max_connections=%s open_files=%s per_address=%d",
-                     daemon.limits.total_limit or "none", open_files or "unknown", config.max_sessions_per_address)
+            log.info("event=listening url=%s data_dir=%s version=%s window=%d tls=%s max_connections=%s "
+                     "open_files=%s per_address=%d", daemon.url, config.data_dir, __version__, config.window,
+                     _tls_summary(config), daemon.limits.total_limit or "none", open_files or "unknown",
+                     config.max_sessions_per_address)
             notify("READY=1")
             async for signum in signals:
                 if signum == hup:
