@@ -93,6 +93,21 @@ def test_the_quick_start_installs_as_the_test_command_does() -> None:
     assert [s.replace(".[daemon]", ".[test]") for s in install] == steps(test_command)[:-1]
 
 
+def test_the_quick_start_makes_and_uses_a_venv(tmp_path: Path, env: dict[str, str]) -> None:
+    """A stock Debian/Ubuntu pip refuses installs outside a venv: the quick start's steps
+    before `pip install`, run verbatim, leave a shell whose pip installs into ./.venv."""
+    install = steps(quick_start()[0])[:-1]
+    before_pip = install[:next(i for i, s in enumerate(install) if s.startswith("pip "))]
+    assert before_pip, f"the quick start installs without making a venv first: {install}"
+    probe = 'python -c "import sys; print(sys.prefix, sys.prefix != sys.base_prefix)"'
+    out = subprocess.run(["bash", "-c", " && ".join([*before_pip, probe, "command -v pip"])], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    prefix, in_venv = out.stdout.splitlines()[0].rsplit(" ", 1)
+    assert (Path(prefix), in_venv) == (tmp_path / ".venv", "True")
+    assert out.stdout.splitlines()[1] == str(tmp_path / ".venv" / "bin" / "pip")
+
+
 class Shell:
     """One bash session fed command lines as a user types them; each line's output and
     exit status are read back (stderr, background jobs' logs included, goes to ``log``)."""

@@ -101,20 +101,49 @@ async def _open_store(config: Config) -> Any:
     return store
 
 
-def _print_credentials(creds: dict[str, str], as_json: bool) -> None:
+def _credentials_text(creds: dict[str, str], as_json: bool) -> str:
     if as_json:
-        print(json.dumps(creds), flush=True)
-        return
-    print(
+        return json.dumps(creds)
+    return (
         f"tetherd initialised {creds['data_dir']}\n"
         f"  admin token:    {creds['admin_token']}\n"
         f"  enrollment key: {creds['enroll_key']}\n"
         f"  url:            {creds['url']}\n"
         "Keep the admin token: it is shown only this once (tetherd stores a hash).\n"
         "Revoke the enrollment key once your agents are enrolled (tetherctl key list, tetherctl key revoke ID).\n"
-        "  export TETHER_URL={url} TETHER_TOKEN={token}".format(url=creds["url"], token=creds["admin_token"]),
-        flush=True,
+        "  export TETHER_URL={url} TETHER_TOKEN={token}".format(url=creds["url"], token=creds["admin_token"])
     )
+
+
+def _print_credentials(creds: dict[str, str], as_json: bool) -> None:
+    print(_credentials_text(creds, as_json), flush=True)
+
+
+def stdout_is_the_journal() -> bool:
+    """Whether stdout goes to systemd's journal: systemd sets ``JOURNAL_STREAM`` to the
+    device and inode of the stream it connected (systemd.exec(5)), so a redirected stdout
+    (a terminal, a pipe, a file) does not count."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bool(stream) and stream == f"{st.st_dev}:{st.st_ino}"
+
+
+def _hand_over_credentials(creds: dict[str, str], as_json: bool, log: logging.Logger) -> None:
+    """Show the first start's credentials once. Under systemd they would land in the journal,
+    which every member of systemd-journal (adm) can read for weeks: they go to a 0600 file
+    in the data directory instead, and the log says where."""
+    if not stdout_is_the_journal():
+        _print_credentials(creds, as_json)
+        return
+    path = Path(creds["data_dir"]) / datadir.CREDENTIALS_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(_credentials_text(creds, as_json) + "\n")
+    log.warning("event=credentials_written path=%s note=%s", path,
+                "the first admin token and enrollment key (not logged): read it, then delete it")
 
 
 def _bootstrap_bounds(args: argparse.Namespace, now: float) -> dict[str, Any]:
@@ -229,9 +258,9 @@ async def _serve_locked(config: Config, as_json: bool, read_config: Callable[[],
     first = await store.bootstrap(time.time(), **bounds)
     if first is not None:
         _write_default_config(config)
-        _print_credentials(
+        _hand_over_credentials(
             {"admin_token": first[0], "enroll_key": first[1], "url": daemon.url, "data_dir": config.data_dir},
-            as_json,
+            as_json, log,
         )
     async with anyio.create_task_group() as tg:
         tg.start_soon(broker.run_timers)
