@@ -214,8 +214,9 @@ def intro() -> list[str]:
 
 def frame_sections() -> list[str]:
     docs = attribute_docs(frames)
-    direction = {cls: "peer → daemon" for cls in frames.TO_DAEMON}
-    direction.update({cls: "daemon → peer" for cls in frames.FROM_DAEMON})
+    # A frame both sides send (batch) says so; it is not the direction of whichever list came last.
+    direction = {cls: "both ways" if cls in frames.FROM_DAEMON else "peer → daemon" for cls in frames.TO_DAEMON}
+    direction.update({cls: "daemon → peer" for cls in frames.FROM_DAEMON if cls not in frames.TO_DAEMON})
     out = [
         "## Frames",
         "",

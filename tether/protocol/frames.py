@@ -1,7 +1,7 @@
 """Every frame of the tether protocol, as tagged msgspec Structs.
 
-A frame is one WebSocket message. Agents send binary frames (MessagePack); consoles and
-the web page send text frames (JSON). Both carry the same Structs, tagged by the field
+A frame is one WebSocket message. Agents send binary frames (MessagePack); consoles
+(tetherctl) send text frames (JSON). Both carry the same Structs, tagged by the field
 ``t``. The daemon answers in the encoding the peer used for its first frame.
 
 Schema evolution (msgspec "Schema evolution"): new fields always get defaults, unknown
