@@ -117,3 +117,13 @@ class ProtocolError(Exception):
 
     def __repr__(self) -> str:
         return f"ProtocolError({self.code.name}, {self.message!r})"
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer broke the protocol's rules (e.g. a report on a delivery that was
+    cancelled): its fault, answered to it with the code; the session goes on for 1xxx."""
+
+
+class LocalProtocolError(ProtocolError):
+    """This side broke its own rules (a state change its lifecycle table does not list):
+    a bug, logged with details; the peer is told only ``internal``."""

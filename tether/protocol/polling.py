@@ -66,6 +66,11 @@ def plan_next_run(next_run_in_seconds: float, timeout_in_seconds: float | None, 
     return PollPlan(floor, timeout, f"next run asked for in {asked:g} s; raised to the {floor:g} s floor")
 
 
+def timeout_error(timeout: float) -> str:
+    """The error entry the daemon writes itself when a polling sequence times out (XSOAR)."""
+    return f"polling timed out after {timeout:g} s"
+
+
 def check_period(every: float, floor: float) -> float:
     """A recurring schedule's period in seconds; raise :class:`InvalidSchedule`."""
     period = _seconds("every", every, allow_zero=False)
