@@ -33,7 +33,7 @@ from typing import Any
 import psutil
 
 from tether.agent.journal import Identity
-from tether.protocol.states import DeliveryState
+from tether.protocol.lifecycle import DeliveryState
 
 from .fleet import Fleet
 from .seed import echo_tasks, enroll_fleet, queue_tasks

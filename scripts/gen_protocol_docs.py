@@ -20,6 +20,7 @@ import json
 import re
 import sys
 import textwrap
+import typing
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -102,10 +103,14 @@ def one_line(text: str | None) -> str:
 
 
 def type_name(cls: type, field: str) -> str:
-    """The field's annotation as written in the source (``from __future__ import annotations``)."""
+    """The field's annotation as written in the source (``from __future__ import annotations``),
+    a ``Literal`` alias spelt out (``CancelReason``: ``Literal['cancelled', 'expired']``)."""
     for klass in cls.__mro__:
         annotation = inspect.get_annotations(klass).get(field)
         if annotation is not None:
+            alias = getattr(sys.modules[klass.__module__], str(annotation), None)
+            if typing.get_origin(alias) is typing.Literal:
+                return f"Literal[{', '.join(repr(a) for a in typing.get_args(alias))}]"
             return str(annotation).replace("msgspec.", "")
     raise LookupError(f"{cls.__name__}.{field} has no annotation")
 

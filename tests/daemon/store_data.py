@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from tether.daemon.store import NewTask, ResultIn, RunPlan
+from tether.daemon.store import NewTask, ResultIn
 from tether.daemon.store.sqlite import SQLiteStore
 from tether.protocol import pack
+from tether.protocol.lifecycle import WaitPlan
 
 NOW = 1_800_000_000.0
 
@@ -22,7 +23,7 @@ def task(kind: str = "agent", target: str = "", ttl: int = 60, priority: int = 1
                    hide_polling_output=hide_polling_output)
 
 
-def result(delivery_id: int, output: object, *, run: int = 1, ok: bool = True, plan: RunPlan | None = None,
+def result(delivery_id: int, output: object, *, run: int = 1, ok: bool = True, plan: WaitPlan | None = None,
            finished_at: float = NOW + 1) -> ResultIn:
     return ResultIn(delivery_id=delivery_id, ok=ok, output=pack(output), started_at=NOW, finished_at=finished_at,
                     run=run, plan=plan)

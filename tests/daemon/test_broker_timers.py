@@ -13,11 +13,12 @@ from store_data import NOW, enrolled, result, task
 
 from tether.daemon.broker import RETRY_AFTER_STORE_ERROR, Broker, Timer
 from tether.daemon.session import AgentSession
-from tether.daemon.store import Change, NewSchedule, PollOutcome, RunPlan
+from tether.daemon.store import Change, NewSchedule, PollOutcome
 from tether.daemon.store.sqlite import SQLiteStore
 from tether.protocol import pack, unpack
 from tether.protocol.codec import MSGPACK
 from tether.protocol.frames import Cancel
+from tether.protocol.lifecycle import WaitPlan
 
 T1 = NOW + 1
 NEXT = T1 + 30
@@ -101,7 +102,7 @@ async def waiting(broker: Broker) -> tuple[str, int, int]:
     a = await enrolled(store, "a")
     task_id, (item,) = await store.create_task(task("agent", a, ttl=3600), NOW)
     d = item.delivery_id
-    plan = RunPlan(command="poll_status", args=pack({"job": 7}), interval=30.0, timeout=120.0)
+    plan = WaitPlan(command="poll_status", args=pack({"job": 7}), interval=30.0, timeout=120.0)
     out = await store.record_results(a, [result(d, {"p": 1}, plan=plan)], T1)
     assert out.timers == [(d, NEXT)]
     return a, task_id, d

@@ -35,7 +35,7 @@ from tether.protocol import JSON, MSGPACK, ErrorCode, ProtocolError, Response, d
 from tether.protocol.actions import action_to_request
 from tether.protocol.cmdline import MAX_COMMAND_LINE
 from tether.protocol.console import METHODS, READ_METHODS, ROLES
-from tether.protocol.states import DeliveryState
+from tether.protocol.lifecycle import DeliveryState
 from tether.protocol.values import MAX_DEPTH
 
 REQUEST_ERRORS = {code for code in ErrorCode if 1000 <= code < 2000} - {

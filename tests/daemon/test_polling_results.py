@@ -8,9 +8,10 @@ import math
 import pytest
 
 from tether.daemon.reports import checked_result
-from tether.daemon.store import ResultIn, RunPlan
+from tether.daemon.store import ResultIn
 from tether.protocol import pack, unpack
 from tether.protocol.frames import Result, Schedule
+from tether.protocol.lifecycle import WaitPlan
 
 OUTPUT = pack({"status": "pending"})
 FLOOR = 10.0
@@ -34,7 +35,7 @@ def test_a_schedule_becomes_the_plan_of_the_next_run() -> None:
     assert (checked.ok, checked.output, checked.run, checked.error) == (True, OUTPUT, 3, "")
     assert checked.plan is not None
     assert unpack(checked.plan.args) == {"job": 7, "deep": [1, {"a": None}]}  # MessagePack, as the store keeps args
-    assert checked.plan == RunPlan(command="poll_status", args=checked.plan.args, interval=30.0, timeout=120.0,
+    assert checked.plan == WaitPlan(command="poll_status", args=checked.plan.args, interval=30.0, timeout=120.0,
                                    poll_message="Fetching Results:")
 
 

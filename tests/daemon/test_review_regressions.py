@@ -11,10 +11,11 @@ from tether.daemon.broker import Broker
 from tether.daemon.rpc import ConsoleRPC
 from tether.daemon.schedules import missed_between
 from tether.daemon.session import AgentSession
-from tether.daemon.store import Change, PushItem, RunPlan, Timing
+from tether.daemon.store import Change, PushItem, Timing
 from tether.daemon.store.sqlite import SQLiteStore
 from tether.protocol import MSGPACK, ErrorCode, pack
 from tether.protocol.console import DeliveryView, TaskView
+from tether.protocol.lifecycle import WaitPlan
 
 
 async def test_a_number_too_large_for_sqlite_neither_kills_the_writer_nor_its_group(store: SQLiteStore) -> None:
@@ -39,7 +40,7 @@ async def test_a_run_that_asks_for_more_after_the_ttl_is_looked_at_at_once(store
     _, (item,) = await store.create_task(task("agent", a, ttl=60), NOW)
     d = item.delivery_id
     await store.acknowledge(a, [(d, 1)], NOW)
-    plan = RunPlan(command="poll", args=pack({}), interval=3600.0, timeout=7200.0)
+    plan = WaitPlan(command="poll", args=pack({}), interval=3600.0, timeout=7200.0)
     out = await store.record_results(a, [result(d, None, plan=plan)], NOW + 70)
     assert out.timers == [(d, NOW + 60)]  # the ttl, not the hour: the next run could never be delivered
     ended = await store.poll_due(d, NOW + 70)

@@ -12,12 +12,12 @@ from store_data import NOW, enrolled, result, task
 from tether.daemon.broker import Broker
 from tether.daemon.reports import submit_reports
 from tether.daemon.session import AgentSession
-from tether.daemon.store import RunPlan
 from tether.daemon.store.schema import MIGRATIONS
 from tether.daemon.store.sqlite import SQLiteStore
 from tether.daemon.store.sqlite_runs import ack_sql
 from tether.protocol import MSGPACK, ErrorCode, pack
 from tether.protocol.frames import Ack, Result
+from tether.protocol.lifecycle import WaitPlan
 
 
 async def test_a_quick_ack_records_the_push_time_and_one_state_change(store: SQLiteStore) -> None:
@@ -65,7 +65,7 @@ def test_the_quick_ack_finds_its_rows_by_id_not_by_the_agents_queue() -> None:
     db = sqlite3.connect(":memory:")
     for _, sql in MIGRATIONS:
         db.executescript(sql)
-    plan = db.execute(f"EXPLAIN QUERY PLAN {ack_sql(32)}", (1.0, 1.0, 1.0, *range(32), "a", 1)).fetchall()
+    plan = db.execute(f"EXPLAIN QUERY PLAN {ack_sql(32)}", ("acked", 1.0, 1.0, 1.0, *range(32), "a", 1, "queued")).fetchall()
     assert [row[3] for row in plan] == ["SEARCH deliveries USING INTEGER PRIMARY KEY (rowid=?)"]
 
 
@@ -78,7 +78,7 @@ async def test_a_result_that_brings_its_ack_writes_both_in_one_state_change(stor
     ids = [i.delivery_id for i in items]
     quick, marked, polling = ids
     store.mark_sent([marked], NOW)  # unacknowledged for a while: written as sent
-    plan = RunPlan(command="poll", args=pack({}), interval=30.0, timeout=120.0)
+    plan = WaitPlan(command="poll", args=pack({}), interval=30.0, timeout=120.0)
     results = [result(quick, 1), result(marked, 2), result(polling, None, plan=plan)]
     out = await store.record_results(a, results, NOW + 2, {d: NOW + 1 for d in ids})
     assert sorted((c.delivery_id, c.old, c.new) for c in out.changes) == [

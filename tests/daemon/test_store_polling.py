@@ -13,10 +13,11 @@ import pytest
 from store_data import NOW, enrolled, result, task
 
 from tether.daemon.schedules import next_fire
-from tether.daemon.store import Change, NewSchedule, PollOutcome, PushItem, RunPlan
+from tether.daemon.store import Change, NewSchedule, PollOutcome, PushItem
 from tether.daemon.store.sqlite import SQLiteStore
 from tether.protocol import pack
 from tether.protocol.console import DeliveryView, HistoryEntry
+from tether.protocol.lifecycle import WaitPlan
 
 T1 = NOW + 1
 """When the first run's result is recorded."""
@@ -26,8 +27,8 @@ TTL = 3600
 
 
 def plan(*, interval: float = 30.0, timeout: float = 120.0, command: str = "poll_status", note: str = "",
-         poll_message: str = "", **args: object) -> RunPlan:
-    return RunPlan(command=command, args=pack(args or {"job": 7}), interval=interval, timeout=timeout, note=note,
+         poll_message: str = "", **args: object) -> WaitPlan:
+    return WaitPlan(command=command, args=pack(args or {"job": 7}), interval=interval, timeout=timeout, note=note,
                    poll_message=poll_message)
 
 
@@ -240,7 +241,8 @@ async def test_a_plan_result_after_a_lost_ack_still_waits(store: SQLiteStore, st
     assert out.changes == [Change(d, task_id, a, state, "waiting")]
     assert out.timers == [(d, NEXT)]
     assert (await view(store, task_id)).state == "waiting"
-    assert store.stats().entered["running"] == 1  # through running, as the state table says
+    # Straight to waiting, in one write: the result is the authority (lifecycle.DELIVERY).
+    assert store.stats().entered["waiting"] == 1 and store.stats().entered.get("running", 0) == 0
 
 
 async def test_a_failed_run_ends_the_sequence(store: SQLiteStore) -> None:
@@ -339,3 +341,26 @@ async def test_timers_lists_what_the_wheel_must_hold(store: SQLiteStore) -> None
         view = await store.get_task(done_task, now=now)
         assert view is not None and view.state == "done"
     assert timers.schedules == [(on.schedule_id, NOW + 300)]
+
+
+async def test_a_run_may_start_further_sequences_each_a_task_of_its_own(store: SQLiteStore) -> None:
+    """XSOAR's Gmail integration schedules one run per batch of mailboxes: each further
+    schedule is a delivery of a task of its own for the same agent, waiting for its run 2,
+    shown and cancelled with the task that started it."""
+    a, task_id, d = await delivery(store)
+    r = msgspec.structs.replace(result(d, {"p": 0}, plan=plan()), sequels=[
+        (plan(command="batch", interval=60.0, box=2), pack({"p": 2})),
+        (plan(command="batch", interval=90.0, box=3), pack(None))])
+    out = await store.record_results(a, [r], T1)
+    shown = await store.get_task(task_id, history=True)
+    assert shown is not None
+    own, second, third = shown.deliveries
+    assert [(x.state, x.next_run_at, x.next_command, x.next_args) for x in (own, second, third)] == [
+        ("waiting", NEXT, "poll_status", {"job": 7}), ("waiting", T1 + 60, "batch", {"box": 2}),
+        ("waiting", T1 + 90, "batch", {"box": 3})]
+    assert second.task_id != task_id != third.task_id and second.agent_id == a
+    assert second.history is not None and second.history[0].partial_result == {"p": 2}
+    assert sorted(out.timers) == sorted([(d, NEXT), (second.delivery_id, T1 + 60), (third.delivery_id, T1 + 90)])
+    assert sorted(t for t, _ in out.expiries) == sorted([second.task_id, third.task_id])
+    cancelled = await store.cancel(task_id=task_id, now=T1 + 5)
+    assert sorted(c.delivery_id for c in cancelled.changes) == sorted([d, second.delivery_id, third.delivery_id])

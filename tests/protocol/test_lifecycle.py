@@ -8,16 +8,20 @@ from typing import Any
 
 import pytest
 
-from tether.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from tether.protocol.errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
 from tether.protocol.lifecycle import (
+    BORN,
     DELIVERY,
     IGNORED,
+    OPEN_RUNS,
     PENDING,
     PUSHABLE,
     RUN,
+    SEQUEL_STATE,
     TASK,
     TERMINAL,
     TTL_BOUND,
+    UNDELIVERED,
     DeliveryEvent,
     DeliveryState,
     IllegalTransition,
@@ -31,10 +35,13 @@ from tether.protocol.lifecycle import (
     TaskState,
     WaitPlan,
     acknowledge,
+    cancel_reason,
     check_run,
     end_by_daemon,
     finish,
+    listed,
     mark_sent,
+    moves,
     next_state,
     poll_due,
     progress,
@@ -42,6 +49,7 @@ from tether.protocol.lifecycle import (
     schedule,
     shown_history,
     sql_in,
+    sql_value,
     start_sequel,
     task_next,
     task_reads_as,
@@ -55,6 +63,50 @@ PLAN = WaitPlan(command="status", args=b"\x80", interval=30.0, timeout=600.0, no
 
 
 # -- the table ----------------------------------------------------------------------------
+
+
+# Written out independently of lifecycle.py, from the diagram (DESIGN.md "The task model"):
+#   queued → sent → acked → running → done | failed
+#      \_______\_______\______→ expired (ttl) | cancelled (untask)
+#   running → waiting (polling: next run scheduled on the wheel) → queued (next run) …
+#   waiting → failed (polling timeout) | expired (ttl) | cancelled (untask)
+# plus: a result is the authority, so done/failed/waiting may follow queued, sent and acked
+# (the daemon crashed before committing the push or the ack, or the agent sent no start
+# report); a next run not yet acknowledged fails at its sequence's timeout.
+EXPECTED: set[tuple[S, S]] = {
+    (S.QUEUED, S.SENT), (S.QUEUED, S.ACKED), (S.QUEUED, S.RUNNING), (S.QUEUED, S.DONE), (S.QUEUED, S.WAITING),
+    (S.QUEUED, S.FAILED), (S.QUEUED, S.EXPIRED), (S.QUEUED, S.CANCELLED),
+    (S.SENT, S.ACKED), (S.SENT, S.RUNNING), (S.SENT, S.DONE), (S.SENT, S.WAITING), (S.SENT, S.FAILED),
+    (S.SENT, S.EXPIRED), (S.SENT, S.CANCELLED),
+    (S.ACKED, S.RUNNING), (S.ACKED, S.DONE), (S.ACKED, S.WAITING), (S.ACKED, S.FAILED), (S.ACKED, S.CANCELLED),
+    (S.RUNNING, S.WAITING), (S.RUNNING, S.DONE), (S.RUNNING, S.FAILED), (S.RUNNING, S.CANCELLED),
+    (S.WAITING, S.QUEUED), (S.WAITING, S.FAILED), (S.WAITING, S.EXPIRED), (S.WAITING, S.CANCELLED),
+}
+
+
+def test_the_table_moves_as_the_design_draws() -> None:
+    assert set(DELIVERY) == set(S)
+    moved = {(old, new) for old, row in DELIVERY.items() for new in row.values()
+             if isinstance(new, DeliveryState) and new != old}
+    assert moved == EXPECTED
+
+
+def test_every_state_is_reachable_and_every_pending_state_can_finish() -> None:
+    def after(state: S) -> set[S]:
+        return {new for new in DELIVERY[state].values() if isinstance(new, DeliveryState)}
+
+    reached, frontier = {BORN, SEQUEL_STATE}, [BORN, SEQUEL_STATE]
+    while frontier:
+        for nxt in after(frontier.pop()) - reached:
+            reached.add(nxt)
+            frontier.append(nxt)
+    assert reached == set(S)
+    assert all(after(s) & TERMINAL for s in PENDING)
+
+
+def test_an_unknown_state_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="'finished' is not a valid DeliveryState"):
+        next_state(1, "finished", E.ACK)
 
 
 def test_every_state_takes_every_daemon_event() -> None:
@@ -90,7 +142,7 @@ def test_a_report_on_a_cancelled_delivery_is_the_agents_fault() -> None:
         next_state(7, "cancelled", E.FINISH)
     assert isinstance(caught.value, RemoteProtocolError)
     assert caught.value.code == ErrorCode.ILLEGAL_TRANSITION and caught.value.ref == 7
-    assert "cancelled" in caught.value.message and "finish" in caught.value.message
+    assert caught.value.message == "delivery 7 is cancelled; it cannot take a result"
     assert caught.value.old is S.CANCELLED and caught.value.event is E.FINISH
 
 
@@ -252,15 +304,27 @@ def test_polling_output_hidden_as_in_xsoar() -> None:
     assert shown_history(entries, hide=False) == (entries, 0)
 
 
-def test_task_table_and_how_a_task_reads() -> None:
+def test_task_table() -> None:
     assert task_next("active", TaskEvent.TTL_END) is TaskState.CLOSED
     assert task_next(TaskState.ACTIVE, TaskEvent.UNTASK) is TaskState.CANCELLED
     assert all(v is IGNORED for s in (TaskState.CLOSED, TaskState.CANCELLED) for v in TASK[s].values())
-    assert task_reads_as("active", True, ["done", "failed"]) == "failed"
-    assert task_reads_as("active", True, ["done", "done"]) == "done"
-    assert task_reads_as("active", True, ["done", "waiting"]) == "active"
-    assert task_reads_as("active", False, ["done"]) == "active"
-    assert task_reads_as("closed", True, []) == "closed"
+
+
+@pytest.mark.parametrize(("stored", "one_agent", "deliveries", "ttl_ended", "shown"), [
+    ("active", True, ["done"], False, "done"),
+    ("active", True, ["done", "failed"], False, "failed"),  # a polling sequel failed
+    ("active", True, ["cancelled"], False, "cancelled"),
+    ("closed", True, ["expired"], False, "expired"),
+    ("active", True, ["done", "done"], True, "done"),
+    ("active", True, ["done", "waiting"], False, "active"),
+    ("active", True, ["done", "waiting"], True, "closed"),
+    ("active", True, [], False, "active"),
+    ("active", False, ["done"], False, "active"),  # a tag task still reaches new agents
+    ("active", False, ["done"], True, "closed"),  # ... until its ttl ends, marked or not
+    ("cancelled", False, ["done"], True, "cancelled"),
+])
+def test_how_a_task_reads(stored: str, one_agent: bool, deliveries: list[str], ttl_ended: bool, shown: str) -> None:
+    assert task_reads_as(stored, one_agent, deliveries, ttl_ended=ttl_ended) == shown
 
 
 def test_journal_run_table() -> None:
@@ -275,3 +339,40 @@ def test_journal_run_table() -> None:
 def test_states_as_sql() -> None:
     assert sql_in({S.SENT, S.QUEUED}) == "('queued','sent')"
     assert sql_in([RunState.PENDING]) == "('pending')"
+    assert sql_value(TaskState.ACTIVE) == "'active'"
+
+
+def test_what_each_event_moves_in_one_statement() -> None:
+    assert moves(DELIVERY, E.TTL_END) == (TTL_BOUND, S.EXPIRED)
+    assert moves(DELIVERY, E.UNTASK) == (PENDING, S.CANCELLED)
+    assert moves(DELIVERY, E.UNACKED) == ({S.QUEUED}, S.SENT)
+    assert moves(DELIVERY, E.ACK) == (UNDELIVERED, S.ACKED)
+    assert moves(TASK, TaskEvent.TTL_END) == ({TaskState.ACTIVE}, TaskState.CLOSED)
+    assert moves(RUN, RunEvent.CANCEL) == (OPEN_RUNS, RunState.CANCELLED)
+    forked = {S.QUEUED: {E.FINISH: S.DONE}, S.SENT: {E.FINISH: S.FAILED}}
+    with pytest.raises(ValueError, match="not to one state"):
+        moves(forked, E.FINISH)  # no one UPDATE applies that
+
+
+@pytest.mark.parametrize("event", [E.UNACKED, E.ACK])
+def test_the_batched_paths_events_are_ignored_by_every_state_they_do_not_move(event: DeliveryEvent) -> None:
+    """The store applies these to many rows in one UPDATE ``WHERE state = old``: right only
+    if every other state ignores the event (so leaving those rows alone is the decision)."""
+    olds, _ = moves(DELIVERY, event)
+    for state, row in DELIVERY.items():
+        if state not in olds:
+            assert row.get(event) in (IGNORED, None), state  # None: the agent's fault (refused)
+
+
+def test_a_cancel_says_how_the_daemon_ended_the_run() -> None:
+    assert (cancel_reason(S.CANCELLED), cancel_reason("expired"), cancel_reason(S.FAILED)) == (
+        "cancelled", "expired", "expired")
+
+
+def test_what_a_listing_asks_for() -> None:
+    assert listed(None) == PENDING == listed("pending")
+    assert listed("all") == set(S) and listed("waiting") == {S.WAITING}
+    with pytest.raises(ProtocolError) as caught:
+        listed("finished")
+    assert caught.value.code == ErrorCode.INVALID_PARAMS
+    assert caught.value.message.startswith("unknown state 'finished' (use one of: pending, all, queued, sent,")

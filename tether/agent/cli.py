@@ -31,6 +31,7 @@ from websockets.exceptions import InvalidHandshake, InvalidURI
 from tether import __version__
 from tether.protocol import ErrorCode, flags, tags
 from tether.protocol.endpoints import url_problem
+from tether.protocol.lifecycle import RunState
 
 from . import host, statedir
 from .client import AgentClient, FatalSessionError, private_transport
@@ -156,7 +157,7 @@ def _enrolled_as(enrolled: Enrollment) -> str:
 
 def _what_is_dropped(counts: dict[str, int]) -> str:
     """What enrolling as another agent drops of this one's journal, in words."""
-    return (f"journal ({counts['pending'] + counts['running']} deliveries not yet run or running, "
+    return (f"journal ({counts[RunState.PENDING] + counts[RunState.RUNNING]} deliveries not yet run or running, "
             f"{counts['outbox']} results not yet committed by tetherd)")
 
 

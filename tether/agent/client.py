@@ -72,6 +72,7 @@ from tether.protocol import (
 )
 from tether.protocol.codec import encode_batch, unbatch
 from tether.protocol.frames import FEATURES, MAX_HOLDING, MAX_IDS, Batch, chunked
+from tether.protocol.lifecycle import DeliveryState, RunState
 
 from . import host
 from .backoff import DEFAULT_BASE, DEFAULT_CAP, reconnect_delay
@@ -249,7 +250,7 @@ class AgentClient:
                               hint="the agent's token and every task's args travel unencrypted: use a wss:// URL "
                                    "(tether-agent set-server) or a tetherd on this host")
         for delivery_id, run in self._journal.recover():
-            self._log.warning("delivery_interrupted", delivery_id=delivery_id, run=run, outcome="failed")
+            self._log.warning("delivery_interrupted", delivery_id=delivery_id, run=run, outcome=DeliveryState.FAILED)
         self._prune()
         self._runner.start()
         for priority, delivery_id, run in self._journal.pending():
@@ -522,7 +523,7 @@ class AgentClient:
     def _handle(self, frame: object) -> None:
         if isinstance(frame, Cancel):
             before = self._journal.cancel(frame.delivery_id)
-            if before == "running":
+            if before is RunState.RUNNING:
                 self._runner.cancel(frame.delivery_id)
             self._log.info("delivery_cancelled", delivery_id=frame.delivery_id, reason=frame.reason, state=before)
         elif isinstance(frame, Committed):

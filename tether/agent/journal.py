@@ -43,9 +43,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from tether.protocol import MSGPACK, Result, Task
+from tether.protocol.lifecycle import OPEN_RUNS, RUN, RunEvent, RunState, moves, sql_in, sql_value
 
 from .journal_schema import SCHEMA_VERSION, migrate
 from .tls import TLSFiles
@@ -59,7 +59,24 @@ delivery whose result it committed, so this bounds only pathological re-sends.""
 
 RESTARTED_WHILE_RUNNING = "agent restarted while the command was running"
 
-DeliveryState = Literal["pending", "running", "finished", "cancelled"]
+PENDING, RUNNING, CANCELLED = RunState.PENDING, RunState.RUNNING, RunState.CANCELLED
+"""A run is journaled ``pending``; its states and what moves them: :data:`~tether.protocol.lifecycle.RUN`.
+(Bound to SQL as their ``.value``: sqlite3 binds a ``str`` subclass only after a failed
+adapter lookup, on every task.)"""
+
+
+def _move(event: RunEvent) -> tuple[str, str]:
+    """What ``event`` moves, as SQL (``state IN (...)``), and the state it moves them to."""
+    olds, new = moves(RUN, event)
+    return sql_in(olds), new.value
+
+
+_CLAIM, _FINISH, _RECOVER, _CANCEL = (_move(e) for e in (RunEvent.CLAIM, RunEvent.FINISH, RunEvent.RECOVER,
+                                                        RunEvent.CANCEL))
+_FINISH_SQL = f"UPDATE deliveries SET state = ?, result = ?, finished_at = ? WHERE delivery_id = ? AND run = ?" \
+    f" AND state IN {_FINISH[0]}"
+_OPEN = sql_in(OPEN_RUNS)
+"""As the ``deliveries_open`` index is declared (``journal_schema``): SQLite uses it only then."""
 
 Ref = tuple[int, int]
 """``(delivery_id, run)``: one run of a delivery (``tether.protocol.run_refs``)."""
@@ -247,7 +264,7 @@ class Journal:
         new: list[Task] = []
         with self._tx() as db:
             ids = sorted({delivery_id for delivery_id, _ in batch})
-            known: dict[int, dict[int, tuple[DeliveryState, bytes | None]]] = {}
+            known: dict[int, dict[int, tuple[str, bytes | None]]] = {}
             for delivery_id, run, state, result in db.execute(
                 f"SELECT delivery_id, run, state, result FROM deliveries WHERE delivery_id IN ({','.join('?' * len(ids))})",
                 ids,
@@ -255,11 +272,11 @@ class Journal:
                 known.setdefault(delivery_id, {})[run] = (state, result)
             for (delivery_id, run), task in batch.items():
                 runs = known.setdefault(delivery_id, {})
-                if any(state == "cancelled" for state, _ in runs.values()):
+                if any(state == CANCELLED for state, _ in runs.values()):
                     continue  # a cancel applies to every run of the delivery
                 if run in runs:
                     state, result = runs[run]
-                    if state in ("pending", "running"):
+                    if state in OPEN_RUNS:
                         ack.append((delivery_id, run))
                     elif result is not None:  # finished, result not yet confirmed
                         ack.append((delivery_id, run))
@@ -267,12 +284,12 @@ class Journal:
                     continue  # finished and confirmed: the daemon already knows
                 if runs and max(runs) > run:
                     continue  # stale: a later run of this delivery is already here
-                runs[run] = ("pending", None)
+                runs[run] = (PENDING, None)
                 ack.append((delivery_id, run))
                 new.append(task)
             fresh: Fresh = {(t.delivery_id, t.run): (t.task_id, t.command, bytes(t.args), t.priority) for t in new}
             _each(db, "INSERT INTO deliveries (delivery_id, run, task_id, command, args, priority, state, received_at) "
-                      "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)", [(*ref, *row, now) for ref, row in fresh.items()])
+                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [(*ref, *row, PENDING.value, now) for ref, row in fresh.items()])
             later = [(t.delivery_id, t.run) for t in new if t.run > 1]
             if later:
                 db.executemany(
@@ -310,13 +327,13 @@ class Journal:
             for chunk in _chunks(unread):
                 for delivery_id, run, task_id, command, args, priority in db.execute(
                     "SELECT delivery_id, run, task_id, command, args, priority FROM deliveries "
-                    f"WHERE state = 'pending' AND delivery_id IN ({','.join('?' * len(chunk))})",
+                    f"WHERE state IN {_CLAIM[0]} AND delivery_id IN ({','.join('?' * len(chunk))})",
                     chunk,
                 ):
                     rows[delivery_id, run] = (task_id, command, args, priority)
             taken = [ref for ref in dict.fromkeys(refs) if ref in rows]
-            _each(db, "UPDATE deliveries SET state = 'running', started_at = ? WHERE delivery_id = ? AND run = ?",
-                  [(now, delivery_id, run) for delivery_id, run in taken])
+            _each(db, "UPDATE deliveries SET state = ?, started_at = ? WHERE delivery_id = ? AND run = ?",
+                  [(_CLAIM[1], now, delivery_id, run) for delivery_id, run in taken])
         claimed: dict[Ref, Claimed] = {}
         for ref in taken:
             task_id, command, args, priority = rows[ref]
@@ -335,17 +352,14 @@ class Journal:
         now = self._clock()
         # One UPDATE per run, no read first: it changes a row only if the run is still
         # running, so a run named twice is finished once. One alone needs no transaction.
+        sql, finished = _FINISH_SQL, _FINISH[1]
         with self._tx(statements=len(results)) as db:
             return [
-                db.execute(
-                    "UPDATE deliveries SET state = 'finished', result = ?, finished_at = ? "
-                    "WHERE delivery_id = ? AND run = ? AND state = 'running'",
-                    (result, now, delivery_id, run),
-                ).rowcount == 1
+                db.execute(sql, (finished, result, now, delivery_id, run)).rowcount == 1
                 for delivery_id, run, result in results
             ]
 
-    def cancel(self, delivery_id: int) -> DeliveryState | None:
+    def cancel(self, delivery_id: int) -> RunState | None:
         """Cancel every run of a delivery: the pending or running one is marked cancelled,
         and no later run will run. Returns the state before of the run affected: the
         pending or running one, else the latest run (``None``: the delivery is unknown).
@@ -357,23 +371,21 @@ class Journal:
         """
         now = self._clock()
         with self._tx() as db:
-            rows: list[tuple[int, DeliveryState]] = db.execute(
-                "SELECT run, state FROM deliveries WHERE delivery_id = ? ORDER BY run", (delivery_id,)
-            ).fetchall()
-            states = [state for _, state in rows]
-            if "running" in states or "pending" in states:
+            states = [RunState(state) for (state,) in db.execute(
+                "SELECT state FROM deliveries WHERE delivery_id = ? ORDER BY run", (delivery_id,))]
+            if RUNNING in states or PENDING in states:
                 db.execute(
-                    "UPDATE deliveries SET state = 'cancelled', finished_at = ? "
-                    "WHERE delivery_id = ? AND state IN ('pending', 'running')",
-                    (now, delivery_id),
+                    "UPDATE deliveries SET state = ?, finished_at = ? "
+                    f"WHERE delivery_id = ? AND state IN {_CANCEL[0]}",
+                    (_CANCEL[1], now, delivery_id),
                 )
-                return "running" if "running" in states else "pending"
-            if "cancelled" in states:
-                return "cancelled"
+                return RUNNING if RUNNING in states else PENDING
+            if CANCELLED in states:
+                return CANCELLED
             db.execute(
                 "INSERT INTO deliveries (delivery_id, run, task_id, command, args, priority, state, "
-                "received_at, finished_at) VALUES (?, ?, 0, '', x'80', 0, 'cancelled', ?, ?)",
-                (delivery_id, TOMBSTONE_RUN, now, now),
+                "received_at, finished_at) VALUES (?, ?, 0, '', x'80', 0, ?, ?, ?)",
+                (delivery_id, TOMBSTONE_RUN, CANCELLED.value, now, now),
             )
             self._bound_tombstones(db)
         return states[-1] if states else None
@@ -393,20 +405,20 @@ class Journal:
                 (TOMBSTONE_RUN, TOMBSTONE_RUN, self._tombstones - MAX_TOMBSTONES),
             ).rowcount
 
-    def state(self, delivery_id: int, run: int | None = None) -> DeliveryState | None:
+    def state(self, delivery_id: int, run: int | None = None) -> RunState | None:
         """The state of one run; without ``run``, of the delivery: ``cancelled`` if it was
         cancelled, else its latest run's. ``None`` if unknown."""
         if run is not None:
             row = self._db.execute(
                 "SELECT state FROM deliveries WHERE delivery_id = ? AND run = ?", (delivery_id, run)
             ).fetchone()
-            return None if row is None else row[0]
-        states = [r[0] for r in self._db.execute(
+            return None if row is None else RunState(row[0])
+        states = [RunState(r[0]) for r in self._db.execute(
             "SELECT state FROM deliveries WHERE delivery_id = ? ORDER BY run", (delivery_id,)
         )]
         if not states:
             return None
-        return "cancelled" if "cancelled" in states else states[-1]
+        return CANCELLED if CANCELLED in states else states[-1]
 
     # -- outbox ------------------------------------------------------------------------
 
@@ -442,7 +454,7 @@ class Journal:
         """``(delivery_id, run)`` for ``hello.holding``: journaled, running, or result
         unconfirmed."""
         rows = self._db.execute(
-            "SELECT delivery_id, run FROM deliveries WHERE state IN ('pending', 'running') "
+            f"SELECT delivery_id, run FROM deliveries WHERE state IN {_OPEN} "
             "UNION SELECT delivery_id, run FROM deliveries WHERE result IS NOT NULL ORDER BY 1, 2"
         ).fetchall()
         return [(r[0], r[1]) for r in rows]
@@ -450,7 +462,8 @@ class Journal:
     def pending(self) -> list[tuple[int, int, int]]:
         """``(priority, delivery_id, run)`` of every run journaled but not started."""
         rows = self._db.execute(
-            "SELECT priority, delivery_id, run FROM deliveries WHERE state = 'pending' ORDER BY delivery_id, run"
+            f"SELECT priority, delivery_id, run FROM deliveries WHERE state = {sql_value(PENDING)}"
+            " ORDER BY delivery_id, run"
         ).fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
 
@@ -458,7 +471,7 @@ class Journal:
         """``pending``, ``running``, ``outbox`` (unconfirmed results), ``finished`` (all
         finished runs still kept, confirmed or not) and ``cancelled`` (rows: cancelled
         runs and tombstones)."""
-        counts = {"pending": 0, "running": 0, "outbox": 0, "finished": 0, "cancelled": 0}
+        counts = {PENDING.value: 0, RUNNING.value: 0, "outbox": 0, RunState.FINISHED.value: 0, CANCELLED.value: 0}
         for state, n in self._db.execute("SELECT state, count(*) FROM deliveries GROUP BY state"):
             counts[state] = n
         counts["outbox"] = self._db.execute("SELECT count(*) FROM deliveries WHERE result IS NOT NULL").fetchone()[0]
@@ -473,7 +486,8 @@ class Journal:
         now = self._clock()
         with self._tx() as db:
             rows = db.execute(
-                "SELECT delivery_id, run, started_at FROM deliveries WHERE state = 'running' ORDER BY delivery_id, run"
+                f"SELECT delivery_id, run, started_at FROM deliveries WHERE state IN {_RECOVER[0]}"
+                " ORDER BY delivery_id, run"
             ).fetchall()
             for delivery_id, run, started_at in rows:
                 result = Result(
@@ -481,9 +495,8 @@ class Journal:
                     started_at=started_at or 0.0, finished_at=now,
                 )
                 db.execute(
-                    "UPDATE deliveries SET state = 'finished', result = ?, finished_at = ? "
-                    "WHERE delivery_id = ? AND run = ?",
-                    (MSGPACK.encode(result), now, delivery_id, run),
+                    "UPDATE deliveries SET state = ?, result = ?, finished_at = ? WHERE delivery_id = ? AND run = ?",
+                    (_RECOVER[1], MSGPACK.encode(result), now, delivery_id, run),
                 )
         return [(r[0], r[1]) for r in rows]
 
@@ -493,8 +506,8 @@ class Journal:
         self._tombstones = None  # counted again when next needed
         with self._tx() as db:
             return db.execute(
-                "DELETE FROM deliveries WHERE finished_at < ? AND (confirmed = 1 OR state = 'cancelled')",
-                (cutoff,),
+                "DELETE FROM deliveries WHERE finished_at < ? AND (confirmed = 1 OR state = ?)",
+                (cutoff, CANCELLED.value),
             ).rowcount
 
 

@@ -49,6 +49,7 @@ import msgspec
 
 from tether.protocol import MSGPACK, Progress, Result, Schedule, unpack
 from tether.protocol.frames import NIL, Sequel
+from tether.protocol.lifecycle import RunState
 
 from .journal import Claimed, Fresh, Journal
 from .logfmt import EventLog
@@ -489,7 +490,7 @@ class Runner:
         """The finish is committed (``kept``) or was refused (cancelled meanwhile)."""
         claimed, result = outcome.claimed, outcome.result
         if not kept:
-            self._log_run(claimed, "result_dropped", reason="cancelled")
+            self._log_run(claimed, "result_dropped", reason=RunState.CANCELLED)
             return
         schedule = result.schedule
         if schedule is not None:

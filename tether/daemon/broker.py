@@ -23,7 +23,7 @@ from typing import Any
 from ..protocol.codec import error_frame
 from ..protocol.console import DeliveryEvent
 from ..protocol.errors import ErrorCode, ProtocolError
-from ..protocol.states import TERMINAL
+from ..protocol.lifecycle import TERMINAL, DeliveryState, cancel_reason
 from .schedules import next_fire
 from .session import AgentSession, SentMarks
 from .store import Change, Firing, Outcome, PollOutcome, PushItem, Store
@@ -146,10 +146,10 @@ class Broker:
                 self.clear_timer(Timer.POLL, change.delivery_id)
                 self.clear_timer(Timer.EXPIRE_ONE, change.task_id)  # if it was a one-agent task
                 # A waiting delivery is on no agent (its run's result is in): nothing to stop.
-                if withdraw and change.old != "waiting":
+                if withdraw and change.old != DeliveryState.WAITING:
                     session = self.sessions.get(change.agent_id)
                     if session is not None:
-                        session.cancel(change.delivery_id, "cancelled" if change.new == "cancelled" else "expired")
+                        session.cancel(change.delivery_id, cancel_reason(change.new))
             watchers = self._watchers.get(change.task_id)
             if watchers:
                 for notify in list(watchers):

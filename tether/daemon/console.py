@@ -40,7 +40,7 @@ from tether.protocol.actions import action_to_request
 from tether.protocol.cmdline import parse_command_line
 from tether.protocol.endpoints import url_problem
 from tether.protocol.frames import Event
-from tether.protocol.states import DeliveryState
+from tether.protocol.lifecycle import FILTERS, DeliveryState
 from tether.protocol.tags import RULE
 
 from .console_client import (
@@ -461,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--agent", metavar="ID", help="only this agent's deliveries")
     target.add_argument("--tag", metavar="T", help="only deliveries of agents that carry this tag")
     target.add_argument("--selector", metavar="EXPR", help="only deliveries of agents a LimaCharlie selector matches")
-    p.add_argument("--state", choices=[*(s.value for s in DeliveryState), "pending", "all"],
+    p.add_argument("--state", choices=[*(s.value for s in DeliveryState), *FILTERS],
                    help="a delivery state, pending (default: not finished) or all")
     p.add_argument("--limit", type=flags.positive_int, metavar="N", help="at most N rows (default 1000)")
 

@@ -21,8 +21,8 @@ import msgspec
 
 from tether.protocol import console as rpc
 from tether.protocol.frames import Event
+from tether.protocol.lifecycle import DeliveryState
 from tether.protocol.polling import fmt_duration
-from tether.protocol.states import DeliveryState
 from tether.protocol.tags import SEPARATOR
 
 from .console_client import EXIT_OK, EXIT_TASK_FAILED, EXIT_TIMEOUT

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..protocol.states import DeliveryState
+from ..protocol.lifecycle import DeliveryState
 
 if TYPE_CHECKING:
     from .broker import Broker

@@ -25,9 +25,10 @@ import msgspec
 from ..protocol.codec import MSGPACK, Codec, error_frame, pack, to_msgpack
 from ..protocol.errors import ErrorCode, ProtocolError
 from ..protocol.frames import Ack, Frame, Progress, Request, Result, Schedule, run_refs
+from ..protocol.lifecycle import WaitPlan
 from ..protocol.polling import InvalidSchedule, plan_next_run
 from ..protocol.values import output_problem, value_problem
-from .store import Ref, ResultIn, RunPlan
+from .store import Ref, ResultIn
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -47,8 +48,8 @@ def checked_result(frame: Result, output: bytes, floor: float, codec: Codec = MS
         # NaN reaches SQLite as NULL: a time the agent could not give is left to the daemon's clock.
         frame = msgspec.structs.replace(frame, started_at=_finite_or_0(frame.started_at),
                                         finished_at=_finite_or_0(frame.finished_at))
-    def result(ok: bool, output: bytes, error: str = "", plan: RunPlan | None = None,
-               sequels: list[tuple[RunPlan, bytes]] | None = None) -> ResultIn:
+    def result(ok: bool, output: bytes, error: str = "", plan: WaitPlan | None = None,
+               sequels: list[tuple[WaitPlan, bytes]] | None = None) -> ResultIn:
         return ResultIn(delivery_id=frame.delivery_id, ok=ok, output=output, error=error, started_at=frame.started_at,
                         finished_at=frame.finished_at, run=frame.run, plan=plan, sequels=sequels or [])
 
@@ -78,7 +79,7 @@ MAX_SEQUELS = 100
 """Further polling sequences one run may start: each is a task; a peer's list is bounded."""
 
 
-def run_plan(schedule: Schedule, floor: float) -> RunPlan:
+def run_plan(schedule: Schedule, floor: float) -> WaitPlan:
     """A run's schedule checked against the polling rules; raise :class:`InvalidSchedule`."""
     if not schedule.command.strip():
         raise InvalidSchedule("the schedule names no command")
@@ -86,7 +87,7 @@ def run_plan(schedule: Schedule, floor: float) -> RunPlan:
     if args_problem is not None:
         raise InvalidSchedule(f"the args hold {args_problem}")
     plan = plan_next_run(schedule.next_run_in_seconds, schedule.timeout_in_seconds, floor)
-    return RunPlan(command=schedule.command, args=pack(schedule.args), interval=plan.interval, timeout=plan.timeout,
+    return WaitPlan(command=schedule.command, args=pack(schedule.args), interval=plan.interval, timeout=plan.timeout,
                    note=plan.note, poll_message=schedule.poll_message,
                    items_remaining=max(0, min(schedule.items_remaining, 2**62)))
 

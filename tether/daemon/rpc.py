@@ -45,8 +45,8 @@ from ..protocol.console import (
     parse_params,
 )
 from ..protocol.errors import ErrorCode, ProtocolError
+from ..protocol.lifecycle import TERMINAL, DeliveryState
 from ..protocol.polling import InvalidSchedule, check_period
-from ..protocol.states import TERMINAL, DeliveryState
 from .broker import Broker, Timer
 from .schedules import check_cron, next_fire
 from .store import Change, NewSchedule, NewTask, StoreError, Timing

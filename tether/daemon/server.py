@@ -48,6 +48,7 @@ from ..protocol.frames import (
     message_weight,
     run_refs,
 )
+from ..protocol.lifecycle import cancel_reason
 from ..protocol.tags import check_tags
 from .broker import STORAGE_RETRY_AFTER, Broker
 from .config import Config, exempt_networks
@@ -452,8 +453,7 @@ class Daemon:
                 # Runs the agent holds that the daemon ended while it was away (untask, ttl,
                 # polling timeout): the Cancel sent then found no session. Tell it now.
                 for delivery_id, state in await self.store.ended_by_daemon(agent_id, [d for d, _ in session.holding]):
-                    session.send_control(Cancel(delivery_id=delivery_id,
-                                                reason="cancelled" if state == "cancelled" else "expired"))
+                    session.send_control(Cancel(delivery_id=delivery_id, reason=cancel_reason(state)))
             log.info("event=session_open role=agent agent_id=%s session=%s holding=%d remote=%s",
                      agent_id, session.session_id, len(hello.holding), _remote(ws))
             async with asyncio.TaskGroup() as tg:

@@ -1,4 +1,4 @@
-"""The tether wire protocol: frames, codec, error registry and state table.
+"""The tether wire protocol: frames, codec, error registry and the lifecycle tables.
 
 Sans-I/O: nothing here touches a socket, a clock or an event loop, and nothing here
 imports the daemon or the agent.
@@ -27,11 +27,11 @@ from .frames import (
     run_refs,
     split_refs,
 )
-from .states import DeliveryState, IllegalTransition, transition
+from .lifecycle import DeliveryState, IllegalTransition
 
 __all__ = [
     "JSON", "MSGPACK", "PROTOCOL_VERSION", "Ack", "Cancel", "Codec", "Committed",
     "DeliveryState", "Enroll", "Enrolled", "Error", "ErrorCode", "Event", "Frame", "Hello",
     "IllegalTransition", "Progress", "ProtocolError", "Request", "Response", "Result", "Schedule", "Task",
-    "Welcome", "decode_from_daemon", "decode_to_daemon", "pack", "run_refs", "split_refs", "transition", "unpack",
+    "Welcome", "decode_from_daemon", "decode_to_daemon", "pack", "run_refs", "split_refs", "unpack",
 ]

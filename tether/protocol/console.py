@@ -13,9 +13,9 @@ from typing import Any, Literal
 import msgspec
 
 from .errors import ErrorCode, ProtocolError
+from .lifecycle import DeliveryState, listed
 from .polling import MAX_SECONDS
 from .selectors import parse as parse_selector
-from .states import PENDING, DeliveryState
 from .tags import check_tag, check_tags
 from .values import value_problem
 
@@ -151,14 +151,8 @@ class TaskList(Params):
 
     def states(self) -> list[str] | None:
         """The delivery states asked for; None for all of them."""
-        if self.state in (None, "pending"):
-            return sorted(s.value for s in PENDING)
-        if self.state == "all":
-            return None
-        if self.state in {s.value for s in DeliveryState}:
-            return [self.state]
-        known = ", ".join(["pending", "all", *(s.value for s in DeliveryState)])
-        raise _bad(f"unknown state {self.state!r} (use one of: {known})")
+        states = listed(self.state)
+        return None if states == frozenset(DeliveryState) else sorted(s.value for s in states)
 
 
 class TaskGet(Params):
@@ -519,7 +513,7 @@ class TaskView(View):
     state: str
     """``active`` (reaches new matching agents), ``closed`` (its ttl ended) or ``cancelled``;
     a task for one agent whose deliveries have all ended reads as how they ended (``done``,
-    ``failed``, ``expired``, ``cancelled``: :func:`~tether.protocol.states.task_state`)."""
+    ``failed``, ``expired``, ``cancelled``: :func:`~tether.protocol.lifecycle.task_reads_as`)."""
     deliveries: list[DeliveryView]
     hide_polling_output: bool = False
     schedule: str | None = None

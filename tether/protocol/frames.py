@@ -32,6 +32,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from .lifecycle import UNTASKED, CancelReason
+
 PROTOCOL_VERSION = 1
 """Sent in ``hello``/``enroll``; the daemon refuses other versions with 4002."""
 
@@ -187,7 +189,7 @@ class Cancel(Frame, tag="cancel"):
     acknowledged, or its polling sequence timed out). It applies to every run of the delivery."""
 
     delivery_id: int
-    reason: Literal["cancelled", "expired"] = "cancelled"
+    reason: CancelReason = UNTASKED
 
 
 class Committed(Frame, tag="committed"):

@@ -41,7 +41,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol, TypeVar
 
-from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from .errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
 from .polling import timeout_error
 
 # -- states and events ---------------------------------------------------------------------
@@ -158,6 +158,8 @@ TERMINAL: Final = frozenset({DeliveryState.DONE, DeliveryState.FAILED, DeliveryS
                              DeliveryState.CANCELLED})
 PENDING: Final = frozenset(DeliveryState) - TERMINAL
 """States in which a delivery can still run: untask cancels these."""
+UNDELIVERED: Final = frozenset({DeliveryState.QUEUED, DeliveryState.SENT})
+"""A run the agent has not acknowledged: the ttl and a polling timeout still stop it."""
 PUSHABLE: Final = frozenset({DeliveryState.QUEUED, DeliveryState.SENT, DeliveryState.ACKED,
                              DeliveryState.RUNNING})
 """What a session opening pushes (again): a run the agent may not hold. One it holds is
@@ -166,13 +168,17 @@ TTL_BOUND: Final = frozenset(s for s, row in DELIVERY.items() if isinstance(row.
 """States the ttl ends: a run not yet acknowledged, or a next run not yet due."""
 
 
+_REPORTS: Final = {DeliveryEvent.ACK: "an ack", DeliveryEvent.PROGRESS: "a progress report",
+                   DeliveryEvent.FINISH: "a result", DeliveryEvent.FAIL: "a result", DeliveryEvent.SCHEDULE: "a result"}
+
+
 class IllegalTransition(RemoteProtocolError):
     """An agent reported on a delivery in a state that cannot take the report."""
 
     def __init__(self, delivery_id: int, old: DeliveryState, event: DeliveryEvent) -> None:
         super().__init__(
             ErrorCode.ILLEGAL_TRANSITION,
-            f"delivery {delivery_id} is {old.value}; it cannot take a {event.value} report",
+            f"delivery {delivery_id} is {old.value}; it cannot take {_REPORTS[event]}",
             ref=delivery_id,
         )
         self.old = old
@@ -211,6 +217,8 @@ class HistoryRow:
 
 
 CancelReason = Literal["cancelled", "expired"]
+"""What a ``cancel`` frame tells the agent: the state the daemon ended its run in."""
+UNTASKED: Final[CancelReason] = "cancelled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,7 +418,7 @@ def poll_due(delivery_id: int, facts: PollFacts, now: float) -> Decision:
     timeout (the daemon's own error entry, as XSOAR does) or, for a next run not yet due
     or not yet acknowledged, at the task's ttl; or look again later."""
     state = facts.state
-    undelivered = state in (DeliveryState.QUEUED, DeliveryState.SENT) and facts.run > 1
+    undelivered = state in UNDELIVERED and facts.run > 1
     if state is not DeliveryState.WAITING and not undelivered:
         return _ignored(state, DeliveryEvent.RUN_DUE)  # acked or running (its result decides), or over
     if now >= facts.poll_deadline:
@@ -431,6 +439,11 @@ def poll_due(delivery_id: int, facts: PollFacts, now: float) -> Decision:
     }, timer=facts.poll_deadline)
 
 
+def cancel_reason(ended: DeliveryState | str) -> CancelReason:
+    """What the ``cancel`` frame says to an agent holding a run the daemon ended."""
+    return UNTASKED if ended == DeliveryState.CANCELLED else "expired"
+
+
 TTL_ENDED: Final = "the task's ttl ended"
 """The error of a delivery the ttl ended."""
 
@@ -443,9 +456,7 @@ def end_by_daemon(delivery_id: int, state: DeliveryState | str, event: DeliveryE
     old, new = _decide(delivery_id, state, event)
     if new is None:
         return _ignored(old, event)
-    withdraw: CancelReason | None = None
-    if old is not DeliveryState.WAITING:
-        withdraw = "cancelled" if new is DeliveryState.CANCELLED else "expired"
+    withdraw = None if old is DeliveryState.WAITING else cancel_reason(new)
     return Decision(old, new, event, {"error": error, "finished_at": now, "ended_by": "daemon"}, withdraw=withdraw)
 
 
@@ -518,14 +529,21 @@ def task_next(state: TaskState | str, event: TaskEvent) -> TaskState | Ignored:
     return TASK[TaskState(state)][event]
 
 
-def task_reads_as(stored: TaskState | str, one_agent: bool, deliveries: Iterable[DeliveryState | str]) -> str:
+def task_reads_as(stored: TaskState | str, one_agent: bool, deliveries: Iterable[DeliveryState | str], *,
+                  ttl_ended: bool = False) -> str:
     """How a task reads to a person. A task for a tag, a selector or all agents reads as
-    its state (``active``: it still reaches new agents). A task for one agent whose
-    deliveries (its own and its polling sequels') have all ended reads as how they ended --
-    ``done``, else the first of ``failed``, ``expired``, ``cancelled`` -- as ``wait`` sees it."""
+    its state (``active``: it still reaches new agents; ``closed`` once ``ttl_ended``, even
+    before its timer marked it: a task for one agent whose delivery ended holds none). A
+    task for one agent whose deliveries (its own and its polling sequels') have all ended
+    reads as how they ended -- ``done``, else the first of ``failed``, ``expired``,
+    ``cancelled`` -- as ``wait`` sees it."""
     states = [DeliveryState(d) for d in deliveries]
     if not one_agent or not states or not all(d.terminal for d in states):
-        return TaskState(stored).value
+        task = TaskState(stored)
+        if ttl_ended:
+            ended = task_next(task, TaskEvent.TTL_END)
+            task = task if isinstance(ended, Ignored) else ended
+        return task.value
     for end in (DeliveryState.FAILED, DeliveryState.EXPIRED, DeliveryState.CANCELLED):
         if end in states:
             return end.value
@@ -580,7 +598,47 @@ def run_next(state: RunState | str, event: RunEvent) -> RunState | Ignored:
     return decided
 
 
+# -- for the stores -------------------------------------------------------------------------
+
+StateT = TypeVar("StateT", DeliveryState, TaskState, RunState)
+EventT = TypeVar("EventT", DeliveryEvent, TaskEvent, RunEvent)
+
+
+def moves(table: Mapping[StateT, Mapping[EventT, StateT | Ignored]], event: EventT) -> tuple[
+        frozenset[StateT], StateT]:
+    """The states ``event`` moves to another in ``table``, and the one state it moves them
+    to: what a store's ``UPDATE ... WHERE state IN (...)`` applies it to. (An event whose
+    moves end in different states has no such one statement: ``ValueError``.)"""
+    moved = {old: new for old, row in table.items()
+             if not isinstance(new := row.get(event, IGNORED), Ignored) and new != old}
+    targets = set(moved.values())
+    if len(targets) != 1:
+        raise ValueError(f"{event} moves to {sorted(targets)}, not to one state")
+    return frozenset(moved), targets.pop()
+
+
+FILTERS: Final = ("pending", "all")
+"""What a listing of deliveries may ask for besides one state: the unfinished ones (the
+default) or all of them."""
+_LISTED: Final[Mapping[str, frozenset[DeliveryState]]] = {
+    FILTERS[0]: PENDING, FILTERS[1]: frozenset(DeliveryState), **{s.value: frozenset({s}) for s in DeliveryState}}
+
+
+def listed(name: str | None) -> frozenset[DeliveryState]:
+    """The delivery states a listing asks for by ``name`` (None: the default, ``pending``)."""
+    states = _LISTED.get(FILTERS[0] if name is None else name)
+    if states is None:
+        raise ProtocolError(ErrorCode.INVALID_PARAMS, f"unknown state {name!r} (use one of: {', '.join(_LISTED)})")
+    return states
+
+
 def sql_in(states: Iterable[enum.StrEnum]) -> str:
     """States as an SQL list of literals, ``('queued','sent')``, sorted: for a store's
     queries, so that no state name is spelt in SQL by hand."""
     return "(" + ",".join(f"'{s.value}'" for s in sorted(states, key=lambda s: s.value)) + ")"
+
+
+def sql_value(state: enum.StrEnum) -> str:
+    """One state as an SQL literal, ``'active'``: for a query that must match a partial
+    index's ``WHERE state = 'active'`` (SQLite does not see ``IN ('active')`` imply it)."""
+    return f"'{state.value}'"

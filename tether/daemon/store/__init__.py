@@ -6,7 +6,8 @@ PostgreSQL backend slots in behind the same protocol). Promises every backend ke
 * a write is visible to readers, and its awaitable resolves, only after it is committed;
 * writes are applied in the order they were submitted (one writer, group commits), so the
   order of state changes in the store is the order of frames on the wire;
-* every delivery state change goes through :func:`tether.protocol.states.transition`.
+* every delivery state change is decided by :mod:`tether.protocol.lifecycle`; a store
+  only applies the decisions.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 import msgspec
 
 from ...protocol.console import AgentView, DeliveryRow, KeyView, ScheduleView, TaskView, TokenView
+from ...protocol.lifecycle import WaitPlan
 
 
 class StoreError(Exception):
@@ -66,19 +68,6 @@ class Refusal(msgspec.Struct, frozen=True, array_like=True):
     message: str
 
 
-class RunPlan(msgspec.Struct, frozen=True, kw_only=True):
-    """A run's schedule, already checked against the polling rules (``protocol.polling``)."""
-
-    command: str
-    args: bytes
-    """MessagePack of the next run's args."""
-    interval: float
-    timeout: float
-    note: str = ""
-    poll_message: str = ""
-    items_remaining: int = 0
-
-
 class ResultIn(msgspec.Struct, frozen=True, kw_only=True):
     delivery_id: int
     ok: bool
@@ -87,9 +76,9 @@ class ResultIn(msgspec.Struct, frozen=True, kw_only=True):
     started_at: float = 0.0
     finished_at: float = 0.0
     run: int = 1
-    plan: RunPlan | None = None
+    plan: WaitPlan | None = None
     """Set when the run asked to be run again (then ``output`` is its partial result)."""
-    sequels: list[tuple[RunPlan, bytes]] = []
+    sequels: list[tuple[WaitPlan, bytes]] = []
     """Further polling sequences the run starts, with their partial results."""
 
 

@@ -14,9 +14,10 @@ from typing import Any
 
 import aiosqlite
 
+from ...protocol import lifecycle
 from ...protocol.codec import pack
 from ...protocol.errors import ErrorCode, ProtocolError
-from ...protocol.states import PENDING, TTL_BOUND, DeliveryState
+from ...protocol.lifecycle import TASK, DeliveryEvent, TaskEvent, sql_in
 from ...protocol.tags import check_tag_count
 from . import (
     Change,
@@ -43,13 +44,9 @@ from .sqlite_tasks import (
 )
 from .writer import MAX_ID, GroupWriter, Op, Tx, chunks, on_connection_thread
 
-S = DeliveryState
-
 NO_PAGE_CAP = 4_294_967_294
 """SQLite's largest page count: "no cap" for ``PRAGMA max_page_count``."""
 
-_PENDING_SQL = ",".join(f"'{s.value}'" for s in sorted(PENDING))
-_TTL_BOUND_SQL = ",".join(f"'{s.value}'" for s in sorted(TTL_BOUND))
 
 
 class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials, SQLiteAgents):
@@ -152,37 +149,40 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials, S
 
     def mark_sent(self, delivery_ids: list[int], now: float) -> None:
         def op(tx: Tx) -> None:
-            # Only queued ones move: a re-push of one already sent (or further) changes nothing.
-            tx.move_many(delivery_ids, S.QUEUED, S.SENT, now, sent_at=now)
+            # One UPDATE for the lot: only queued ones move (every other state ignores it).
+            if delivery_ids:
+                tx.apply_many(lifecycle.mark_sent(delivery_ids[0], lifecycle.BORN, now), delivery_ids, now)
 
         self._submit_quiet(op, "mark_sent")
 
-    def _end(self, where: str, params: tuple[Any, ...], states: str, new: DeliveryState, now: float,
-             error: str = "") -> Op:
+    def _end(self, where: str, params: tuple[Any, ...], event: DeliveryEvent, now: float, error: str = "") -> Op:
         """End the deliveries that match, as the daemon's own decision (ttl, untask)."""
+        states = sql_in(lifecycle.moves(lifecycle.DELIVERY, event)[0])
 
         def op(tx: Tx) -> list[Change]:
             rows = tx.execute(
-                f"SELECT id, task_id, agent_id, state FROM deliveries WHERE {where} AND state IN ({states})", params
+                f"SELECT id, task_id, agent_id, state FROM deliveries WHERE {where} AND state IN {states}", params
             ).fetchall()
             changes = []
             for d_id, task_id, agent_id, state in rows:
-                tx.move(d_id, state, new, now, error=error, finished_at=now, ended_by="daemon")
-                changes.append(Change(d_id, task_id, agent_id, state, new.value))
+                decision = lifecycle.end_by_daemon(d_id, state, event, now, error)
+                tx.apply(d_id, decision, now)
+                assert decision.new is not None
+                changes.append(Change(d_id, task_id, agent_id, decision.old, decision.new))
             return changes
 
         return op
 
-    def _end_unfinished(self, tx: Tx, agent_id: str, new: DeliveryState, now: float) -> list[Change]:
-        """End every unfinished delivery of the agent as ``new``, the daemon's decision."""
-        changes: list[Change] = self._end("agent_id = ?", (agent_id,), _PENDING_SQL, new, now)(tx)
+    def _end_unfinished(self, tx: Tx, agent_id: str, now: float) -> list[Change]:
+        """Cancel every unfinished delivery of the agent, the daemon's decision."""
+        changes: list[Change] = self._end("agent_id = ?", (agent_id,), DeliveryEvent.UNTASK, now)(tx)
         return changes
 
     def expire_task(self, task_id: int, now: float) -> asyncio.Future[list[Change]]:
-        end = self._end("task_id = ?", (task_id,), _TTL_BOUND_SQL, S.EXPIRED, now, "the task's ttl ended")
+        end = self._end("task_id = ?", (task_id,), DeliveryEvent.TTL_END, now, lifecycle.TTL_ENDED)
 
         def op(tx: Tx) -> list[Change]:
-            tx.execute("UPDATE tasks SET state = 'closed' WHERE id = ? AND state = 'active'", (task_id,))
+            _close_tasks(tx, TaskEvent.TTL_END, "id = ?", (task_id,))
             changes: list[Change] = end(tx)
             return changes
 
@@ -199,38 +199,33 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials, S
             if task_id is not None:
                 if not tx.one("SELECT 1 FROM tasks WHERE id = ?", (min(task_id, MAX_ID),)):
                     raise ProtocolError(ErrorCode.UNKNOWN_TASK, f"no task {task_id}")
-                closed = tx.execute(
-                    "UPDATE tasks SET state = 'cancelled' WHERE (id = ? OR parent_id = ?) AND state = 'active'"
-                    " AND expires_at > ?", (task_id, task_id, now)).rowcount
+                closed = len(_close_tasks(tx, TaskEvent.UNTASK, "(id = ? OR parent_id = ?) AND expires_at > ?",
+                                          (task_id, task_id, now)))
                 # with the polling sequences its runs started (sequels)
                 where, params = "task_id IN (SELECT ? UNION ALL SELECT id FROM tasks WHERE parent_id = ?)", \
                     (task_id, task_id)
             elif selector is not None:
-                closed = tx.execute("UPDATE tasks SET state = 'cancelled' WHERE selector = ? AND state = 'active'",
-                                    (selector,)).rowcount
+                closed = len(_close_tasks(tx, TaskEvent.UNTASK, "selector = ?", (selector,)))
                 chosen = _selected(tx, selector)
                 ended: list[Change] = []
                 for chunk in chunks(chosen):
                     ended += self._end(f"agent_id IN ({','.join('?' * len(chunk))})", tuple(chunk),
-                                         _PENDING_SQL, S.CANCELLED, now)(tx)
+                                       DeliveryEvent.UNTASK, now)(tx)
                 rest: list[Change] = self._end("task_id IN (SELECT id FROM tasks WHERE selector = ?)", (selector,),
-                                               _PENDING_SQL, S.CANCELLED, now)(tx)
+                                               DeliveryEvent.UNTASK, now)(tx)
                 return Untasked(ended + rest, closed)
             elif agent_id is not None:
                 check_agent(tx, agent_id)
-                return Untasked(self._end_unfinished(tx, agent_id, S.CANCELLED, now), 0)
+                return Untasked(self._end_unfinished(tx, agent_id, now), 0)
             else:
-                closed = tx.execute(
-                    "UPDATE tasks SET state = 'cancelled' WHERE state = 'active' AND target_kind = 'tag'"
-                    " AND target = ?", (tag,),
-                ).rowcount
+                closed = len(_close_tasks(tx, TaskEvent.UNTASK, "target_kind = 'tag' AND target = ?", (tag,)))
                 if not closed and not tx.one("SELECT 1 FROM agent_tags WHERE tag = ?", (tag,)):
                     raise ProtocolError(ErrorCode.UNKNOWN_TAG,
                                         f"no agent carries tag {tag!r} and no task is aimed at it: nothing to cancel")
                 where = "agent_id IN (SELECT agent_id FROM agent_tags WHERE tag = ?)"
                 where += " OR task_id IN (SELECT id FROM tasks WHERE target_kind = 'tag' AND target = ?)"
                 where, params = f"({where})", (tag, tag)
-            return Untasked(self._end(where, params, _PENDING_SQL, S.CANCELLED, now)(tx), closed)
+            return Untasked(self._end(where, params, DeliveryEvent.UNTASK, now)(tx), closed)
 
         result: Untasked = await self._submit(op)
         return result
@@ -252,14 +247,17 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials, S
             assert selector is not None
             agents = _selected(tx, selector)
         changes: list[Change] = []
+        # What untasking a delivery just born makes of it, to insert it so.
+        unborn = lifecycle.end_by_daemon(0, lifecycle.BORN, DeliveryEvent.UNTASK, now)
+        assert unborn.new is not None
+        state, columns = unborn.new.value, unborn.columns
+        insert = (f"INSERT OR IGNORE INTO deliveries (task_id, agent_id, state, priority, updated_at,"
+                  f" {', '.join(columns)}) VALUES (?, ?, ?, ?, ?{', ?' * len(columns)})")
         for chunk in chunks(agents):
             marks = ",".join("?" * len(chunk))
-            changes += self._end(f"task_id = ? AND agent_id IN ({marks})", (task_id, *chunk), _PENDING_SQL,
-                                 S.CANCELLED, now)(tx)
-            tx.conn.executemany(
-                "INSERT OR IGNORE INTO deliveries (task_id, agent_id, state, priority, updated_at, finished_at,"
-                " ended_by) VALUES (?, ?, 'cancelled', ?, ?, ?, 'daemon')",
-                [(task_id, a, task[0], now, now) for a in chunk])
+            changes += self._end(f"task_id = ? AND agent_id IN ({marks})", (task_id, *chunk), DeliveryEvent.UNTASK,
+                                 now)(tx)
+            tx.conn.executemany(insert, [(task_id, a, state, task[0], now, *columns.values()) for a in chunk])
         return changes
 
     async def tag_add(self, agent_id: str, tag: str, now: float) -> list[PushItem]:
@@ -289,6 +287,13 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials, S
             return materialise_selected(tx, agent_id, now)
 
         return self._submit(op)
+
+
+def _close_tasks(tx: Tx, event: TaskEvent, where: str, params: tuple[Any, ...]) -> list[int]:
+    """Apply ``event`` to the tasks that match (those it moves: the active ones); their ids."""
+    olds, new = lifecycle.moves(TASK, event)
+    return [r[0] for r in tx.execute(f"UPDATE tasks SET state = ? WHERE ({where}) AND state IN {sql_in(olds)}"
+                                     " RETURNING id", (new.value, *params))]
 
 
 def _selected(tx: Tx, text: str) -> list[str]:

@@ -17,7 +17,6 @@ from typing import Any
 from ...protocol.codec import unpack
 from ...protocol.enrollment import Proof, decide
 from ...protocol.errors import ErrorCode, ProtocolError
-from ...protocol.states import DeliveryState
 from .. import credentials
 from . import AgentAuth, Change, Enrollment
 from .sqlite_tasks import LIVE, check_agent, materialise, materialise_selected
@@ -37,7 +36,7 @@ class SQLiteAgents:
 
     _submit: Callable[[Op], asyncio.Future[Any]]
     _read: Callable[..., Awaitable[list[Any]]]
-    _end_unfinished: Callable[[Tx, str, DeliveryState, float], list[Change]]
+    _end_unfinished: Callable[[Tx, str, float], list[Change]]
 
     async def enroll(
         self, key: str, machine_uuid: str, hostname: str, platform: str, tags: list[str], now: float,
@@ -123,7 +122,7 @@ class SQLiteAgents:
 
         def op(tx: Tx) -> list[Change]:
             check_agent(tx, agent_id)
-            return _retire(tx, self._end_unfinished(tx, agent_id, DeliveryState.CANCELLED, now), agent_id, now)
+            return _retire(tx, self._end_unfinished(tx, agent_id, now), agent_id, now)
 
         result: list[Change] = await self._submit(op)
         return result
@@ -144,7 +143,7 @@ class SQLiteAgents:
                 "UPDATE agents SET (token_hash, machine_uuid, hostname, platform) ="
                 " (SELECT token_hash, machine_uuid, hostname, platform FROM agents WHERE id = ?) WHERE id = ?",
                 (clone_id, original))
-            changes = self._end_unfinished(tx, clone_id, DeliveryState.CANCELLED, now)
+            changes = self._end_unfinished(tx, clone_id, now)
             tx.execute("UPDATE agents SET merged_into = ? WHERE id = ?", (original, clone_id))
             return original, _retire(tx, changes, clone_id, now)
 

@@ -15,10 +15,19 @@ import msgspec
 from ...protocol.cmdline import format_command_line
 from ...protocol.codec import unpack
 from ...protocol.console import AgentView, DeliveryRow, DeliveryView, HistoryEntry, TaskView
+from ...protocol.lifecycle import (
+    PENDING,
+    PUSHABLE,
+    UNDELIVERED,
+    DeliveryState,
+    shown_history,
+    sql_in,
+    sql_value,
+    task_reads_as,
+)
 from ...protocol.selectors import Facts
-from ...protocol.states import PENDING, TERMINAL, task_state
 from . import PushItem, Timers
-from .sqlite_tasks import LIVE
+from .sqlite_tasks import ACTIVE, LIVE
 from .sqlite_tasks import selector as compiled_selector
 from .writer import MAX_ID, chunks
 
@@ -26,8 +35,6 @@ _PUSH_COLUMNS = (
     "d.id, d.task_id, d.agent_id, COALESCE(d.command, t.command), COALESCE(d.args, t.args), d.priority,"
     " t.expires_at, d.run, COALESCE(d.poll_deadline, 0.0), COALESCE(d.poll_timeout, 0.0)"
 )
-_PUSHABLE = "('queued', 'sent', 'acked', 'running')"
-_PENDING_SQL = ",".join(f"'{s.value}'" for s in sorted(PENDING))
 
 
 class SQLiteReads:
@@ -49,7 +56,7 @@ class SQLiteReads:
             params += [after.priority, after.priority, after.task_id, after.task_id, after.delivery_id]
         rows = await self._read(
             f"SELECT {_PUSH_COLUMNS} FROM deliveries d JOIN tasks t ON t.id = d.task_id"
-            f" WHERE d.agent_id = ? AND d.state IN {_PUSHABLE}{where}"
+            f" WHERE d.agent_id = ? AND d.state IN {sql_in(PUSHABLE)}{where}"
             " ORDER BY d.priority DESC, d.task_id, d.id" + ("" if limit is None else " LIMIT ?"),
             params if limit is None else [*params, limit],
         )
@@ -88,7 +95,7 @@ class SQLiteReads:
         return ended
 
     async def selecting(self) -> list[tuple[int, float]]:
-        rows = await self._read("SELECT id, expires_at FROM tasks WHERE selector IS NOT NULL AND state = 'active'")
+        rows = await self._read(f"SELECT id, expires_at FROM tasks WHERE selector IS NOT NULL AND state = {ACTIVE}")
         return [(r[0], r[1]) for r in rows]
 
     async def agent_commands(self, agent_id: str) -> list[str] | None:
@@ -101,12 +108,9 @@ class SQLiteReads:
     async def get_task(self, task_id: int, *, history: bool = False, now: float | None = None) -> TaskView | None:
         rows = await self._read(
             "SELECT t.id, t.command, t.args, t.target_kind, t.target, t.priority, t.ttl, t.created_at, t.expires_at,"
-            # A task for one agent whose delivery ended holds no timer (Timer.EXPIRE_ONE), so
-            # it is never marked closed: past its ttl, it is shown closed.
-            " CASE WHEN t.state = 'active' AND t.expires_at <= ? THEN 'closed' ELSE t.state END,"
-            " t.hide_polling_output, s.name, t.selector, t.investigation_id"
+            " t.state, t.hide_polling_output, s.name, t.selector, t.investigation_id"
             " FROM tasks t LEFT JOIN schedules s ON s.id = t.schedule_id"
-            " WHERE t.id = ?", (-1e300 if now is None else now, task_id),
+            " WHERE t.id = ?", (task_id,),
         )
         if not rows:
             return None
@@ -122,10 +126,10 @@ class SQLiteReads:
                 delivery_id=d[0], agent_id=d[1], state=d[2], updated_at=d[3], sent_at=d[4], acked_at=d[5],
                 started_at=d[6], finished_at=d[7], progress=d[8], result=_decode_result(d[9]), error=d[10],
                 # An ended delivery has no next run, whatever its last schedule said.
-                run=d[11], next_run_at=None if d[2] in TERMINAL else d[12],
+                run=d[11], next_run_at=None if DeliveryState(d[2]).terminal else d[12],
                 poll_deadline=d[13], investigation_id=t[13], task_id=d[15],
-                next_command=d[16] if d[2] == "waiting" else None,
-                next_args=unpack(d[17]) if d[2] == "waiting" and d[17] is not None else None,
+                next_command=d[16] if d[2] == DeliveryState.WAITING else None,
+                next_args=unpack(d[17]) if d[2] == DeliveryState.WAITING and d[17] is not None else None,
             )
             for d in deliveries
         ]
@@ -135,7 +139,10 @@ class SQLiteReads:
         return TaskView(
             task_id=t[0], command=t[1], args=args, target=_target(t[3], t[4], t[12]),
             priority=t[5], ttl=t[6], created_at=t[7], expires_at=t[8],
-            state=task_state(t[9], t[3] == "agent", (v.state for v in views)), deliveries=views,
+            # A task for one agent whose delivery ended holds no ttl timer, so it is never
+            # marked closed: past its ttl, it reads so.
+            state=task_reads_as(t[9], t[3] == "agent", (v.state for v in views),
+                                ttl_ended=now is not None and t[8] <= now), deliveries=views,
             hide_polling_output=bool(t[10]), schedule=t[11], investigation_id=t[13],
             command_line=format_command_line(t[1], args),
         )
@@ -155,13 +162,13 @@ class SQLiteReads:
                 f" WHERE delivery_id IN ({','.join('?' * len(chunk))}) ORDER BY delivery_id, run, id", chunk,
             ):
                 entries[row[0]].append(HistoryEntry(
-                    run=row[1], at=row[2], state="waiting", partial_result=_decode_result(row[3]),
+                    run=row[1], at=row[2], state=DeliveryState.WAITING, partial_result=_decode_result(row[3]),
                     poll_message=row[4], note=row[5], next_run_at=row[6], next_command=row[7],
                     next_args=None if row[8] is None else _decode_result(row[8]), items_remaining=row[9],
                 ))
         for view, by in zip(views, ended_by, strict=True):
             shown = entries[view.delivery_id]
-            if view.state in ("done", "failed", "expired", "cancelled"):
+            if DeliveryState(view.state).terminal:
                 # The daemon's end (ttl, untask, timeout) is the delivery's last write; a waiting
                 # delivery's finished_at is still its last run's.
                 at = view.updated_at if by == "daemon" else view.finished_at or view.updated_at
@@ -169,12 +176,7 @@ class SQLiteReads:
                     run=view.run, at=at, state=view.state, output=view.result,
                     error=view.error, by="daemon" if by == "daemon" else "agent",
                 ))
-            if hide:  # XSOAR: scheduled entries after the first that show nothing are not printed
-                kept = [e for i, e in enumerate(shown)
-                        if i == 0 or e.state != "waiting" or e.partial_result is not None]
-                view.history_hidden = len(shown) - len(kept)
-                shown = kept
-            view.history = shown
+            view.history, view.history_hidden = shown_history(shown, hide=hide)
 
     async def list_deliveries(
         self, *, agent_id: str | None, tag: str | None, states: list[str] | None, limit: int,
@@ -228,13 +230,16 @@ class SQLiteReads:
 
     async def timers(self) -> Timers:
         expiries = await self._read(
-            "SELECT t.id, t.expires_at, t.target_kind = 'agent' FROM tasks t WHERE t.state = 'active'"
+            f"SELECT t.id, t.expires_at, t.target_kind = 'agent' FROM tasks t WHERE t.state = {ACTIVE}"
             " AND (t.target_kind != 'agent' OR EXISTS (SELECT 1 FROM deliveries d WHERE d.task_id = t.id"
-            f" AND d.state IN ({_PENDING_SQL})))")
+            f" AND d.state IN {sql_in(PENDING)}))")
+        # A waiting delivery's next run (or its sequence's timeout); a next run not yet
+        # acknowledged, its sequence's timeout (lifecycle.poll_due).
+        waiting = sql_value(DeliveryState.WAITING)
         polls = await self._read(
-            "SELECT id, CASE WHEN state = 'waiting' THEN min(next_run_at, poll_deadline) ELSE poll_deadline END"
+            f"SELECT id, CASE WHEN state = {waiting} THEN min(next_run_at, poll_deadline) ELSE poll_deadline END"
             " FROM deliveries WHERE poll_deadline IS NOT NULL"
-            " AND (state = 'waiting' OR (state IN ('queued', 'sent') AND run > 1))"
+            f" AND (state = {waiting} OR (state IN {sql_in(UNDELIVERED)} AND run > 1))"
         )
         schedules = await self._read(
             "SELECT id, next_fire_at FROM schedules WHERE paused = 0 AND next_fire_at IS NOT NULL")

@@ -14,12 +14,20 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ...protocol.errors import ErrorCode
-from ...protocol.states import DeliveryState, IllegalTransition
-from . import Change, Outcome, PollOutcome, PushItem, Ref, Refusal, ResultIn, RunPlan
-from .writer import MAX_ID, Op, Tx, chunks
-
-S = DeliveryState
+from ...protocol import lifecycle
+from ...protocol.errors import ErrorCode, RemoteProtocolError
+from ...protocol.lifecycle import (
+    Decision,
+    DeliveryEvent,
+    DeliveryState,
+    PollFacts,
+    PollSequence,
+    RunCheck,
+    RunResult,
+    WaitPlan,
+)
+from . import Change, Outcome, PollOutcome, PushItem, Ref, Refusal, ResultIn
+from .writer import MAX_ID, Op, Tx, batch_sql, chunks
 
 
 class _Row(NamedTuple):
@@ -30,39 +38,28 @@ class _Row(NamedTuple):
     poll_deadline: float | None
 
 
-Apply = Callable[[Tx, int, _Row, list[tuple[int, float]]], Change | None]
-"""One report on one run: the change it made (None: nothing to change). It may add
-``(delivery_id, when)`` timers for the broker to put on the wheel."""
+Decide = Callable[[Tx, int, _Row, list[tuple[int, float]]], Decision]
+"""What one report on one run decides (:mod:`tether.protocol.lifecycle`). It may write what
+goes with the decision (a sequel) and add ``(delivery_id, when)`` timers for the wheel."""
 
-_NIL = b"\xc0"
-
-
-def timeout_error(timeout: float) -> str:
-    """The daemon's own error entry when a polling sequence times out (XSOAR)."""
-    return f"polling timed out after {timeout:g} s"
+ACK_WHERE = " AND +agent_id = ? AND run = ?"
+"""The usual ack's rows: the reporting agent's, on the run it acknowledges."""
 
 
 def ack_sql(n: int) -> str:
     """The usual ack of ``n`` runs (queued, this agent's, on that run), as one statement
-    that says which it moved. The "+" keeps SQLite on the primary key: with the agent and
-    the state bound, it would otherwise walk that agent's whole queue in deliveries_pending."""
-    return ("UPDATE deliveries SET state = 'acked', updated_at = ?, acked_at = ?, sent_at = ?"
-            f" WHERE id IN ({','.join('?' * n)}) AND +agent_id = ? AND run = ? AND +state = 'queued'"
-            " RETURNING id, task_id")
+    that says which it moved (:func:`~.writer.batch_sql`)."""
+    usual = lifecycle.acknowledge(0, lifecycle.BORN, 0.0, 0.0)
+    return batch_sql(tuple(usual.columns), n, ACK_WHERE)
 
 
-def _history(tx: Tx, d_id: int, run: int, at: float, output: bytes, plan: RunPlan, next_run_at: float) -> None:
-    """The history entry of a run that scheduled the next one (XSOAR's war-room entry)."""
-    tx.execute(
-        "INSERT INTO history (delivery_id, run, at, partial, poll_message, note, next_run_at, next_command,"
-        " next_args, items_remaining) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (d_id, run, at, None if output == _NIL else output, plan.poll_message, plan.note, next_run_at, plan.command,
-         plan.args, plan.items_remaining),
-    )
+def _run_result(r: ResultIn, output: bytes | None = None) -> RunResult:
+    return RunResult(ok=r.ok, output=r.output if output is None else output, error=r.error,
+                     started_at=r.started_at, finished_at=r.finished_at)
 
 
-def _sequel(tx: Tx, agent_id: str, parent: Any, plan: RunPlan, partial: bytes, started_at: float | None,
-            finished_at: float, now: float, timers: list[tuple[int, float]]) -> tuple[int, float]:
+def _sequel(tx: Tx, agent_id: str, parent: Any, plan: WaitPlan, partial: bytes, r: ResultIn, now: float,
+            timers: list[tuple[int, float]]) -> tuple[int, float]:
     """A further polling sequence started by a run: a task of its own for the same agent,
     whose delivery waits for its run 2 as the run's own does; shown, waited for and
     cancelled with the task that started it (``parent_id``, the first task of the family).
@@ -73,22 +70,23 @@ def _sequel(tx: Tx, agent_id: str, parent: Any, plan: RunPlan, partial: bytes, s
         " hide_polling_output, parent_id) VALUES (?, ?, 'agent', ?, ?, ?, ?, ?, ?, ?)",
         (plan.command, plan.args, agent_id, priority, max(1, round(expires_at - now)), now, expires_at, hide, root),
     ).lastrowid
-    next_run_at = now + plan.interval
+    columns, history, timer = lifecycle.start_sequel(now, _run_result(r, partial), plan, expires_at)
     d_id = tx.execute(
-        "INSERT INTO deliveries (task_id, agent_id, state, priority, updated_at, started_at, finished_at, next_run_at,"
-        " poll_deadline, poll_timeout) VALUES (?, ?, 'waiting', ?, ?, ?, ?, ?, ?, ?)",
-        (task_id, agent_id, priority, now, started_at, finished_at, next_run_at, now + plan.timeout, plan.timeout),
+        f"INSERT INTO deliveries (task_id, agent_id, state, priority, updated_at, {', '.join(columns)})"
+        f" VALUES (?, ?, ?, ?, ?{', ?' * len(columns)})",
+        (task_id, agent_id, lifecycle.SEQUEL_STATE.value, priority, now, *columns.values()),
     ).lastrowid
     assert task_id is not None and d_id is not None
-    tx.entered["waiting"] += 1
-    _history(tx, d_id, 1, finished_at, partial, plan, next_run_at)
-    timers.append((d_id, min(next_run_at, now + plan.timeout, expires_at)))
+    tx.born(lifecycle.SEQUEL_STATE, 1)
+    tx.history(d_id, history)
+    timers.append((d_id, timer))
     return task_id, expires_at
 
 
-def checked(tx: Tx, agent_id: str, refs: list[Ref], apply: Apply) -> Outcome:
+def checked(tx: Tx, agent_id: str, refs: list[Ref], decide: Decide, now: float) -> Outcome:
     """Apply reports on runs an agent names, each checked first: the delivery exists, is
-    the agent's, and is on that run (an earlier run was recorded before the next was queued)."""
+    the agent's, and is on that run (an earlier run was recorded before the next was
+    queued); then what the lifecycle decides is written (an illegal one is refused)."""
     changes: list[Change] = []
     settled: list[Ref] = []
     refused: list[Refusal] = []
@@ -112,22 +110,23 @@ def checked(tx: Tx, agent_id: str, refs: list[Ref], apply: Apply) -> Outcome:
         if row.agent_id != agent_id:
             refused.append(Refusal(d_id, ErrorCode.FORBIDDEN, f"delivery {d_id} belongs to another agent"))
             continue
-        if run > row.run:
-            refused.append(Refusal(d_id, ErrorCode.ILLEGAL_TRANSITION,
-                                   f"delivery {d_id} is on run {row.run}; run {run} was never sent"))
-            continue
-        if run < row.run:
-            settled.append((d_id, run))  # about an earlier run: recorded before the next was queued
-            continue
         try:
-            change = apply(tx, d_id, row, timers)
-        except IllegalTransition as exc:
+            if lifecycle.check_run(d_id, run, row.run) is RunCheck.SETTLED:
+                settled.append((d_id, run))  # about an earlier run: recorded before the next was queued
+                continue
+            decision = decide(tx, d_id, row, timers)
+        except RemoteProtocolError as exc:
             refused.append(Refusal(d_id, exc.code, exc.message))
             continue
         settled.append((d_id, run))
-        if change is not None:
-            changes.append(change)
-    tx.flush_moves()
+        if decision.history is None:
+            tx.apply_later(d_id, decision, now)
+        else:
+            tx.apply(d_id, decision, now)
+        if decision.moves:
+            assert decision.new is not None
+            changes.append(Change(d_id, row.task_id, agent_id, decision.old, decision.new))
+    tx.flush()
     return Outcome(changes, settled, refused, timers)
 
 
@@ -136,10 +135,6 @@ class SQLiteRuns:
 
     _submit: Callable[[Op], asyncio.Future[Any]]
 
-    def _agent_op(self, agent_id: str, refs: list[Ref], apply: Apply) -> Op:
-        """An operation over runs an agent reports on, checking ownership and run first."""
-        return lambda tx: checked(tx, agent_id, refs, apply)
-
     def acknowledge(self, agent_id: str, refs: list[Ref], now: float,
                     sent_at: dict[int, float] | None = None) -> asyncio.Future[Outcome]:
         """``queued | sent -> acked``. ``sent_at``: when the session pushed each delivery, for
@@ -147,14 +142,8 @@ class SQLiteRuns:
         ``SENT_MARK_DELAY``, so a quick ack writes one state change, not two)."""
         pushed = sent_at or {}
 
-        def apply(tx: Tx, d_id: int, row: _Row, timers: list[tuple[int, float]]) -> Change | None:
-            if row.state in ("acked", "running", "waiting", "done", "failed"):
-                return None  # a repeated ack after a re-push: already past this point
-            if row.state == "queued":
-                tx.move_later(d_id, row.state, S.ACKED, now, acked_at=now, sent_at=pushed.get(d_id, now))
-            else:
-                tx.move_later(d_id, row.state, S.ACKED, now, acked_at=now)
-            return Change(d_id, row.task_id, agent_id, row.state, "acked")
+        def decide(tx: Tx, d_id: int, row: _Row, timers: list[tuple[int, float]]) -> Decision:
+            return lifecycle.acknowledge(d_id, row.state, now, pushed.get(d_id))
 
         def op(tx: Tx) -> Outcome:
             # The usual ack (queued, this agent's, the run it is on) is one UPDATE per burst,
@@ -167,15 +156,15 @@ class SQLiteRuns:
             changes: list[Change] = []
             settled: list[Ref] = []
             for (run, at), ids in groups.items():
-                for chunk in chunks(ids):
-                    for d_id, task_id in tx.execute(ack_sql(len(chunk)), (now, now, at, *chunk, agent_id, run)):
-                        changes.append(Change(d_id, task_id, agent_id, "queued", "acked"))
-                        settled.append((d_id, run))
-            tx.entered["acked"] += len(changes)
+                usual = lifecycle.acknowledge(ids[0], lifecycle.BORN, now, at)
+                assert usual.new is not None
+                for d_id, task_id in tx.apply_many(usual, ids, now, ACK_WHERE, (agent_id, run)):
+                    changes.append(Change(d_id, task_id, agent_id, usual.old, usual.new))
+                    settled.append((d_id, run))
             if len(settled) == len(unique):
                 return Outcome(changes, settled, [], [])
             done = set(settled)
-            rest = checked(tx, agent_id, [ref for ref in unique if ref not in done], apply)
+            rest = checked(tx, agent_id, [ref for ref in unique if ref not in done], decide, now)
             return Outcome(changes + rest.changes, settled + rest.settled, rest.refused, rest.timers)
 
         return self._submit(op)
@@ -187,17 +176,10 @@ class SQLiteRuns:
         """Progress reports: the first of a run makes it ``running``; later ones update its text."""
         messages = dict(reports)  # a run reported on twice in one message keeps the last text
 
-        def apply(tx: Tx, d_id: int, row: _Row, timers: list[tuple[int, float]]) -> Change | None:
-            message = messages[d_id, row.run]
-            if row.state == "running":
-                tx.execute("UPDATE deliveries SET progress = ?, updated_at = ? WHERE id = ?", (message, now, d_id))
-                return None
-            if row.state in ("waiting", "done", "failed"):
-                return None  # late: the run's result is already recorded
-            tx.move_later(d_id, row.state, S.RUNNING, now, started_at=now, progress=message)
-            return Change(d_id, row.task_id, agent_id, row.state, "running")
+        def decide(tx: Tx, d_id: int, row: _Row, timers: list[tuple[int, float]]) -> Decision:
+            return lifecycle.progress(d_id, row.state, now, messages[d_id, row.run])
 
-        return self._submit(self._agent_op(agent_id, list(messages), apply))
+        return self._submit(lambda tx: checked(tx, agent_id, list(messages), decide, now))
 
     def record_results(self, agent_id: str, results: list[ResultIn], now: float,
                        acked: dict[int, float] | None = None) -> asyncio.Future[Outcome]:
@@ -205,44 +187,29 @@ class SQLiteRuns:
         pushed = acked or {}
         sequels: list[tuple[int, float]] = []
 
-        def apply(tx: Tx, d_id: int, row: _Row, timers: list[tuple[int, float]]) -> Change | None:
-            if row.state in ("waiting", "done", "failed"):
-                return None  # re-sent from the agent's outbox: this run is already recorded
+        def decide(tx: Tx, d_id: int, row: _Row, timers: list[tuple[int, float]]) -> Decision:
             r = by_ref[d_id, row.run]
-            started_at, finished_at = r.started_at or None, r.finished_at or now
-            ack: dict[str, float] = {}
-            if d_id in pushed and row.state in ("queued", "sent"):  # its ack came with it: written here
-                ack = {"acked_at": now, "sent_at": pushed[d_id]} if row.state == "queued" else {"acked_at": now}
+            # Its ack came with it (an idle agent's quick command): written here.
+            with_ack, acked_with = d_id in pushed, pushed.get(d_id)
             plan = r.plan if r.ok else None
             if plan is None:
-                new = S.DONE if r.ok else S.FAILED
-                tx.move_later(d_id, row.state, new, now, result=r.output, error=r.error, started_at=started_at,
-                              finished_at=finished_at, ended_by="agent", **ack)
-                return Change(d_id, row.task_id, agent_id, row.state, new.value)
-            state = row.state
-            if state != "running":  # the ack or start was lost in a crash; the result is the authority
-                tx.move(d_id, state, S.RUNNING, now, **ack)
-                state = "running"
-            next_run_at = now + plan.interval
-            sequence: dict[str, Any] = {}
-            if row.poll_deadline is None:  # the first schedule starts the sequence's timeout
-                sequence = {"poll_deadline": now + plan.timeout, "poll_timeout": plan.timeout}
-            deadline = row.poll_deadline if row.poll_deadline is not None else now + plan.timeout
-            tx.move(d_id, state, S.WAITING, now, command=plan.command, args=plan.args, next_run_at=next_run_at,
-                    started_at=started_at, finished_at=finished_at, **sequence)
-            _history(tx, d_id, row.run, finished_at, r.output, plan, next_run_at)
-            # Past the ttl (the run was acknowledged before it ended) the next run cannot be
-            # delivered: look at it at once, and poll_due ends it as expired.
+                return lifecycle.finish(d_id, row.state, now, _run_result(r), acked_with=acked_with,
+                                        with_ack=with_ack)
             task = tx.one("SELECT expires_at, priority, hide_polling_output, COALESCE(parent_id, id) FROM tasks"
                           " WHERE id = ?", (row.task_id,))
-            timers.append((d_id, min(next_run_at, deadline, task[0])))
-            for sequel, partial in r.sequels:
-                sequels.append(_sequel(tx, agent_id, task, sequel, partial, started_at, finished_at, now, timers))
-            return Change(d_id, row.task_id, agent_id, row.state, "waiting")
+            decision = lifecycle.schedule(d_id, row.state, row.run, now, _run_result(r), plan,
+                                          PollSequence(row.poll_deadline, task[0]), acked_with=acked_with,
+                                          with_ack=with_ack)
+            if decision.writes:
+                assert decision.timer is not None
+                timers.append((d_id, decision.timer))
+                for sequel, partial in r.sequels:
+                    sequels.append(_sequel(tx, agent_id, task, sequel, partial, r, now, timers))
+            return decision
 
         def op(tx: Tx) -> Outcome:
             sequels.clear()  # the operation may run twice (its group was retried)
-            outcome = checked(tx, agent_id, list(by_ref), apply)
+            outcome = checked(tx, agent_id, list(by_ref), decide, now)
             return Outcome(outcome.changes, outcome.settled, outcome.refused, outcome.timers, list(sequels))
 
         return self._submit(op)
@@ -258,27 +225,16 @@ class SQLiteRuns:
             if row is None or row[3] is None:
                 return PollOutcome([], [], None)
             state, run, next_run_at, deadline, timeout, agent_id, task_id, expires_at, command, args, priority = row
-            undelivered = state in ("queued", "sent") and run > 1
-            if state != "waiting" and not undelivered:
-                return PollOutcome([], [], None)  # acked or running (its result decides), or over
-
-            def end(new: DeliveryState, error: str) -> PollOutcome:
-                tx.move(delivery_id, state, new, now, error=error, finished_at=now, ended_by="daemon")
-                return PollOutcome([Change(delivery_id, task_id, agent_id, state, new.value)], [], None)
-
-            if now >= deadline:
-                return end(S.FAILED, timeout_error(timeout))
-            if undelivered:
-                return PollOutcome([], [], deadline)
-            if now >= expires_at:
-                return end(S.EXPIRED, f"the task's ttl ended before run {run + 1} was due")
-            if now < next_run_at:
-                return PollOutcome([], [], min(next_run_at, deadline))  # woken early: look again then
-            # The delivery's times are its current run's; each run's own are in the history.
-            tx.move(delivery_id, state, S.QUEUED, now, run=run + 1, sent_at=None, acked_at=None, started_at=None,
-                    finished_at=None, progress="", next_run_at=None)
-            item = PushItem(delivery_id, task_id, agent_id, command, args, priority, expires_at, run + 1, deadline,
-                            timeout)
-            return PollOutcome([Change(delivery_id, task_id, agent_id, state, "queued")], [item], deadline)
+            decision = lifecycle.poll_due(delivery_id, PollFacts(DeliveryState(state), run, next_run_at, deadline,
+                                                                 timeout, expires_at), now)
+            if decision.new is None:
+                return PollOutcome([], [], decision.timer)
+            tx.apply(delivery_id, decision, now)
+            change = [Change(delivery_id, task_id, agent_id, decision.old, decision.new)]
+            if decision.event is not DeliveryEvent.RUN_DUE:  # the sequence ended
+                return PollOutcome(change, [], decision.timer)
+            item = PushItem(delivery_id, task_id, agent_id, command, args, priority, expires_at,
+                            decision.columns["run"], deadline, timeout)
+            return PollOutcome(change, [item], decision.timer)
 
         return self._submit(op)

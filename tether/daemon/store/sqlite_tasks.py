@@ -13,9 +13,13 @@ from typing import Any
 
 from ...protocol.codec import pack
 from ...protocol.errors import ErrorCode, ProtocolError
+from ...protocol.lifecycle import BORN, TaskState, sql_value
 from ...protocol.selectors import Facts, compile_selector
 from . import NewTask, PushItem
 from .writer import Tx, chunks
+
+ACTIVE = sql_value(TaskState.ACTIVE)
+"""The state of a task that still reaches agents that come to match its target."""
 
 LIVE = "removed_at IS NULL"
 """The agents a task, a listing or a login can name: not removed (``agent.rm``) or merged
@@ -82,10 +86,10 @@ def insert_task(tx: Tx, task: NewTask, now: float) -> tuple[int, float, list[Pus
         for chunk in chunks(chosen):
             rows = tx.execute(
                 "INSERT INTO deliveries (task_id, agent_id, state, priority, updated_at)"
-                f" SELECT ?, id, 'queued', ?, ? FROM agents WHERE id IN ({','.join('?' * len(chunk))}) AND {LIVE}"
-                " RETURNING id, agent_id", (task_id, task.priority, now, *chunk)).fetchall()
+                f" SELECT ?, id, ?, ?, ? FROM agents WHERE id IN ({','.join('?' * len(chunk))}) AND {LIVE}"
+                " RETURNING id, agent_id", (task_id, BORN.value, task.priority, now, *chunk)).fetchall()
             items += [PushItem(d_id, task_id, a_id, task.command, args, task.priority, expires_at) for d_id, a_id in rows]
-        tx.entered["queued"] += len(items)
+        tx.born(BORN, len(items))
         return task_id, expires_at, items
     if task.target_kind == "agent":
         source, params = f"SELECT id AS a FROM agents WHERE id = ? AND {LIVE}", (task.target,)
@@ -95,10 +99,10 @@ def insert_task(tx: Tx, task: NewTask, now: float) -> tuple[int, float, list[Pus
         source, params = f"SELECT id AS a FROM agents WHERE {LIVE}", ()
     rows = tx.execute(
         "INSERT INTO deliveries (task_id, agent_id, state, priority, updated_at)"
-        f" SELECT ?, x.a, 'queued', ?, ? FROM ({source}) AS x WHERE true RETURNING id, agent_id",
-        (task_id, task.priority, now, *params),
+        f" SELECT ?, x.a, ?, ?, ? FROM ({source}) AS x WHERE true RETURNING id, agent_id",
+        (task_id, BORN.value, task.priority, now, *params),
     ).fetchall()
-    tx.entered["queued"] += len(rows)
+    tx.born(BORN, len(rows))
     items = [PushItem(d_id, task_id, a_id, task.command, args, task.priority, expires_at) for d_id, a_id in rows]
     return task_id, expires_at, items
 
@@ -116,11 +120,11 @@ def materialise(tx: Tx, agent_id: str, tags: list[str], now: float, *, include_a
         return []
     rows = tx.execute(
         "INSERT OR IGNORE INTO deliveries (task_id, agent_id, state, priority, updated_at)"
-        f" SELECT id, ?, 'queued', priority, ? FROM tasks WHERE state = 'active' AND expires_at > ?"
+        f" SELECT id, ?, ?, priority, ? FROM tasks WHERE state = {ACTIVE} AND expires_at > ?"
         f" AND ({' OR '.join(conds)}) RETURNING id, task_id",
-        (agent_id, now, now, *tags),
+        (agent_id, BORN.value, now, now, *tags),
     ).fetchall()
-    tx.entered["queued"] += len(rows)
+    tx.born(BORN, len(rows))
     items = []
     for d_id, task_id in rows:
         command, args, priority, expires_at = tx.one(
@@ -136,7 +140,7 @@ def materialise_selected(tx: Tx, agent_id: str, now: float) -> list[PushItem]:
     once, as for tag tasks. Costs one indexed read when no selector task is active."""
     tasks = tx.execute(
         "SELECT id, selector, command, args, priority, expires_at FROM tasks"
-        " WHERE selector IS NOT NULL AND state = 'active' AND expires_at > ?", (now,)).fetchall()
+        f" WHERE selector IS NOT NULL AND state = {ACTIVE} AND expires_at > ?", (now,)).fetchall()
     if not tasks:
         return []
     facts = agent_facts(tx, [agent_id])
@@ -147,8 +151,8 @@ def materialise_selected(tx: Tx, agent_id: str, now: float) -> list[PushItem]:
         if not selector(text)(facts[0]):
             continue
         row = tx.one("INSERT OR IGNORE INTO deliveries (task_id, agent_id, state, priority, updated_at)"
-                     " VALUES (?, ?, 'queued', ?, ?) RETURNING id", (task_id, agent_id, priority, now))
+                     " VALUES (?, ?, ?, ?, ?) RETURNING id", (task_id, agent_id, BORN.value, priority, now))
         if row is not None:
             items.append(PushItem(row[0], task_id, agent_id, command, args, priority, expires_at))
-    tx.entered["queued"] += len(items)
+    tx.born(BORN, len(items))
     return items

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import sqlite3
 import time
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from ...protocol.errors import ProtocolError
-from ...protocol.states import DeliveryState, IllegalTransition, allowed, transition
+from ...protocol.lifecycle import Decision, DeliveryState, HistoryRow
 from . import StoreError, StoreStats
 
 log = logging.getLogger("tether.store")
@@ -31,14 +32,19 @@ T = TypeVar("T")
 
 
 class Tx:
-    """What an operation sees: the connection, and a tally of the states it entered."""
+    """What an operation sees: the connection, and a tally of the states it entered.
+
+    Delivery state changes are decided by :mod:`tether.protocol.lifecycle`; a :class:`Tx`
+    only applies a :class:`~tether.protocol.lifecycle.Decision` (its state, ``updated_at``,
+    its columns and its history entry). States are bound as their plain string values:
+    sqlite3 binds a ``str`` subclass only after an adapter lookup that fails, per row."""
 
     __slots__ = ("_later", "conn", "entered")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.entered: collections.Counter[str] = collections.Counter()
-        self._later: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = {}
+        self._later: dict[tuple[DeliveryState, DeliveryState, tuple[str, ...]], list[tuple[Any, ...]]] = {}
 
     def execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, tuple(params))
@@ -46,45 +52,88 @@ class Tx:
     def one(self, sql: str, params: Iterable[Any] = ()) -> Any:
         return self.conn.execute(sql, tuple(params)).fetchone()
 
-    def move(self, delivery_id: int, old: str, new: DeliveryState, now: float, **cols: Any) -> None:
-        """Apply one delivery state change through the state table."""
-        transition(delivery_id, old, new)
-        sets = ", ".join(f"{k} = ?" for k in cols)
-        sql = f"UPDATE deliveries SET state = ?, updated_at = ?{', ' if cols else ''}{sets} WHERE id = ?"
-        self.conn.execute(sql, (new.value, now, *cols.values(), delivery_id))
-        self.entered[new.value] += 1
+    def born(self, state: DeliveryState, count: int) -> None:
+        """Count deliveries inserted in ``state`` (a new task's, a sequel's)."""
+        self.entered[state] += count
 
-    def move_later(self, delivery_id: int, old: str, new: DeliveryState, now: float, **cols: Any) -> None:
-        """:meth:`move`, checked now and written by :meth:`flush_moves` with the other moves
-        of the same shape in one ``executemany`` (an agent's report names many deliveries).
-        Only for a delivery the operation does not read or move again before the flush."""
-        transition(delivery_id, old, new)
-        self._later.setdefault((new.value, tuple(cols)), []).append(
-            (new.value, now, *cols.values(), delivery_id, old))
+    def apply(self, delivery_id: int, decision: Decision, now: float) -> None:
+        """Write a decision about one delivery now (nothing if it was to ignore the event)."""
+        new = decision.new
+        if new is None:
+            return
+        columns = decision.columns
+        self.conn.execute(_update_sql(tuple(columns)), (new.value, now, *columns.values(), delivery_id))
+        self._record(delivery_id, decision)
 
-    def flush_moves(self) -> None:
-        for (state, names), rows in self._later.items():
-            sets = "".join(f", {k} = ?" for k in names)
-            self.conn.executemany(
-                f"UPDATE deliveries SET state = ?, updated_at = ?{sets} WHERE id = ? AND state = ?", rows)
-            self.entered[state] += len(rows)
+    def apply_later(self, delivery_id: int, decision: Decision, now: float) -> None:
+        """:meth:`apply`, written by :meth:`flush` with the other decisions of the same shape
+        in one ``executemany`` (an agent's report names many deliveries). Only for a delivery
+        the operation does not read or decide about again before the flush."""
+        new = decision.new
+        if new is None:
+            return
+        columns = decision.columns
+        self._later.setdefault((decision.old, new, tuple(columns)), []).append(
+            (new.value, now, *columns.values(), delivery_id, decision.old.value))
+        self._record(delivery_id, decision)
+
+    def flush(self) -> None:
+        for (_, _, names), rows in self._later.items():
+            self.conn.executemany(_update_sql(names, guarded=True), rows)
         self._later.clear()
 
-    def move_many(self, delivery_ids: list[int], old: DeliveryState, new: DeliveryState, now: float,
-                  **cols: Any) -> int:
-        """Apply ``old -> new`` to those of ``delivery_ids`` that are in ``old``; how many were."""
-        if not allowed(old, new):
-            raise IllegalTransition(delivery_ids[0] if delivery_ids else 0, old, new)
-        sets = "".join(f", {k} = ?" for k in cols)
-        moved = 0
-        for chunk in chunks(delivery_ids):
+    def apply_many(self, decision: Decision, ids: list[int], now: float, where: str = "",
+                   params: tuple[Any, ...] = ()) -> list[tuple[int, int]]:
+        """Apply one decision (about a delivery in ``decision.old``) to every delivery of
+        ``ids`` that is in that state (and matches ``where``): one ``UPDATE`` per chunk of
+        ids, no read first. Returns ``(id, task_id)`` of the rows it moved. Right only for
+        an event every other state ignores (``test_lifecycle`` checks the ones used)."""
+        new = decision.new
+        assert new is not None and decision.history is None
+        columns = decision.columns
+        moved: list[tuple[int, int]] = []
+        for chunk in chunks(ids):
             moved += self.conn.execute(
-                f"UPDATE deliveries SET state = ?, updated_at = ?{sets}"
-                f" WHERE id IN ({','.join('?' * len(chunk))}) AND state = ?",
-                (new.value, now, *cols.values(), *chunk, old.value),
-            ).rowcount
-        self.entered[new.value] += moved
+                batch_sql(tuple(columns), len(chunk), where),
+                (new.value, now, *columns.values(), *chunk, *params, decision.old.value),
+            ).fetchall()
+        if decision.moves:
+            self.entered[new] += len(moved)
         return moved
+
+    def history(self, delivery_id: int, entry: HistoryRow) -> None:
+        """Write the history entry of a run that scheduled another."""
+        self.conn.execute(_HISTORY, (delivery_id, entry.run, entry.at, entry.partial, entry.poll_message, entry.note,
+                                     entry.next_run_at, entry.next_command, entry.next_args, entry.items_remaining))
+
+    def _record(self, delivery_id: int, decision: Decision) -> None:
+        if decision.history is not None:
+            self.history(delivery_id, decision.history)
+        if decision.moves:
+            assert decision.new is not None
+            self.entered[decision.new] += 1
+
+
+_HISTORY = ("INSERT INTO history (delivery_id, run, at, partial, poll_message, note, next_run_at, next_command,"
+            " next_args, items_remaining) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+"""A run's history entry (:class:`~tether.protocol.lifecycle.HistoryRow`)."""
+
+
+@functools.lru_cache(maxsize=256)
+def _update_sql(names: tuple[str, ...], *, guarded: bool = False) -> str:
+    sets = "".join(f", {k} = ?" for k in names)
+    return f"UPDATE deliveries SET state = ?, updated_at = ?{sets} WHERE id = ?" + (" AND state = ?" if guarded else "")
+
+
+@functools.lru_cache(maxsize=256)
+def batch_sql(names: tuple[str, ...], n: int, where: str = "") -> str:
+    """One decision applied to ``n`` deliveries by id, those in its old state (and
+    ``where``), saying which it moved. The "+" keeps SQLite on the primary key: with the
+    state (and an agent) bound, it would otherwise walk the agent's whole queue in
+    ``deliveries_pending``."""
+    sets = "".join(f", {k} = ?" for k in names)
+    return (f"UPDATE deliveries SET state = ?, updated_at = ?{sets} WHERE id IN ({','.join('?' * n)}){where}"
+            " AND +state = ? RETURNING id, task_id")
 
 
 MAX_ID = 2**63 - 1
