@@ -104,6 +104,10 @@ def test_every_state_is_reachable_and_every_pending_state_can_finish() -> None:
     assert all(after(s) & TERMINAL for s in PENDING)
 
 
+def test_the_table_is_read_by_state_and_event() -> None:
+    assert next_state(1, "queued", E.ACK) is S.ACKED and next_state(1, S.DONE, E.ACK) is IGNORED
+
+
 def test_an_unknown_state_name_is_refused() -> None:
     with pytest.raises(ValueError, match="'finished' is not a valid DeliveryState"):
         next_state(1, "finished", E.ACK)

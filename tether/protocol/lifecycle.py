@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol, TypeVar
+
+import msgspec
 
 from .errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
 from .polling import timeout_error
@@ -93,6 +95,10 @@ class DeliveryEvent(enum.Enum):
     @property
     def by_agent(self) -> bool:
         return self in _AGENT_EVENTS
+
+    # A member is its own only instance: hashed by identity, in C (Enum's hashes its name in
+    # Python), for the table's lookup made once per report.
+    __hash__ = object.__hash__
 
 
 _AGENT_EVENTS: Final = frozenset({DeliveryEvent.ACK, DeliveryEvent.PROGRESS, DeliveryEvent.FINISH,
@@ -185,10 +191,21 @@ class IllegalTransition(RemoteProtocolError):
         self.event = event
 
 
+_BY_VALUE: Final[Mapping[str, DeliveryState]] = {s.value: s for s in DeliveryState}
+
+
+def _delivery_state(state: DeliveryState | str) -> DeliveryState:
+    """``DeliveryState(state)``, by a dict: it is asked once per report, on the daemon's hot path."""
+    try:
+        return _BY_VALUE[state]
+    except KeyError:
+        raise ValueError(f"{state!r} is not a valid DeliveryState") from None
+
+
 def next_state(delivery_id: int, state: DeliveryState | str, event: DeliveryEvent) -> DeliveryState | Ignored:
     """What ``event`` makes of a delivery in ``state``: its new state (maybe the same one:
     progress while running), or :data:`IGNORED`. Raise if the table does not list the pair."""
-    old = DeliveryState(state)
+    old = _delivery_state(state)
     decided = DELIVERY[old].get(event)
     if decided is not None:
         return decided
@@ -221,17 +238,18 @@ CancelReason = Literal["cancelled", "expired"]
 UNTASKED: Final[CancelReason] = "cancelled"
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True, gc=False):
     """What one event does to one delivery: the store writes ``columns`` (and ``state``,
     ``updated_at``) when :attr:`writes`, records ``history``, and the daemon sets the
-    polling ``timer`` and tells the agent holding the run to drop it (``withdraw``)."""
+    polling ``timer`` and tells the agent holding the run to drop it (``withdraw``). (A
+    Struct: one is made per report on the daemon's hot path, and a frozen dataclass is
+    three times as slow to make.)"""
 
     old: DeliveryState
     new: DeliveryState | None
     """None: ignored, nothing written (a report about it is still settled)."""
     event: DeliveryEvent
-    columns: Mapping[str, Any] = field(default_factory=dict)
+    columns: dict[str, Any] = {}
     history: HistoryRow | None = None
     timer: float | None = None
     """When to look at this delivery again (its next run, or the sequence's timeout)."""
@@ -250,9 +268,11 @@ class Decision:
 
 def _decide(delivery_id: int, state: DeliveryState | str, event: DeliveryEvent) -> tuple[DeliveryState,
                                                                                           DeliveryState | None]:
-    old = DeliveryState(state)
-    new = next_state(delivery_id, old, event)
-    return old, (None if isinstance(new, Ignored) else new)
+    old = _delivery_state(state)
+    decided = DELIVERY[old].get(event)
+    if decided is None:
+        decided = next_state(delivery_id, old, event)  # raises: whose fault it is
+    return old, (None if isinstance(decided, Ignored) else decided)
 
 
 def _ignored(old: DeliveryState, event: DeliveryEvent) -> Decision:
@@ -297,9 +317,24 @@ def progress(delivery_id: int, state: DeliveryState | str, now: float, text: str
     return Decision(old, new, DeliveryEvent.PROGRESS, columns)
 
 
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    """A run's result, as the agent reported it (its times 0 when it could not give them)."""
+class RunReport(Protocol):
+    """A run's result, as the agent reported it (its times 0 when it could not give them):
+    :class:`RunResult`, or a store's own record of it (no copy is made per report)."""
+
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def output(self) -> bytes: ...
+    @property
+    def error(self) -> str: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def finished_at(self) -> float: ...
+
+
+class RunResult(msgspec.Struct, frozen=True, kw_only=True):
+    """A :class:`RunReport` of its own."""
 
     ok: bool
     output: bytes
@@ -308,7 +343,7 @@ class RunResult:
     finished_at: float = 0.0
 
 
-def finish(delivery_id: int, state: DeliveryState | str, now: float, result: RunResult, *,
+def finish(delivery_id: int, state: DeliveryState | str, now: float, result: RunReport, *,
            acked_with: float | None = None, with_ack: bool = False) -> Decision:
     """The run's result ends the delivery (``done`` or ``failed``). ``with_ack``: the run's
     ack came in the same message and is written here too (``acked_with``: when it was pushed)."""
@@ -347,7 +382,7 @@ class PollSequence:
     expires_at: float
 
 
-def _wait(now: float, run: int, result: RunResult, plan: WaitPlan, sequence: PollSequence) -> tuple[
+def _wait(now: float, run: int, result: RunReport, plan: WaitPlan, sequence: PollSequence) -> tuple[
         dict[str, Any], HistoryRow, float]:
     """The columns, history entry and timer of a run that asked for the next: it runs
     ``plan.interval`` from now; the first schedule starts the sequence's timeout; the timer
@@ -372,7 +407,7 @@ def _wait(now: float, run: int, result: RunResult, plan: WaitPlan, sequence: Pol
 _NIL = b"\xc0"
 
 
-def schedule(delivery_id: int, state: DeliveryState | str, run: int, now: float, result: RunResult,
+def schedule(delivery_id: int, state: DeliveryState | str, run: int, now: float, result: RunReport,
              plan: WaitPlan, sequence: PollSequence, *, acked_with: float | None = None,
              with_ack: bool = False) -> Decision:
     """The run's result asks for a next run: the delivery waits for it on the timer wheel
@@ -386,7 +421,7 @@ def schedule(delivery_id: int, state: DeliveryState | str, run: int, now: float,
     return Decision(old, new, DeliveryEvent.SCHEDULE, columns, history, timer)
 
 
-def start_sequel(now: float, result: RunResult, plan: WaitPlan, expires_at: float) -> tuple[
+def start_sequel(now: float, result: RunReport, plan: WaitPlan, expires_at: float) -> tuple[
         dict[str, Any], HistoryRow, float]:
     """A further polling sequence one run started (a list of results, several with a
     schedule): a delivery of its own, born ``waiting`` for its run 2. Its columns, its first

@@ -53,9 +53,9 @@ def ack_sql(n: int) -> str:
     return batch_sql(tuple(usual.columns), n, ACK_WHERE)
 
 
-def _run_result(r: ResultIn, output: bytes | None = None) -> RunResult:
-    return RunResult(ok=r.ok, output=r.output if output is None else output, error=r.error,
-                     started_at=r.started_at, finished_at=r.finished_at)
+def _run_result(r: ResultIn, output: bytes) -> RunResult:
+    """A run's result with another output (a further sequence's partial result)."""
+    return RunResult(ok=r.ok, output=output, error=r.error, started_at=r.started_at, finished_at=r.finished_at)
 
 
 def _sequel(tx: Tx, agent_id: str, parent: Any, plan: WaitPlan, partial: bytes, r: ResultIn, now: float,
@@ -193,11 +193,11 @@ class SQLiteRuns:
             with_ack, acked_with = d_id in pushed, pushed.get(d_id)
             plan = r.plan if r.ok else None
             if plan is None:
-                return lifecycle.finish(d_id, row.state, now, _run_result(r), acked_with=acked_with,
+                return lifecycle.finish(d_id, row.state, now, r, acked_with=acked_with,
                                         with_ack=with_ack)
             task = tx.one("SELECT expires_at, priority, hide_polling_output, COALESCE(parent_id, id) FROM tasks"
                           " WHERE id = ?", (row.task_id,))
-            decision = lifecycle.schedule(d_id, row.state, row.run, now, _run_result(r), plan,
+            decision = lifecycle.schedule(d_id, row.state, row.run, now, r, plan,
                                           PollSequence(row.poll_deadline, task[0]), acked_with=acked_with,
                                           with_ack=with_ack)
             if decision.writes:

@@ -36,8 +36,9 @@ class Tx:
 
     Delivery state changes are decided by :mod:`tether.protocol.lifecycle`; a :class:`Tx`
     only applies a :class:`~tether.protocol.lifecycle.Decision` (its state, ``updated_at``,
-    its columns and its history entry). States are bound as their plain string values:
-    sqlite3 binds a ``str`` subclass only after an adapter lookup that fails, per row."""
+    its columns and its history entry). States are bound as their plain string values
+    (``_value_``: ``.value`` is a descriptor): sqlite3 binds a ``str`` subclass only after
+    an adapter lookup that fails, per row."""
 
     __slots__ = ("_later", "conn", "entered")
 
@@ -74,12 +75,15 @@ class Tx:
             return
         columns = decision.columns
         self._later.setdefault((decision.old, new, tuple(columns)), []).append(
-            (new.value, now, *columns.values(), delivery_id, decision.old.value))
-        self._record(delivery_id, decision)
+            (new._value_, now, *columns.values(), delivery_id, decision.old._value_))
+        if decision.history is not None:
+            self.history(delivery_id, decision.history)
 
     def flush(self) -> None:
-        for (_, _, names), rows in self._later.items():
+        for (old, new, names), rows in self._later.items():
             self.conn.executemany(_update_sql(names, guarded=True), rows)
+            if new is not old:
+                self.entered[new] += len(rows)
         self._later.clear()
 
     def apply_many(self, decision: Decision, ids: list[int], now: float, where: str = "",
