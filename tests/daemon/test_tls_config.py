@@ -152,6 +152,19 @@ def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> tuple[str, str]
     raise AssertionError("the handshake did not finish")
 
 
+def assert_tls12_agrees(server: ssl.SSLContext, cafile: str, suites: str, agreed: str | None) -> None:
+    """A TLS 1.2 client offering only ``suites`` agrees on ``agreed`` with ``server``, or
+    (None) on nothing."""
+    client = ssl.create_default_context(cafile=cafile)
+    client.maximum_version = ssl.TLSVersion.TLSv1_2
+    client.set_ciphers(suites)
+    if agreed is None:
+        with pytest.raises(ssl.SSLError):
+            handshake(server, client)
+    else:
+        assert handshake(server, client) == ("TLSv1.2", agreed)
+
+
 @pytest.mark.parametrize(("suites", "agreed"), [
     ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256"),
     ("ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305", "ECDHE-ECDSA-CHACHA20-POLY1305"),
@@ -162,14 +175,7 @@ def test_tls_12_offers_only_forward_secret_aead_suites(
 ) -> None:
     context = server_context(load(tmp_path, tls_cert=files["cert"], tls_key=files["key"]))
     assert context is not None
-    client = ssl.create_default_context(cafile=files["ca"])
-    client.maximum_version = ssl.TLSVersion.TLSv1_2
-    client.set_ciphers(suites)
-    if agreed is None:
-        with pytest.raises(ssl.SSLError):
-            handshake(context, client)
-    else:
-        assert handshake(context, client) == ("TLSv1.2", agreed)
+    assert_tls12_agrees(context, files["ca"], suites, agreed)
     modern = ssl.create_default_context(cafile=files["ca"])  # TLS 1.3 is unaffected
     assert handshake(context, modern)[0] == "TLSv1.3"
 
@@ -188,11 +194,4 @@ def test_tls_12_with_an_rsa_certificate_offers_only_forward_secret_aead_suites(t
     ca.cert_pem.write_to_path(str(cafile))
     context = server_context(load(tmp_path, tls_cert=str(cert), tls_key=str(key)))
     assert context is not None
-    client = ssl.create_default_context(cafile=str(cafile))
-    client.maximum_version = ssl.TLSVersion.TLSv1_2
-    client.set_ciphers(suites)
-    if agreed is None:
-        with pytest.raises(ssl.SSLError):
-            handshake(context, client)
-    else:
-        assert handshake(context, client) == ("TLSv1.2", agreed)
+    assert_tls12_agrees(context, str(cafile), suites, agreed)
