@@ -572,11 +572,19 @@ class Daemon:
                 await self._pace(ws, budget, weight - charged, 1, tell)
                 continue
             reports: Sequence[Report] = frames
-            if len(message) > INLINE_CHECK_BYTES:
+            large = len(message) > INLINE_CHECK_BYTES
+            if large:
                 # Checking a large message's outputs and args walks them in Python: in a
                 # worker thread, which lets the event loop in between (this session waits).
+                # The yield first lets the loop answer what came in while it was decoding.
+                await asyncio.sleep(0)
                 reports = await asyncio.to_thread(check_results, frames, codec, floor)
             bad = submit_reports(session, codec, reports, self.broker, floor)
+            if large:
+                # Freeing a large message's values costs as much as building them: now, and
+                # then a yield, rather than at the next message, after its own decoding.
+                del frame, frames, reports
+                await asyncio.sleep(0)
             await self._pace(ws, budget, weight - charged, bad, tell)
 
     async def _console_session(self, ws: ServerConnection, codec: Codec, hello: Hello) -> None:
