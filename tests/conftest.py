@@ -8,6 +8,7 @@ often and whether the invariant held, as the table in docs/reliability.md.
 from __future__ import annotations
 
 import datetime
+import logging
 import platform
 import re
 from collections.abc import Callable, Iterator
@@ -31,6 +32,17 @@ and true. Re-generate it after changing a test below. The ten-minute soak with 1
 reconnecting (a benchmark, not run in CI) is in [performance.md](performance.md#soak-ten-minutes-of-tasks-while-agents-drop-and-reconnect).
 
 """
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A CLI's ``main()`` run in-process points the root logger at the stderr pytest captured
+    for that test; later tests would log to a closed stream ("--- Logging error ---")."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
