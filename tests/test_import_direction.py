@@ -1,4 +1,4 @@
-"""The import direction of DESIGN.md ("Layout"), checked on the AST of every module.
+"""The import direction of DESIGN.md ("Layout"), and no import cycles, checked on the AST of every module.
 
 protocol imports nothing of ours; daemon and agent import protocol but never each other;
 tetherctl (tether/daemon/console.py) runs without the daemon extra, so it and the package
@@ -126,3 +126,108 @@ def test_console_imports_in_a_python_without_the_daemon_extra() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
+
+
+# -- no import cycles ----------------------------------------------------------------------
+
+
+def module_path(name: str) -> Path | None:
+    """The file of a module of ours, if ``name`` is one."""
+    base = ROOT / Path(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.exists():
+            return path
+    return None
+
+
+def graph(sources: dict[Path, str] | None = None) -> dict[str, set[str]]:
+    """Module -> the modules of ours it imports, every import counted: at the top, in a
+    function, under TYPE_CHECKING. ``from P import x`` imports the module ``P.x`` if there
+    is one (the package ``P`` is only its way there), else ``P`` (``x`` is a name in it)."""
+    edges: dict[str, set[str]] = {}
+    for path in MODULES:
+        name = module_name(path)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        source = path.read_text(encoding="utf-8") if sources is None or path not in sources else sources[path]
+        found = edges.setdefault(name, set())
+        for node in ast.walk(ast.parse(source, str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")
+                    base = ".".join([*parts[: len(parts) - (node.level - 1)], *([node.module] if node.module else [])])
+                for alias in node.names:
+                    sub = f"{base}.{alias.name}"
+                    targets.append(sub if module_path(sub) is not None else base)
+            found.update(t for t in targets if within(t, "tether") and module_path(t) is not None and t != name)
+    return edges
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def packages(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The graph with each subpackage (``tether.daemon.store``) one node: a module outside it
+    that imports it, and is imported by it, makes a cycle too (the store would need the
+    daemon that needs the store)."""
+    def node(name: str) -> str:
+        return ".".join(name.split(".")[:3])
+
+    collapsed: dict[str, set[str]] = {}
+    for name, targets in edges.items():
+        collapsed.setdefault(node(name), set()).update(node(t) for t in targets if node(t) != node(name))
+    return collapsed
+
+
+def test_no_import_cycles() -> None:
+    """Each module of a cycle must be read to read the next: none is allowed in ``tether/``,
+    between modules or between a subpackage and the modules around it."""
+    edges = graph()
+    assert cycles(edges) == []
+    assert cycles(packages(edges)) == []
+
+
+def test_the_cycle_checker_sees_a_cycle() -> None:
+    edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert cycles(edges) == [["a", "b", "c"]]
+    session = PACKAGE / "daemon" / "session.py"
+    probe = graph({session: "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .push import Push\n"})
+    assert ["tether.daemon.push", "tether.daemon.session"] in cycles(probe)
+    sqlite = PACKAGE / "daemon" / "store" / "sqlite.py"
+    probe = graph({sqlite: "from ..schedules import next_fire\n"})  # schedules imports the store
+    assert cycles(probe) == [] and ["tether.daemon.schedules", "tether.daemon.store"] in cycles(packages(probe))

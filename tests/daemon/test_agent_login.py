@@ -15,8 +15,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tether.daemon.broker import Broker
+from tether.daemon.clock import SystemClock
 from tether.daemon.config import Config
+from tether.daemon.operations import Operations
 from tether.daemon.server import Daemon
 from tether.daemon.store import AgentAuth, Enrollment
 from tether.daemon.store.sqlite import SQLiteStore
@@ -30,9 +31,9 @@ async def daemon(tmp_path: Path) -> AsyncIterator[tuple[Daemon, SQLiteStore, Enr
     store = SQLiteStore(tmp_path / "t.sqlite")
     await store.open()
     now = time.time()
-    _, key = await store.bootstrap(now)  # type: ignore[misc]
-    agent = await store.enroll(key, "uuid-a", "a", "linux", [], now)
-    d = Daemon(Config(listen="127.0.0.1:0"), Broker(store))
+    _, key = (await store.bootstrap(now)).result  # type: ignore[misc]
+    agent = (await store.enroll(key, "uuid-a", "a", "linux", [], now)).result
+    d = Daemon(Config(listen="127.0.0.1:0"), Operations(store, SystemClock()))
     await d.start()
     yield d, store, agent
     await d.drain()
@@ -78,4 +79,4 @@ async def test_a_login_that_read_the_token_before_a_revocation_is_refused(
         assert ws.close_code == 4010
     assert not any(isinstance(f, Welcome) for f in frames)
     assert isinstance(frames[-1], Error) and frames[-1].code == 4010
-    assert not d.broker.online(agent.agent_id)
+    assert not d.operations.push.online(agent.agent_id)

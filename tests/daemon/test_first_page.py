@@ -16,8 +16,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tether.daemon import server as server_module
-from tether.daemon.broker import Broker
+from tether.daemon.clock import SystemClock
 from tether.daemon.config import Config
+from tether.daemon.operations import Operations
 from tether.daemon.server import Daemon
 from tether.daemon.store import StoreError
 from tether.daemon.store.sqlite import SQLiteStore
@@ -34,11 +35,11 @@ async def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
     store = SQLiteStore(tmp_path / "t.sqlite")
     await store.open()
     now = time.time()
-    _, key = await store.bootstrap(now)  # type: ignore[misc]
-    agent = await store.enroll(key, "uuid-a", "a", "linux", [], now)
+    _, key = (await store.bootstrap(now)).result  # type: ignore[misc]
+    agent = (await store.enroll(key, "uuid-a", "a", "linux", [], now)).result
     for n in range(QUEUED):
         await store.create_task(task("agent", agent.agent_id, ttl=600, priority=n % 4), now)
-    d = Daemon(Config(listen="127.0.0.1:0"), Broker(store))
+    d = Daemon(Config(listen="127.0.0.1:0"), Operations(store, SystemClock()))
     await d.start()
     yield d, agent.agent_id, agent.token
     await d.drain()

@@ -28,7 +28,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from store_data import NOW, enrolled
 
-from tether.daemon.broker import Broker
+from tether.daemon.clock import FakeClock
+from tether.daemon.operations import Operations
 from tether.daemon.rpc import ConsoleRPC
 from tether.daemon.store.sqlite import SQLiteStore
 from tether.protocol import JSON, MSGPACK, ErrorCode, ProtocolError, Response, decode_from_daemon
@@ -71,7 +72,7 @@ async def _noop_emit(topic: str, data: Any) -> None:
 async def _build(store: SQLiteStore) -> tuple[ConsoleRPC, list[str], list[int]]:
     await store.open()
     agents = [await enrolled(store, "a", "web"), await enrolled(store, "b", "db")]
-    rpc = ConsoleRPC(Broker(store, clock=lambda: NOW), min_interval=10.0)
+    rpc = ConsoleRPC(Operations(store, FakeClock(NOW)), min_interval=10.0)
     task_ids = []
     for target in ({"agent": agents[0]}, {"tag": "web"}, {"all": True}, {"agent": agents[1]}):
         created = await rpc.call("task.create", {"command": "record --n 1", **target}, _noop_emit)

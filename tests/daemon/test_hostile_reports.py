@@ -13,9 +13,10 @@ from typing import Any
 
 import msgspec
 import pytest
-from store_data import NOW, enrolled, task
+from store_data import NOW, created, enrolled, task
 
-from tether.daemon.broker import Broker
+from tether.daemon.clock import FakeClock
+from tether.daemon.operations import Operations
 from tether.daemon.reports import checked_result
 from tether.daemon.rpc import ConsoleRPC
 from tether.daemon.store.sqlite import SQLiteStore
@@ -39,13 +40,13 @@ async def recorded(store: SQLiteStore, frame: Result, output: bytes) -> dict[str
     """Record ``frame`` for a fresh delivery as the daemon does, then read the task back as a
     JSON console would be sent it (``tetherctl show``)."""
     agent = await enrolled(store, "a")
-    task_id, (item,) = await store.create_task(task("agent", agent), NOW)
+    task_id, (item,) = await created(store.create_task(task("agent", agent), NOW))
     await store.acknowledge(agent, [(item.delivery_id, 1)], NOW)
     frame = msgspec.structs.replace(frame, delivery_id=item.delivery_id)
     outcome = await store.record_results(agent, [checked_result(frame, output, 10.0)], NOW + 1)
     assert outcome.settled == [(item.delivery_id, 1)] and not outcome.refused  # the agent may forget it
-    view = await ConsoleRPC(Broker(store, clock=lambda: NOW)).call("task.get", {"task_id": task_id, "history": True},
-                                                                   _noop, "viewer")
+    view = await ConsoleRPC(Operations(store, FakeClock(NOW))).call(
+        "task.get", {"task_id": task_id, "history": True}, _noop, "viewer")
     sent = decode_from_daemon(JSON.encode(Response(id=1, result=view)).decode())
     assert isinstance(sent, Response)
     delivery: dict[str, Any] = sent.result["deliveries"][0]

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tether.daemon.broker import Stats
 from tether.daemon.housekeeping import collect_closed
+from tether.daemon.metrics import Stats
 
 
 class _Cycle:

@@ -8,14 +8,14 @@ import types
 
 import pytest
 
-from tether.daemon import broker
-from tether.daemon.broker import Stats
+from tether.daemon import metrics
+from tether.daemon.metrics import Stats
 
 
 async def test_the_task_count_is_reused_within_its_age_then_counted_again(monkeypatch: pytest.MonkeyPatch) -> None:
     stats = Stats()
     now = [1000.0]
-    monkeypatch.setattr(broker, "time", types.SimpleNamespace(monotonic=lambda: now[0]))  # the loop's own clock untouched
+    monkeypatch.setattr(metrics, "time", types.SimpleNamespace(monotonic=lambda: now[0]))  # the loop's own clock untouched
     before = stats.tasks_alive(1.0)
     assert before == len(asyncio.all_tasks())
     gate = asyncio.Event()

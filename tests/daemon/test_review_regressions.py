@@ -5,22 +5,24 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from store_data import NOW, enrolled, result, task
+from sessions_data import online
+from store_data import NOW, created, enrolled, result, task, timers
 
-from tether.daemon.broker import Broker
+from tether.daemon.clock import SystemClock
+from tether.daemon.effects import Change, Effects, PushItem, Timer
+from tether.daemon.operations import Operations
 from tether.daemon.rpc import ConsoleRPC
 from tether.daemon.schedules import missed_between
-from tether.daemon.session import AgentSession
-from tether.daemon.store import Change, PushItem, Timing
+from tether.daemon.store import Timing
 from tether.daemon.store.sqlite import SQLiteStore
-from tether.protocol import MSGPACK, ErrorCode, pack
+from tether.protocol import ErrorCode, pack
 from tether.protocol.console import DeliveryView, TaskView
 from tether.protocol.lifecycle import WaitPlan
 
 
 async def test_a_number_too_large_for_sqlite_neither_kills_the_writer_nor_its_group(store: SQLiteStore) -> None:
     a = await enrolled(store, "a")
-    _, (item,) = await store.create_task(task("agent", a), NOW)
+    _, (item,) = await created(store.create_task(task("agent", a), NOW))
     huge = await store.acknowledge(a, [(2**63, 1), (item.delivery_id, 1)], NOW)
     assert [(r.delivery_id, r.code) for r in huge.refused] == [(2**63, ErrorCode.UNKNOWN_DELIVERY)]
     assert huge.settled == [(item.delivery_id, 1)]
@@ -37,12 +39,12 @@ async def test_a_number_too_large_for_sqlite_neither_kills_the_writer_nor_its_gr
 
 async def test_a_run_that_asks_for_more_after_the_ttl_is_looked_at_at_once(store: SQLiteStore) -> None:
     a = await enrolled(store, "a")
-    _, (item,) = await store.create_task(task("agent", a, ttl=60), NOW)
+    _, (item,) = await created(store.create_task(task("agent", a, ttl=60), NOW))
     d = item.delivery_id
     await store.acknowledge(a, [(d, 1)], NOW)
     plan = WaitPlan(command="poll", args=pack({}), interval=3600.0, timeout=7200.0)
     out = await store.record_results(a, [result(d, None, plan=plan)], NOW + 70)
-    assert out.timers == [(d, NOW + 60)]  # the ttl, not the hour: the next run could never be delivered
+    assert timers(out, Timer.POLL) == [(d, NOW + 60)]  # the ttl, not the hour: the next run could never be delivered
     ended = await store.poll_due(d, NOW + 70)
     assert [(c.old, c.new) for c in ended.changes] == [("waiting", "expired")]
 
@@ -68,8 +70,8 @@ class _SnapshotStore:
 
 async def test_wait_sees_a_change_that_commits_while_it_reads() -> None:
     store = _SnapshotStore()
-    broker = Broker(store)  # type: ignore[arg-type]
-    rpc = ConsoleRPC(broker)
+    operations = Operations(store, SystemClock())  # type: ignore[arg-type]
+    rpc = ConsoleRPC(operations)
     emitted: list[Any] = []
 
     async def emit(topic: str, data: Any) -> None:
@@ -80,15 +82,14 @@ async def test_wait_sees_a_change_that_commits_while_it_reads() -> None:
     waiter = asyncio.create_task(rpc.call("task.wait", {"task_id": 1, "timeout": 30}, emit))
     await asyncio.wait_for(store.reading.wait(), 5)  # the wait has registered and is reading
     store.state = "done"
-    broker.apply([Change(1, 1, "a", "running", "done")])
+    operations.apply(Effects(None, changes=[Change(1, 1, "a", "running", "done")]))
     first_read.set_result(None)  # the read returns its stale snapshot
     view = await asyncio.wait_for(waiter, 5)  # before the fix: only at the 30 s timeout
     assert view.deliveries[0].state == "done" and len(emitted) == 1
 
 
 async def test_a_delivery_ended_while_the_session_reads_its_queue_is_not_pushed(store: SQLiteStore) -> None:
-    broker = Broker(store)
-    session = AgentSession(None, MSGPACK, "a", "s1", 10, set(), broker)  # type: ignore[arg-type]
+    session = online(Operations(store, SystemClock()).push, "a")
     listed = [PushItem(d, d, "a", "echo", pack({}), 1, NOW + 60) for d in (1, 2)]
     session.cancel(1, "expired")  # committed meanwhile; the listing read before it
     session.offer_loaded(listed)

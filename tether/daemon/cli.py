@@ -21,7 +21,7 @@ import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -34,6 +34,11 @@ from ..protocol.errors import ProtocolError
 from . import config as config_mod
 from . import datadir, housekeeping
 from .config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from .effects import Effects
+
+T = TypeVar("T")
 
 EPILOG = """\
 files:
@@ -156,7 +161,7 @@ def _bootstrap_bounds(args: argparse.Namespace, now: float) -> dict[str, Any]:
 async def _init(config: Config, bounds: dict[str, Any]) -> dict[str, str] | None:
     store = await _open_store(config)
     try:
-        first = await store.bootstrap(time.time(), **bounds)
+        first = (await store.bootstrap(time.time(), **bounds)).result
     finally:
         await store.close()
     _write_default_config(config)
@@ -236,17 +241,18 @@ async def _serve_locked(config: Config, as_json: bool, read_config: Callable[[],
                         tls: Any, log: logging.Logger, bounds: dict[str, Any]) -> int:
     import anyio
 
-    from .broker import Broker
+    from .clock import SystemClock
     from .notify import notify, watchdog, watchdog_interval
+    from .operations import Operations
     from .server import Daemon
 
     store = await _open_store(config)
-    broker = Broker(store)
-    for name, missed in await broker.load_timers():
+    operations = Operations(store, SystemClock())
+    for name, missed in await operations.load():
         log.info("event=schedule_missed name=%s firings=%d", name, missed)
     housekeeping.tune()
     open_files = _raise_open_files()
-    daemon = Daemon(config, broker, open_files=open_files)
+    daemon = Daemon(config, operations, open_files=open_files)
     try:
         await daemon.start(tls)
     except OSError as exc:
@@ -255,7 +261,7 @@ async def _serve_locked(config: Config, as_json: bool, read_config: Callable[[],
         return 2
     # Credentials are made only once tetherd listens: a first start that cannot bind
     # leaves none unshown behind it (the next start makes and prints them).
-    first = await store.bootstrap(time.time(), **bounds)
+    first = (await store.bootstrap(time.time(), **bounds)).result
     if first is not None:
         _write_default_config(config)
         _hand_over_credentials(
@@ -263,8 +269,8 @@ async def _serve_locked(config: Config, as_json: bool, read_config: Callable[[],
             as_json, log,
         )
     async with anyio.create_task_group() as tg:
-        tg.start_soon(broker.run_timers)
-        tg.start_soon(housekeeping.collect_closed, broker.stats)
+        tg.start_soon(operations.timers.run, operations.fire)
+        tg.start_soon(housekeeping.collect_closed, operations.stats)
         interval = watchdog_interval()
         if interval:
             tg.start_soon(watchdog, interval)
@@ -418,8 +424,8 @@ def cmd_key_create(args: argparse.Namespace) -> int:
     assert isinstance(key, rpc.KeyCreate)
     now = time.time()
     expires = None if key.expires_in is None else now + key.expires_in
-    view = _with_store(_config(args), lambda store: store.create_key(
-        key.tags, expires, key.uses, now, allow_requested_tags=key.allow_requested_tags))
+    view = _with_store(_config(args), lambda store: _answer(store.create_key(
+        key.tags, expires, key.uses, now, allow_requested_tags=key.allow_requested_tags)))
     _print_secret(view, "enrollment key", "key", args.json)
     return 0
 
@@ -428,9 +434,14 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     """The same flags, default role and checks as ``tetherctl token create``."""
     token = rpc.parse_params("token.create", flags.token_params(args))
     assert isinstance(token, rpc.TokenCreate)
-    view = _with_store(_config(args), lambda store: store.create_token(token.role, token.label, time.time()))
+    view = _with_store(_config(args), lambda store: _answer(store.create_token(token.role, token.label, time.time())))
     _print_secret(view, "admin token", "token", args.json)
     return 0
+
+
+async def _answer(write: Awaitable[Effects[T]]) -> T:
+    """The answer of a write made offline: no daemon runs, so nothing but the store to apply it to."""
+    return (await write).result
 
 
 def build_parser() -> argparse.ArgumentParser:

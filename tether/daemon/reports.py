@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -28,11 +27,10 @@ from ..protocol.frames import Ack, Frame, Progress, Request, Result, Schedule, r
 from ..protocol.lifecycle import WaitPlan
 from ..protocol.polling import InvalidSchedule, plan_next_run
 from ..protocol.values import output_problem, value_problem
-from .store import Ref, ResultIn
-
-if TYPE_CHECKING:
-    from .broker import Broker
-    from .session import AgentSession
+from .effects import Ref
+from .operations import Operations
+from .session import AgentSession
+from .store import ResultIn
 
 
 def _finite_or_0(seconds: float) -> float:
@@ -112,13 +110,12 @@ Report = Frame | ProtocolError | ResultIn
 """One frame of a message, after :func:`check_results`."""
 
 
-def submit_reports(session: AgentSession, codec: Codec, reports: Sequence[Report], broker: Broker,
+def submit_reports(session: AgentSession, codec: Codec, reports: Sequence[Report], operations: Operations,
                    floor: float) -> int:
-    """Queue the store writes for one message's frames; the broker reacts on commit. A
+    """Queue the operations for one message's frames (applied on commit). A
     ``result`` is checked here (:func:`checked_result`) unless :func:`check_results` did it
     already (the server does, in a worker thread, for a large message). Returns how many of
     the frames were bad (answered with an error at once)."""
-    store, agent_id = broker.store, session.agent_id
     acks: list[Ref] = []
     sent_at: dict[int, float] = {}
     progress: list[tuple[Ref, str, bool]] = []
@@ -147,17 +144,17 @@ def submit_reports(session: AgentSession, codec: Codec, reports: Sequence[Report
             bad += 1
             session.tell(error_frame(ProtocolError(
                 ErrorCode.UNEXPECTED_FRAME, f"unexpected {type(frame).__name__.lower()} frame in an agent session")))
-    now = broker.clock()
+    now = operations.clock.time()
     finished = {(r.delivery_id, r.run) for r in results}
     acked: dict[int, float] = {}
     if finished and acks:
         acked = {d: sent_at.get(d, now) for d, run in acks if (d, run) in finished}
         acks = [ref for ref in acks if ref not in finished]
     if acks:
-        store.acknowledge(agent_id, acks, now, sent_at).add_done_callback(lambda f: broker.on_outcome(session, f))
+        operations.acknowledge(session, acks, sent_at, now)
     started = [(ref, text) for ref, text, bare in progress if not (bare and ref in finished)]
     if started:
-        store.started_many(agent_id, started, now).add_done_callback(lambda f: broker.on_outcome(session, f))
+        operations.progress(session, started, now)
     if results:
-        store.record_results(agent_id, results, now, acked).add_done_callback(lambda f: broker.on_results(session, f))
+        operations.results(session, results, acked, now)
     return bad

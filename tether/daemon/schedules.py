@@ -3,7 +3,8 @@
 A schedule fires at ``anchor + k * every`` (the anchor is when it was added, so firings
 stay on their grid however late one ran), or at the times of a five-field cron
 expression read in the schedule's time zone (parsed by croniter, not by hand). Each
-firing creates an ordinary task; the broker keeps one timer-wheel entry per schedule.
+firing creates an ordinary task; the daemon keeps one timer-wheel entry per schedule.
+:data:`CALENDAR` hands these functions to the store (which keeps no calendar of its own).
 """
 
 from __future__ import annotations
@@ -78,3 +79,18 @@ def missed_between(timing: Timing, due: float, now: float) -> int:
         except CroniterBadDateError:
             break
     return count
+
+
+class _Calendar:
+    """This module as the store's :class:`~.store.Calendar`."""
+
+    __slots__ = ()
+
+    def next_fire(self, timing: Timing, after: float) -> float:
+        return next_fire(timing, after)
+
+    def missed_between(self, timing: Timing, due: float, now: float) -> int:
+        return missed_between(timing, due, now)
+
+
+CALENDAR = _Calendar()

@@ -50,14 +50,15 @@ from ..protocol.frames import (
 )
 from ..protocol.lifecycle import cancel_reason
 from ..protocol.tags import check_tags
-from .broker import STORAGE_RETRY_AFTER, Broker
 from .config import Config, exempt_networks
+from .effects import PushItem
 from .limits import Admission, ConnectionLimits, CredentialThrottle, FrameBudget, ShedLog, connection_cap
 from .metrics import render_metrics
+from .operations import STORAGE_RETRY_AFTER, Operations
 from .reports import Report, check_results, submit_reports
 from .rpc import ConsoleRPC
 from .session import FIRST_PAGE, AgentSession, send_frame
-from .store import PushItem, StoreError
+from .store import StoreError, StoreStats
 from .tls import (
     CERTIFICATE_NOT_BOUND,
     CLIENT_CERTIFICATE_REQUIRED,
@@ -123,15 +124,20 @@ CREDENTIAL_FAILURES = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.ENROLL_KEY_UN
 
 
 class Daemon:
-    """The running service: broker, store and WebSocket server."""
+    """The running service: operations, store and WebSocket server."""
 
-    def __init__(self, config: Config, broker: Broker, *, open_files: int = 0) -> None:
+    def __init__(self, config: Config, operations: Operations, *, open_files: int = 0) -> None:
         """``open_files``: tetherd's fd limit, which the limit on connections is derived
         from when ``max_connections`` is 0 (0 here too: no limit on all connections)."""
         self.config = config
-        self.broker = broker
-        self.store = broker.store
-        self.rpc = ConsoleRPC(broker, min_interval=config.min_interval, sessions=self)
+        self.operations = operations
+        self.stats = operations.stats
+        self.store = operations.store
+        self.clock = operations.clock
+        self.rpc = ConsoleRPC(operations, min_interval=config.min_interval)
+        operations.consoles = self
+        self.consoles = 0
+        """Console sessions open."""
         self.server: Server | None = None
         self.draining = False
         total = config.max_connections or (connection_cap(open_files) if open_files else 0)
@@ -173,7 +179,7 @@ class Daemon:
                                               "/metrics needs the metrics_token: Authorization: Bearer TOKEN\n")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="tetherd metrics"'
                 return response
-            response = connection.respond(HTTPStatus.OK, render_metrics(self.broker, self.limits))
+            response = connection.respond(HTTPStatus.OK, render_metrics(self))
             del response.headers["Content-Type"]  # respond() set text/plain: one Content-Type, Prometheus's
             response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
             return response
@@ -182,6 +188,23 @@ class Daemon:
                 HTTPStatus.UPGRADE_REQUIRED, f"tetherd {__version__}: connect with a WebSocket client\n"
             )
         return None
+
+    # -- what /metrics reads (metrics.Readings) --------------------------------------------
+
+    def store_stats(self) -> StoreStats:
+        return self.store.stats()
+
+    def agents_online(self) -> int:
+        return len(self.operations.push)
+
+    def consoles_open(self) -> int:
+        return self.consoles
+
+    def timers_pending(self) -> int:
+        return len(self.operations.timers)
+
+    def connections_open(self) -> int | None:
+        return self.limits.total
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -246,7 +269,7 @@ class Daemon:
         connection.admission = verdict
         if verdict is Admission.ADMIT:
             return
-        self.broker.stats.shed[reason] += 1
+        self.stats.shed[reason] += 1
         if count := self.shed_log.note(reason, time.monotonic()):
             log.warning("event=connections_shed reason=%s count=%d remote=%s limit=%d", reason, count, host,
                         self.limits.limit if reason == "address" else self.limits.total_limit)
@@ -273,7 +296,7 @@ class Daemon:
                 return
             await self._serve_connection(ws)
         finally:
-            self.broker.stats.closed += 1  # a shed one too: every closed connection leaves a cycle
+            self.stats.closed += 1  # a shed one too: every closed connection leaves a cycle
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
         codec: Codec = MSGPACK
@@ -288,7 +311,7 @@ class Daemon:
                     f"no hello within {self.config.handshake_timeout:g} s of connecting",
                 )) from None
             codec = MSGPACK if isinstance(first, bytes) else JSON
-            self.broker.stats.frames_in += 1
+            self.stats.frames_in += 1
             try:
                 frame = decode_first(first)
             except ProtocolError as exc:
@@ -301,7 +324,7 @@ class Daemon:
                 ))
             kind = "enroll_key" if isinstance(frame, Enroll) else f"{frame.role}_token"
             if (wait := self.throttle.wait(_remote_host(ws), time.monotonic())) > 0:
-                self.broker.stats.logins_throttled += 1
+                self.stats.logins_throttled += 1
                 raise SessionEnd(ProtocolError(ErrorCode.LOGIN_THROTTLED, (
                     f"too many failed logins and enrollments from {_remote_host(ws)}; this one was not looked at: "
                     f"retry in {math.ceil(wait)} s")), retry_after=math.ceil(wait * 1000) / 1000)
@@ -325,7 +348,7 @@ class Daemon:
             log.exception("event=session_crashed")
             await self._refuse(ws, codec, ProtocolError(ErrorCode.SERVER_ERROR, "internal error; see tetherd log"))
 
-    # -- revocation (rpc.Sessions) ---------------------------------------------------------
+    # -- revocation (operations.Consoles) --------------------------------------------------
 
     def _close_soon(self, ws: ServerConnection, codec: Codec, reason: str) -> None:
         """End a session with 4010 from a task of its own: the request that revoked the
@@ -335,32 +358,18 @@ class Daemon:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    def close_console_sessions(self, token_id: int, reason: str) -> int:
+    def close(self, token_id: int, reason: str) -> int:
         sessions = self.console_sessions.pop(token_id, set())
         for ws, codec in sessions:
             self._close_soon(ws, codec, reason)
         return len(sessions)
-
-    def close_agent_session(self, agent_id: str, reason: str, *, reconnect: bool = False) -> int:
-        """End the agent's session after the frames queued for it (cancels): with 4010, or,
-        ``reconnect``, with 1012 so the agent logs in again (as the agent it was merged into)."""
-        session = self.broker.sessions.get(agent_id)
-        if session is None:
-            return 0
-        self.broker.unregister(session)  # nothing more is offered to it
-        if reconnect:
-            session.end(1012, reason[:120])
-        else:
-            session.end(int(ErrorCode.UNAUTHORIZED), ErrorCode.UNAUTHORIZED.slug,
-                        ProtocolError(ErrorCode.UNAUTHORIZED, reason))
-        return 1
 
     def _credentials_failed(self, ws: ServerConnection, kind: str, error: ProtocolError) -> float:
         """Count a failed login or enrollment against the peer's address; the seconds its
         next one will wait (:class:`.limits.CredentialThrottle`). Logged at WARNING at most
         once a minute per address, with the failures since the last line."""
         host = _remote_host(ws)
-        self.broker.stats.credential_failures[kind] += 1
+        self.stats.credential_failures[kind] += 1
         wait, to_log = self.throttle.failed(host, time.monotonic())
         if to_log:
             log.warning("event=credentials_refused remote=%s kind=%s failures=%d code=%d retry_after=%g", host, kind,
@@ -387,16 +396,14 @@ class Daemon:
             raise SessionEnd(refusal)  # before the key is looked at: no use of it is spent
         try:
             tags = check_tags(frame.tags, ErrorCode.BAD_HELLO)
-            enrolled = await self.store.enroll(
-                frame.key, frame.machine_uuid, frame.hostname, frame.platform, tags, self.broker.clock(),
+            enrolled = await self.operations.enroll(
+                frame.key, frame.machine_uuid, frame.hostname, frame.platform, tags,
                 proof=None if frame.agent_id is None else (frame.agent_id, frame.token),
                 certificate=client_certificate_sha256(ws) if self.config.bind_client_certificates else None,
             )
         except ProtocolError as exc:
             raise SessionEnd(exc) from None
         self.throttle.succeeded(_remote_host(ws))
-        log.info("event=agent_enrolled agent_id=%s status=%s clone_of=%s hostname=%s tags=%s", enrolled.agent_id,
-                 enrolled.status, enrolled.clone_of or "-", frame.hostname, ",".join(enrolled.tags))
         await send_frame(ws, codec, Enrolled(agent_id=enrolled.agent_id, token=enrolled.token, tags=enrolled.tags,
                                              status=enrolled.status, clone_of=enrolled.clone_of))
         await ws.close(1000, "enrolled")
@@ -404,8 +411,8 @@ class Daemon:
     async def _agent_session(self, ws: ServerConnection, codec: Codec, hello: Hello) -> None:
         if (refusal := client_certificate_refusal(ws)) is not None:
             raise SessionEnd(refusal)
-        broker = self.broker
-        changes_seen = broker.identity_changes
+        push = self.operations.push
+        changes_seen = push.identity_changes
         auth = await self.store.authenticate_agent(hello.agent_id, hello.token) if hello.agent_id else None
         if auth is None:
             raise SessionEnd(REFUSED_AGENT)
@@ -415,12 +422,13 @@ class Daemon:
         self.throttle.succeeded(_remote_host(ws))
         features = [f for f in hello.features if f in FEATURES]
         session = AgentSession(ws, codec, agent_id, secrets.token_hex(8), self.config.window,
-                               set(run_refs(hello.holding, hello.holding_runs)), broker, batch="batch" in features)
-        old = broker.register(session)
+                               set(run_refs(hello.holding, hello.holding_runs)), push.marks, self.stats,
+                               batch="batch" in features)
+        old = push.register(session)
         # Checked in the same step as the registration: a revocation (removal, merge) that
         # committed while this login read the token either closed the sessions registered
         # then, this one among them, or counted itself here first; then the token is read again.
-        recheck = broker.identity_changes != changes_seen
+        recheck = push.identity_changes != changes_seen
         try:
             if old is not None:
                 log.info("event=session_replaced agent_id=%s old=%s new=%s", agent_id, old.session_id,
@@ -430,13 +438,12 @@ class Daemon:
             if recheck and await self.store.authenticate_agent(hello.agent_id or "", hello.token) != auth:
                 raise SessionEnd(REFUSED_AGENT)
         except BaseException:
-            broker.unregister(session)
+            push.unregister(session)
             raise
-        broker.stats.sessions_total["agent"] += 1
+        self.stats.sessions_total["agent"] += 1
         try:
-            now = broker.clock()
-            self.store.agent_seen(agent_id, hello.hostname, hello.platform, hello.commands, hello.agent_version, now)
-            broker.agent_facts(agent_id, hello.hostname, hello.platform)
+            now = self.clock.time()
+            self.operations.hello(agent_id, hello.hostname, hello.platform, hello.commands, hello.agent_version)
             await send_frame(ws, codec, Welcome(
                 version=PROTOCOL_VERSION, role="agent", session_id=session.session_id, server_time=now,
                 agent_id=agent_id, window=self.config.window, features=features,
@@ -469,7 +476,7 @@ class Daemon:
                     if loader is not None:
                         loader.cancel()
         finally:
-            broker.unregister(session)
+            push.unregister(session)
             log.info("event=session_closed role=agent agent_id=%s session=%s code=%s",
                      agent_id, session.session_id, ws.close_code)
 
@@ -479,9 +486,7 @@ class Daemon:
         shown = client_certificate_sha256(ws)
         if shown is None:
             raise SessionEnd(ProtocolError(ErrorCode.UNAUTHORIZED, CLIENT_CERTIFICATE_REQUIRED))
-        if bound is None and await self.store.bind_certificate(agent_id, shown):
-            log.info("event=agent_certificate_bound agent_id=%s sha256=%s", agent_id, shown.hex())
-        elif bound != shown:
+        if not (bound is None and await self.operations.bind_certificate(agent_id, shown)) and bound != shown:
             raise SessionEnd(ProtocolError(ErrorCode.UNAUTHORIZED, CERTIFICATE_NOT_BOUND))
 
     async def _load_rest(self, session: AgentSession, after: PushItem) -> None:
@@ -506,7 +511,7 @@ class Daemon:
         wait = budget.spend(frames + bad * (self.config.bad_frame_cost - 1), clock())
         if wait <= 0:
             return
-        self.broker.stats.throttled += 1
+        self.stats.throttled += 1
         if budget.should_tell(clock()):
             await tell(error_frame(ProtocolError(
                 ErrorCode.RATE_LIMITED,
@@ -541,7 +546,7 @@ class Daemon:
             self.paused.discard(ws)
 
     async def _agent_reader(self, ws: ServerConnection, codec: Codec, session: AgentSession) -> None:
-        stats = self.broker.stats
+        stats = self.stats
         budget = self._budget()
         floor = self.config.min_interval
 
@@ -579,7 +584,7 @@ class Daemon:
                 # The yield first lets the loop answer what came in while it was decoding.
                 await asyncio.sleep(0)
                 reports = await asyncio.to_thread(check_results, frames, codec, floor)
-            bad = submit_reports(session, codec, reports, self.broker, floor)
+            bad = submit_reports(session, codec, reports, self.operations, floor)
             if large:
                 # Freeing a large message's values costs as much as building them: now, and
                 # then a yield, rather than at the next message, after its own decoding.
@@ -597,16 +602,16 @@ class Daemon:
         self.console_sessions.setdefault(token_id, set()).add(mine)
         session_id = secrets.token_hex(8)
         await send_frame(ws, codec, Welcome(
-            version=PROTOCOL_VERSION, role="console", session_id=session_id, server_time=self.broker.clock(),
+            version=PROTOCOL_VERSION, role="console", session_id=session_id, server_time=self.clock.time(),
         ))
-        self.broker.stats.sessions_total["console"] += 1
-        self.broker.consoles += 1
+        self.stats.sessions_total["console"] += 1
+        self.consoles += 1
         send_lock = asyncio.Lock()
 
         async def send(frame: Frame) -> None:
             async with send_lock:
                 await send_frame(ws, codec, frame)
-                self.broker.stats.frames_out += 1
+                self.stats.frames_out += 1
 
         requests: set[asyncio.Task[None]] = set()
         budget = self._budget()
@@ -620,7 +625,7 @@ class Daemon:
             async with asyncio.TaskGroup() as tg:
                 try:
                     async for message in ws:
-                        self.broker.stats.frames_in += 1
+                        self.stats.frames_in += 1
                         try:
                             frame = decode_to_daemon(message)
                         except ProtocolError as exc:
@@ -646,7 +651,7 @@ class Daemon:
                     for task in requests:
                         task.cancel()
         finally:
-            self.broker.consoles -= 1
+            self.consoles -= 1
             same_token = self.console_sessions.get(token_id)
             if same_token is not None:
                 same_token.discard(mine)

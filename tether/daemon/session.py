@@ -5,7 +5,8 @@ Push order is highest priority first, then oldest task (DESIGN "push on connect"
 pusher. Control frames (cancel, committed, errors) jump the queue.
 
 The pusher is the only coroutine that writes to the socket, so frames never interleave;
-everything else (the reader, the broker, store callbacks) only queues and wakes it.
+everything else (the reader, operations applying effects) only queues and wakes it. Time
+comes from the daemon's :class:`~.clock.Clock`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import collections
 import contextlib
 import heapq
 import logging
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -24,10 +24,10 @@ from websockets.exceptions import ConnectionClosed
 from ..protocol.codec import Codec, encode_batch, error_frame, from_msgpack
 from ..protocol.errors import ProtocolError
 from ..protocol.frames import MAX_BATCH_FRAMES, MAX_IDS, Cancel, Committed, Frame, Task, chunked, split_refs
-from .store import PushItem, Ref, StoreError
-
-if TYPE_CHECKING:
-    from .broker import Broker
+from .clock import Clock, Handle
+from .effects import PushItem, Ref
+from .metrics import Stats
+from .store import StoreError
 
 log = logging.getLogger("tether.session")
 
@@ -40,41 +40,42 @@ MAX_CONTROL_BACKLOG = 256
 
 FIRST_PAGE = 1000
 """How many of its queued deliveries a session reads before it starts pushing; the rest
-are read while the first ones go out. (An agent back with 20,000 queued gets its first
-task in a few milliseconds instead of after the whole queue was read: ~70 ms.)"""
+are read while the first ones go out, so the first task of a long queue goes out at once
+(docs/performance.md, "First page")."""
 
 SENT_MARK_DELAY = 5.0
 """Seconds a pushed delivery may stay unacknowledged before the store is told it is ``sent``.
 An agent acknowledges within milliseconds, and its ack then writes ``queued -> acked`` with
 the push time as ``sent_at``: one state change per push instead of two. Only a push still
-unacknowledged after this delay (or when the session ends) is written as ``sent``. It was
-1 s: in a fan-out to 10,000 online agents on two cores, the last agents acknowledge after
-about 2 s, and 7,308 of the 10,000 deliveries were written as ``sent`` for nothing (each a
-row write, and an ack that then leaves the one-``UPDATE`` path)."""
+unacknowledged after this delay (or when the session ends) is written as ``sent``; the
+delay covers the last acks of a fan-out to 10,000 agents (docs/performance.md)."""
 
 
 class SentMarks:
     """When each session's oldest unmarked push is due its ``sent`` mark
-    (:data:`SENT_MARK_DELAY`): one timer for all the sessions of a broker, not one per
-    session and push (a fan-out to 10,000 online agents armed 10,000 timers, five
-    garbage-collected objects each, all alive for the second they waited)."""
+    (:data:`SENT_MARK_DELAY`), and the write of the marks: one timer for all the sessions
+    of a daemon, not one per session and push (a fan-out to 10,000 online agents would arm
+    10,000; docs/performance.md)."""
 
-    __slots__ = ("_due", "_seq", "_sweeping", "_timer")
+    __slots__ = ("_due", "_seq", "_sweeping", "_timer", "clock", "write")
 
     SLACK = 0.005
     """A sweep also marks what is due this much later (a timer may fire a little early)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock, write: Callable[[list[int], float], None]) -> None:
+        self.clock = clock
+        self.write = write
+        """Writes ``queued -> sent`` for these deliveries, pushed at that time (fire and forget)."""
         self._due: list[tuple[float, int, AgentSession]] = []
         self._seq = 0
         self._sweeping = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Handle | None = None
 
     def __len__(self) -> int:
         return len(self._due)
 
     def add(self, session: AgentSession, due: float) -> None:
-        """Call ``session.mark_sent()`` once ``time.time()`` has reached ``due``."""
+        """Call ``session.mark_sent()`` once the clock has reached ``due``."""
         self._seq += 1
         heapq.heappush(self._due, (due, self._seq, session))
         if self._sweeping:
@@ -85,13 +86,13 @@ class SentMarks:
     def _arm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(max(0.0, self._due[0][0] - time.time()), self._sweep)
+        self._timer = self.clock.call_at(self._due[0][0], self._sweep)
 
     def _sweep(self) -> None:
         self._timer = None
         self._sweeping = True
         try:
-            cutoff, due = time.time() + self.SLACK, self._due
+            cutoff, due = self.clock.time() + self.SLACK, self._due
             while due and due[0][0] <= cutoff:
                 heapq.heappop(due)[2].mark_sent(now=cutoff)  # what it adds back is due later
         finally:
@@ -125,20 +126,23 @@ async def send_frame(ws: ServerConnection, codec: Codec, frame: Frame) -> None:
 
 class AgentSession:
     __slots__ = (
-        "agent_id", "batch", "broker", "codec", "committed", "control", "dropped", "ended_while_loading", "ending",
-        "heap", "holding", "in_flight", "mark_due", "queued_ids", "session_id", "unmarked", "wake", "window", "ws",
+        "agent_id", "batch", "clock", "codec", "committed", "control", "dropped", "ended_while_loading", "ending",
+        "heap", "holding", "in_flight", "mark_due", "marks", "queued_ids", "session_id", "stats", "unmarked", "wake",
+        "window", "ws",
     )
 
     def __init__(
         self, ws: ServerConnection, codec: Codec, agent_id: str, session_id: str, window: int,
-        holding: set[Ref], broker: Broker, *, batch: bool = False,
+        holding: set[Ref], marks: SentMarks, stats: Stats, *, batch: bool = False,
     ) -> None:
         self.ws = ws
         self.codec = codec
         self.agent_id = agent_id
         self.session_id = session_id
         self.window = window
-        self.broker = broker
+        self.marks = marks
+        self.stats = stats
+        self.clock = marks.clock
         self.batch = batch
         """The agent announced the ``batch`` feature: a burst of tasks goes as one message."""
         self.holding = holding
@@ -154,7 +158,7 @@ class AgentSession:
         :data:`SENT_MARK_DELAY`. (A list, not a deque: a deque costs ~600 bytes even when
         it holds one push, and 10,000 sessions each hold one in a connect storm.)"""
         self.mark_due = False
-        """The broker's :class:`SentMarks` will call :meth:`mark_sent` (there are unmarked pushes)."""
+        """The daemon's :class:`SentMarks` will call :meth:`mark_sent` (there are unmarked pushes)."""
         self.ended_while_loading: set[int] | None = set()
         """Deliveries ended while the session's first read of its queue was under way (that
         read may still list them); None once it was offered (:meth:`offer_loaded`)."""
@@ -174,7 +178,7 @@ class AgentSession:
         self.heap.clear()
         self.queued_ids.clear()
         self.wake.set()
-        asyncio.get_running_loop().call_later(END_GRACE, self._abort)
+        self.clock.call_at(self.clock.time() + END_GRACE, self._abort)
 
     def _abort(self) -> None:
         if self.ws.transport is not None and not self.ws.transport.is_closing():
@@ -242,24 +246,24 @@ class AgentSession:
             self._mark_after(at)
 
     def _mark_after(self, at: float) -> None:
-        """Have the broker's :class:`SentMarks` call :meth:`mark_sent` once a push made at
+        """Have the daemon's :class:`SentMarks` call :meth:`mark_sent` once a push made at
         ``at`` is due its mark."""
         self.mark_due = True
-        self.broker.sent_marks.add(self, at + SENT_MARK_DELAY)
+        self.marks.add(self, at + SENT_MARK_DELAY)
 
     def mark_sent(self, *, everything: bool = False, now: float | None = None) -> None:
         """Write as ``sent`` the pushes older than :data:`SENT_MARK_DELAY` at ``now`` (by
         default the time) that are still unacknowledged; ``everything``: all of them, the
         session is ending."""
         self.mark_due = False
-        cutoff = (time.time() if now is None else now) - SENT_MARK_DELAY
+        cutoff = (self.clock.time() if now is None else now) - SENT_MARK_DELAY
         unmarked, in_flight = self.unmarked, self.in_flight
         due = len(unmarked) if everything else next(
             (i for i, (at, _) in enumerate(unmarked) if at > cutoff), len(unmarked))
         for at, ids in unmarked[:due]:
             waiting = [d for d in ids if (p := in_flight.get(d)) is not None and p[1] == at]
             if waiting:
-                self.broker.store.mark_sent(waiting, at)
+                self.marks.write(waiting, at)
         del unmarked[:due]
         if unmarked:
             self._mark_after(unmarked[0][0])
@@ -280,7 +284,7 @@ class AgentSession:
         """Queue an error reply to a bad frame, unless the peer is not reading what it is
         sent (then it would only pile up in memory: it is counted and dropped)."""
         if len(self.control) >= MAX_CONTROL_BACKLOG:
-            self.broker.stats.untold += 1
+            self.stats.untold += 1
             return
         self.send_control(frame)
 
@@ -290,7 +294,7 @@ class AgentSession:
 
     def _take(self) -> list[PushItem]:
         """The next deliveries the window has room for, now in flight (and due a sent mark)."""
-        now = time.time()
+        now = self.clock.time()
         room = self.window - len(self.in_flight)
         batch: list[PushItem] = []
         while room > 0 and self.heap:
@@ -317,7 +321,7 @@ class AgentSession:
 
     async def _push_forever(self) -> None:
         codec, ws = self.codec, self.ws
-        stats = self.broker.stats
+        stats = self.stats
         while True:
             await self.wake.wait()
             self.wake.clear()

@@ -1,71 +1,44 @@
 """The store: everything tetherd knows, behind one protocol.
 
 The daemon speaks to :class:`Store` only; SQL lives in :mod:`.sqlite` (and a future
-PostgreSQL backend slots in behind the same protocol). Promises every backend keeps:
+PostgreSQL backend slots in behind the same protocol); :mod:`.memory` keeps it all in
+dicts, for tests. Promises every backend keeps (``tests/daemon/store`` checks them on each):
 
 * a write is visible to readers, and its awaitable resolves, only after it is committed;
 * writes are applied in the order they were submitted (one writer, group commits), so the
   order of state changes in the store is the order of frames on the wire;
-* every delivery state change is decided by :mod:`tether.protocol.lifecycle`; a store
-  only applies the decisions.
+* every delivery and task state change is decided by :mod:`tether.protocol.lifecycle`; a
+  store only applies the decisions;
+* every write answers one :class:`~tether.daemon.effects.Effects` (what the daemon must do
+  now that it is committed; its answer in ``result``), but two that nobody waits for
+  (``agent_seen``, ``mark_sent``: a hello's facts, and ``sent`` marks, which nothing
+  watches);
+* a write refused by its own rules raises :class:`~tether.protocol.errors.ProtocolError`
+  and changes nothing; one the store cannot do raises :class:`StoreError`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any, Literal, NamedTuple, Protocol
 
 import msgspec
 
 from ...protocol.console import AgentView, DeliveryRow, KeyView, ScheduleView, TaskView, TokenView
 from ...protocol.lifecycle import WaitPlan
+from ..effects import Effects, PushItem, Ref
 
 
 class StoreError(Exception):
     """The store cannot do what was asked (not a bug in the caller): refused with 1503."""
 
 
-class PushItem(msgspec.Struct, frozen=True, array_like=True):
-    """What a session needs to push one delivery, without another read."""
-
-    delivery_id: int
-    task_id: int
-    agent_id: str
-    command: str
-    args: bytes
-    """MessagePack of the task's args."""
-    priority: int
-    expires_at: float
-    run: int = 1
-    poll_deadline: float = 0.0
-    poll_timeout: float = 0.0
-
-
-class Change(msgspec.Struct, frozen=True, array_like=True):
-    """One committed delivery state change."""
-
-    delivery_id: int
-    task_id: int
-    agent_id: str
-    old: str
-    new: str
-
-
 class Untasked(NamedTuple):
-    """What an untask changed: the deliveries it ended, and how many tasks it closed (they
-    reach no new agent: a tag or selector task, a task and its polling sequels)."""
+    """What an untask changed: how many deliveries it ended, and how many tasks it closed
+    (they reach no new agent: a tag or selector task, a task and its polling sequels)."""
 
-    changes: list[Change]
+    cancelled: int
     tasks: int
-
-
-class Refusal(msgspec.Struct, frozen=True, array_like=True):
-    """A per-delivery refusal inside a batch (code from the error registry)."""
-
-    delivery_id: int
-    code: int
-    message: str
 
 
 class ResultIn(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,33 +53,6 @@ class ResultIn(msgspec.Struct, frozen=True, kw_only=True):
     """Set when the run asked to be run again (then ``output`` is its partial result)."""
     sequels: list[tuple[WaitPlan, bytes]] = []
     """Further polling sequences the run starts, with their partial results."""
-
-
-Ref = tuple[int, int]
-"""``(delivery_id, run)``: one run of a delivery, as agents report on them."""
-
-
-class Outcome(msgspec.Struct, frozen=True):
-    """What a batch of agent reports did: changes applied, runs settled, refusals."""
-
-    changes: list[Change]
-    settled: list[Ref]
-    """Runs whose report is committed (or was already): the agent may forget them."""
-    refused: list[Refusal]
-    timers: list[tuple[int, float]] = []
-    """``(delivery_id, when)``: polling timers to (re)set on the wheel."""
-    expiries: list[tuple[int, float]] = []
-    """``(task_id, expires_at)``: the ttls of tasks the reports created (sequels)."""
-
-
-class PollOutcome(msgspec.Struct, frozen=True):
-    """What a polling timer did when it fired (see ``Store.poll_due``)."""
-
-    changes: list[Change]
-    items: list[PushItem]
-    """The next run, queued: push it if the agent is online."""
-    timer: float | None
-    """When to look at this delivery again (its sequence's timeout), or None."""
 
 
 class NewTask(msgspec.Struct, frozen=True, kw_only=True):
@@ -145,32 +91,14 @@ class Timing(msgspec.Struct, frozen=True, kw_only=True):
     anchor: float
 
 
-NextFire = Callable[[Timing, float], float]
-"""The first firing of a schedule strictly after a time (``daemon/schedules.py``)."""
+class Calendar(Protocol):
+    """When schedules fire (``daemon/schedules.py``): handed to the store's schedule writes,
+    so that the store keeps no calendar of its own."""
 
-
-class Firing(msgspec.Struct, frozen=True):
-    """What a schedule's timer did: the task it created (if any) and its next firing."""
-
-    task_id: int | None
-    items: list[PushItem]
-    expires_at: float
-    next_fire_at: float | None
-    """None if the schedule is paused or gone: nothing to put back on the wheel."""
-
-
-class Timers(msgspec.Struct, frozen=True):
-    """Everything the timer wheel holds, read back from the store at start."""
-
-    expiries: list[tuple[int, float, bool]]
-    """(task_id, expires_at, one_agent) of every active task that can still change: a tag
-    or ``all`` task until its ttl, a task for one agent while its delivery is unfinished."""
-    polls: list[tuple[int, float]]
-    """(delivery_id, when) of every polling delivery waiting for its next run or timeout."""
-    schedules: list[tuple[int, float]]
-    """(schedule_id, next_fire_at) of every schedule not paused."""
-    selecting: list[tuple[int, float]] = []
-    """(task_id, expires_at) of every active selector task."""
+    def next_fire(self, timing: Timing, after: float) -> float:
+        """The first firing strictly after ``after`` (``inf``: none ever)."""
+    def missed_between(self, timing: Timing, due: float, now: float) -> int:
+        """Firings from ``due`` to ``now``, both included."""
 
 
 class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -212,49 +140,47 @@ class Store(Protocol):
 
     # credentials
     async def bootstrap(self, now: float, *, key_uses: int | None = None,
-                        key_expires_at: float | None = None) -> tuple[str, str] | None:
+                        key_expires_at: float | None = None) -> Effects[tuple[str, str] | None]:
         """On an empty store, make the first admin token and enrollment key (bounded by
         ``key_uses`` / ``key_expires_at`` if given); else None."""
-    async def create_admin_token(self, role: str, label: str, now: float) -> str: ...
-    async def create_enroll_key(
-        self, tags: list[str], expires_at: float | None, uses: int | None, now: float,
-        *, allow_requested_tags: bool = False,
-    ) -> str: ...
     async def admin_login(self, token: str) -> tuple[int, str] | None:
         """The id and role of an admin token that is not revoked."""
-    async def create_token(self, role: str, label: str, now: float) -> TokenView: ...
+    async def create_token(self, role: str, label: str, now: float) -> Effects[TokenView]: ...
     async def list_tokens(self) -> list[TokenView]: ...
-    async def revoke_token(self, token_id: int, now: float) -> bool:
+    async def revoke_token(self, token_id: int, now: float) -> Effects[bool]:
         """False if it was revoked already; refuses to revoke the last admin token."""
     async def create_key(self, tags: list[str], expires_at: float | None, uses: int | None,
-                         now: float, *, allow_requested_tags: bool = False) -> KeyView: ...
+                         now: float, *, allow_requested_tags: bool = False) -> Effects[KeyView]: ...
     async def list_keys(self) -> list[KeyView]: ...
-    async def revoke_key(self, key_id: int, now: float) -> bool: ...
-    async def revoke_agent(self, agent_id: str) -> bool:
+    async def revoke_key(self, key_id: int, now: float) -> Effects[bool]: ...
+    async def revoke_agent(self, agent_id: str) -> Effects[bool]:
         """The agent's token stops working; False if it was revoked already."""
     async def enroll(
         self, key: str, machine_uuid: str, hostname: str, platform: str, tags: list[str], now: float,
         *, proof: tuple[str, str] | None = None, certificate: bytes | None = None,
-    ) -> Enrollment:
+    ) -> Effects[Enrollment]:
         """Rules: :mod:`tether.protocol.enrollment`. ``proof``: ``(agent_id, token)``.
-        ``certificate``: the SHA-256 of the client certificate to bind the agent to."""
+        ``certificate``: the SHA-256 of the client certificate to bind the agent to. The
+        new agent gets the active tasks aimed at its tags, all agents or a selector it matches."""
     async def authenticate_agent(self, agent_id: str, token: str) -> AgentAuth | None: ...
-    async def bind_certificate(self, agent_id: str, certificate: bytes) -> bool:
+    async def bind_certificate(self, agent_id: str, certificate: bytes) -> Effects[bool]:
         """Bind an agent bound to no certificate yet to this one (its SHA-256); False if
         it is bound already."""
-    async def approve_agent(self, agent_id: str) -> None:
+    async def approve_agent(self, agent_id: str) -> Effects[None]:
         """A possible clone becomes an agent of its own (its mark is cleared)."""
-    async def remove_agent(self, agent_id: str, now: float) -> list[Change]:
+    async def remove_agent(self, agent_id: str, now: float) -> Effects[None]:
         """Token void, unfinished deliveries cancelled, out of every target and listing."""
-    async def merge_agent(self, clone_id: str, now: float) -> tuple[str, list[Change]]:
-        """The possible clone takes over the identity of the agent it is a clone of."""
+    async def merge_agent(self, clone_id: str, now: float) -> Effects[str]:
+        """The possible clone takes over the identity of the agent it is a clone of (whose
+        id is the result); the clone's unfinished deliveries are cancelled."""
     def agent_seen(
         self, agent_id: str, hostname: str, platform: str, commands: list[str], version: str, now: float
     ) -> None:
         """Record the facts from an agent's hello (fire and forget)."""
 
     # tasks and deliveries
-    async def create_task(self, task: NewTask, now: float) -> tuple[int, list[PushItem]]: ...
+    async def create_task(self, task: NewTask, now: float) -> Effects[int]:
+        """The task (its id the result) and its deliveries to the agents it targets now."""
     async def pending_for_agent(
         self, agent_id: str, *, limit: int | None = None, after: PushItem | None = None
     ) -> list[PushItem]:
@@ -265,33 +191,35 @@ class Store(Protocol):
     # Agent reports arrive at frame rate, timers fire by the thousand: these return the
     # write's future directly, so the caller reacts on commit (a callback) without a task each.
     def acknowledge(self, agent_id: str, refs: list[Ref], now: float,
-                    sent_at: dict[int, float] | None = None) -> asyncio.Future[Outcome]:
+                    sent_at: dict[int, float] | None = None) -> asyncio.Future[Effects[None]]:
         """``queued | sent -> acked``; ``sent_at`` gives the push time of runs never marked sent."""
-    def started(self, agent_id: str, ref: Ref, message: str, now: float) -> asyncio.Future[Outcome]: ...
-    def started_many(self, agent_id: str, reports: list[tuple[Ref, str]], now: float) -> asyncio.Future[Outcome]: ...
+    def started(self, agent_id: str, ref: Ref, message: str, now: float) -> asyncio.Future[Effects[None]]: ...
+    def started_many(self, agent_id: str, reports: list[tuple[Ref, str]],
+                     now: float) -> asyncio.Future[Effects[None]]: ...
     def record_results(self, agent_id: str, results: list[ResultIn], now: float,
-                       acked: dict[int, float] | None = None) -> asyncio.Future[Outcome]:
+                       acked: dict[int, float] | None = None) -> asyncio.Future[Effects[None]]:
         """A run's result ends its delivery (done, failed) or, with a plan, makes it wait for
-        its next run (history entry written, timer returned in ``Outcome.timers``).
+        its next run (history entry written, its polling timer set).
         ``acked``: deliveries whose ack of that same run came with the result, with when
         each was pushed: the result's write also records the ack (``acked_at``, and
         ``sent_at`` for one never marked sent), instead of a write of its own before."""
-    def expire_task(self, task_id: int, now: float) -> asyncio.Future[list[Change]]:
+    def expire_task(self, task_id: int, now: float) -> asyncio.Future[Effects[None]]:
         """The task's ttl ended: it reaches no new agent; runs not acknowledged and waits
         for a next run end as expired."""
-    def poll_due(self, delivery_id: int, now: float) -> asyncio.Future[PollOutcome]:
+    def poll_due(self, delivery_id: int, now: float) -> asyncio.Future[Effects[None]]:
         """A polling timer fired: queue the next run if it is due, or end the sequence at its
         timeout (the daemon's own error entry), or at the ttl."""
     async def cancel(
         self, *, task_id: int | None = None, agent_id: str | None = None, tag: str | None = None,
         selector: str | None = None, now: float,
-    ) -> Untasked:
+    ) -> Effects[Untasked]:
         """Untask: the task's unfinished deliveries (all, or only those of the agents the other
         argument names), or everything unfinished for an agent, a tag or a selector."""
-    async def tag_add(self, agent_id: str, tag: str, now: float) -> list[PushItem]: ...
-    async def tag_rm(self, agent_id: str, tag: str, now: float) -> list[PushItem]:
-        """Remove the tag; returns the selector tasks the agent matches without it."""
-    def select_for_agent(self, agent_id: str, hostname: str, platform: str, now: float) -> asyncio.Future[list[PushItem]]:
+    async def tag_add(self, agent_id: str, tag: str, now: float) -> Effects[None]: ...
+    async def tag_rm(self, agent_id: str, tag: str, now: float) -> Effects[None]:
+        """Remove the tag; the agent gets the selector tasks it matches without it."""
+    def select_for_agent(self, agent_id: str, hostname: str, platform: str,
+                         now: float) -> asyncio.Future[Effects[None]]:
         """An agent's facts from its hello: the active selector tasks it now matches and had
         not received, queued (called only while selector tasks may be active)."""
 
@@ -301,8 +229,6 @@ class Store(Protocol):
     async def ended_by_daemon(self, agent_id: str, delivery_ids: list[int]) -> list[tuple[int, str]]:
         """Of these deliveries of the agent, those the daemon ended (untask, ttl, polling
         timeout), with their state: an agent reconnecting with them held must cancel them."""
-    async def selecting(self) -> list[tuple[int, float]]:
-        """(task_id, expires_at) of every active selector task."""
     async def agent_commands(self, agent_id: str) -> list[str] | None:
         """The commands the agent announced, [] if it never connected, None if unknown."""
     async def get_task(self, task_id: int, *, history: bool = False, now: float | None = None) -> TaskView | None:
@@ -312,20 +238,23 @@ class Store(Protocol):
         self, *, agent_id: str | None, tag: str | None, states: list[str] | None, limit: int,
         selector: str | None = None,
     ) -> list[DeliveryRow]: ...
-    async def timers(self) -> Timers:
-        """What the timer wheel must hold, to rebuild it at start."""
+    async def timers(self) -> Effects[None]:
+        """What the timer wheel must hold (and the selector tasks still active), to rebuild
+        it at start: every pending ttl, polling wait and schedule firing."""
 
     # recurring schedules
-    async def add_schedule(self, spec: NewSchedule, now: float, next_fire_at: float) -> ScheduleView: ...
+    async def add_schedule(self, spec: NewSchedule, now: float, next_fire_at: float) -> Effects[ScheduleView]: ...
     async def list_schedules(self) -> list[ScheduleView]: ...
     async def get_schedule(self, name: str) -> ScheduleView | None: ...
-    async def pause_schedule(self, name: str, paused: bool, now: float, next_fire: NextFire) -> ScheduleView:
+    async def pause_schedule(self, name: str, paused: bool, now: float,
+                             calendar: Calendar) -> Effects[ScheduleView]:
         """Pause (no firings, next_fire_at None) or resume (next firing after ``now``)."""
-    async def remove_schedule(self, name: str) -> int:
-        """Delete the schedule (its tasks stay); returns its id."""
-    def fire_schedule(self, schedule_id: int, now: float, next_fire: NextFire) -> asyncio.Future[Firing]:
-        """Create the schedule's task and move its next firing on."""
-    async def skip_missed(self, now: float, next_fire: NextFire) -> list[tuple[str, int]]:
+    async def remove_schedule(self, name: str) -> Effects[None]:
+        """Delete the schedule (its tasks stay)."""
+    def fire_schedule(self, schedule_id: int, now: float, calendar: Calendar) -> asyncio.Future[Effects[int | None]]:
+        """Create the schedule's task (its id the result; None if it was not due) and move
+        its next firing on."""
+    async def skip_missed(self, now: float, calendar: Calendar) -> Effects[list[tuple[str, int]]]:
         """At start: schedules whose firings fell due while tetherd was down. ``skip`` ones
         move to their next firing after ``now``; ``once`` ones stay due (they fire once at
-        start). Both count the firings missed; returns (name, missed) of each."""
+        start). Both count the firings missed; the result is (name, missed) of each."""

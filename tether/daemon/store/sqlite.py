@@ -19,14 +19,8 @@ from ...protocol.codec import pack
 from ...protocol.errors import ErrorCode, ProtocolError
 from ...protocol.lifecycle import TASK, DeliveryEvent, TaskEvent, sql_in
 from ...protocol.tags import check_tag_count
-from . import (
-    Change,
-    NewTask,
-    PushItem,
-    StoreError,
-    StoreStats,
-    Untasked,
-)
+from ..effects import Change, Effects
+from . import NewTask, StoreError, StoreStats, Untasked
 from .schema import apply_migrations, open_checked
 from .sqlite_agents import SQLiteAgents
 from .sqlite_credentials import SQLiteCredentials
@@ -138,13 +132,12 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials, S
 
     # -- tasks and deliveries -------------------------------------------------------------
 
-    async def create_task(self, task: NewTask, now: float) -> tuple[int, list[PushItem]]:
-        def op(tx: Tx) -> tuple[int, list[PushItem]]:
+    async def create_task(self, task: NewTask, now: float) -> Effects[int]:
+        def op(tx: Tx) -> Effects[int]:
             check_target(tx, task.target_kind, task.target)
-            task_id, _, items = insert_task(tx, task, now)
-            return task_id, items
+            return insert_task(tx, task, now)
 
-        result: tuple[int, list[PushItem]] = await self._submit(op)
+        result: Effects[int] = await self._submit(op)
         return result
 
     def mark_sent(self, delivery_ids: list[int], now: float) -> None:
@@ -155,83 +148,79 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials, S
 
         self._submit_quiet(op, "mark_sent")
 
-    def _end(self, where: str, params: tuple[Any, ...], event: DeliveryEvent, now: float, error: str = "") -> Op:
+    def _end(self, tx: Tx, effects: Effects[Any], where: str, params: tuple[Any, ...], event: DeliveryEvent,
+             now: float, error: str = "") -> None:
         """End the deliveries that match, as the daemon's own decision (ttl, untask)."""
         states = sql_in(lifecycle.moves(lifecycle.DELIVERY, event)[0])
+        rows = tx.execute(
+            f"SELECT id, task_id, agent_id, state FROM deliveries WHERE {where} AND state IN {states}", params
+        ).fetchall()
+        for d_id, task_id, agent_id, state in rows:
+            decision = lifecycle.end_by_daemon(d_id, state, event, now, error)
+            tx.apply(d_id, decision, now)
+            assert decision.new is not None
+            effects.changes.append(Change(d_id, task_id, agent_id, decision.old, decision.new))
+            if decision.withdraw is not None:
+                effects.withdraws.append((agent_id, d_id, decision.withdraw))
 
-        def op(tx: Tx) -> list[Change]:
-            rows = tx.execute(
-                f"SELECT id, task_id, agent_id, state FROM deliveries WHERE {where} AND state IN {states}", params
-            ).fetchall()
-            changes = []
-            for d_id, task_id, agent_id, state in rows:
-                decision = lifecycle.end_by_daemon(d_id, state, event, now, error)
-                tx.apply(d_id, decision, now)
-                assert decision.new is not None
-                changes.append(Change(d_id, task_id, agent_id, decision.old, decision.new))
-            return changes
-
-        return op
-
-    def _end_unfinished(self, tx: Tx, agent_id: str, now: float) -> list[Change]:
+    def _end_unfinished(self, tx: Tx, effects: Effects[Any], agent_id: str, now: float) -> None:
         """Cancel every unfinished delivery of the agent, the daemon's decision."""
-        changes: list[Change] = self._end("agent_id = ?", (agent_id,), DeliveryEvent.UNTASK, now)(tx)
-        return changes
+        self._end(tx, effects, "agent_id = ?", (agent_id,), DeliveryEvent.UNTASK, now)
 
-    def expire_task(self, task_id: int, now: float) -> asyncio.Future[list[Change]]:
-        end = self._end("task_id = ?", (task_id,), DeliveryEvent.TTL_END, now, lifecycle.TTL_ENDED)
-
-        def op(tx: Tx) -> list[Change]:
+    def expire_task(self, task_id: int, now: float) -> asyncio.Future[Effects[None]]:
+        def op(tx: Tx) -> Effects[None]:
+            effects: Effects[None] = Effects(None)
             _close_tasks(tx, TaskEvent.TTL_END, "id = ?", (task_id,))
-            changes: list[Change] = end(tx)
-            return changes
+            self._end(tx, effects, "task_id = ?", (task_id,), DeliveryEvent.TTL_END, now, lifecycle.TTL_ENDED)
+            return effects
 
         return self._submit(op)
 
     async def cancel(
         self, *, task_id: int | None = None, agent_id: str | None = None, tag: str | None = None,
         selector: str | None = None, now: float,
-    ) -> Untasked:
-        def op(tx: Tx) -> Untasked:
-            params: tuple[Any, ...]
+    ) -> Effects[Untasked]:
+        def op(tx: Tx) -> Effects[Untasked]:
+            effects: Effects[Untasked] = Effects(Untasked(0, 0))
+            closed: list[int] = []
+            untask = DeliveryEvent.UNTASK
             if task_id is not None and (agent_id, tag, selector) != (None, None, None):
-                return Untasked(self._cancel_for(tx, task_id, agent_id, tag, selector, now), 0)
-            if task_id is not None:
+                self._cancel_for(tx, effects, task_id, agent_id, tag, selector, now)
+            elif task_id is not None:
                 if not tx.one("SELECT 1 FROM tasks WHERE id = ?", (min(task_id, MAX_ID),)):
                     raise ProtocolError(ErrorCode.UNKNOWN_TASK, f"no task {task_id}")
-                closed = len(_close_tasks(tx, TaskEvent.UNTASK, "(id = ? OR parent_id = ?) AND expires_at > ?",
-                                          (task_id, task_id, now)))
+                closed = _close_tasks(tx, TaskEvent.UNTASK, "(id = ? OR parent_id = ?) AND expires_at > ?",
+                                      (task_id, task_id, now))
                 # with the polling sequences its runs started (sequels)
-                where, params = "task_id IN (SELECT ? UNION ALL SELECT id FROM tasks WHERE parent_id = ?)", \
-                    (task_id, task_id)
+                self._end(tx, effects, "task_id IN (SELECT ? UNION ALL SELECT id FROM tasks WHERE parent_id = ?)",
+                          (task_id, task_id), untask, now)
             elif selector is not None:
-                closed = len(_close_tasks(tx, TaskEvent.UNTASK, "selector = ?", (selector,)))
-                chosen = _selected(tx, selector)
-                ended: list[Change] = []
-                for chunk in chunks(chosen):
-                    ended += self._end(f"agent_id IN ({','.join('?' * len(chunk))})", tuple(chunk),
-                                       DeliveryEvent.UNTASK, now)(tx)
-                rest: list[Change] = self._end("task_id IN (SELECT id FROM tasks WHERE selector = ?)", (selector,),
-                                               DeliveryEvent.UNTASK, now)(tx)
-                return Untasked(ended + rest, closed)
+                closed = _close_tasks(tx, TaskEvent.UNTASK, "selector = ?", (selector,))
+                for chunk in chunks(_selected(tx, selector)):
+                    self._end(tx, effects, f"agent_id IN ({','.join('?' * len(chunk))})", tuple(chunk), untask, now)
+                self._end(tx, effects, "task_id IN (SELECT id FROM tasks WHERE selector = ?)", (selector,), untask,
+                          now)
             elif agent_id is not None:
                 check_agent(tx, agent_id)
-                return Untasked(self._end_unfinished(tx, agent_id, now), 0)
+                self._end_unfinished(tx, effects, agent_id, now)
             else:
-                closed = len(_close_tasks(tx, TaskEvent.UNTASK, "target_kind = 'tag' AND target = ?", (tag,)))
+                closed = _close_tasks(tx, TaskEvent.UNTASK, "target_kind = 'tag' AND target = ?", (tag,))
                 if not closed and not tx.one("SELECT 1 FROM agent_tags WHERE tag = ?", (tag,)):
                     raise ProtocolError(ErrorCode.UNKNOWN_TAG,
                                         f"no agent carries tag {tag!r} and no task is aimed at it: nothing to cancel")
                 where = "agent_id IN (SELECT agent_id FROM agent_tags WHERE tag = ?)"
                 where += " OR task_id IN (SELECT id FROM tasks WHERE target_kind = 'tag' AND target = ?)"
-                where, params = f"({where})", (tag, tag)
-            return Untasked(self._end(where, params, DeliveryEvent.UNTASK, now)(tx), closed)
+                self._end(tx, effects, f"({where})", (tag, tag), untask, now)
+            if tag is None:  # a tag untask closes tag tasks only
+                effects.unselected = closed
+            effects.result = Untasked(len(effects.changes), len(closed))
+            return effects
 
-        result: Untasked = await self._submit(op)
+        result: Effects[Untasked] = await self._submit(op)
         return result
 
-    def _cancel_for(self, tx: Tx, task_id: int, agent_id: str | None, tag: str | None, selector: str | None,
-                    now: float) -> list[Change]:
+    def _cancel_for(self, tx: Tx, effects: Effects[Untasked], task_id: int, agent_id: str | None, tag: str | None,
+                    selector: str | None, now: float) -> None:
         """Untask one task for some agents only (LimaCharlie's reliable delete: ``sid`` and
         ``task_id``). An agent the task has not reached yet gets its delivery as cancelled,
         so a tag or selector task never reaches it later."""
@@ -246,7 +235,6 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials, S
         else:
             assert selector is not None
             agents = _selected(tx, selector)
-        changes: list[Change] = []
         # What untasking a delivery just born makes of it, to insert it so.
         unborn = lifecycle.end_by_daemon(0, lifecycle.BORN, DeliveryEvent.UNTASK, now)
         assert unborn.new is not None
@@ -255,36 +243,37 @@ class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials, S
                   f" {', '.join(columns)}) VALUES (?, ?, ?, ?, ?{', ?' * len(columns)})")
         for chunk in chunks(agents):
             marks = ",".join("?" * len(chunk))
-            changes += self._end(f"task_id = ? AND agent_id IN ({marks})", (task_id, *chunk), DeliveryEvent.UNTASK,
-                                 now)(tx)
+            self._end(tx, effects, f"task_id = ? AND agent_id IN ({marks})", (task_id, *chunk), DeliveryEvent.UNTASK,
+                      now)
             tx.conn.executemany(insert, [(task_id, a, state, task[0], now, *columns.values()) for a in chunk])
-        return changes
 
-    async def tag_add(self, agent_id: str, tag: str, now: float) -> list[PushItem]:
-        def op(tx: Tx) -> list[PushItem]:
+    async def tag_add(self, agent_id: str, tag: str, now: float) -> Effects[None]:
+        def op(tx: Tx) -> Effects[None]:
             check_agent(tx, agent_id)
             if tx.execute("INSERT OR IGNORE INTO agent_tags (agent_id, tag) VALUES (?, ?)", (agent_id, tag)).rowcount:
                 count = tx.one("SELECT count(*) FROM agent_tags WHERE agent_id = ?", (agent_id,))[0]
                 check_tag_count(count, whose=f"agent {agent_id}")
-            return materialise(tx, agent_id, [tag], now, include_all=False) + materialise_selected(tx, agent_id, now)
+            return Effects(None, items=materialise(tx, agent_id, [tag], now, include_all=False)
+                           + materialise_selected(tx, agent_id, now))
 
-        result: list[PushItem] = await self._submit(op)
+        result: Effects[None] = await self._submit(op)
         return result
 
-    async def tag_rm(self, agent_id: str, tag: str, now: float) -> list[PushItem]:
-        def op(tx: Tx) -> list[PushItem]:
+    async def tag_rm(self, agent_id: str, tag: str, now: float) -> Effects[None]:
+        def op(tx: Tx) -> Effects[None]:
             check_agent(tx, agent_id)
             if not tx.execute("DELETE FROM agent_tags WHERE agent_id = ? AND tag = ?", (agent_id, tag)).rowcount:
                 raise ProtocolError(ErrorCode.UNKNOWN_TAG, f"agent {agent_id} does not carry tag {tag!r}")
-            return materialise_selected(tx, agent_id, now)  # e.g. not "staging" in tags
+            return Effects(None, items=materialise_selected(tx, agent_id, now))  # e.g. not "staging" in tags
 
-        result: list[PushItem] = await self._submit(op)
+        result: Effects[None] = await self._submit(op)
         return result
 
-    def select_for_agent(self, agent_id: str, hostname: str, platform: str, now: float) -> asyncio.Future[list[PushItem]]:
-        def op(tx: Tx) -> list[PushItem]:
+    def select_for_agent(self, agent_id: str, hostname: str, platform: str,
+                         now: float) -> asyncio.Future[Effects[None]]:
+        def op(tx: Tx) -> Effects[None]:
             tx.execute("UPDATE agents SET hostname = ?, platform = ? WHERE id = ?", (hostname, platform, agent_id))
-            return materialise_selected(tx, agent_id, now)
+            return Effects(None, items=materialise_selected(tx, agent_id, now))
 
         return self._submit(op)
 

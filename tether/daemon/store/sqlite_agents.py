@@ -18,7 +18,8 @@ from ...protocol.codec import unpack
 from ...protocol.enrollment import Proof, decide
 from ...protocol.errors import ErrorCode, ProtocolError
 from .. import credentials
-from . import AgentAuth, Change, Enrollment
+from ..effects import Effects
+from . import AgentAuth, Enrollment
 from .sqlite_tasks import LIVE, check_agent, materialise, materialise_selected
 from .writer import Op, Tx
 
@@ -36,18 +37,18 @@ class SQLiteAgents:
 
     _submit: Callable[[Op], asyncio.Future[Any]]
     _read: Callable[..., Awaitable[list[Any]]]
-    _end_unfinished: Callable[[Tx, str, float], list[Change]]
+    _end_unfinished: Callable[[Tx, Effects[Any], str, float], None]
 
     async def enroll(
         self, key: str, machine_uuid: str, hostname: str, platform: str, tags: list[str], now: float,
         *, proof: tuple[str, str] | None = None, certificate: bytes | None = None,
-    ) -> Enrollment:
+    ) -> Effects[Enrollment]:
         """``proof``: the ``(agent_id, token)`` of the agent the enrollee says it is.
         ``certificate``: the SHA-256 of its client certificate, to bind the agent to."""
         key_hash = credentials.digest(credentials.normalise_enroll_key(key))
         token = credentials.new_agent_token()
 
-        def op(tx: Tx) -> Enrollment:
+        def op(tx: Tx) -> Effects[Enrollment]:
             key_id, key_tags, uses_left, allow = _usable_key(tx, key_hash, now)
             twin = None
             if proof is None and machine_uuid:
@@ -63,7 +64,8 @@ class SQLiteAgents:
                 tx.execute("UPDATE agents SET hostname = ?, platform = ?, machine_uuid = ?,"
                            " cert_sha256 = coalesce(?, cert_sha256) WHERE id = ?",
                            (hostname, platform, machine_uuid, certificate, decision.agent_id))
-                return Enrollment(agent_id=decision.agent_id, token=proof[1], tags=decision.tags, status="existing")
+                return Effects(Enrollment(agent_id=decision.agent_id, token=proof[1], tags=decision.tags,
+                                          status="existing"))
             agent_id = credentials.new_agent_id()
             tx.execute(
                 "INSERT INTO agents (id, token_hash, machine_uuid, hostname, platform, enrolled_at, clone_of,"
@@ -73,11 +75,12 @@ class SQLiteAgents:
             )
             tx.conn.executemany("INSERT INTO agent_tags (agent_id, tag) VALUES (?, ?)",
                                 [(agent_id, t) for t in decision.tags])
-            materialise(tx, agent_id, decision.tags, now)
-            materialise_selected(tx, agent_id, now)
-            return Enrollment(agent_id=agent_id, token=token, tags=decision.tags, clone_of=decision.clone_of or "")
+            # An agent enrolling is not online yet: it gets these when its session opens.
+            items = materialise(tx, agent_id, decision.tags, now) + materialise_selected(tx, agent_id, now)
+            return Effects(Enrollment(agent_id=agent_id, token=token, tags=decision.tags,
+                                      clone_of=decision.clone_of or ""), items=items)
 
-        result: Enrollment = await self._submit(op)
+        result: Effects[Enrollment] = await self._submit(op)
         return result
 
     async def authenticate_agent(self, agent_id: str, token: str) -> AgentAuth | None:
@@ -87,53 +90,58 @@ class SQLiteAgents:
             return None
         return AgentAuth(agent_id=rows[0][0], certificate=rows[0][2])
 
-    async def bind_certificate(self, agent_id: str, certificate: bytes) -> bool:
-        def op(tx: Tx) -> bool:
-            return bool(tx.execute("UPDATE agents SET cert_sha256 = ? WHERE id = ? AND cert_sha256 IS NULL",
-                                   (certificate, agent_id)).rowcount)
+    async def bind_certificate(self, agent_id: str, certificate: bytes) -> Effects[bool]:
+        def op(tx: Tx) -> Effects[bool]:
+            return Effects(bool(tx.execute("UPDATE agents SET cert_sha256 = ? WHERE id = ? AND cert_sha256 IS NULL",
+                                           (certificate, agent_id)).rowcount))
 
-        result: bool = await self._submit(op)
+        result: Effects[bool] = await self._submit(op)
         return result
 
-    async def revoke_agent(self, agent_id: str) -> bool:
+    async def revoke_agent(self, agent_id: str) -> Effects[bool]:
         """The agent's token stops working (its digest is cleared): it can neither log in
         nor re-enroll as itself; enrolling again makes a new agent."""
 
-        def op(tx: Tx) -> bool:
+        def op(tx: Tx) -> Effects[bool]:
             check_agent(tx, agent_id)
-            return bool(tx.execute("UPDATE agents SET token_hash = X'' WHERE id = ? AND length(token_hash) > 0",
-                                   (agent_id,)).rowcount)
+            return Effects(bool(tx.execute(
+                "UPDATE agents SET token_hash = X'' WHERE id = ? AND length(token_hash) > 0", (agent_id,)).rowcount))
 
-        result: bool = await self._submit(op)
+        result: Effects[bool] = await self._submit(op)
         return result
 
-    async def approve_agent(self, agent_id: str) -> None:
+    async def approve_agent(self, agent_id: str) -> Effects[None]:
         """A possible clone is an agent of its own: the mark is cleared."""
 
-        def op(tx: Tx) -> None:
+        def op(tx: Tx) -> Effects[None]:
             _clone_of(tx, agent_id, "approve")
             tx.execute("UPDATE agents SET clone_of = NULL WHERE id = ?", (agent_id,))
+            return Effects(None)
 
-        await self._submit(op)
+        result: Effects[None] = await self._submit(op)
+        return result
 
-    async def remove_agent(self, agent_id: str, now: float) -> list[Change]:
+    async def remove_agent(self, agent_id: str, now: float) -> Effects[None]:
         """The agent's token stops working, its unfinished deliveries end as cancelled, it
         loses its tags and leaves every target and listing; its row stays for history."""
 
-        def op(tx: Tx) -> list[Change]:
+        def op(tx: Tx) -> Effects[None]:
             check_agent(tx, agent_id)
-            return _retire(tx, self._end_unfinished(tx, agent_id, now), agent_id, now)
+            effects: Effects[None] = Effects(None)
+            self._end_unfinished(tx, effects, agent_id, now)
+            _retire(tx, agent_id, now)
+            return effects
 
-        result: list[Change] = await self._submit(op)
+        result: Effects[None] = await self._submit(op)
         return result
 
-    async def merge_agent(self, clone_id: str, now: float) -> tuple[str, list[Change]]:
+    async def merge_agent(self, clone_id: str, now: float) -> Effects[str]:
         """A possible clone takes over the identity of the agent it is a clone of: that
         agent keeps its id, tags and deliveries and gets the clone's token (its own stops
         working); the clone is removed (its unfinished deliveries cancelled) and its id
         logs in as that agent from then on. Returns that agent's id and the cancellations."""
 
-        def op(tx: Tx) -> tuple[str, list[Change]]:
+        def op(tx: Tx) -> Effects[str]:
             original = _clone_of(tx, clone_id, "merge")
             if not tx.one(f"SELECT 1 FROM agents WHERE id = ? AND {LIVE}", (original,)):
                 raise ProtocolError(ErrorCode.UNKNOWN_AGENT, (
@@ -143,11 +151,13 @@ class SQLiteAgents:
                 "UPDATE agents SET (token_hash, machine_uuid, hostname, platform) ="
                 " (SELECT token_hash, machine_uuid, hostname, platform FROM agents WHERE id = ?) WHERE id = ?",
                 (clone_id, original))
-            changes = self._end_unfinished(tx, clone_id, now)
+            effects = Effects(original)
+            self._end_unfinished(tx, effects, clone_id, now)
             tx.execute("UPDATE agents SET merged_into = ? WHERE id = ?", (original, clone_id))
-            return original, _retire(tx, changes, clone_id, now)
+            _retire(tx, clone_id, now)
+            return effects
 
-        result: tuple[str, list[Change]] = await self._submit(op)
+        result: Effects[str] = await self._submit(op)
         return result
 
 
@@ -186,8 +196,7 @@ def _clone_of(tx: Tx, agent_id: str, verb: str) -> str:
     return original
 
 
-def _retire(tx: Tx, changes: list[Change], agent_id: str, now: float) -> list[Change]:
+def _retire(tx: Tx, agent_id: str, now: float) -> None:
     """Take the agent out of every target and listing (its row stays for history)."""
     tx.execute("UPDATE agents SET removed_at = ?, token_hash = X'' WHERE id = ?", (now, agent_id))
     tx.execute("DELETE FROM agent_tags WHERE agent_id = ?", (agent_id,))
-    return changes

@@ -17,6 +17,7 @@ from ...protocol.codec import pack, unpack
 from ...protocol.console import KeyView, TokenView
 from ...protocol.errors import ErrorCode, ProtocolError
 from .. import credentials
+from ..effects import Effects
 from .writer import MAX_ID, Op, Tx
 
 
@@ -27,10 +28,10 @@ class SQLiteCredentials:
     _read: Callable[..., Awaitable[list[Any]]]
 
     async def bootstrap(self, now: float, *, key_uses: int | None = None,
-                        key_expires_at: float | None = None) -> tuple[str, str] | None:
-        def op(tx: Tx) -> tuple[str, str] | None:
+                        key_expires_at: float | None = None) -> Effects[tuple[str, str] | None]:
+        def op(tx: Tx) -> Effects[tuple[str, str] | None]:
             if tx.one("SELECT 1 FROM admin_tokens LIMIT 1"):
-                return None
+                return Effects(None)
             token = credentials.new_admin_token()
             key = credentials.new_enroll_key()
             tx.execute(
@@ -41,15 +42,12 @@ class SQLiteCredentials:
                 "INSERT INTO enroll_keys (key_hash, tags, created_at, expires_at, uses_left) VALUES (?, ?, ?, ?, ?)",
                 (credentials.digest(key), pack([]), now, key_expires_at, key_uses),
             )
-            return token, key
+            return Effects((token, key))
 
-        result: tuple[str, str] | None = await self._submit(op)
+        result: Effects[tuple[str, str] | None] = await self._submit(op)
         return result
 
-    async def create_admin_token(self, role: str, label: str, now: float) -> str:
-        return (await self.create_token(role, label, now)).token
-
-    async def create_token(self, role: str, label: str, now: float) -> TokenView:
+    async def create_token(self, role: str, label: str, now: float) -> Effects[TokenView]:
         token = credentials.new_admin_token()
 
         def op(tx: Tx) -> int:
@@ -59,38 +57,33 @@ class SQLiteCredentials:
             ).lastrowid or 0
 
         token_id: int = await self._submit(op)
-        return TokenView(token_id=token_id, role=role, label=label, created_at=now, revoked_at=None, token=token)
+        return Effects(TokenView(token_id=token_id, role=role, label=label, created_at=now, revoked_at=None,
+                                 token=token))
 
     async def list_tokens(self) -> list[TokenView]:
         rows = await self._read("SELECT id, role, label, created_at, revoked_at FROM admin_tokens ORDER BY id")
         return [TokenView(token_id=r[0], role=r[1], label=r[2], created_at=r[3], revoked_at=r[4]) for r in rows]
 
-    async def revoke_token(self, token_id: int, now: float) -> bool:
-        def op(tx: Tx) -> bool:
+    async def revoke_token(self, token_id: int, now: float) -> Effects[bool]:
+        def op(tx: Tx) -> Effects[bool]:
             row = tx.one("SELECT role, revoked_at FROM admin_tokens WHERE id = ?", (min(token_id, MAX_ID),))
             if row is None:
                 raise ProtocolError(ErrorCode.UNKNOWN_TOKEN, f"no admin token with id {token_id}")
             if row[1] is not None:
-                return False
+                return Effects(False)
             if row[0] == "admin" and not tx.one(
                 "SELECT 1 FROM admin_tokens WHERE role = 'admin' AND revoked_at IS NULL AND id != ?", (token_id,)
             ):
                 raise ProtocolError(ErrorCode.LAST_ADMIN_TOKEN,
                                     f"token {token_id} is the last admin token; create another admin token first")
             tx.execute("UPDATE admin_tokens SET revoked_at = ? WHERE id = ?", (now, token_id))
-            return True
+            return Effects(True)
 
-        result: bool = await self._submit(op)
+        result: Effects[bool] = await self._submit(op)
         return result
 
-    async def create_enroll_key(
-        self, tags: list[str], expires_at: float | None, uses: int | None, now: float,
-        *, allow_requested_tags: bool = False,
-    ) -> str:
-        return (await self.create_key(tags, expires_at, uses, now, allow_requested_tags=allow_requested_tags)).key
-
     async def create_key(self, tags: list[str], expires_at: float | None, uses: int | None, now: float,
-                         *, allow_requested_tags: bool = False) -> KeyView:
+                         *, allow_requested_tags: bool = False) -> Effects[KeyView]:
         key = credentials.new_enroll_key()
         tags = sorted(set(tags))
 
@@ -102,8 +95,8 @@ class SQLiteCredentials:
             ).lastrowid or 0
 
         key_id: int = await self._submit(op)
-        return KeyView(key_id=key_id, tags=tags, created_at=now, expires_at=expires_at, uses_left=uses,
-                       revoked_at=None, key=key, allow_requested_tags=allow_requested_tags)
+        return Effects(KeyView(key_id=key_id, tags=tags, created_at=now, expires_at=expires_at, uses_left=uses,
+                               revoked_at=None, key=key, allow_requested_tags=allow_requested_tags))
 
     async def list_keys(self) -> list[KeyView]:
         rows = await self._read(
@@ -112,17 +105,17 @@ class SQLiteCredentials:
         return [KeyView(key_id=r[0], tags=unpack(r[1]), created_at=r[2], expires_at=r[3], uses_left=r[4],
                         revoked_at=r[5], allow_requested_tags=bool(r[6])) for r in rows]
 
-    async def revoke_key(self, key_id: int, now: float) -> bool:
-        def op(tx: Tx) -> bool:
+    async def revoke_key(self, key_id: int, now: float) -> Effects[bool]:
+        def op(tx: Tx) -> Effects[bool]:
             row = tx.one("SELECT revoked_at FROM enroll_keys WHERE id = ?", (min(key_id, MAX_ID),))
             if row is None:
                 raise ProtocolError(ErrorCode.UNKNOWN_KEY, f"no enrollment key with id {key_id}")
             if row[0] is not None:
-                return False
+                return Effects(False)
             tx.execute("UPDATE enroll_keys SET revoked_at = ? WHERE id = ?", (now, key_id))
-            return True
+            return Effects(True)
 
-        result: bool = await self._submit(op)
+        result: Effects[bool] = await self._submit(op)
         return result
 
     async def admin_login(self, token: str) -> tuple[int, str] | None:

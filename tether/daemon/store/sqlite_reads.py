@@ -26,7 +26,7 @@ from ...protocol.lifecycle import (
     task_reads_as,
 )
 from ...protocol.selectors import Facts
-from . import PushItem, Timers
+from ..effects import Effects, PushItem, Timer
 from .sqlite_tasks import ACTIVE, LIVE
 from .sqlite_tasks import selector as compiled_selector
 from .writer import MAX_ID, chunks
@@ -94,7 +94,8 @@ class SQLiteReads:
             )]
         return ended
 
-    async def selecting(self) -> list[tuple[int, float]]:
+    async def _selecting(self) -> list[tuple[int, float]]:
+        """(task_id, expires_at) of every active selector task."""
         rows = await self._read(f"SELECT id, expires_at FROM tasks WHERE selector IS NOT NULL AND state = {ACTIVE}")
         return [(r[0], r[1]) for r in rows]
 
@@ -228,7 +229,9 @@ class SQLiteReads:
         return [Facts(sid=a, hostname=h, platform=p, tags=frozenset(tags.get(a, ())))
                 for a, h, p in await self._read(f"SELECT id, hostname, platform FROM agents WHERE {LIVE}")]
 
-    async def timers(self) -> Timers:
+    async def timers(self) -> Effects[None]:
+        # A task that can still change: a tag, selector or all task until its ttl, a task
+        # for one agent while its delivery is unfinished (then its end clears the timer).
         expiries = await self._read(
             f"SELECT t.id, t.expires_at, t.target_kind = 'agent' FROM tasks t WHERE t.state = {ACTIVE}"
             " AND (t.target_kind != 'agent' OR EXISTS (SELECT 1 FROM deliveries d WHERE d.task_id = t.id"
@@ -243,9 +246,11 @@ class SQLiteReads:
         )
         schedules = await self._read(
             "SELECT id, next_fire_at FROM schedules WHERE paused = 0 AND next_fire_at IS NOT NULL")
-        return Timers([tuple(r) for r in expiries], [tuple(r) for r in polls], [tuple(r) for r in schedules],
-                      await self.selecting())
-
+        return Effects(None, timers=[
+            *((Timer.EXPIRE_ONE if one else Timer.EXPIRE, task_id, when) for task_id, when, one in expiries),
+            *((Timer.POLL, d_id, when) for d_id, when in polls),
+            *((Timer.SCHEDULE, s_id, when) for s_id, when in schedules),
+        ], selecting=await self._selecting())
 
 
 def _target(kind: str, target: str, selector: str | None) -> str:

@@ -2,7 +2,7 @@
 
 A delivery runs once, or, for a polling command (Cortex XSOAR "Scheduled Commands"),
 again and again: a run's result with a plan makes the delivery ``waiting`` (history entry
-written, its next run and the sequence's deadline recorded) and the broker puts a timer
+written, its next run and the sequence's deadline recorded) and its effects put a timer
 on the wheel; :meth:`SQLiteRuns.poll_due` then queues run + 1, or ends the sequence at its
 timeout with the daemon's own error entry. Reports name ``(delivery_id, run)``: one about
 an earlier run than the delivery's current one was already recorded, and only settles.
@@ -26,7 +26,8 @@ from ...protocol.lifecycle import (
     RunResult,
     WaitPlan,
 )
-from . import Change, Outcome, PollOutcome, PushItem, Ref, Refusal, ResultIn
+from ..effects import Change, Effects, PushItem, Ref, Refusal, Timer
+from . import ResultIn
 from .writer import MAX_ID, Op, Tx, batch_sql, chunks
 
 
@@ -38,9 +39,9 @@ class _Row(NamedTuple):
     poll_deadline: float | None
 
 
-Decide = Callable[[Tx, int, _Row, list[tuple[int, float]]], Decision]
+Decide = Callable[[Tx, int, _Row, Effects[None]], Decision]
 """What one report on one run decides (:mod:`tether.protocol.lifecycle`). It may write what
-goes with the decision (a sequel) and add ``(delivery_id, when)`` timers for the wheel."""
+goes with the decision (a sequel) and add its effects (timers)."""
 
 ACK_WHERE = " AND +agent_id = ? AND run = ?"
 """The usual ack's rows: the reporting agent's, on the run it acknowledges."""
@@ -59,11 +60,10 @@ def _run_result(r: ResultIn, output: bytes) -> RunResult:
 
 
 def _sequel(tx: Tx, agent_id: str, parent: Any, plan: WaitPlan, partial: bytes, r: ResultIn, now: float,
-            timers: list[tuple[int, float]]) -> tuple[int, float]:
+            effects: Effects[None]) -> None:
     """A further polling sequence started by a run: a task of its own for the same agent,
     whose delivery waits for its run 2 as the run's own does; shown, waited for and
-    cancelled with the task that started it (``parent_id``, the first task of the family).
-    Returns its id and expiry, for the ttl timer."""
+    cancelled with the task that started it (``parent_id``, the first task of the family)."""
     expires_at, priority, hide, root = parent
     task_id = tx.execute(
         "INSERT INTO tasks (command, args, target_kind, target, priority, ttl, created_at, expires_at,"
@@ -79,18 +79,16 @@ def _sequel(tx: Tx, agent_id: str, parent: Any, plan: WaitPlan, partial: bytes, 
     assert task_id is not None and d_id is not None
     tx.born(lifecycle.SEQUEL_STATE, 1)
     tx.history(d_id, history)
-    timers.append((d_id, timer))
-    return task_id, expires_at
+    effects.timers += [(Timer.POLL, d_id, timer), (Timer.EXPIRE_ONE, task_id, expires_at)]
 
 
-def checked(tx: Tx, agent_id: str, refs: list[Ref], decide: Decide, now: float) -> Outcome:
+def checked(tx: Tx, agent_id: str, refs: list[Ref], decide: Decide, now: float,
+            effects: Effects[None] | None = None) -> Effects[None]:
     """Apply reports on runs an agent names, each checked first: the delivery exists, is
     the agent's, and is on that run (an earlier run was recorded before the next was
     queued); then what the lifecycle decides is written (an illegal one is refused)."""
-    changes: list[Change] = []
-    settled: list[Ref] = []
-    refused: list[Refusal] = []
-    timers: list[tuple[int, float]] = []
+    effects = Effects(None) if effects is None else effects
+    changes, settled, refused = effects.changes, effects.settled, effects.refused
     unique = list(dict.fromkeys(refs))
     ids = list(dict.fromkeys(d for d, _ in unique if 0 <= d <= MAX_ID))
     rows = {
@@ -114,7 +112,7 @@ def checked(tx: Tx, agent_id: str, refs: list[Ref], decide: Decide, now: float) 
             if lifecycle.check_run(d_id, run, row.run) is RunCheck.SETTLED:
                 settled.append((d_id, run))  # about an earlier run: recorded before the next was queued
                 continue
-            decision = decide(tx, d_id, row, timers)
+            decision = decide(tx, d_id, row, effects)
         except RemoteProtocolError as exc:
             refused.append(Refusal(d_id, exc.code, exc.message))
             continue
@@ -127,7 +125,7 @@ def checked(tx: Tx, agent_id: str, refs: list[Ref], decide: Decide, now: float) 
             assert decision.new is not None
             changes.append(Change(d_id, row.task_id, agent_id, decision.old, decision.new))
     tx.flush()
-    return Outcome(changes, settled, refused, timers)
+    return effects
 
 
 class SQLiteRuns:
@@ -136,16 +134,16 @@ class SQLiteRuns:
     _submit: Callable[[Op], asyncio.Future[Any]]
 
     def acknowledge(self, agent_id: str, refs: list[Ref], now: float,
-                    sent_at: dict[int, float] | None = None) -> asyncio.Future[Outcome]:
+                    sent_at: dict[int, float] | None = None) -> asyncio.Future[Effects[None]]:
         """``queued | sent -> acked``. ``sent_at``: when the session pushed each delivery, for
         those it never marked ``sent`` (it marks only pushes not acknowledged within
         ``SENT_MARK_DELAY``, so a quick ack writes one state change, not two)."""
         pushed = sent_at or {}
 
-        def decide(tx: Tx, d_id: int, row: _Row, timers: list[tuple[int, float]]) -> Decision:
+        def decide(tx: Tx, d_id: int, row: _Row, effects: Effects[None]) -> Decision:
             return lifecycle.acknowledge(d_id, row.state, now, pushed.get(d_id))
 
-        def op(tx: Tx) -> Outcome:
+        def op(tx: Tx) -> Effects[None]:
             # The usual ack (queued, this agent's, the run it is on) is one UPDATE per burst,
             # with no read first; anything else takes the checked path below.
             unique = list(dict.fromkeys(refs))
@@ -153,8 +151,8 @@ class SQLiteRuns:
             for d_id, run in unique:
                 if 0 <= d_id <= MAX_ID and 0 <= run <= MAX_ID:
                     groups.setdefault((run, pushed.get(d_id, now)), []).append(d_id)
-            changes: list[Change] = []
-            settled: list[Ref] = []
+            effects: Effects[None] = Effects(None)
+            changes, settled = effects.changes, effects.settled
             for (run, at), ids in groups.items():
                 usual = lifecycle.acknowledge(ids[0], lifecycle.BORN, now, at)
                 assert usual.new is not None
@@ -162,32 +160,31 @@ class SQLiteRuns:
                     changes.append(Change(d_id, task_id, agent_id, usual.old, usual.new))
                     settled.append((d_id, run))
             if len(settled) == len(unique):
-                return Outcome(changes, settled, [], [])
+                return effects
             done = set(settled)
-            rest = checked(tx, agent_id, [ref for ref in unique if ref not in done], decide, now)
-            return Outcome(changes + rest.changes, settled + rest.settled, rest.refused, rest.timers)
+            return checked(tx, agent_id, [ref for ref in unique if ref not in done], decide, now, effects)
 
         return self._submit(op)
 
-    def started(self, agent_id: str, ref: Ref, message: str, now: float) -> asyncio.Future[Outcome]:
+    def started(self, agent_id: str, ref: Ref, message: str, now: float) -> asyncio.Future[Effects[None]]:
         return self.started_many(agent_id, [(ref, message)], now)
 
-    def started_many(self, agent_id: str, reports: list[tuple[Ref, str]], now: float) -> asyncio.Future[Outcome]:
+    def started_many(self, agent_id: str, reports: list[tuple[Ref, str]],
+                     now: float) -> asyncio.Future[Effects[None]]:
         """Progress reports: the first of a run makes it ``running``; later ones update its text."""
         messages = dict(reports)  # a run reported on twice in one message keeps the last text
 
-        def decide(tx: Tx, d_id: int, row: _Row, timers: list[tuple[int, float]]) -> Decision:
+        def decide(tx: Tx, d_id: int, row: _Row, effects: Effects[None]) -> Decision:
             return lifecycle.progress(d_id, row.state, now, messages[d_id, row.run])
 
         return self._submit(lambda tx: checked(tx, agent_id, list(messages), decide, now))
 
     def record_results(self, agent_id: str, results: list[ResultIn], now: float,
-                       acked: dict[int, float] | None = None) -> asyncio.Future[Outcome]:
+                       acked: dict[int, float] | None = None) -> asyncio.Future[Effects[None]]:
         by_ref = {(r.delivery_id, r.run): r for r in results}
         pushed = acked or {}
-        sequels: list[tuple[int, float]] = []
 
-        def decide(tx: Tx, d_id: int, row: _Row, timers: list[tuple[int, float]]) -> Decision:
+        def decide(tx: Tx, d_id: int, row: _Row, effects: Effects[None]) -> Decision:
             r = by_ref[d_id, row.run]
             # Its ack came with it (an idle agent's quick command): written here.
             with_ack, acked_with = d_id in pushed, pushed.get(d_id)
@@ -202,20 +199,15 @@ class SQLiteRuns:
                                           with_ack=with_ack)
             if decision.writes:
                 assert decision.timer is not None
-                timers.append((d_id, decision.timer))
+                effects.timers.append((Timer.POLL, d_id, decision.timer))
                 for sequel, partial in r.sequels:
-                    sequels.append(_sequel(tx, agent_id, task, sequel, partial, r, now, timers))
+                    _sequel(tx, agent_id, task, sequel, partial, r, now, effects)
             return decision
 
-        def op(tx: Tx) -> Outcome:
-            sequels.clear()  # the operation may run twice (its group was retried)
-            outcome = checked(tx, agent_id, list(by_ref), decide, now)
-            return Outcome(outcome.changes, outcome.settled, outcome.refused, outcome.timers, list(sequels))
+        return self._submit(lambda tx: checked(tx, agent_id, list(by_ref), decide, now))
 
-        return self._submit(op)
-
-    def poll_due(self, delivery_id: int, now: float) -> asyncio.Future[PollOutcome]:
-        def op(tx: Tx) -> PollOutcome:
+    def poll_due(self, delivery_id: int, now: float) -> asyncio.Future[Effects[None]]:
+        def op(tx: Tx) -> Effects[None]:
             row = tx.one(
                 "SELECT d.state, d.run, d.next_run_at, d.poll_deadline, d.poll_timeout, d.agent_id, d.task_id,"
                 " t.expires_at, COALESCE(d.command, t.command), COALESCE(d.args, t.args), d.priority"
@@ -223,18 +215,22 @@ class SQLiteRuns:
                 (delivery_id,),
             )
             if row is None or row[3] is None:
-                return PollOutcome([], [], None)
+                return Effects(None)
             state, run, next_run_at, deadline, timeout, agent_id, task_id, expires_at, command, args, priority = row
             decision = lifecycle.poll_due(delivery_id, PollFacts(DeliveryState(state), run, next_run_at, deadline,
                                                                  timeout, expires_at), now)
+            effects: Effects[None] = Effects(None)
+            if decision.timer is not None:
+                effects.timers.append((Timer.POLL, delivery_id, decision.timer))
             if decision.new is None:
-                return PollOutcome([], [], decision.timer)
+                return effects
             tx.apply(delivery_id, decision, now)
-            change = [Change(delivery_id, task_id, agent_id, decision.old, decision.new)]
-            if decision.event is not DeliveryEvent.RUN_DUE:  # the sequence ended
-                return PollOutcome(change, [], decision.timer)
-            item = PushItem(delivery_id, task_id, agent_id, command, args, priority, expires_at,
-                            decision.columns["run"], deadline, timeout)
-            return PollOutcome(change, [item], decision.timer)
+            effects.changes.append(Change(delivery_id, task_id, agent_id, decision.old, decision.new))
+            if decision.withdraw is not None:
+                effects.withdraws.append((agent_id, delivery_id, decision.withdraw))
+            if decision.event is DeliveryEvent.RUN_DUE:
+                effects.items.append(PushItem(delivery_id, task_id, agent_id, command, args, priority, expires_at,
+                                              decision.columns["run"], deadline, timeout))
+            return effects
 
         return self._submit(op)

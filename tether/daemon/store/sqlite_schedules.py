@@ -2,8 +2,8 @@
 
 Each firing creates an ordinary task (``sqlite_tasks.insert_task``), so push, ttl, untask
 and history all apply; the task remembers its schedule. When a schedule fires next is
-computed by the daemon (``daemon/schedules.py``) and handed in as ``next_fire``: the
-store keeps no calendar logic of its own.
+computed by the daemon's calendar (``daemon/schedules.py``), handed in: the store keeps
+no calendar logic of its own.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import asyncio
 import math
 import sqlite3
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from ...protocol.cmdline import parse_command_line
 from ...protocol.codec import pack, unpack
 from ...protocol.console import ScheduleView
 from ...protocol.errors import ErrorCode, ProtocolError
-from ..schedules import missed_between
-from . import Firing, NewSchedule, NewTask, NextFire, Timing
+from ..effects import Effects, Timer
+from . import Calendar, NewSchedule, NewTask, Timing
 from .sqlite_tasks import check_target, insert_task
 from .writer import Op, Tx
 
@@ -54,10 +54,10 @@ class SQLiteSchedules:
     _submit: Callable[[Op], asyncio.Future[Any]]
     _read: Callable[..., Awaitable[list[Any]]]
 
-    async def add_schedule(self, spec: NewSchedule, now: float, next_fire_at: float) -> ScheduleView:
+    async def add_schedule(self, spec: NewSchedule, now: float, next_fire_at: float) -> Effects[ScheduleView]:
         task = spec.task
 
-        def op(tx: Tx) -> ScheduleView:
+        def op(tx: Tx) -> Effects[ScheduleView]:
             check_target(tx, task.target_kind, task.target)
             try:
                 schedule_id = tx.execute(
@@ -71,9 +71,11 @@ class SQLiteSchedules:
             except sqlite3.IntegrityError:
                 raise ProtocolError(ErrorCode.SCHEDULE_EXISTS, f"a schedule named {spec.name!r} exists already") \
                     from None
-            return _view(tx.one(f"SELECT {_COLUMNS} FROM schedules WHERE id = ?", (schedule_id,)))
+            assert schedule_id is not None
+            return Effects(_view(tx.one(f"SELECT {_COLUMNS} FROM schedules WHERE id = ?", (schedule_id,))),
+                           timers=[(Timer.SCHEDULE, schedule_id, next_fire_at)])
 
-        result: ScheduleView = await self._submit(op)
+        result: Effects[ScheduleView] = await self._submit(op)
         return result
 
     async def list_schedules(self) -> list[ScheduleView]:
@@ -87,69 +89,76 @@ class SQLiteSchedules:
             "SELECT id FROM tasks WHERE schedule_id = ? ORDER BY id DESC LIMIT 10", (rows[0][0],))
         return _view(rows[0], [r[0] for r in recent])
 
-    async def pause_schedule(self, name: str, paused: bool, now: float, next_fire: NextFire) -> ScheduleView:
-        def op(tx: Tx) -> ScheduleView:
+    async def pause_schedule(self, name: str, paused: bool, now: float,
+                             calendar: Calendar) -> Effects[ScheduleView]:
+        def op(tx: Tx) -> Effects[ScheduleView]:
             row = _by_name(tx, name)
             if paused:
                 tx.execute("UPDATE schedules SET paused = 1, next_fire_at = NULL WHERE id = ?", (row[0],))
             elif row[13]:  # resuming: the next firing after now; those missed while paused are not run
                 tx.execute("UPDATE schedules SET paused = 0, next_fire_at = ? WHERE id = ?",
-                           (_finite(next_fire(_timing(row), now)), row[0]))
-            return _view(tx.one(f"SELECT {_COLUMNS} FROM schedules WHERE id = ?", (row[0],)))
+                           (_finite(calendar.next_fire(_timing(row), now)), row[0]))
+            view = _view(tx.one(f"SELECT {_COLUMNS} FROM schedules WHERE id = ?", (row[0],)))
+            if view.next_fire_at is None:
+                return Effects(view, cleared=[(Timer.SCHEDULE, view.schedule_id)])
+            return Effects(view, timers=[(Timer.SCHEDULE, view.schedule_id, view.next_fire_at)])
 
-        result: ScheduleView = await self._submit(op)
+        result: Effects[ScheduleView] = await self._submit(op)
         return result
 
-    async def remove_schedule(self, name: str) -> int:
-        def op(tx: Tx) -> int:
+    async def remove_schedule(self, name: str) -> Effects[None]:
+        def op(tx: Tx) -> Effects[None]:
             schedule_id: int = _by_name(tx, name)[0]
             tx.execute("DELETE FROM schedules WHERE id = ?", (schedule_id,))
             # Its tasks stay, naming no schedule: SQLite hands the largest rowid out again, and
             # the next schedule added must not inherit them.
             tx.execute("UPDATE tasks SET schedule_id = NULL WHERE schedule_id = ?", (schedule_id,))
-            return schedule_id
+            return Effects(None, cleared=[(Timer.SCHEDULE, schedule_id)])
 
-        result: int = await self._submit(op)
+        result: Effects[None] = await self._submit(op)
         return result
 
-    def fire_schedule(self, schedule_id: int, now: float, next_fire: NextFire) -> asyncio.Future[Firing]:
-        def op(tx: Tx) -> Firing:
+    def fire_schedule(self, schedule_id: int, now: float,
+                      calendar: Calendar) -> asyncio.Future[Effects[int | None]]:
+        def op(tx: Tx) -> Effects[int | None]:
             row = tx.one(f"SELECT {_COLUMNS} FROM schedules WHERE id = ?", (schedule_id,))
             if row is None or row[13] or row[16] is None:
-                return Firing(None, [], 0.0, None)  # removed or paused meanwhile
+                return Effects(None)  # removed or paused meanwhile
             if row[16] > now:
-                return Firing(None, [], 0.0, row[16])  # not due yet (woken early)
-            following = _finite(next_fire(_timing(row), now))
+                return Effects(None, timers=[(Timer.SCHEDULE, schedule_id, row[16])])  # not due yet (woken early)
+            following = _finite(calendar.next_fire(_timing(row), now))
             task = NewTask(
                 command=row[2], args=unpack(row[3]), target_kind=row[4], target=row[5], priority=row[10],
                 ttl=row[9], hide_polling_output=bool(row[11]), schedule_id=schedule_id,
             )
-            task_id, expires_at, items = insert_task(tx, _split(task), now)
+            effects = cast("Effects[int | None]", insert_task(tx, _split(task), now))
             tx.execute(
                 "UPDATE schedules SET fired = fired + 1, last_fire_at = ?, next_fire_at = ? WHERE id = ?",
                 (now, following, schedule_id))
-            return Firing(task_id, items, expires_at, following)
+            if following is not None:
+                effects.timers.append((Timer.SCHEDULE, schedule_id, following))
+            return effects
 
         return self._submit(op)
 
-    async def skip_missed(self, now: float, next_fire: NextFire) -> list[tuple[str, int]]:
-        def op(tx: Tx) -> list[tuple[str, int]]:
+    async def skip_missed(self, now: float, calendar: Calendar) -> Effects[list[tuple[str, int]]]:
+        def op(tx: Tx) -> Effects[list[tuple[str, int]]]:
             missed = []
             rows = tx.execute(
                 f"SELECT {_COLUMNS} FROM schedules WHERE paused = 0 AND next_fire_at <= ?", (now,)).fetchall()
             for row in rows:
-                count = missed_between(_timing(row), row[16], now)
+                count = calendar.missed_between(_timing(row), row[16], now)
                 if row[12] == "skip":
                     tx.execute(
                         "UPDATE schedules SET next_fire_at = ?, missed_total = missed_total + ?,"
                         " skipped = skipped + ? WHERE id = ?",
-                        (_finite(next_fire(_timing(row), now)), count, count, row[0]))
+                        (_finite(calendar.next_fire(_timing(row), now)), count, count, row[0]))
                 else:  # 'once': stays due, so it fires once as the wheel starts
                     tx.execute("UPDATE schedules SET missed_total = missed_total + ? WHERE id = ?", (count, row[0]))
                 missed.append((row[1], count))
-            return missed
+            return Effects(missed)
 
-        result: list[tuple[str, int]] = await self._submit(op)
+        result: Effects[list[tuple[str, int]]] = await self._submit(op)
         return result
 
 

@@ -15,7 +15,8 @@ from ...protocol.codec import pack
 from ...protocol.errors import ErrorCode, ProtocolError
 from ...protocol.lifecycle import BORN, TaskState, sql_value
 from ...protocol.selectors import Facts, compile_selector
-from . import NewTask, PushItem
+from ..effects import Effects, PushItem, Timer
+from . import NewTask
 from .writer import Tx, chunks
 
 ACTIVE = sql_value(TaskState.ACTIVE)
@@ -67,8 +68,10 @@ def check_target(tx: Tx, kind: str, target: str) -> None:
         check_agent(tx, target)
 
 
-def insert_task(tx: Tx, task: NewTask, now: float) -> tuple[int, float, list[PushItem]]:
-    """Insert the task and its deliveries; return its id, expiry and what to push."""
+def insert_task(tx: Tx, task: NewTask, now: float) -> Effects[int]:
+    """Insert the task and its deliveries: its id, what to push, its ttl timer (one that
+    only its one delivery's end clears, for a task for one agent), and a selector task's
+    selecting."""
     args = pack(task.args)
     expires_at = now + task.ttl
     task_id = tx.execute(
@@ -78,19 +81,22 @@ def insert_task(tx: Tx, task: NewTask, now: float) -> tuple[int, float, list[Pus
          int(task.hide_polling_output), task.schedule_id, task.selector, task.investigation_id),
     ).lastrowid
     assert task_id is not None
+    ttl = Timer.EXPIRE_ONE if task.target_kind == "agent" else Timer.EXPIRE
+    effects = Effects(task_id, timers=[(ttl, task_id, expires_at)])
     params: tuple[Any, ...]
     if task.selector is not None:
         match = selector(task.selector)
         chosen = [f.sid for f in all_facts(tx) if match(f)]
-        items = []
         for chunk in chunks(chosen):
             rows = tx.execute(
                 "INSERT INTO deliveries (task_id, agent_id, state, priority, updated_at)"
                 f" SELECT ?, id, ?, ?, ? FROM agents WHERE id IN ({','.join('?' * len(chunk))}) AND {LIVE}"
                 " RETURNING id, agent_id", (task_id, BORN.value, task.priority, now, *chunk)).fetchall()
-            items += [PushItem(d_id, task_id, a_id, task.command, args, task.priority, expires_at) for d_id, a_id in rows]
-        tx.born(BORN, len(items))
-        return task_id, expires_at, items
+            effects.items += [PushItem(d_id, task_id, a_id, task.command, args, task.priority, expires_at)
+                              for d_id, a_id in rows]
+        tx.born(BORN, len(effects.items))
+        effects.selecting.append((task_id, expires_at))
+        return effects
     if task.target_kind == "agent":
         source, params = f"SELECT id AS a FROM agents WHERE id = ? AND {LIVE}", (task.target,)
     elif task.target_kind == "tag":
@@ -103,8 +109,8 @@ def insert_task(tx: Tx, task: NewTask, now: float) -> tuple[int, float, list[Pus
         (task_id, BORN.value, task.priority, now, *params),
     ).fetchall()
     tx.born(BORN, len(rows))
-    items = [PushItem(d_id, task_id, a_id, task.command, args, task.priority, expires_at) for d_id, a_id in rows]
-    return task_id, expires_at, items
+    effects.items = [PushItem(d_id, task_id, a_id, task.command, args, task.priority, expires_at) for d_id, a_id in rows]
+    return effects
 
 
 def materialise(tx: Tx, agent_id: str, tags: list[str], now: float, *, include_all: bool = True) -> list[PushItem]:

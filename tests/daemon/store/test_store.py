@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from store_data import NOW, enrolled, result, task
+from store_data import NOW, created, enrolled, result, task, wheel
 
 from tether.daemon.store import AgentAuth, StoreError
 from tether.daemon.store.sqlite import SQLiteStore
@@ -18,10 +18,10 @@ from tether.protocol import ErrorCode, ProtocolError
 
 
 async def test_bootstrap_once_and_tokens_are_hashed(store: SQLiteStore, tmp_path: Path) -> None:
-    first = await store.bootstrap(NOW)
+    first = (await store.bootstrap(NOW)).result
     assert first is not None
     token, key = first
-    assert await store.bootstrap(NOW) is None
+    assert (await store.bootstrap(NOW)).result is None
     login = await store.admin_login(token)
     assert login is not None and login[1] == "admin"
     assert await store.admin_login(token + "x") is None
@@ -37,12 +37,12 @@ async def test_enroll_key_rules(store: SQLiteStore) -> None:
     with pytest.raises(ProtocolError) as err:
         await store.enroll("AAAAA-AAAAA-AAAAA-AAAAA-AAAAA", "u", "h", "p", [], NOW)
     assert err.value.code == ErrorCode.ENROLL_KEY_UNKNOWN
-    expired = await store.create_enroll_key([], NOW - 1, None, NOW - 10)
+    expired = (await store.create_key([], NOW - 1, None, NOW - 10)).result.key
     with pytest.raises(ProtocolError) as err:
         await store.enroll(expired, "u", "h", "p", [], NOW)
     assert err.value.code == ErrorCode.ENROLL_KEY_EXPIRED
-    once = await store.create_enroll_key(["db"], None, 1, NOW, allow_requested_tags=True)
-    e = await store.enroll(once.lower().replace("-", ""), "u1", "h", "p", ["web"], NOW)  # typed sloppily
+    once = (await store.create_key(["db"], None, 1, NOW, allow_requested_tags=True)).result.key
+    e = (await store.enroll(once.lower().replace("-", ""), "u1", "h", "p", ["web"], NOW)).result  # typed sloppily
     assert e.tags == ["db", "web"]
     with pytest.raises(ProtocolError) as err:
         await store.enroll(once, "u2", "h", "p", [], NOW)
@@ -54,19 +54,19 @@ async def test_only_proof_re_enrolls_an_agent_a_known_machine_uuid_makes_a_possi
 ) -> None:
     """15.1: the machine UUID is no secret; presenting a known one without the agent's token
     makes a new agent marked a possible clone, and the old agent's token keeps working."""
-    _, key = await store.bootstrap(NOW) or ("", "")
-    first = await store.enroll(key, "machine-1", "h", "p", [], NOW)
+    _, key = (await store.bootstrap(NOW)).result or ("", "")
+    first = (await store.enroll(key, "machine-1", "h", "p", [], NOW)).result
     assert (first.status, first.clone_of) == ("new", "")
-    clone = await store.enroll(key, "machine-1", "attacker", "p", [], NOW)
+    clone = (await store.enroll(key, "machine-1", "attacker", "p", [], NOW)).result
     assert clone.agent_id != first.agent_id and (clone.status, clone.clone_of) == ("new", first.agent_id)
     assert await store.authenticate_agent(first.agent_id, first.token) == AgentAuth(first.agent_id)
     assert await store.authenticate_agent(first.agent_id, clone.token) is None
-    again = await store.enroll(key, "machine-1", "h2", "p", [], NOW, proof=(first.agent_id, first.token))
+    again = (await store.enroll(key, "machine-1", "h2", "p", [], NOW, proof=(first.agent_id, first.token))).result
     assert (again.agent_id, again.token, again.status, again.clone_of) == (first.agent_id, first.token, "existing", "")
     with pytest.raises(ProtocolError) as err:  # a wrong token proves nothing, and makes nothing either
         await store.enroll(key, "machine-1", "h", "p", [], NOW, proof=(first.agent_id, clone.token))
     assert err.value.code == ErrorCode.UNAUTHORIZED and first.agent_id in err.value.message
-    other = await store.enroll(key, "machine-2", "h", "p", [], NOW)
+    other = (await store.enroll(key, "machine-2", "h", "p", [], NOW)).result
     assert other.clone_of == "" and other.agent_id not in (first.agent_id, clone.agent_id)
     agents = {a.agent_id: a for a in await store.list_agents(None)}
     assert agents[clone.agent_id].clone_of == first.agent_id and agents[first.agent_id].hostname == "h2"
@@ -76,15 +76,15 @@ async def test_only_proof_re_enrolls_an_agent_a_known_machine_uuid_makes_a_possi
 async def test_task_fans_out_and_reaches_later_agents_once(store: SQLiteStore) -> None:
     a = await enrolled(store, "a", "web")
     b = await enrolled(store, "b")
-    task_id, items = await store.create_task(task("tag", "web"), NOW)
+    task_id, items = await created(store.create_task(task("tag", "web"), NOW))
     assert [i.agent_id for i in items] == [a]
-    later = await store.tag_add(b, "web", NOW)
+    later = (await store.tag_add(b, "web", NOW)).items
     assert [(i.agent_id, i.task_id) for i in later] == [(b, task_id)]
-    assert await store.tag_add(b, "web", NOW) == []  # each agent gets it once
+    assert (await store.tag_add(b, "web", NOW)).items == []  # each agent gets it once
     c = await enrolled(store, "c", "web")
     view = await store.get_task(task_id)
     assert view is not None and sorted(d.agent_id for d in view.deliveries) == sorted([a, b, c])
-    all_id, all_items = await store.create_task(task("all"), NOW)
+    all_id, all_items = await created(store.create_task(task("all"), NOW))
     assert len(all_items) == 3
     d = await enrolled(store, "d")
     assert [i.task_id for i in await store.pending_for_agent(d)] == [all_id]
@@ -93,9 +93,9 @@ async def test_task_fans_out_and_reaches_later_agents_once(store: SQLiteStore) -
 async def test_an_unknown_agent_is_refused_and_a_tag_nobody_carries_yet_is_kept(store: SQLiteStore) -> None:
     await enrolled(store, "a", "web")
     with pytest.raises(ProtocolError) as err:
-        await store.create_task(task("agent", "nobody"), NOW)
+        await created(store.create_task(task("agent", "nobody"), NOW))
     assert err.value.code == ErrorCode.UNKNOWN_AGENT
-    task_id, items = await store.create_task(task("tag", "none"), NOW)
+    task_id, items = await created(store.create_task(task("tag", "none"), NOW))
     assert items == []
     b = await enrolled(store, "b", "none")  # enrolled later with the tag: it gets the task
     assert [i.task_id for i in await store.pending_for_agent(b)] == [task_id]
@@ -107,7 +107,7 @@ async def test_pending_order_is_priority_then_oldest(store: SQLiteStore) -> None
     a = await enrolled(store, "a")
     ids = {}
     for name, prio in (("low", 0), ("urgent1", 3), ("medium", 1), ("urgent2", 3)):
-        ids[name], _ = await store.create_task(task("agent", a, priority=prio), NOW)
+        ids[name], _ = await created(store.create_task(task("agent", a, priority=prio), NOW))
     order = [i.task_id for i in await store.pending_for_agent(a)]
     assert order == [ids["urgent1"], ids["urgent2"], ids["medium"], ids["low"]]
 
@@ -116,8 +116,8 @@ async def test_a_queue_read_in_pages_is_the_whole_queue_in_push_order(store: SQL
     a = await enrolled(store, "a")
     await enrolled(store, "b")
     for n in range(23):  # priorities interleaved, so pages cut across them; some tasks for all
-        await store.create_task(task("all" if n % 5 == 0 else "agent", "" if n % 5 == 0 else a, priority=(n * 7) % 4),
-                                NOW)
+        await created(store.create_task(task("all" if n % 5 == 0 else "agent", "" if n % 5 == 0 else a, priority=(n * 7) % 4),
+                                NOW))
     whole = await store.pending_for_agent(a)
     assert len(whole) == 23 and [-i.priority for i in whole] == sorted(-i.priority for i in whole)
     for size in (1, 4, 22, 23, 50):
@@ -132,7 +132,7 @@ async def test_a_queue_read_in_pages_is_the_whole_queue_in_push_order(store: SQL
 async def test_lifecycle_and_illegal_transitions(store: SQLiteStore) -> None:
     a = await enrolled(store, "a")
     b = await enrolled(store, "b")
-    _, (item,) = await store.create_task(task("agent", a), NOW)
+    _, (item,) = await created(store.create_task(task("agent", a), NOW))
     d = item.delivery_id
     store.mark_sent([d], NOW)
     ack = await store.acknowledge(a, [(d, 1), (424242, 1)], NOW)
@@ -157,9 +157,10 @@ async def test_lifecycle_and_illegal_transitions(store: SQLiteStore) -> None:
 
 async def test_result_for_a_cancelled_delivery_is_refused(store: SQLiteStore) -> None:
     a = await enrolled(store, "a")
-    task_id, (item,) = await store.create_task(task("agent", a), NOW)
-    changes, closed = await store.cancel(task_id=task_id, now=NOW)
-    assert [(c.old, c.new) for c in changes] == [("queued", "cancelled")] and closed == 1
+    task_id, (item,) = await created(store.create_task(task("agent", a), NOW))
+    untasked = await store.cancel(task_id=task_id, now=NOW)
+    assert [(c.old, c.new) for c in untasked.changes] == [("queued", "cancelled")] and untasked.result == (1, 1)
+    assert untasked.withdraws == [(a, item.delivery_id, "cancelled")]
     out = await store.record_results(a, [result(item.delivery_id, 1)], NOW)
     assert out.refused[0].code == ErrorCode.ILLEGAL_TRANSITION and not out.settled
 
@@ -167,14 +168,15 @@ async def test_result_for_a_cancelled_delivery_is_refused(store: SQLiteStore) ->
 async def test_expiry_ends_only_undelivered(store: SQLiteStore) -> None:
     a = await enrolled(store, "a", "t")
     b = await enrolled(store, "b", "t")
-    task_id, items = await store.create_task(task("tag", "t", ttl=5), NOW)
+    task_id, items = await created(store.create_task(task("tag", "t", ttl=5), NOW))
     by_agent = {i.agent_id: i.delivery_id for i in items}
     store.mark_sent([by_agent[a]], NOW)
     await store.acknowledge(a, [(by_agent[a], 1)], NOW)
-    assert (await store.timers()).expiries == [(task_id, NOW + 5, 0)]  # a tag task: not one agent's
-    changes = await store.expire_task(task_id, NOW + 5)
-    assert [(c.agent_id, c.new) for c in changes] == [(b, "expired")]
-    assert (await store.timers()).expiries == []
+    assert (await wheel(store)).expiries == [(task_id, NOW + 5, False)]  # a tag task: not one agent's
+    expired = await store.expire_task(task_id, NOW + 5)
+    assert [(c.agent_id, c.new) for c in expired.changes] == [(b, "expired")]
+    assert expired.withdraws == [(b, by_agent[b], "expired")]  # its agent may hold the push
+    assert (await wheel(store)).expiries == []
     c = await enrolled(store, "c", "t")  # after the ttl: not reached any more
     assert await store.pending_for_agent(c) == []
 
@@ -182,13 +184,13 @@ async def test_expiry_ends_only_undelivered(store: SQLiteStore) -> None:
 async def test_untask_by_agent_and_by_tag(store: SQLiteStore) -> None:
     a = await enrolled(store, "a", "t")
     b = await enrolled(store, "b")
-    await store.create_task(task("agent", a), NOW)
-    await store.create_task(task("agent", b), NOW)
-    tag_task, _ = await store.create_task(task("tag", "t"), NOW)
-    assert [len(x) if isinstance(x, list) else x for x in await store.cancel(agent_id=b, now=NOW)] == [1, 0]
+    await created(store.create_task(task("agent", a), NOW))
+    await created(store.create_task(task("agent", b), NOW))
+    tag_task, _ = await created(store.create_task(task("tag", "t"), NOW))
+    assert (await store.cancel(agent_id=b, now=NOW)).result == (1, 0)
     # the tag task and agent a's own task; the tag task is closed too
-    assert [len(x) if isinstance(x, list) else x for x in await store.cancel(tag="t", now=NOW)] == [2, 1]
-    assert await store.tag_add(b, "t", NOW) == []  # the cancelled tag task no longer reaches new agents
+    assert (await store.cancel(tag="t", now=NOW)).result == (2, 1)
+    assert (await store.tag_add(b, "t", NOW)).items == []  # the cancelled tag task no longer reaches new agents
     rows = await store.list_deliveries(agent_id=None, tag=None, states=["cancelled"], limit=10)
     assert len(rows) == 3
     view = await store.get_task(tag_task)
@@ -198,8 +200,8 @@ async def test_untask_by_agent_and_by_tag(store: SQLiteStore) -> None:
 async def test_writes_are_visible_only_when_committed_and_in_order(store: SQLiteStore) -> None:
     a = await enrolled(store, "a")
     futures = [store.create_task(task("agent", a), NOW) for _ in range(50)]
-    results = await asyncio.gather(*futures)
-    assert [tid for tid, _ in results] == sorted(tid for tid, _ in results)
+    results = [e.result for e in await asyncio.gather(*futures)]
+    assert results == sorted(results)
     assert store.stats().commits < 50 + 5  # grouped, not one commit per operation
     assert len(await store.pending_for_agent(a)) == 50
 
@@ -233,12 +235,12 @@ async def test_a_refused_operation_does_not_undo_its_group(store: SQLiteStore) -
     assert isinstance(outcomes[1], ProtocolError) and outcomes[1].code == ErrorCode.UNKNOWN_AGENT
     ok = [o for o in outcomes if not isinstance(o, BaseException)]
     assert len(ok) == 2
-    assert sorted(i.task_id for i in await store.pending_for_agent(a)) == sorted(tid for tid, _ in ok)
+    assert sorted(i.task_id for i in await store.pending_for_agent(a)) == sorted(e.result for e in ok)
 
 
 async def test_huge_id_lists_from_a_peer_are_handled(store: SQLiteStore) -> None:
     a = await enrolled(store, "a")
-    _, (item,) = await store.create_task(task("agent", a), NOW)
+    _, (item,) = await created(store.create_task(task("agent", a), NOW))
     ids = [*range(10_000_000, 10_100_000), item.delivery_id]
     store.mark_sent(ids, NOW)
     out = await store.acknowledge(a, [(i, 1) for i in ids], NOW)
@@ -267,9 +269,9 @@ async def test_a_poisoned_operation_fails_alone_and_its_group_commits(store: SQL
         return_exceptions=True,
     )
     assert isinstance(outcomes[1], StoreError) and "too many SQL variables" in str(outcomes[1])
-    created = [o for o in outcomes if not isinstance(o, BaseException)]
-    assert len(created) == 2
-    assert sorted(i.task_id for i in await store.pending_for_agent(a)) == sorted(tid for tid, _ in created)
+    made = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(made) == 2
+    assert sorted(i.task_id for i in await store.pending_for_agent(a)) == sorted(e.result for e in made)
     assert [v.tags for v in await store.list_agents(None)] == [[]]  # the poisoned op's own write is undone
 
 

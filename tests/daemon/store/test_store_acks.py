@@ -4,25 +4,20 @@ as it always did."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 
-from store_data import NOW, enrolled, result, task
+from store_data import NOW, created, enrolled, result, task
 
-from tether.daemon.broker import Broker
-from tether.daemon.reports import submit_reports
-from tether.daemon.session import AgentSession
 from tether.daemon.store.schema import MIGRATIONS
 from tether.daemon.store.sqlite import SQLiteStore
 from tether.daemon.store.sqlite_runs import ack_sql
-from tether.protocol import MSGPACK, ErrorCode, pack
-from tether.protocol.frames import Ack, Result
+from tether.protocol import ErrorCode, pack
 from tether.protocol.lifecycle import WaitPlan
 
 
 async def test_a_quick_ack_records_the_push_time_and_one_state_change(store: SQLiteStore) -> None:
     a = await enrolled(store, "a")
-    _, (item,) = await store.create_task(task("agent", a), NOW)
+    _, (item,) = await created(store.create_task(task("agent", a), NOW))
     d = item.delivery_id
     out = await store.acknowledge(a, [(d, 1)], NOW + 2, {d: NOW + 1})
     assert [(c.delivery_id, c.task_id, c.old, c.new) for c in out.changes] == [(d, item.task_id, "queued", "acked")]
@@ -37,10 +32,10 @@ async def test_a_quick_ack_records_the_push_time_and_one_state_change(store: SQL
 async def test_a_mixed_ack_gives_what_each_run_is_due(store: SQLiteStore) -> None:
     a = await enrolled(store, "a")
     b = await enrolled(store, "b")
-    _, (quick,) = await store.create_task(task("agent", a), NOW)
-    _, (marked,) = await store.create_task(task("agent", a), NOW)
-    _, (other,) = await store.create_task(task("agent", b), NOW)
-    _, (done,) = await store.create_task(task("agent", a), NOW)
+    _, (quick,) = await created(store.create_task(task("agent", a), NOW))
+    _, (marked,) = await created(store.create_task(task("agent", a), NOW))
+    _, (other,) = await created(store.create_task(task("agent", b), NOW))
+    _, (done,) = await created(store.create_task(task("agent", a), NOW))
     store.mark_sent([marked.delivery_id], NOW)  # unacknowledged for a while: written as sent
     await store.acknowledge(a, [(done.delivery_id, 1)], NOW)
     refs = [(quick.delivery_id, 1), (quick.delivery_id, 1), (marked.delivery_id, 1), (other.delivery_id, 1),
@@ -74,7 +69,7 @@ async def test_a_result_that_brings_its_ack_writes_both_in_one_state_change(stor
     write records the ack as well (its times kept), and the delivery goes from queued (or
     sent) straight to its end, or to waiting for a polling one."""
     a = await enrolled(store, "a")
-    items = [(await store.create_task(task("agent", a), NOW))[1][0] for _ in range(3)]
+    items = [(await created(store.create_task(task("agent", a), NOW)))[1][0] for _ in range(3)]
     ids = [i.delivery_id for i in items]
     quick, marked, polling = ids
     store.mark_sent([marked], NOW)  # unacknowledged for a while: written as sent
@@ -88,33 +83,3 @@ async def test_a_result_that_brings_its_ack_writes_both_in_one_state_change(stor
     assert (seen[marked].sent_at, seen[marked].acked_at) == (NOW, NOW + 2)  # its own mark, kept
     assert (seen[polling].state, seen[polling].sent_at, seen[polling].acked_at) == ("waiting", NOW + 1, NOW + 2)
     assert store.stats().entered.get("acked", 0) == 0
-
-
-async def test_an_ack_and_result_in_one_message_are_one_store_operation(store: SQLiteStore) -> None:
-    a = await enrolled(store, "a")
-    _, (item,) = await store.create_task(task("agent", a), NOW)
-    _, (other,) = await store.create_task(task("agent", a), NOW)
-    d, e = item.delivery_id, other.delivery_id
-    broker = Broker(store, clock=lambda: NOW + 2)
-    session = AgentSession(None, MSGPACK, a, "s1", 10, set(), broker)  # type: ignore[arg-type]
-    session.offer([item, other])
-    assert {i.delivery_id for i in session._take()} == {d, e}
-    pushed_at = session.in_flight[d][1]
-
-    async def report(*frames: object) -> int:
-        """How many store operations the message's frames became."""
-        ops = store.stats().commit_ops
-        assert submit_reports(session, MSGPACK, list(frames), broker, 10.0) == 0  # type: ignore[arg-type]
-        await store.flush()
-        await asyncio.sleep(0)  # the callbacks
-        return store.stats().commit_ops - ops - 1  # less the flush's own
-
-    done = Result(delivery_id=d, run=1, ok=True, output=MSGPACK.encode_value({"n": 1}), started_at=NOW + 1,
-                  finished_at=NOW + 1)
-    assert await report(Ack(delivery_ids=[d], runs=[1]), done) == 1
-    assert await report(Ack(delivery_ids=[e], runs=[1])) == 1  # an ack alone is written as before
-    assert session.committed == [(d, 1)] and session.in_flight == {}
-    by_id = {dv.delivery_id: dv for t in (item.task_id, other.task_id)
-             for dv in (await store.get_task(t)).deliveries}  # type: ignore[union-attr]
-    assert (by_id[d].state, by_id[d].sent_at, by_id[d].acked_at) == ("done", pushed_at, NOW + 2)
-    assert (by_id[e].state, by_id[e].sent_at, by_id[e].acked_at) == ("acked", pushed_at, NOW + 2)

@@ -5,7 +5,7 @@ no target any more. Run against every backend (the ``store`` fixture)."""
 from __future__ import annotations
 
 import pytest
-from store_data import NOW, enrolled, task
+from store_data import NOW, created, enrolled, task
 
 from tether.daemon.store import AgentAuth
 from tether.daemon.store.sqlite import SQLiteStore
@@ -21,14 +21,14 @@ async def refusal(store: SQLiteStore, coro: object) -> ProtocolError:
 async def test_an_agent_gets_its_keys_tags_and_no_others_unless_the_key_allows(store: SQLiteStore) -> None:
     """15.4: a key made with --tag kiosk no longer enrolls an agent as prod, finance."""
     await store.bootstrap(NOW)
-    kiosk = await store.create_key(["kiosk"], None, 3, NOW)
+    kiosk = (await store.create_key(["kiosk"], None, 3, NOW)).result
     error = await refusal(store, store.enroll(kiosk.key, "m1", "h", "p", ["prod", "finance"], NOW))
     assert error.code == ErrorCode.ENROLL_TAGS_REFUSED and "finance, prod refused" in error.message
     assert await store.list_agents(None) == [] and (await store.list_keys())[-1].uses_left == 3  # nothing spent
-    plain = await store.enroll(kiosk.key, "m1", "h", "p", [], NOW)
+    plain = (await store.enroll(kiosk.key, "m1", "h", "p", [], NOW)).result
     assert plain.tags == ["kiosk"]
-    open_key = await store.create_key(["kiosk"], None, None, NOW, allow_requested_tags=True)
-    asked = await store.enroll(open_key.key, "m2", "h", "p", ["web"], NOW)
+    open_key = (await store.create_key(["kiosk"], None, None, NOW, allow_requested_tags=True)).result
+    asked = (await store.enroll(open_key.key, "m2", "h", "p", ["web"], NOW)).result
     assert asked.tags == ["kiosk", "web"]
     assert [(k.key_id, k.allow_requested_tags) for k in await store.list_keys()] == [
         (1, False), (kiosk.key_id, False), (open_key.key_id, True)]
@@ -36,31 +36,32 @@ async def test_an_agent_gets_its_keys_tags_and_no_others_unless_the_key_allows(s
 
 async def test_a_re_enrollment_changes_no_tags(store: SQLiteStore) -> None:
     await store.bootstrap(NOW)
-    key = await store.create_key(["web"], None, None, NOW, allow_requested_tags=True)
-    first = await store.enroll(key.key, "m1", "h", "p", [], NOW)
-    other = await store.create_key(["db"], None, None, NOW, allow_requested_tags=True)
+    key = (await store.create_key(["web"], None, None, NOW, allow_requested_tags=True)).result
+    first = (await store.enroll(key.key, "m1", "h", "p", [], NOW)).result
+    other = (await store.create_key(["db"], None, None, NOW, allow_requested_tags=True)).result
     error = await refusal(store, store.enroll(other.key, "m1", "h", "p", ["prod"], NOW,
                                               proof=(first.agent_id, first.token)))
     assert error.code == ErrorCode.ENROLL_TAGS_REFUSED and "keeps its tags (web); prod refused" in error.message
-    again = await store.enroll(other.key, "m1", "h", "p", ["web"], NOW, proof=(first.agent_id, first.token))
+    again = (await store.enroll(other.key, "m1", "h", "p", ["web"], NOW, proof=(first.agent_id, first.token))).result
     assert again.tags == ["web"] and [a.tags for a in await store.list_agents(None)] == [["web"]]
 
 
 async def test_a_removed_agent_is_cut_off_its_deliveries_cancelled_and_in_no_target(store: SQLiteStore) -> None:
     await store.bootstrap(NOW)
-    key = await store.create_enroll_key(["web"], None, None, NOW)
-    gone = await store.enroll(key, "m1", "h1", "p", [], NOW)
-    stays = await store.enroll(key, "m2", "h2", "p", [], NOW)
-    _, items = await store.create_task(task("tag", "web"), NOW)
-    changes = await store.remove_agent(gone.agent_id, NOW + 1)
-    assert [(c.agent_id, c.old, c.new) for c in changes] == [(gone.agent_id, "queued", "cancelled")]
+    key = (await store.create_key(["web"], None, None, NOW)).result.key
+    gone = (await store.enroll(key, "m1", "h1", "p", [], NOW)).result
+    stays = (await store.enroll(key, "m2", "h2", "p", [], NOW)).result
+    _, items = await created(store.create_task(task("tag", "web"), NOW))
+    removed = await store.remove_agent(gone.agent_id, NOW + 1)
+    assert [(c.agent_id, c.old, c.new) for c in removed.changes] == [(gone.agent_id, "queued", "cancelled")]
+    assert [(a, reason) for a, _, reason in removed.withdraws] == [(gone.agent_id, "cancelled")]
     assert await store.authenticate_agent(gone.agent_id, gone.token) is None
     assert [a.agent_id for a in await store.list_agents(None)] == [stays.agent_id]
     listed = {a.agent_id: a for a in await store.list_agents(None, removed=True)}
     assert listed[gone.agent_id].removed_at == NOW + 1 and listed[gone.agent_id].tags == []
     assert not listed[gone.agent_id].revoked  # removed says more
-    _, tagged = await store.create_task(task("tag", "web"), NOW)
-    _, everyone = await store.create_task(task("all"), NOW)
+    _, tagged = await created(store.create_task(task("tag", "web"), NOW))
+    _, everyone = await created(store.create_task(task("all"), NOW))
     assert {i.agent_id for i in tagged + everyone} == {stays.agent_id}
     for call in (store.create_task(task("agent", gone.agent_id), NOW), store.tag_add(gone.agent_id, "x", NOW),
                  store.remove_agent(gone.agent_id, NOW), store.revoke_agent(gone.agent_id),
@@ -71,9 +72,9 @@ async def test_a_removed_agent_is_cut_off_its_deliveries_cancelled_and_in_no_tar
 
 
 async def test_a_possible_clone_is_approved_as_an_agent_of_its_own(store: SQLiteStore) -> None:
-    _, key = await store.bootstrap(NOW) or ("", "")
-    original = await store.enroll(key, "m1", "h", "p", [], NOW)
-    clone = await store.enroll(key, "m1", "h", "p", [], NOW)
+    _, key = (await store.bootstrap(NOW)).result or ("", "")
+    original = (await store.enroll(key, "m1", "h", "p", [], NOW)).result
+    clone = (await store.enroll(key, "m1", "h", "p", [], NOW)).result
     await store.approve_agent(clone.agent_id)
     assert [a.clone_of for a in await store.list_agents(None)] == [None, None]
     for agent_id in (clone.agent_id, original.agent_id):
@@ -83,20 +84,20 @@ async def test_a_possible_clone_is_approved_as_an_agent_of_its_own(store: SQLite
 
 async def test_a_merged_clone_takes_over_the_identity_it_is_a_clone_of(store: SQLiteStore) -> None:
     await store.bootstrap(NOW)
-    key = await store.create_enroll_key(["web"], None, None, NOW)
-    original = await store.enroll(key, "m1", "old-host", "p", [], NOW)
-    _, (kept,) = await store.create_task(task("agent", original.agent_id), NOW)
-    clone = await store.enroll(key, "m1", "new-host", "p", [], NOW)
-    _, tagged = await store.create_task(task("tag", "web"), NOW)  # one delivery each
+    key = (await store.create_key(["web"], None, None, NOW)).result.key
+    original = (await store.enroll(key, "m1", "old-host", "p", [], NOW)).result
+    _, (kept,) = await created(store.create_task(task("agent", original.agent_id), NOW))
+    clone = (await store.enroll(key, "m1", "new-host", "p", [], NOW)).result
+    _, tagged = await created(store.create_task(task("tag", "web"), NOW))  # one delivery each
     assert (await refusal(store, store.merge_agent(original.agent_id, NOW))).code == ErrorCode.INVALID_PARAMS
-    into, changes = await store.merge_agent(clone.agent_id, NOW + 1)
-    assert into == original.agent_id
-    assert [(c.agent_id, c.new) for c in changes] == [(clone.agent_id, "cancelled")]  # the clone's own tag task
+    merged = await store.merge_agent(clone.agent_id, NOW + 1)
+    assert merged.result == original.agent_id
+    assert [(c.agent_id, c.new) for c in merged.changes] == [(clone.agent_id, "cancelled")]  # the clone's own tag task
     # The clone's token now logs in as the original (by either id); the original's old token is void.
     assert await store.authenticate_agent(original.agent_id, clone.token) == AgentAuth(original.agent_id)
     assert await store.authenticate_agent(clone.agent_id, clone.token) == AgentAuth(original.agent_id)
     assert await store.authenticate_agent(original.agent_id, original.token) is None
-    again = await store.enroll(key, "m1", "h", "p", [], NOW, proof=(clone.agent_id, clone.token))
+    again = (await store.enroll(key, "m1", "h", "p", [], NOW, proof=(clone.agent_id, clone.token))).result
     assert (again.agent_id, again.status) == (original.agent_id, "existing")
     [view] = await store.list_agents(None)
     assert (view.agent_id, view.hostname, view.tags) == (original.agent_id, "h", ["web"])
@@ -107,19 +108,19 @@ async def test_a_merged_clone_takes_over_the_identity_it_is_a_clone_of(store: SQ
 
 
 async def test_a_clone_of_a_removed_agent_cannot_be_merged(store: SQLiteStore) -> None:
-    _, key = await store.bootstrap(NOW) or ("", "")
-    original = await store.enroll(key, "m1", "h", "p", [], NOW)
-    clone = await store.enroll(key, "m1", "h", "p", [], NOW)
+    _, key = (await store.bootstrap(NOW)).result or ("", "")
+    original = (await store.enroll(key, "m1", "h", "p", [], NOW)).result
+    clone = (await store.enroll(key, "m1", "h", "p", [], NOW)).result
     await store.remove_agent(original.agent_id, NOW)
     error = await refusal(store, store.merge_agent(clone.agent_id, NOW))
     assert error.code == ErrorCode.UNKNOWN_AGENT and f"agent approve {clone.agent_id}" in error.message
     # A machine UUID known only from a removed agent marks no clone.
-    assert (await store.enroll(key, "m1", "h", "p", [], NOW)).clone_of == clone.agent_id
+    assert ((await store.enroll(key, "m1", "h", "p", [], NOW)).result).clone_of == clone.agent_id
     await store.approve_agent(clone.agent_id)
 
 
 async def test_removed_agents_are_not_selected(store: SQLiteStore) -> None:
     a = await enrolled(store, "a", "web")
     await store.remove_agent(a, NOW)
-    _, items = await store.create_task(task("all"), NOW)
+    _, items = await created(store.create_task(task("all"), NOW))
     assert items == []

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from store_data import NOW, enrolled, result, task
+from store_data import NOW, Polled, created, enrolled, polled, result, task, timers, wheel
 
-from tether.daemon.schedules import next_fire
-from tether.daemon.store import Change, NewSchedule, PollOutcome, PushItem
+from tether.daemon.effects import Change, PushItem, Timer
+from tether.daemon.schedules import CALENDAR
+from tether.daemon.store import NewSchedule
 from tether.daemon.store.sqlite import SQLiteStore
 from tether.protocol import pack
 from tether.protocol.console import DeliveryView, HistoryEntry
@@ -35,7 +36,7 @@ def plan(*, interval: float = 30.0, timeout: float = 120.0, command: str = "poll
 async def delivery(store: SQLiteStore, *, ttl: int = TTL, hide: bool = False) -> tuple[str, int, int]:
     """An agent, and a task for it whose delivery is acked and running: (agent, task, delivery)."""
     a = await enrolled(store, "a")
-    task_id, (item,) = await store.create_task(task("agent", a, ttl=ttl, hide_polling_output=hide), NOW)
+    task_id, (item,) = await created(store.create_task(task("agent", a, ttl=ttl, hide_polling_output=hide), NOW))
     d = item.delivery_id
     store.mark_sent([d], NOW)
     await store.acknowledge(a, [(d, 1)], NOW)
@@ -75,7 +76,7 @@ async def test_a_result_with_a_plan_makes_the_delivery_wait(store: SQLiteStore) 
         a, [result(d, {"partial": 1}, plan=plan(note="raised", poll_message="Fetching Results:"))], T1)
     assert out.changes == [Change(d, task_id, a, "running", "waiting")]
     assert out.settled == [(d, 1)] and out.refused == []
-    assert out.timers == [(d, NEXT)]
+    assert timers(out, Timer.POLL) == [(d, NEXT)]
     v = await view(store, task_id, history=True)
     assert (v.state, v.run, v.next_run_at, v.poll_deadline) == ("waiting", 1, NEXT, DEADLINE)
     assert v.result is None  # the partial result belongs to the history entry
@@ -88,20 +89,20 @@ async def test_a_result_with_a_plan_makes_the_delivery_wait(store: SQLiteStore) 
 async def test_the_timer_is_the_deadline_when_it_comes_before_the_next_run(store: SQLiteStore) -> None:
     a, _, d = await delivery(store)
     out = await store.record_results(a, [result(d, None, plan=plan(interval=300, timeout=60))], T1)
-    assert out.timers == [(d, T1 + 60)]
+    assert timers(out, Timer.POLL) == [(d, T1 + 60)]
 
 
 async def test_poll_due_before_the_next_run_looks_again_then(store: SQLiteStore) -> None:
     _, task_id, d = await waiting(store)
-    assert await store.poll_due(d, NEXT - 1) == PollOutcome([], [], NEXT)
+    assert polled(await store.poll_due(d, NEXT - 1)) == Polled([], [], NEXT)
     assert (await view(store, task_id)).state == "waiting"
 
 
 async def test_poll_due_queues_the_next_run_with_the_scheduled_command(store: SQLiteStore) -> None:
     a, task_id, d = await waiting(store)
-    out = await store.poll_due(d, NEXT)
+    out = polled(await store.poll_due(d, NEXT))
     run2 = PushItem(d, task_id, a, "poll_status", pack({"job": 7}), 1, NOW + TTL, 2, DEADLINE, DEADLINE - T1)
-    assert out == PollOutcome([Change(d, task_id, a, "waiting", "queued")], [run2], DEADLINE)
+    assert out == Polled([Change(d, task_id, a, "waiting", "queued")], [run2], DEADLINE)
     v = await view(store, task_id)
     assert (v.state, v.run, v.next_run_at, v.poll_deadline) == ("queued", 2, None, DEADLINE)
     assert (v.sent_at, v.acked_at, v.progress) == (None, None, "")  # run 1's marks are gone
@@ -112,7 +113,7 @@ async def test_poll_due_queues_the_next_run_with_the_scheduled_command(store: SQ
 
 async def test_reports_about_run_1_after_run_2_is_queued_only_settle(store: SQLiteStore) -> None:
     a, task_id, d = await waiting(store)
-    await store.poll_due(d, NEXT)
+    polled(await store.poll_due(d, NEXT))
     for late in (store.acknowledge(a, [(d, 1)], NEXT), store.started(a, (d, 1), "late", NEXT),
                  store.record_results(a, [result(d, {"again": 1})], NEXT)):
         out = await late
@@ -123,30 +124,30 @@ async def test_reports_about_run_1_after_run_2_is_queued_only_settle(store: SQLi
 
 async def test_a_result_for_the_last_run_ends_the_delivery(store: SQLiteStore) -> None:
     a, task_id, d = await waiting(store)
-    await store.poll_due(d, NEXT)
+    polled(await store.poll_due(d, NEXT))
     await run_again(store, a, d, 2, NEXT)
     out = await store.record_results(a, [result(d, {"final": True}, run=2, finished_at=NEXT + 5)], NEXT + 5)
     assert out.changes == [Change(d, task_id, a, "running", "done")] and out.settled == [(d, 2)]
-    assert out.timers == []
+    assert timers(out, Timer.POLL) == []
     v = await view(store, task_id, history=True)
     assert (v.state, v.run, v.result) == ("done", 2, {"final": True})
     assert v.history is not None
     assert [(e.run, e.state, e.by) for e in v.history] == [(1, "waiting", "agent"), (2, "done", "agent")]
     assert v.history[-1].output == {"final": True} and v.history[-1].at == NEXT + 5
-    assert await store.poll_due(d, DEADLINE) == PollOutcome([], [], None)  # a stale timer does nothing
+    assert polled(await store.poll_due(d, DEADLINE)) == Polled([], [], None)  # a stale timer does nothing
 
 
 async def test_the_first_schedule_fixes_the_deadline(store: SQLiteStore) -> None:
     a, task_id, d = await waiting(store)
-    await store.poll_due(d, NEXT)
+    polled(await store.poll_due(d, NEXT))
     await run_again(store, a, d, 2, NEXT)
     out = await store.record_results(a, [result(d, None, run=2, plan=plan(interval=10, timeout=9999))], NEXT)
-    assert out.timers == [(d, NEXT + 10)]
+    assert timers(out, Timer.POLL) == [(d, NEXT + 10)]
     assert (await view(store, task_id)).poll_deadline == DEADLINE  # not NEXT + 9999
-    await store.poll_due(d, NEXT + 10)
+    polled(await store.poll_due(d, NEXT + 10))
     await run_again(store, a, d, 3, NEXT + 10)
     out = await store.record_results(a, [result(d, None, run=3, plan=plan(interval=300))], NEXT + 10)
-    assert out.timers == [(d, DEADLINE)]
+    assert timers(out, Timer.POLL) == [(d, DEADLINE)]
 
 
 # -- how a sequence ends without its agent ---------------------------------------------------
@@ -155,8 +156,8 @@ async def test_the_first_schedule_fixes_the_deadline(store: SQLiteStore) -> None
 async def test_the_daemon_times_a_waiting_sequence_out(store: SQLiteStore) -> None:
     a, task_id, d = await delivery(store)
     await store.record_results(a, [result(d, None, plan=plan(interval=300))], T1)
-    out = await store.poll_due(d, DEADLINE)
-    assert out == PollOutcome([Change(d, task_id, a, "waiting", "failed")], [], None)
+    out = polled(await store.poll_due(d, DEADLINE))
+    assert out == Polled([Change(d, task_id, a, "waiting", "failed")], [], None)
     v = await view(store, task_id, history=True)
     assert (v.state, v.error, v.finished_at) == ("failed", "polling timed out after 120 s", DEADLINE)
     assert v.history is not None and v.history[-1] == HistoryEntry(
@@ -167,13 +168,13 @@ async def test_the_daemon_times_a_waiting_sequence_out(store: SQLiteStore) -> No
 @pytest.mark.parametrize("pushed", [False, True], ids=["queued", "sent"])
 async def test_an_undelivered_next_run_times_out_too(store: SQLiteStore, pushed: bool) -> None:
     a, task_id, d = await waiting(store)  # its agent went offline: run 2 is never acknowledged
-    await store.poll_due(d, NEXT)
+    polled(await store.poll_due(d, NEXT))
     if pushed:
         store.mark_sent([d], NEXT)
     state = "sent" if pushed else "queued"
-    assert await store.poll_due(d, NEXT + 1) == PollOutcome([], [], DEADLINE)  # woken early
-    out = await store.poll_due(d, DEADLINE + 5)
-    assert out == PollOutcome([Change(d, task_id, a, state, "failed")], [], None)
+    assert polled(await store.poll_due(d, NEXT + 1)) == Polled([], [], DEADLINE)  # woken early
+    out = polled(await store.poll_due(d, DEADLINE + 5))
+    assert out == Polled([Change(d, task_id, a, state, "failed")], [], None)
     v = await view(store, task_id, history=True)
     assert (v.state, v.run, v.error) == ("failed", 2, "polling timed out after 120 s")
     assert v.started_at is None  # the delivery's times are run 2's, and run 2 never started
@@ -185,36 +186,36 @@ async def test_an_undelivered_next_run_times_out_too(store: SQLiteStore, pushed:
 @pytest.mark.parametrize("started", [False, True], ids=["acked", "running"])
 async def test_an_acknowledged_run_is_not_timed_out(store: SQLiteStore, started: bool) -> None:
     a, task_id, d = await waiting(store)
-    await store.poll_due(d, NEXT)
+    polled(await store.poll_due(d, NEXT))
     store.mark_sent([d], NEXT)
     await store.acknowledge(a, [(d, 2)], NEXT)
     if started:
         await store.started(a, (d, 2), "", NEXT)
-    assert await store.poll_due(d, DEADLINE + 100) == PollOutcome([], [], None)
+    assert polled(await store.poll_due(d, DEADLINE + 100)) == Polled([], [], None)
     assert (await view(store, task_id)).state == ("running" if started else "acked")
     # The run ends after the deadline asking for another: the sequence is over all the same.
     out = await store.record_results(a, [result(d, None, run=2, plan=plan())], DEADLINE + 100)
-    assert out.timers == [(d, DEADLINE)]
-    failed = await store.poll_due(d, DEADLINE + 100)
+    assert timers(out, Timer.POLL) == [(d, DEADLINE)]
+    failed = polled(await store.poll_due(d, DEADLINE + 100))
     assert [c.new for c in failed.changes] == ["failed"]
 
 
 async def test_the_ttl_ends_a_waiting_delivery(store: SQLiteStore) -> None:
     a, task_id, d = await waiting(store)
-    changes = await store.expire_task(task_id, T1 + 50)
+    changes = (await store.expire_task(task_id, T1 + 50)).changes
     assert changes == [Change(d, task_id, a, "waiting", "expired")]
     v = await view(store, task_id, history=True)
     assert (v.state, v.error) == ("expired", "the task's ttl ended")
     assert v.history is not None
     assert [(e.run, e.state, e.by) for e in v.history] == [(1, "waiting", "agent"), (1, "expired", "daemon")]
     assert v.history[-1].at == T1 + 50  # when the daemon ended it, not when run 1 finished
-    assert await store.poll_due(d, NEXT) == PollOutcome([], [], None)
+    assert polled(await store.poll_due(d, NEXT)) == Polled([], [], None)
 
 
 async def test_a_next_run_due_after_the_ttl_expires(store: SQLiteStore) -> None:
     a, task_id, d = await waiting(store, ttl=20)  # expires at NOW + 20, run 2 due at NOW + 31
-    out = await store.poll_due(d, NEXT)
-    assert out == PollOutcome([Change(d, task_id, a, "waiting", "expired")], [], None)
+    out = polled(await store.poll_due(d, NEXT))
+    assert out == Polled([Change(d, task_id, a, "waiting", "expired")], [], None)
     v = await view(store, task_id, history=True)
     assert (v.state, v.error) == ("expired", "the task's ttl ended before run 2 was due")
     assert v.history is not None and v.history[-1].by == "daemon"
@@ -222,24 +223,26 @@ async def test_a_next_run_due_after_the_ttl_expires(store: SQLiteStore) -> None:
 
 async def test_untask_cancels_a_waiting_delivery(store: SQLiteStore) -> None:
     a, task_id, d = await waiting(store)
-    changes, _ = await store.cancel(task_id=task_id, now=T1 + 5)
+    untasked = await store.cancel(task_id=task_id, now=T1 + 5)
+    changes = untasked.changes
+    assert untasked.withdraws == []  # waiting: its last run is over, the agent holds nothing of it
     assert changes == [Change(d, task_id, a, "waiting", "cancelled")]
     v = await view(store, task_id, history=True)
     assert v.history is not None and v.history[-1] == HistoryEntry(run=1, at=T1 + 5, state="cancelled", by="daemon")
     assert v.next_run_at is None  # an ended delivery has no next run
-    assert await store.poll_due(d, NEXT) == PollOutcome([], [], None)
+    assert polled(await store.poll_due(d, NEXT)) == Polled([], [], None)
 
 
 @pytest.mark.parametrize("state", ["queued", "sent"])
 async def test_a_plan_result_after_a_lost_ack_still_waits(store: SQLiteStore, state: str) -> None:
     a = await enrolled(store, "a")
-    task_id, (item,) = await store.create_task(task("agent", a), NOW)
+    task_id, (item,) = await created(store.create_task(task("agent", a), NOW))
     d = item.delivery_id
     if state == "sent":
         store.mark_sent([d], NOW)
     out = await store.record_results(a, [result(d, {"p": 1}, plan=plan())], T1)
     assert out.changes == [Change(d, task_id, a, state, "waiting")]
-    assert out.timers == [(d, NEXT)]
+    assert timers(out, Timer.POLL) == [(d, NEXT)]
     assert (await view(store, task_id)).state == "waiting"
     # Straight to waiting, in one write: the result is the authority (lifecycle.DELIVERY).
     assert store.stats().entered["waiting"] == 1 and store.stats().entered.get("running", 0) == 0
@@ -247,10 +250,10 @@ async def test_a_plan_result_after_a_lost_ack_still_waits(store: SQLiteStore, st
 
 async def test_a_failed_run_ends_the_sequence(store: SQLiteStore) -> None:
     a, _, d = await waiting(store)
-    await store.poll_due(d, NEXT)
+    polled(await store.poll_due(d, NEXT))
     await run_again(store, a, d, 2, NEXT)
     out = await store.record_results(a, [result(d, None, run=2, ok=False, plan=plan())], NEXT)
-    assert [c.new for c in out.changes] == ["failed"] and out.timers == []
+    assert [c.new for c in out.changes] == ["failed"] and timers(out, Timer.POLL) == []
 
 
 # -- the history -----------------------------------------------------------------------------
@@ -264,12 +267,12 @@ async def sequence(store: SQLiteStore, *, hide: bool) -> tuple[int, list[tuple[o
     now = T1
     for run, (output, note) in enumerate(runs, start=1):
         if run > 1:
-            await store.poll_due(d, now)
+            polled(await store.poll_due(d, now))
             await run_again(store, a, d, run, now)
         await store.record_results(
             a, [result(d, output, run=run, plan=plan(interval=10, timeout=1000, note=note), finished_at=now)], now)
         now += 10
-    await store.poll_due(d, now)
+    polled(await store.poll_due(d, now))
     await run_again(store, a, d, 6, now)
     await store.record_results(a, [result(d, None, run=6, finished_at=now)], now)
     return task_id, runs
@@ -305,7 +308,7 @@ async def test_timers_lists_what_the_wheel_must_hold(store: SQLiteStore) -> None
     active: list[int] = []
 
     async def polling(interval: float) -> int:
-        task_id, (item,) = await store.create_task(task("agent", a, ttl=TTL), NOW)
+        task_id, (item,) = await created(store.create_task(task("agent", a, ttl=TTL), NOW))
         active.append(task_id)
         store.mark_sent([item.delivery_id], NOW)
         await store.record_results(a, [result(item.delivery_id, None, plan=plan(interval=interval))], T1)
@@ -314,33 +317,33 @@ async def test_timers_lists_what_the_wheel_must_hold(store: SQLiteStore) -> None
     soon = await polling(30)  # waiting: its next run at T1 + 30
     late = await polling(500)  # waiting: its deadline (T1 + 120) comes first
     undelivered = await polling(30)
-    await store.poll_due(undelivered, NEXT)  # run 2 queued: only its deadline is left
+    polled(await store.poll_due(undelivered, NEXT))  # run 2 queued: only its deadline is left
     acked = await polling(30)
-    await store.poll_due(acked, NEXT)
+    polled(await store.poll_due(acked, NEXT))
     store.mark_sent([acked], NEXT)
     await store.acknowledge(a, [(acked, 2)], NEXT)  # its result decides: no timer
-    done_task, (done,) = await store.create_task(task("agent", a, ttl=TTL), NOW)
+    done_task, (done,) = await created(store.create_task(task("agent", a, ttl=TTL), NOW))
     await store.record_results(a, [result(done.delivery_id, 1)], T1)  # one agent's, done: nothing to time
-    tag_task, _ = await store.create_task(task("all", ttl=TTL), NOW)  # reaches agents enrolled later
+    tag_task, _ = await created(store.create_task(task("all", ttl=TTL), NOW))  # reaches agents enrolled later
     active.append(tag_task)
-    cancelled_task, _ = await store.create_task(task("agent", a, ttl=TTL), NOW)
+    cancelled_task, _ = await created(store.create_task(task("agent", a, ttl=TTL), NOW))
     await store.cancel(task_id=cancelled_task, now=T1)
-    expired_task, _ = await store.create_task(task("agent", a, ttl=TTL), NOW)
+    expired_task, _ = await created(store.create_task(task("agent", a, ttl=TTL), NOW))
     await store.expire_task(expired_task, NOW + TTL)
     every = NewSchedule(name="every", command="echo", task=task("all"), every=300.0, cron=None, timezone="UTC",
                         missed="once")
-    on = await store.add_schedule(every, NOW, NOW + 300)
+    on = (await store.add_schedule(every, NOW, NOW + 300)).result
     await store.add_schedule(msgspec.structs.replace(every, name="paused"), NOW, NOW + 300)
-    await store.pause_schedule("paused", True, NOW, next_fire)
+    await store.pause_schedule("paused", True, NOW, CALENDAR)
 
-    timers = await store.timers()
-    assert sorted(timers.polls) == sorted([(soon, T1 + 30), (late, DEADLINE), (undelivered, DEADLINE)])
-    assert sorted(timers.expiries) == [(t, NOW + TTL, t != tag_task) for t in active]  # not the done,
+    held = await wheel(store)
+    assert sorted(held.polls) == sorted([(soon, T1 + 30), (late, DEADLINE), (undelivered, DEADLINE)])
+    assert sorted(held.expiries) == [(t, NOW + TTL, t != tag_task) for t in active]  # not the done,
     # cancelled or expired task
     for now in (NOW + TTL - 1, NOW + TTL):  # one agent's, ended: it reads as its delivery ended, ttl or not
         view = await store.get_task(done_task, now=now)
         assert view is not None and view.state == "done"
-    assert timers.schedules == [(on.schedule_id, NOW + 300)]
+    assert held.schedules == [(on.schedule_id, NOW + 300)]
 
 
 async def test_a_run_may_start_further_sequences_each_a_task_of_its_own(store: SQLiteStore) -> None:
@@ -360,7 +363,7 @@ async def test_a_run_may_start_further_sequences_each_a_task_of_its_own(store: S
         ("waiting", T1 + 90, "batch", {"box": 3})]
     assert second.task_id != task_id != third.task_id and second.agent_id == a
     assert second.history is not None and second.history[0].partial_result == {"p": 2}
-    assert sorted(out.timers) == sorted([(d, NEXT), (second.delivery_id, T1 + 60), (third.delivery_id, T1 + 90)])
-    assert sorted(t for t, _ in out.expiries) == sorted([second.task_id, third.task_id])
+    assert sorted(timers(out, Timer.POLL)) == sorted([(d, NEXT), (second.delivery_id, T1 + 60), (third.delivery_id, T1 + 90)])
+    assert sorted(t for t, _ in timers(out, Timer.EXPIRE_ONE)) == sorted([second.task_id, third.task_id])
     cancelled = await store.cancel(task_id=task_id, now=T1 + 5)
     assert sorted(c.delivery_id for c in cancelled.changes) == sorted([d, second.delivery_id, third.delivery_id])

@@ -1,0 +1,361 @@
+"""Operations: the one place where something happens to tetherd's state, and where what it
+means for the rest of the daemon is applied.
+
+Each operation is one store write (a task created, an untask, a tag, an enrollment, a
+revocation, a schedule fired, a ttl ended, a polling timer, an agent's reports); the write
+answers one :class:`~.effects.Effects`, and :meth:`Operations.apply` applies it, in one
+order, after the commit: what the reporting agent is told, consoles watching the task, the
+timer wheel, cancels to agents holding a run the daemon ended, selector tasks, and last the
+deliveries to push. Nothing else forwards a store result.
+
+:attr:`Operations.after` is the observer point: callables given a :class:`Happened` once
+an operation's effects are applied (the place before/after hooks attach, issue 20). An
+observer runs on the event loop, must be quick and must not raise (one that does is
+logged and the operation stands).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from ..protocol.codec import error_frame
+from ..protocol.console import KeyView, ScheduleView, TokenView
+from ..protocol.errors import ErrorCode, ProtocolError
+from ..protocol.lifecycle import TERMINAL
+from .clock import Clock
+from .effects import Effects, Ref, Timer
+from .metrics import Stats
+from .push import Push
+from .schedules import CALENDAR
+from .session import AgentSession
+from .store import Enrollment, NewSchedule, NewTask, ResultIn, Store, Untasked
+from .timers import Timers
+from .watchers import SelectorTasks, Watchers
+
+log = logging.getLogger("tether.operations")
+
+T = TypeVar("T")
+
+MAX_REFUSALS_TOLD = 100
+"""Error frames sent back for one report: a peer's absurd list never turns into a flood."""
+
+STORAGE_RETRY_AFTER = 2.0
+"""Seconds a peer whose write the store refused (1503) is told to wait before trying again."""
+
+RETRY_AFTER_STORE_ERROR = 1.0
+"""Seconds before a timer whose store operation failed (disk full, locked) is tried again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Happened:
+    """One operation, committed and applied: what :attr:`Operations.after` observers get."""
+
+    operation: str
+    """Its name: ``task.create``, ``task.cancel``, ``agent.results``, ``timer.poll`` ..."""
+    subject: Any
+    """What it was about: the new task, the agent, the schedule's name, the timer's id ..."""
+    effects: Effects[Any]
+
+
+Observer = Callable[[Happened], None]
+
+
+class Consoles(Protocol):
+    """The open console sessions, which a revoked admin token ends."""
+
+    def close(self, token_id: int, reason: str) -> int:
+        """End the sessions logged in with the token; how many."""
+
+
+class _NoConsoles:
+    def close(self, token_id: int, reason: str) -> int:
+        return 0
+
+
+class Operations:
+    """Every write of the daemon, and the one place its effects are applied. Owns what they
+    are applied to: the online agents' sessions (:attr:`push`), the timer wheel
+    (:attr:`timers`), task watchers and selector tasks."""
+
+    def __init__(self, store: Store, clock: Clock, *, stats: Stats | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.stats = stats if stats is not None else Stats()
+        self.push = Push(clock, self.stats, self.mark_sent)
+        self.timers = Timers(clock)
+        self.watchers = Watchers()
+        self.selectors = SelectorTasks(clock)
+        self.consoles: Consoles = _NoConsoles()
+        """Set by the console sessions: a revoked admin token ends the sessions using it."""
+        self.after: list[Observer] = []
+        """Observers of every operation, called in order after its effects are applied."""
+
+    # -- the one place effects are applied -------------------------------------------------
+
+    def apply(self, effects: Effects[Any]) -> None:
+        """Apply a committed write's effects (see the module docstring for the order)."""
+        changes = effects.changes
+        if changes:
+            timers = self.timers
+            for change in changes:
+                if change.new in TERMINAL:  # implied: an ended delivery waits for nothing
+                    timers.clear(Timer.POLL, change.delivery_id)
+                    timers.clear(Timer.EXPIRE_ONE, change.task_id)  # if it was a one-agent task
+            self.watchers.notify(changes)
+        for agent_id, delivery_id, reason in effects.withdraws:
+            self.push.withdraw(agent_id, delivery_id, reason)
+        for kind, ident in effects.cleared:
+            self.timers.clear(kind, ident)
+        for kind, ident, when in effects.timers:
+            self.timers.set(kind, ident, when)
+        for task_id, expires_at in effects.selecting:
+            self.selectors.add(task_id, expires_at)
+        for task_id in effects.unselected:
+            self.selectors.discard(task_id)
+        if effects.items:
+            self.push.offer(effects.items)
+
+    def _done(self, operation: str, subject: Any, effects: Effects[T]) -> Effects[T]:
+        """Apply a committed write's effects and tell the observers."""
+        self.apply(effects)
+        if self.after:
+            self._observe(Happened(operation, subject, effects))
+        return effects
+
+    def _observe(self, happened: Happened) -> None:
+        for observer in list(self.after):
+            try:
+                observer(happened)
+            except Exception:
+                log.exception("event=observer_failed operation=%s", happened.operation)
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    async def create_task(self, task: NewTask) -> Effects[int]:
+        """A task, to the agents its target names now (and later ones, for a tag, a
+        selector or all agents, until its ttl)."""
+        effects = self._done("task.create", task, await self.store.create_task(task, self.clock.time()))
+        target = f"selector:{task.selector!r}" if task.selector is not None else \
+            "all" if task.target_kind == "all" else f"{task.target_kind}:{task.target}"
+        log.info("event=task_created task_id=%d command=%s target=%s deliveries=%d", effects.result, task.command,
+                 target, len(effects.items))
+        return effects
+
+    async def untask(self, *, task_id: int | None = None, agent_id: str | None = None, tag: str | None = None,
+                     selector: str | None = None) -> Effects[Untasked]:
+        """Cancel what the arguments name (``Store.cancel``); agents holding a run get a ``cancel``."""
+        effects = await self.store.cancel(task_id=task_id, agent_id=agent_id, tag=tag, selector=selector,
+                                          now=self.clock.time())
+        self._done("task.cancel", {"task_id": task_id, "agent_id": agent_id, "tag": tag, "selector": selector},
+                   effects)
+        log.info("event=untask task_id=%s agent_id=%s tag=%s selector=%r cancelled=%d tasks_closed=%d", task_id,
+                 agent_id, tag, selector, effects.result.cancelled, effects.result.tasks)
+        return effects
+
+    async def tag_add(self, agent_id: str, tag: str) -> Effects[None]:
+        return self._done("tag.add", (agent_id, tag), await self.store.tag_add(agent_id, tag, self.clock.time()))
+
+    async def tag_rm(self, agent_id: str, tag: str) -> Effects[None]:
+        return self._done("tag.rm", (agent_id, tag), await self.store.tag_rm(agent_id, tag, self.clock.time()))
+
+    # -- agents ----------------------------------------------------------------------------
+
+    async def enroll(self, key: str, machine_uuid: str, hostname: str, platform: str, tags: list[str], *,
+                     proof: tuple[str, str] | None = None, certificate: bytes | None = None) -> Enrollment:
+        """``Store.enroll``; ``certificate``: the SHA-256 of the client certificate to bind it to."""
+        effects = await self.store.enroll(key, machine_uuid, hostname, platform, tags, self.clock.time(),
+                                          proof=proof, certificate=certificate)
+        enrolled = self._done("agent.enroll", hostname, effects).result
+        log.info("event=agent_enrolled agent_id=%s status=%s clone_of=%s hostname=%s tags=%s", enrolled.agent_id,
+                 enrolled.status, enrolled.clone_of or "-", hostname, ",".join(enrolled.tags))
+        return enrolled
+
+    async def bind_certificate(self, agent_id: str, certificate: bytes) -> bool:
+        """An agent bound to no client certificate yet is bound to this one (its SHA-256);
+        False if it was bound already."""
+        bound = self._done("agent.bind", agent_id, await self.store.bind_certificate(agent_id, certificate)).result
+        if bound:
+            log.info("event=agent_certificate_bound agent_id=%s sha256=%s", agent_id, certificate.hex())
+        return bound
+
+    def hello(self, agent_id: str, hostname: str, platform: str, commands: list[str], version: str) -> None:
+        """An agent's session opened with these facts: recorded (fire and forget); if
+        selector tasks are active, it gets those it now matches. One dict check otherwise
+        (a reconnect storm of 10,000 agents pays that only)."""
+        now = self.clock.time()
+        self.store.agent_seen(agent_id, hostname, platform, commands, version, now)
+        if self.selectors.active():
+            self.store.select_for_agent(agent_id, hostname, platform, now).add_done_callback(self._selected)
+
+    def _selected(self, fut: asyncio.Future[Effects[None]]) -> None:
+        if fut.cancelled():
+            return
+        if fut.exception() is not None:
+            log.warning("event=select_failed error=%r", fut.exception())
+            return
+        self._done("agent.select", None, fut.result())
+
+    async def revoke_agent(self, agent_id: str) -> tuple[bool, int]:
+        """The agent's token stops working and its session ends: (revoked now, sessions ended)."""
+        revoked = self._done("agent.revoke", agent_id, await self.store.revoke_agent(agent_id)).result
+        closed = self.push.cut_off(agent_id, f"agent {agent_id}'s token was revoked")
+        log.info("event=agent_revoked agent_id=%s sessions_closed=%d", agent_id, closed)
+        return revoked, closed
+
+    async def approve_agent(self, agent_id: str) -> None:
+        self._done("agent.approve", agent_id, await self.store.approve_agent(agent_id))
+        log.info("event=agent_approved agent_id=%s", agent_id)
+
+    async def remove_agent(self, agent_id: str) -> tuple[int, int]:
+        """Token void, unfinished deliveries cancelled (the cancels queued before its session
+        ends), out of every target: (deliveries cancelled, sessions ended)."""
+        effects = self._done("agent.rm", agent_id, await self.store.remove_agent(agent_id, self.clock.time()))
+        closed = self.push.cut_off(agent_id, f"agent {agent_id} was removed")
+        log.info("event=agent_removed agent_id=%s cancelled=%d sessions_closed=%d", agent_id, len(effects.changes),
+                 closed)
+        return len(effects.changes), closed
+
+    async def merge_agent(self, clone_id: str) -> tuple[str, int, int]:
+        """The possible clone takes over its original's identity: (the original's id,
+        deliveries cancelled, sessions ended)."""
+        effects = self._done("agent.merge", clone_id, await self.store.merge_agent(clone_id, self.clock.time()))
+        into = effects.result
+        closed = self.push.cut_off(into, f"agent {into}'s identity was taken over by {clone_id} (agent merge)")
+        closed += self.push.cut_off(clone_id, f"merged into agent {into}: log in again", reconnect=True)
+        log.info("event=agent_merged agent_id=%s into=%s cancelled=%d sessions_closed=%d", clone_id, into,
+                 len(effects.changes), closed)
+        return into, len(effects.changes), closed
+
+    # -- credentials -----------------------------------------------------------------------
+
+    async def create_token(self, role: str, label: str) -> TokenView:
+        view = self._done("token.create", role, await self.store.create_token(role, label, self.clock.time())).result
+        log.info("event=token_created token_id=%d role=%s label=%r", view.token_id, role, label)
+        return view
+
+    async def revoke_token(self, token_id: int) -> tuple[bool, int]:
+        """The token stops working and the console sessions using it end: (revoked now, ended)."""
+        revoked = self._done("token.revoke", token_id, await self.store.revoke_token(token_id, self.clock.time()))
+        closed = self.consoles.close(token_id, f"admin token {token_id} was revoked")
+        log.info("event=token_revoked token_id=%d sessions_closed=%d", token_id, closed)
+        return revoked.result, closed
+
+    async def create_key(self, tags: list[str], expires_in: float | None, uses: int | None, *,
+                         allow_requested_tags: bool = False) -> KeyView:
+        now = self.clock.time()
+        expires_at = None if expires_in is None else now + expires_in
+        view = self._done("key.create", tags, await self.store.create_key(
+            tags, expires_at, uses, now, allow_requested_tags=allow_requested_tags)).result
+        log.info("event=key_created key_id=%d tags=%s allow_requested_tags=%s", view.key_id, ",".join(view.tags),
+                 allow_requested_tags)
+        return view
+
+    async def revoke_key(self, key_id: int) -> bool:
+        revoked = self._done("key.revoke", key_id, await self.store.revoke_key(key_id, self.clock.time())).result
+        log.info("event=key_revoked key_id=%d", key_id)
+        return revoked
+
+    # -- recurring schedules ---------------------------------------------------------------
+
+    async def add_schedule(self, spec: NewSchedule, first: float) -> ScheduleView:
+        view = self._done("schedule.add", spec, await self.store.add_schedule(spec, self.clock.time(), first)).result
+        log.info("event=schedule_added name=%s every=%s cron=%r target=%s", spec.name, spec.every, spec.cron,
+                 view.target)
+        return view
+
+    async def pause_schedule(self, name: str, paused: bool) -> ScheduleView:
+        """Pause, or resume (its next firing after now: those missed while paused are not run)."""
+        effects = await self.store.pause_schedule(name, paused, self.clock.time(), CALENDAR)
+        view = self._done("schedule.pause" if paused else "schedule.resume", name, effects).result
+        log.info("event=schedule_%s name=%s", "paused" if paused else "resumed", name)
+        return view
+
+    async def remove_schedule(self, name: str) -> None:
+        self._done("schedule.rm", name, await self.store.remove_schedule(name))
+        log.info("event=schedule_removed name=%s", name)
+
+    # -- timers ----------------------------------------------------------------------------
+
+    async def load(self) -> list[tuple[str, int]]:
+        """At start: settle the schedules whose firings fell due while tetherd was down
+        (skipped, or left due to fire once), then rebuild the wheel from the store. Returns
+        (name, missed firings) of each such schedule."""
+        missed = self._done("schedule.missed", None, await self.store.skip_missed(self.clock.time(), CALENDAR))
+        self.apply(await self.store.timers())
+        return missed.result
+
+    def fire(self, kind: Timer, ident: int, now: float) -> asyncio.Future[Any]:
+        """A wheel entry fell due: its store write (the ttl ended, a polling run is due or
+        its sequence timed out, a schedule fires), applied on commit."""
+        fut: asyncio.Future[Effects[Any]]
+        if kind in (Timer.EXPIRE, Timer.EXPIRE_ONE):
+            fut = self.store.expire_task(ident, now)
+        elif kind is Timer.POLL:
+            fut = self.store.poll_due(ident, now)
+        else:
+            fut = self.store.fire_schedule(ident, now, CALENDAR)
+        fut.add_done_callback(lambda f: self._fired(kind, ident, f))
+        return fut
+
+    def _fired(self, kind: Timer, ident: int, fut: asyncio.Future[Effects[Any]]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:  # the store refused (disk full, locked): try again shortly
+            log.error("event=timer_failed kind=%s id=%d error=%r", kind.name.lower(), ident, exc)
+            self.timers.set(kind, ident, self.clock.time() + RETRY_AFTER_STORE_ERROR)
+            return
+        effects = fut.result()
+        self._done(f"timer.{kind.name.lower()}", ident, effects)
+        if kind in (Timer.EXPIRE, Timer.EXPIRE_ONE) and effects.changes:
+            log.info("event=task_expired task_id=%d deliveries=%d", ident, len(effects.changes))
+        elif kind is Timer.SCHEDULE and effects.result is not None:
+            log.info("event=schedule_fired schedule_id=%d task_id=%d deliveries=%d", ident, effects.result,
+                     len(effects.items))
+
+    def mark_sent(self, delivery_ids: list[int], pushed_at: float) -> None:
+        """Pushes left unacknowledged are written as ``sent`` (fire and forget: nothing to apply)."""
+        self.store.mark_sent(delivery_ids, pushed_at)
+
+    # -- what agents report (at frame rate: futures and callbacks, no task each) ----------
+
+    def acknowledge(self, session: AgentSession, refs: list[Ref], sent_at: dict[int, float], now: float) -> None:
+        fut = self.store.acknowledge(session.agent_id, refs, now, sent_at)
+        fut.add_done_callback(lambda f: self._reported(session, "agent.ack", f))
+
+    def progress(self, session: AgentSession, reports: list[tuple[Ref, str]], now: float) -> None:
+        fut = self.store.started_many(session.agent_id, reports, now)
+        fut.add_done_callback(lambda f: self._reported(session, "agent.progress", f))
+
+    def results(self, session: AgentSession, results: list[ResultIn], acked: dict[int, float], now: float) -> None:
+        """Runs' results (``acked``: those whose ack came with them, and when each was
+        pushed); once committed, the agent is told it may forget them."""
+        fut = self.store.record_results(session.agent_id, results, now, acked)
+        fut.add_done_callback(lambda f: self._reported(session, "agent.results", f))
+
+    def _reported(self, session: AgentSession, operation: str, fut: asyncio.Future[Effects[None]]) -> None:
+        """On commit of an agent's reports: tell it what is committed and what was refused,
+        then apply the rest."""
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            log.warning("event=report_failed agent_id=%s error=%r", session.agent_id, exc)
+            session.send_control(error_frame(ProtocolError(ErrorCode.STORAGE_UNAVAILABLE, str(exc)),
+                                             retry_after=STORAGE_RETRY_AFTER))
+            return
+        effects = fut.result()
+        if operation == "agent.results":
+            session.settled(effects.settled)
+        refused = effects.refused
+        for refusal in refused[:MAX_REFUSALS_TOLD]:
+            session.send_control(error_frame(ProtocolError(ErrorCode(refusal.code), refusal.message,
+                                                           ref=refusal.delivery_id)))
+        if len(refused) > MAX_REFUSALS_TOLD:
+            log.warning("event=refusals_truncated agent_id=%s refused=%d told=%d",
+                        session.agent_id, len(refused), MAX_REFUSALS_TOLD)
+        self._done(operation, session.agent_id, effects)
