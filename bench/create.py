@@ -25,7 +25,7 @@ import time
 import uuid
 from typing import Any
 
-from tether.daemon.console import ConsoleClient
+from tether.console import ConsoleClient
 
 from .fleet import Fleet
 from .scenarios import (

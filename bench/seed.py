@@ -14,7 +14,7 @@ from typing import Any
 
 from tether.agent.enrollment import enroll
 from tether.agent.journal import Identity
-from tether.daemon.console import ConsoleClient
+from tether.console import ConsoleClient
 
 ENROLL_IN_FLIGHT = 50
 REQUESTS_IN_FLIGHT = 200

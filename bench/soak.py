@@ -53,7 +53,7 @@ from typing import Any
 
 import psutil
 
-from tether.daemon.console import ConsoleClient, ConsoleError
+from tether.console import ConsoleClient, ConsoleError
 
 from .churn import Churn
 from .fleet import Fleet

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tether.agent import cli as agent_cli
+from tether.console import parser as tetherctl_cli
 from tether.daemon import cli as tetherd_cli
-from tether.daemon import console as tetherctl_cli
 
 BIN = Path(sys.executable).parent
 PARSERS = {"tetherd": tetherd_cli.build_parser, "tetherctl": tetherctl_cli.build_parser,

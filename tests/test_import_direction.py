@@ -1,8 +1,8 @@
 """The import direction of DESIGN.md ("Layout"), and no import cycles, checked on the AST of every module.
 
-protocol imports nothing of ours; daemon and agent import protocol but never each other;
-tetherctl (tether/daemon/console.py) runs without the daemon extra, so it and the package
-``__init__`` modules it loads import only the stdlib, msgspec, websockets and tether.protocol.
+protocol imports nothing of ours; daemon, agent and console import protocol but never one
+another; tetherctl (tether/console/) runs without the daemon extra, so it and the package
+``__init__`` it loads import only the stdlib, msgspec, websockets and tether.protocol.
 """
 
 from __future__ import annotations
@@ -56,6 +56,10 @@ def within(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
 
 
+APPLICATIONS = ("tether.daemon", "tether.agent", "tether.console")
+"""The packages built on the protocol: each imports it, none imports another."""
+
+
 def violations(path: Path, source: str | None = None) -> list[str]:
     name = module_name(path)
     found = []
@@ -63,10 +67,10 @@ def violations(path: Path, source: str | None = None) -> list[str]:
         where = f"{path.relative_to(ROOT)}:{line} imports {target}"
         if within(name, "tether.protocol") and within(target, "tether") and not within(target, "tether.protocol"):
             found.append(f"{where}: protocol imports nothing of ours")
-        if within(name, "tether.agent") and within(target, "tether.daemon"):
-            found.append(f"{where}: the agent never imports the daemon")
-        if within(name, "tether.daemon") and within(target, "tether.agent"):
-            found.append(f"{where}: the daemon never imports the agent")
+        for own in APPLICATIONS:
+            for other in APPLICATIONS:
+                if other != own and within(name, own) and within(target, other):
+                    found.append(f"{where}: {own} never imports {other}")
     return found
 
 
@@ -75,11 +79,7 @@ def test_import_direction(path: Path) -> None:
     assert violations(path) == []
 
 
-CONSOLE_MODULES = {"tether.daemon.console", "tether.daemon.console_client", "tether.daemon.console_render"}
-CONSOLE_CLOSURE = [
-    PACKAGE / "__init__.py", PACKAGE / "daemon" / "__init__.py",
-    *(PACKAGE / "daemon" / f"{m.rsplit('.', 1)[1]}.py" for m in sorted(CONSOLE_MODULES)),
-]
+CONSOLE_CLOSURE = [PACKAGE / "__init__.py", *sorted((PACKAGE / "console").rglob("*.py"))]
 
 
 @pytest.mark.parametrize("path", CONSOLE_CLOSURE, ids=lambda p: str(p.relative_to(ROOT)))
@@ -88,9 +88,7 @@ def test_console_needs_no_daemon_dependencies(path: Path) -> None:
     for line, target in imports(path):
         top = target.partition(".")[0]
         if top == "tether":
-            ok = within(target, "tether.protocol") or target in {"tether", "tether.daemon"} or any(
-                within(target, m) for m in CONSOLE_MODULES
-            )
+            ok = target == "tether" or within(target, "tether.protocol") or within(target, "tether.console")
         else:
             ok = top in sys.stdlib_module_names or top in CONSOLE_ALLOWED_THIRD_PARTY or top == "__future__"
         if not ok:
@@ -110,19 +108,24 @@ def test_the_checker_sees_violations() -> None:
     assert len(violations(agent, "def f():\n    from ...daemon.store import Store\n")) == 2
     daemon = PACKAGE / "daemon" / "__init__.py"
     assert violations(daemon, "import tether.agent.sdk\n") == [
-        "tether/daemon/__init__.py:1 imports tether.agent.sdk: the daemon never imports the agent"]
+        "tether/daemon/__init__.py:1 imports tether.agent.sdk: tether.daemon never imports tether.agent"]
+    console = PACKAGE / "console" / "cli.py"
+    assert violations(console, "from ..daemon.rpc import ConsoleRPC\n") == [
+        "tether/console/cli.py:1 imports tether.daemon.rpc: tether.console never imports tether.daemon",
+        "tether/console/cli.py:1 imports tether.daemon.rpc.ConsoleRPC: tether.console never imports tether.daemon"]
+    assert len(violations(daemon, "from tether.console import ConsoleClient\n")) == 2
 
 
 def test_console_imports_in_a_python_without_the_daemon_extra() -> None:
-    blocked = ["aiosqlite", "anyio", "uvloop", "prometheus_client", "tether.agent"]
+    blocked = ["aiosqlite", "anyio", "uvloop", "prometheus_client", "croniter", "tether.agent", "tether.daemon"]
     code = (
         "import sys\n"
         f"for name in {blocked!r}: sys.modules[name] = None\n"
-        "import tether.daemon.console as console\n"
-        "loaded = sorted(m for m in sys.modules if m.startswith('tether.daemon'))\n"
-        "assert loaded == ['tether.daemon', 'tether.daemon.console', 'tether.daemon.console_client',"
-        " 'tether.daemon.console_render'], loaded\n"
-        "assert console.main(['--help']) == 0\n"
+        "import tether.console.cli as cli\n"
+        "loaded = sorted(m for m, module in sys.modules.items()\n"
+        "                if module is not None and m.startswith('tether.') and not m.startswith('tether.protocol'))\n"
+        "assert 'tether.console.cli' in loaded and all(m.startswith('tether.console') for m in loaded), loaded\n"
+        "assert cli.main(['--help']) == 0\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr

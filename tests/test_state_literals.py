@@ -21,17 +21,17 @@ EXEMPT_FILES = {"tether/protocol/lifecycle.py", "tether/daemon/store/schema.py",
 NOT_STATES = {
     # tetherctl's words for other things: row labels of ``show`` (when the run was sent,
     # acked, finished), and the status of a token, a key or a schedule not revoked or paused.
-    ("tether/daemon/console_render.py", "sent"),
-    ("tether/daemon/console_render.py", "acked"),
-    ("tether/daemon/console_render.py", "finished"),
-    ("tether/daemon/console_render.py", "active"),
+    ("tether/console/render.py", "sent"),
+    ("tether/console/render.py", "acked"),
+    ("tether/console/render.py", "finished"),
+    ("tether/console/render.py", "active"),
     # the migrations not applied yet, in ``tetherd migrate --json``
     ("tether/daemon/cli.py", "pending"),
     # a timer wheel entry, in its repr: still to fire, or fired or cancelled
     ("tether/daemon/wheel.py", "pending"),
     ("tether/daemon/wheel.py", "done"),
     # the name tetherctl gives a WebSocket close code that the error registry does not hold
-    ("tether/daemon/console_client.py", "closed"),
+    ("tether/console/client.py", "closed"),
 }
 
 

@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tether.daemon.console_client import ConsoleClient
+from tether.console import ConsoleClient
 from tether.protocol import MSGPACK, PROTOCOL_VERSION, Enroll, Enrolled, Hello, Request, Welcome
 from tether.protocol.codec import decode_from_daemon
 from tether.protocol.frames import Error, Response

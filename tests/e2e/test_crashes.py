@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from harness import AgentProc, Tetherd
 
-from tether.daemon.console import ConsoleClient, ConsoleError
+from tether.console import ConsoleClient, ConsoleError
 
 SEED = 20261201
 AGENTS = 20

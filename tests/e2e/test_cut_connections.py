@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from harness import AgentProc, Tetherd
 
-from tether.daemon.console import ConsoleClient
+from tether.console import ConsoleClient
 
 SEED = 1312
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from harness import BIN, AgentProc, Tetherd, wait_until
 
-from tether.daemon.console import ConsoleClient
+from tether.console import ConsoleClient
 
 
 def only(view: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness import BIN, AgentProc, Tetherd, wait_until
 
-from tether.daemon.console import ConsoleClient, RequestError
+from tether.console import ConsoleClient, RequestError
 from tether.daemon.session import FIRST_PAGE
 
 

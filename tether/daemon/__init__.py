@@ -1,1 +1,1 @@
-"""tetherd: the daemon and its console."""
+"""tetherd: the daemon (its admin console, tetherctl, is the package :mod:`tether.console`)."""

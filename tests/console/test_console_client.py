@@ -11,7 +11,7 @@ import pytest
 import trustme
 from websockets.asyncio.server import ServerConnection, serve
 
-from tether.daemon.console_client import CannotConnect, ConsoleClient, ConsoleError, client_context
+from tether.console.client import CannotConnect, ConsoleClient, ConsoleError, client_context
 from tether.protocol import JSON, PROTOCOL_VERSION
 from tether.protocol.frames import Welcome
 

@@ -16,8 +16,16 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from tether.daemon import console
-from tether.daemon.console import ConsoleClient, SessionClosed, run
+from tether.console import CannotConnect, ConsoleClient, SessionClosed
+from tether.console.cli import main, run
+from tether.console.render import (
+    fmt_time,
+    progress_line,
+    render_agents,
+    render_table,
+    render_task,
+    wait_outcome,
+)
 from tether.protocol import JSON, PROTOCOL_VERSION, decode_to_daemon
 from tether.protocol.frames import Error, Event, Frame, Hello, Request, Response, Welcome
 from tether.protocol.tags import SEPARATOR, is_tag
@@ -176,14 +184,14 @@ async def test_every_subcommand_has_help_with_exit_codes(command: str, capsys: p
 
 
 def test_main_returns_the_exit_code_of_bad_input() -> None:
-    assert console.main(["task", "x", "--all", "--args", "[]"]) == 2
+    assert main(["task", "x", "--all", "--args", "[]"]) == 2
 
 
 # -- rendering -----------------------------------------------------------------------------
 
 
 def test_render_table_aligns_columns_and_right_aligns_numbers() -> None:
-    text = console.render_table(("ID", "NAME", "N"), [("a", "short", 5), ("bbbb", "much longer", 120)])
+    text = render_table(("ID", "NAME", "N"), [("a", "short", 5), ("bbbb", "much longer", 120)])
     assert text.splitlines() == [
         "ID    NAME           N",
         "a     short          5",
@@ -192,9 +200,9 @@ def test_render_table_aligns_columns_and_right_aligns_numbers() -> None:
 
 
 def test_times_are_iso_utc_and_unset_is_a_dash() -> None:
-    assert console.fmt_time(0) == "-"
-    assert console.fmt_time(None) == "-"
-    assert console.fmt_time(1_700_000_000.9) == "2023-11-14T22:13:20Z"
+    assert fmt_time(0) == "-"
+    assert fmt_time(None) == "-"
+    assert fmt_time(1_700_000_000.9) == "2023-11-14T22:13:20Z"
 
 
 def test_render_agents() -> None:
@@ -204,13 +212,13 @@ def test_render_agents() -> None:
         {"agent_id": "a22", "hostname": "db", "platform": "windows", "tags": [],
          "online": False, "enrolled_at": 1.0, "last_seen": None, "commands": []},
     ]
-    lines = console.render_agents(agents).splitlines()
+    lines = render_agents(agents).splitlines()
     assert lines[0].split() == ["AGENT", "HOSTNAME", "PLATFORM", "ONLINE", "LAST", "SEEN", "TAGS"]
     assert lines[1].split() == ["a1", "web-1", "linux", "yes", "2023-11-14T22:13:20Z", "web,prod"]
     assert not is_tag(SEPARATOR)  # no tag contains it: "web,prod" reads one way
     assert lines[2].split() == ["a22", "db", "windows", "no", "-", "-"]
     assert lines[1].index("linux") == lines[2].index("windows")
-    assert console.render_agents([]) == "no agents"
+    assert render_agents([]) == "no agents"
 
 
 def test_render_agents_notes_possible_clones_removed_and_merged_agents() -> None:
@@ -219,7 +227,7 @@ def test_render_agents_notes_possible_clones_removed_and_merged_agents() -> None
     agents = [{**base, "agent_id": "a1"}, {**base, "agent_id": "a2", "clone_of": "a1"},
               {**base, "agent_id": "a3", "removed_at": 1_700_000_000.0},
               {**base, "agent_id": "a4", "removed_at": 1.0, "merged_into": "a1"}]
-    lines = console.render_agents(agents).splitlines()
+    lines = render_agents(agents).splitlines()
     assert lines[0].split()[-1] == "NOTE" and lines[1].split()[-1] == "-"
     assert lines[2].endswith("possible clone of a1 (tetherctl agent approve|merge|rm a2)")
     assert lines[3].endswith("removed 2023-11-14T22:13:20Z") and lines[4].endswith("merged into a1")
@@ -243,7 +251,7 @@ async def test_agent_rm_approve_merge(fake: FakeDaemon, argv: list[str], method:
 
 
 def test_render_task_shows_each_delivery_with_result_or_error() -> None:
-    text = console.render_task(task_view(
+    text = render_task(task_view(
         delivery(1, "done", finished_at=1_700_000_100.0, result={"version": "12", "build": 3}),
         delivery(2, "failed", error="permission denied"),
     ))
@@ -263,7 +271,7 @@ def test_render_task_shows_each_delivery_with_result_or_error() -> None:
      (["done", "running"], 124), (["failed", "queued"], 124), (["waiting"], 124)],
 )
 def test_wait_outcome(states: list[str], code: int) -> None:
-    assert console.wait_outcome(task_view(*(delivery(i, s) for i, s in enumerate(states)))) == code
+    assert wait_outcome(task_view(*(delivery(i, s) for i, s in enumerate(states)))) == code
 
 
 # -- against the fake daemon ---------------------------------------------------------------
@@ -449,7 +457,7 @@ async def test_client_numbers_requests_and_delivers_events(fake: FakeDaemon) -> 
 
 async def test_client_handshake_timeout(fake: FakeDaemon) -> None:
     fake.silent = True
-    with pytest.raises(console.CannotConnect, match=r"no welcome within 0\.2 s"):
+    with pytest.raises(CannotConnect, match=r"no welcome within 0\.2 s"):
         async with ConsoleClient(fake.url, TOKEN, open_timeout=0.2):
             pass
 
@@ -495,9 +503,9 @@ async def test_priority_by_number_and_agents_filters(fake: FakeDaemon) -> None:
 
 
 def test_progress_line_shows_errors_and_unknown_events() -> None:
-    line = console.progress_line(Event(id=1, topic="delivery", data=delivery(3, "failed", error="boom")))
+    line = progress_line(Event(id=1, topic="delivery", data=delivery(3, "failed", error="boom")))
     assert line.endswith("delivery 3  agent agent-3  failed  error: boom")
-    assert console.progress_line(Event(id=1, topic="note", data=[1])) == "note: [1]"
+    assert progress_line(Event(id=1, topic="note", data=[1])) == "note: [1]"
 
 
 # -- polling history and recurring schedules -------------------------------------------------
@@ -543,7 +551,7 @@ async def test_show_without_history_prints_none(fake: FakeDaemon) -> None:
 
 
 def test_a_history_with_no_finished_run_says_so() -> None:
-    text = console.render_task(task_view(delivery(1, "running", history=[])), history=True)
+    text = render_task(task_view(delivery(1, "running", history=[])), history=True)
     assert "  history (0 entries)\n    (no run has finished yet)" in text
 
 

@@ -25,7 +25,7 @@ from tether.protocol.lifecycle import DeliveryState
 from tether.protocol.polling import fmt_duration
 from tether.protocol.tags import SEPARATOR
 
-from .console_client import EXIT_OK, EXIT_TASK_FAILED, EXIT_TIMEOUT
+from .client import EXIT_OK, EXIT_TASK_FAILED, EXIT_TIMEOUT
 
 # -- terminal safety -----------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""tetherctl's terminal safety (console_render): what it prints of any text is shown, not obeyed."""
+"""tetherctl's terminal safety (tether.console.render): what it prints of any text is shown, not obeyed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tether.daemon.console_render import HIDDEN, json_text, render_table, visible
+from tether.console.render import HIDDEN, json_text, render_table, visible
 
 
 @given(st.text())
