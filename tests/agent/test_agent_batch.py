@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tether.agent import Agent
-from tether.agent import client as client_module
-from tether.agent.client import BATCH_MAX_BYTES, HOLD_FRAMES
+from tether.agent import outflow as outflow_module
+from tether.agent.outflow import BATCH_MAX_BYTES, HOLD_FRAMES
 from tether.protocol import MSGPACK, Ack, Cancel, Committed, Frame, Progress, Result
 from tether.protocol.frames import FEATURES, Batch
 
@@ -169,7 +169,7 @@ async def test_a_busy_agent_gathers_its_results_into_few_messages(
     """2 x HOLD_FRAMES quick tasks through 4 slots: while runs wait for a slot, results
     gather until HOLD_FRAMES are waiting, so they go out as 2 messages (not one per 4), and
     the ack is not held back. The hold's timer is made long: only the count can end it here."""
-    monkeypatch.setattr(client_module, "HOLD_SECONDS", 30.0)
+    monkeypatch.setattr(outflow_module, "HOLD_SECONDS", 30.0)
     daemon.features = ("batch",)
     await start_agent()
     session = await daemon.next_session()
@@ -186,7 +186,7 @@ async def test_a_result_with_nothing_behind_it_is_sent_at_once(
 ) -> None:
     """No backlog, no hold: with a 30 s hold, the results still arrive (within the fake
     daemon's 5 s timeout)."""
-    monkeypatch.setattr(client_module, "HOLD_SECONDS", 30.0)
+    monkeypatch.setattr(outflow_module, "HOLD_SECONDS", 30.0)
     daemon.features = ("batch",)
     await start_agent()
     session = await daemon.next_session()
@@ -220,7 +220,7 @@ async def test_an_idle_agent_sends_an_ack_with_the_first_frames_of_the_runs_it_s
     first frame: the result of a quick one, the start report of one that waits. One message
     each time, not two. The hold's timer is made long: the frame, not the timer, ends it."""
     gate = _Gate()
-    monkeypatch.setattr(client_module, "HOLD_SECONDS", 30.0)
+    monkeypatch.setattr(outflow_module, "HOLD_SECONDS", 30.0)
     daemon.features = ("batch",)
     await start_agent(gate.agent)
     session = await daemon.next_session()
@@ -246,7 +246,7 @@ async def test_held_frames_go_out_with_an_ack_or_after_the_hold(
     With a 30 s hold, the next task's ack takes it along at once; with a 50 ms hold, a
     result is held no longer than that."""
     gate = _Gate()
-    monkeypatch.setattr(client_module, "HOLD_SECONDS", 30.0)
+    monkeypatch.setattr(outflow_module, "HOLD_SECONDS", 30.0)
     daemon.features = ("batch",)
     await start_agent(gate.agent, concurrency=1)
     session = await daemon.next_session()
@@ -258,7 +258,7 @@ async def test_held_frames_go_out_with_an_ack_or_after_the_hold(
     assert isinstance(ack, Ack) and ack.delivery_ids == [3]
     assert session.messages[-1][0] == 2  # one message
 
-    monkeypatch.setattr(client_module, "HOLD_SECONDS", 0.05)
+    monkeypatch.setattr(outflow_module, "HOLD_SECONDS", 0.05)
     gate.open()  # run 2 waits in its turn, with run 3 queued behind it
     result, started = await session.next(), await session.next()
     assert isinstance(result, Result) and result.delivery_id == 1
@@ -284,3 +284,28 @@ async def test_a_sync_command_cancelled_in_the_batch_that_brought_it_never_runs(
     await session.send_batch(daemon.task(2, "note"), Cancel(delivery_id=2), daemon.task(3, "note"))
     await frames_until_results(session, {3})
     assert ran == [3] and running.journal.state(2) == "cancelled"
+
+
+async def test_a_task_cancelled_after_a_committed_in_the_same_read_never_runs(
+    daemon: FakeDaemon, start_agent: StartAgent
+) -> None:
+    """Issue 17.14: the agent applies every frame already received before starting new work,
+    whatever lies between a task and its cancel (a ``committed`` did start it: it was applied
+    by journaling and claiming the tasks read before it)."""
+    agent = Agent()
+    ran: list[int] = []
+
+    @agent.command("note")
+    def note(args: dict[str, Any], *, ctx: Any) -> None:
+        ran.append(ctx.delivery_id)
+
+    daemon.features = ("batch",)
+    running = await start_agent(agent)
+    session = await daemon.next_session()
+    await session.send(daemon.task(1, "note"))
+    await session.expect(Result, skip=(Ack, Progress))
+    await session.send_batch(daemon.task(2, "note"), Committed(delivery_ids=[1]), Cancel(delivery_id=2),
+                             daemon.task(3, "note"))
+    await frames_until_results(session, {3})
+    assert ran == [1, 3] and running.journal.state(2) == "cancelled"
+    assert (1, 1) not in running.journal.holding()

@@ -111,7 +111,7 @@ async def test_a_write_that_shared_a_failed_step_is_retried_alone(tmp_path: Path
     """The finish of run 1 and the journaling of task 2 share a step; the journal refuses
     the finish, so the whole transaction rolls back. Task 2 is journaled again on its own,
     its ``then`` runs, and it runs; run 1 stays ``running`` (it fails on restart)."""
-    journal, results = Journal(tmp_path / "journal.sqlite"), _Results()
+    journal = Journal(tmp_path / "journal.sqlite")
     with closing(sqlite3.connect(tmp_path / "journal.sqlite")) as db:
         db.execute("CREATE TRIGGER refuse BEFORE UPDATE OF state ON deliveries "
                    "WHEN NEW.delivery_id = 1 AND NEW.state = 'finished' "
@@ -131,13 +131,15 @@ async def test_a_write_that_shared_a_failed_step_is_retried_alone(tmp_path: Path
             runner.write(journal_task_2)  # the same step as this run's finish
         return args["n"]
 
-    runner = Runner(agent.commands, journal, results.emit, concurrency=1)
+    runner = Runner(agent.commands, journal, concurrency=1)
+    results = _Results(runner)
     _queue(journal, runner, range(1, 2))
     runner.start()
     assert await results.wait_for(1) == [2]
     assert acknowledged == [2]
     assert journal.state(1) == "running" and journal.state(2) == "finished"
     await runner.stop(1.0)
+    await results.close()
     journal.close()
 
 
@@ -169,17 +171,22 @@ async def test_every_run_of_a_long_burst_runs_once_in_order(daemon: FakeDaemon, 
 
 
 class _Results:
-    """The result frames a runner emitted, decoded, and a way to wait for some."""
+    """The result frames a runner put into its outflow, decoded, and a way to wait for some
+    (the outflow is opened as for a session, and read as the client's writer reads it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, runner: Runner) -> None:
         self.frames: list[Result] = []
         self._more = asyncio.Event()
+        runner.outflow.open(())
+        self._reader = asyncio.create_task(self._read(runner))
 
-    def emit(self, blob: bytes) -> None:
-        frame = decode_to_daemon(blob)
-        if isinstance(frame, Result):
-            self.frames.append(frame)
-            self._more.set()
+    async def _read(self, runner: Runner) -> None:
+        while (message := await runner.outflow.next_message(False)) is not None:
+            for blob in message:
+                frame = decode_to_daemon(blob)
+                if isinstance(frame, Result):
+                    self.frames.append(frame)
+                    self._more.set()
 
     async def wait_for(self, count: int, seconds: float = 5.0) -> list[int]:
         async with asyncio.timeout(seconds):
@@ -187,6 +194,10 @@ class _Results:
                 self._more.clear()
                 await self._more.wait()
         return [r.delivery_id for r in self.frames]
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
 
 
 def _echo_agent() -> Agent:
@@ -212,8 +223,9 @@ async def test_quick_runs_finish_and_claim_in_one_transaction_per_round(tmp_path
     """A backlog of quick runs through 4 slots: each journal transaction finishes the 4 runs
     that just returned and claims the next 4, so 40 runs take 11 transactions (10 rounds and
     the last finishes), not twice as many. The endpoint's disk sees each one."""
-    journal, results = Journal(tmp_path / "journal.sqlite"), _Results()
-    runner = Runner(_echo_agent().commands, journal, results.emit, concurrency=4)
+    journal = Journal(tmp_path / "journal.sqlite")
+    runner = Runner(_echo_agent().commands, journal, concurrency=4)
+    results = _Results(runner)
     _queue(journal, runner, range(1, 41))
     commits = _count_commits(journal)
     runner.start()
@@ -221,23 +233,24 @@ async def test_quick_runs_finish_and_claim_in_one_transaction_per_round(tmp_path
     assert journal.counts()["finished"] == 40
     assert len(commits) == 11
     await runner.stop(1.0)
+    await results.close()
     journal.close()
 
 
 async def test_a_run_cancelled_before_its_handler_started_frees_its_slot(tmp_path: Path) -> None:
     """The daemon's cancel reaches a run claimed in this loop turn, before its handler took a
     step. With one slot, the next run must still start."""
-    journal, results = Journal(tmp_path / "journal.sqlite"), _Results()
-    runner = Runner(_echo_agent().commands, journal, results.emit, concurrency=1)
+    journal = Journal(tmp_path / "journal.sqlite")
+    runner = Runner(_echo_agent().commands, journal, concurrency=1)
+    results = _Results(runner)
     runner.start()
     _queue(journal, runner, range(1, 2))
-    cancelled: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    started: list[bool] = []
     # Runs after the step that claims run 1 and before that run's first step.
-    asyncio.get_running_loop().call_soon(
-        lambda: cancelled.set_result(journal.cancel(1) == "running" and runner.cancel(1)))
-    assert await cancelled
+    asyncio.get_running_loop().call_soon(lambda: (started.append(journal.state(1) == "running"), runner.cancel(1)))
     _queue(journal, runner, range(2, 3))
     assert await results.wait_for(1) == [2]
-    assert journal.state(1) == "cancelled"
+    assert started == [True] and journal.state(1) == "cancelled"
     await runner.stop(1.0)
+    await results.close()
     journal.close()

@@ -5,7 +5,14 @@
 XSOAR's "Scheduled Commands" (see :mod:`tether.agent.polling`). The agent stays light: it
 imports only the standard library, ``msgspec``, ``websockets`` and :mod:`tether.protocol`
 -- never the daemon.
+
+The daemon's refusals are :class:`~tether.protocol.errors.SessionClosed`, as for every
+client (:mod:`tether.protocol.errors` draws the tree): :meth:`AgentClient.run` raises it
+after a close code reconnecting cannot fix, :func:`enroll` when the enrollment is refused
+(``FatalSessionError`` and ``EnrollmentError`` are older names of it).
 """
+
+from tether.protocol.errors import SessionClosed
 
 from .client import AgentClient, FatalSessionError, NotEnrolledError
 from .enrollment import EnrollmentError, enroll
@@ -15,5 +22,5 @@ from .sdk import Agent, Command, Context
 
 __all__ = [
     "Agent", "AgentClient", "Command", "Context", "EnrollmentError", "FatalSessionError", "Identity",
-    "Journal", "NotEnrolledError", "PollResult", "ScheduledCommand", "enroll", "polling_function",
+    "Journal", "NotEnrolledError", "PollResult", "ScheduledCommand", "SessionClosed", "enroll", "polling_function",
 ]

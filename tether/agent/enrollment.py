@@ -18,21 +18,17 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tether.protocol import MSGPACK, PROTOCOL_VERSION, Enroll, Enrolled, Error, ErrorCode, decode_from_daemon
+from tether.protocol import MSGPACK, Enrolled
+from tether.protocol.errors import SessionClosed
+from tether.protocol.session import ClientSession, enroll_request
 
 from . import host
 from .journal import Identity
 from .tls import TLSFiles, client_context
 
-
-class EnrollmentError(Exception):
-    """The daemon refused the enrollment (or ended it without an answer)."""
-
-    def __init__(self, code: int, name: str, message: str) -> None:
-        super().__init__(f"{name} ({code}): {message}")
-        self.code = code
-        self.name = name
-        self.message = message
+EnrollmentError = SessionClosed
+"""What :func:`enroll_agent` raises when the daemon refuses (the name from before the agent
+and the console shared :mod:`tether.protocol.errors`' tree)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,43 +63,33 @@ async def enroll_agent(
     ``tls`` (the files a wss:// daemon is reached with, kept for ``run``). ``proof``: the
     identity this agent has now, to re-enroll as that same agent.
 
-    Raises :class:`EnrollmentError` if the daemon refuses, ``OSError`` / ``TimeoutError`` /
+    Raises :class:`~tether.protocol.errors.SessionClosed` if the daemon refuses, ``OSError`` / ``TimeoutError`` /
     ``websockets.exceptions.InvalidHandshake`` if it cannot be reached (``ssl.SSLError``, an
     ``OSError``, if TLS fails), :class:`~tether.agent.tls.TLSFileError` for a bad TLS file.
     """
-    frame = Enroll(
-        version=PROTOCOL_VERSION, key=key, machine_uuid=machine_uuid, tags=list(tags),
+    session = ClientSession(enroll_request(
+        key, machine_uuid=machine_uuid, tags=tags,
         hostname=hostname if hostname is not None else host.hostname(),
         platform=platform if platform is not None else host.platform_name(),
-        agent_id=None if proof is None else proof.agent_id, token="" if proof is None else proof.token,
-    )
+        proof=None if proof is None else (proof.agent_id, proof.token),
+    ), MSGPACK)
     tls = tls or TLSFiles()
     context = client_context(server, tls)
     async with connect(
         server, open_timeout=handshake_timeout, compression=None, max_size=host.MAX_FRAME_BYTES,
         user_agent_header=host.USER_AGENT, ssl=context,
     ) as ws:
-        await ws.send(MSGPACK.encode(frame))
+        await ws.send(session.opening())
         try:
             async with asyncio.timeout(handshake_timeout):
                 data = await ws.recv()
         except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd is not None else 1006
-            raise EnrollmentError(code, _slug(code), "the daemon closed the connection without an answer") from None
-    answer = decode_from_daemon(data)
-    if isinstance(answer, Error):
-        raise EnrollmentError(answer.code, answer.name, answer.message)
-    if not isinstance(answer, Enrolled):
-        raise EnrollmentError(0, "unexpected_frame", f"expected enrolled, got {type(answer).__name__}")
+            raise session.closed(*((exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (None,))) from None
+    [answer] = session.receive(data)  # an error, or no answer: SessionClosed
+    assert isinstance(answer, Enrolled)
     identity = Identity(
         server=server, agent_id=answer.agent_id, token=answer.token,
         machine_uuid=machine_uuid, tags=tuple(answer.tags), tls=tls,
     )
     return Enrollment(identity, existing=answer.status == "existing", clone_of=answer.clone_of)
 
-
-def _slug(code: int) -> str:
-    try:
-        return ErrorCode(code).slug
-    except ValueError:
-        return "connection_closed"

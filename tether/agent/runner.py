@@ -12,11 +12,14 @@ At most one run of a delivery runs at a time, so a running handler is known by i
 delivery id alone (which is all a ``cancel`` names).
 
 The journal step: the journal writes that are ready in the same turn of the event loop
-share one transaction (one ``BEGIN IMMEDIATE`` / ``COMMIT``): the client's
-(:meth:`Runner.write`: a burst of ``task`` frames to journal), the finishes of the
-handlers that returned, and the claims for the free slots, which may take runs journaled
-by that same transaction (a task pushed to an agent with a free slot is journaled and
-claimed in one commit, without reading back what it has just written). A slot is free as
+share one transaction (one ``BEGIN IMMEDIATE`` / ``COMMIT``): the client's, in the order
+its frames came (:meth:`Runner.write`: a burst of ``task`` frames to journal; a ``cancel``,
+:meth:`Runner.cancel`; a ``committed``, :meth:`Runner.apply`), the finishes of the handlers
+that returned, and then the claims for the free slots, which may take runs journaled by
+that same transaction (a task pushed to an agent with a free slot is journaled and claimed
+in one commit, without reading back what it has just written). The step runs once the
+client has read every frame already received, and claims after every write: a task
+cancelled by a frame read with it never starts, whatever came between them. A slot is free as
 soon as its handler has returned, so with quick handlers each step finishes the runs that
 just returned and claims as many next ones: one transaction per ``concurrency`` runs.
 Each frame still goes out only after the transaction that makes it true is committed (an
@@ -27,8 +30,12 @@ it becomes a failed result on restart, never a rerun. If a shared transaction fa
 writes, finishes and claims are retried one transaction each, so a journal error still
 costs only what it is about.
 
-The runner keeps working while the session is down; frames it emits meanwhile are
-dropped by the client (results wait in the outbox, progress is best effort).
+What the runner has to say goes into its :class:`~tether.agent.outflow.Outflow`
+(:attr:`Runner.outflow`): each frame once the transaction that makes it true is committed,
+an ``ack`` urgent while runs wait for a slot; and whether more frames are due (:attr:`Runner.due`),
+so that the client's writer may let them gather into one message. The runner keeps working
+while the session is down; the outflow drops what it is given meanwhile (results wait in the
+outbox, progress is best effort).
 
 Shutdown (:meth:`Runner.stop`) starts nothing new: queued runs stay pending in the
 journal, running handlers get a grace period, then they are cancelled and recorded as
@@ -41,7 +48,7 @@ import asyncio
 import functools
 import heapq
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +61,7 @@ from tether.protocol.lifecycle import RunState
 from .journal import Claimed, Fresh, Journal
 from .logfmt import EventLog
 from .outcome import interpret
+from .outflow import Outflow
 from .sdk import CURRENT_RUN, Command, Context, ErrorResult
 
 STOPPED_WHILE_RUNNING = "agent stopped while the command was running"
@@ -76,13 +84,24 @@ class Intake:
     """What the journal holds of each new run, so that a claim in the same transaction
     need not read it back."""
     then: Callable[[], None] | None = None
-    """Called once the transaction is committed (send the ``ack``)."""
+    """Called once the transaction is committed (after its frames are put)."""
+    acks: Sequence[bytes] = ()
+    """Frames that acknowledge the write, sent once it is committed: urgent while runs wait
+    for a slot (they free the daemon's window for more)."""
+    resend: Sequence[bytes] = ()
+    """Results to send again once committed, after the acks."""
+    withdrawn: int | None = None
+    """A delivery the write cancelled: none of its runs is claimed by this step, even one
+    journaled earlier in the same transaction."""
 
 
 JournalWrite = Callable[[], Intake]
 """Journal writes to run inside the next step's transaction. It may run twice (again in a
 transaction of its own if the shared one failed), so it has no effect outside the journal:
 those go in :attr:`Intake.then`."""
+
+NOTHING = Intake()
+"""A write with nothing to send nor do once committed."""
 
 
 class _Execution:
@@ -109,13 +128,18 @@ class _Outcome:
         self.blob = MSGPACK.encode(result)
 
 
-def _fresh(intakes: list[Intake]) -> Fresh:
-    if len(intakes) == 1:
+def _withdrawn(intakes: list[Intake]) -> set[int]:
+    """The deliveries cancelled by the writes of one step."""
+    return {i.withdrawn for i in intakes if i.withdrawn is not None}
+
+
+def _fresh(intakes: list[Intake], withdrawn: set[int]) -> Fresh:
+    if len(intakes) == 1 and not withdrawn:
         return intakes[0].fresh
     fresh: Fresh = {}
     for intake in intakes:
         fresh.update(intake.fresh)
-    return fresh
+    return {ref: row for ref, row in fresh.items() if ref[0] not in withdrawn} if withdrawn else fresh
 
 
 class Runner:
@@ -125,7 +149,6 @@ class Runner:
         self,
         commands: Mapping[str, Command],
         journal: Journal,
-        emit: Callable[[bytes], None],
         *,
         concurrency: int = 4,
         log: EventLog | None = None,
@@ -135,7 +158,8 @@ class Runner:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self._commands = commands
         self._journal = journal
-        self._emit = emit
+        self.outflow = Outflow(self._has_due)
+        """Where the runner's frames go, and what tells the client's writer to hold them."""
         self._concurrency = concurrency
         self.log = log or EventLog()
         """Where the runner reports; the client binds it to the agent id."""
@@ -163,7 +187,7 @@ class Runner:
         self._deadline = 0.0
         self.sequences: dict[int, tuple[float, float]] = {}
         """``delivery_id -> (started_at, deadline)`` of later polling runs pushed to this agent
-        (the client notes them from ``task`` frames; in memory only)."""
+        (:meth:`poll_sequence`; in memory only)."""
 
     @property
     def running(self) -> int:
@@ -182,7 +206,11 @@ class Runner:
         for a slot, or were just claimed and have not taken their first step (a quick
         handler then returns), or returned and wait for the next journal step to commit
         and send their result. A run that is still running after its first step is not
-        counted: its start report is sent then, and its result may take hours."""
+        counted: its start report is sent then, and its result may take hours. (What the
+        outflow asks, to know whether to hold what waits.)"""
+        return self._has_due()
+
+    def _has_due(self) -> bool:
         return bool(self.backlog or self._starts or self._ended or self._beginning)
 
     def start(self) -> None:
@@ -203,34 +231,54 @@ class Runner:
         if len(self._running) < self._concurrency:
             self._schedule_step()
 
+    def poll_sequence(self, delivery_id: int, started_at: float, deadline: float) -> None:
+        """A later run of a polling sequence was pushed: its handler's context says when the
+        sequence started and times out (XSOAR ``get_schedule_metadata()``)."""
+        self.sequences[delivery_id] = (started_at, deadline)
+
     def write(self, write: JournalWrite) -> None:
-        """Run ``write`` in the next journal step's transaction (see the module doc): in
-        this turn of the event loop, or at once with :meth:`step_now`."""
+        """Run ``write`` in the next journal step's transaction, after the writes given
+        before it and before the step's claims (see the module doc)."""
         self._writes.append(write)
         self._schedule_step()
 
-    def step_now(self, *, claiming: bool = True) -> None:
-        """Run the journal step now if anything waits for it (the client does so before
-        acting on a frame that must see the tasks read before it journaled). ``claiming=False``:
-        journal, finish and acknowledge, but start no run: the runs wait for the next step,
-        which claims only those still pending (a cancel applied meanwhile removes one)."""
-        if self._writes or self._ended:
-            self._step(claiming=claiming)
+    def apply(self, write: JournalWrite) -> None:
+        """Run ``write`` in order with the writes given before it: at once if none waits
+        (its journal calls commit by themselves), else in the next step, after them. A write
+        that fails at once is logged and lost, as one that fails in a step alone."""
+        if self._writes:
+            self.write(write)
+            return
+        try:
+            intake = write()
+        except Exception:
+            self.log.exception("journal_write_failed")
+            return
+        self._committed(intake)
 
-    def cancel(self, delivery_id: int) -> bool:
-        """Interrupt the running handler of a delivery, whatever its run (the journal
-        already says ``cancelled``).
+    def cancel(self, delivery_id: int, reason: str = "cancelled") -> None:
+        """The daemon cancelled a delivery (:meth:`apply`: after the tasks read before the
+        ``cancel``): its pending run never starts, and its running handler, whatever its
+        run, is interrupted. Async handlers get ``CancelledError``; sync ones only see
+        ``ctx.cancelled`` set and keep their slot until they return."""
+        self.apply(functools.partial(self._cancel_write, delivery_id, reason))
 
-        Async handlers get ``CancelledError``; sync ones only see ``ctx.cancelled`` set and
-        keep their slot until they return. ``False`` if it was not running.
-        """
+    def _cancel_write(self, delivery_id: int, reason: str) -> Intake:
+        before = self._journal.cancel(delivery_id)
+        return Intake(then=functools.partial(self._cancelled, delivery_id, reason, before), withdrawn=delivery_id)
+
+    def _cancelled(self, delivery_id: int, reason: str, before: RunState | None) -> None:
+        if before is RunState.RUNNING:
+            self._interrupt(delivery_id)
+        self.log.info("delivery_cancelled", delivery_id=delivery_id, reason=reason, state=before)
+
+    def _interrupt(self, delivery_id: int) -> None:
         execution = self._running.get(delivery_id)
         if execution is None:
-            return False
+            return
         execution.ctx.cancelled.set()
         if execution.cancellable and execution.task is not None:
             execution.task.cancel()
-        return True
 
     async def stop(self, grace: float) -> None:
         """Start nothing new; wait up to ``grace`` seconds for running handlers, then cancel
@@ -270,14 +318,14 @@ class Runner:
             self._step_scheduled = True
             self._loop.call_soon(self._step)
 
-    def _step(self, *, claiming: bool = True) -> None:
+    def _step(self) -> None:
         """In one transaction: the client's writes, the finishes of the handlers that
-        returned, and claims for the free slots (none with ``claiming=False``); then, once
-        committed, the writes' ``then``, the results, and the claimed runs' start."""
+        returned, and claims for the free slots; then, once committed, the writes' frames
+        and ``then``, the results, and the claimed runs' start."""
         self._step_scheduled = False
         writes, self._writes = self._writes, []
         ended, self._ended = self._ended, []
-        free = 0 if self._stopping or not claiming else self._concurrency - len(self._running)
+        free = 0 if self._stopping else self._concurrency - len(self._running)
         queued = [heapq.heappop(self._queue) for _ in range(min(free, len(self._queue)))]
         if not writes and not ended and not queued:
             return
@@ -292,7 +340,7 @@ class Runner:
                 kept = list(self._journal.finish_many(
                     [(o.claimed.delivery_id, o.claimed.run, o.blob) for o in ended]))
                 claimed = self._journal.claim_many(
-                    [(delivery_id, run) for _, delivery_id, run in take], fresh=_fresh(intakes))
+                    [(delivery_id, run) for _, delivery_id, run in take], fresh=_fresh(intakes, _withdrawn(intakes)))
         except Exception:
             intakes = self._writes_one_by_one(writes)
             take, rest = self._choose(free, queued, intakes)
@@ -301,8 +349,7 @@ class Runner:
             heapq.heappush(self._queue, entry)
         self._beginning = sum(claim is not None for claim in claimed)
         for intake in intakes:
-            if intake.then is not None:
-                intake.then()  # the ack, first; ``due`` already counts the runs it starts
+            self._committed(intake)  # the acks, first; ``due`` already counts the runs they start
         for outcome, ok in zip(ended, kept, strict=True):
             if ok is not None:
                 self._sent(outcome, ok)
@@ -314,6 +361,19 @@ class Runner:
             self._loop.call_soon(self._send_starts)  # after the handlers' first steps
         if self._queue and not self._stopping and len(self._running) < self._concurrency:
             self._schedule_step()  # some claims started nothing (cancelled, unknown command)
+        elif not self._has_due():
+            self.outflow.nothing_due()
+
+    def _committed(self, intake: Intake) -> None:
+        """A write is committed: its frames go out, then its ``then`` runs."""
+        if intake.acks:
+            urgent = self.backlog > 0
+            for blob in intake.acks:
+                self.outflow.put(blob, urgent=urgent)
+        for blob in intake.resend:
+            self.outflow.put(blob)
+        if intake.then is not None:
+            intake.then()
 
     def _choose(
         self, free: int, queued: list[tuple[int, int, int]], intakes: list[Intake]
@@ -324,6 +384,9 @@ class Runner:
         arrived = [] if self._stopping else [(-p, d, r) for i in intakes for p, d, r in i.new]
         if not arrived:
             return queued, []
+        withdrawn = _withdrawn(intakes)
+        if withdrawn:  # cancelled by a later write of the same step: journaled, never claimed
+            arrived = [entry for entry in arrived if entry[1] not in withdrawn]
         candidates = sorted(queued + arrived)
         return candidates[:free], candidates[free:]
 
@@ -464,14 +527,14 @@ class Runner:
 
     def _send_start(self, execution: _Execution) -> None:
         claimed = execution.claimed
-        self._emit(MSGPACK.encode(Progress(delivery_id=claimed.delivery_id, run=claimed.run)))
+        self.outflow.put(MSGPACK.encode(Progress(delivery_id=claimed.delivery_id, run=claimed.run)))
 
     def _emit_progress(self, frame: Progress) -> None:
         if frame.delivery_id in self._running:
             start = self._starts.pop(frame.delivery_id, None)
             if start is not None:  # its start first, as if it had gone out already
                 self._send_start(start)
-            self._emit(MSGPACK.encode(frame))
+            self.outflow.put(MSGPACK.encode(frame))
 
     def _end(
         self, claimed: Claimed, *, ok: bool, output: msgspec.Raw = NIL, error: str = "",
@@ -501,7 +564,7 @@ class Runner:
         else:
             self.log.warning("command_finished", delivery_id=claimed.delivery_id, run=claimed.run,
                              command=claimed.command, ok=False, error=result.error)
-        self._emit(outcome.blob)
+        self.outflow.put(outcome.blob)
 
     def _log_run(self, claimed: Claimed, event: str, **fields: object) -> None:
         """An info line about one run, with the fields that name it (no per-run ``bind``)."""

@@ -1,4 +1,4 @@
-"""The one registry of error codes (after NATS' ``server/errors.json``).
+"""The one registry of error codes (after NATS' ``server/errors.json``), and the exception tree.
 
 Two families, never mixed:
 
@@ -9,6 +9,26 @@ Two families, never mixed:
 
 Codes are stable: a code is never reused for another meaning, and new errors get new codes.
 Peers see the code, the name and a message that says what to do; never a traceback.
+
+Every exception tether raises about the protocol is one of these (as websockets writes its
+tree down in one docstring)::
+
+    Exception
+    ├── ProtocolError            a frame or a request broke a rule: a registry code, a message,
+    │   │                        and the request or delivery at fault (``ref``)
+    │   ├── RemoteProtocolError  the peer's fault: it is answered with the code (a 1xxx error
+    │   │   │                    leaves the session open, a 4xxx one ends it)
+    │   │   └── lifecycle.IllegalTransition   a report the delivery's state cannot take
+    │   └── LocalProtocolError   this side broke its own rules: a bug, logged with details;
+    │                            the peer is told only ``internal``
+    └── DaemonError              what a client (agent, tetherctl) was told by the daemon:
+        │                        ``code``, ``name``, ``message``, ``retry_after``
+        ├── SessionClosed        the daemon refused the opening (``hello``, ``enroll``) or ended
+        │                        the session: a 4xxx code, or a WebSocket close code
+        └── RequestRefused       the daemon refused one request (1xxx); the session goes on
+
+A plain :class:`ProtocolError` is a rule checked on this side before anything is sent (a
+console's params, a selector): the caller's input was wrong.
 """
 
 from __future__ import annotations
@@ -95,7 +115,8 @@ class ErrorCode(enum.IntEnum):
 
     @property
     def is_session_error(self) -> bool:
-        return 4000 <= self.value < 5000
+        """A 4xxx code: the session ends (see :func:`is_session_error` for a peer's number)."""
+        return is_session_error(self.value)
 
     @property
     def slug(self) -> str:
@@ -127,3 +148,52 @@ class RemoteProtocolError(ProtocolError):
 class LocalProtocolError(ProtocolError):
     """This side broke its own rules (a state change its lifecycle table does not list):
     a bug, logged with details; the peer is told only ``internal``."""
+
+
+def is_session_error(code: int) -> bool:
+    """``code`` (as an ``Error`` frame or a close carries it, perhaps one this registry does
+    not know yet) is a session error: 4xxx, the session ends."""
+    return 4000 <= code < 5000
+
+
+def code_name(code: int, unknown: str = "closed") -> str:
+    """The registry name of ``code``; ``unknown`` for a code it does not list (a WebSocket
+    close code such as 1000 or 1011, or a newer daemon's)."""
+    try:
+        return ErrorCode(code).slug
+    except ValueError:
+        return unknown
+
+
+class DaemonError(Exception):
+    """What a client was told by the daemon: the registry ``code`` and ``name``, the daemon's
+    ``message``, and ``retry_after`` (seconds to wait before trying again, if it said)."""
+
+    def __init__(self, code: int, name: str, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(f"{name} ({code}): {message}")
+        self.code = code
+        self.name = name
+        self.message = message
+        self.retry_after = retry_after
+
+
+class SessionClosed(DaemonError):
+    """The daemon refused the opening (``hello`` or ``enroll``) or ended the session: a 4xxx
+    code from an ``error`` frame, or the WebSocket close code (1006: the connection was lost).
+
+    ``hint`` says what to do when retrying cannot help (an agent's fatal codes:
+    :data:`tether.protocol.session.AGENT_FATAL`)."""
+
+    def __init__(self, code: int, name: str, message: str, *, retry_after: float | None = None,
+                 hint: str = "") -> None:
+        super().__init__(code, name, message, retry_after=retry_after)
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = f"{self.name} ({self.code}): {self.message}"
+        return f"{text}; {self.hint}" if self.hint else text
+
+
+class RequestRefused(DaemonError):
+    """The daemon refused one request (a 1xxx ``error`` whose ``ref`` names it); the session
+    goes on."""
