@@ -44,6 +44,7 @@ from tether.protocol import (
     decode_to_daemon,
 )
 from tether.protocol.codec import encode_batch, unbatch
+from tether.protocol.errors import is_session_error
 from tether.protocol.frames import MAX_IDS, Batch
 
 TIMEOUT = 5.0
@@ -185,7 +186,7 @@ class FakeDaemon:
             return
         if refusal is not None:
             await ws.send(MSGPACK.encode(refusal))
-            await ws.close(refusal.code if refusal.code >= 4000 else 4001, refusal.name)
+            await ws.close(refusal.code if is_session_error(refusal.code) else 4001, refusal.name)
             return
         await ws.send(MSGPACK.encode(Welcome(
             version=PROTOCOL_VERSION, role="agent", session_id=f"s{len(self.hellos)}",

@@ -11,7 +11,7 @@ from tether.agent import Agent
 from tether.agent import outflow as outflow_module
 from tether.agent.outflow import BATCH_MAX_BYTES, HOLD_FRAMES
 from tether.protocol import MSGPACK, Ack, Cancel, Committed, Frame, Progress, Result
-from tether.protocol.frames import FEATURES, Batch
+from tether.protocol.frames import Batch
 
 if TYPE_CHECKING:
     from conftest import FakeDaemon, FakeSession, StartAgent
@@ -43,12 +43,6 @@ def check_order(frames: list[Frame]) -> None:
         elif isinstance(frame, Result):
             assert frame.delivery_id in acked, frames
             ended.add(frame.delivery_id)
-
-
-async def test_hello_announces_the_features(daemon: FakeDaemon, start_agent: StartAgent) -> None:
-    await start_agent()
-    session = await daemon.next_session()
-    assert session.hello.features == list(FEATURES) == ["batch"]
 
 
 async def test_an_old_daemon_gets_every_frame_in_its_own_message(daemon: FakeDaemon, start_agent: StartAgent) -> None:

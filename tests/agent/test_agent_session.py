@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.server import serve
 
 import tether
-from tether.agent import Agent, Context, EnrollmentError, FatalSessionError, Identity, Journal, enroll
+from tether.agent import Agent, Context, Identity, Journal, SessionClosed, enroll
 from tether.agent.journal import RESTARTED_WHILE_RUNNING
 from tether.agent.runner import STOPPED_WHILE_RUNNING
 from tether.protocol import (
@@ -357,17 +357,14 @@ async def test_os_version_reports_real_platform_facts(daemon: FakeDaemon, start_
     assert {"system", "release", "version", "machine", "python"} <= facts.keys()
 
 
-@pytest.mark.parametrize("code", [ErrorCode.UNAUTHORIZED, ErrorCode.REPLACED, ErrorCode.UNSUPPORTED_VERSION])
-async def test_fatal_refusal_at_hello_stops_the_client(
-    daemon: FakeDaemon, start_agent: StartAgent, code: ErrorCode
-) -> None:
-    daemon.refuse_next(code, "go away")
-    running = await start_agent()
-    with pytest.raises(FatalSessionError) as failure:
+async def test_fatal_refusal_at_hello_stops_the_client(daemon: FakeDaemon, start_agent: StartAgent) -> None:
+    """Which codes are fatal, and what the error then says: tests/protocol/test_session.py."""
+    running = await start_agent(token="stale")
+    with pytest.raises(SessionClosed) as failure:
         async with asyncio.timeout(TIMEOUT):
             await running.task
-    assert failure.value.code == code
-    assert code.slug in str(failure.value)
+    assert failure.value.code == ErrorCode.UNAUTHORIZED
+    assert str(failure.value).startswith("unauthorized (4010): bad token; the daemon does not accept")
     assert len(daemon.hellos) == 1  # never retried
 
 
@@ -376,19 +373,11 @@ async def test_replaced_in_session_stops_the_client(daemon: FakeDaemon, start_ag
     session = await daemon.next_session()
     await session.send(Error(code=ErrorCode.REPLACED, name="replaced", message="newer session"))
     await session.close(ErrorCode.REPLACED, "replaced")
-    with pytest.raises(FatalSessionError) as failure:
+    with pytest.raises(SessionClosed) as failure:
         async with asyncio.timeout(TIMEOUT):
             await running.task
     assert failure.value.code == ErrorCode.REPLACED
     assert len(daemon.hellos) == 1
-
-
-async def test_wrong_token_is_fatal(daemon: FakeDaemon, start_agent: StartAgent) -> None:
-    running = await start_agent(token="stale")
-    with pytest.raises(FatalSessionError) as failure:
-        async with asyncio.timeout(TIMEOUT):
-            await running.task
-    assert failure.value.code == ErrorCode.UNAUTHORIZED
 
 
 async def test_shed_load_is_retried_no_sooner_than_retry_after(daemon: FakeDaemon, start_agent: StartAgent) -> None:
@@ -562,6 +551,6 @@ async def test_enroll_returns_an_identity_or_raises(daemon: FakeDaemon) -> None:
     assert identity == Identity(daemon.url, "agent-1", daemon.token, "m-1", ("lab",))
     assert (daemon.enrolls[0].hostname, daemon.enrolls[0].platform) == ("h", "p")
     daemon.enroll_answer = Error(code=ErrorCode.ENROLL_KEY_EXPIRED, name="enroll_key_expired", message="expired")
-    with pytest.raises(EnrollmentError) as refused:
+    with pytest.raises(SessionClosed) as refused:
         await enroll(daemon.url, "KEY", machine_uuid="m-1")
     assert (refused.value.code, refused.value.name) == (4012, "enroll_key_expired")
