@@ -38,6 +38,7 @@ from websockets.exceptions import ConnectionClosed
 
 import tether.protocol.frames as _frames
 from tether.protocol import JSON, MSGPACK, PROTOCOL_VERSION, Codec
+from tether.protocol.errors import is_session_error
 from tether.protocol.frames import (
     Ack,
     Batch,
@@ -290,7 +291,7 @@ def _is_marker_answer(data: bytes | str, codec: Codec) -> bool:
     except msgspec.ValidationError:
         return False
     if isinstance(frame, Error):
-        return frame.ref == MARKER_ID or frame.code >= 4000
+        return frame.ref == MARKER_ID or is_session_error(frame.code)
     return isinstance(frame, Response) and frame.id == MARKER_ID
 
 

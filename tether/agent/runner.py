@@ -56,7 +56,7 @@ import msgspec
 
 from tether.protocol import MSGPACK, Progress, Result, Schedule, unpack
 from tether.protocol.frames import NIL, Sequel
-from tether.protocol.lifecycle import RunState
+from tether.protocol.lifecycle import UNTASKED, RunState
 
 from .journal import Claimed, Fresh, Journal
 from .logfmt import EventLog
@@ -256,7 +256,7 @@ class Runner:
             return
         self._committed(intake)
 
-    def cancel(self, delivery_id: int, reason: str = "cancelled") -> None:
+    def cancel(self, delivery_id: int, reason: str = UNTASKED) -> None:
         """The daemon cancelled a delivery (:meth:`apply`: after the tasks read before the
         ``cancel``): its pending run never starts, and its running handler, whatever its
         run, is interrupted. Async handlers get ``CancelledError``; sync ones only see

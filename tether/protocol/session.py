@@ -128,11 +128,11 @@ def enroll_request(
 class State(enum.Enum):
     """Where a client's session is."""
 
-    OPENING = "opening"
+    OPENING = enum.auto()
     """The first frame is sent (:meth:`ClientSession.opening`); its answer is awaited."""
-    OPEN = "open"
+    OPEN = enum.auto()
     """Welcomed: frames flow both ways."""
-    CLOSED = "closed"
+    CLOSED = enum.auto()
     """Refused, enrolled, or ended: nothing more is read."""
 
 
@@ -158,7 +158,7 @@ class ClientSession:
         self._error: Error | None = None
 
     def __repr__(self) -> str:
-        return f"ClientSession({type(self.first).__name__.lower()}, {self.state.value})"
+        return f"ClientSession({type(self.first).__name__.lower()}, {self.state.name.lower()})"
 
     def opening(self) -> bytes:
         """The first message: the hello or the enroll, encoded."""
