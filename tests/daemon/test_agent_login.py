@@ -1,4 +1,4 @@
-"""An agent's login (``server.Daemon._agent_session``) against a revocation that commits while
+"""An agent's login (``agent_sessions.AgentSessions.serve``) against a revocation that commits while
 the login reads the token (15.5): in-process, a real Daemon on a real store and a real
 websocket client; the login's read is held until the revoke has been applied, so the race
 the end-to-end test provokes at random happens here every time."""
@@ -64,7 +64,7 @@ async def test_a_login_that_read_the_token_before_a_revocation_is_refused(
         await ws.send(MSGPACK.encode(Hello(role="agent", version=PROTOCOL_VERSION, agent_id=agent.agent_id,
                                            token=agent.token)))
         await read.wait()
-        answer = await d.rpc.call(method, {"agent_id": agent.agent_id}, _nothing)
+        answer = await d.consoles.rpc.call(method, {"agent_id": agent.agent_id}, _nothing)
         assert answer.sessions_closed == 0  # the login had not registered its session yet
         release.set()
         frames = []

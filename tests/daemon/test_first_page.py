@@ -15,7 +15,6 @@ from store_data import task
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tether.daemon import server as server_module
 from tether.daemon.clock import SystemClock
 from tether.daemon.config import Config
 from tether.daemon.operations import Operations
@@ -30,8 +29,7 @@ QUEUED = 7
 
 
 @pytest.fixture
-async def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Daemon, str, str]]:
-    monkeypatch.setattr(server_module, "FIRST_PAGE", 3)
+async def daemon(tmp_path: Path) -> AsyncIterator[tuple[Daemon, str, str]]:
     store = SQLiteStore(tmp_path / "t.sqlite")
     await store.open()
     now = time.time()
@@ -40,6 +38,7 @@ async def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
     for n in range(QUEUED):
         await store.create_task(task("agent", agent.agent_id, ttl=600, priority=n % 4), now)
     d = Daemon(Config(listen="127.0.0.1:0"), Operations(store, SystemClock()))
+    d.agents.first_page = 3
     await d.start()
     yield d, agent.agent_id, agent.token
     await d.drain()

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from store_data import NOW, enrolled
 
-from tether.daemon.clock import FakeClock
+from tether.daemon.clock import Handle
 from tether.daemon.operations import Operations
 from tether.daemon.rpc import ConsoleRPC
 from tether.daemon.store.sqlite import SQLiteStore
@@ -69,10 +69,24 @@ async def _noop_emit(topic: str, data: Any) -> None:
     assert topic == "delivery"
 
 
+class FrozenClock:
+    """The time stands at NOW (what the world was made at), but a wait lasts as long as it
+    says: ``task.wait --timeout`` returns in time."""
+
+    def time(self) -> float:
+        return NOW
+
+    def monotonic(self) -> float:
+        return NOW
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Handle:
+        return asyncio.get_running_loop().call_later(max(0.0, when - NOW), callback)
+
+
 async def _build(store: SQLiteStore) -> tuple[ConsoleRPC, list[str], list[int]]:
     await store.open()
     agents = [await enrolled(store, "a", "web"), await enrolled(store, "b", "db")]
-    rpc = ConsoleRPC(Operations(store, FakeClock(NOW)), min_interval=10.0)
+    rpc = ConsoleRPC(Operations(store, FrozenClock()), min_interval=10.0)
     task_ids = []
     for target in ({"agent": agents[0]}, {"tag": "web"}, {"all": True}, {"agent": agents[1]}):
         created = await rpc.call("task.create", {"command": "record --n 1", **target}, _noop_emit)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from tether.daemon.housekeeping import collect_closed
+from tether.daemon.clock import FakeClock, Handle
+from tether.daemon.housekeeping import COLLECT_EVERY, collect_closed
 from tether.daemon.metrics import Stats
 
 
@@ -26,15 +27,33 @@ def no_automatic_gc() -> Iterator[None]:
 
 
 async def test_only_a_minute_with_closed_connections_gets_a_full_collection(no_automatic_gc: None) -> None:
-    stats = Stats()
+    stats, clock = Stats(), FakeClock(0.0)
     cycle = weakref.ref(_Cycle())
     assert cycle() is not None  # only a collection frees it
-    task = asyncio.create_task(collect_closed(stats, every=0.05))
+    looked = asyncio.Event()
+    real_call_at = clock.call_at
+
+    def call_at(when: float, callback: Callable[[], None]) -> Handle:
+        looked.set()  # the loop is waiting for its next minute
+        return real_call_at(when, callback)
+
+    clock.call_at = call_at  # type: ignore[method-assign]
+
+    async def minute() -> None:
+        """Let a minute pass and the loop look at it (and wait for the next)."""
+        looked.clear()
+        clock.advance(COLLECT_EVERY)
+        async with asyncio.timeout(5):
+            await looked.wait()
+
+    task = asyncio.create_task(collect_closed(stats, clock))
     try:
-        await asyncio.sleep(0.2)
+        async with asyncio.timeout(5):
+            await looked.wait()
+        await minute()
         assert cycle() is not None, "a quiet daemon collects nothing"
         stats.closed += 1
-        await asyncio.sleep(0.12)
+        await minute()
         assert cycle() is None
     finally:
         task.cancel()

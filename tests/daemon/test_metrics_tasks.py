@@ -4,25 +4,20 @@ often costs nothing in proportion to the fleet."""
 from __future__ import annotations
 
 import asyncio
-import types
 
-import pytest
-
-from tether.daemon import metrics
 from tether.daemon.metrics import Stats
 
 
-async def test_the_task_count_is_reused_within_its_age_then_counted_again(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_task_count_is_reused_within_its_age_then_counted_again() -> None:
     stats = Stats()
     now = [1000.0]
-    monkeypatch.setattr(metrics, "time", types.SimpleNamespace(monotonic=lambda: now[0]))  # the loop's own clock untouched
-    before = stats.tasks_alive(1.0)
+    before = stats.tasks_alive(1.0, now[0])
     assert before == len(asyncio.all_tasks())
     gate = asyncio.Event()
     extra = [asyncio.create_task(gate.wait()) for _ in range(5)]
     now[0] += 0.5
-    assert stats.tasks_alive(1.0) == before  # half a second later: the same count, not walked again
+    assert stats.tasks_alive(1.0, now[0]) == before  # half a second later: the same count, not walked again
     now[0] += 0.5
-    assert stats.tasks_alive(1.0) == before + 5  # a second later: counted again
+    assert stats.tasks_alive(1.0, now[0]) == before + 5  # a second later: counted again
     gate.set()
     await asyncio.gather(*extra)

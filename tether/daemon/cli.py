@@ -261,7 +261,7 @@ async def _serve_locked(config: Config, as_json: bool, read_config: Callable[[],
         return 2
     # Credentials are made only once tetherd listens: a first start that cannot bind
     # leaves none unshown behind it (the next start makes and prints them).
-    first = (await store.bootstrap(time.time(), **bounds)).result
+    first = (await store.bootstrap(operations.clock.time(), **bounds)).result
     if first is not None:
         _write_default_config(config)
         _hand_over_credentials(
@@ -270,7 +270,7 @@ async def _serve_locked(config: Config, as_json: bool, read_config: Callable[[],
         )
     async with anyio.create_task_group() as tg:
         tg.start_soon(operations.timers.run, operations.fire)
-        tg.start_soon(housekeeping.collect_closed, operations.stats)
+        tg.start_soon(housekeeping.collect_closed, operations.stats, operations.clock)
         interval = watchdog_interval()
         if interval:
             tg.start_soon(watchdog, interval)

@@ -3,7 +3,8 @@
 Everything in tetherd that reads the time or waits for one takes a :class:`Clock` (trio's
 ``MockClock`` idea), so its unit tests run on :class:`FakeClock` and never sleep. The
 wall clock (Unix time) is what the store records and what ttls and schedules are reckoned
-in; callbacks run on the event loop.
+in; the monotonic one is what rates and limits are (it never jumps); callbacks run on the
+event loop.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ class Handle(Protocol):
 class Clock(Protocol):
     def time(self) -> float:
         """Seconds since the epoch (Unix time)."""
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary start, never going back: for rates and limits."""
     def call_at(self, when: float, callback: Callable[[], None]) -> Handle:
         """Call ``callback`` on the event loop once :meth:`time` has reached ``when``."""
 
@@ -34,6 +37,9 @@ class SystemClock:
 
     def time(self) -> float:
         return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
     def call_at(self, when: float, callback: Callable[[], None]) -> Handle:
         return asyncio.get_running_loop().call_later(max(0.0, when - time.time()), callback)
@@ -48,6 +54,9 @@ class FakeClock:
         self._seq = itertools.count()
 
     def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
         return self.now
 
     def call_at(self, when: float, callback: Callable[[], None]) -> Handle:

@@ -21,6 +21,8 @@ import logging
 import time
 from typing import Protocol
 
+from .clock import Clock
+
 log = logging.getLogger("tether.housekeeping")
 
 COLLECT_EVERY = 60.0
@@ -37,11 +39,14 @@ def tune() -> None:
     gc.set_threshold(100_000, 50, 1000)
 
 
-async def collect_closed(stats: _Counts, every: float = COLLECT_EVERY) -> None:
-    """Run until cancelled: a full collection every ``every`` seconds in which a connection closed."""
+async def collect_closed(stats: _Counts, clock: Clock, every: float = COLLECT_EVERY) -> None:
+    """Run until cancelled: a full collection every ``every`` seconds of the clock in which a
+    connection closed. ``collected`` in the log is what it freed."""
     seen = stats.closed
     while True:
-        await asyncio.sleep(every)
+        tick = asyncio.Event()
+        clock.call_at(clock.time() + every, tick.set)
+        await tick.wait()
         if stats.closed == seen:
             continue
         seen = stats.closed

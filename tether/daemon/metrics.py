@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -18,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..protocol.lifecycle import DeliveryState
+from .clock import Clock
 from .store import StoreStats
 
 
@@ -48,10 +48,9 @@ class Stats:
         """Logins and enrollments refused unread because their address failed too often (4028)."""
         self._tasks: tuple[float, int] | None = None
 
-    def tasks_alive(self, max_age: float) -> int:
+    def tasks_alive(self, max_age: float, now: float) -> int:
         """How many asyncio tasks of this loop are alive, counted at most every ``max_age``
-        seconds (the count walks every task)."""
-        now = time.monotonic()
+        seconds (the count walks every task); ``now``: the monotonic clock."""
         if self._tasks is None or now - self._tasks[0] >= max_age:
             self._tasks = (now, len(asyncio.all_tasks()))
         return self._tasks[1]
@@ -68,6 +67,8 @@ class Readings(Protocol):
 
     @property
     def stats(self) -> Stats: ...
+    @property
+    def clock(self) -> Clock: ...
     def store_stats(self) -> StoreStats: ...
     def agents_online(self) -> int: ...
     def consoles_open(self) -> int: ...
@@ -151,7 +152,7 @@ class _Collector(Collector):
         tasks = GaugeMetricFamily(
             "tether_asyncio_tasks",
             f"asyncio tasks alive in tetherd (grows with sessions, not with waits; counted at most every {TASKS_EVERY:g} s)")
-        tasks.add_metric([], counts.tasks_alive(TASKS_EVERY))
+        tasks.add_metric([], counts.tasks_alive(TASKS_EVERY, r.clock.monotonic()))
         yield tasks
 
 

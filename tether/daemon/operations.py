@@ -106,16 +106,22 @@ class Operations:
                     timers.clear(Timer.POLL, change.delivery_id)
                     timers.clear(Timer.EXPIRE_ONE, change.task_id)  # if it was a one-agent task
             self.watchers.notify(changes)
-        for agent_id, delivery_id, reason in effects.withdraws:
-            self.push.withdraw(agent_id, delivery_id, reason)
-        for kind, ident in effects.cleared:
-            self.timers.clear(kind, ident)
-        for kind, ident, when in effects.timers:
-            self.timers.set(kind, ident, when)
-        for task_id, expires_at in effects.selecting:
-            self.selectors.add(task_id, expires_at)
-        for task_id in effects.unselected:
-            self.selectors.discard(task_id)
+        # Each list is looked at before it is walked: most are empty (this runs for every
+        # report an agent sends).
+        if effects.withdraws:
+            for agent_id, delivery_id, reason in effects.withdraws:
+                self.push.withdraw(agent_id, delivery_id, reason)
+        if effects.cleared:
+            for kind, ident in effects.cleared:
+                self.timers.clear(kind, ident)
+        if effects.timers:
+            for kind, ident, when in effects.timers:
+                self.timers.set(kind, ident, when)
+        if effects.selecting or effects.unselected:
+            for task_id, expires_at in effects.selecting:
+                self.selectors.add(task_id, expires_at)
+            for task_id in effects.unselected:
+                self.selectors.discard(task_id)
         if effects.items:
             self.push.offer(effects.items)
 

@@ -156,9 +156,15 @@ class ConsoleRPC:
         changed = asyncio.Event()
         events: list[Change] = []
         watchers = self.operations.watchers
+        timed_out = False
 
         def notify(change: Change) -> None:
             events.append(change)
+            changed.set()
+
+        def time_out() -> None:
+            nonlocal timed_out
+            timed_out = True
             changed.set()
 
         unwatches = {p.task_id: watchers.watch(p.task_id, notify)}
@@ -170,18 +176,13 @@ class ConsoleRPC:
                 if d.task_id not in unwatches:
                     unwatches[d.task_id] = watchers.watch(d.task_id, notify)
 
+        timer = None if p.timeout is None else self.clock.call_at(self.clock.time() + p.timeout, time_out)
         try:
             view = await self._task(p.task_id)
             watch_sequels(view)
-            loop = asyncio.get_running_loop()
-            deadline = None if p.timeout is None else loop.time() + p.timeout
             while not all(DeliveryState(d.state) in TERMINAL for d in view.deliveries):
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    break
-                try:
-                    await asyncio.wait_for(changed.wait(), remaining)
-                except TimeoutError:
+                await changed.wait()
+                if timed_out:
                     break
                 # Cleared before the read: a change committed while reading sets it again.
                 changed.clear()
@@ -192,6 +193,8 @@ class ConsoleRPC:
                 watch_sequels(view)
             return view
         finally:
+            if timer is not None:
+                timer.cancel()
             for unwatch in unwatches.values():
                 unwatch()
 
