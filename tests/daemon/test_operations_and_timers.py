@@ -1,5 +1,5 @@
 """Operations: each write's effects applied in one place, and the timer wheel driven from
-the clock; on a fake clock, a store in memory and agent sessions with no socket (what one
+the clock; on a fake clock, the in-memory store and agent sessions with no socket (what one
 would push is read from its queue)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tether.daemon.clock import FakeClock, Handle
 from tether.daemon.effects import Change, Effects, PushItem, Timer
 from tether.daemon.operations import RETRY_AFTER_STORE_ERROR, Happened, Operations
 from tether.daemon.store import NewSchedule
-from tether.daemon.store.sqlite import SQLiteStore
+from tether.daemon.store.memory import MemoryStore
 from tether.daemon.timers import Timers
 from tether.protocol import pack, unpack
 from tether.protocol.frames import Cancel
@@ -32,7 +32,7 @@ WAIT = 5.0
 
 @pytest.fixture
 async def operations() -> AsyncIterator[Operations]:
-    store = SQLiteStore(":memory:")
+    store = MemoryStore()
     await store.open()
     yield Operations(store, FakeClock(NOW))
     await store.close()

@@ -14,7 +14,8 @@ from tether.protocol import MSGPACK
 from tether.protocol.frames import Ack, Result
 
 
-async def test_an_ack_and_result_in_one_message_are_one_store_operation(store: SQLiteStore) -> None:
+async def test_an_ack_and_result_in_one_message_are_one_store_operation(sqlite_store: SQLiteStore) -> None:
+    store = sqlite_store
     a = await enrolled(store, "a")
     _, (item,) = await created(store.create_task(task("agent", a), NOW))
     _, (other,) = await created(store.create_task(task("agent", a), NOW))

@@ -20,7 +20,8 @@ from tether.protocol.console import DeliveryView, TaskView
 from tether.protocol.lifecycle import WaitPlan
 
 
-async def test_a_number_too_large_for_sqlite_neither_kills_the_writer_nor_its_group(store: SQLiteStore) -> None:
+async def test_a_number_too_large_for_sqlite_neither_kills_the_writer_nor_its_group(sqlite_store: SQLiteStore) -> None:
+    store = sqlite_store
     a = await enrolled(store, "a")
     _, (item,) = await created(store.create_task(task("agent", a), NOW))
     huge = await store.acknowledge(a, [(2**63, 1), (item.delivery_id, 1)], NOW)

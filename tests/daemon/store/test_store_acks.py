@@ -4,13 +4,9 @@ as it always did."""
 
 from __future__ import annotations
 
-import sqlite3
-
 from store_data import NOW, created, enrolled, result, task
 
-from tether.daemon.store.schema import MIGRATIONS
 from tether.daemon.store.sqlite import SQLiteStore
-from tether.daemon.store.sqlite_runs import ack_sql
 from tether.protocol import ErrorCode, pack
 from tether.protocol.lifecycle import WaitPlan
 
@@ -52,16 +48,6 @@ async def test_a_mixed_ack_gives_what_each_run_is_due(store: SQLiteStore) -> Non
     assert views[a + str(quick.task_id)].sent_at == NOW + 0.5
     assert views[a + str(marked.task_id)].sent_at == NOW  # its own mark, kept
     assert views[b + str(other.task_id)].state == "queued"  # another agent's ack moved nothing
-
-
-def test_the_quick_ack_finds_its_rows_by_id_not_by_the_agents_queue() -> None:
-    """A regression: with the agent and state bound, SQLite chose deliveries_pending and
-    walked the agent's whole queue for every ack (a 20,000-task drain went at 100 % CPU)."""
-    db = sqlite3.connect(":memory:")
-    for _, sql in MIGRATIONS:
-        db.executescript(sql)
-    plan = db.execute(f"EXPLAIN QUERY PLAN {ack_sql(32)}", ("acked", 1.0, 1.0, 1.0, *range(32), "a", 1, "queued")).fetchall()
-    assert [row[3] for row in plan] == ["SEARCH deliveries USING INTEGER PRIMARY KEY (rowid=?)"]
 
 
 async def test_a_result_that_brings_its_ack_writes_both_in_one_state_change(store: SQLiteStore) -> None:

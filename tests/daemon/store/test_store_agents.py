@@ -4,8 +4,9 @@ no target any more. Run against every backend (the ``store`` fixture)."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
-from store_data import NOW, created, enrolled, task
+from store_data import NOW, created, enrolled, task, wheel
 
 from tether.daemon.store import AgentAuth
 from tether.daemon.store.sqlite import SQLiteStore
@@ -124,3 +125,43 @@ async def test_removed_agents_are_not_selected(store: SQLiteStore) -> None:
     await store.remove_agent(a, NOW)
     _, items = await created(store.create_task(task("all"), NOW))
     assert items == []
+
+
+async def test_a_hello_records_the_agents_facts_and_commands(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a")
+    assert await store.agent_commands(a) == []  # never connected
+    store.agent_seen(a, "web-01", "linux-x86_64", ["echo", "os_version"], "1.2", NOW + 5)
+    await store.flush()
+    assert await store.agent_commands(a) == ["echo", "os_version"]
+    (view,) = await store.list_agents(None)
+    assert (view.hostname, view.platform, view.last_seen, view.commands) == (
+        "web-01", "linux-x86_64", NOW + 5, ["echo", "os_version"])
+    assert await store.agent_commands("nobody") is None
+
+
+async def test_an_agent_binds_to_its_first_client_certificate(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a")
+    key = (await store.create_key([], None, None, NOW)).result.key or ""
+    enrolled_agent = (await store.enroll(key, "m-c", "c", "linux", [], NOW, certificate=b"c" * 32)).result
+    assert (await store.authenticate_agent(enrolled_agent.agent_id, enrolled_agent.token)) == AgentAuth(
+        enrolled_agent.agent_id, b"c" * 32)
+    assert (await store.bind_certificate(a, b"a" * 32)).result is True
+    assert (await store.bind_certificate(a, b"b" * 32)).result is False  # bound already: kept
+    assert (await store.bind_certificate("nobody", b"a" * 32)).result is False
+
+
+async def test_selector_tasks_reach_agents_whose_facts_come_to_match(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a", "staging")
+    prod, none_yet = await created(store.create_task(msgspec.structs.replace(
+        task("all"), selector='hostname matches "^web-" and not "staging" in tags'), NOW))
+    assert none_yet == [] and (await wheel(store)).selecting == [(prod, NOW + 60)]
+    assert (await store.select_for_agent(a, "web-01", "linux-x86_64", NOW + 1)).items == []  # still staging
+    (reached,) = (await store.tag_rm(a, "staging", NOW + 2)).items
+    assert (reached.task_id, reached.agent_id) == (prod, a)
+    assert (await store.select_for_agent(a, "web-01", "linux-x86_64", NOW + 3)).items == []  # once
+    with pytest.raises(ProtocolError) as err:
+        await store.tag_rm(a, "staging", NOW)
+    assert err.value.code == ErrorCode.UNKNOWN_TAG
+    b = await enrolled(store, "b")
+    assert [i.task_id for i in (await store.select_for_agent(b, "web-02", "linux", NOW + 4)).items] == [prod]
+    assert (await store.select_for_agent("nobody", "web-03", "linux", NOW)).items == []

@@ -21,6 +21,7 @@ from ...protocol.lifecycle import TASK, DeliveryEvent, TaskEvent, sql_in
 from ...protocol.tags import check_tag_count
 from ..effects import Change, Effects
 from . import NewTask, StoreError, StoreStats, Untasked
+from .rules import MAX_ID, selector
 from .schema import apply_migrations, open_checked
 from .sqlite_agents import SQLiteAgents
 from .sqlite_credentials import SQLiteCredentials
@@ -34,9 +35,8 @@ from .sqlite_tasks import (
     insert_task,
     materialise,
     materialise_selected,
-    selector,
 )
-from .writer import MAX_ID, GroupWriter, Op, Tx, chunks, on_connection_thread
+from .writer import GroupWriter, Op, Tx, chunks, on_connection_thread
 
 NO_PAGE_CAP = 4_294_967_294
 """SQLite's largest page count: "no cap" for ``PRAGMA max_page_count``."""

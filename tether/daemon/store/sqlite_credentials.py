@@ -18,7 +18,8 @@ from ...protocol.console import KeyView, TokenView
 from ...protocol.errors import ErrorCode, ProtocolError
 from .. import credentials
 from ..effects import Effects
-from .writer import MAX_ID, Op, Tx
+from .rules import MAX_ID
+from .writer import Op, Tx
 
 
 class SQLiteCredentials:

@@ -10,26 +10,24 @@ from collections.abc import Iterable
 from typing import Any
 
 import aiosqlite
-import msgspec
 
-from ...protocol.cmdline import format_command_line
 from ...protocol.codec import unpack
-from ...protocol.console import AgentView, DeliveryRow, DeliveryView, HistoryEntry, TaskView
+from ...protocol.console import AgentView, DeliveryRow, TaskView
 from ...protocol.lifecycle import (
     PENDING,
     PUSHABLE,
     UNDELIVERED,
     DeliveryState,
-    shown_history,
     sql_in,
     sql_value,
-    task_reads_as,
 )
 from ...protocol.selectors import Facts
 from ..effects import Effects, PushItem, Timer
+from . import views
+from .rules import MAX_ID
+from .rules import selector as compiled_selector
 from .sqlite_tasks import ACTIVE, LIVE
-from .sqlite_tasks import selector as compiled_selector
-from .writer import MAX_ID, chunks
+from .writer import chunks
 
 _PUSH_COLUMNS = (
     "d.id, d.task_id, d.agent_id, COALESCE(d.command, t.command), COALESCE(d.args, t.args), d.priority,"
@@ -76,14 +74,7 @@ class SQLiteReads:
             f" FROM agents a {where} ORDER BY a.hostname, a.id",
             params,
         )
-        return [
-            AgentView(
-                agent_id=r[0], hostname=r[1], platform=r[2], enrolled_at=r[3], last_seen=r[4],
-                commands=unpack(r[5]) or [], tags=sorted(r[6].split("\0")) if r[6] else [], online=False,
-                revoked=bool(r[7]) and r[9] is None, clone_of=r[8], removed_at=r[9], merged_into=r[10],
-            )
-            for r in rows
-        ]
+        return [views.agent_view((*r[:6], r[6].split("\0") if r[6] else [], *r[7:])) for r in rows]
 
     async def ended_by_daemon(self, agent_id: str, delivery_ids: list[int]) -> list[tuple[int, str]]:
         ended: list[tuple[int, str]] = []
@@ -122,62 +113,15 @@ class SQLiteReads:
             " WHERE task_id IN (SELECT ? UNION ALL SELECT id FROM tasks WHERE parent_id = ?) ORDER BY id",
             (task_id, task_id),
         )
-        views = [
-            DeliveryView(
-                delivery_id=d[0], agent_id=d[1], state=d[2], updated_at=d[3], sent_at=d[4], acked_at=d[5],
-                started_at=d[6], finished_at=d[7], progress=d[8], result=_decode_result(d[9]), error=d[10],
-                # An ended delivery has no next run, whatever its last schedule said.
-                run=d[11], next_run_at=None if DeliveryState(d[2]).terminal else d[12],
-                poll_deadline=d[13], investigation_id=t[13], task_id=d[15],
-                next_command=d[16] if d[2] == DeliveryState.WAITING else None,
-                next_args=unpack(d[17]) if d[2] == DeliveryState.WAITING and d[17] is not None else None,
-            )
-            for d in deliveries
-        ]
+        entries: list[Any] | None = None
         if history:
-            await self._add_history(views, [d[14] for d in deliveries], hide=bool(t[10]))
-        args = unpack(t[2])
-        return TaskView(
-            task_id=t[0], command=t[1], args=args, target=_target(t[3], t[4], t[12]),
-            priority=t[5], ttl=t[6], created_at=t[7], expires_at=t[8],
-            # A task for one agent whose delivery ended holds no ttl timer, so it is never
-            # marked closed: past its ttl, it reads so.
-            state=task_reads_as(t[9], t[3] == "agent", (v.state for v in views),
-                                ttl_ended=now is not None and t[8] <= now), deliveries=views,
-            hide_polling_output=bool(t[10]), schedule=t[11], investigation_id=t[13],
-            command_line=format_command_line(t[1], args),
-        )
-
-    async def _add_history(self, views: list[DeliveryView], ended_by: list[str | None], *, hide: bool) -> None:
-        """Each delivery's history: the runs that scheduled another, then how it ended.
-
-        With ``hide`` (the default, as in XSOAR; a task's ``show_polling_output`` turns it
-        off), scheduled entries after the first that carry no partial result are left out,
-        and counted.
-        """
-        entries: dict[int, list[HistoryEntry]] = {v.delivery_id: [] for v in views}
-        for chunk in chunks(list(entries)):
-            for row in await self._read(
-                "SELECT delivery_id, run, at, partial, poll_message, note, next_run_at, next_command, next_args,"
-                " items_remaining FROM history"
-                f" WHERE delivery_id IN ({','.join('?' * len(chunk))}) ORDER BY delivery_id, run, id", chunk,
-            ):
-                entries[row[0]].append(HistoryEntry(
-                    run=row[1], at=row[2], state=DeliveryState.WAITING, partial_result=_decode_result(row[3]),
-                    poll_message=row[4], note=row[5], next_run_at=row[6], next_command=row[7],
-                    next_args=None if row[8] is None else _decode_result(row[8]), items_remaining=row[9],
-                ))
-        for view, by in zip(views, ended_by, strict=True):
-            shown = entries[view.delivery_id]
-            if DeliveryState(view.state).terminal:
-                # The daemon's end (ttl, untask, timeout) is the delivery's last write; a waiting
-                # delivery's finished_at is still its last run's.
-                at = view.updated_at if by == "daemon" else view.finished_at or view.updated_at
-                shown.append(HistoryEntry(
-                    run=view.run, at=at, state=view.state, output=view.result,
-                    error=view.error, by="daemon" if by == "daemon" else "agent",
-                ))
-            view.history, view.history_hidden = shown_history(shown, hide=hide)
+            entries = []
+            for chunk in chunks([d[0] for d in deliveries]):
+                entries += await self._read(
+                    "SELECT delivery_id, run, at, partial, poll_message, note, next_run_at, next_command, next_args,"
+                    " items_remaining FROM history"
+                    f" WHERE delivery_id IN ({','.join('?' * len(chunk))}) ORDER BY delivery_id, run, id", chunk)
+        return views.task_view(t, deliveries, entries, now)
 
     async def list_deliveries(
         self, *, agent_id: str | None, tag: str | None, states: list[str] | None, limit: int,
@@ -214,12 +158,7 @@ class SQLiteReads:
                 continue
             if len(out) == limit:
                 break
-            args = unpack(r[8]) or {}
-            out.append(DeliveryRow(
-                task_id=r[0], delivery_id=r[1], agent_id=r[2], command=r[3], state=r[4], priority=r[5],
-                created_at=r[6], expires_at=r[7], command_line=format_command_line(r[3], args), args=args,
-                ttl=r[9], target=_target(r[10], r[11], r[12]), investigation_id=r[13],
-            ))
+            out.append(views.delivery_row(r))
         return out
 
     async def _facts(self) -> list[Facts]:
@@ -251,16 +190,3 @@ class SQLiteReads:
             *((Timer.POLL, d_id, when) for d_id, when in polls),
             *((Timer.SCHEDULE, s_id, when) for s_id, when in schedules),
         ], selecting=await self._selecting())
-
-
-def _target(kind: str, target: str, selector: str | None) -> str:
-    if selector is not None:
-        return f"selector:{selector}"
-    return "all" if kind == "all" else f"{kind}:{target}"
-
-
-def _decode_result(blob: bytes | None) -> Any:
-    try:
-        return unpack(blob)
-    except msgspec.DecodeError:
-        return None

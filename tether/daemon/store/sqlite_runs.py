@@ -28,7 +28,8 @@ from ...protocol.lifecycle import (
 )
 from ..effects import Change, Effects, PushItem, Ref, Refusal, Timer
 from . import ResultIn
-from .writer import MAX_ID, Op, Tx, batch_sql, chunks
+from .rules import MAX_ID
+from .writer import Op, Tx, batch_sql, chunks
 
 
 class _Row(NamedTuple):

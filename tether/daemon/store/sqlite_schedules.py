@@ -14,13 +14,14 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from ...protocol.cmdline import parse_command_line
 from ...protocol.codec import pack, unpack
 from ...protocol.console import ScheduleView
 from ...protocol.errors import ErrorCode, ProtocolError
 from ..effects import Effects, Timer
 from . import Calendar, NewSchedule, NewTask, Timing
+from .rules import split_command_line
 from .sqlite_tasks import check_target, insert_task
+from .views import schedule_view
 from .writer import Op, Tx
 
 _COLUMNS = (
@@ -31,17 +32,6 @@ _COLUMNS = (
 
 def _timing(row: Any) -> Timing:
     return Timing(every=row[6], cron=row[7], timezone=row[8], anchor=row[15])
-
-
-def _view(row: Any, recent: list[int] | None = None) -> ScheduleView:
-    kind, target = row[4], row[5]
-    return ScheduleView(
-        schedule_id=row[0], name=row[1], command=row[2], args=unpack(row[3]), target="all" if kind == "all" else f"{kind}:{target}",
-        every=row[6], cron=row[7], timezone=row[8], ttl=row[9], priority=row[10],
-        hide_polling_output=bool(row[11]), missed=row[12], paused=bool(row[13]), created_at=row[14],
-        next_fire_at=row[16], last_fire_at=row[17], fired=row[18], missed_total=row[19], skipped=row[20],
-        recent_tasks=recent or [],
-    )
 
 
 def _finite(when: float) -> float | None:
@@ -72,14 +62,14 @@ class SQLiteSchedules:
                 raise ProtocolError(ErrorCode.SCHEDULE_EXISTS, f"a schedule named {spec.name!r} exists already") \
                     from None
             assert schedule_id is not None
-            return Effects(_view(tx.one(f"SELECT {_COLUMNS} FROM schedules WHERE id = ?", (schedule_id,))),
+            return Effects(schedule_view(tx.one(f"SELECT {_COLUMNS} FROM schedules WHERE id = ?", (schedule_id,))),
                            timers=[(Timer.SCHEDULE, schedule_id, next_fire_at)])
 
         result: Effects[ScheduleView] = await self._submit(op)
         return result
 
     async def list_schedules(self) -> list[ScheduleView]:
-        return [_view(r) for r in await self._read(f"SELECT {_COLUMNS} FROM schedules ORDER BY name")]
+        return [schedule_view(r) for r in await self._read(f"SELECT {_COLUMNS} FROM schedules ORDER BY name")]
 
     async def get_schedule(self, name: str) -> ScheduleView | None:
         rows = await self._read(f"SELECT {_COLUMNS} FROM schedules WHERE name = ?", (name,))
@@ -87,7 +77,7 @@ class SQLiteSchedules:
             return None
         recent = await self._read(
             "SELECT id FROM tasks WHERE schedule_id = ? ORDER BY id DESC LIMIT 10", (rows[0][0],))
-        return _view(rows[0], [r[0] for r in recent])
+        return schedule_view(rows[0], [r[0] for r in recent])
 
     async def pause_schedule(self, name: str, paused: bool, now: float,
                              calendar: Calendar) -> Effects[ScheduleView]:
@@ -98,7 +88,7 @@ class SQLiteSchedules:
             elif row[13]:  # resuming: the next firing after now; those missed while paused are not run
                 tx.execute("UPDATE schedules SET paused = 0, next_fire_at = ? WHERE id = ?",
                            (_finite(calendar.next_fire(_timing(row), now)), row[0]))
-            view = _view(tx.one(f"SELECT {_COLUMNS} FROM schedules WHERE id = ?", (row[0],)))
+            view = schedule_view(tx.one(f"SELECT {_COLUMNS} FROM schedules WHERE id = ?", (row[0],)))
             if view.next_fire_at is None:
                 return Effects(view, cleared=[(Timer.SCHEDULE, view.schedule_id)])
             return Effects(view, timers=[(Timer.SCHEDULE, view.schedule_id, view.next_fire_at)])
@@ -131,7 +121,7 @@ class SQLiteSchedules:
                 command=row[2], args=unpack(row[3]), target_kind=row[4], target=row[5], priority=row[10],
                 ttl=row[9], hide_polling_output=bool(row[11]), schedule_id=schedule_id,
             )
-            effects = cast("Effects[int | None]", insert_task(tx, _split(task), now))
+            effects = cast("Effects[int | None]", insert_task(tx, split_command_line(task), now))
             tx.execute(
                 "UPDATE schedules SET fired = fired + 1, last_fire_at = ?, next_fire_at = ? WHERE id = ?",
                 (now, following, schedule_id))
@@ -167,12 +157,3 @@ def _by_name(tx: Tx, name: str) -> Any:
     if row is None:
         raise ProtocolError(ErrorCode.UNKNOWN_SCHEDULE, f"no schedule named {name!r} (see: tetherctl schedule list)")
     return row
-
-
-def _split(task: NewTask) -> NewTask:
-    """A schedule keeps the command line as given; its tasks get it split, as task.create does."""
-    command, args = parse_command_line(task.command)
-    args.update(task.args)
-    return NewTask(command=command, args=args, target_kind=task.target_kind, target=task.target,
-                   priority=task.priority, ttl=task.ttl, hide_polling_output=task.hide_polling_output,
-                   schedule_id=task.schedule_id)

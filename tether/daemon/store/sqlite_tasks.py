@@ -7,16 +7,16 @@ reach agents tagged or enrolled later (:func:`materialise`), each agent once
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from ...protocol.codec import pack
 from ...protocol.errors import ErrorCode, ProtocolError
 from ...protocol.lifecycle import BORN, TaskState, sql_value
-from ...protocol.selectors import Facts, compile_selector
+from ...protocol.selectors import Facts
 from ..effects import Effects, PushItem, Timer
 from . import NewTask
+from .rules import selector
 from .writer import Tx, chunks
 
 ACTIVE = sql_value(TaskState.ACTIVE)
@@ -31,12 +31,6 @@ def check_agent(tx: Tx, agent_id: str) -> None:
     """Refuse an agent id no live agent has."""
     if not tx.one(f"SELECT 1 FROM agents WHERE id = ? AND {LIVE}", (agent_id,)):
         raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {agent_id!r}")
-
-
-@functools.lru_cache(maxsize=1024)
-def selector(text: str) -> Callable[[Facts], bool]:
-    """A selector compiled once per text: an agent connecting evaluates every active one."""
-    return compile_selector(text)
 
 
 def agent_facts(tx: Tx, agent_ids: Iterable[str]) -> list[Facts]:

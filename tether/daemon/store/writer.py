@@ -140,10 +140,6 @@ def batch_sql(names: tuple[str, ...], n: int, where: str = "") -> str:
             " AND +state = ? RETURNING id, task_id")
 
 
-MAX_ID = 2**63 - 1
-"""SQLite's largest integer: a larger id from a peer names nothing (and cannot be bound)."""
-
-
 def chunks(ids: list[T], size: int = 500) -> list[list[T]]:
     """Id lists cut to a size SQLite takes as bound parameters, however long a peer's list."""
     return [ids[i : i + size] for i in range(0, len(ids), size)]
