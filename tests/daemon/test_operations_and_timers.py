@@ -7,18 +7,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
+from clocks import ArmingClock
 from sessions_data import online, queued
 from store_data import NOW, created, enrolled, result, task
 
-from tether.daemon.clock import FakeClock, Handle
+from tether.daemon.clock import FakeClock
 from tether.daemon.effects import Change, Effects, PushItem, Timer
 from tether.daemon.operations import RETRY_AFTER_STORE_ERROR, Happened, Operations
 from tether.daemon.store import NewSchedule
 from tether.daemon.store.memory import MemoryStore
-from tether.daemon.timers import Timers
+from tether.daemon.timers import MAX_WAIT, Timers
 from tether.protocol import pack, unpack
 from tether.protocol.frames import Cancel
 from tether.protocol.lifecycle import WaitPlan
@@ -264,18 +265,6 @@ async def test_a_schedule_fires_a_task_to_the_online_agent_and_arms_its_timers(o
     assert operations.timers.pending(Timer.SCHEDULE, sid) == NOW + 600  # the next firing
 
 
-class ArmingClock(FakeClock):
-    """A fake clock that says when a callback is armed on it."""
-
-    def __init__(self, now: float) -> None:
-        super().__init__(now)
-        self.armed = asyncio.Event()
-
-    def call_at(self, when: float, callback: Callable[[], None]) -> Handle:
-        self.armed.set()
-        return super().call_at(when, callback)
-
-
 async def test_the_loop_sleeps_until_the_next_entry_and_wakes_for_an_earlier_one() -> None:
     """An entry: the clock calls the loop back then; one set earlier meanwhile wakes it to
     re-arm for that one."""
@@ -292,11 +281,11 @@ async def test_the_loop_sleeps_until_the_next_entry_and_wakes_for_an_earlier_one
     timers.set(Timer.EXPIRE, 1, NOW + 100)
     async with asyncio.TaskGroup() as tg:
         loop = tg.create_task(timers.run(fire))
+        await clock.waiting()  # asleep until NOW + 100, looking at the clock again within MAX_WAIT
+        timers.set(Timer.EXPIRE, 2, NOW + 10)
+        await clock.waiting()  # re-armed for the earlier one
+        assert clock.arms == [NOW + MAX_WAIT, NOW + 10]
         async with asyncio.timeout(WAIT):
-            await clock.armed.wait()  # asleep until NOW + 100
-            clock.armed.clear()
-            timers.set(Timer.EXPIRE, 2, NOW + 10)
-            await clock.armed.wait()  # re-armed for the earlier one
             clock.advance(10)
             assert await fired.get() == (Timer.EXPIRE, 2, NOW + 10)
             assert fired.empty() and timers.pending(Timer.EXPIRE, 1) == NOW + 100

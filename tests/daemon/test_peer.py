@@ -4,10 +4,10 @@ or its connection closes (``peer.Pacing``)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
-from tether.daemon.clock import FakeClock, Handle
+from clocks import ArmingClock
+
 from tether.daemon.config import Config
 from tether.daemon.metrics import Stats
 from tether.daemon.peer import Pacing, peer_left
@@ -34,25 +34,8 @@ class _Connection:
         await self.closed.wait()
 
 
-class Clock(FakeClock):
-    """A fake clock that says when a callback is armed on it (the pause is waiting)."""
-
-    def __init__(self, now: float) -> None:
-        super().__init__(now)
-        self.armed = asyncio.Event()
-
-    def call_at(self, when: float, callback: Callable[[], None]) -> Handle:
-        self.armed.set()
-        return super().call_at(when, callback)
-
-    async def waiting(self) -> None:
-        async with asyncio.timeout(WAIT):
-            await self.armed.wait()
-        self.armed.clear()
-
-
-def pacing(rate: float = 10.0, burst: int = 10) -> tuple[Pacing, Clock, Stats]:
-    clock, stats = Clock(100.0), Stats()
+def pacing(rate: float = 10.0, burst: int = 10) -> tuple[Pacing, ArmingClock, Stats]:
+    clock, stats = ArmingClock(100.0), Stats()
     return Pacing(Config(max_frames_per_second=rate, frame_burst=burst), clock, stats), clock, stats
 
 

@@ -3,9 +3,8 @@ frees no room, so the window is never overrun."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from clocks import ArmingClock
 
-from tether.daemon.clock import FakeClock, Handle
 from tether.daemon.effects import PushItem
 from tether.daemon.metrics import Stats
 from tether.daemon.session import MAX_CONTROL_BACKLOG, SENT_MARK_DELAY, AgentSession, SentMarks
@@ -13,18 +12,6 @@ from tether.protocol.codec import MSGPACK, error_frame
 from tether.protocol.errors import ErrorCode, ProtocolError
 
 T0 = 1000.0
-
-
-class Clock(FakeClock):
-    """A fake clock that counts the callbacks armed on it."""
-
-    def __init__(self, now: float = T0) -> None:
-        super().__init__(now)
-        self.armed: list[float] = []
-
-    def call_at(self, when: float, callback: Callable[[], None]) -> Handle:
-        self.armed.append(when)
-        return super().call_at(when, callback)
 
 
 class Marked:
@@ -38,7 +25,7 @@ class Marked:
 
 
 def session(window: int, marks: SentMarks | None = None, agent_id: str = "a1") -> AgentSession:
-    marks = marks if marks is not None else SentMarks(Clock(), Marked())
+    marks = marks if marks is not None else SentMarks(ArmingClock(T0), Marked())
     return AgentSession(None, MSGPACK, agent_id, "s1", window, set(), marks, Stats())  # type: ignore[arg-type]
 
 
@@ -78,7 +65,7 @@ async def test_error_replies_pile_up_only_to_a_bound() -> None:
 
 
 async def test_only_a_push_left_unacknowledged_is_written_as_sent() -> None:
-    clock, marked = Clock(), Marked()
+    clock, marked = ArmingClock(T0), Marked()
     s = session(window=4, marks=SentMarks(clock, marked))
     s.offer([item(1), item(2), item(3)])
     pushed = s._take()
@@ -98,13 +85,13 @@ async def test_only_a_push_left_unacknowledged_is_written_as_sent() -> None:
 async def test_the_sessions_of_a_daemon_share_one_timer_for_their_sent_marks() -> None:
     """A fan-out to 100 online sessions arms one timer, not 100; each session's unacknowledged
     push is marked once its own delay is over, a later push of a session later."""
-    clock, marked = Clock(), Marked()
+    clock, marked = ArmingClock(T0), Marked()
     marks = SentMarks(clock, marked)
     sessions = [session(4, marks, f"a{i}") for i in range(100)]
     for i, s in enumerate(sessions):
         s.offer([item(i)])
         s._take()
-    assert clock.armed == [T0 + SENT_MARK_DELAY] and len(marks) == 100
+    assert clock.arms == [T0 + SENT_MARK_DELAY] and len(marks) == 100
     for i, s in enumerate(sessions[:50]):
         s.acked([(i, 1)], {})  # acknowledged in time: never written as sent
     clock.advance(SENT_MARK_DELAY / 2)
@@ -115,13 +102,13 @@ async def test_the_sessions_of_a_daemon_share_one_timer_for_their_sent_marks() -
     assert sorted(ids[0] for ids, _ in marked.marked) == list(range(50, 100))
     clock.advance(SENT_MARK_DELAY * 0.75)
     assert marked.marked[-1] == ([1000], T0 + SENT_MARK_DELAY / 2) and len(marked.marked) == 51
-    assert len(marks) == 0 and len(clock.armed) == 2  # for the first pushes, then for the late one
+    assert len(marks) == 0 and len(clock.arms) == 2  # for the first pushes, then for the late one
 
 
 async def test_a_sweep_that_fires_a_little_early_marks_what_is_due() -> None:
     """A timer may fire a little before its time: the push due then is marked by that sweep
     (not put back, due at once, for ever)."""
-    clock, marked = Clock(), Marked()
+    clock, marked = ArmingClock(T0), Marked()
     marks = SentMarks(clock, marked)
     s = session(4, marks)
     s.offer([item(1)])
