@@ -1,16 +1,14 @@
 """The garbage collector, tuned for tetherd's load.
 
-A reconnect storm allocates millions of short-lived objects; with CPython's default
-thresholds the full collections it triggers stop the event loop for up to 0.4 s each
-(measured with ``bench/ reconnect``). So everything alive after start-up is frozen out of
-the collector's scans, and collections run less often (:func:`tune`).
-
-But a closed connection leaves a reference cycle behind (websockets' protocol object,
-its reader, the ``EOFError`` and the frames of its traceback) that only a full
-collection frees, and with those thresholds one practically never runs: the soak
-benchmark's tetherd kept ~3.5 KiB per closed session. :func:`collect_closed` runs a full
-collection once a minute when connections closed since the last one; a quiet daemon
-collects nothing.
+A reconnect storm allocates millions of short-lived objects, and with CPython's default
+thresholds the full collections it triggers stop the event loop: so everything alive after
+start-up is frozen out of the collector's scans, and collections run less often
+(:func:`tune`). But a closed connection leaves a reference cycle behind (websockets'
+protocol object, its reader, the ``EOFError`` and the frames of its traceback) that only a
+full collection frees, and with those thresholds one practically never runs:
+:func:`collect_closed` runs a full collection once a minute when connections closed since
+the last one; a quiet daemon collects nothing. (The measurements: docs/performance.md,
+the soak and the reconnect storm.)
 """
 
 from __future__ import annotations

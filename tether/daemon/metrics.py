@@ -57,9 +57,8 @@ class Stats:
 
 
 TASKS_EVERY = 1.0
-"""Seconds a count of the live asyncio tasks is reused for: counting walks every task (about
-30,000 with 10,000 agents online, some 10 ms), and a scrape must not cost in proportion to
-the fleet (the benchmarks scrape every 50 ms)."""
+"""Seconds a count of the live asyncio tasks is reused for: counting walks every task, and a
+scrape must not cost in proportion to the fleet (docs/performance.md)."""
 
 
 class Readings(Protocol):
