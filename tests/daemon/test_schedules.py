@@ -158,3 +158,9 @@ def test_missed_between_stops_counting_at_the_bound(monkeypatch: pytest.MonkeyPa
     assert missed_between(every(10), ANCHOR, ANCHOR + 10 * 366 * 86400) == MAX_MISSED_COUNTED
     monkeypatch.setattr(schedules, "MAX_MISSED_COUNTED", 50)  # counting cron firings one by one is slower
     assert missed_between(cron("* * * * *"), ANCHOR, ANCHOR + 86400) == 50
+
+
+def test_missed_cron_firings_are_counted_with_one_iterator() -> None:
+    every_minute = Timing(every=None, cron="* * * * *", timezone="UTC", anchor=0.0)
+    due = 1_800_000_000.0 - 1_800_000_000.0 % 60
+    assert missed_between(every_minute, due, due + 30 * 86_400) == 30 * 1440 + 1

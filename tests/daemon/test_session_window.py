@@ -4,10 +4,16 @@ frees no room, so the window is never overrun."""
 from __future__ import annotations
 
 from clocks import ArmingClock
+from sessions_data import online
+from store_data import NOW
 
+from tether.daemon.clock import SystemClock
 from tether.daemon.effects import PushItem
 from tether.daemon.metrics import Stats
+from tether.daemon.operations import Operations
 from tether.daemon.session import MAX_CONTROL_BACKLOG, SENT_MARK_DELAY, AgentSession, SentMarks
+from tether.daemon.store.sqlite import SQLiteStore
+from tether.protocol import pack
 from tether.protocol.codec import MSGPACK, error_frame
 from tether.protocol.errors import ErrorCode, ProtocolError
 
@@ -127,3 +133,13 @@ async def test_a_delivery_ended_while_the_rest_of_the_queue_is_read_is_not_pushe
     s.offer_loaded([item(3), item(4)])
     assert sorted(s.queued_ids) == [2, 3] and s.ended_while_loading is None
     assert [i.delivery_id for i in s._take()] == [2, 3]
+
+
+async def test_a_delivery_ended_while_the_session_reads_its_queue_is_not_pushed(store: SQLiteStore) -> None:
+    session = online(Operations(store, SystemClock()).push, "a")
+    listed = [PushItem(d, d, "a", "echo", pack({}), 1, NOW + 60) for d in (1, 2)]
+    session.cancel(1, "expired")  # committed meanwhile; the listing read before it
+    session.offer_loaded(listed)
+    assert sorted(session.queued_ids) == [2]
+    session.cancel(2, "cancelled")  # later, the usual way: withdrawn from the queue
+    assert session.queued_ids == set() and session.ended_while_loading is None

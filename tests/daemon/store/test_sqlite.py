@@ -7,9 +7,10 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from store_data import NOW, enrolled, task
+from store_data import NOW, created, enrolled, task
 
 from tether.daemon.store import StoreError
 from tether.daemon.store.schema import MIGRATIONS
@@ -17,6 +18,7 @@ from tether.daemon.store.sqlite import SQLiteStore
 from tether.daemon.store.sqlite_runs import ack_sql
 from tether.daemon.store.sqlite_tasks import ACTIVE
 from tether.daemon.store.writer import Tx
+from tether.protocol import ErrorCode
 
 
 def schema() -> sqlite3.Connection:
@@ -119,3 +121,21 @@ def test_the_selector_tasks_query_can_use_its_partial_index() -> None:
     assert "tasks_selecting" in db.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()[0][3]
     with pytest.raises(sqlite3.OperationalError, match="no query solution"):  # what IN would have given
         db.execute(f"EXPLAIN QUERY PLAN {sql.replace(f'= {ACTIVE}', f'IN ({ACTIVE})')}")
+
+
+async def test_a_number_too_large_for_sqlite_neither_kills_the_writer_nor_its_group(sqlite_store: SQLiteStore) -> None:
+    store = sqlite_store
+    a = await enrolled(store, "a")
+    _, (item,) = await created(store.create_task(task("agent", a), NOW))
+    huge = await store.acknowledge(a, [(2**63, 1), (item.delivery_id, 1)], NOW)
+    assert [(r.delivery_id, r.code) for r in huge.refused] == [(2**63, ErrorCode.UNKNOWN_DELIVERY)]
+    assert huge.settled == [(item.delivery_id, 1)]
+
+    def broken(tx: Any) -> None:
+        raise OverflowError("Python int too large to convert to SQLite INTEGER")
+
+    outcomes = await asyncio.gather(store._submit(broken), store.create_task(task("agent", a), NOW),
+                                    return_exceptions=True)
+    assert "the operation failed" in str(outcomes[0])
+    assert not isinstance(outcomes[1], BaseException)  # its neighbour in the group committed
+    await store.flush()  # and the writer still answers

@@ -367,3 +367,15 @@ async def test_a_run_may_start_further_sequences_each_a_task_of_its_own(store: S
     assert sorted(t for t, _ in timers(out, Timer.EXPIRE_ONE)) == sorted([second.task_id, third.task_id])
     cancelled = await store.cancel(task_id=task_id, now=T1 + 5)
     assert sorted(c.delivery_id for c in cancelled.changes) == sorted([d, second.delivery_id, third.delivery_id])
+
+
+async def test_a_run_that_asks_for_more_after_the_ttl_is_looked_at_at_once(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a")
+    _, (item,) = await created(store.create_task(task("agent", a, ttl=60), NOW))
+    d = item.delivery_id
+    await store.acknowledge(a, [(d, 1)], NOW)
+    plan = WaitPlan(command="poll", args=pack({}), interval=3600.0, timeout=7200.0)
+    out = await store.record_results(a, [result(d, None, plan=plan)], NOW + 70)
+    assert timers(out, Timer.POLL) == [(d, NOW + 60)]  # the ttl, not the hour: the next run could never be delivered
+    ended = await store.poll_due(d, NOW + 70)
+    assert [(c.old, c.new) for c in ended.changes] == [("waiting", "expired")]
