@@ -117,7 +117,7 @@ class _Execution:
         self.task: asyncio.Task[None] | None = None
 
 
-class _Outcome:
+class _Ended:
     """How a run ended, waiting for its finish to be committed (the next journal step)."""
 
     __slots__ = ("blob", "claimed", "result")
@@ -171,7 +171,7 @@ class Runner:
         """One per claimed run until its handler returns; owned (awaited) by :meth:`stop`."""
         self._running: dict[int, _Execution] = {}
         """Claimed runs whose handler has not returned, by delivery id: the busy slots."""
-        self._ended: list[_Outcome] = []
+        self._ended: list[_Ended] = []
         """Runs whose handler returned: their finish goes into the next journal step."""
         self._writes: list[JournalWrite] = []
         """The client's journal writes for the next step (:meth:`write`)."""
@@ -404,7 +404,7 @@ class Runner:
         return intakes
 
     def _step_one_by_one(
-        self, ended: list[_Outcome], take: list[tuple[int, int, int]]
+        self, ended: list[_Ended], take: list[tuple[int, int, int]]
     ) -> tuple[list[bool | None], list[Claimed | None]]:
         """The shared transaction failed (rolled back): each finish and claim in its own, so
         only the run the journal cannot take is lost (``None``). Such a finish stays
@@ -546,10 +546,10 @@ class Runner:
             started_at=claimed.started_at, finished_at=self._clock(), schedule=schedule,
             sequels=[Sequel(schedule=s, output=o) for o, s in more or ()],
         )
-        self._ended.append(_Outcome(claimed, result))
+        self._ended.append(_Ended(claimed, result))
         self._schedule_step()
 
-    def _sent(self, outcome: _Outcome, kept: bool) -> None:
+    def _sent(self, outcome: _Ended, kept: bool) -> None:
         """The finish is committed (``kept``) or was refused (cancelled meanwhile)."""
         claimed, result = outcome.claimed, outcome.result
         if not kept:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from ..protocol.frames import MAX_IDS
+from ..protocol.frames import DEFAULT_WINDOW, MAX_IDS
 
 
 class ConfigError(Exception):
@@ -27,9 +27,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """HOST:PORT for agents, consoles and the HTTP endpoints (/healthz, /metrics). Port 0 picks one."""
     data_dir: str = "./tether-data"
     """Holds tether.sqlite (the whole state) and tetherd.toml."""
-    window: int = 32
-    """Unacknowledged deliveries kept in flight per agent session. 32 by measurement: the
-    drain benchmark gives ~11,800/s at 10 and ~13,400/s at 32, and more buys little."""
+    window: int = DEFAULT_WINDOW
+    """Unacknowledged deliveries kept in flight per agent session (32 by measurement:
+    docs/performance.md, "window 32")."""
     handshake_timeout: float = 10.0
     """Seconds a new connection has to complete the WebSocket handshake and send hello."""
     max_frame_bytes: int = 1_048_576

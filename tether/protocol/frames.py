@@ -50,6 +50,11 @@ MAX_BATCH_FRAMES = 1024
 """Frames in one ``batch``: agents send at most 64, tetherd at most its window's worth."""
 MAX_IDS = 4096
 """Delivery ids (and runs) in one ``ack`` or ``committed``; tetherd's ``window`` is at most this."""
+
+
+DEFAULT_WINDOW = 32
+"""tetherd's ``window`` unless configured: deliveries pushed and not yet acknowledged per
+session (enough for a fast agent never to wait on an ack round trip; docs/performance.md)."""
 MAX_HOLDING = 65_536
 """Delivery ids in a ``hello``'s ``holding``; an agent holding more names the first ones."""
 MAX_NAMES = 1024
@@ -145,7 +150,7 @@ class Welcome(Frame, tag="welcome"):
     agent_id: str | None = None
     """The agent's id; another than the hello's when an admin merged that agent into this
     one (``tetherctl agent merge``): the agent keeps this id from then on."""
-    window: int = 10
+    window: int = DEFAULT_WINDOW
     """How many deliveries the daemon keeps unacknowledged in flight to this agent."""
     features: list[str] = []
     """Of the features the hello announced, those the daemon speaks too: both sides may use them."""
