@@ -46,7 +46,7 @@ async def tagged_key(url: str, token: str, tags: Sequence[str]) -> str:
 async def queue_tasks(url: str, token: str, params: Sequence[dict[str, Any]]) -> list[Any]:
     """``task.create`` every params dict, spread over a few console sessions with up to
     ``REQUESTS_IN_FLIGHT`` concurrent calls each; the results in the same order. The first
-    refused request raises :class:`RequestError` (a benchmark's setup must not half-succeed)."""
+    refused request raises :class:`~tether.protocol.errors.RequestRefused` (a benchmark's setup must not half-succeed)."""
     chunks = [list(itertools.islice(params, i, None, CONSOLE_SESSIONS)) for i in range(CONSOLE_SESSIONS)]
 
     async def session(chunk: list[dict[str, Any]]) -> list[Any]:

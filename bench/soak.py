@@ -53,7 +53,7 @@ from typing import Any
 
 import psutil
 
-from tether.console import ConsoleClient, ConsoleError
+from tether.console import ConsoleClient, ConsoleError, DaemonError
 
 from .churn import Churn
 from .fleet import Fleet
@@ -122,7 +122,7 @@ async def _producer(url: str, token: str, agent_ids: list[str], tags: list[str],
             t = time.monotonic()
             try:
                 created = await console.call("task.create", params)
-            except ConsoleError as exc:
+            except (ConsoleError, DaemonError) as exc:
                 errors[type(exc).__name__] += 1
                 if len(samples) < 5:
                     samples.append(f"{kind}: {exc}")

@@ -30,9 +30,8 @@ NOT_STATES = {
     # a timer wheel entry, in its repr: still to fire, or fired or cancelled
     ("tether/daemon/wheel.py", "pending"),
     ("tether/daemon/wheel.py", "done"),
-    # the name tetherctl gives a WebSocket close code that the error registry does not hold
-    ("tether/console/client.py", "closed"),
-    ("tether/protocol/errors.py", "closed"),  # (code_name's, for both clients)
+    # the name both clients give a WebSocket close code that the error registry does not hold
+    ("tether/protocol/errors.py", "closed"),  # (code_name's)
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from tether.console import CannotConnect, ConsoleClient, SessionClosed
+from tether.console import CannotConnect, ConsoleClient, SessionClosed, exit_code
 from tether.console.cli import main, run
 from tether.console.render import (
     fmt_time,
@@ -467,7 +467,7 @@ async def test_client_session_error_during_a_call(fake: FakeDaemon) -> None:
     async with ConsoleClient(fake.url, TOKEN) as client:
         with pytest.raises(SessionClosed) as caught:
             await client.call("agents.list")
-    assert (caught.value.code, caught.value.exit_code) == (4020, 3)
+    assert (caught.value.code, exit_code(caught.value)) == (4020, 3)
 
 
 async def test_frames_of_a_newer_protocol_are_skipped(fake: FakeDaemon) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness import BIN, AgentProc, Tetherd, wait_until
 
-from tether.console import ConsoleClient, RequestError
+from tether.console import ConsoleClient, RequestRefused
 from tether.daemon.session import FIRST_PAGE
 
 
@@ -317,7 +317,7 @@ async def test_console_client_serves_concurrent_calls_on_one_session(
             return_exceptions=True,
         )
         *tasks, missing = created
-        assert isinstance(missing, RequestError) and missing.code == 1302
+        assert isinstance(missing, RequestRefused) and missing.code == 1302
         ids = [t["task_id"] for t in tasks]
         assert sorted(ids) == list(range(1, 51))
         listed = await console.call("task.list", {"agent": a.agent_id})

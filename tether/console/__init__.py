@@ -6,6 +6,9 @@ Like the agent, the console needs only the standard library, msgspec, websockets
 :mod:`tether.protocol` (never the daemon extra).
 """
 
-from .client import CannotConnect, ConsoleClient, ConsoleError, DaemonError, RequestError, SessionClosed
+from tether.protocol.errors import DaemonError, RequestRefused, SessionClosed
 
-__all__ = ["CannotConnect", "ConsoleClient", "ConsoleError", "DaemonError", "RequestError", "SessionClosed"]
+from .client import CannotConnect, ConsoleClient, ConsoleError, RequestError, exit_code
+
+__all__ = ["CannotConnect", "ConsoleClient", "ConsoleError", "DaemonError", "RequestError", "RequestRefused",
+           "SessionClosed", "exit_code"]

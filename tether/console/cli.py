@@ -32,9 +32,10 @@ import msgspec
 
 from tether.protocol import ErrorCode, ProtocolError
 from tether.protocol.endpoints import url_problem
+from tether.protocol.errors import DaemonError, SessionClosed
 from tether.protocol.frames import Event
 
-from .client import DEFAULT_URL, EXIT_INPUT, EXIT_OK, ConsoleClient, ConsoleError, SessionClosed
+from .client import DEFAULT_URL, EXIT_INPUT, EXIT_OK, ConsoleClient, ConsoleError, exit_code
 from .parser import build_parser
 from .plan import plan
 from .render import json_text, progress_line, visible, visible_lines
@@ -104,12 +105,12 @@ async def run(
     except ProtocolError as exc:  # refused locally, before anything was sent
         print(f"error: {exc.code.slug} ({int(exc.code)}): {visible(exc.message)}", file=stderr)
         return EXIT_INPUT
-    except ConsoleError as exc:
+    except (ConsoleError, DaemonError) as exc:
         hint = ""
         if isinstance(exc, SessionClosed) and exc.code == ErrorCode.UNAUTHORIZED and not token:
             hint = " (no token given: pass --token or set TETHER_TOKEN)"
         print(f"error: {visible(exc)}{hint}", file=stderr)
-        return exc.exit_code
+        return exit_code(exc)
     except msgspec.ValidationError as exc:
         print(f"error: the daemon's answer has an unexpected shape ({exc}); try --json", file=stderr)
         return EXIT_INPUT

@@ -1,8 +1,15 @@
-"""The console side of the protocol: :class:`ConsoleClient` and the errors it raises.
+"""The console side of the protocol: :class:`ConsoleClient`, and what it raises.
 
 Used by tetherctl, the benchmarks and the tests. Like tetherctl it needs only the standard
-library, msgspec, websockets and :mod:`tether.protocol`. Each error carries the exit code
-tetherctl turns it into.
+library, msgspec, websockets and :mod:`tether.protocol`. The session's rules (the hello,
+what the first answer means, what a close means) are :mod:`tether.protocol.session`'s; this
+module moves messages and hands each answer to the call waiting for it.
+
+What the daemon refuses is :mod:`tether.protocol.errors`' (the types the agent raises too):
+:class:`~tether.protocol.errors.SessionClosed` (the hello refused, or the session ended) and
+:class:`~tether.protocol.errors.RequestRefused` (one request refused; ``RequestError`` is its
+older name). A failure on this side is a :class:`ConsoleError` (:class:`CannotConnect`: the
+daemon could not be reached). :func:`exit_code` says which exit code tetherctl turns each into.
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from tether.protocol import JSON, PROTOCOL_VERSION, ErrorCode, ProtocolError, decode_from_daemon
+from tether.protocol import JSON, ErrorCode, ProtocolError
 from tether.protocol.endpoints import connect_failure
-from tether.protocol.frames import Error, Event, Frame, Hello, Request, Response, Welcome
+from tether.protocol.errors import DaemonError, RequestRefused, SessionClosed, is_session_error
+from tether.protocol.frames import Error, Event, Frame, Request, Response, Welcome
+from tether.protocol.session import ClientSession, console_hello
 
 DEFAULT_URL = "ws://127.0.0.1:8765"
 OPEN_TIMEOUT = 10.0
@@ -48,26 +57,17 @@ class CannotConnect(ConsoleError):
         super().__init__(f"cannot connect to {url}: {reason}")
 
 
-class DaemonError(ConsoleError):
-    """An ``error`` frame, or a close code, from the daemon."""
-
-    def __init__(self, code: int, name: str, message: str) -> None:
-        super().__init__(f"{name} ({code}): {message}")
-        self.code = code
-        self.name = name
-        self.message = message
+RequestError = RequestRefused
+"""The name :class:`~tether.protocol.errors.RequestRefused` had here before the console and
+the agent shared one exception tree."""
 
 
-class RequestError(DaemonError):
-    """The daemon refused the request (1xxx); the input was wrong."""
-
-    exit_code = EXIT_INPUT
-
-
-class SessionClosed(DaemonError):
-    """The daemon refused the handshake or ended the session (4xxx or a WebSocket close)."""
-
-    exit_code = EXIT_CONNECT
+def exit_code(exc: ConsoleError | DaemonError) -> int:
+    """The exit code tetherctl turns a failure into: the session refused or ended is a
+    connection failure (3), a refused request was wrong input (2)."""
+    if isinstance(exc, ConsoleError):
+        return exc.exit_code
+    return EXIT_CONNECT if isinstance(exc, SessionClosed) else EXIT_INPUT
 
 
 def client_context(url: str, ca_file: str | None) -> ssl.SSLContext | None:
@@ -95,20 +95,17 @@ def _connect_failure(exc: BaseException, url: str) -> str:
     return connect_failure(exc, url)
 
 
-def _error_from_frame(frame: Error) -> DaemonError:
-    kind = SessionClosed if frame.code >= 4000 else RequestError
-    return kind(frame.code, frame.name, frame.message)
+def _refusal(frame: Error) -> DaemonError:
+    """An ``error`` frame as what a call raises: a session error ends the session."""
+    kind = SessionClosed if is_session_error(frame.code) else RequestRefused
+    return kind(frame.code, frame.name, frame.message, retry_after=frame.retry_after)
 
 
-def _error_from_close(exc: ConnectionClosed, url: str) -> SessionClosed:
+def _closed(session: ClientSession, exc: ConnectionClosed) -> SessionClosed:
+    """What the end of the connection meant (the close frame received, if any)."""
     if exc.rcvd is None:
-        return SessionClosed(1006, "connection_lost", f"the connection to {url} was lost")
-    code, reason = exc.rcvd.code, exc.rcvd.reason
-    try:
-        name = ErrorCode(code).slug
-    except ValueError:
-        name = "closed"
-    return SessionClosed(code, name, reason or "the daemon closed the session")
+        return session.closed(None)
+    return session.closed(exc.rcvd.code, exc.rcvd.reason)
 
 
 # -- the client ----------------------------------------------------------------------------
@@ -118,9 +115,10 @@ class ConsoleClient:
     """One console session: ``async with ConsoleClient(url, token) as c: await c.call(...)``.
 
     Entering opens the WebSocket and completes the ``hello``/``welcome`` handshake within
-    ``open_timeout`` seconds, or raises :class:`CannotConnect` / :class:`SessionClosed`.
-    :meth:`call` returns the result or raises :class:`RequestError` (1xxx) or
-    :class:`SessionClosed`. Calls may run concurrently on one session: one reader task,
+    ``open_timeout`` seconds, or raises :class:`CannotConnect` /
+    :class:`~tether.protocol.errors.SessionClosed`. :meth:`call` returns the result or
+    raises :class:`~tether.protocol.errors.RequestRefused` (1xxx) or
+    :class:`~tether.protocol.errors.SessionClosed`. Calls may run concurrently on one session: one reader task,
     owned by the client and ended by :meth:`close`, hands each answer to its caller by id.
     """
 
@@ -137,6 +135,7 @@ class ConsoleClient:
         self._pending: dict[int, tuple[asyncio.Future[Any], Callable[[Event], None] | None]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._ended: DaemonError | None = None
+        self._session: ClientSession | None = None
 
     async def __aenter__(self) -> ConsoleClient:
         context = client_context(self.url, self.ca_file)
@@ -145,24 +144,25 @@ class ConsoleClient:
             self._ws = await connect(self.url, open_timeout=self.open_timeout, max_size=None, ssl=context)
         except (OSError, TimeoutError, WebSocketException) as exc:
             raise CannotConnect(self.url, _connect_failure(exc, self.url)) from None
+        session = self._session = ClientSession(console_hello(self.token), JSON)
         try:
             async with asyncio.timeout(self.open_timeout):
-                await self._send(Hello(role="console", version=PROTOCOL_VERSION, token=self.token))
-                frame = await self._recv()
+                await self._send_message(session.opening())
+                try:
+                    data = await self._ws.recv()
+                except ConnectionClosed as exc:
+                    raise _closed(session, exc) from None
+                [welcome] = session.receive(data)  # a refusal, or no answer: SessionClosed
         except TimeoutError:
             await self._ws.close()
             raise CannotConnect(self.url, f"no welcome within {self.open_timeout:g} s") from None
         except BaseException:
             await self._ws.close()
             raise
-        if isinstance(frame, Welcome):
-            self.welcome = frame
-            self._reader = asyncio.get_running_loop().create_task(self._read_answers(), name="console-reader")
-            return self
-        await self._ws.close()
-        if isinstance(frame, Error):
-            raise SessionClosed(frame.code, frame.name, frame.message)
-        raise SessionClosed(int(ErrorCode.BAD_HELLO), "unexpected_frame", f"expected welcome, got {type(frame).__name__}")
+        assert isinstance(welcome, Welcome)
+        self.welcome = welcome
+        self._reader = asyncio.get_running_loop().create_task(self._read_answers(), name="console-reader")
+        return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -200,27 +200,41 @@ class ConsoleClient:
 
     async def _read_answers(self) -> None:
         """Hand every answer to the call waiting for it, until the session ends."""
+        assert self._ws is not None and self._session is not None
+        ws, session = self._ws, self._session
         try:
             while True:
-                frame = await self._recv()
-                if isinstance(frame, Error) and (frame.code >= 4000 or frame.ref not in self._pending):
-                    self._end(_error_from_frame(frame))  # about the session, not one request
-                    continue
-                rid = frame.ref if isinstance(frame, Error) else getattr(frame, "id", None)
-                if rid not in self._pending:
-                    continue
-                fut, on_event = self._pending[rid]
-                if isinstance(frame, Event):
-                    if on_event is not None:
-                        on_event(frame)
-                elif fut.done():
-                    continue
-                elif isinstance(frame, Response):
-                    fut.set_result(frame.result)
-                elif isinstance(frame, Error):
-                    fut.set_exception(_error_from_frame(frame))
-        except DaemonError as exc:
+                try:
+                    data = await ws.recv()
+                except ConnectionClosed as exc:
+                    self._end(_closed(session, exc))
+                    return
+                for frame in session.receive(data):
+                    self._answer(frame)
+        except SessionClosed as exc:
             self._end(exc)
+
+    def _answer(self, frame: Frame | ProtocolError) -> None:
+        if isinstance(frame, ProtocolError):
+            if frame.code is ErrorCode.UNKNOWN_FRAME:
+                return  # a newer daemon's frame type: never reuses a tag, safe to skip
+            raise SessionClosed(int(frame.code), frame.code.slug, f"the daemon sent {frame.message}")
+        if isinstance(frame, Error) and (is_session_error(frame.code) or frame.ref not in self._pending):
+            self._end(_refusal(frame))  # about the session, not one request
+            return
+        rid = frame.ref if isinstance(frame, Error) else getattr(frame, "id", None)
+        if rid not in self._pending:
+            return
+        fut, on_event = self._pending[rid]
+        if isinstance(frame, Event):
+            if on_event is not None:
+                on_event(frame)
+        elif fut.done():
+            return
+        elif isinstance(frame, Response):
+            fut.set_result(frame.result)
+        elif isinstance(frame, Error):
+            fut.set_exception(_refusal(frame))
 
     def _end(self, error: DaemonError) -> None:
         """Fail every waiting call (and later ones, if the session is over) with ``error``."""
@@ -231,22 +245,11 @@ class ConsoleClient:
                 fut.set_exception(error)
 
     async def _send(self, frame: Frame) -> None:
-        assert self._ws is not None
-        try:
-            await self._ws.send(JSON.encode(frame), text=True)
-        except ConnectionClosed as exc:
-            raise _error_from_close(exc, self.url) from None
+        await self._send_message(JSON.encode(frame))
 
-    async def _recv(self) -> Frame:
-        assert self._ws is not None
-        while True:
-            try:
-                data = await self._ws.recv()
-            except ConnectionClosed as exc:
-                raise _error_from_close(exc, self.url) from None
-            try:
-                return decode_from_daemon(data)
-            except ProtocolError as exc:
-                if exc.code is ErrorCode.UNKNOWN_FRAME:
-                    continue  # a newer daemon's frame type: never reuses a tag, safe to skip
-                raise SessionClosed(int(exc.code), exc.code.slug, f"the daemon sent {exc.message}") from None
+    async def _send_message(self, message: bytes) -> None:
+        assert self._ws is not None and self._session is not None
+        try:
+            await self._ws.send(message, text=True)
+        except ConnectionClosed as exc:
+            raise _closed(self._session, exc) from None
