@@ -21,6 +21,8 @@ from tether.protocol.frames import (
     FEATURES,
     MAX_BATCH_FRAMES,
     MAX_HOLDING,
+    MAX_IDS,
+    MAX_MESSAGE_WEIGHT,
     PROTOCOL_VERSION,
     Ack,
     Batch,
@@ -30,6 +32,7 @@ from tether.protocol.frames import (
     Enrolled,
     Error,
     Hello,
+    Progress,
     Request,
     Task,
     Welcome,
@@ -38,14 +41,18 @@ from tether.protocol.session import (
     AGENT_FATAL,
     AgentWindow,
     ClientSession,
+    Inbox,
     State,
     agent_hello,
     batches,
+    committed,
     console_hello,
     enroll_request,
     handshake_timeout,
+    holding,
     open_session,
     peer_codec,
+    refusal,
     unexpected,
     welcome,
 )
@@ -318,6 +325,74 @@ def test_what_each_role_may_not_send() -> None:
     stray = unexpected("console", Ack(delivery_ids=[1]))
     assert (stray.code, stray.message) == (ErrorCode.UNEXPECTED_FRAME,
                                            "unexpected ack frame: a console session sends req frames")
+
+
+def test_the_daemon_reads_the_runs_a_hello_holds() -> None:
+    assert holding(hello([(1, 1), (2, 3)])) == {(1, 1), (2, 3)}
+    assert holding(hello()) == set()
+
+
+def test_committed_names_at_most_max_ids_runs_a_frame() -> None:
+    refs = [(i, 1) for i in range(MAX_IDS)] + [(MAX_IDS, 2)]
+    first, second = committed(refs)
+    assert (len(first.delivery_ids), first.runs) == (MAX_IDS, [])  # every run 1: runs left out
+    assert (second.delivery_ids, second.runs) == ([MAX_IDS], [2])
+    assert committed([]) == []
+
+
+def test_a_refusal_is_the_error_then_the_close_with_its_code() -> None:
+    frame, code, reason = refusal(ProtocolError(ErrorCode.TOO_MANY_SESSIONS, "shed"), retry_after=10.0)
+    assert (frame.code, frame.name, frame.message, frame.retry_after) == (4029, "too_many_sessions", "shed", 10.0)
+    assert (code, reason) == (4029, "too_many_sessions")
+
+
+def read(inbox: Inbox, data: bytes | str) -> tuple[int, list[object], int, Error | None]:
+    upfront = inbox.receive(data)
+    frames = inbox.frames()
+    return upfront, frames, inbox.charge, inbox.error
+
+
+def test_an_agents_message_is_one_frame_or_a_batch_charged_before_it_is_decoded() -> None:
+    inbox = Inbox("agent", MSGPACK)
+    ack = Ack(delivery_ids=[1, 2, 3])
+    assert read(inbox, MSGPACK.encode(ack)) == (0, [ack], 4, None)  # a frame and its three ids
+    progress = Progress(delivery_id=1)
+    bad = MSGPACK.encode(Task(delivery_id=1, task_id=1, command="x"))  # not a frame an agent sends
+    upfront, frames, charge, answer = read(inbox, encode_batch(MSGPACK, [MSGPACK.encode(ack), bad,
+                                                                         MSGPACK.encode(progress)]))
+    assert upfront == 3 and answer is None
+    assert frames[0] == ack and isinstance(frames[1], ProtocolError) and frames[2] == progress
+    assert charge == 3  # the ids; the frames were charged before
+    # The frames are acted on by type; what an agent may not send is answered with `unexpected`.
+    assert unexpected("agent", Cancel(delivery_id=1)).code is ErrorCode.UNEXPECTED_FRAME
+
+
+def test_an_agents_message_refused_whole() -> None:
+    inbox = Inbox("agent", MSGPACK)
+    upfront, frames, charge, answer = read(inbox, b"\xc1")
+    assert (upfront, frames, charge) == (0, [], 1) and answer is not None
+    assert answer.name == "malformed_frame" and answer.message.startswith("malformed MessagePack frame")
+    ids = [MSGPACK.encode(Ack(delivery_ids=list(range(MAX_IDS)))) for _ in range(MAX_MESSAGE_WEIGHT // MAX_IDS)]
+    upfront, frames, charge, answer = read(inbox, encode_batch(MSGPACK, ids))
+    weight = MAX_MESSAGE_WEIGHT + len(ids)
+    assert (upfront, frames, charge) == (len(ids), [], weight - len(ids)) and answer is not None
+    assert (answer.code, answer.message) == (
+        ErrorCode.INVALID_FRAME, f"a message may carry at most {MAX_MESSAGE_WEIGHT} frames and delivery ids "
+                                 f"together, not {weight}; send them in several messages")
+    ack = Ack(delivery_ids=[1])
+    assert read(inbox, MSGPACK.encode(ack)) == (0, [ack], 2, None)  # the next message is read afresh
+
+
+def test_a_console_sends_requests_one_a_message() -> None:
+    inbox = Inbox("console", JSON)
+    request = Request(id=1, method="task.list")
+    assert read(inbox, JSON.encode(request).decode()) == (0, [request], 1, None)
+    batched = encode_batch(JSON, [JSON.encode(request)]).decode()
+    upfront, frames, charge, answer = read(inbox, batched)  # a batch is not for consoles: not even unpacked
+    assert (upfront, frames, charge) == (0, [], 1) and answer is not None
+    assert answer.message == "unexpected batch frame: a console session sends req frames"
+    upfront, frames, charge, answer = read(inbox, "{")
+    assert (frames, charge) == ([], 1) and answer is not None and answer.name == "malformed_frame"
 
 
 # -- the exception tree ----------------------------------------------------------------------

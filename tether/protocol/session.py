@@ -41,15 +41,27 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from .codec import JSON, MSGPACK, Codec, decode_first, decode_from_daemon, unbatch
+from .codec import (
+    JSON,
+    MSGPACK,
+    Codec,
+    decode_first,
+    decode_from_daemon,
+    decode_to_daemon,
+    error_frame,
+    unbatch,
+)
 from .errors import ErrorCode, ProtocolError, RemoteProtocolError, SessionClosed, code_name, is_session_error
 from .frames import (
     FEATURES,
     MAX_BATCH_FRAMES,
     MAX_HOLDING,
+    MAX_IDS,
+    MAX_MESSAGE_WEIGHT,
     PROTOCOL_VERSION,
     Ack,
     Batch,
+    Committed,
     Enroll,
     Enrolled,
     Error,
@@ -59,6 +71,9 @@ from .frames import (
     Request,
     Result,
     Welcome,
+    chunked,
+    message_weight,
+    run_refs,
     split_refs,
 )
 
@@ -356,3 +371,100 @@ def unexpected(role: Role, frame: Frame) -> RemoteProtocolError:
         return RemoteProtocolError(ErrorCode.UNEXPECTED_FRAME, f"unexpected {tag} frame in an agent session")
     return RemoteProtocolError(ErrorCode.UNEXPECTED_FRAME,
                                f"unexpected {tag} frame: a console session sends req frames")
+
+
+def holding(hello: Hello) -> set[tuple[int, int]]:
+    """The runs (``(delivery_id, run)``) an agent's hello says it holds: never pushed again
+    in that session."""
+    return set(run_refs(hello.holding, hello.holding_runs))
+
+
+def committed(refs: list[tuple[int, int]]) -> list[Committed]:
+    """The ``committed`` frames that name these runs, in order, at most
+    :data:`~.frames.MAX_IDS` each (none for no runs)."""
+    frames = []
+    for chunk in chunked(refs, MAX_IDS):
+        ids, runs = split_refs(chunk)
+        frames.append(Committed(delivery_ids=ids, runs=runs))
+    return frames
+
+
+def refusal(error: ProtocolError, retry_after: float | None = None) -> tuple[Error, int, str]:
+    """How the daemon ends a session over a session error: the ``error`` frame that says
+    why (and when to come back), then the close whose code is the error's and whose reason
+    is its name."""
+    return error_frame(error, retry_after), int(error.code), error.code.slug
+
+
+class Inbox:
+    """The daemon's reading of an open session's messages, one at a time: each message's
+    frames, what they cost the session's frame budget, and the answer to a message refused
+    whole.
+
+    :meth:`receive` reads a message and says how many frames to charge before they are
+    decoded (a batch's: a session over its budget waits before its batch is decoded);
+    :meth:`frames` then gives the frames to act on, and sets :attr:`charge` (the frames to
+    charge once they are acted on) and :attr:`error`. A message is refused whole (no frames,
+    :attr:`error` to answer it, one bad frame) when it does not decode, when it carries more
+    than :data:`~.frames.MAX_MESSAGE_WEIGHT` frames and delivery ids together
+    (:func:`~.frames.message_weight`), or, in a console session, when it is not a ``req``.
+    In an agent session each frame that is not one of :data:`AGENT_REPORTS` is answered
+    with :func:`unexpected` where it is dispatched (a type test per frame is made there
+    anyway).
+    """
+
+    __slots__ = ("_binary", "_frame", "charge", "error", "role")
+
+    def __init__(self, role: Role, codec: Codec) -> None:
+        self.role = role
+        self._binary = codec.binary
+        self._frame: Frame | None = None
+        self.charge = 0
+        """Frames of the last message to charge once it is acted on (besides those charged before)."""
+        self.error: Error | None = None
+        """The answer to the last message when it is refused whole; None: act on its frames."""
+
+    def receive(self, data: bytes | str) -> int:
+        """Read one message; the frames to charge before :meth:`frames` decodes them (a
+        batch's, in an agent session), else 0."""
+        try:
+            frame = decode_to_daemon(data)
+        except ProtocolError as exc:
+            self._frame = None
+            self.error = error_frame(exc)
+            return 0
+        self._frame = frame
+        if type(frame) is Batch and self.role == "agent":
+            return len(frame.frames)
+        return 0
+
+    def frames(self) -> list[Frame | ProtocolError]:
+        """The frames of the message last received, in order: a batch's unpacked, each that
+        does not decode (or that a batch may not carry) its :class:`~.errors.ProtocolError`
+        in its place; none when the message is refused whole (:attr:`error`)."""
+        frame, self._frame = self._frame, None
+        if frame is None:  # it did not decode
+            self.charge = 1
+            return []
+        if self.role == "console":
+            self.charge = 1
+            if type(frame) is Request:
+                self.error = None
+                return [frame]
+            self.error = error_frame(unexpected("console", frame))
+            return []
+        if type(frame) is Batch:
+            upfront = len(frame.frames)
+            frames = unbatch(frame, self._binary, to_daemon=True)
+        else:
+            upfront = 0
+            frames = [frame]
+        weight = message_weight(frames)
+        self.charge = weight - upfront
+        if weight > MAX_MESSAGE_WEIGHT:
+            self.error = error_frame(ProtocolError(ErrorCode.INVALID_FRAME, (
+                f"a message may carry at most {MAX_MESSAGE_WEIGHT} frames and delivery ids together, not "
+                f"{weight}; send them in several messages")))
+            return []
+        self.error = None
+        return frames
