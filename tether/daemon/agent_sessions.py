@@ -16,23 +16,11 @@ from collections.abc import Sequence
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from ..protocol.codec import Codec, decode_to_daemon, error_frame, unbatch
+from ..protocol.codec import Codec
 from ..protocol.errors import ErrorCode, ProtocolError
-from ..protocol.frames import (
-    FEATURES,
-    MAX_MESSAGE_WEIGHT,
-    PROTOCOL_VERSION,
-    Batch,
-    Cancel,
-    Enroll,
-    Enrolled,
-    Frame,
-    Hello,
-    Welcome,
-    message_weight,
-    run_refs,
-)
+from ..protocol.frames import Cancel, Enroll, Enrolled, Frame, Hello
 from ..protocol.lifecycle import cancel_reason
+from ..protocol.session import Inbox, granted, holding, welcome
 from ..protocol.tags import check_tags
 from .config import Config
 from .effects import PushItem
@@ -94,10 +82,8 @@ class AgentSessions:
         if self.config.bind_client_certificates:
             await self._check_certificate(ws, agent_id, auth.certificate)
         self.throttle.succeeded(remote_host(ws))
-        features = [f for f in hello.features if f in FEATURES]
-        session = AgentSession(ws, codec, agent_id, secrets.token_hex(8), self.config.window,
-                               set(run_refs(hello.holding, hello.holding_runs)), push.marks, operations.stats,
-                               batch="batch" in features)
+        session = AgentSession(ws, codec, agent_id, secrets.token_hex(8), self.config.window, holding(hello),
+                               push.marks, operations.stats, batch="batch" in granted(hello.features))
         old = push.register(session)
         # Checked in the same step as the registration: a revocation (removal, merge) that
         # committed while this login read the token either closed the sessions registered
@@ -117,11 +103,9 @@ class AgentSessions:
         operations.stats.sessions_total["agent"] += 1
         try:
             operations.hello(agent_id, hello.hostname, hello.platform, hello.commands, hello.agent_version)
-            await send_frame(ws, codec, Welcome(
-                version=PROTOCOL_VERSION, role="agent", session_id=session.session_id,
-                server_time=operations.clock.time(), agent_id=agent_id, window=self.config.window,
-                features=features,
-            ))
+            await send_frame(ws, codec, welcome(hello, session_id=session.session_id,
+                                                server_time=operations.clock.time(), agent_id=agent_id,
+                                                window=self.config.window))
             # Registered before reading, so nothing created meanwhile is missed; offer() dedups.
             # A long queue is read in two: the first page, pushed at once, then the rest.
             first = await store.pending_for_agent(agent_id, limit=self.first_page)
@@ -182,28 +166,15 @@ class AgentSessions:
         async def tell(frame: Frame) -> None:
             session.send_control(frame)
 
+        inbox = Inbox("agent", codec)
         async for message in ws:
             stats.frames_in += 1
-            try:
-                frame = decode_to_daemon(message)
-            except ProtocolError as exc:
-                session.tell(error_frame(exc))
-                await pacing.pace(ws, budget, 1, 1, tell)
-                continue
-            charged = 0
-            if isinstance(frame, Batch):
-                # Its frames are charged before they are decoded: over budget, it waits first.
-                charged = len(frame.frames)
-                await pacing.pace(ws, budget, charged, 0, tell)
-                frames: list[Frame | ProtocolError] = unbatch(frame, codec.binary, to_daemon=True)
-            else:
-                frames = [frame]
-            weight = message_weight(frames)
-            if weight > MAX_MESSAGE_WEIGHT:
-                session.tell(error_frame(ProtocolError(ErrorCode.INVALID_FRAME, (
-                    f"a message may carry at most {MAX_MESSAGE_WEIGHT} frames and delivery ids together, not "
-                    f"{weight}; send them in several messages"))))
-                await pacing.pace(ws, budget, weight - charged, 1, tell)
+            if upfront := inbox.receive(message):  # a batch: over budget, it waits before it is decoded
+                await pacing.pace(ws, budget, upfront, 0, tell)
+            frames = inbox.frames()
+            if inbox.error is not None:
+                session.tell(inbox.error)
+                await pacing.pace(ws, budget, inbox.charge, 1, tell)
                 continue
             reports: Sequence[Report] = frames
             large = len(message) > INLINE_CHECK_BYTES
@@ -217,6 +188,6 @@ class AgentSessions:
             if large:
                 # Freeing a large message's values costs as much as building them: now, and
                 # then a yield, rather than at the next message, after its own decoding.
-                del frame, frames, reports
+                del frames, reports
                 await asyncio.sleep(0)
-            await pacing.pace(ws, budget, weight - charged, bad, tell)
+            await pacing.pace(ws, budget, inbox.charge, bad, tell)

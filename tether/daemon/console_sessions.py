@@ -17,9 +17,10 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from ..protocol.codec import Codec, decode_to_daemon, error_frame
+from ..protocol.codec import Codec, error_frame
 from ..protocol.errors import ErrorCode, ProtocolError
-from ..protocol.frames import PROTOCOL_VERSION, Event, Frame, Hello, Request, Response, Welcome
+from ..protocol.frames import Event, Frame, Hello, Request, Response
+from ..protocol.session import Inbox, welcome
 from .config import Config
 from .limits import CredentialThrottle
 from .operations import STORAGE_RETRY_AFTER, Operations
@@ -65,10 +66,8 @@ class ConsoleSessions:
         self.throttle.succeeded(remote_host(ws))
         mine = (ws, codec)
         self.by_token.setdefault(token_id, set()).add(mine)
-        await send_frame(ws, codec, Welcome(
-            version=PROTOCOL_VERSION, role="console", session_id=secrets.token_hex(8),
-            server_time=operations.clock.time(),
-        ))
+        await send_frame(ws, codec, welcome(hello, session_id=secrets.token_hex(8),
+                                            server_time=operations.clock.time()))
         stats.sessions_total["console"] += 1
         self.open += 1
         send_lock = asyncio.Lock()
@@ -80,6 +79,7 @@ class ConsoleSessions:
 
         requests: set[asyncio.Task[None]] = set()
         budget = pacing.budget()
+        inbox = Inbox("console", codec)
         slots = asyncio.Semaphore(self.config.max_requests_in_flight)
 
         def done(task: asyncio.Task[None]) -> None:
@@ -91,19 +91,15 @@ class ConsoleSessions:
                 try:
                     async for message in ws:
                         stats.frames_in += 1
-                        try:
-                            frame = decode_to_daemon(message)
-                        except ProtocolError as exc:
-                            await send(error_frame(exc))
-                            await pacing.pace(ws, budget, 1, 1, send)
+                        inbox.receive(message)
+                        frames = inbox.frames()
+                        if inbox.error is not None:
+                            await send(inbox.error)
+                            await pacing.pace(ws, budget, inbox.charge, 1, send)
                             continue
-                        if not isinstance(frame, Request):
-                            await send(error_frame(ProtocolError(
-                                ErrorCode.UNEXPECTED_FRAME,
-                                f"unexpected {type(frame).__name__.lower()} frame: a console session sends req frames")))
-                            await pacing.pace(ws, budget, 1, 1, send)
-                            continue
-                        await pacing.pace(ws, budget, 1, 0, send)
+                        [frame] = frames
+                        assert isinstance(frame, Request)
+                        await pacing.pace(ws, budget, inbox.charge, 0, send)
                         await slots.acquire()  # at most max_requests_in_flight unanswered
                         task = tg.create_task(self._answer(
                             frame, send, role, large=len(message) > INLINE_CHECK_BYTES))

@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from ..protocol.codec import Codec, error_frame
 from ..protocol.errors import ErrorCode, ProtocolError
 from ..protocol.frames import Frame
+from ..protocol.session import refusal
 from .clock import Clock
 from .config import Config
 from .limits import FrameBudget
@@ -60,9 +61,10 @@ async def refuse(ws: ServerConnection, codec: Codec, error: ProtocolError, retry
     (a failed login: the throttle logs those, once per address and minute)."""
     (log.debug if quiet else log.info)("event=session_refused code=%d name=%s remote=%s message=%r",
                                        error.code, error.code.slug, remote(ws), error.message)
+    frame, code, reason = refusal(error, retry_after)
     with contextlib.suppress(ConnectionClosed):
-        await send_frame(ws, codec, error_frame(error, retry_after))
-        await ws.close(int(error.code), error.code.slug)
+        await send_frame(ws, codec, frame)
+        await ws.close(code, reason)
 
 
 async def store_failed(ws: ServerConnection, codec: Codec, exc: StoreError, context: str = "") -> None:

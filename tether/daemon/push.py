@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from ..protocol.errors import ErrorCode, ProtocolError
 from ..protocol.lifecycle import CancelReason
+from ..protocol.session import refusal
 from .clock import Clock
 from .effects import PushItem
 from .metrics import Stats
@@ -75,6 +76,6 @@ class Push:
         if reconnect:
             session.end(1012, reason[:120])
         else:
-            session.end(int(ErrorCode.UNAUTHORIZED), ErrorCode.UNAUTHORIZED.slug,
-                        ProtocolError(ErrorCode.UNAUTHORIZED, reason))
+            error, code, name = refusal(ProtocolError(ErrorCode.UNAUTHORIZED, reason))
+            session.end(code, name, error)
         return 1

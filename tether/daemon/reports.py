@@ -23,9 +23,10 @@ import msgspec
 
 from ..protocol.codec import MSGPACK, Codec, error_frame, pack, to_msgpack
 from ..protocol.errors import ErrorCode, ProtocolError
-from ..protocol.frames import Ack, Frame, Progress, Request, Result, Schedule, run_refs
+from ..protocol.frames import Ack, Frame, Progress, Result, Schedule, run_refs
 from ..protocol.lifecycle import WaitPlan
 from ..protocol.polling import InvalidSchedule, plan_next_run
+from ..protocol.session import unexpected
 from ..protocol.values import output_problem, value_problem
 from .effects import Ref
 from .operations import Operations
@@ -136,14 +137,9 @@ def submit_reports(session: AgentSession, codec: Codec, reports: Sequence[Report
         elif isinstance(frame, Progress):
             text = frame.message if frame.percent is None else f"{frame.percent:.0f}% {frame.message}"
             progress.append(((frame.delivery_id, frame.run), text.strip(), frame.percent is None and not frame.message))
-        elif isinstance(frame, Request):
+        else:  # not an agent's report: the session core says how it is answered
             bad += 1
-            session.tell(error_frame(ProtocolError(
-                ErrorCode.FORBIDDEN, "agents cannot send console requests", ref=frame.id)))
-        else:
-            bad += 1
-            session.tell(error_frame(ProtocolError(
-                ErrorCode.UNEXPECTED_FRAME, f"unexpected {type(frame).__name__.lower()} frame in an agent session")))
+            session.tell(error_frame(unexpected("agent", frame)))
     now = operations.clock.time()
     finished = {(r.delivery_id, r.run) for r in results}
     acked: dict[int, float] = {}

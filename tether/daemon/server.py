@@ -28,12 +28,10 @@ from websockets.http11 import Response as HTTPResponse
 from websockets.typing import Origin
 
 from .. import __version__
-from ..protocol.codec import JSON, MSGPACK, Codec, decode_first
+from ..protocol.codec import MSGPACK, Codec
 from ..protocol.errors import ErrorCode, ProtocolError
-from ..protocol.frames import (
-    PROTOCOL_VERSION,
-    Enroll,
-)
+from ..protocol.frames import Enroll
+from ..protocol.session import handshake_timeout, open_session, peer_codec
 from .agent_sessions import AgentSessions
 from .config import Config, exempt_networks
 from .console_sessions import ConsoleSessions
@@ -258,28 +256,20 @@ class Daemon:
                 async with asyncio.timeout(self.config.handshake_timeout):
                     first = await ws.recv()
             except TimeoutError:
-                raise SessionEnd(ProtocolError(
-                    ErrorCode.HANDSHAKE_TIMEOUT,
-                    f"no hello within {self.config.handshake_timeout:g} s of connecting",
-                )) from None
-            codec = MSGPACK if isinstance(first, bytes) else JSON
+                raise SessionEnd(handshake_timeout(self.config.handshake_timeout)) from None
+            codec = peer_codec(first)
             self.stats.frames_in += 1
             try:
-                frame = decode_first(first)
+                opening = open_session(first)
             except ProtocolError as exc:
-                raise SessionEnd(ProtocolError(
-                    ErrorCode.BAD_HELLO, f"first frame must be hello or enroll: {exc.message}")) from None
-            if frame.version != PROTOCOL_VERSION:
-                raise SessionEnd(ProtocolError(
-                    ErrorCode.UNSUPPORTED_VERSION,
-                    f"protocol version {frame.version} is not supported (this tetherd speaks {PROTOCOL_VERSION})",
-                ))
-            kind = "enroll_key" if isinstance(frame, Enroll) else f"{frame.role}_token"
+                raise SessionEnd(exc) from None
+            kind = opening.credential
             if (wait := self.throttle.wait(remote_host(ws), self.clock.monotonic())) > 0:
                 self.stats.logins_throttled += 1
                 raise SessionEnd(ProtocolError(ErrorCode.LOGIN_THROTTLED, (
                     f"too many failed logins and enrollments from {remote_host(ws)}; this one was not looked at: "
                     f"retry in {math.ceil(wait)} s")), retry_after=math.ceil(wait * 1000) / 1000)
+            frame = opening.frame
             if isinstance(frame, Enroll):
                 await self.agents.enroll(ws, codec, frame)
             elif frame.role == "agent":

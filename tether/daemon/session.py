@@ -21,9 +21,9 @@ from collections.abc import Callable
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from ..protocol.codec import Codec, encode_batch, error_frame, from_msgpack
-from ..protocol.errors import ProtocolError
-from ..protocol.frames import MAX_BATCH_FRAMES, MAX_IDS, Cancel, Committed, Frame, Task, chunked, split_refs
+from ..protocol.codec import Codec, encode_batch, from_msgpack
+from ..protocol.frames import Cancel, Error, Frame, Task
+from ..protocol.session import batches, committed
 from .clock import Clock, Handle
 from .effects import PushItem, Ref
 from .metrics import Stats
@@ -106,20 +106,6 @@ PUSH_BATCH_BYTES = 256 * 1024
 a message of its own): far below what agents take in one message (4 MiB by default)."""
 
 
-def batches(blobs: list[bytes]) -> list[list[bytes]]:
-    """Encoded frames in order, as batches of at most :data:`MAX_BATCH_FRAMES` frames and
-    :data:`PUSH_BATCH_BYTES` bytes (one larger frame alone)."""
-    out: list[list[bytes]] = []
-    size = 0
-    for blob in blobs:
-        if not out or len(out[-1]) >= MAX_BATCH_FRAMES or size + len(blob) > PUSH_BATCH_BYTES:
-            out.append([])
-            size = 0
-        out[-1].append(blob)
-        size += len(blob)
-    return out
-
-
 async def send_frame(ws: ServerConnection, codec: Codec, frame: Frame) -> None:
     await ws.send(codec.encode(frame), text=not codec.binary)
 
@@ -165,10 +151,10 @@ class AgentSession:
         self.control: collections.deque[Frame] = collections.deque()
         self.committed: list[Ref] = []
         self.wake = asyncio.Event()
-        self.ending: tuple[int, str, ProtocolError | None] | None = None
+        self.ending: tuple[int, str, Error | None] | None = None
         """Set by :meth:`end`: the close code, reason and error to end the session with."""
 
-    def end(self, code: int, reason: str, error: ProtocolError | None = None) -> None:
+    def end(self, code: int, reason: str, error: Error | None = None) -> None:
         """End the session: push no more deliveries, write the control frames queued before
         (the cancels of a removed agent's deliveries), then ``error`` if given, and close with
         ``code``. A peer that does not read is cut off after :data:`END_GRACE` seconds."""
@@ -331,14 +317,13 @@ class AgentSession:
             if self.ending is not None:
                 code, reason, error = self.ending
                 if error is not None:
-                    await send_frame(ws, codec, error_frame(error))
+                    await send_frame(ws, codec, error)
                 await ws.close(code, reason)
                 return
             if self.committed:
                 refs, self.committed = self.committed, []
-                for chunk in chunked(refs, MAX_IDS):  # a frame names at most MAX_IDS
-                    ids, runs = split_refs(chunk)
-                    await send_frame(ws, codec, Committed(delivery_ids=ids, runs=runs))
+                for frame in committed(refs):
+                    await send_frame(ws, codec, frame)
                     stats.frames_out += 1
             batch = self._take()
             if not batch:
@@ -353,7 +338,7 @@ class AgentSession:
                 for item in batch
             ]
             if self.batch and len(blobs) > 1:
-                for chunk in batches(blobs):
+                for chunk in batches(blobs, PUSH_BATCH_BYTES):
                     await ws.send(encode_batch(codec, chunk) if len(chunk) > 1 else chunk[0], text=not codec.binary)
             else:
                 for blob in blobs:

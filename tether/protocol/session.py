@@ -9,9 +9,16 @@ console sessions) only move messages between a connection and them, and time the
 ``agent`` or ``console``) or an ``enroll``; the daemon decides the session from it
 (:func:`open_session`): anything else, or another protocol version, ends the connection
 with a session error. The daemon's first answer is ``welcome`` to a hello (the session is
-open), ``enrolled`` to an enroll (the enrollment is over), or an ``error`` followed by a
-close whose code is the error's; :class:`ClientSession` turns each into the session's state
-or a :class:`~.errors.SessionClosed`, and anything else into a failed opening.
+open, :func:`welcome`), ``enrolled`` to an enroll (the enrollment is over), or an ``error``
+followed by a close whose code is the error's (:func:`refusal`, as every session the daemon
+ends over a session error); :class:`ClientSession` turns each into the session's state or a
+:class:`~.errors.SessionClosed`, and anything else into a failed opening.
+
+**Messages** (the daemon's :class:`Inbox`). Once open, an agent sends its reports
+(:data:`AGENT_REPORTS`), a console one ``req`` a message; anything else is answered with
+:func:`unexpected`. A message carries at most :data:`~.frames.MAX_MESSAGE_WEIGHT` frames and
+delivery ids together, and a batch's frames are charged to the session's frame budget
+before they are decoded.
 
 **Features.** A peer uses an optional part of the protocol (:data:`~.frames.FEATURES`) only
 if both announced it: the hello announces, the welcome grants those of them the daemon
@@ -20,13 +27,14 @@ speaks too (:func:`granted`).
 **Batches.** A ``batch`` carries at most :data:`~.frames.MAX_BATCH_FRAMES` frames, never a
 batch, hello or enroll (:func:`~.codec.unbatch`: a frame that breaks that, or that does not
 decode, is its own error in its place, and the others are applied in order).
-:func:`batches` packs encoded frames into messages under a size a receiver takes.
+:func:`batches` packs encoded frames into messages under a size a receiver takes; a
+``committed`` names at most :data:`~.frames.MAX_IDS` runs (:func:`committed`).
 
 **Window.** The daemon keeps at most the welcome's ``window`` deliveries pushed and not yet
 acknowledged; an agent does not journal (nor acknowledge) a push past it
 (:class:`AgentWindow`). **Holding**: the hello names the runs the agent holds (journaled,
 running, or a result not yet committed), at most :data:`~.frames.MAX_HOLDING`; the daemon
-never pushes those again in that session. **Committed**: a result stays in the agent's
+never pushes those again in that session (:func:`holding`). **Committed**: a result stays in the agent's
 outbox until a ``committed`` names its run; then the agent may forget it. A result the
 daemon refuses for good (:data:`REFUSED_RESULT_CODES`) may be forgotten too.
 
