@@ -27,16 +27,12 @@ from typing import Any
 
 import msgspec
 
-from tether.protocol import actions, codec, console, errors, frames
+from tether.protocol import actions, codec, console, errors, frames, methods
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "docs" / "protocol.md"
 REGENERATE = "python scripts/gen_protocol_docs.py"
 REF = "#/$defs/{name}"
-
-RESULTS = console.RESULTS
-EVENTS = console.EVENTS
-
 
 
 # -- docstrings ----------------------------------------------------------------------------
@@ -252,24 +248,27 @@ def frame_sections() -> list[str]:
 
 
 def console_sections() -> list[str]:
+    """The methods as :mod:`tether.protocol.methods` declares them, in its order."""
     docs = attribute_docs(console)
     out = [
         "## Console methods",
         "",
         rst_to_md(console.__doc__ or ""),
         "",
-        "Params objects reject unknown keys (1201).",
+        "Params objects reject unknown keys (1201). A token may call the methods of its role and of",
+        f"the roles before it ({', '.join(f'`{r}`' for r in console.ROLES)}); anything else is refused with 1403.",
         "",
-        "| method | params | result |",
-        "|---|---|---|",
+        "| method | params | result | least role | what it does |",
+        "|---|---|---|---|---|",
     ]
-    for method, params in console.METHODS.items():
-        result = RESULTS[method]
-        result_name = "not specified" if result is None else f"`{_name(result)}`"
-        out.append(f"| [`{method}`](#{method.replace('.', '')}) | `{params.__name__}` | {result_name} |")
-    out += ["| [`action`](#action) | a LimaCharlie action object | the translated method's |", ""]
-    for method, params in console.METHODS.items():
-        out += [f"### `{method}`", ""]
+    for m in methods.METHODS.values():
+        out.append(f"| [`{m.name}`](#{m.name.replace('.', '')}) | `{m.params.__name__}` | `{_name(m.result)}` "
+                   f"| `{m.role}` | {one_line(m.summary)} |")
+    out += ["| [`action`](#action) | a LimaCharlie action object | the translated method's "
+            "| the translated method's | A LimaCharlie action, run as the method it translates to. |", ""]
+    for m in methods.METHODS.values():
+        params = m.params
+        out += [f"### `{m.name}`", "", f"{one_line(m.summary)} Least role: `{m.role}`.", ""]
         if params.__doc__:
             out += [rst_to_md(params.__doc__), ""]
         fields = msgspec.structs.fields(params)
@@ -279,13 +278,8 @@ def console_sections() -> list[str]:
                        f"| {one_line(docs.get((params.__name__, f.name)))} |")
         _, defs = components([params])
         out += ["", "Params schema:", "", *schema_block(defs[params.__name__])]
-        result = RESULTS[method]
-        if result is None:
-            out += ["Result: not specified by `tether.protocol.console`.", ""]
-        else:
-            out += [f"Result: `{_name(result)}`.", "", *schema_block(msgspec.json.schema(result))]
-        if method in EVENTS:
-            topic, data = EVENTS[method]
+        out += [f"Result: `{_name(m.result)}`.", "", *schema_block(msgspec.json.schema(m.result))]
+        for topic, data in m.events:
             out += [f"Before its response, the daemon may send `event` frames for this request, "
                     f"with topic `{topic}` and a `{_name(data)}` as `data`:", "",
                     *schema_block(msgspec.json.schema(data))]

@@ -35,8 +35,9 @@ from tether.daemon.store.sqlite import SQLiteStore
 from tether.protocol import JSON, MSGPACK, ErrorCode, ProtocolError, Response, decode_from_daemon
 from tether.protocol.actions import action_to_request
 from tether.protocol.cmdline import MAX_COMMAND_LINE
-from tether.protocol.console import METHODS, READ_METHODS, ROLES
+from tether.protocol.console import ROLES
 from tether.protocol.lifecycle import DeliveryState
+from tether.protocol.methods import METHODS
 from tether.protocol.values import MAX_DEPTH
 
 REQUEST_ERRORS = {code for code in ErrorCode if 1000 <= code < 2000} - {
@@ -244,7 +245,7 @@ def well_typed(method: str, known: Known) -> st.SearchStrategy[dict[str, Any]]:
     """Params of the right shape for ``method``: each field of its Struct present or not,
     with a value of its type: all ordinary (``sane``), some at the edge of what is
     accepted, or anything of the type at all (``wild``)."""
-    info = mi.type_info(METHODS[method])
+    info = mi.type_info(METHODS[method].params)
     assert isinstance(info, mi.StructType)
 
     def params(mode: str) -> st.SearchStrategy[dict[str, Any]]:
@@ -259,7 +260,7 @@ def well_typed(method: str, known: Known) -> st.SearchStrategy[dict[str, Any]]:
 
 
 def field_names(method: str) -> list[str]:
-    return [f.name for f in msgspec.structs.fields(METHODS[method])] if method in METHODS else []
+    return [f.name for f in msgspec.structs.fields(METHODS[method].params)] if method in METHODS else []
 
 
 def wrong_typed(method: str) -> st.SearchStrategy[Any]:
@@ -360,7 +361,7 @@ def call(world: World, method: str, params: Any, role: str) -> Outcome:
     elif not outcome.waiting:
         _encodes_for_every_console(outcome.result)
         if role == "viewer":
-            assert _translated(method, params) in READ_METHODS, f"a viewer's {method} was carried out"
+            assert METHODS[_translated(method, params)].role == "viewer", f"a viewer's {method} was carried out"
     return outcome
 
 

@@ -39,8 +39,8 @@ from tether.protocol import (
     decode_from_daemon,
 )
 from tether.protocol.codec import decode_to_daemon
-from tether.protocol.console import METHODS
 from tether.protocol.frames import Batch, Error, Event, Frame, Hello, Request, Response, Task, Welcome
+from tether.protocol.methods import METHODS
 
 SEED = int(os.environ.get("FUZZ_SEED", "20260601"))
 FRAMES = 300
@@ -233,7 +233,7 @@ class ConsoleFrames:
             if obj.get("action") == "task" and rng.random() < 0.5:
                 obj["task"] = "record --fuzzed 1"
             return obj
-        names = list(msgspec.structs.fields(METHODS[method])) if method in METHODS else []
+        names = list(msgspec.structs.fields(METHODS[method].params)) if method in METHODS else []
         params = {f.name: self.value_for(f.name) for f in names if rng.random() < 0.6}
         if rng.random() < 0.15:
             params[self.values.text()[:30]] = self.values.any()  # a key the method does not take

@@ -8,7 +8,7 @@ import pytest
 
 from tether.protocol import ErrorCode, ProtocolError
 from tether.protocol.actions import action_to_request
-from tether.protocol.console import parse_params
+from tether.protocol.methods import parse_params
 
 
 @pytest.mark.parametrize(

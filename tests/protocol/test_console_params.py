@@ -8,7 +8,7 @@ import pytest
 
 from tether.protocol import ErrorCode, ProtocolError
 from tether.protocol import console as rpc
-from tether.protocol.console import METHODS, parse_params
+from tether.protocol.methods import METHODS, check_role, parse_params
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,7 @@ def test_valid_params(method: str, params: dict[str, Any], expected: rpc.Params)
 
 def test_params_that_are_not_an_object_are_refused() -> None:
     with pytest.raises(ProtocolError, match="Expected `object`"):
-        rpc.parse_params("task.get", [1])  # type: ignore[arg-type]
+        parse_params("task.get", [1])  # type: ignore[arg-type]
 
 
 def test_defaults() -> None:
@@ -213,22 +213,34 @@ def test_task_list_unknown_state_names_the_known_ones() -> None:
     assert "unknown state 'finished'" in err.value.message and "cancelled" in err.value.message
 
 
+VIEWER_METHODS = {"agents.list", "task.list", "task.get", "task.wait", "schedule.list", "schedule.get"}
+ADMIN_METHODS = {"token.create", "token.list", "token.revoke", "key.create", "key.list", "key.revoke", "agent.revoke",
+                 "agent.approve", "agent.merge", "agent.rm"}
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_roles(method: str) -> None:
-    rpc.check_role("admin", method)
-    if method in rpc.ADMIN_METHODS:
+    check_role("admin", method)
+    if method in ADMIN_METHODS:
         for role in ("operator", "viewer"):
             with pytest.raises(ProtocolError) as err:
-                rpc.check_role(role, method)
+                check_role(role, method)
             assert err.value.code == ErrorCode.FORBIDDEN and "only an admin token" in err.value.message
         return
-    rpc.check_role("operator", method)
-    if method in rpc.READ_METHODS:
-        rpc.check_role("viewer", method)
+    check_role("operator", method)
+    if method in VIEWER_METHODS:
+        check_role("viewer", method)
     else:
         with pytest.raises(ProtocolError) as err:
-            rpc.check_role("viewer", method)
-        assert err.value.code == ErrorCode.FORBIDDEN and method in err.value.message
+            check_role("viewer", method)
+        assert err.value.code == ErrorCode.FORBIDDEN and err.value.message == (
+            f"a viewer token cannot call {method}; ask for an operator token")
+
+
+def test_a_role_no_token_has_may_call_nothing() -> None:
+    with pytest.raises(ProtocolError) as err:
+        check_role("root", "agents.list")
+    assert err.value.code == ErrorCode.FORBIDDEN
 
 
 def test_no_agent_yet_says_what_happens_to_a_task_nobody_matches_now() -> None:

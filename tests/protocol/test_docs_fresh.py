@@ -40,8 +40,8 @@ def test_generation_is_deterministic() -> None:
 
 def test_every_frame_method_and_error_code_is_documented() -> None:
     from tether.protocol import ErrorCode
-    from tether.protocol.console import METHODS
     from tether.protocol.frames import FROM_DAEMON, TO_DAEMON
+    from tether.protocol.methods import METHODS
 
     text = load_generator().render()
     for cls in (*TO_DAEMON, *FROM_DAEMON):

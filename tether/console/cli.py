@@ -34,12 +34,13 @@ from tether.protocol import ErrorCode, ProtocolError
 from tether.protocol.endpoints import url_problem
 from tether.protocol.errors import DaemonError, SessionClosed
 from tether.protocol.frames import Event
+from tether.protocol.methods import TASK_WAIT
 
 from .client import DEFAULT_URL, EXIT_INPUT, EXIT_OK, ConsoleClient, ConsoleError, exit_code
 from .parser import build_parser
 from .plan import plan
 from .render import json_text, progress_line, visible, visible_lines
-from .results import render_for, show_wait
+from .results import renders, show_wait
 
 
 def _print_raw(result: Any, out: TextIO) -> None:
@@ -89,19 +90,18 @@ async def run(
     # TETHER_CA is for the wss:// server it was set for; an explicit --ca must fit the URL.
     ca_file = args.ca or (env.get("TETHER_CA") if url.startswith("wss://") else None)
     try:
-        method, params = plan(args)
-        render = render_for(method, params)
+        request = plan(args)
 
         def on_event(event: Event) -> None:
             if not args.json:
                 print(progress_line(event), file=stderr, flush=True)
 
         async with ConsoleClient(url, token, ca_file=ca_file) as client:
-            result = await client.call(method, params, on_event=on_event)
+            result = await client.call(request.method, request.params, on_event=on_event)
         if args.json:
             _print_raw(result, stdout)
-            return show_wait(result, args) if method == "task.wait" else EXIT_OK
-        return render(result, args)
+            return show_wait(result, args) if request.answers is TASK_WAIT else EXIT_OK
+        return renders[request.answers](result, args)
     except ProtocolError as exc:  # refused locally, before anything was sent
         print(f"error: {exc.code.slug} ({int(exc.code)}): {visible(exc.message)}", file=stderr)
         return EXIT_INPUT

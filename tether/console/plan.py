@@ -1,21 +1,104 @@
 """What a parsed tetherctl command line sends: the method and its params, checked locally.
 
+Each command is bound to the methods it calls (the declarations of
+:mod:`tether.protocol.methods`, never a method name pieced together from the command line).
 Nothing is sent for input the daemon would refuse anyway: the params are checked by the
-same code the daemon checks them with (:func:`tether.protocol.console.parse_params`).
+same code the daemon checks them with (:func:`tether.protocol.methods.parse_params`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-from tether.protocol import console as rpc
 from tether.protocol import flags
 from tether.protocol.actions import action_to_request
 from tether.protocol.cmdline import parse_command_line
+from tether.protocol.methods import (
+    AGENT_APPROVE,
+    AGENT_MERGE,
+    AGENT_REVOKE,
+    AGENT_RM,
+    AGENTS_LIST,
+    KEY_CREATE,
+    KEY_LIST,
+    KEY_REVOKE,
+    SCHEDULE_ADD,
+    SCHEDULE_GET,
+    SCHEDULE_LIST,
+    SCHEDULE_PAUSE,
+    SCHEDULE_RESUME,
+    SCHEDULE_RM,
+    TAG_ADD,
+    TAG_RM,
+    TASK_CANCEL,
+    TASK_CREATE,
+    TASK_GET,
+    TASK_LIST,
+    TASK_WAIT,
+    TOKEN_CREATE,
+    TOKEN_LIST,
+    TOKEN_REVOKE,
+    Bindings,
+    Method,
+    find,
+    parse_params,
+)
 
 from .client import ConsoleError
+
+
+class Request(NamedTuple):
+    """What one tetherctl invocation sends, and whose result comes back."""
+
+    method: str
+    """The ``req`` frame's method: a method's name, or ``action`` for an action object."""
+    params: dict[str, Any]
+    answers: Method
+    """The method that answers: itself, or the one an action object is translated to."""
+
+
+Command = Callable[[argparse.Namespace], tuple[Method, dict[str, Any]]]
+"""A command's plan: the method it calls (one of those it is bound to) and its params."""
+
+plans: Bindings[Command] = Bindings("plan")
+"""The command that calls each method: ``plans[TASK_CREATE]`` (one per method, none missing:
+a test checks)."""
+
+COMMANDS: dict[str, Command] = {}
+"""Each tetherctl command but ``action``, by name: its plan."""
+
+
+def command(name: str, *methods: Method) -> Callable[[Command], Command]:
+    """Make the function the plan of the command ``name``, which calls ``methods``."""
+    def bind(function: Command) -> Command:
+        COMMANDS[name] = function
+        return plans(*methods)(function)
+
+    return bind
+
+
+def plan(args: argparse.Namespace) -> Request:
+    """The request a parsed command line sends, validated locally: nothing is sent for
+    input the daemon would refuse anyway."""
+    if args.cmd == "action":
+        text = args.stdin.read() if args.object == "-" else args.object
+        obj = _json_arg(text, "the action")
+        name, params = action_to_request(obj)
+        parse_params(name, params)  # what the daemon would refuse anyway
+        return Request("action", obj, find(name))
+    method, params = COMMANDS[args.cmd](args)
+    parse_params(method.name, params)
+    return Request(method.name, params, method)
+
+
+def _json_arg(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConsoleError(f"{what} is not valid JSON: {exc}") from None
 
 
 def _task_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -39,81 +122,112 @@ def _target(args: argparse.Namespace) -> dict[str, Any]:
     return target
 
 
-def _json_arg(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConsoleError(f"{what} is not valid JSON: {exc}") from None
+# -- agents and tags -------------------------------------------------------------------------
 
 
-def plan(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    """The request a parsed command line sends, validated locally: nothing is sent for
-    input the daemon would refuse anyway."""
-    cmd = args.cmd
-    params: dict[str, Any]
-    if cmd == "agents":
-        method, params = "agents.list", {"online": args.online}
-        if args.all:
-            params["all"] = True
-        if args.tag is not None:
-            params["tag"] = args.tag
-    elif cmd == "tag":
-        method, params = f"tag.{args.op}", {"agent_id": args.agent_id, "tag": args.tag}
-    elif cmd == "task":
-        method = "task.create"
-        params = {"command": args.command, "args": _task_args(args), **_target(args), "priority": args.priority}
-        if args.ttl is not None:
-            params["ttl"] = args.ttl
-        if args.show_polling_output:
-            params["show_polling_output"] = True
-        if args.context is not None:
-            params["investigation_id"] = args.context
-    elif cmd == "schedule" and args.op == "add":
-        method = "schedule.add"
-        params = {"name": args.name, "command": args.command, "args": _task_args(args), **_target(args),
-                  "priority": args.priority, "missed": args.missed, "timezone": args.tz}
-        params.update({"every": args.every} if args.every is not None else {"cron": args.cron})
-        if args.ttl is not None:
-            params["ttl"] = args.ttl
-        if args.show_polling_output:
-            params["show_polling_output"] = True
-    elif cmd == "schedule":
-        method = {"list": "schedule.list", "show": "schedule.get"}.get(args.op, f"schedule.{args.op}")
-        params = {} if args.op == "list" else {"name": args.name}
-    elif cmd in ("token", "key"):
-        method = f"{cmd}.{args.op}"
-        if args.op == "revoke":
-            params = {f"{cmd}_id": args.id}
-        elif args.op == "list":
-            params = {}
-        elif cmd == "token":
-            params = flags.token_params(args)
-        else:
-            params = flags.key_params(args)
-    elif cmd == "agent":
-        method, params = f"agent.{args.op}", {"agent_id": args.agent_id}
-    elif cmd == "tasks":
-        method, params = "task.list", _target(args)
-        if args.state is not None:
-            params["state"] = args.state
-        if args.limit is not None:
-            params["limit"] = args.limit
-    elif cmd == "show":
-        method, params = "task.get", {"task_id": args.task_id}
-        if args.history:
-            params["history"] = True
-    elif cmd == "wait":
-        method, params = "task.wait", {"task_id": args.task_id}
-        if args.timeout is not None:
-            params["timeout"] = args.timeout
-    elif cmd == "untask":
-        method, params = "task.cancel", _target(args)
-        if args.task_id is not None:
-            params["task_id"] = args.task_id
-    else:  # action
-        text = args.stdin.read() if args.object == "-" else args.object
-        obj = _json_arg(text, "the action")
-        rpc.parse_params(*action_to_request(obj))  # what the daemon would refuse anyway
-        return "action", obj
-    rpc.parse_params(method, params)
-    return method, params
+@command("agents", AGENTS_LIST)
+def _agents(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
+    params: dict[str, Any] = {"online": args.online}
+    if args.all:
+        params["all"] = True
+    if args.tag is not None:
+        params["tag"] = args.tag
+    return AGENTS_LIST, params
+
+
+@command("tag", TAG_ADD, TAG_RM)
+def _tag(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
+    return {"add": TAG_ADD, "rm": TAG_RM}[args.op], {"agent_id": args.agent_id, "tag": args.tag}
+
+
+@command("agent", AGENT_REVOKE, AGENT_RM, AGENT_APPROVE, AGENT_MERGE)
+def _agent(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
+    method = {"revoke": AGENT_REVOKE, "rm": AGENT_RM, "approve": AGENT_APPROVE, "merge": AGENT_MERGE}[args.op]
+    return method, {"agent_id": args.agent_id}
+
+
+# -- tasks -----------------------------------------------------------------------------------
+
+
+@command("task", TASK_CREATE)
+def _task(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
+    params = {"command": args.command, "args": _task_args(args), **_target(args), "priority": args.priority}
+    if args.ttl is not None:
+        params["ttl"] = args.ttl
+    if args.show_polling_output:
+        params["show_polling_output"] = True
+    if args.context is not None:
+        params["investigation_id"] = args.context
+    return TASK_CREATE, params
+
+
+@command("tasks", TASK_LIST)
+def _tasks(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
+    params = _target(args)
+    if args.state is not None:
+        params["state"] = args.state
+    if args.limit is not None:
+        params["limit"] = args.limit
+    return TASK_LIST, params
+
+
+@command("show", TASK_GET)
+def _show(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
+    params: dict[str, Any] = {"task_id": args.task_id}
+    if args.history:
+        params["history"] = True
+    return TASK_GET, params
+
+
+@command("wait", TASK_WAIT)
+def _wait(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
+    params: dict[str, Any] = {"task_id": args.task_id}
+    if args.timeout is not None:
+        params["timeout"] = args.timeout
+    return TASK_WAIT, params
+
+
+@command("untask", TASK_CANCEL)
+def _untask(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
+    params = _target(args)
+    if args.task_id is not None:
+        params["task_id"] = args.task_id
+    return TASK_CANCEL, params
+
+
+# -- recurring schedules ---------------------------------------------------------------------
+
+_SCHEDULE_BY_NAME = {"show": SCHEDULE_GET, "pause": SCHEDULE_PAUSE, "resume": SCHEDULE_RESUME, "rm": SCHEDULE_RM}
+
+
+@command("schedule", SCHEDULE_ADD, SCHEDULE_LIST, SCHEDULE_GET, SCHEDULE_PAUSE, SCHEDULE_RESUME, SCHEDULE_RM)
+def _schedule(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
+    if args.op == "list":
+        return SCHEDULE_LIST, {}
+    if args.op != "add":
+        return _SCHEDULE_BY_NAME[args.op], {"name": args.name}
+    params = {"name": args.name, "command": args.command, "args": _task_args(args), **_target(args),
+              "priority": args.priority, "missed": args.missed, "timezone": args.tz}
+    params.update({"every": args.every} if args.every is not None else {"cron": args.cron})
+    if args.ttl is not None:
+        params["ttl"] = args.ttl
+    if args.show_polling_output:
+        params["show_polling_output"] = True
+    return SCHEDULE_ADD, params
+
+
+# -- credentials -----------------------------------------------------------------------------
+
+
+@command("token", TOKEN_CREATE, TOKEN_LIST, TOKEN_REVOKE)
+def _token(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
+    if args.op == "create":
+        return TOKEN_CREATE, flags.token_params(args)
+    return (TOKEN_LIST, {}) if args.op == "list" else (TOKEN_REVOKE, {"token_id": args.id})
+
+
+@command("key", KEY_CREATE, KEY_LIST, KEY_REVOKE)
+def _key(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
+    if args.op == "create":
+        return KEY_CREATE, flags.key_params(args)
+    return (KEY_LIST, {}) if args.op == "list" else (KEY_REVOKE, {"key_id": args.id})

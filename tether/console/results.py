@@ -1,7 +1,9 @@
 """What tetherctl prints for each method's result (without ``--json``), and its exit code.
 
-Tables and task views are drawn by :mod:`.render`; a new secret is printed alone on stdout
-(for scripts) and what it is on stderr.
+Each renderer is bound to the method it shows (``@renders(TASK_CREATE)``, the declarations
+of :mod:`tether.protocol.methods`): one per method, none missing (a test checks). Tables
+and task views are drawn by :mod:`.render`; a new secret is printed alone on stdout (for
+scripts) and what it is on stderr.
 """
 
 from __future__ import annotations
@@ -13,8 +15,34 @@ from typing import Any
 import msgspec
 
 from tether.protocol import console as rpc
-from tether.protocol.actions import action_to_request
 from tether.protocol.lifecycle import DeliveryState
+from tether.protocol.methods import (
+    AGENT_APPROVE,
+    AGENT_MERGE,
+    AGENT_REVOKE,
+    AGENT_RM,
+    AGENTS_LIST,
+    KEY_CREATE,
+    KEY_LIST,
+    KEY_REVOKE,
+    SCHEDULE_ADD,
+    SCHEDULE_GET,
+    SCHEDULE_LIST,
+    SCHEDULE_PAUSE,
+    SCHEDULE_RESUME,
+    SCHEDULE_RM,
+    TAG_ADD,
+    TAG_RM,
+    TASK_CANCEL,
+    TASK_CREATE,
+    TASK_GET,
+    TASK_LIST,
+    TASK_WAIT,
+    TOKEN_CREATE,
+    TOKEN_LIST,
+    TOKEN_REVOKE,
+    Bindings,
+)
 
 from .client import EXIT_OK, EXIT_TIMEOUT
 from .render import (
@@ -32,20 +60,41 @@ from .render import (
 Render = Callable[[Any, argparse.Namespace], int]
 """Print a result for the parsed command line; return the exit code."""
 
+renders: Bindings[Render] = Bindings("renderer")
+"""Each method's renderer: ``renders[TASK_CREATE]``."""
 
-def _show(render: Callable[[Any], str]) -> Render:
-    def show(result: Any, args: argparse.Namespace) -> int:
-        print(render(result), file=args.stdout)
-        return EXIT_OK
 
-    return show
+def _print(text: str, args: argparse.Namespace) -> int:
+    print(text, file=args.stdout)
+    return EXIT_OK
 
 
 def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def _show_created(result: Any, args: argparse.Namespace) -> int:
+# -- agents and tags -------------------------------------------------------------------------
+
+
+@renders(AGENTS_LIST)
+def _agents(result: Any, args: argparse.Namespace) -> int:
+    return _print(render_agents(result), args)
+
+
+@renders(TAG_ADD, TAG_RM)
+def _tag(result: Any, args: argparse.Namespace) -> int:
+    done = "added to" if args.op == "add" else "removed from"
+    line = f"tag {args.tag!r} {done} agent {args.agent_id}"
+    if isinstance(result, dict) and isinstance(result.get("new_deliveries"), int):
+        line += f" ({_count(result['new_deliveries'], 'delivery', 'deliveries')} of tag tasks queued)"
+    return _print(line, args)
+
+
+# -- tasks -----------------------------------------------------------------------------------
+
+
+@renders(TASK_CREATE)
+def _created(result: Any, args: argparse.Namespace) -> int:
     created = msgspec.convert(result, rpc.TaskCreated)
     print(created.task_id, file=args.stdout)
     print(f"task {created.task_id}: {_count(created.deliveries, 'delivery', 'deliveries')} queued", file=args.stderr)
@@ -54,40 +103,20 @@ def _show_created(result: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _show_schedule_added(result: Any, args: argparse.Namespace) -> int:
-    print(render_schedule(result), file=args.stdout)
-    note = msgspec.convert(result, rpc.ScheduleView).note
-    if note:
-        print(f"note: {visible(note)}", file=args.stderr)
-    return EXIT_OK
+@renders(TASK_LIST)
+def _deliveries(result: Any, args: argparse.Namespace) -> int:
+    return _print(render_deliveries(result), args)
 
 
-def _show_cancelled(result: Any, args: argparse.Namespace) -> int:
-    cancelled = msgspec.convert(result, rpc.Cancelled)
-    line = f"cancelled {_count(cancelled.cancelled, 'delivery', 'deliveries')}"
-    tag, task_id = getattr(args, "tag", None), getattr(args, "task_id", None)
-    if getattr(args, "agent", None) is not None:
-        line += f" of agent {args.agent}"
-    elif tag is not None:
-        line += f" of agents tagged {tag!r} and of tasks aimed at it"
-    if cancelled.tasks:
-        what = f"task {task_id}" if task_id is not None and cancelled.tasks == 1 else \
-            _count(cancelled.tasks, "task", "tasks") + (f" aimed at tag {tag!r}" if tag is not None else "")
-        line += f"; closed {what} ({'it reaches' if cancelled.tasks == 1 else 'they reach'} no new agent)"
-    print(visible(line), file=args.stdout)
-    return EXIT_OK
+@renders(TASK_GET)
+def _task(result: Any, args: argparse.Namespace) -> int:
+    return _print(render_task(result, history=getattr(args, "history", False)), args)
 
 
-def _show_tag(result: Any, args: argparse.Namespace) -> int:
-    done = "added to" if args.op == "add" else "removed from"
-    line = f"tag {args.tag!r} {done} agent {args.agent_id}"
-    if isinstance(result, dict) and isinstance(result.get("new_deliveries"), int):
-        line += f" ({_count(result['new_deliveries'], 'delivery', 'deliveries')} of tag tasks queued)"
-    print(line, file=args.stdout)
-    return EXIT_OK
-
-
+@renders(TASK_WAIT)
 def show_wait(result: Any, args: argparse.Namespace) -> int:
+    """The task (not with ``--json``, which printed it raw), and ``wait``'s exit code: on a
+    timeout, what has not finished on stderr."""
     if not args.json:
         print(render_task(result), file=args.stdout)
     outcome = wait_outcome(result)
@@ -100,40 +129,105 @@ def show_wait(result: Any, args: argparse.Namespace) -> int:
     return outcome
 
 
-def _show_task(result: Any, args: argparse.Namespace) -> int:
-    print(render_task(result, history=getattr(args, "history", False)), file=args.stdout)
+@renders(TASK_CANCEL)
+def _cancelled(result: Any, args: argparse.Namespace) -> int:
+    cancelled = msgspec.convert(result, rpc.Cancelled)
+    line = f"cancelled {_count(cancelled.cancelled, 'delivery', 'deliveries')}"
+    tag, task_id = getattr(args, "tag", None), getattr(args, "task_id", None)
+    if getattr(args, "agent", None) is not None:
+        line += f" of agent {args.agent}"
+    elif tag is not None:
+        line += f" of agents tagged {tag!r} and of tasks aimed at it"
+    if cancelled.tasks:
+        what = f"task {task_id}" if task_id is not None and cancelled.tasks == 1 else \
+            _count(cancelled.tasks, "task", "tasks") + (f" aimed at tag {tag!r}" if tag is not None else "")
+        line += f"; closed {what} ({'it reaches' if cancelled.tasks == 1 else 'they reach'} no new agent)"
+    return _print(visible(line), args)
+
+
+# -- recurring schedules ---------------------------------------------------------------------
+
+
+@renders(SCHEDULE_ADD)
+def _schedule_added(result: Any, args: argparse.Namespace) -> int:
+    print(render_schedule(result), file=args.stdout)
+    note = msgspec.convert(result, rpc.ScheduleView).note
+    if note:
+        print(f"note: {visible(note)}", file=args.stderr)
     return EXIT_OK
 
 
-def _show_removed(result: Any, args: argparse.Namespace) -> int:
-    print(f"schedule {args.name!r} removed (the tasks it created stay)", file=args.stdout)
-    return EXIT_OK
+@renders(SCHEDULE_LIST)
+def _schedules(result: Any, args: argparse.Namespace) -> int:
+    return _print(render_schedules(result), args)
 
 
-def _show_secret(what: str, field: str) -> Render:
+@renders(SCHEDULE_GET, SCHEDULE_PAUSE, SCHEDULE_RESUME)
+def _schedule(result: Any, args: argparse.Namespace) -> int:
+    return _print(render_schedule(result), args)
+
+
+@renders(SCHEDULE_RM)
+def _schedule_removed(result: Any, args: argparse.Namespace) -> int:
+    return _print(f"schedule {args.name!r} removed (the tasks it created stay)", args)
+
+
+# -- credentials -----------------------------------------------------------------------------
+
+
+def _secret(result: Any, args: argparse.Namespace, what: str, field: str) -> int:
     """Print a new secret alone on stdout (for scripts), and what it is on stderr."""
-
-    def show(result: Any, args: argparse.Namespace) -> int:
-        print(result[field], file=args.stdout)
-        print(f"{what} {result[field + '_id']} created; it is shown only this once (tetherd keeps a SHA-256 "
-              "digest)", file=args.stderr)
-        return EXIT_OK
-
-    return show
+    print(result[field], file=args.stdout)
+    print(f"{what} {result[field + '_id']} created; it is shown only this once (tetherd keeps a SHA-256 "
+          "digest)", file=args.stderr)
+    return EXIT_OK
 
 
-def _show_revoked(result: Any, args: argparse.Namespace) -> int:
+@renders(TOKEN_CREATE)
+def _token_created(result: Any, args: argparse.Namespace) -> int:
+    return _secret(result, args, "admin token", "token")
+
+
+@renders(KEY_CREATE)
+def _key_created(result: Any, args: argparse.Namespace) -> int:
+    return _secret(result, args, "enrollment key", "key")
+
+
+@renders(TOKEN_LIST)
+def _tokens(result: Any, args: argparse.Namespace) -> int:
+    return _print(render_tokens(result), args)
+
+
+@renders(KEY_LIST)
+def _keys(result: Any, args: argparse.Namespace) -> int:
+    return _print(render_keys(result), args)
+
+
+def _revoked(result: Any, args: argparse.Namespace, what: str) -> int:
     revoked = msgspec.convert(result, rpc.Revoked)
-    what = {"token": f"admin token {getattr(args, 'id', '')}", "key": f"enrollment key {getattr(args, 'id', '')}",
-            "agent": f"agent {getattr(args, 'agent_id', '')}"}[args.cmd]
     line = f"{what} revoked" if revoked.revoked else f"{what} was already revoked"
     if revoked.sessions_closed:
         line += f"; {_count(revoked.sessions_closed, 'open session', 'open sessions')} closed"
-    print(line, file=args.stdout)
-    return EXIT_OK
+    return _print(line, args)
 
 
-def _show_resolved(result: Any, args: argparse.Namespace) -> int:
+@renders(TOKEN_REVOKE)
+def _token_revoked(result: Any, args: argparse.Namespace) -> int:
+    return _revoked(result, args, f"admin token {args.id}")
+
+
+@renders(KEY_REVOKE)
+def _key_revoked(result: Any, args: argparse.Namespace) -> int:
+    return _revoked(result, args, f"enrollment key {args.id}")
+
+
+@renders(AGENT_REVOKE)
+def _agent_revoked(result: Any, args: argparse.Namespace) -> int:
+    return _revoked(result, args, f"agent {args.agent_id}")
+
+
+@renders(AGENT_APPROVE, AGENT_MERGE, AGENT_RM)
+def _resolved(result: Any, args: argparse.Namespace) -> int:
     done = msgspec.convert(result, rpc.AgentResolved)
     line = {"approved": f"agent {done.agent_id} approved: an agent of its own, no longer a possible clone",
             "merged": f"agent {done.agent_id} merged into agent {done.into}: it has that id, tags and deliveries "
@@ -143,39 +237,4 @@ def _show_resolved(result: Any, args: argparse.Namespace) -> int:
         line += f"; {_count(done.cancelled, 'unfinished delivery', 'unfinished deliveries')} of its own cancelled"
     if done.sessions_closed:
         line += f"; {_count(done.sessions_closed, 'open session', 'open sessions')} closed"
-    print(line, file=args.stdout)
-    return EXIT_OK
-
-
-RENDER: dict[str, Render] = {
-    "agents.list": _show(render_agents),
-    "tag.add": _show_tag,
-    "tag.rm": _show_tag,
-    "task.create": _show_created,
-    "task.list": _show(render_deliveries),
-    "task.get": _show_task,
-    "task.wait": show_wait,
-    "task.cancel": _show_cancelled,
-    "schedule.add": _show_schedule_added,
-    "schedule.list": _show(render_schedules),
-    "schedule.get": _show(render_schedule),
-    "schedule.pause": _show(render_schedule),
-    "schedule.resume": _show(render_schedule),
-    "schedule.rm": _show_removed,
-    "token.create": _show_secret("admin token", "token"),
-    "token.list": _show(render_tokens),
-    "token.revoke": _show_revoked,
-    "key.create": _show_secret("enrollment key", "key"),
-    "key.list": _show(render_keys),
-    "key.revoke": _show_revoked,
-    "agent.revoke": _show_revoked,
-    "agent.approve": _show_resolved,
-    "agent.merge": _show_resolved,
-    "agent.rm": _show_resolved,
-}
-
-
-def render_for(method: str, params: dict[str, Any]) -> Render:
-    if method == "action":
-        method, _ = action_to_request(params)
-    return RENDER[method]
+    return _print(line, args)

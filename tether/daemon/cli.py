@@ -31,6 +31,7 @@ from .. import __version__
 from ..protocol import console as rpc
 from ..protocol import flags
 from ..protocol.errors import ProtocolError
+from ..protocol.methods import parse_params
 from . import config as config_mod
 from . import datadir, housekeeping
 from .config import Config, ConfigError
@@ -420,7 +421,7 @@ def _print_secret(view: Any, what: str, field: str, as_json: bool) -> None:
 def cmd_key_create(args: argparse.Namespace) -> int:
     """The same flags and checks as ``tetherctl key create`` (tether.protocol.flags), applied
     to the data directory directly."""
-    key = rpc.parse_params("key.create", flags.key_params(args))
+    key = parse_params("key.create", flags.key_params(args))
     assert isinstance(key, rpc.KeyCreate)
     now = time.time()
     expires = None if key.expires_in is None else now + key.expires_in
@@ -432,7 +433,7 @@ def cmd_key_create(args: argparse.Namespace) -> int:
 
 def cmd_token_create(args: argparse.Namespace) -> int:
     """The same flags, default role and checks as ``tetherctl token create``."""
-    token = rpc.parse_params("token.create", flags.token_params(args))
+    token = parse_params("token.create", flags.token_params(args))
     assert isinstance(token, rpc.TokenCreate)
     view = _with_store(_config(args), lambda store: _answer(store.create_token(token.role, token.label, time.time())))
     _print_secret(view, "admin token", "token", args.json)

@@ -23,6 +23,7 @@ from typing import Any
 
 from .console import PRIORITIES
 from .errors import ErrorCode, ProtocolError
+from .methods import TASK_CANCEL, TASK_CREATE, TASK_LIST
 from .values import value_problem
 
 _TARGETS = {"sid", "tag", "selector", "plat"}
@@ -87,17 +88,17 @@ def action_to_request(obj: Any) -> tuple[str, dict[str, Any]]:
         if "priority" in obj:
             p = obj["priority"]
             params["priority"] = PRIORITIES.get(p, p) if isinstance(p, str) else p
-        return "task.create", params
+        return TASK_CREATE.name, params
     if action == "list":
         if target.get("all"):
             target = {}
         if "state" in obj:
             target["state"] = obj["state"]
-        return "task.list", target
+        return TASK_LIST.name, target
     if target.get("all"):
         target = {}
     if "task_id" in obj:
         target["task_id"] = obj["task_id"]
     elif not target:
         raise _bad("an untask action needs task_id, or a target (sid, tag, selector or plat), or both")
-    return "task.cancel", target
+    return TASK_CANCEL.name, target

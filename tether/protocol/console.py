@@ -8,7 +8,7 @@ rejected by name, so a typo never silently does something else); results are the
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import msgspec
 
@@ -17,7 +17,6 @@ from .lifecycle import DeliveryState, listed
 from .polling import MAX_SECONDS
 from .selectors import parse as parse_selector
 from .tags import check_tag, check_tags
-from .values import value_problem
 
 DEFAULT_TTL = 604_800
 """One week, as in LimaCharlie's reliable tasking."""
@@ -49,28 +48,6 @@ def _one_target(agent: str | None, tag: str | None, all_: bool, *, required: boo
 
 
 MAX_INVESTIGATION_ID = 256
-
-ID_PARAMS = ("task_id", "token_id", "key_id")
-"""Params that name a numeric id: given as a number or as a string of digits (LimaCharlie's
-clients send task ids as strings)."""
-
-
-def _ids_as_numbers(params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` with every id given as a string of digits turned into its number; any
-    other string id is refused, by name."""
-    fixed: dict[str, Any] | None = None
-    if not isinstance(params, dict):
-        return params  # refused by the Struct, with msgspec's message
-    for name in ID_PARAMS:
-        value = params.get(name)
-        if isinstance(value, str):
-            text = value.strip()
-            if not (text.isascii() and text.isdigit() and len(text) <= 19):
-                raise _bad(f"{name} must be a whole number (a number or a string of digits), not {value!r}")
-            fixed = dict(params) if fixed is None else fixed
-            fixed[name] = int(text)
-    return params if fixed is None else fixed
-
 
 class AgentsList(Params):
     tag: str | None = None
@@ -251,11 +228,15 @@ class Nothing(Params):
 
 LABEL_MAX = 200
 
+Role: TypeAlias = Literal["viewer", "operator", "admin"]
+ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")
+"""Admin token roles, each allowed what the one before it is, and more."""
+
 
 class TokenCreate(Params):
     """A new admin token for tetherctl; its clear value is in the answer and nowhere else."""
 
-    role: Literal["viewer", "operator", "admin"] = "operator"
+    role: Role = "operator"
     label: str = ""
     """Whose token this is (shown by ``token.list``)."""
 
@@ -300,73 +281,6 @@ class AgentId(Params):
     """``agent.approve``, ``agent.merge``, ``agent.rm``: the agent they act on."""
 
     agent_id: str
-
-
-METHODS: dict[str, type[Params]] = {
-    "agents.list": AgentsList,
-    "tag.add": TagChange,
-    "tag.rm": TagRemove,
-    "task.create": TaskCreate,
-    "task.list": TaskList,
-    "task.get": TaskGet,
-    "task.wait": TaskWait,
-    "task.cancel": TaskCancel,
-    "schedule.add": ScheduleAdd,
-    "schedule.list": ScheduleList,
-    "schedule.get": ScheduleName,
-    "schedule.pause": ScheduleName,
-    "schedule.resume": ScheduleName,
-    "schedule.rm": ScheduleName,
-    "token.create": TokenCreate,
-    "token.list": Nothing,
-    "token.revoke": TokenId,
-    "key.create": KeyCreate,
-    "key.list": Nothing,
-    "key.revoke": KeyId,
-    "agent.revoke": AgentRevoke,
-    "agent.approve": AgentId,
-    "agent.merge": AgentId,
-    "agent.rm": AgentId,
-}
-"""Every console method but ``action``, whose params are a LimaCharlie action object."""
-
-
-ROLES = ("viewer", "operator", "admin")
-"""Admin token roles, each allowed what the one before it is, and more."""
-
-READ_METHODS = frozenset({"agents.list", "task.list", "task.get", "task.wait", "schedule.list", "schedule.get"})
-"""What a ``viewer`` may call."""
-
-ADMIN_METHODS = frozenset({"token.create", "token.list", "token.revoke", "key.create", "key.list", "key.revoke",
-                           "agent.revoke", "agent.approve", "agent.merge", "agent.rm"})
-"""Credentials: only an ``admin`` token may call these; ``operator`` may call everything else."""
-
-
-def check_role(role: str, method: str) -> None:
-    """Raise FORBIDDEN unless a token of ``role`` may call ``method``."""
-    if role != "admin" and method in ADMIN_METHODS:
-        raise ProtocolError(ErrorCode.FORBIDDEN, f"only an admin token can call {method} (this one is {role})")
-    if role == "viewer" and method not in READ_METHODS:
-        raise ProtocolError(ErrorCode.FORBIDDEN, f"a viewer token cannot call {method}; ask for an operator token")
-
-
-def parse_params(method: str, params: dict[str, Any]) -> Params:
-    """Validate ``params`` for ``method``; raise UNKNOWN_METHOD / INVALID_PARAMS."""
-    try:
-        kind = METHODS[method]
-    except KeyError:
-        known = ", ".join(sorted([*METHODS, "action"]))
-        raise ProtocolError(ErrorCode.UNKNOWN_METHOD, f"unknown method {method!r} (known: {known})") from None
-    problem = value_problem(params)
-    if problem is not None:
-        raise _bad(f"{method}: params hold {problem}")
-    params = _ids_as_numbers(params)
-    try:
-        parsed = msgspec.convert(params, kind, strict=True)
-    except msgspec.ValidationError as exc:
-        raise _bad(f"{method}: {exc}") from None
-    parsed.check()
-    return parsed
 
 
 # -- results ------------------------------------------------------------------------------
@@ -626,35 +540,3 @@ class Revoked(View):
     """False if it was revoked already."""
     sessions_closed: int
     """Open sessions that used it, closed at once with 4010."""
-
-
-RESULTS: dict[str, Any] = {
-    "agents.list": list[AgentView],
-    "tag.add": TagChanged,
-    "tag.rm": TagChanged,
-    "task.create": TaskCreated,
-    "task.list": list[DeliveryRow],
-    "task.get": TaskView,
-    "task.wait": TaskView,
-    "task.cancel": Cancelled,
-    "schedule.add": ScheduleView,
-    "schedule.list": list[ScheduleView],
-    "schedule.get": ScheduleView,
-    "schedule.pause": ScheduleView,
-    "schedule.resume": ScheduleView,
-    "schedule.rm": ScheduleRemoved,
-    "token.create": TokenView,
-    "token.list": list[TokenView],
-    "token.revoke": Revoked,
-    "key.create": KeyView,
-    "key.list": list[KeyView],
-    "key.revoke": Revoked,
-    "agent.revoke": Revoked,
-    "agent.approve": AgentResolved,
-    "agent.merge": AgentResolved,
-    "agent.rm": AgentResolved,
-}
-"""The result type of each method."""
-
-EVENTS: dict[str, tuple[str, Any]] = {"task.wait": ("delivery", DeliveryEvent)}
-"""``event`` frames a method sends before its response: topic and data."""

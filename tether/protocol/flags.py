@@ -9,7 +9,7 @@ here does I/O):
   (:func:`~tether.protocol.polling.parse_duration`);
 * the flags of ``key create`` and ``token create``, which both ``tetherd`` (on the data
   directory) and ``tetherctl`` (through the daemon) offer, with one meaning and one default,
-  turned into the same request parameters (checked by :mod:`tether.protocol.console`);
+  turned into the same request parameters (checked by :mod:`tether.protocol.methods`);
 * the ``examples:`` block of a command's ``--help``.
 
 A bad value is refused by argparse with the flag's name and what to give instead, never
@@ -23,12 +23,12 @@ import argparse
 import math
 from typing import Any
 
+from .console import ROLES
 from .polling import parse_duration
 from .tags import RULE, tag_problem
 
 DURATION = "30s, 5m, 1h30m, 7d or plain seconds"
 """How every duration flag's help says what it takes."""
-ROLES = ("viewer", "operator", "admin")
 DEFAULT_ROLE = "operator"
 """``token create``'s role when none is given, in tetherd and tetherctl alike: the least
 that can task agents; an admin token (credentials) is asked for by name."""

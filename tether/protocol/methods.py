@@ -1,0 +1,244 @@
+"""Every console RPC method, declared once: its name, params, result, least role and events.
+
+A :class:`Method` is the one declaration a console method has. The daemon binds its handler
+to it (``@handler(TASK_CREATE)`` in :mod:`tether.daemon.rpc`), tetherctl its renderer
+(``@renders(TASK_CREATE)`` in :mod:`tether.console.results`), both through
+:class:`Bindings`, which refuses a second binding and names the methods left without one
+(a test asks each side for none); ``docs/protocol.md`` lists the methods from here, and
+:func:`parse_params` and :func:`check_role` read them. The params and result Structs are in
+:mod:`.console`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from .console import (
+    ROLES,
+    AgentId,
+    AgentResolved,
+    AgentRevoke,
+    AgentsList,
+    AgentView,
+    Cancelled,
+    DeliveryEvent,
+    DeliveryRow,
+    KeyCreate,
+    KeyId,
+    KeyView,
+    Nothing,
+    Params,
+    Revoked,
+    Role,
+    ScheduleAdd,
+    ScheduleList,
+    ScheduleName,
+    ScheduleRemoved,
+    ScheduleView,
+    TagChange,
+    TagChanged,
+    TagRemove,
+    TaskCancel,
+    TaskCreate,
+    TaskCreated,
+    TaskGet,
+    TaskList,
+    TaskView,
+    TaskWait,
+    TokenCreate,
+    TokenId,
+    TokenView,
+)
+from .errors import ErrorCode, ProtocolError
+from .values import value_problem
+
+
+class Method(msgspec.Struct, frozen=True, kw_only=True):
+    """A console method: what a ``req`` names, what it takes, answers and sends meanwhile."""
+
+    name: str
+    """What a ``req`` frame's ``method`` says (``task.create``)."""
+    params: type[Params]
+    """The Struct its params are checked against (unknown keys refused by name)."""
+    result: Any
+    """The type of its ``res`` frame's ``result``: a ``View`` Struct or a list of them."""
+    role: Role
+    """The least admin token role that may call it (:data:`~.console.ROLES`, in order)."""
+    summary: str
+    """What it does, in one line (``docs/protocol.md``)."""
+    events: tuple[tuple[str, type[msgspec.Struct]], ...] = ()
+    """``event`` frames it sends before its response: (topic, the type of their ``data``)."""
+
+
+METHODS: dict[str, Method] = {}
+"""Every console method by name, in the order declared; ``action`` is not one of them: it is
+a LimaCharlie action object, translated to one of these (:mod:`.actions`)."""
+
+
+def _declare(name: str, params: type[Params], result: Any, role: Role, summary: str, *,
+             events: tuple[tuple[str, type[msgspec.Struct]], ...] = ()) -> Method:
+    method = Method(name=name, params=params, result=result, role=role, summary=summary, events=events)
+    METHODS[name] = method
+    return method
+
+
+# -- agents and tags -------------------------------------------------------------------------
+
+AGENTS_LIST = _declare("agents.list", AgentsList, list[AgentView], "viewer",
+                       "The enrolled agents: identity, online, last seen, tags, and whether one is a possible clone.")
+TAG_ADD = _declare("tag.add", TagChange, TagChanged, "operator",
+                   "Give an agent a tag: the active tag tasks it has not received reach it.")
+TAG_RM = _declare("tag.rm", TagRemove, TagChanged, "operator", "Take a tag from an agent.")
+
+# -- tasks -----------------------------------------------------------------------------------
+
+TASK_CREATE = _declare("task.create", TaskCreate, TaskCreated, "operator",
+                       "Queue a task for an agent, a tag, a selector or every agent.")
+TASK_LIST = _declare("task.list", TaskList, list[DeliveryRow], "viewer",
+                     "Deliveries, one per agent and task: pending ones unless a state is asked for.")
+TASK_GET = _declare("task.get", TaskGet, TaskView, "viewer",
+                    "A task and each of its deliveries, with their histories if asked.")
+TASK_WAIT = _declare("task.wait", TaskWait, TaskView, "viewer",
+                     "The task once no delivery of it can change any more (or at the timeout); an event for "
+                     "every state change meanwhile.", events=(("delivery", DeliveryEvent),))
+TASK_CANCEL = _declare("task.cancel", TaskCancel, Cancelled, "operator",
+                       "Untask: queued deliveries cancelled, agents holding one told to cancel it.")
+
+# -- recurring schedules ---------------------------------------------------------------------
+
+SCHEDULE_ADD = _declare("schedule.add", ScheduleAdd, ScheduleView, "operator",
+                        "Add a recurring schedule: each firing creates an ordinary task.")
+SCHEDULE_LIST = _declare("schedule.list", ScheduleList, list[ScheduleView], "viewer", "Every schedule.")
+SCHEDULE_GET = _declare("schedule.get", ScheduleName, ScheduleView, "viewer",
+                        "A schedule and the newest tasks it created.")
+SCHEDULE_PAUSE = _declare("schedule.pause", ScheduleName, ScheduleView, "operator",
+                          "Stop a schedule firing until it is resumed.")
+SCHEDULE_RESUME = _declare("schedule.resume", ScheduleName, ScheduleView, "operator",
+                           "Fire a paused schedule again, from its next firing after now.")
+SCHEDULE_RM = _declare("schedule.rm", ScheduleName, ScheduleRemoved, "operator",
+                       "Remove a schedule (the tasks it created stay).")
+
+# -- credentials -----------------------------------------------------------------------------
+
+TOKEN_CREATE = _declare("token.create", TokenCreate, TokenView, "admin",
+                        "A new admin token, shown in this answer only.")
+TOKEN_LIST = _declare("token.list", Nothing, list[TokenView], "admin", "The admin tokens (never the tokens).")
+TOKEN_REVOKE = _declare("token.revoke", TokenId, Revoked, "admin",
+                        "Revoke an admin token: the sessions open with it end at once (4010).")
+KEY_CREATE = _declare("key.create", KeyCreate, KeyView, "admin",
+                      "A new enrollment key, shown in this answer only.")
+KEY_LIST = _declare("key.list", Nothing, list[KeyView], "admin", "The enrollment keys (never the keys).")
+KEY_REVOKE = _declare("key.revoke", KeyId, Revoked, "admin", "Revoke an enrollment key: it enrolls no one.")
+AGENT_REVOKE = _declare("agent.revoke", AgentRevoke, Revoked, "admin",
+                        "Revoke an agent's token: its session ends at once (4010).")
+AGENT_APPROVE = _declare("agent.approve", AgentId, AgentResolved, "admin",
+                         "Accept a possible clone as an agent of its own.")
+AGENT_MERGE = _declare("agent.merge", AgentId, AgentResolved, "admin",
+                       "Let a possible clone take over the identity of the agent it is a clone of.")
+AGENT_RM = _declare("agent.rm", AgentId, AgentResolved, "admin",
+                    "Remove an agent: its token void, its unfinished deliveries cancelled, out of every target.")
+
+
+# -- reading a request -----------------------------------------------------------------------
+
+
+def find(name: str) -> Method:
+    """The method ``name``; UNKNOWN_METHOD, listing the known ones, if there is none."""
+    method = METHODS.get(name)
+    if method is None:
+        known = ", ".join(sorted([*METHODS, "action"]))
+        raise ProtocolError(ErrorCode.UNKNOWN_METHOD, f"unknown method {name!r} (known: {known})")
+    return method
+
+
+ID_PARAMS = ("task_id", "token_id", "key_id")
+"""Params that name a numeric id: given as a number or as a string of digits (LimaCharlie's
+clients send task ids as strings)."""
+
+
+def _bad(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.INVALID_PARAMS, message)
+
+
+def _ids_as_numbers(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with every id given as a string of digits turned into its number; any
+    other string id is refused, by name."""
+    fixed: dict[str, Any] | None = None
+    if not isinstance(params, dict):
+        return params  # refused by the Struct, with msgspec's message
+    for name in ID_PARAMS:
+        value = params.get(name)
+        if isinstance(value, str):
+            text = value.strip()
+            if not (text.isascii() and text.isdigit() and len(text) <= 19):
+                raise _bad(f"{name} must be a whole number (a number or a string of digits), not {value!r}")
+            fixed = dict(params) if fixed is None else fixed
+            fixed[name] = int(text)
+    return params if fixed is None else fixed
+
+
+def parse_params(name: str, params: dict[str, Any]) -> Params:
+    """Validate ``params`` for the method ``name``; raise UNKNOWN_METHOD / INVALID_PARAMS."""
+    method = find(name)
+    problem = value_problem(params)
+    if problem is not None:
+        raise _bad(f"{name}: params hold {problem}")
+    params = _ids_as_numbers(params)
+    try:
+        parsed = msgspec.convert(params, method.params, strict=True)
+    except msgspec.ValidationError as exc:
+        raise _bad(f"{name}: {exc}") from None
+    parsed.check()
+    return parsed
+
+
+_RANK: dict[str, int] = {role: rank for rank, role in enumerate(ROLES)}
+
+
+def check_role(role: str, name: str) -> None:
+    """Raise FORBIDDEN unless a token of ``role`` may call the method ``name``: each role may
+    call what the one before it in :data:`~.console.ROLES` may, and more."""
+    method = find(name)
+    if _RANK.get(role, -1) >= _RANK[method.role]:
+        return
+    if method.role == "admin":
+        raise ProtocolError(ErrorCode.FORBIDDEN, f"only an admin token can call {name} (this one is {role})")
+    raise ProtocolError(ErrorCode.FORBIDDEN, f"a {role} token cannot call {name}; ask for an {method.role} token")
+
+
+# -- binding an implementation to each method ----------------------------------------------
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Bindings(Generic[F]):
+    """One implementation of each method for one side: the daemon's handlers, tetherctl's
+    renderers. ``@bindings(METHOD, ...)`` binds a function to methods; a method bound twice
+    is refused when the second binding is made (at import), and :meth:`unbound` names the
+    methods still without one (each side's test asks for none)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        """What is bound (``handler``, ``renderer``): for the messages."""
+        self._bound: dict[str, F] = {}
+
+    def __call__(self, *methods: Method) -> Callable[[F], F]:
+        def bind(function: F) -> F:
+            for method in methods:
+                earlier = self._bound.setdefault(method.name, function)
+                if earlier is not function:
+                    raise ValueError(f"{method.name} has two {self.kind}s: {earlier.__qualname__} and "
+                                     f"{function.__qualname__}")
+            return function
+
+        return bind
+
+    def __getitem__(self, method: Method) -> F:
+        return self._bound[method.name]
+
+    def unbound(self) -> list[str]:
+        """The declared methods without a binding, by name."""
+        return [name for name in METHODS if name not in self._bound]
