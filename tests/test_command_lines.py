@@ -14,7 +14,9 @@ import pytest
 
 from tether.agent import cli as agent_cli
 from tether.console import parser as tetherctl_cli
+from tether.console import plan as tetherctl_plan
 from tether.daemon import cli as tetherd_cli
+from tether.protocol import flags
 
 BIN = Path(sys.executable).parent
 PARSERS = {"tetherd": tetherd_cli.build_parser, "tetherctl": tetherctl_cli.build_parser,
@@ -65,14 +67,31 @@ def test_no_error_names_an_internal_function() -> None:
 
 
 def test_key_create_and_token_create_are_the_same_in_tetherd_and_tetherctl() -> None:
+    """The same flag names, defaults, types, choices and help (the records they make:
+    tests/e2e/test_credentials.py)."""
     def options(tool: str, path: tuple[str, ...]) -> dict[str, object]:
         parser = dict(commands(PARSERS[tool]()))[path]
-        return {a.option_strings[-1]: (a.default, a.type, a.choices) for a in parser._actions
+        return {a.option_strings[-1]: (a.option_strings, a.dest, a.default, a.type, a.choices, a.nargs, a.metavar,
+                                       a.help, type(a)) for a in parser._actions
                 if a.option_strings and a.dest not in ("help", "json", "data_dir", "config", "server", "token", "ca")}
 
-    for path in (("key", "create"), ("token", "create")):
+    for what in flags.CREDENTIALS:
+        path = (what, "create")
         assert options("tetherd", path) == options("tetherctl", path), path
-    assert options("tetherd", ("token", "create"))["--role"][0] == "operator"
+        assert set(options("tetherd", path)) == {"--tag", "--allow-requested-tags", "--expires-in", "--uses"} \
+            if what == "key" else {"--role", "--label"}
+        assert dict(commands(PARSERS["tetherd"]()))[path].get_default("func") is tetherd_cli.cmd_create
+    assert options("tetherd", ("token", "create"))["--role"][2] == "operator"
+
+
+def test_both_tools_turn_the_same_flags_into_the_same_request() -> None:
+    for what, argv in {"key": ["--tag", "web", "--uses", "2", "--expires-in", "1h", "--allow-requested-tags"],
+                       "token": ["--role", "viewer", "--label", "ci"]}.items():
+        tetherd = PARSERS["tetherd"]().parse_args([what, "create", *argv])
+        tetherctl = PARSERS["tetherctl"]().parse_args([what, "create", *argv])
+        request = tetherctl_plan.plan(tetherctl)
+        assert request.answers is flags.CREDENTIALS[what].method
+        assert request.params == flags.CREDENTIALS[tetherd.command].params(tetherd)
 
 
 @pytest.mark.parametrize("tool", list(PARSERS))

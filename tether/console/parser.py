@@ -188,7 +188,7 @@ def _add_credential_commands(command: Callable[..., argparse.ArgumentParser]) ->
     p = op(ops, "create", "make an admin token (printed once; the same flags and default role as `tetherd token "
                           "create`)", "tetherctl token create --role admin --label alice",
            "TETHER_TOKEN=$(tetherctl token create --label ci) ./deploy.sh")
-    flags.add_token_flags(p)
+    flags.CREDENTIALS["token"].add_flags(p)
     op(ops, "list", "list admin tokens (ids, roles, labels; never the tokens)", "tetherctl token list --json")
     p = op(ops, "revoke", "revoke an admin token; its open sessions are closed at once", "tetherctl token revoke 3")
     p.add_argument("id", metavar="TOKEN_ID", type=flags.positive_int, help="from `tetherctl token list`")
@@ -201,7 +201,7 @@ def _add_credential_commands(command: Callable[..., argparse.ArgumentParser]) ->
                   ).add_subparsers(dest="op", metavar="ACTION", required=True)
     p = op(ops, "create", "make an enrollment key (printed once; the same flags as `tetherd key create`)",
            "tetherctl key create --tag web --uses 50 --expires-in 7d", "tetherctl key create --tag lab --json")
-    flags.add_key_flags(p)
+    flags.CREDENTIALS["key"].add_flags(p)
     op(ops, "list", "list enrollment keys (ids, tags, expiry, uses left; never the keys)", "tetherctl key list")
     p = op(ops, "revoke", "revoke an enrollment key", "tetherctl key revoke 2")
     p.add_argument("id", metavar="KEY_ID", type=flags.positive_int, help="from `tetherctl key list`")

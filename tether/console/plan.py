@@ -219,15 +219,22 @@ def _schedule(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
 # -- credentials -----------------------------------------------------------------------------
 
 
+def _create(what: str, args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
+    """``key create`` / ``token create``: the request ``tetherd key|token create`` serves on
+    the data directory, of the same flags (:data:`tether.protocol.flags.CREDENTIALS`)."""
+    credential = flags.CREDENTIALS[what]
+    return credential.method, credential.params(args)
+
+
 @command("token", TOKEN_CREATE, TOKEN_LIST, TOKEN_REVOKE)
 def _token(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
     if args.op == "create":
-        return TOKEN_CREATE, flags.token_params(args)
+        return _create("token", args)
     return (TOKEN_LIST, {}) if args.op == "list" else (TOKEN_REVOKE, {"token_id": args.id})
 
 
 @command("key", KEY_CREATE, KEY_LIST, KEY_REVOKE)
 def _key(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
     if args.op == "create":
-        return KEY_CREATE, flags.key_params(args)
+        return _create("key", args)
     return (KEY_LIST, {}) if args.op == "list" else (KEY_REVOKE, {"key_id": args.id})

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from tether.protocol import console as rpc
+from tether.protocol import flags
 from tether.protocol.lifecycle import DeliveryState
 from tether.protocol.methods import (
     AGENT_APPROVE,
@@ -175,22 +176,14 @@ def _schedule_removed(result: Any, args: argparse.Namespace) -> int:
 # -- credentials -----------------------------------------------------------------------------
 
 
-def _secret(result: Any, args: argparse.Namespace, what: str, field: str) -> int:
-    """Print a new secret alone on stdout (for scripts), and what it is on stderr."""
-    print(result[field], file=args.stdout)
-    print(f"{what} {result[field + '_id']} created; it is shown only this once (tetherd keeps a SHA-256 "
-          "digest)", file=args.stderr)
+@renders(TOKEN_CREATE, KEY_CREATE)
+def _secret(result: Any, args: argparse.Namespace) -> int:
+    """The new secret alone on stdout (for scripts), what it is on stderr: as ``tetherd
+    key|token create`` says it (:data:`tether.protocol.flags.CREDENTIALS`)."""
+    credential = flags.CREDENTIALS[args.cmd]
+    print(result[credential.secret], file=args.stdout)
+    print(credential.created(result[credential.secret + "_id"]), file=args.stderr)
     return EXIT_OK
-
-
-@renders(TOKEN_CREATE)
-def _token_created(result: Any, args: argparse.Namespace) -> int:
-    return _secret(result, args, "admin token", "token")
-
-
-@renders(KEY_CREATE)
-def _key_created(result: Any, args: argparse.Namespace) -> int:
-    return _secret(result, args, "enrollment key", "key")
 
 
 @renders(TOKEN_LIST)

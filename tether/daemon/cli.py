@@ -21,25 +21,19 @@ import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import msgspec
 
 from tether.protocol.logfmt import LogfmtFormatter
 
 from .. import __version__
-from ..protocol import console as rpc
 from ..protocol import flags
 from ..protocol.errors import ProtocolError
-from ..protocol.methods import parse_params
+from ..protocol.methods import Method, parse_params
 from . import config as config_mod
 from . import datadir, housekeeping
 from .config import Config, ConfigError
-
-if TYPE_CHECKING:
-    from .effects import Effects
-
-T = TypeVar("T")
 
 EPILOG = """\
 files:
@@ -407,42 +401,34 @@ def _with_store(config: Config, use: Callable[[Any], Awaitable[Any]]) -> Any:
     return asyncio.run(run())
 
 
-def _print_secret(view: Any, what: str, field: str, as_json: bool) -> None:
-    """As ``tetherctl``: the new secret alone on stdout (for scripts), what it is on stderr;
-    with ``--json``, the whole view."""
-    if as_json:
+def cmd_create(args: argparse.Namespace) -> int:
+    """``tetherd key create`` / ``tetherd token create``: the request ``tetherctl key|token
+    create`` sends (the same flags: :data:`tether.protocol.flags.CREDENTIALS`), served on the
+    data directory directly (also while tetherd runs) by the daemon's own handler: the same
+    checks, the same operation, the same record and the same output."""
+    credential = flags.CREDENTIALS[args.command]
+    params = credential.params(args)
+    parse_params(credential.method.name, params)  # refused before the data directory is touched
+    view = _with_store(_config(args), lambda store: _request_offline(store, credential.method, params))
+    if args.json:
         print(json.dumps(msgspec.to_builtins(view)))
-        return
-    print(getattr(view, field))
-    print(f"{what} {getattr(view, field + '_id')} created; it is shown only this once (tetherd keeps a SHA-256 "
-          "digest)", file=sys.stderr)
-
-
-def cmd_key_create(args: argparse.Namespace) -> int:
-    """The same flags and checks as ``tetherctl key create`` (tether.protocol.flags), applied
-    to the data directory directly."""
-    key = parse_params("key.create", flags.key_params(args))
-    assert isinstance(key, rpc.KeyCreate)
-    now = time.time()
-    expires = None if key.expires_in is None else now + key.expires_in
-    view = _with_store(_config(args), lambda store: _answer(store.create_key(
-        key.tags, expires, key.uses, now, allow_requested_tags=key.allow_requested_tags)))
-    _print_secret(view, "enrollment key", "key", args.json)
+    else:
+        print(getattr(view, credential.secret))
+        print(credential.created(getattr(view, credential.secret + "_id")), file=sys.stderr)
     return 0
 
 
-def cmd_token_create(args: argparse.Namespace) -> int:
-    """The same flags, default role and checks as ``tetherctl token create``."""
-    token = parse_params("token.create", flags.token_params(args))
-    assert isinstance(token, rpc.TokenCreate)
-    view = _with_store(_config(args), lambda store: _answer(store.create_token(token.role, token.label, time.time())))
-    _print_secret(view, "admin token", "token", args.json)
-    return 0
+async def _request_offline(store: Any, method: Method, params: dict[str, Any]) -> Any:
+    """Serve one console request on ``store`` as a running tetherd would (an admin's, its
+    events dropped): no daemon runs, so its operation's effects reach only the store."""
+    from .clock import SystemClock
+    from .operations import Operations
+    from .rpc import ConsoleRPC
 
+    async def no_events(topic: str, data: Any) -> None:
+        pass
 
-async def _answer(write: Awaitable[Effects[T]]) -> T:
-    """The answer of a write made offline: no daemon runs, so nothing but the store to apply it to."""
-    return (await write).result
+    return await ConsoleRPC(Operations(store, SystemClock())).call(method.name, params, no_events)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -508,8 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "tetherd runs); the same flags as `tetherctl key create`. It prints the key alone on stdout, once.",
                 "tetherd key create --tag web --uses 50 --expires-in 7d",
                 "sudo -u tether tetherd key create --data-dir /var/lib/tether")
-    flags.add_key_flags(p)
-    p.set_defaults(func=cmd_key_create)
+    flags.CREDENTIALS["key"].add_flags(p)
+    p.set_defaults(func=cmd_create)
 
     token = sub.add_parser("token", help="admin tokens for tetherctl (create)").add_subparsers(
         dest="token_command", required=True, metavar="ACTION")
@@ -518,8 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "default role as `tetherctl token create`. It prints the token alone on stdout, once.",
                 "tetherd token create --role admin --label alice",
                 "sudo -u tether tetherd token create --data-dir /var/lib/tether --role admin")
-    flags.add_token_flags(p)
-    p.set_defaults(func=cmd_token_create)
+    flags.CREDENTIALS["token"].add_flags(p)
+    p.set_defaults(func=cmd_create)
     return parser
 
 

@@ -7,9 +7,10 @@ here does I/O):
 * one duration syntax for every duration flag (``--ttl``, ``--expires-in``, ``--every``,
   ``--timeout``, ``--grace`` ...): ``30s``, ``5m``, ``1h30m``, ``7d`` or plain seconds
   (:func:`~tether.protocol.polling.parse_duration`);
-* the flags of ``key create`` and ``token create``, which both ``tetherd`` (on the data
-  directory) and ``tetherctl`` (through the daemon) offer, with one meaning and one default,
-  turned into the same request parameters (checked by :mod:`tether.protocol.methods`);
+* ``key create`` and ``token create``, which both ``tetherd`` (on the data directory) and
+  ``tetherctl`` (through the daemon) offer: one :class:`Credential` each (:data:`CREDENTIALS`),
+  with one set of flags, turned into one request (``key.create``, ``token.create``) which
+  both serve with the daemon's own handler, and one line saying what was made;
 * the ``examples:`` block of a command's ``--help``.
 
 A bad value is refused by argparse with the flag's name and what to give instead, never
@@ -21,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from .console import ROLES
+from .methods import KEY_CREATE, TOKEN_CREATE, Method
 from .polling import parse_duration
 from .tags import RULE, tag_problem
 
@@ -105,6 +108,33 @@ def add_token_flags(p: argparse.ArgumentParser) -> None:
 def token_params(args: argparse.Namespace) -> dict[str, Any]:
     """The ``token.create`` parameters of the flags :func:`add_token_flags` added."""
     return {"role": args.role, "label": args.label}
+
+
+class Credential(NamedTuple):
+    """A credential both ``tetherd`` and ``tetherctl`` create (``key create``, ``token create``)."""
+
+    method: Method
+    """The request both make of the flags: ``tetherctl`` sends it, ``tetherd`` serves it on the
+    data directory with the daemon's handler (the same checks, the same operation)."""
+    what: str
+    """What it is called in messages (``enrollment key``)."""
+    secret: str
+    """The field of the answer that holds the clear value (``key``); its id is ``secret_id``."""
+    add_flags: Callable[[argparse.ArgumentParser], None]
+    """Add the command's flags to a parser."""
+    params: Callable[[argparse.Namespace], dict[str, Any]]
+    """The request's params of the flags ``add_flags`` added."""
+
+    def created(self, ident: int) -> str:
+        """What both tools say on stderr once it is made (the secret goes alone to stdout)."""
+        return f"{self.what} {ident} created; it is shown only this once (tetherd keeps a SHA-256 digest)"
+
+
+CREDENTIALS: dict[str, Credential] = {
+    "key": Credential(KEY_CREATE, "enrollment key", "key", add_key_flags, key_params),
+    "token": Credential(TOKEN_CREATE, "admin token", "token", add_token_flags, token_params),
+}
+"""``key create`` and ``token create``, by the command's name."""
 
 
 def examples(*lines: str) -> str:
