@@ -13,39 +13,10 @@ import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from tether.protocol import flags
+from tether.protocol import flags, methods
 from tether.protocol.actions import action_to_request
 from tether.protocol.cmdline import parse_command_line
-from tether.protocol.methods import (
-    AGENT_APPROVE,
-    AGENT_MERGE,
-    AGENT_REVOKE,
-    AGENT_RM,
-    AGENTS_LIST,
-    KEY_CREATE,
-    KEY_LIST,
-    KEY_REVOKE,
-    SCHEDULE_ADD,
-    SCHEDULE_GET,
-    SCHEDULE_LIST,
-    SCHEDULE_PAUSE,
-    SCHEDULE_RESUME,
-    SCHEDULE_RM,
-    TAG_ADD,
-    TAG_RM,
-    TASK_CANCEL,
-    TASK_CREATE,
-    TASK_GET,
-    TASK_LIST,
-    TASK_WAIT,
-    TOKEN_CREATE,
-    TOKEN_LIST,
-    TOKEN_REVOKE,
-    Bindings,
-    Method,
-    find,
-    parse_params,
-)
+from tether.protocol.methods import Bindings, Method, find, parse_params
 
 from .client import ConsoleError
 
@@ -64,18 +35,18 @@ Command = Callable[[argparse.Namespace], tuple[Method, dict[str, Any]]]
 """A command's plan: the method it calls (one of those it is bound to) and its params."""
 
 plans: Bindings[Command] = Bindings("plan")
-"""The command that calls each method: ``plans[TASK_CREATE]`` (one per method, none missing:
+"""The command that calls each method: ``plans[methods.TASK_CREATE]`` (one per method, none missing:
 a test checks)."""
 
 COMMANDS: dict[str, Command] = {}
 """Each tetherctl command but ``action``, by name: its plan."""
 
 
-def command(name: str, *methods: Method) -> Callable[[Command], Command]:
-    """Make the function the plan of the command ``name``, which calls ``methods``."""
+def command(name: str, *calls: Method) -> Callable[[Command], Command]:
+    """Make the function the plan of the command ``name``, which calls the methods ``calls``."""
     def bind(function: Command) -> Command:
         COMMANDS[name] = function
-        return plans(*methods)(function)
+        return plans(*calls)(function)
 
     return bind
 
@@ -125,31 +96,34 @@ def _target(args: argparse.Namespace) -> dict[str, Any]:
 # -- agents and tags -------------------------------------------------------------------------
 
 
-@command("agents", AGENTS_LIST)
+@command("agents", methods.AGENTS_LIST)
 def _agents(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
     params: dict[str, Any] = {"online": args.online}
     if args.all:
         params["all"] = True
     if args.tag is not None:
         params["tag"] = args.tag
-    return AGENTS_LIST, params
+    return methods.AGENTS_LIST, params
 
 
-@command("tag", TAG_ADD, TAG_RM)
+@command("tag", methods.TAG_ADD, methods.TAG_RM)
 def _tag(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
-    return {"add": TAG_ADD, "rm": TAG_RM}[args.op], {"agent_id": args.agent_id, "tag": args.tag}
+    return {"add": methods.TAG_ADD, "rm": methods.TAG_RM}[args.op], {"agent_id": args.agent_id, "tag": args.tag}
 
 
-@command("agent", AGENT_REVOKE, AGENT_RM, AGENT_APPROVE, AGENT_MERGE)
+_AGENT_BY_OP = {"revoke": methods.AGENT_REVOKE, "rm": methods.AGENT_RM, "approve": methods.AGENT_APPROVE,
+                "merge": methods.AGENT_MERGE}
+
+
+@command("agent", *_AGENT_BY_OP.values())
 def _agent(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
-    method = {"revoke": AGENT_REVOKE, "rm": AGENT_RM, "approve": AGENT_APPROVE, "merge": AGENT_MERGE}[args.op]
-    return method, {"agent_id": args.agent_id}
+    return _AGENT_BY_OP[args.op], {"agent_id": args.agent_id}
 
 
 # -- tasks -----------------------------------------------------------------------------------
 
 
-@command("task", TASK_CREATE)
+@command("task", methods.TASK_CREATE)
 def _task(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
     params = {"command": args.command, "args": _task_args(args), **_target(args), "priority": args.priority}
     if args.ttl is not None:
@@ -158,52 +132,53 @@ def _task(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
         params["show_polling_output"] = True
     if args.context is not None:
         params["investigation_id"] = args.context
-    return TASK_CREATE, params
+    return methods.TASK_CREATE, params
 
 
-@command("tasks", TASK_LIST)
+@command("tasks", methods.TASK_LIST)
 def _tasks(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
     params = _target(args)
     if args.state is not None:
         params["state"] = args.state
     if args.limit is not None:
         params["limit"] = args.limit
-    return TASK_LIST, params
+    return methods.TASK_LIST, params
 
 
-@command("show", TASK_GET)
+@command("show", methods.TASK_GET)
 def _show(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
     params: dict[str, Any] = {"task_id": args.task_id}
     if args.history:
         params["history"] = True
-    return TASK_GET, params
+    return methods.TASK_GET, params
 
 
-@command("wait", TASK_WAIT)
+@command("wait", methods.TASK_WAIT)
 def _wait(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
     params: dict[str, Any] = {"task_id": args.task_id}
     if args.timeout is not None:
         params["timeout"] = args.timeout
-    return TASK_WAIT, params
+    return methods.TASK_WAIT, params
 
 
-@command("untask", TASK_CANCEL)
+@command("untask", methods.TASK_CANCEL)
 def _untask(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
     params = _target(args)
     if args.task_id is not None:
         params["task_id"] = args.task_id
-    return TASK_CANCEL, params
+    return methods.TASK_CANCEL, params
 
 
 # -- recurring schedules ---------------------------------------------------------------------
 
-_SCHEDULE_BY_NAME = {"show": SCHEDULE_GET, "pause": SCHEDULE_PAUSE, "resume": SCHEDULE_RESUME, "rm": SCHEDULE_RM}
+_SCHEDULE_BY_NAME = {"show": methods.SCHEDULE_GET, "pause": methods.SCHEDULE_PAUSE,
+                     "resume": methods.SCHEDULE_RESUME, "rm": methods.SCHEDULE_RM}
 
 
-@command("schedule", SCHEDULE_ADD, SCHEDULE_LIST, SCHEDULE_GET, SCHEDULE_PAUSE, SCHEDULE_RESUME, SCHEDULE_RM)
+@command("schedule", methods.SCHEDULE_ADD, methods.SCHEDULE_LIST, *_SCHEDULE_BY_NAME.values())
 def _schedule(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
     if args.op == "list":
-        return SCHEDULE_LIST, {}
+        return methods.SCHEDULE_LIST, {}
     if args.op != "add":
         return _SCHEDULE_BY_NAME[args.op], {"name": args.name}
     params = {"name": args.name, "command": args.command, "args": _task_args(args), **_target(args),
@@ -213,7 +188,7 @@ def _schedule(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
         params["ttl"] = args.ttl
     if args.show_polling_output:
         params["show_polling_output"] = True
-    return SCHEDULE_ADD, params
+    return methods.SCHEDULE_ADD, params
 
 
 # -- credentials -----------------------------------------------------------------------------
@@ -226,15 +201,15 @@ def _create(what: str, args: argparse.Namespace) -> tuple[Method, dict[str, Any]
     return credential.method, credential.params(args)
 
 
-@command("token", TOKEN_CREATE, TOKEN_LIST, TOKEN_REVOKE)
+@command("token", methods.TOKEN_CREATE, methods.TOKEN_LIST, methods.TOKEN_REVOKE)
 def _token(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
     if args.op == "create":
         return _create("token", args)
-    return (TOKEN_LIST, {}) if args.op == "list" else (TOKEN_REVOKE, {"token_id": args.id})
+    return (methods.TOKEN_LIST, {}) if args.op == "list" else (methods.TOKEN_REVOKE, {"token_id": args.id})
 
 
-@command("key", KEY_CREATE, KEY_LIST, KEY_REVOKE)
+@command("key", methods.KEY_CREATE, methods.KEY_LIST, methods.KEY_REVOKE)
 def _key(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
     if args.op == "create":
         return _create("key", args)
-    return (KEY_LIST, {}) if args.op == "list" else (KEY_REVOKE, {"key_id": args.id})
+    return (methods.KEY_LIST, {}) if args.op == "list" else (methods.KEY_REVOKE, {"key_id": args.id})

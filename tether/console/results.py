@@ -1,6 +1,6 @@
 """What tetherctl prints for each method's result (without ``--json``), and its exit code.
 
-Each renderer is bound to the method it shows (``@renders(TASK_CREATE)``, the declarations
+Each renderer is bound to the method it shows (``@renders(methods.TASK_CREATE)``, the declarations
 of :mod:`tether.protocol.methods`): one per method, none missing (a test checks). Tables
 and task views are drawn by :mod:`.render`; a new secret is printed alone on stdout (for
 scripts) and what it is on stderr.
@@ -15,35 +15,9 @@ from typing import Any
 import msgspec
 
 from tether.protocol import console as rpc
-from tether.protocol import flags
+from tether.protocol import flags, methods
 from tether.protocol.lifecycle import DeliveryState
-from tether.protocol.methods import (
-    AGENT_APPROVE,
-    AGENT_MERGE,
-    AGENT_REVOKE,
-    AGENT_RM,
-    AGENTS_LIST,
-    KEY_CREATE,
-    KEY_LIST,
-    KEY_REVOKE,
-    SCHEDULE_ADD,
-    SCHEDULE_GET,
-    SCHEDULE_LIST,
-    SCHEDULE_PAUSE,
-    SCHEDULE_RESUME,
-    SCHEDULE_RM,
-    TAG_ADD,
-    TAG_RM,
-    TASK_CANCEL,
-    TASK_CREATE,
-    TASK_GET,
-    TASK_LIST,
-    TASK_WAIT,
-    TOKEN_CREATE,
-    TOKEN_LIST,
-    TOKEN_REVOKE,
-    Bindings,
-)
+from tether.protocol.methods import Bindings
 
 from .client import EXIT_OK, EXIT_TIMEOUT
 from .render import (
@@ -62,7 +36,7 @@ Render = Callable[[Any, argparse.Namespace], int]
 """Print a result for the parsed command line; return the exit code."""
 
 renders: Bindings[Render] = Bindings("renderer")
-"""Each method's renderer: ``renders[TASK_CREATE]``."""
+"""Each method's renderer: ``renders[methods.TASK_CREATE]``."""
 
 
 def _print(text: str, args: argparse.Namespace) -> int:
@@ -77,12 +51,12 @@ def _count(n: int, one: str, many: str) -> str:
 # -- agents and tags -------------------------------------------------------------------------
 
 
-@renders(AGENTS_LIST)
+@renders(methods.AGENTS_LIST)
 def _agents(result: Any, args: argparse.Namespace) -> int:
     return _print(render_agents(result), args)
 
 
-@renders(TAG_ADD, TAG_RM)
+@renders(methods.TAG_ADD, methods.TAG_RM)
 def _tag(result: Any, args: argparse.Namespace) -> int:
     done = "added to" if args.op == "add" else "removed from"
     line = f"tag {args.tag!r} {done} agent {args.agent_id}"
@@ -94,7 +68,7 @@ def _tag(result: Any, args: argparse.Namespace) -> int:
 # -- tasks -----------------------------------------------------------------------------------
 
 
-@renders(TASK_CREATE)
+@renders(methods.TASK_CREATE)
 def _created(result: Any, args: argparse.Namespace) -> int:
     created = msgspec.convert(result, rpc.TaskCreated)
     print(created.task_id, file=args.stdout)
@@ -104,17 +78,17 @@ def _created(result: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@renders(TASK_LIST)
+@renders(methods.TASK_LIST)
 def _deliveries(result: Any, args: argparse.Namespace) -> int:
     return _print(render_deliveries(result), args)
 
 
-@renders(TASK_GET)
+@renders(methods.TASK_GET)
 def _task(result: Any, args: argparse.Namespace) -> int:
     return _print(render_task(result, history=getattr(args, "history", False)), args)
 
 
-@renders(TASK_WAIT)
+@renders(methods.TASK_WAIT)
 def show_wait(result: Any, args: argparse.Namespace) -> int:
     """The task (not with ``--json``, which printed it raw), and ``wait``'s exit code: on a
     timeout, what has not finished on stderr."""
@@ -130,7 +104,7 @@ def show_wait(result: Any, args: argparse.Namespace) -> int:
     return outcome
 
 
-@renders(TASK_CANCEL)
+@renders(methods.TASK_CANCEL)
 def _cancelled(result: Any, args: argparse.Namespace) -> int:
     cancelled = msgspec.convert(result, rpc.Cancelled)
     line = f"cancelled {_count(cancelled.cancelled, 'delivery', 'deliveries')}"
@@ -149,7 +123,7 @@ def _cancelled(result: Any, args: argparse.Namespace) -> int:
 # -- recurring schedules ---------------------------------------------------------------------
 
 
-@renders(SCHEDULE_ADD)
+@renders(methods.SCHEDULE_ADD)
 def _schedule_added(result: Any, args: argparse.Namespace) -> int:
     print(render_schedule(result), file=args.stdout)
     note = msgspec.convert(result, rpc.ScheduleView).note
@@ -158,17 +132,17 @@ def _schedule_added(result: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@renders(SCHEDULE_LIST)
+@renders(methods.SCHEDULE_LIST)
 def _schedules(result: Any, args: argparse.Namespace) -> int:
     return _print(render_schedules(result), args)
 
 
-@renders(SCHEDULE_GET, SCHEDULE_PAUSE, SCHEDULE_RESUME)
+@renders(methods.SCHEDULE_GET, methods.SCHEDULE_PAUSE, methods.SCHEDULE_RESUME)
 def _schedule(result: Any, args: argparse.Namespace) -> int:
     return _print(render_schedule(result), args)
 
 
-@renders(SCHEDULE_RM)
+@renders(methods.SCHEDULE_RM)
 def _schedule_removed(result: Any, args: argparse.Namespace) -> int:
     return _print(f"schedule {args.name!r} removed (the tasks it created stay)", args)
 
@@ -176,7 +150,7 @@ def _schedule_removed(result: Any, args: argparse.Namespace) -> int:
 # -- credentials -----------------------------------------------------------------------------
 
 
-@renders(TOKEN_CREATE, KEY_CREATE)
+@renders(methods.TOKEN_CREATE, methods.KEY_CREATE)
 def _secret(result: Any, args: argparse.Namespace) -> int:
     """The new secret alone on stdout (for scripts), what it is on stderr: as ``tetherd
     key|token create`` says it (:data:`tether.protocol.flags.CREDENTIALS`)."""
@@ -186,12 +160,12 @@ def _secret(result: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@renders(TOKEN_LIST)
+@renders(methods.TOKEN_LIST)
 def _tokens(result: Any, args: argparse.Namespace) -> int:
     return _print(render_tokens(result), args)
 
 
-@renders(KEY_LIST)
+@renders(methods.KEY_LIST)
 def _keys(result: Any, args: argparse.Namespace) -> int:
     return _print(render_keys(result), args)
 
@@ -204,22 +178,22 @@ def _revoked(result: Any, args: argparse.Namespace, what: str) -> int:
     return _print(line, args)
 
 
-@renders(TOKEN_REVOKE)
+@renders(methods.TOKEN_REVOKE)
 def _token_revoked(result: Any, args: argparse.Namespace) -> int:
     return _revoked(result, args, f"admin token {args.id}")
 
 
-@renders(KEY_REVOKE)
+@renders(methods.KEY_REVOKE)
 def _key_revoked(result: Any, args: argparse.Namespace) -> int:
     return _revoked(result, args, f"enrollment key {args.id}")
 
 
-@renders(AGENT_REVOKE)
+@renders(methods.AGENT_REVOKE)
 def _agent_revoked(result: Any, args: argparse.Namespace) -> int:
     return _revoked(result, args, f"agent {args.agent_id}")
 
 
-@renders(AGENT_APPROVE, AGENT_MERGE, AGENT_RM)
+@renders(methods.AGENT_APPROVE, methods.AGENT_MERGE, methods.AGENT_RM)
 def _resolved(result: Any, args: argparse.Namespace) -> int:
     done = msgspec.convert(result, rpc.AgentResolved)
     line = {"approved": f"agent {done.agent_id} approved: an agent of its own, no longer a possible clone",

@@ -1,6 +1,6 @@
 """Console RPC: what each ``req`` method does.
 
-Each handler is bound to the method it serves (``@handler(TASK_CREATE)``, the declarations
+Each handler is bound to the method it serves (``@handler(methods.TASK_CREATE)``, the declarations
 of :mod:`tether.protocol.methods`): one per method, none missing (a test checks). A method
 that writes is one operation (:mod:`.operations`), answered only after it is committed and
 its effects applied; a method that reads asks the store. Params arrive validated
@@ -17,6 +17,7 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..protocol import methods
 from ..protocol.actions import action_to_request
 from ..protocol.cmdline import parse_command_line
 from ..protocol.console import (
@@ -49,37 +50,7 @@ from ..protocol.console import (
 )
 from ..protocol.errors import ErrorCode, ProtocolError
 from ..protocol.lifecycle import TERMINAL, DeliveryState
-from ..protocol.methods import (
-    AGENT_APPROVE,
-    AGENT_MERGE,
-    AGENT_REVOKE,
-    AGENT_RM,
-    AGENTS_LIST,
-    KEY_CREATE,
-    KEY_LIST,
-    KEY_REVOKE,
-    SCHEDULE_ADD,
-    SCHEDULE_GET,
-    SCHEDULE_LIST,
-    SCHEDULE_PAUSE,
-    SCHEDULE_RESUME,
-    SCHEDULE_RM,
-    TAG_ADD,
-    TAG_RM,
-    TASK_CANCEL,
-    TASK_CREATE,
-    TASK_GET,
-    TASK_LIST,
-    TASK_WAIT,
-    TOKEN_CREATE,
-    TOKEN_LIST,
-    TOKEN_REVOKE,
-    Bindings,
-    Method,
-    check_role,
-    find,
-    parse_params,
-)
+from ..protocol.methods import Bindings, Method, check_role, find, parse_params
 from ..protocol.polling import InvalidSchedule, check_period
 from .effects import Change
 from .operations import Operations
@@ -95,7 +66,7 @@ Handler = Callable[["ConsoleRPC", Any, Emit], Awaitable[Any]]
 """Serve one request: the checked params, and where its events go; return the result."""
 
 handler: Bindings[Handler] = Bindings("handler")
-"""Each method's handler: ``handler[TASK_CREATE]``."""
+"""Each method's handler: ``handler[methods.TASK_CREATE]``."""
 
 
 class ConsoleRPC:
@@ -122,19 +93,19 @@ class ConsoleRPC:
 
     # -- agents and tags ------------------------------------------------------------------
 
-    @handler(AGENTS_LIST)
+    @handler(methods.AGENTS_LIST)
     async def m_agents_list(self, p: AgentsList, emit: Emit) -> Any:
         agents = await self.store.list_agents(p.tag, removed=p.all)
         for a in agents:
             a.online = self.operations.push.online(a.agent_id)
         return [a for a in agents if a.online] if p.online else agents
 
-    @handler(TAG_ADD)
+    @handler(methods.TAG_ADD)
     async def m_tag_add(self, p: TagChange, emit: Emit) -> Any:
         effects = await self.operations.tag_add(p.agent_id, p.tag)
         return TagChanged(agent_id=p.agent_id, tag=p.tag, new_deliveries=len(effects.items))
 
-    @handler(TAG_RM)
+    @handler(methods.TAG_RM)
     async def m_tag_rm(self, p: TagChange, emit: Emit) -> Any:
         effects = await self.operations.tag_rm(p.agent_id, p.tag)
         return TagChanged(agent_id=p.agent_id, tag=p.tag, new_deliveries=len(effects.items))
@@ -165,7 +136,7 @@ class ConsoleRPC:
                        hide_polling_output=not p.show_polling_output, selector=selector,
                        investigation_id=investigation)
 
-    @handler(TASK_CREATE)
+    @handler(methods.TASK_CREATE)
     async def m_task_create(self, p: TaskCreate, emit: Emit) -> Any:
         spec = await self._new_task(p)
         effects = await self.operations.create_task(spec)
@@ -174,7 +145,7 @@ class ConsoleRPC:
         created = len(effects.items)
         return TaskCreated(task_id=effects.result, deliveries=created, note="" if created else no_agent_yet(target))
 
-    @handler(TASK_LIST)
+    @handler(methods.TASK_LIST)
     async def m_task_list(self, p: TaskList, emit: Emit) -> Any:
         if p.agent is not None and await self.store.agent_commands(p.agent) is None:
             raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {p.agent!r}")
@@ -187,11 +158,11 @@ class ConsoleRPC:
             raise ProtocolError(ErrorCode.UNKNOWN_TASK, f"no task {task_id}")
         return view
 
-    @handler(TASK_GET)
+    @handler(methods.TASK_GET)
     async def m_task_get(self, p: TaskGet, emit: Emit) -> Any:
         return await self._task(p.task_id, p.history)
 
-    @handler(TASK_WAIT)
+    @handler(methods.TASK_WAIT)
     async def m_task_wait(self, p: TaskWait, emit: Emit) -> Any:
         """Answer when no delivery of the task can change any more (or at the timeout),
         sending an ``event`` for every state change meanwhile. A ``waiting`` delivery (a
@@ -248,14 +219,14 @@ class ConsoleRPC:
             previous=change.old, terminal=change.new in TERMINAL, updated_at=self.clock.time(),
         )
 
-    @handler(TASK_CANCEL)
+    @handler(methods.TASK_CANCEL)
     async def m_task_cancel(self, p: TaskCancel, emit: Emit) -> Any:
         effects = await self.operations.untask(task_id=p.task_id, agent_id=p.agent, tag=p.tag, selector=p.selector)
         return Cancelled(cancelled=effects.result.cancelled, tasks=effects.result.tasks)
 
     # -- recurring schedules --------------------------------------------------------------
 
-    @handler(SCHEDULE_ADD)
+    @handler(methods.SCHEDULE_ADD)
     async def m_schedule_add(self, p: ScheduleAdd, emit: Emit) -> Any:
         task = await self._new_task(p)  # a bad command line is refused here, not at the first firing
         now = self.clock.time()
@@ -279,75 +250,75 @@ class ConsoleRPC:
             view.note = no_agent_yet(view.target, schedule=True)
         return view
 
-    @handler(SCHEDULE_LIST)
+    @handler(methods.SCHEDULE_LIST)
     async def m_schedule_list(self, p: ScheduleList, emit: Emit) -> Any:
         return await self.store.list_schedules()
 
-    @handler(SCHEDULE_GET)
+    @handler(methods.SCHEDULE_GET)
     async def m_schedule_get(self, p: ScheduleName, emit: Emit) -> Any:
         view = await self.store.get_schedule(p.name)
         if view is None:
             raise ProtocolError(ErrorCode.UNKNOWN_SCHEDULE, f"no schedule named {p.name!r} (see: tetherctl schedule list)")
         return view
 
-    @handler(SCHEDULE_PAUSE)
+    @handler(methods.SCHEDULE_PAUSE)
     async def m_schedule_pause(self, p: ScheduleName, emit: Emit) -> Any:
         return await self.operations.pause_schedule(p.name, True)
 
-    @handler(SCHEDULE_RESUME)
+    @handler(methods.SCHEDULE_RESUME)
     async def m_schedule_resume(self, p: ScheduleName, emit: Emit) -> Any:
         return await self.operations.pause_schedule(p.name, False)
 
-    @handler(SCHEDULE_RM)
+    @handler(methods.SCHEDULE_RM)
     async def m_schedule_rm(self, p: ScheduleName, emit: Emit) -> Any:
         await self.operations.remove_schedule(p.name)
         return ScheduleRemoved(name=p.name, removed=True)
 
     # -- credentials (their least role is admin: protocol.methods) ----------------------
 
-    @handler(TOKEN_CREATE)
+    @handler(methods.TOKEN_CREATE)
     async def m_token_create(self, p: TokenCreate, emit: Emit) -> Any:
         return await self.operations.create_token(p.role, p.label)
 
-    @handler(TOKEN_LIST)
+    @handler(methods.TOKEN_LIST)
     async def m_token_list(self, p: Nothing, emit: Emit) -> Any:
         return await self.store.list_tokens()
 
-    @handler(TOKEN_REVOKE)
+    @handler(methods.TOKEN_REVOKE)
     async def m_token_revoke(self, p: TokenId, emit: Emit) -> Any:
         revoked, closed = await self.operations.revoke_token(p.token_id)
         return Revoked(revoked=revoked, sessions_closed=closed)
 
-    @handler(KEY_CREATE)
+    @handler(methods.KEY_CREATE)
     async def m_key_create(self, p: KeyCreate, emit: Emit) -> Any:
         return await self.operations.create_key(p.tags, p.expires_in, p.uses,
                                                 allow_requested_tags=p.allow_requested_tags)
 
-    @handler(KEY_LIST)
+    @handler(methods.KEY_LIST)
     async def m_key_list(self, p: Nothing, emit: Emit) -> Any:
         return await self.store.list_keys()
 
-    @handler(KEY_REVOKE)
+    @handler(methods.KEY_REVOKE)
     async def m_key_revoke(self, p: KeyId, emit: Emit) -> Any:
         revoked = await self.operations.revoke_key(p.key_id)
         return Revoked(revoked=revoked, sessions_closed=0)  # an enrollment session ends once enrolled
 
-    @handler(AGENT_REVOKE)
+    @handler(methods.AGENT_REVOKE)
     async def m_agent_revoke(self, p: AgentRevoke, emit: Emit) -> Any:
         revoked, closed = await self.operations.revoke_agent(p.agent_id)
         return Revoked(revoked=revoked, sessions_closed=closed)
 
-    @handler(AGENT_APPROVE)
+    @handler(methods.AGENT_APPROVE)
     async def m_agent_approve(self, p: AgentId, emit: Emit) -> Any:
         await self.operations.approve_agent(p.agent_id)
         return AgentResolved(agent_id=p.agent_id, outcome="approved")
 
-    @handler(AGENT_RM)
+    @handler(methods.AGENT_RM)
     async def m_agent_rm(self, p: AgentId, emit: Emit) -> Any:
         cancelled, closed = await self.operations.remove_agent(p.agent_id)
         return AgentResolved(agent_id=p.agent_id, outcome="removed", cancelled=cancelled, sessions_closed=closed)
 
-    @handler(AGENT_MERGE)
+    @handler(methods.AGENT_MERGE)
     async def m_agent_merge(self, p: AgentId, emit: Emit) -> Any:
         into, cancelled, closed = await self.operations.merge_agent(p.agent_id)
         return AgentResolved(agent_id=p.agent_id, outcome="merged", into=into, cancelled=cancelled,
