@@ -1,13 +1,16 @@
 """Every console RPC method, declared once: its name, params, result, least role and events.
 
-A :class:`Method` is the one declaration a console method has. The daemon binds its handler
-to it (``@handler(TASK_CREATE)`` in :mod:`tether.daemon.rpc`), tetherctl its renderer
-(``@renders(TASK_CREATE)`` in :mod:`tether.console.results`), both through
-:class:`Bindings`, which refuses a second binding and names the methods left without one
-(a test asks each side for none); ``docs/protocol.md`` lists the methods from here, and
-:func:`parse_params` and :func:`check_role` read them. The params and result Structs are in
-:mod:`.console`.
-"""
+A :class:`Method` is the one declaration a console method has. Each side binds its
+implementation to it through a :class:`Bindings`, which refuses a second binding and names
+the methods left without one (a test asks each side for none): the daemon its handler
+(``@handler(methods.TASK_CREATE)`` in :mod:`tether.daemon.rpc`), tetherctl the command that
+calls it (``@command("task", methods.TASK_CREATE)`` in :mod:`tether.console.plan`) and its
+renderer (``@renders(methods.TASK_CREATE)`` in :mod:`tether.console.results`).
+``docs/protocol.md`` lists the methods from here, and :func:`parse_params` and
+:func:`check_role` read them. The params and result Structs are in :mod:`.console`.
+
+A new console method is one ``_declare`` below, then one handler, one command and one
+renderer bound to it."""
 
 from __future__ import annotations
 
