@@ -237,7 +237,7 @@ def test_roles(method: str) -> None:
             f"a viewer token cannot call {method}; ask for an operator token")
 
 
-def test_a_role_no_token_has_may_call_nothing() -> None:
+def test_a_role_outside_roles_may_call_nothing() -> None:
     with pytest.raises(ProtocolError) as err:
         check_role("root", "agents.list")
     assert err.value.code == ErrorCode.FORBIDDEN
