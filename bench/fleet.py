@@ -53,7 +53,7 @@ from typing import Any
 import msgspec
 
 from tether.agent import Agent
-from tether.agent.client import AgentClient, FatalSessionError
+from tether.agent.client import AgentClient, ClientSettings, FatalSessionError
 from tether.agent.journal import Identity, Journal
 from tether.agent.logfmt import LOGGER, EventLog
 from tether.daemon.housekeeping import tune as tune_gc
@@ -190,8 +190,8 @@ async def _run_agents(identities: Sequence[IdentityTuple], barrier: Any, stop: A
         warm(journal)
         probe = AgentProbe(problems)
         probes.append(probe)
-        clients.append(AgentClient(journal, agent, hostname=f"sim-{machine_uuid}", platform="bench", log=probe,
-                                   concurrency=concurrency))
+        clients.append(AgentClient(journal, agent, ClientSettings(hostname=f"sim-{machine_uuid}", platform="bench",
+                                                                   concurrency=concurrency), log=probe))
     fatal: list[str] = []
     if len(clients) > 1:
         # As tetherd does: thousands of clients in one process must not be scanned by the GC

@@ -14,6 +14,7 @@ delay is the daemon's business.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from tether.agent import Agent, AgentClient, Identity, Journal
+from tether.agent import Agent, AgentClient, ClientSettings, Identity, Journal
 from tether.protocol import (
     MSGPACK,
     PROTOCOL_VERSION,
@@ -245,7 +246,8 @@ async def start_agent(daemon: FakeDaemon, tmp_path: Path) -> AsyncIterator[Start
         options.setdefault("backoff_base", 0.01)
         options.setdefault("backoff_cap", 0.05)
         options.setdefault("shutdown_grace", 2.0)
-        client = AgentClient(journal, agent, **options)
+        log, rand = options.pop("log", None), options.pop("rand", random.random)
+        client = AgentClient(journal, agent, ClientSettings(**options), log=log, rand=rand)
         handle = RunningAgent(client, journal, asyncio.create_task(client.run()))
         running.append(handle)
         return handle

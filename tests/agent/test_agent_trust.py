@@ -13,7 +13,7 @@ import pytest
 
 from tether.agent import Agent, Identity, Journal
 from tether.agent.cli import main
-from tether.agent.client import AgentClient, private_transport
+from tether.agent.client import AgentClient, ClientSettings, private_transport
 from tether.agent.host import MAX_FRAME_BYTES
 from tether.agent.journal import MAX_TOMBSTONES
 from tether.protocol import Ack, Progress, Result, Task
@@ -109,7 +109,7 @@ async def test_plain_ws_to_another_host_is_warned_about_at_start(
     logging.getLogger().addHandler(watch)
     journal = Journal(tmp_path / "journal.sqlite")
     journal.set_identity(Identity(server="ws://192.0.2.1:9", agent_id="a1", token="t"))
-    client = AgentClient(journal, backoff_base=0.01, backoff_cap=0.01, handshake_timeout=0.05)
+    client = AgentClient(journal, settings=ClientSettings(backoff_base=0.01, backoff_cap=0.01, handshake_timeout=0.05))
     running = asyncio.create_task(client.run())
     try:
         async with asyncio.timeout(5):

@@ -14,13 +14,13 @@ after a close code reconnecting cannot fix, :func:`enroll` when the enrollment i
 
 from tether.protocol.errors import SessionClosed
 
-from .client import AgentClient, FatalSessionError, NotEnrolledError
+from .client import AgentClient, ClientSettings, FatalSessionError, NotEnrolledError
 from .enrollment import EnrollmentError, enroll
 from .journal import Identity, Journal
 from .polling import PollResult, ScheduledCommand, polling_function
 from .sdk import Agent, Command, Context
 
 __all__ = [
-    "Agent", "AgentClient", "Command", "Context", "EnrollmentError", "FatalSessionError", "Identity",
+    "Agent", "AgentClient", "ClientSettings", "Command", "Context", "EnrollmentError", "FatalSessionError", "Identity",
     "Journal", "NotEnrolledError", "PollResult", "ScheduledCommand", "SessionClosed", "enroll", "polling_function",
 ]

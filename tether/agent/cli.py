@@ -34,7 +34,7 @@ from tether.protocol.endpoints import url_problem
 from tether.protocol.lifecycle import RunState
 
 from . import host, statedir
-from .client import AgentClient, FatalSessionError, private_transport
+from .client import AgentClient, ClientSettings, FatalSessionError, private_transport
 from .enrollment import Enrollment, EnrollmentError, enroll_agent
 from .journal import JOURNAL_FILE, Identity, Journal
 from .logfmt import LogfmtFormatter
@@ -215,11 +215,11 @@ def cmd_run(opts: argparse.Namespace) -> int:
             if opts.server is not None:
                 _check_server(opts.server)
                 journal.set_server(opts.server)  # kept: the next start uses it too
-            client = AgentClient(
-                journal, agent, concurrency=opts.concurrency, backoff_base=opts.backoff_base,
-                backoff_cap=opts.backoff_cap, shutdown_grace=opts.grace, tls=_tls_files(opts, journal.identity()),
+            client = AgentClient(journal, agent, ClientSettings(
+                concurrency=opts.concurrency, backoff_base=opts.backoff_base, backoff_cap=opts.backoff_cap,
+                shutdown_grace=opts.grace, tls=_tls_files(opts, journal.identity()),
                 max_frame_bytes=opts.max_frame_bytes,
-            )
+            ))
             try:
                 _run(_serve(client))
             except FatalSessionError as exc:

@@ -8,7 +8,7 @@ hundreds of clients on one event loop (the benchmark's simulated fleet)::
         for i in range(500):
             journal = Journal(":memory:")             # or a file each: 3 fds per agent
             journal.set_identity(await enroll(url, key, machine_uuid=f"sim-{i}"))
-            tg.create_task(AgentClient(journal, agent, hostname=f"sim-{i}").run())
+            tg.create_task(AgentClient(journal, agent, ClientSettings(hostname=f"sim-{i}")).run())
 
 The session's rules are :mod:`tether.protocol.session`'s (the hello, what the first answer
 means, the window, which results the daemon refuses for good, which close codes are fatal);
@@ -46,6 +46,7 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -103,11 +104,39 @@ class NotEnrolledError(Exception):
         super().__init__("not enrolled: run tether-agent enroll --server URL --key KEY")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientSettings:
+    """How an :class:`AgentClient` behaves: what ``tether-agent run``'s flags set."""
+
+    builtins: bool = True
+    """Serve the built-in commands (:mod:`.builtins`) beside the agent's own."""
+    concurrency: int = 4
+    """Commands run at once."""
+    backoff_base: float = DEFAULT_BASE
+    """First reconnect delay (exponential backoff with full jitter, :mod:`.backoff`)."""
+    backoff_cap: float = DEFAULT_CAP
+    """Longest reconnect delay."""
+    handshake_timeout: float = 10.0
+    """Seconds to open the WebSocket and be welcomed."""
+    shutdown_grace: float = 10.0
+    """Seconds running commands get to finish when the agent stops."""
+    ping_interval: float | None = 20.0
+    """WebSocket pings, so a dead path is noticed (``None``: none)."""
+    hostname: str | None = None
+    """The hostname sent in ``hello``; ``None``: the machine's."""
+    platform: str | None = None
+    """The platform sent in ``hello``; ``None``: the machine's."""
+    tls: TLSFiles | None = None
+    """The CA and client certificate for a wss:// daemon; ``None``: the enrolled ones."""
+    max_frame_bytes: int = host.MAX_FRAME_BYTES
+    """The largest message taken from the daemon (1009 past it)."""
+
+
 class AgentClient:
     """Serve ``agent``'s commands (plus the built-ins) for the identity in ``journal``.
 
-    ``tls``: the CA and client certificate for a wss:// daemon; ``None``, the ones the
-    identity was enrolled with. They are loaded when :meth:`run` starts, which raises
+    ``settings.tls``: the CA and client certificate for a wss:// daemon; ``None``, the ones
+    the identity was enrolled with. They are loaded when :meth:`run` starts, which raises
     :class:`~tether.agent.tls.TLSFileError` for a bad one.
 
     ``run()`` returns after :meth:`stop` and a clean close (1000), raises
@@ -116,40 +145,25 @@ class AgentClient:
     is not closed by the client.
     """
 
-    def __init__(
-        self,
-        journal: Journal,
-        agent: Agent | None = None,
-        *,
-        builtins: bool = True,
-        concurrency: int = 4,
-        backoff_base: float = DEFAULT_BASE,
-        backoff_cap: float = DEFAULT_CAP,
-        handshake_timeout: float = 10.0,
-        shutdown_grace: float = 10.0,
-        ping_interval: float | None = 20.0,
-        hostname: str | None = None,
-        platform: str | None = None,
-        rand: Callable[[], float] = random.random,
-        log: EventLog | None = None,
-        tls: TLSFiles | None = None,
-        max_frame_bytes: int = host.MAX_FRAME_BYTES,
-    ) -> None:
+    def __init__(self, journal: Journal, agent: Agent | None = None, settings: ClientSettings | None = None, *,
+                 log: EventLog | None = None, rand: Callable[[], float] = random.random) -> None:
+        settings = settings or ClientSettings()
+        self.settings = settings
         self._journal = journal
-        self._max_frame_bytes = max_frame_bytes
-        self._tls_files = tls
+        self._max_frame_bytes = settings.max_frame_bytes
+        self._tls_files = settings.tls
         self._ssl: ssl.SSLContext | None = None
-        commands: dict[str, Command] = dict(BUILTINS.commands) if builtins else {}
+        commands: dict[str, Command] = dict(BUILTINS.commands) if settings.builtins else {}
         if agent is not None:
             commands.update(agent.commands)  # the user's commands win over built-ins
         self.commands = commands
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
-        self._handshake_timeout = handshake_timeout
-        self._grace = shutdown_grace
-        self._ping_interval = ping_interval
-        self._hostname = hostname if hostname is not None else host.hostname()
-        self._platform = platform if platform is not None else host.platform_name()
+        self._backoff_base = settings.backoff_base
+        self._backoff_cap = settings.backoff_cap
+        self._handshake_timeout = settings.handshake_timeout
+        self._grace = settings.shutdown_grace
+        self._ping_interval = settings.ping_interval
+        self._hostname = settings.hostname if settings.hostname is not None else host.hostname()
+        self._platform = settings.platform if settings.platform is not None else host.platform_name()
         self._rand = rand
         self._base_log = log or EventLog()
         self._log = self._base_log
@@ -163,7 +177,7 @@ class AgentClient:
         """How many sessions were welcomed so far."""
         self._window = AgentWindow(0)
         """The session's window (its welcome's): how many pushed tasks may await an ack."""
-        self._runner = Runner(commands, journal, concurrency=concurrency, log=self._base_log)
+        self._runner = Runner(commands, journal, concurrency=settings.concurrency, log=self._base_log)
         self._outflow = self._runner.outflow
 
     @property
