@@ -117,7 +117,7 @@ async def test_run_serves_commands_and_stops_cleanly_on_sigterm(
     state = enrolled_state_dir(tmp_path, daemon)
     proc = await start("run", "--state-dir", str(state), "--commands", f"{commands_file(tmp_path)}:agent")
     session = await daemon.next_session()
-    assert session.hello.commands == ["echo", "hang", "hello", "os_version"]
+    assert session.hello.commands == ["echo", "hang", "hello", "os_version", "scan"]
 
     await session.send(daemon.task(1, "hello", {"name": "tether"}))
     result = await session.expect(Result, skip=(Ack, Progress))

@@ -15,6 +15,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from tether.agent import journal as journal_module
 from tether.agent import journal_schema
 from tether.agent.journal import DEDUP_RETENTION, RESTARTED_WHILE_RUNNING, TOMBSTONE_RUN, Identity, Journal
 from tether.agent.journal_schema import SCHEMA_VERSION
@@ -575,7 +576,8 @@ def test_a_v2_journal_keeps_its_identity_and_deliveries_and_learns_tls_files(tmp
     db.execute("COMMIT")
     db.close()
     with Journal(path) as journal:
-        assert schema_of(path)[0] == SCHEMA_VERSION == 3
+        assert schema_of(path)[0] == SCHEMA_VERSION == 4
+        assert journal.alerts() == []  # 3 -> 4: the alert outbox, empty
         # Enrolled before TLS files were kept: none, so the system's CA store, as before.
         assert journal.identity() == Identity("wss://d:1", "a7", "tok", "m-7", ("lab",), TLSFiles())
         assert journal.pending() == [(1, 1, 2)]
@@ -585,3 +587,26 @@ def test_a_v2_journal_keeps_its_identity_and_deliveries_and_learns_tls_files(tmp
         identity = journal.identity()
         assert identity is not None and identity.tls == files
         assert journal.pending() == [(1, 1, 2)]  # same agent and daemon: its deliveries stay
+
+
+def test_alerts_wait_in_the_journal_until_tetherd_takes_them(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    with Journal(path) as journal:
+        first = journal.add_alert(lambda i: b"alert %d" % i)
+        second = journal.add_alert(lambda i: b"alert %d" % i)
+        assert first == (1, b"alert 1") and second == (2, b"alert 2")
+    with Journal(path) as journal:  # kept across a restart
+        assert journal.alerts() == [first, second] and journal.alerts(after=1) == [second]
+        assert journal.alerts_taken([1, 99]) == 1
+        assert journal.alerts() == [second]
+        journal.alerts_taken([2])
+        third = journal.add_alert(lambda i: b"alert %d" % i)
+        assert third[0] == 3  # never an id a late `alerted` could name
+
+
+def test_the_alert_outbox_keeps_the_newest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal_module, "MAX_ALERTS", 3)
+    with Journal(tmp_path / "journal.sqlite") as journal:
+        for _ in range(5):
+            journal.add_alert(lambda i: b"%d" % i)
+        assert [i for i, _ in journal.alerts()] == [3, 4, 5]

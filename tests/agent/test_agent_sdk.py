@@ -110,7 +110,7 @@ def test_output_that_is_not_json_is_refused(value: Any) -> None:
 
 
 def test_builtins_are_echo_and_os_version() -> None:
-    assert list(BUILTINS) == ["echo", "os_version"]
+    assert list(BUILTINS) == ["echo", "os_version", "scan"]
     facts = os_version({})
     assert facts["system"] == platform.system()
     assert facts["python"] == platform.python_version()

@@ -77,7 +77,7 @@ async def test_hello_carries_identity_facts_and_served_commands(daemon: FakeDaem
     assert (hello.role, hello.version, hello.token, hello.agent_id) == ("agent", PROTOCOL_VERSION, daemon.token, "agent-1")
     assert (hello.hostname, hello.platform, hello.machine_uuid) == ("sim-1", "linux-x86_64", "machine-agent-1")
     assert hello.agent_version == tether.__version__
-    assert hello.commands == ["echo", "mine", "os_version"]
+    assert hello.commands == ["echo", "mine", "os_version", "scan"]
     assert hello.holding == []
 
 
@@ -309,7 +309,7 @@ async def test_sync_handler_runs_in_a_thread_and_reports_progress(daemon: FakeDa
         ("raises", "ValueError: disk on fire"),
         ("raises_sync", "KeyError: 'missing'"),
         ("unserialisable", "return value is not JSON-serialisable (object)"),
-        ("nope", "unknown command 'nope' (this agent serves: echo, os_version, raises, raises_sync, unserialisable)"),
+        ("nope", "unknown command 'nope' (this agent serves: echo, os_version, raises, raises_sync, scan, unserialisable)"),
     ],
 )
 async def test_failures_become_failed_results(

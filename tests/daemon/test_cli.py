@@ -60,7 +60,8 @@ def test_migrate_dry_run_is_the_default(tmp_path: Path) -> None:
     assert "applying migration 4: polling sequences started by another task's run" in applied.stdout
     version = sqlite3.connect(data / "tether.sqlite").execute("PRAGMA user_version").fetchone()[0]
     assert "applying migration 6: agents bound to their TLS client certificate" in applied.stdout
-    assert version == LATEST == 6
+    assert "applying migration 7: alerts, deduplicated" in applied.stdout
+    assert version == LATEST == 7
     assert "up to date" in tetherd("migrate", "--data-dir", str(data)).stdout
 
 

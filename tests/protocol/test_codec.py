@@ -48,10 +48,14 @@ def strategy(t: mi.Type, codec: Codec) -> st.SearchStrategy[Any]:
     match t:
         case mi.IntType():
             return INT64
-        case mi.FloatType():
+        case mi.FloatType(ge=None, le=None):
             return FLOATS
-        case mi.StrType():
+        case mi.FloatType(ge=ge, le=le):  # a bounded one (a progress report's percent)
+            return st.floats(min_value=ge, max_value=le)
+        case mi.StrType(min_length=None, max_length=None):
             return st.text()
+        case mi.StrType(min_length=least, max_length=most):  # a bounded one (an alert's fields)
+            return st.text(min_size=least or 0, max_size=min(most or 16, 16))
         case mi.BoolType():
             return st.booleans()
         case mi.NoneType():

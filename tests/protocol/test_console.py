@@ -89,7 +89,8 @@ def test_every_method_is_tested() -> None:
                             "task.wait", "task.cancel", "schedule.add", "schedule.list", "schedule.get",
                             "schedule.pause", "schedule.resume", "schedule.rm", "token.create", "token.list",
                             "token.revoke", "key.create", "key.list", "key.revoke", "agent.revoke",
-                            "agent.approve", "agent.merge", "agent.rm"}
+                            "agent.approve", "agent.merge", "agent.rm", "task.watch", "alerts.list", "alert.get",
+                            "alert.ack"}
 
 
 def test_unknown_method_names_the_known_ones() -> None:
@@ -98,8 +99,8 @@ def test_unknown_method_names_the_known_ones() -> None:
     assert caught.value.code is ErrorCode.UNKNOWN_METHOD
     assert caught.value.message == (
         "unknown method 'task.delete' (known: action, agent.approve, agent.merge, agent.revoke, agent.rm, "
-        "agents.list, key.create, key.list, key.revoke, schedule.add, schedule.get, schedule.list, schedule.pause, schedule.resume, schedule.rm, "
-        "tag.add, tag.rm, task.cancel, task.create, task.get, task.list, task.wait, token.create, token.list, "
+        "agents.list, alert.ack, alert.get, alerts.list, key.create, key.list, key.revoke, schedule.add, schedule.get, schedule.list, schedule.pause, schedule.resume, schedule.rm, "
+        "tag.add, tag.rm, task.cancel, task.create, task.get, task.list, task.wait, task.watch, token.create, token.list, "
         "token.revoke)"
     )
 
@@ -128,6 +129,9 @@ def test_unknown_method_names_the_known_ones() -> None:
         ("task.create", {"command": "x", "all": True, "args": [1]}, "Expected `object`, got `array`"),
         ("task.create", {"command": "x", "all": True, "priority": True}, "Expected `int`, got `bool`"),
         ("agents.list", {"online": "yes"}, "Expected `bool`, got `str`"),
+        ("alerts.list", {"within": 0}, "Expected `float` > 0.0 - at `$.within`"),
+        ("alerts.list", {"kind": ""}, "Expected `str` of length >= 1 - at `$.kind`"),
+        ("alert.ack", {"alert_id": "seven"}, "alert_id must be a whole number"),
         # checks
         ("tag.add", {"agent_id": "a1", "tag": ""}, "invalid tag ''"),
         ("tag.add", {"agent_id": "a1", "tag": "x" * 65}, "a tag is 1-64 characters of letters, digits and"),
@@ -213,7 +217,8 @@ def test_task_list_unknown_state_names_the_known_ones() -> None:
     assert "unknown state 'finished'" in err.value.message and "cancelled" in err.value.message
 
 
-VIEWER_METHODS = {"agents.list", "task.list", "task.get", "task.wait", "schedule.list", "schedule.get"}
+VIEWER_METHODS = {"agents.list", "task.list", "task.get", "task.wait", "task.watch", "schedule.list", "schedule.get",
+                  "alerts.list", "alert.get"}
 ADMIN_METHODS = {"token.create", "token.list", "token.revoke", "key.create", "key.list", "key.revoke", "agent.revoke",
                  "agent.approve", "agent.merge", "agent.rm"}
 

@@ -1,7 +1,8 @@
 """Commands every agent serves, whatever else it was given (DESIGN "The agent").
 
 ``os_version`` answers LimaCharlie's classic first task; ``echo`` is the cheapest possible
-round trip (benchmarks and smoke tests use it).
+round trip (benchmarks and smoke tests use it); ``scan`` hashes files and reports matches
+with progress (:mod:`.scan`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import platform
 import socket
 from typing import Any
 
+from .scan import scan
 from .sdk import Agent
 
 BUILTINS = Agent("builtins")
@@ -44,3 +46,6 @@ def os_version(args: dict[str, Any]) -> dict[str, Any]:
 async def echo(args: dict[str, Any]) -> dict[str, Any]:
     """Return the args unchanged."""
     return args
+
+
+BUILTINS.add_command("scan", scan)

@@ -22,6 +22,7 @@ import socket
 import ssl
 import sys
 import textwrap
+import time
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -29,8 +30,10 @@ from typing import IO, Any
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from tether import __version__
-from tether.protocol import ErrorCode, flags, tags
+from tether.protocol import MSGPACK, ErrorCode, flags, tags
+from tether.protocol.alerts import parse_alert
 from tether.protocol.endpoints import url_problem
+from tether.protocol.frames import Alert
 from tether.protocol.lifecycle import RunState
 
 from . import host, statedir
@@ -199,6 +202,47 @@ def cmd_status(opts: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_alert(opts: argparse.Namespace) -> int:
+    """Journal an alert; the running agent sends it (signalled), or this process does."""
+    try:
+        body = parse_alert(json.loads(opts.alert_json))
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"invalid alert: --json is not valid JSON: {exc}") from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    journal = _open_enrolled(opts.state_dir)
+    with journal:
+        if journal.identity() is None:
+            raise CliError(NOT_ENROLLED)
+        alert_id, _ = journal.add_alert(lambda i: MSGPACK.encode(Alert(id=i, alert=body, raised_at=time.time())))
+        try:
+            lock = statedir.lock(opts.state_dir)
+        except statedir.StateDirError:
+            pid = statedir.holder_pid(opts.state_dir)
+            if pid is not None:
+                os.kill(pid, signal.SIGUSR1)
+            print(f"alert {alert_id} journaled; the running agent{f' (pid {pid})' if pid else ''} sends it",
+                  file=sys.stderr)
+            return EXIT_OK
+        try:
+            client = AgentClient(journal, builtins=False, tls=_tls_files(opts, journal.identity()))
+            try:
+                kept = _run(client.deliver_alerts(opts.timeout))
+            except (OSError, TimeoutError, InvalidHandshake, FatalSessionError, InvalidURI, TLSFileError) as exc:
+                identity = journal.identity()
+                server = identity.server if identity else "?"
+                raise CliError(f"alert {alert_id} journaled but not sent: {_unreachable(exc, server)}; the agent "
+                               "sends it from its next session") from None
+        finally:
+            if lock is not None:
+                lock.close()
+    if kept:
+        raise CliError(f"alert {alert_id} journaled but tetherd could not store it now; the agent sends it again "
+                       "from its next session")
+    print(f"alert {alert_id} taken by tetherd", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_run(opts: argparse.Namespace) -> int:
     agent = load_agent(opts.commands) if opts.commands else None
     _state_dir(opts.state_dir, create=False)
@@ -255,10 +299,13 @@ async def _serve(client: AgentClient) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    usr1 = getattr(signal, "SIGUSR1", None)  # not on Windows: such alerts go with the next session
+    if usr1 is not None:
+        loop.add_signal_handler(usr1, client.send_new_alerts)  # tether-agent alert journaled one
     try:
         await client.run()
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, *([usr1] if usr1 is not None else [])):
             loop.remove_signal_handler(signum)
 
 
@@ -457,6 +504,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=flags.duration, default=10.0, metavar="DURATION",
                    help="on shutdown, how long running commands may take to finish (default: 10s)")
     p.set_defaults(func=cmd_run)
+
+    p = command(
+        "alert", [common, tls], "raise an alert from a script (deduplicated by tetherd)",
+        "Raise an alert, given as a JSON object: kind and name (required), path, hash, "
+                    "severity (info, low, medium, high, critical; default medium), message, details (an "
+                    "object). It is journaled first, so it is never lost: a running agent on this state "
+                    "directory is signalled (SIGUSR1) and sends it; with none running, this command sends it "
+                    "and waits until tetherd has taken it. tetherd keeps each distinct alert once, with a count "
+                    "(tetherctl alerts). A bad alert is refused here, naming the field, and nothing is kept.",
+        "tether-agent alert --json '{\"kind\": \"integrity\", \"name\": \"sshd_config changed\", "
+        "\"path\": \"/etc/ssh/sshd_config\"}'",
+        "tether-agent alert --state-dir /var/lib/tether-agent --json \"$(jq -n --arg p \"$FILE\" "
+        "'{kind: \"script\", name: \"big file\", path: $p}')\"",
+        codes=EXIT_CODES_SHORT,
+    )
+    p.add_argument("--json", dest="alert_json", required=True, metavar="JSON", help="the alert, a JSON object")
+    p.add_argument("--timeout", type=flags.duration, default=30.0, metavar="DURATION",
+                   help="when no agent runs: how long to try to hand it to tetherd (default: 30s)")
+    p.set_defaults(func=cmd_alert)
 
     p = command(
         "status", [common], "show identity and journal counts (no network)",

@@ -67,7 +67,7 @@ from tether.protocol import (
 )
 from tether.protocol.codec import encode_batch
 from tether.protocol.errors import SessionClosed, is_session_error
-from tether.protocol.frames import MAX_HOLDING, MAX_IDS, Welcome, chunked
+from tether.protocol.frames import MAX_HOLDING, MAX_IDS, Alerted, Welcome, chunked
 from tether.protocol.lifecycle import DeliveryState
 from tether.protocol.session import (
     AGENT_FATAL,
@@ -82,7 +82,7 @@ from .backoff import DEFAULT_BASE, DEFAULT_CAP, reconnect_delay
 from .builtins import BUILTINS
 from .journal import Accepted, Identity, Journal, Ref
 from .logfmt import EventLog
-from .runner import Intake, Runner
+from .runner import NOTHING, Intake, Runner
 from .sdk import Agent, Command
 from .tls import TLSFiles, client_context, explain
 
@@ -217,6 +217,46 @@ class AgentClient:
             raise
         await self._runner.stop(self._grace)
 
+    async def deliver_alerts(self, seconds: float) -> int:
+        """One short session (at most ``seconds``) for ``tether-agent alert`` while no agent runs on this journal:
+        send the journal's alerts, forget each as tetherd takes it, close. Tasks tetherd
+        pushes meanwhile are left alone (not journaled nor acknowledged: pushed again to the
+        agent's next session). Returns how many alerts are still kept; raises what
+        connecting raises (OSError, a refusal as :class:`SessionClosed`)."""
+        identity = self._journal.identity()
+        if identity is None:
+            raise NotEnrolledError()
+        pending = {alert_id: frame for alert_id, frame in self._journal.alerts()}
+        if not pending:
+            return 0
+        ssl_context = client_context(identity.server, identity.tls if self._tls_files is None else self._tls_files)
+        async with asyncio.timeout(seconds), connect(
+            identity.server, open_timeout=seconds, compression=None, max_size=self._max_frame_bytes,
+            user_agent_header=host.USER_AGENT, ssl=ssl_context,
+        ) as ws:
+            session = self._hello_for(identity)
+            await ws.send(session.opening())
+            session.receive(await ws.recv())  # the welcome, or a refusal raised as SessionClosed
+            for frame in pending.values():
+                await ws.send(frame)
+            while pending:
+                for frame in session.receive(await ws.recv()):
+                    if type(frame) is Alerted:
+                        taken = [i for i in frame.ids if i in pending]
+                    elif type(frame) is Error and frame.code == ErrorCode.INVALID_ALERT and frame.ref in pending:
+                        self._log.warning("alert_refused", alert=frame.ref, code=frame.code, error=frame.message)
+                        taken = [frame.ref]
+                    elif type(frame) is Error and frame.code == ErrorCode.STORAGE_UNAVAILABLE:
+                        self._log.warning("daemon_storage_unavailable", error=frame.message)
+                        return len(pending)
+                    else:
+                        continue
+                    self._journal.alerts_taken(taken)
+                    for i in taken:
+                        del pending[i]
+            await ws.close(1000, "alerts delivered")
+        return 0
+
     # -- connection loop ---------------------------------------------------------------
 
     async def _connect_loop(self, identity: Identity) -> None:
@@ -307,7 +347,9 @@ class AgentClient:
         self._arrivals = None
         # Snapshot the outbox and open the outflow in one step (no await between): a result
         # finished later goes through the outflow, one finished earlier is in the snapshot.
-        outbox = self._journal.outbox()
+        alerts = self._journal.alerts()
+        outbox = self._journal.outbox() + [frame for _, frame in alerts]
+        self._runner.alerts_sent = alerts[-1][0] if alerts else 0
         self._outflow.open(outbox)
         batching = "batch" in session.features
         self._log.info("session_open", session=welcome.session_id, window=welcome.window, resent=len(outbox),
@@ -348,6 +390,8 @@ class AgentClient:
         elif type(frame) is Committed:
             self._arrivals = None
             self._runner.apply(functools.partial(self._confirm, run_refs(frame.delivery_ids, frame.runs)))
+        elif type(frame) is Alerted:
+            self._runner.apply(functools.partial(self._alerts_taken, frame.ids, None))
         elif type(frame) is Error:
             self._on_error(frame)
         elif isinstance(frame, ProtocolError):
@@ -436,6 +480,8 @@ class AgentClient:
             if self._resend is None:
                 self._resend = asyncio.get_running_loop().call_later(
                     frame.retry_after or STORAGE_RETRY, self._resend_outbox)
+        elif frame.ref is not None and frame.code == ErrorCode.INVALID_ALERT:
+            self._runner.apply(functools.partial(self._alerts_taken, [frame.ref], frame))
         elif frame.ref is not None and frame.code in REFUSED_RESULT_CODES:
             self._arrivals = None
             self._runner.apply(functools.partial(self._refuse, frame))
@@ -444,11 +490,31 @@ class AgentClient:
         else:
             self._log.warning("daemon_error", code=frame.code, name=frame.name, ref=frame.ref, error=frame.message)
 
+    def send_new_alerts(self) -> None:
+        """Send the alerts journaled by another process (``tether-agent alert``, which
+        signals this one with SIGUSR1) since the last ones sent; the next session sends
+        them if none is open."""
+        if not self._outflow.is_open:
+            return
+        fresh = self._journal.alerts(after=self._runner.alerts_sent)
+        for alert_id, frame in fresh:
+            self._outflow.put(frame)
+            self._runner.alerts_sent = alert_id
+        if fresh:
+            self._log.info("alerts_sent", count=len(fresh))
+
+    def _alerts_taken(self, ids: list[int], refusal: Error | None) -> Intake:
+        """tetherd took these alerts (or refused one for good): the journal forgets them."""
+        self._journal.alerts_taken(ids)
+        if refusal is not None:
+            self._log.warning("alert_refused", alert=refusal.ref, code=refusal.code, error=refusal.message)
+        return NOTHING
+
     def _resend_outbox(self) -> None:
         self._resend = None
         if not self._outflow.is_open:
             return  # no session: the next one sends the outbox first anyway
-        outbox = self._journal.outbox()
+        outbox = self._journal.outbox() + [frame for _, frame in self._journal.alerts()]
         for blob in outbox:
             self._outflow.put(blob)
         self._log.info("results_resent", count=len(outbox))

@@ -57,6 +57,9 @@ DEDUP_RETENTION = 8 * DAY
 week, LimaCharlie "Reliable tasking") plus a day of margin. The daemon does not re-push a
 delivery whose result it committed, so this bounds only pathological re-sends."""
 
+MAX_ALERTS = 10_000
+"""Alerts the journal keeps while tetherd has not taken them (the oldest go first)."""
+
 RESTARTED_WHILE_RUNNING = "agent restarted while the command was running"
 
 PENDING, RUNNING, CANCELLED = RunState.PENDING, RunState.RUNNING, RunState.CANCELLED
@@ -447,6 +450,31 @@ class Journal:
                 "UPDATE deliveries SET result = NULL, confirmed = 1 WHERE delivery_id = ? AND result IS NOT NULL",
                 (delivery_id,),
             ).rowcount
+
+    # -- alerts ------------------------------------------------------------------------
+
+    def add_alert(self, encode: Callable[[int], bytes]) -> tuple[int, bytes]:
+        """Keep an alert until tetherd takes it: ``encode`` makes its frame from the id the
+        journal gives it. At most :data:`MAX_ALERTS` wait; past that the oldest is dropped
+        (an agent offline for long keeps its newest alerts)."""
+        with self._tx() as db:
+            alert_id = db.execute("INSERT INTO alerts (frame) VALUES (x'')").lastrowid
+            assert alert_id is not None
+            frame = encode(alert_id)
+            db.execute("UPDATE alerts SET frame = ? WHERE id = ?", (frame, alert_id))
+            db.execute("DELETE FROM alerts WHERE id <= ?", (alert_id - MAX_ALERTS,))
+        return alert_id, frame
+
+    def alerts(self, after: int = 0) -> list[tuple[int, bytes]]:
+        """The alerts tetherd has not taken yet (those numbered above ``after``), oldest
+        first: ``(id, encoded Alert frame)``."""
+        rows = self._db.execute("SELECT id, frame FROM alerts WHERE id > ? ORDER BY id", (after,)).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def alerts_taken(self, ids: Sequence[int]) -> int:
+        """tetherd took these alerts (stored, counted, or refused for good): forget them."""
+        with self._tx(statements=len(ids)) as db:
+            return _each(db, "DELETE FROM alerts WHERE id = ?", [(i,) for i in ids])
 
     # -- views -------------------------------------------------------------------------
 

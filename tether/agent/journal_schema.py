@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """``PRAGMA user_version``. 1: keyed by delivery id; 2: keyed by (delivery id, run);
-3: the identity names the TLS files of a wss:// daemon."""
+3: the identity names the TLS files of a wss:// daemon; 4: the alert outbox."""
 
 _DELIVERIES = """
 CREATE TABLE {name} (
@@ -52,6 +52,12 @@ CREATE TABLE IF NOT EXISTS identity (
 );
 """ + _DELIVERIES.format(name="deliveries") + ";" + _INDEXES
 
+_ALERTS = """
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: a late ``alerted`` names no newer alert
+    frame BLOB NOT NULL     -- the encoded Alert frame, sent until tetherd names it in an ``alerted``
+)"""
+
 
 def _statements(script: str) -> list[str]:
     return [part for part in script.split(";") if part.strip()]
@@ -64,10 +70,10 @@ def migrate(db: sqlite3.Connection, version: int) -> None:
     """Bring a journal from schema ``version`` to :data:`SCHEMA_VERSION`, inside the
     caller's transaction (a failure leaves the file as it was), one version at a time."""
     if version == 0:  # a new file
-        for statement in _statements(_SCHEMA):
+        for statement in _statements(_SCHEMA + ";" + _ALERTS):
             db.execute(statement)
         return
-    if version not in (1, 2):
+    if version not in (1, 2, 3):
         raise RuntimeError(f"journal schema {version} is not one this tether-agent can migrate")
     if version == 1:
         # SQLite cannot change a primary key: build the v2 table, copy, drop, rename
@@ -80,6 +86,9 @@ def migrate(db: sqlite3.Connection, version: int) -> None:
         db.execute("ALTER TABLE deliveries_v2 RENAME TO deliveries")
         for statement in _statements(_INDEXES):
             db.execute(statement)
-    # 2 -> 3: an agent enrolled before knew no TLS files ("": the system's CA store).
-    for column in _TLS_COLUMNS:
-        db.execute(f"ALTER TABLE identity ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+    if version <= 2:
+        # 2 -> 3: an agent enrolled before knew no TLS files ("": the system's CA store).
+        for column in _TLS_COLUMNS:
+            db.execute(f"ALTER TABLE identity ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+    # 3 -> 4: the alert outbox, empty.
+    db.execute(_ALERTS)

@@ -55,7 +55,8 @@ from typing import Any
 import msgspec
 
 from tether.protocol import MSGPACK, Progress, Result, Schedule, unpack
-from tether.protocol.frames import NIL, Sequel
+from tether.protocol.alerts import AlertBody
+from tether.protocol.frames import NIL, Alert, Sequel
 from tether.protocol.lifecycle import UNTASKED, RunState
 
 from .journal import Claimed, Fresh, Journal
@@ -185,6 +186,9 @@ class Runner:
         self._expired = False
         """The grace period is over: a cancelled handler is recorded as stopped."""
         self._deadline = 0.0
+        self.alerts_sent = 0
+        """The highest alert id put into the outflow in this session (the client resets it):
+        a journal read for alerts raised by another process starts above it."""
         self.sequences: dict[int, tuple[float, float]] = {}
         """``delivery_id -> (started_at, deadline)`` of later polling runs pushed to this agent
         (:meth:`poll_sequence`; in memory only)."""
@@ -450,7 +454,7 @@ class Runner:
         started, deadline = self.sequences.pop(delivery_id, (0.0, 0.0))
         ctx = Context(
             delivery_id=delivery_id, task_id=claimed.task_id, command=claimed.command,
-            priority=claimed.priority, run=claimed.run, emit=self._emit_progress, loop=self._loop,
+            priority=claimed.priority, run=claimed.run, emit=self._emit_progress, alert=self.alert, loop=self._loop,
             args=args, poll_started_at=started, poll_deadline=deadline,
         )
         execution = _Execution(claimed, ctx, command.is_async)
@@ -535,6 +539,19 @@ class Runner:
             if start is not None:  # its start first, as if it had gone out already
                 self._send_start(start)
             self.outflow.put(MSGPACK.encode(frame))
+
+    def alert(self, body: AlertBody, delivery_id: int | None = None) -> None:
+        """Journal an alert (in order with the journal writes before it), then send it; it
+        is sent again on every session until tetherd names it in an ``alerted``."""
+        def encode(alert_id: int) -> bytes:
+            return MSGPACK.encode(Alert(id=alert_id, alert=body, raised_at=self._clock(), delivery_id=delivery_id))
+
+        def write() -> Intake:
+            alert_id, frame = self._journal.add_alert(encode)
+            self.alerts_sent = max(self.alerts_sent, alert_id)
+            return Intake(then=functools.partial(self.outflow.put, frame))
+
+        self.apply(write)
 
     def _end(
         self, claimed: Claimed, *, ok: bool, output: msgspec.Raw = NIL, error: str = "",

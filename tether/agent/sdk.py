@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from tether.protocol import Progress
+from tether.protocol.alerts import AlertBody, parse_alert
+from tether.protocol.frames import MAX_PROGRESS_MESSAGE
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -161,7 +163,8 @@ def argToBoolean(value: Any) -> bool:
 
 
 class Context:
-    """What a running handler may ask of the agent: report progress, notice cancellation.
+    """What a running handler may ask of the agent: report progress, raise alerts, notice
+    cancellation.
 
     ``cancelled`` is a :class:`threading.Event`: the daemon cancelled this delivery (or the
     agent is stopping). Async handlers are also cancelled with ``CancelledError``; sync
@@ -173,7 +176,7 @@ class Context:
     ``delivery_id``, and ``command`` is the name the command is run under.
     """
 
-    __slots__ = ("_cancelled", "_emit", "_loop", "args", "command", "delivery_id", "poll_deadline", "poll_started_at",
+    __slots__ = ("_alert", "_cancelled", "_emit", "_loop", "args", "command", "delivery_id", "poll_deadline", "poll_started_at",
                  "priority", "run", "task_id")
 
     def __init__(
@@ -185,6 +188,7 @@ class Context:
         priority: int = 1,
         run: int = 1,
         emit: Callable[[Progress], None] | None = None,
+        alert: Callable[[AlertBody, int], None] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         args: dict[str, Any] | None = None,
         poll_started_at: float = 0.0,
@@ -203,6 +207,7 @@ class Context:
         self.poll_deadline = poll_deadline
         self._cancelled: threading.Event | None = None  # made on first use: most runs never look
         self._emit = emit
+        self._alert = alert
         self._loop = loop
 
     @property
@@ -226,6 +231,8 @@ class Context:
     def _frame(self, percent: float | None, message: str) -> Progress:
         if percent is not None and not 0 <= percent <= 100:
             raise ValueError(f"percent must be between 0 and 100, got {percent}")
+        if len(message) > MAX_PROGRESS_MESSAGE:
+            message = message[:MAX_PROGRESS_MESSAGE - 3] + "..."
         return Progress(delivery_id=self.delivery_id, percent=percent, message=message, run=self.run)
 
     async def progress(self, percent: float | None = None, message: str = "") -> None:
@@ -245,6 +252,27 @@ class Context:
             # The loop is closed: the agent stopped while this thread kept running. A
             # progress report has nobody to go to; the handler's result is discarded too.
             pass
+
+    async def alert(self, *, kind: str, name: str, **fields: Any) -> None:
+        """Raise an alert (:mod:`tether.protocol.alerts`: ``kind`` and ``name``, optional
+        ``path``, ``hash``, ``severity``, ``message``, ``details``). It is journaled before
+        this returns and sent until tetherd takes it, so it survives a lost session or a
+        restart; tetherd keeps each distinct alert once, with a count. A bad field raises
+        ``ValueError`` saying which."""
+        body = parse_alert({"kind": kind, "name": name, **fields})
+        if self._alert is not None:
+            self._alert(body, self.delivery_id)
+
+    def alert_threadsafe(self, *, kind: str, name: str, **fields: Any) -> None:
+        """:meth:`alert` for sync handlers (callable from any thread; it does not wait for
+        the journal: an alert raised just before the agent dies may be lost)."""
+        body = parse_alert({"kind": kind, "name": name, **fields})
+        if self._alert is None or self._loop is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._alert, body, self.delivery_id)
+        except RuntimeError:
+            pass  # the loop is closed: the agent stopped while this thread kept running
 
 
 CURRENT_RUN: contextvars.ContextVar[Context | None] = contextvars.ContextVar("tether_current_run", default=None)

@@ -93,3 +93,13 @@ def lock(state_dir: Path) -> IO[str] | None:
     handle.write(f"pid {os.getpid()}\n")
     handle.flush()
     return handle
+
+
+def holder_pid(state_dir: Path) -> int | None:
+    """The pid of the process holding the state directory's lock, as it wrote it (``pid N``)."""
+    try:
+        text = (state_dir / LOCK_FILE).read_text()
+    except OSError:
+        return None
+    word = text.split()[-1] if text.split() else ""
+    return int(word) if text.startswith("pid ") and word.isdigit() else None

@@ -34,13 +34,14 @@ from tether.protocol import ErrorCode, ProtocolError
 from tether.protocol.endpoints import url_problem
 from tether.protocol.errors import DaemonError, SessionClosed
 from tether.protocol.frames import Event
-from tether.protocol.methods import TASK_WAIT
+from tether.protocol.methods import TASK_WAIT, TASK_WATCH
 
 from .client import DEFAULT_URL, EXIT_INPUT, EXIT_OK, ConsoleClient, ConsoleError, exit_code
 from .parser import build_parser
 from .plan import plan
 from .render import json_text, progress_line, visible, visible_lines
 from .results import renders, show_wait
+from .watch import Watch
 
 
 def _print_raw(result: Any, out: TextIO) -> None:
@@ -72,7 +73,8 @@ async def run(
 ) -> int:
     """Run one tetherctl command line; return its exit code."""
     stdin = stdin or sys.stdin
-    stdout = cast(TextIO, _TerminalSafe(stdout or sys.stdout))
+    raw_out = stdout or sys.stdout  # for watch's own cursor moves (it escapes agents' text itself)
+    stdout = cast(TextIO, _TerminalSafe(raw_out))
     stderr = cast(TextIO, _TerminalSafe(stderr or sys.stderr))
     env = os.environ if environ is None else environ
     parser = build_parser()
@@ -96,8 +98,14 @@ async def run(
             if not args.json:
                 print(progress_line(event), file=stderr, flush=True)
 
+        if request.answers is TASK_WATCH:
+            tty = bool(getattr(raw_out, "isatty", lambda: False)()) and env.get("TERM") != "dumb"
+            args.watch = Watch(raw_out if tty else stdout, tty=tty, as_json=args.json)
+            on_event = args.watch
         async with ConsoleClient(url, token, ca_file=ca_file) as client:
             result = await client.call(request.method, request.params, on_event=on_event)
+        if request.answers is TASK_WATCH:
+            return renders[TASK_WATCH](result, args)
         if args.json:
             _print_raw(result, stdout)
             return show_wait(result, args) if request.answers is TASK_WAIT else EXIT_OK

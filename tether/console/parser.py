@@ -148,6 +148,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", metavar="DURATION", type=flags.duration,
                    help=f"give up after DURATION: {flags.DURATION} (default: wait forever)")
 
+    p = command("watch", "show a task's deliveries live, with each command's progress",
+                "Show a task's deliveries as they change, with each running command's progress (the "
+                "scan command reports percent, files done and the current path at most once a second): on "
+                "a terminal one line per agent with a progress bar, redrawn in place; otherwise one line per "
+                "change. Ends when every delivery has finished, with wait's exit codes. With --json, one "
+                "JSON object per event ({\"topic\", \"data\"}), then the task.",
+                "tetherctl watch 12", "tetherctl watch 12 --timeout 10m --json", codes=WAIT_EXIT_CODES)
+    p.add_argument("task_id", metavar="TASK_ID", type=flags.positive_int)
+    p.add_argument("--timeout", metavar="DURATION", type=flags.duration,
+                   help=f"give up after DURATION: {flags.DURATION} (default: watch until finished)")
+
+    p = command("alerts", "list the distinct alerts agents raised, or show or acknowledge one",
+                "Alerts are deduplicated by tetherd (a checksum over tetherd's alert_checksum fields, by "
+                "default agent, kind, name, path and hash): each distinct alert is one line with how often it "
+                "came, when first and last, and its latest copy. Last seen first. Alerts an agent sent over "
+                "its rate limit are counted, not stored: the total per agent is printed below. "
+                "`alerts show ID` shows one with its details; `alerts ack ID` acknowledges it (copies that "
+                "come later show as new since the ack).",
+                "tetherctl alerts", "tetherctl alerts --agent AGENT_ID --since 1h --kind scan",
+                "tetherctl alerts show 7", "tetherctl alerts ack 7")
+    p.add_argument("op", nargs="?", choices=("show", "ack"), help="show or ack one alert (default: list)")
+    p.add_argument("alert_id", nargs="?", metavar="ID", type=flags.positive_int)
+    p.add_argument("--agent", metavar="ID", help="only alerts whose latest copy came from this agent")
+    p.add_argument("--since", metavar="DURATION", type=flags.duration,
+                   help=f"only alerts seen in the last DURATION: {flags.DURATION}")
+    p.add_argument("--kind", metavar="K", help="only alerts of this kind (scan, script ...)")
+    p.add_argument("--limit", type=flags.positive_int, metavar="N", help="at most N alerts (default 100)")
+
     p = command("untask", "cancel a task, or everything pending for an agent or a tag",
                 "Cancel queued deliveries; agents already holding one are told to cancel it. "
                 "Prints what it changed: the deliveries cancelled, and the tasks closed (they reach no new agent).",

@@ -161,6 +161,29 @@ def _wait(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
     return methods.TASK_WAIT, params
 
 
+@command("watch", methods.TASK_WATCH)
+def _watch(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
+    params: dict[str, Any] = {"task_id": args.task_id}
+    if args.timeout is not None:
+        params["timeout"] = args.timeout
+    return methods.TASK_WATCH, params
+
+
+@command("alerts", methods.ALERTS_LIST, methods.ALERT_GET, methods.ALERT_ACK)
+def _alerts(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
+    if args.op is not None:
+        if args.alert_id is None:
+            raise ConsoleError(f"alerts {args.op} needs the alert's ID (see: tetherctl alerts)")
+        return {"show": methods.ALERT_GET, "ack": methods.ALERT_ACK}[args.op], {"alert_id": args.alert_id}
+    if args.alert_id is not None:
+        raise ConsoleError(f"an alert ID goes with show or ack: tetherctl alerts show {args.alert_id}")
+    params: dict[str, Any] = {}
+    for name, value in (("agent", args.agent), ("kind", args.kind), ("within", args.since), ("limit", args.limit)):
+        if value is not None:
+            params[name] = value
+    return methods.ALERTS_LIST, params
+
+
 @command("untask", methods.TASK_CANCEL)
 def _untask(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
     params = _target(args)

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from tether.protocol import console as rpc
+from tether.protocol.alerts import AlertList, AlertView
 from tether.protocol.frames import Event
 from tether.protocol.lifecycle import DeliveryState
 from tether.protocol.polling import fmt_duration
@@ -310,3 +311,36 @@ def render_keys(result: Any) -> str:
              "revoked " + fmt_time(k.revoked_at) if k.revoked_at is not None else "active") for k in keys]
     header = ("ID", "TAGS", "MORE TAGS", "CREATED", "EXPIRES", "USES LEFT", "STATE")
     return render_table(header, rows) if rows else "no enrollment keys"
+
+
+def render_alerts(result: Any) -> str:
+    listed = msgspec.convert(result, AlertList)
+    rows = [(a.alert_id, a.agent_id, a.severity, a.kind, a.name, a.path or a.hash or "-", a.count,
+             fmt_time(a.first_seen), fmt_time(a.last_seen), _acked(a)) for a in listed.alerts]
+    text = render_table(("ID", "AGENT", "SEVERITY", "KIND", "NAME", "WHERE", "COUNT", "FIRST SEEN", "LAST SEEN",
+                         "ACKED"), rows) if rows else "no alerts"
+    if listed.dropped:
+        text += "\n\nover their rate limit (counted, not stored):\n" + render_table(
+            ("AGENT", "DROPPED", "LAST"), [(d.agent_id, d.dropped, fmt_time(d.last_at)) for d in listed.dropped])
+    return text
+
+
+def _acked(a: AlertView) -> str:
+    if a.acked_at is None:
+        return "no"
+    since = a.count - a.acked_count
+    return f"{fmt_time(a.acked_at)}" + (f" (+{since} since)" if since else "")
+
+
+def render_alert(result: Any) -> str:
+    a = msgspec.convert(result, AlertView)
+    pairs: list[tuple[str, object]] = [
+        ("alert", a.alert_id), ("agent", a.agent_id), ("severity", a.severity), ("kind", a.kind), ("name", a.name)]
+    pairs += [(k, v) for k, v in (("path", a.path), ("hash", a.hash), ("message", a.message)) if v]
+    pairs += [("count", a.count), ("first seen", fmt_time(a.first_seen)), ("last seen", fmt_time(a.last_seen)),
+              ("raised at", fmt_time(a.raised_at or None)), ("acked", _acked(a))]
+    if a.delivery_id is not None:
+        pairs.append(("delivery", a.delivery_id))
+    if a.details:
+        pairs.append(("details", json_text(a.details, indent=None)))
+    return _fields(pairs, indent="")

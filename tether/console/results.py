@@ -16,12 +16,16 @@ import msgspec
 
 from tether.protocol import console as rpc
 from tether.protocol import flags, methods
+from tether.protocol.alerts import AlertView
 from tether.protocol.lifecycle import DeliveryState
 from tether.protocol.methods import Bindings
 
 from .client import EXIT_OK, EXIT_TIMEOUT
 from .render import (
+    json_text,
     render_agents,
+    render_alert,
+    render_alerts,
     render_deliveries,
     render_keys,
     render_schedule,
@@ -102,6 +106,36 @@ def show_wait(result: Any, args: argparse.Namespace) -> int:
               f"{_count(len(task.deliveries), 'delivery', 'deliveries')} of task {task.task_id} not finished "
               f"(exit {EXIT_TIMEOUT}; see tetherctl show {task.task_id})", file=args.stderr)
     return outcome
+
+
+@renders(methods.TASK_WATCH)
+def show_watch(result: Any, args: argparse.Namespace) -> int:
+    """The last state of every line (the watch display drew the rest), and ``wait``'s exit
+    code; with ``--json``, the task as the last line."""
+    if args.json:
+        print(json_text(result, indent=None), file=args.stdout)
+    watch = getattr(args, "watch", None)
+    if watch is not None:
+        watch.result(result)
+    if not args.json and (watch is None or not watch.tty):
+        print(render_task(result), file=args.stdout)
+    return show_wait(result, argparse.Namespace(**{**vars(args), "json": True}))
+
+
+@renders(methods.ALERTS_LIST)
+def _alerts(result: Any, args: argparse.Namespace) -> int:
+    return _print(render_alerts(result), args)
+
+
+@renders(methods.ALERT_GET)
+def _alert(result: Any, args: argparse.Namespace) -> int:
+    return _print(render_alert(result), args)
+
+
+@renders(methods.ALERT_ACK)
+def _alert_acked(result: Any, args: argparse.Namespace) -> int:
+    view = msgspec.convert(result, AlertView)
+    return _print(f"alert {view.alert_id} acknowledged ({_count(view.count, 'copy', 'copies')} so far)", args)
 
 
 @renders(methods.TASK_CANCEL)

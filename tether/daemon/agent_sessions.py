@@ -135,6 +135,7 @@ class AgentSessions:
                         loader.cancel()
         finally:
             push.unregister(session)
+            operations.alerts_flush(agent_id)
             log.info("event=session_closed role=agent agent_id=%s session=%s code=%s",
                      agent_id, session.session_id, ws.close_code)
 

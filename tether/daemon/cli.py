@@ -243,6 +243,7 @@ async def _serve_locked(config: Config, as_json: bool, read_config: Callable[[],
 
     store = await _open_store(config)
     operations = Operations(store, SystemClock())
+    operations.configure_alerts(config.alert_checksum, config.alerts_per_minute, config.alert_burst)
     for name, missed in await operations.load():
         log.info("event=schedule_missed name=%s firings=%d", name, missed)
     housekeeping.tune()

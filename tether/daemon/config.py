@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from ..protocol.alerts import DEFAULT_CHECKSUM, check_checksum_fields
 from ..protocol.frames import DEFAULT_WINDOW, MAX_IDS
 
 
@@ -101,6 +102,17 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """Cap on the database file, in MiB (0: none but the disk). When it is reached, new work
     is refused with 1503 while reads and sessions go on; raise it and send SIGHUP."""
 
+
+    # -- alerts (issue 19 item 6) ---------------------------------------------------------
+    alert_checksum: tuple[str, ...] = DEFAULT_CHECKSUM
+    """The fields two alerts must share to be one (of agent, kind, name, path, hash,
+    severity, message). Read at start: a change applies to alerts received after a restart."""
+    alerts_per_minute: float = 60.0
+    """Alerts one agent may have stored per minute, on average; past its burst, the rest are
+    counted (``tetherctl alerts`` shows how many), not stored."""
+    alert_burst: int = 120
+    """Alerts one agent may have stored at once above that rate."""
+
     @property
     def host(self) -> str:
         return split_listen(self.listen)[0]
@@ -147,6 +159,12 @@ def from_mapping(data: dict[str, Any], source: str = "tetherd.toml") -> Config:
             raise ConfigError(f"allowed_origins: {origin!r} is not an origin (scheme://host[:port], e.g. "
                               f"\"https://console.example\", no path) in {source}")
     _check_tls(config, source)
+    try:
+        check_checksum_fields(list(config.alert_checksum))
+    except ValueError as exc:
+        raise ConfigError(f"{exc} in {source}") from None
+    if not 0 < config.alerts_per_minute < float("inf") or config.alert_burst < 1:
+        raise ConfigError(f"alerts_per_minute must be a positive number and alert_burst at least 1 in {source}")
     return config
 
 

@@ -50,6 +50,16 @@ class Change(msgspec.Struct, frozen=True, array_like=True):
     new: str
 
 
+class Progressed(msgspec.Struct, frozen=True, array_like=True):
+    """A run's progress report, committed (the text as :func:`~tether.protocol.frames.progress_text`
+    makes it), for consoles watching its task (``tetherctl watch``)."""
+
+    delivery_id: int
+    task_id: int
+    agent_id: str
+    progress: str
+
+
 class Refusal(msgspec.Struct, frozen=True, array_like=True):
     """A per-delivery refusal inside an agent's report (code from the error registry)."""
 
@@ -82,6 +92,8 @@ class Effects(msgspec.Struct, Generic[T]):
     """The write's answer to its caller (a task id, a view; None for most)."""
     changes: list[Change] = []
     """Committed delivery state changes, for consoles watching their task."""
+    progressed: list[Progressed] = []
+    """Committed progress reports, for consoles watching their task live."""
     items: list[PushItem] = []
     """Deliveries to push to their agents if online (an agent offline gets them on connect)."""
     timers: list[tuple[Timer, int, float]] = []

@@ -22,17 +22,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from ..protocol.alerts import DEFAULT_CHECKSUM, AlertView, alert_problem, checksum
 from ..protocol.codec import error_frame
 from ..protocol.console import KeyView, ScheduleView, TokenView
 from ..protocol.errors import ErrorCode, ProtocolError
+from ..protocol.frames import Alert, Alerted
 from ..protocol.lifecycle import TERMINAL
+from .alerts import AlertLimits
 from .clock import Clock
 from .effects import Effects, Ref, Timer
 from .metrics import Stats
 from .push import Push
 from .schedules import CALENDAR
 from .session import AgentSession
-from .store import Enrollment, NewSchedule, NewTask, ResultIn, Store, Untasked
+from .store import AlertIn, AlertRecorded, Enrollment, NewSchedule, NewTask, ResultIn, Store, Untasked
 from .timers import Timers
 from .watchers import SelectorTasks, Watchers
 
@@ -45,6 +48,10 @@ MAX_REFUSALS_TOLD = 100
 
 STORAGE_RETRY_AFTER = 2.0
 """Seconds a peer whose write the store refused (1503) is told to wait before trying again."""
+
+DEFAULT_ALERTS_PER_MINUTE = 60.0
+DEFAULT_ALERT_BURST = 120
+"""The alert limits when tetherd's configuration names none (:mod:`.alerts`)."""
 
 RETRY_AFTER_STORE_ERROR = 1.0
 """Seconds before a timer whose store operation failed (disk full, locked) is tried again."""
@@ -76,6 +83,11 @@ class _NoConsoles:
         return 0
 
 
+def _quiet(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("event=write_failed error=%r", fut.exception())
+
+
 class Operations:
     """Every write of the daemon, and the one place its effects are applied. Owns what they
     are applied to: the online agents' sessions (:attr:`push`), the timer wheel
@@ -93,6 +105,15 @@ class Operations:
         """Set by the console sessions: a revoked admin token ends the sessions using it."""
         self.after: list[Observer] = []
         """Observers of every operation, called in order after its effects are applied."""
+        self.alert_limits = AlertLimits(DEFAULT_ALERTS_PER_MINUTE, DEFAULT_ALERT_BURST)
+        """How many alerts each agent may have stored (config ``alerts_per_minute``, ``alert_burst``)."""
+        self.alert_fields: tuple[str, ...] = DEFAULT_CHECKSUM
+        """What makes two alerts one (config ``alert_checksum``)."""
+
+    def configure_alerts(self, fields: tuple[str, ...], per_minute: float, burst: int) -> None:
+        """tetherd's alert settings: the checksum's fields, each agent's rate limit."""
+        self.alert_fields = tuple(fields)
+        self.alert_limits = AlertLimits(per_minute, burst)
 
     # -- the one place effects are applied -------------------------------------------------
 
@@ -106,6 +127,8 @@ class Operations:
                     timers.clear(Timer.POLL, change.delivery_id)
                     timers.clear(Timer.EXPIRE_ONE, change.task_id)  # if it was a one-agent task
             self.watchers.notify(changes)
+        if effects.progressed:
+            self.watchers.progressed(effects.progressed)
         # Each list is looked at before it is walked: most are empty (this runs for every
         # report an agent sends).
         if effects.withdraws:
@@ -342,6 +365,63 @@ class Operations:
         pushed); once committed, the agent is told it may forget them."""
         fut = self.store.record_results(session.agent_id, results, now, acked)
         fut.add_done_callback(lambda f: self._reported(session, "agent.results", f))
+
+    def alerts(self, session: AgentSession, alerts: list[Alert], now: float) -> int:
+        """An agent's alerts (``alert.record``): each checked (a bad one is refused, naming
+        it), those within the agent's rate limit recorded, one copy each (the result says,
+        per alert, whether it was a new one), the rest counted. Once that is committed the
+        agent is told it may forget them all (``alerted``). Returns how many were refused."""
+        kept: list[AlertIn] = []
+        taken: list[int] = []
+        fields = self.alert_fields
+        for alert in alerts:
+            problem = alert_problem(alert.alert)
+            if problem is not None:
+                session.tell(error_frame(ProtocolError(ErrorCode.INVALID_ALERT, f"invalid alert: {problem}",
+                                                       ref=alert.id)))
+                continue
+            taken.append(alert.id)
+            kept.append(AlertIn(checksum=checksum(session.agent_id, alert.alert, fields), body=alert.alert,
+                                raised_at=alert.raised_at, delivery_id=alert.delivery_id))
+        refused = len(alerts) - len(taken)
+        if not taken:
+            return refused
+        limits = self.alert_limits
+        admitted = limits.admit(session.agent_id, len(kept), now)
+        dropped = limits.take_dropped(session.agent_id, now, force=admitted > 0)
+        if not admitted and not dropped:  # a flood's excess, counted in memory only for now
+            session.send_control(Alerted(ids=taken))
+            return refused
+        fut = self.store.record_alerts(session.agent_id, kept[:admitted], dropped, now)
+        fut.add_done_callback(lambda f: self._alerted(session, taken, dropped, f))
+        return refused
+
+    def _alerted(self, session: AgentSession, taken: list[int], dropped: int,
+                 fut: asyncio.Future[Effects[list[AlertRecorded]]]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            self.alert_limits.give_back(session.agent_id, dropped)
+            log.warning("event=report_failed agent_id=%s error=%r", session.agent_id, exc)
+            session.send_control(error_frame(ProtocolError(ErrorCode.STORAGE_UNAVAILABLE, str(exc)),
+                                             retry_after=STORAGE_RETRY_AFTER))
+            return
+        session.send_control(Alerted(ids=taken))
+        self._done("alert.record", session.agent_id, fut.result())
+
+    async def ack_alert(self, alert_id: int) -> AlertView:
+        """An operator has seen the alert (``alert.ack``): when, and its count then."""
+        view = self._done("alert.ack", alert_id, await self.store.ack_alert(alert_id, self.clock.time())).result
+        log.info("event=alert_acked alert_id=%d count=%d", alert_id, view.count)
+        return view
+
+    def alerts_flush(self, agent_id: str) -> None:
+        """The agent's session ended: its alerts counted over the rate limit and not yet
+        written are (fire and forget)."""
+        dropped = self.alert_limits.take_dropped(agent_id, self.clock.time(), force=True)
+        if dropped:
+            self.store.record_alerts(agent_id, [], dropped, self.clock.time()).add_done_callback(_quiet)
 
     def _reported(self, session: AgentSession, operation: str, fut: asyncio.Future[Effects[None]]) -> None:
         """On commit of an agent's reports: tell it what is committed and what was refused,

@@ -23,7 +23,7 @@ import msgspec
 
 from ..protocol.codec import MSGPACK, Codec, error_frame, pack, to_msgpack
 from ..protocol.errors import ErrorCode, ProtocolError
-from ..protocol.frames import Ack, Frame, Progress, Result, Schedule, run_refs
+from ..protocol.frames import Ack, Alert, Frame, Progress, Result, Schedule, progress_text, run_refs
 from ..protocol.lifecycle import WaitPlan
 from ..protocol.polling import InvalidSchedule, plan_next_run
 from ..protocol.session import unexpected
@@ -121,6 +121,7 @@ def submit_reports(session: AgentSession, codec: Codec, reports: Sequence[Report
     sent_at: dict[int, float] = {}
     progress: list[tuple[Ref, str, bool]] = []
     results: list[ResultIn] = []
+    alerts: list[Alert] = []
     bad = 0
     for frame in reports:
         if isinstance(frame, Result):
@@ -135,8 +136,10 @@ def submit_reports(session: AgentSession, codec: Codec, reports: Sequence[Report
             session.acked(refs, sent_at)
             acks += refs
         elif isinstance(frame, Progress):
-            text = frame.message if frame.percent is None else f"{frame.percent:.0f}% {frame.message}"
-            progress.append(((frame.delivery_id, frame.run), text.strip(), frame.percent is None and not frame.message))
+            text = progress_text(frame.percent, frame.message)
+            progress.append(((frame.delivery_id, frame.run), text, frame.percent is None and not frame.message))
+        elif isinstance(frame, Alert):
+            alerts.append(frame)
         else:  # not an agent's report: the session core says how it is answered
             bad += 1
             session.tell(error_frame(unexpected("agent", frame)))
@@ -153,4 +156,6 @@ def submit_reports(session: AgentSession, codec: Codec, reports: Sequence[Report
         operations.progress(session, started, now)
     if results:
         operations.results(session, results, acked, now)
+    if alerts:
+        bad += operations.alerts(session, alerts, now)
     return bad

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..protocol import methods
 from ..protocol.actions import action_to_request
+from ..protocol.alerts import AlertId, AlertsList
 from ..protocol.cmdline import parse_command_line
 from ..protocol.console import (
     AgentId,
@@ -30,6 +31,7 @@ from ..protocol.console import (
     KeyCreate,
     KeyId,
     Nothing,
+    ProgressEvent,
     Revoked,
     ScheduleAdd,
     ScheduleList,
@@ -49,10 +51,11 @@ from ..protocol.console import (
     no_agent_yet,
 )
 from ..protocol.errors import ErrorCode, ProtocolError
+from ..protocol.frames import progress_parts
 from ..protocol.lifecycle import TERMINAL, DeliveryState
 from ..protocol.methods import Bindings, Method, check_role, find, parse_params
 from ..protocol.polling import InvalidSchedule, check_period
-from .effects import Change
+from .effects import Change, Progressed
 from .operations import Operations
 from .schedules import check_cron, next_fire
 from .store import NewSchedule, NewTask, StoreError, Timing
@@ -168,8 +171,19 @@ class ConsoleRPC:
         sending an ``event`` for every state change meanwhile. A ``waiting`` delivery (a
         polling command's next run is scheduled) is not finished: XSOAR's waiter "does not
         proceed until it is done with all scheduled commands"."""
+        return await self._follow(p, emit, live=False)
+
+    @handler(methods.TASK_WATCH)
+    async def m_task_watch(self, p: TaskWait, emit: Emit) -> Any:
+        """As ``task.wait``, and first the task as it stands (a ``task`` event), then every
+        progress report too (``progress`` events): the latest of each delivery's since the
+        last event, so a console is sent at most what it can read."""
+        return await self._follow(p, emit, live=True)
+
+    async def _follow(self, p: TaskWait, emit: Emit, *, live: bool) -> TaskView:
         changed = asyncio.Event()
         events: list[Change] = []
+        progress: dict[int, Progressed] = {}
         watchers = self.operations.watchers
         timed_out = False
 
@@ -177,24 +191,33 @@ class ConsoleRPC:
             events.append(change)
             changed.set()
 
+        def progressed(report: Progressed) -> None:
+            progress[report.delivery_id] = report  # the latest only: O(deliveries) held
+            changed.set()
+
         def time_out() -> None:
             nonlocal timed_out
             timed_out = True
             changed.set()
 
-        unwatches = {p.task_id: watchers.watch(p.task_id, notify)}
+        def watch(task_id: int) -> Callable[[], None]:
+            return watchers.watch(task_id, notify, progressed if live else None)
+
+        unwatches = {p.task_id: watch(p.task_id)}
 
         def watch_sequels(view: TaskView) -> None:
             # Polling sequences the task's runs started are tasks of their own (sequels),
             # shown with it: wait for them too (XSOAR: "until there is no future execution").
             for d in view.deliveries:
                 if d.task_id not in unwatches:
-                    unwatches[d.task_id] = watchers.watch(d.task_id, notify)
+                    unwatches[d.task_id] = watch(d.task_id)
 
         timer = None if p.timeout is None else self.clock.call_at(self.clock.time() + p.timeout, time_out)
         try:
             view = await self._task(p.task_id)
             watch_sequels(view)
+            if live:
+                await emit("task", view)
             while not all(DeliveryState(d.state) in TERMINAL for d in view.deliveries):
                 await changed.wait()
                 if timed_out:
@@ -202,16 +225,26 @@ class ConsoleRPC:
                 # Cleared before the read: a change committed while reading sets it again.
                 changed.clear()
                 batch, events[:] = list(events), []
+                reports = list(progress.values())
+                progress.clear()
                 for change in batch:
                     await emit("delivery", self._event(change))
-                view = await self._task(p.task_id)
-                watch_sequels(view)
+                for report in reports:
+                    await emit("progress", self._progress_event(report))
+                if batch:
+                    view = await self._task(p.task_id)
+                    watch_sequels(view)
             return view
         finally:
             if timer is not None:
                 timer.cancel()
             for unwatch in unwatches.values():
                 unwatch()
+
+    def _progress_event(self, report: Progressed) -> ProgressEvent:
+        percent, message = progress_parts(report.progress)
+        return ProgressEvent(delivery_id=report.delivery_id, agent_id=report.agent_id, progress=report.progress,
+                             percent=percent, message=message, updated_at=self.clock.time())
 
     def _event(self, change: Change) -> DeliveryEvent:
         return DeliveryEvent(
@@ -223,6 +256,24 @@ class ConsoleRPC:
     async def m_task_cancel(self, p: TaskCancel, emit: Emit) -> Any:
         effects = await self.operations.untask(task_id=p.task_id, agent_id=p.agent, tag=p.tag, selector=p.selector)
         return Cancelled(cancelled=effects.result.cancelled, tasks=effects.result.tasks)
+
+    # -- alerts ---------------------------------------------------------------------------
+
+    @handler(methods.ALERTS_LIST)
+    async def m_alerts_list(self, p: AlertsList, emit: Emit) -> Any:
+        since = None if p.within is None else self.clock.time() - p.within
+        return await self.store.list_alerts(agent_id=p.agent, kind=p.kind, since=since, limit=p.limit)
+
+    @handler(methods.ALERT_GET)
+    async def m_alert_get(self, p: AlertId, emit: Emit) -> Any:
+        view = await self.store.get_alert(p.alert_id)
+        if view is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_ALERT, f"no alert {p.alert_id} (see: tetherctl alerts)")
+        return view
+
+    @handler(methods.ALERT_ACK)
+    async def m_alert_ack(self, p: AlertId, emit: Emit) -> Any:
+        return await self.operations.ack_alert(p.alert_id)
 
     # -- recurring schedules --------------------------------------------------------------
 

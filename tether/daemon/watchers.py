@@ -9,30 +9,47 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .clock import Clock
-from .effects import Change
+from .effects import Change, Progressed
 
 
 class Watchers:
-    """Callbacks for every committed state change of a task's deliveries."""
+    """Callbacks for every committed state change of a task's deliveries (and, for those
+    watching live, every progress report: :meth:`watch` with ``progress``)."""
 
     def __init__(self) -> None:
         self._by_task: dict[int, set[Callable[[Change], None]]] = {}
+        self._progress: dict[int, set[Callable[[Progressed], None]]] = {}
 
     def __len__(self) -> int:
         return len(self._by_task)
 
-    def watch(self, task_id: int, notify: Callable[[Change], None]) -> Callable[[], None]:
-        """Call ``notify`` for every committed change of the task's deliveries; returns unwatch."""
+    def watch(self, task_id: int, notify: Callable[[Change], None],
+              progress: Callable[[Progressed], None] | None = None) -> Callable[[], None]:
+        """Call ``notify`` for every committed change of the task's deliveries (and
+        ``progress`` for every progress report); returns unwatch."""
         self._by_task.setdefault(task_id, set()).add(notify)
+        if progress is not None:
+            self._progress.setdefault(task_id, set()).add(progress)
 
         def unwatch() -> None:
-            watchers = self._by_task.get(task_id)
-            if watchers is not None:
-                watchers.discard(notify)
-                if not watchers:
-                    del self._by_task[task_id]
+            for table, callback in ((self._by_task, notify), (self._progress, progress)):
+                watchers = table.get(task_id)
+                if watchers is not None:
+                    watchers.discard(callback)  # type: ignore[arg-type]
+                    if not watchers:
+                        del table[task_id]
 
         return unwatch
+
+    def progressed(self, reports: list[Progressed]) -> None:
+        by_task = self._progress
+        if not by_task:  # the usual case: nobody watches progress live
+            return
+        for report in reports:
+            watchers = by_task.get(report.task_id)
+            if watchers:
+                for notify in list(watchers):
+                    notify(report)
 
     def notify(self, changes: list[Change]) -> None:
         by_task = self._by_task

@@ -464,6 +464,18 @@ class DeliveryEvent(View):
     updated_at: float
 
 
+class ProgressEvent(View):
+    """Data of the ``progress`` events ``task.watch`` sends as a running command reports."""
+
+    delivery_id: int
+    agent_id: str
+    progress: str
+    """As ``show`` prints it: ``45% 4500/10000 files /etc/x``."""
+    percent: float | None
+    message: str
+    updated_at: float
+
+
 class ScheduleView(View):
     schedule_id: int
     name: str

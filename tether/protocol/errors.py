@@ -46,6 +46,9 @@ class ErrorCode(enum.IntEnum):
     """A field is missing or has the wrong type."""
     UNEXPECTED_FRAME = 1103
     """A valid frame that this peer may not send now (e.g. a console sending ``ack``)."""
+    INVALID_ALERT = 1104
+    """An agent's alert breaks a rule its type cannot say (``details`` not plain JSON or too
+    large): it is not stored, and ``ref`` names it so the agent drops it."""
     UNKNOWN_METHOD = 1200
     """A console request names no method."""
     INVALID_PARAMS = 1201
@@ -74,6 +77,8 @@ class ErrorCode(enum.IntEnum):
     """No enrollment key has this id (``tetherctl key list`` shows them)."""
     LAST_ADMIN_TOKEN = 1310
     """Revoking this token would leave no admin token: create another admin token first."""
+    UNKNOWN_ALERT = 1320
+    """No alert has this id (``tetherctl alerts`` lists them)."""
     FORBIDDEN = 1403
     """The peer is authenticated but may not do this (another agent's delivery, a viewer creating tasks)."""
     RATE_LIMITED = 1429

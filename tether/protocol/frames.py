@@ -32,6 +32,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from .alerts import AlertBody
 from .lifecycle import UNTASKED, CancelReason
 
 PROTOCOL_VERSION = 1
@@ -222,13 +223,54 @@ class Ack(Frame, tag="ack"):
         _check_runs(self.delivery_ids, self.runs, "runs")
 
 
+MAX_PROGRESS_MESSAGE = 1024
+"""Characters of a progress message (the SDK cuts a longer one): tetherd keeps the last one
+of each run, so what a progress report costs it is bounded whatever a peer sends."""
+
+
 class Progress(Frame, tag="progress"):
     """The command started (first progress) or reports how far it got."""
 
     delivery_id: int
-    percent: float | None = None
-    message: str = ""
+    percent: Annotated[float, msgspec.Meta(ge=0, le=100)] | None = None
+    message: Annotated[str, msgspec.Meta(max_length=MAX_PROGRESS_MESSAGE)] = ""
     run: int = 1
+
+
+def progress_text(percent: float | None, message: str) -> str:
+    """How a progress report is kept and shown: ``"45% 4500/10000 files /etc/x"``."""
+    return (message if percent is None else f"{percent:.0f}% {message}").strip()
+
+
+def progress_parts(text: str) -> tuple[float | None, str]:
+    """The percent and the message of a :func:`progress_text` (a console's progress bar)."""
+    head, _, rest = text.partition("% ")
+    if head.isdigit() and len(head) <= 3:
+        return float(head), rest
+    if text.endswith("%") and text[:-1].isdigit() and len(text) <= 4:
+        return float(text[:-1]), ""
+    return None, text
+
+
+class Alert(Frame, tag="alert"):
+    """An alert the agent raises (:mod:`.alerts`): kept in its journal, and sent again on
+    every session, until an ``alerted`` names it."""
+
+    id: int
+    """The agent's own number for it, named back in ``alerted``."""
+    alert: AlertBody
+    raised_at: float = 0.0
+    """When it was raised, by the agent's clock."""
+    delivery_id: int | None = None
+    """The delivery whose command raised it (``ctx.alert``), if one did."""
+
+
+class Alerted(Frame, tag="alerted"):
+    """tetherd took these alerts (stored, or counted beyond the agent's rate limit): the
+    agent may forget them. An alert it refuses for good is answered with an ``error``
+    (``invalid_alert``) naming it in ``ref`` instead."""
+
+    ids: Ids
 
 
 class Schedule(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -361,13 +403,13 @@ def split_refs(refs: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
     return ids, ([] if all(r == 1 for r in runs) else runs)
 
 
-ToDaemon = Hello | Enroll | Ack | Progress | Result | Request | Batch
+ToDaemon = Hello | Enroll | Ack | Progress | Result | Alert | Request | Batch
 """Every frame a peer may send to the daemon."""
 
-FromDaemon = Welcome | Enrolled | Error | Task | Cancel | Committed | Response | Event | Batch
+FromDaemon = Welcome | Enrolled | Error | Task | Cancel | Committed | Alerted | Response | Event | Batch
 """Every frame the daemon may send."""
 
-TO_DAEMON: tuple[type[Frame], ...] = (Hello, Enroll, Ack, Progress, Result, Request, Batch)
+TO_DAEMON: tuple[type[Frame], ...] = (Hello, Enroll, Ack, Progress, Result, Alert, Request, Batch)
 FROM_DAEMON: tuple[type[Frame], ...] = (
-    Welcome, Enrolled, Error, Task, Cancel, Committed, Response, Event, Batch,
+    Welcome, Enrolled, Error, Task, Cancel, Committed, Alerted, Response, Event, Batch,
 )

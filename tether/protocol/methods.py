@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from .alerts import AlertId, AlertList, AlertsList, AlertView
 from .console import (
     ROLES,
     AgentId,
@@ -34,6 +35,7 @@ from .console import (
     KeyView,
     Nothing,
     Params,
+    ProgressEvent,
     Revoked,
     Role,
     ScheduleAdd,
@@ -109,6 +111,19 @@ TASK_WAIT = _declare("task.wait", TaskWait, TaskView, "viewer",
                      "every state change meanwhile.", events=(("delivery", DeliveryEvent),))
 TASK_CANCEL = _declare("task.cancel", TaskCancel, Cancelled, "operator",
                        "Untask: queued deliveries cancelled, agents holding one told to cancel it.")
+TASK_WATCH = _declare("task.watch", TaskWait, TaskView, "viewer",
+                      "As task.wait, live: the task first, then every state change and progress report until "
+                      "no delivery can change any more.",
+                      events=(("task", TaskView), ("delivery", DeliveryEvent), ("progress", ProgressEvent)))
+
+# -- alerts ----------------------------------------------------------------------------------
+
+ALERTS_LIST = _declare("alerts.list", AlertsList, AlertList, "viewer",
+                       "The distinct alerts, last seen first, each with its count; and the alerts agents sent "
+                       "over their rate limit (counted, not stored).")
+ALERT_GET = _declare("alert.get", AlertId, AlertView, "viewer", "One alert with its latest copy's details.")
+ALERT_ACK = _declare("alert.ack", AlertId, AlertView, "operator",
+                     "Acknowledge an alert (when, and its count then: later copies show as new since).")
 
 # -- recurring schedules ---------------------------------------------------------------------
 
@@ -157,7 +172,7 @@ def find(name: str) -> Method:
     return method
 
 
-ID_PARAMS = ("task_id", "token_id", "key_id")
+ID_PARAMS = ("task_id", "token_id", "key_id", "alert_id")
 """Params that name a numeric id: given as a number or as a string of digits (LimaCharlie's
 clients send task ids as strings)."""
 

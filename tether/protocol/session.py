@@ -68,6 +68,7 @@ from .frames import (
     MAX_MESSAGE_WEIGHT,
     PROTOCOL_VERSION,
     Ack,
+    Alert,
     Batch,
     Committed,
     Enroll,
@@ -103,7 +104,7 @@ REFUSED_RESULT_CODES: Final = frozenset({ErrorCode.ILLEGAL_TRANSITION, ErrorCode
 """An ``error`` with one of these codes whose ``ref`` names a delivery: the daemon will never
 take that delivery's result; an agent that kept it would re-send it for ever."""
 
-AGENT_REPORTS: Final = (Ack, Progress, Result)
+AGENT_REPORTS: Final = (Ack, Progress, Result, Alert)
 """What an agent sends once its session is open (each alone or in a ``batch``)."""
 
 

@@ -24,6 +24,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 import msgspec
 
+from ...protocol.alerts import AlertBody, AlertList, AlertView
 from ...protocol.console import AgentView, DeliveryRow, KeyView, ScheduleView, TaskView, TokenView
 from ...protocol.lifecycle import WaitPlan
 from ..effects import Effects, PushItem, Ref
@@ -53,6 +54,28 @@ class ResultIn(msgspec.Struct, frozen=True, kw_only=True):
     """Set when the run asked to be run again (then ``output`` is its partial result)."""
     sequels: list[tuple[WaitPlan, bytes]] = []
     """Further polling sequences the run starts, with their partial results."""
+
+
+class AlertIn(msgspec.Struct, frozen=True, kw_only=True):
+    """An agent's alert as the store takes it: checked, its checksum computed."""
+
+    checksum: bytes
+    body: AlertBody
+    raised_at: float = 0.0
+    delivery_id: int | None = None
+
+
+class AlertRecorded(msgspec.Struct, frozen=True, kw_only=True):
+    """What recording one copy of an alert did: ``new`` the first copy of a distinct alert
+    (hooks' ``alert`` trigger fires on those), else a repeat, counted."""
+
+    alert_id: int
+    agent_id: str
+    new: bool
+    count: int
+    kind: str
+    name: str
+    severity: str
 
 
 class NewTask(msgspec.Struct, frozen=True, kw_only=True):
@@ -222,6 +245,19 @@ class Store(Protocol):
                          now: float) -> asyncio.Future[Effects[None]]:
         """An agent's facts from its hello: the active selector tasks it now matches and had
         not received, queued (called only while selector tasks may be active)."""
+
+    # alerts
+    def record_alerts(self, agent_id: str, alerts: list[AlertIn], dropped: int,
+                      now: float) -> asyncio.Future[Effects[list[AlertRecorded]]]:
+        """One copy of each alert: a new checksum is a new row (count 1), a known one is
+        counted and its latest copy kept, in order. ``dropped``: alerts of the agent not
+        stored (over its rate limit), added to its count of those."""
+    async def list_alerts(self, *, agent_id: str | None, kind: str | None, since: float | None,
+                          limit: int) -> AlertList:
+        """The distinct alerts, last seen first (and the agents' dropped counts)."""
+    async def get_alert(self, alert_id: int) -> AlertView | None: ...
+    async def ack_alert(self, alert_id: int, now: float) -> Effects[AlertView]:
+        """Acknowledge it (when, and its count then); UNKNOWN_ALERT if there is none."""
 
     # reads
     async def list_agents(self, tag: str | None, *, removed: bool = False) -> list[AgentView]:

@@ -36,13 +36,14 @@ from . import (
     views,
 )
 from .memory_agents import MemoryAgents
+from .memory_alerts import MemoryAlerts
 from .memory_runs import MemoryRuns
 from .memory_schedules import MemorySchedules
 from .memory_tables import DeliveryRecord, MemoryTables, TaskRecord
 from .rules import MAX_ID
 
 
-class MemoryStore(MemoryAgents, MemoryRuns, MemorySchedules, MemoryTables):
+class MemoryStore(MemoryAlerts, MemoryAgents, MemoryRuns, MemorySchedules, MemoryTables):
     """The in-memory store (see the module docstring)."""
 
     async def open(self) -> None:

@@ -19,7 +19,7 @@ from ...protocol.lifecycle import (
     RunCheck,
     RunResult,
 )
-from ..effects import Change, Effects, PushItem, Ref, Refusal, Timer
+from ..effects import Change, Effects, Progressed, PushItem, Ref, Refusal, Timer
 from . import (
     ResultIn,
 )
@@ -82,8 +82,15 @@ class MemoryRuns(MemoryTables):
     def started_many(self, agent_id: str, reports: list[tuple[Ref, str]],
                      now: float) -> asyncio.Future[Effects[None]]:
         messages = dict(reports)  # a run reported on twice in one message keeps the last text
-        return self._future(lambda: self._checked(
-            agent_id, list(messages), lambda d, e: lifecycle.progress(d.id, d.state, now, messages[d.id, d.run]), now))
+
+        def decide(d: DeliveryRecord, effects: Effects[None]) -> Decision:
+            text = messages[d.id, d.run]
+            decision = lifecycle.progress(d.id, d.state, now, text)
+            if decision.new is not None:
+                effects.progressed.append(Progressed(d.id, d.task_id, agent_id, text))
+            return decision
+
+        return self._future(lambda: self._checked(agent_id, list(messages), decide, now))
 
     def record_results(self, agent_id: str, results: list[ResultIn], now: float,
                        acked: dict[int, float] | None = None) -> asyncio.Future[Effects[None]]:

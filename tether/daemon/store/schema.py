@@ -184,6 +184,37 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE agents ADD COLUMN cert_sha256 BLOB;
         """,
     ),
+    (
+        "alerts, deduplicated (one row per checksum), and alerts counted over each agent's rate limit",
+        """
+        CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY,
+            checksum BLOB NOT NULL UNIQUE,      -- SHA-256 over tetherd's alert_checksum fields
+            agent_id TEXT NOT NULL,             -- the agent of the latest copy
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL,
+            path TEXT NOT NULL DEFAULT '',
+            hash TEXT NOT NULL DEFAULT '',
+            severity TEXT NOT NULL,
+            message TEXT NOT NULL DEFAULT '',
+            count INTEGER NOT NULL,
+            first_seen REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            acked_at REAL,
+            acked_count INTEGER NOT NULL DEFAULT 0,
+            details BLOB,                       -- the latest copy's details (MessagePack), NULL: none
+            raised_at REAL,
+            delivery_id INTEGER
+        );
+        CREATE INDEX alerts_last_seen ON alerts (last_seen);
+        CREATE INDEX alerts_agent ON alerts (agent_id, last_seen);
+        CREATE TABLE alert_drops (
+            agent_id TEXT PRIMARY KEY,
+            dropped INTEGER NOT NULL,
+            last_at REAL NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 LATEST = len(MIGRATIONS)

@@ -24,6 +24,7 @@ from . import NewTask, StoreError, StoreStats, Untasked
 from .rules import MAX_ID, selector
 from .schema import apply_migrations, open_checked
 from .sqlite_agents import SQLiteAgents
+from .sqlite_alerts import SQLiteAlerts
 from .sqlite_credentials import SQLiteCredentials
 from .sqlite_reads import SQLiteReads
 from .sqlite_runs import SQLiteRuns
@@ -43,7 +44,7 @@ NO_PAGE_CAP = 4_294_967_294
 
 
 
-class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials, SQLiteAgents):
+class SQLiteStore(SQLiteAlerts, SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials, SQLiteAgents):
     """The default store. ``path`` may be ``":memory:"`` for tests (one connection then)."""
 
     def __init__(self, path: Path | str, *, synchronous: str = "full", max_batch: int = 4096,

@@ -26,7 +26,7 @@ from ...protocol.lifecycle import (
     RunResult,
     WaitPlan,
 )
-from ..effects import Change, Effects, PushItem, Ref, Refusal, Timer
+from ..effects import Change, Effects, Progressed, PushItem, Ref, Refusal, Timer
 from . import ResultIn
 from .rules import MAX_ID
 from .writer import Op, Tx, batch_sql, chunks
@@ -176,7 +176,11 @@ class SQLiteRuns:
         messages = dict(reports)  # a run reported on twice in one message keeps the last text
 
         def decide(tx: Tx, d_id: int, row: _Row, effects: Effects[None]) -> Decision:
-            return lifecycle.progress(d_id, row.state, now, messages[d_id, row.run])
+            text = messages[d_id, row.run]
+            decision = lifecycle.progress(d_id, row.state, now, text)
+            if decision.new is not None:
+                effects.progressed.append(Progressed(d_id, row.task_id, agent_id, text))
+            return decision
 
         return self._submit(lambda tx: checked(tx, agent_id, list(messages), decide, now))
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from ...protocol.alerts import AlertView
 from ...protocol.cmdline import format_command_line
 from ...protocol.codec import unpack
 from ...protocol.console import AgentView, DeliveryRow, DeliveryView, HistoryEntry, ScheduleView, TaskView
@@ -132,4 +133,19 @@ def schedule_view(row: Sequence[Any], recent: list[int] | None = None) -> Schedu
         hide_polling_output=bool(row[11]), missed=row[12], paused=bool(row[13]), created_at=row[14],
         next_fire_at=row[16], last_fire_at=row[17], fired=row[18], missed_total=row[19], skipped=row[20],
         recent_tasks=recent or [],
+    )
+
+
+ALERT_COLUMNS = ("id", "agent_id", "kind", "name", "path", "hash", "severity", "message", "count", "first_seen",
+                 "last_seen", "acked_at", "acked_count", "details", "raised_at", "delivery_id")
+ALERT = ", ".join(ALERT_COLUMNS)
+"""An alert row (``details`` MessagePack or NULL), as selected."""
+
+
+def alert_view(r: Sequence[Any]) -> AlertView:
+    return AlertView(
+        alert_id=r[0], agent_id=r[1], kind=r[2], name=r[3], path=r[4], hash=r[5], severity=r[6], message=r[7],
+        count=r[8], first_seen=r[9], last_seen=r[10], acked_at=r[11], acked_count=r[12] or 0,
+        details=(decode_result(r[13]) or {}) if r[13] is not None else {}, raised_at=r[14] or 0.0,
+        delivery_id=r[15],
     )
