@@ -9,6 +9,7 @@ from .hostile import CASES as HOSTILE_CASES
 from .hostile import run_hostile
 from .mqtt_scenarios import MQTT_SCENARIOS
 from .polls import run_polls
+from .reports import run_reports
 from .scenarios import HEADLINES as DELIVERY_HEADLINES
 from .scenarios import SCENARIOS as DELIVERY_SCENARIOS
 from .soak import run_soak
@@ -23,6 +24,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "polls": {"run": run_polls, "agents": 200, "per_agent": 90, "procs": 2, "arg_bytes": 0,
               "what": "polling commands: --agents x --per-agent sequences, each run every 10 s "
                       "(~100,000 runs a minute by default: 18,000 sequences); tetherd CPU over one minute"},
+    "reports": {"run": run_reports, "agents": 10_000, "per_agent": 1, "procs": 2, "arg_bytes": 0, "minutes": 2.0,
+                "repeat": 1,
+                "what": "every agent sends one alert a minute (--per-agent: distinct alerts each cycles through; 0: "
+                        "every one new): tetherd CPU and database growth per hour over a --minutes window"},
     "soak": {"run": run_soak, "agents": 1000, "per_agent": 0, "procs": 4, "arg_bytes": 0, "minutes": 10.0,
              "rate": 200, "ttl": 0, "repeat": 1,
              "what": "tasks flowing for --minutes at --rate a second (single agents, tags, all) while seeded agents "
@@ -43,6 +48,8 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "create": ("single_tasks_per_s", "create_latency_p50_ms", "fanout_committed_s", "fanout_pushed_s",
                "fanout_done_s", "errors"),
     "polls": ("runs_per_minute", "tetherd_cpu_percent", "tetherd_cpu_ms_per_run", "asyncio_tasks_peak"),
+    "reports": ("tetherd_cpu_percent", "tetherd_cpu_us_per_alert", "db_growth_mib_per_hour", "alert_rows_per_hour",
+                "alerts_per_s_recorded"),
     "soak": ("verdict", "deliveries_created", "deliveries_done", "errors", "rss_start_mib", "rss_end_mib",
              "rss_peak_mib", "rss_bound_mib", "cuts"),
     "hostile": ("worst_lag_ms", "worst_case", "quiet_lag_ms"),
