@@ -57,7 +57,7 @@ def test_scan_reports_every_file_whose_hash_is_listed(tmp_path: Path) -> None:
 def test_include_max_size_and_positional_paths(tmp_path: Path) -> None:
     tree(tmp_path)
     out = scan({"argv": [str(tmp_path / "sub"), str(tmp_path / "a.txt")], "include": ["*.txt", "*.log"],
-                "max_size": "4", "hashes": sha(b"gamma"), "alert": False}, ctx=make_ctx([]))
+                "max_size": "4", "hashes": sha(b"gamma"), "alert": "false"}, ctx=make_ctx([]))
     assert out is not None
     assert out["files"] == 0 and out["skipped"]["too_large"] == 3
     out = scan({"paths": str(tmp_path), "include": "*.txt", "hashes": sha(b"gamma")}, ctx=make_ctx([]))

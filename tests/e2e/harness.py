@@ -19,14 +19,17 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
+from tether.protocol import MSGPACK, PROTOCOL_VERSION
 from tether.protocol.codec import decode_from_daemon
-from tether.protocol.frames import Error
+from tether.protocol.frames import Enroll, Enrolled, Error, Hello, Welcome
 
 BIN = Path(sys.executable).parent
 COMMANDS = Path(__file__).parent / "commands.py"
@@ -95,6 +98,21 @@ def closed_with(ws: Any, timeout: float = 10.0) -> tuple[Any, int | None]:
         pass
     assert ws.protocol.close_rcvd is not None, "the daemon did not close the connection"
     return error, ws.protocol.close_rcvd.code
+
+
+@contextmanager
+def raw_agent_session(tetherd: Tetherd, machine_uuid: str = "raw-agent") -> Iterator[tuple[ClientConnection, str]]:
+    """A newly enrolled agent's session, raw (the test writes its frames itself, as a hostile
+    agent would): the connection and the agent's id."""
+    with connect(tetherd.url, max_size=None) as ws:
+        ws.send(MSGPACK.encode(Enroll(version=PROTOCOL_VERSION, key=tetherd.enroll_key, machine_uuid=machine_uuid)))
+        enrolled = decode_from_daemon(ws.recv(timeout=10))
+    assert isinstance(enrolled, Enrolled)
+    with connect(tetherd.url, max_size=None) as ws:
+        ws.send(MSGPACK.encode(Hello(role="agent", version=PROTOCOL_VERSION, agent_id=enrolled.agent_id,
+                                     token=enrolled.token, features=["batch"])))
+        assert isinstance(decode_from_daemon(ws.recv(timeout=10)), Welcome)
+        yield ws, enrolled.agent_id
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:

@@ -8,32 +8,17 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
-from harness import BIN, TEST_SETTINGS, AgentProc, Tetherd, wait_until
-from websockets.sync.client import ClientConnection, connect
+from harness import BIN, TEST_SETTINGS, AgentProc, Tetherd, raw_agent_session, wait_until
+from websockets.sync.client import ClientConnection
 
-from tether.protocol import MSGPACK, PROTOCOL_VERSION, decode_from_daemon
+from tether.protocol import MSGPACK, decode_from_daemon
 from tether.protocol.alerts import AlertBody
-from tether.protocol.frames import Alert, Alerted, Batch, Enroll, Enrolled, Error, Hello, Welcome
-
-
-@contextmanager
-def agent_session(tetherd: Tetherd, uuid: str = "alerting") -> Iterator[tuple[ClientConnection, str]]:
-    """An enrolled agent's session, raw: the test writes its frames itself."""
-    with connect(tetherd.url, max_size=None) as ws:
-        ws.send(MSGPACK.encode(Enroll(version=PROTOCOL_VERSION, key=tetherd.enroll_key, machine_uuid=uuid)))
-        enrolled = decode_from_daemon(ws.recv(timeout=10))
-    assert isinstance(enrolled, Enrolled)
-    with connect(tetherd.url, max_size=None) as ws:
-        ws.send(MSGPACK.encode(Hello(role="agent", version=PROTOCOL_VERSION, agent_id=enrolled.agent_id,
-                                     token=enrolled.token, features=["batch"])))
-        assert isinstance(decode_from_daemon(ws.recv(timeout=10)), Welcome)
-        yield ws, enrolled.agent_id
+from tether.protocol.frames import Alert, Alerted, Batch, Error
 
 
 def taken(ws: ClientConnection, count: int) -> list[Any]:
@@ -73,7 +58,7 @@ def test_ten_thousand_copies_of_one_alert_are_one_row_counted_ten_thousand(tmp_p
     tetherd = Tetherd(tmp_path / "data", env, settings={**TEST_SETTINGS, "alert_burst": 20_000})
     tetherd.start()
     try:
-        with agent_session(tetherd) as (ws, agent_id):
+        with raw_agent_session(tetherd) as (ws, agent_id):
             body = AlertBody(kind="av", name="EICAR-Test-File", path="/tmp/eicar.com", hash="275a021b")
             send_alerts(ws, [Alert(id=i, alert=body, raised_at=float(i)) for i in range(1, 10_001)])
             taken(ws, 10_000)
@@ -91,10 +76,10 @@ def test_ten_thousand_copies_of_one_alert_are_one_row_counted_ten_thousand(tmp_p
 
 
 def test_a_flood_from_one_agent_is_counted_not_stored(tetherd: Tetherd) -> None:
-    with agent_session(tetherd) as (ws, agent_id):  # the default limit: 120 at once
+    with raw_agent_session(tetherd) as (ws, agent_id):  # the default limit: 120 at once
         send_alerts(ws, [Alert(id=i, alert=AlertBody(kind="flood", name=f"n{i}")) for i in range(500)])
         taken(ws, 500)
-    with agent_session(tetherd, "quiet") as (ws, quiet):  # another agent is not slowed by it
+    with raw_agent_session(tetherd, "quiet") as (ws, quiet):  # another agent is not slowed by it
         send_alerts(ws, [Alert(id=1, alert=AlertBody(kind="flood", name="mine"))])
         taken(ws, 1)
     listed = alerts(tetherd, "--limit", "1000")
@@ -106,7 +91,7 @@ def test_a_flood_from_one_agent_is_counted_not_stored(tetherd: Tetherd) -> None:
 
 
 def test_bad_alerts_are_refused_and_nothing_is_stored(tetherd: Tetherd) -> None:
-    with agent_session(tetherd) as (ws, _):
+    with raw_agent_session(tetherd) as (ws, _):
         ws.send(msgspec.msgpack.encode({"t": "alert", "id": 1, "alert": {"kind": "av"}}))
         error = decode_from_daemon(ws.recv(timeout=10))
         assert isinstance(error, Error) and error.code == 1102 and "missing required field `name`" in error.message

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import psutil
 import pytest
-from harness import TEST_SETTINGS, Tetherd, wait_until
+from harness import TEST_SETTINGS, Tetherd, raw_agent_session, wait_until
 from websockets.sync.client import ClientConnection, connect
 
 from tether.protocol import MSGPACK, PROTOCOL_VERSION, decode_from_daemon
@@ -29,8 +29,6 @@ from tether.protocol.frames import (
     MAX_IDS,
     MAX_MESSAGE_WEIGHT,
     Ack,
-    Enroll,
-    Enrolled,
     Error,
     Hello,
     Request,
@@ -51,14 +49,7 @@ def start_tetherd(tmp_path: Path, env: dict[str, str], **settings: Any) -> Tethe
 @contextmanager
 def agent_session(tetherd: Tetherd) -> Iterator[ClientConnection]:
     """An enrolled agent's session, raw (the test writes its frames itself)."""
-    with connect(tetherd.url, max_size=None) as ws:
-        ws.send(MSGPACK.encode(Enroll(version=PROTOCOL_VERSION, key=tetherd.enroll_key, machine_uuid="hostile-batch")))
-        enrolled = decode_from_daemon(ws.recv(timeout=10))
-    assert isinstance(enrolled, Enrolled)
-    with connect(tetherd.url, max_size=None) as ws:
-        ws.send(MSGPACK.encode(Hello(role="agent", version=PROTOCOL_VERSION, agent_id=enrolled.agent_id,
-                                     token=enrolled.token, features=["batch"])))
-        assert isinstance(decode_from_daemon(ws.recv(timeout=10)), Welcome)
+    with raw_agent_session(tetherd, "hostile-batch") as (ws, _):
         yield ws
 
 

@@ -95,16 +95,16 @@ def test_untask_stops_a_running_scan_within_a_second(
         next_event(proc, "progress", lambda d: d["percent"] is not None and d["percent"] > 0)
         assert a.log is not None
         mark = a.log.mark()
-        started = time.monotonic()
-        tetherd.ctl("untask", str(task_id))
+        tetherd.ctl("untask", str(task_id))  # returns once the cancel is committed and handed to the session
+        untasked = time.monotonic()
         a.log.wait_for(r"event=command_cancelled .*command=scan", timeout=10, start=mark)
-        stopped = time.monotonic() - started
+        stopped = time.monotonic() - untasked
         cancelled = next_event(proc, "delivery", lambda d: d["terminal"])
         assert cancelled["state"] == "cancelled"
         assert proc.wait(timeout=30) == 1  # watch's exit code: a delivery did not end done
     finally:
         stop(proc)
-    assert stopped < 1.0 + 0.5, f"the scan went on {stopped:.2f} s after the untask"  # + tetherctl's own start
+    assert stopped < 1.0, f"the scan went on {stopped:.2f} s after the untask"
     view = tetherd.show(task_id)
     assert view["deliveries"][0]["state"] == "cancelled"
     wait_until(lambda: "scan" not in str(a.status().get("running", 0)) and a.status().get("running") == 0,

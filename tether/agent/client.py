@@ -237,8 +237,8 @@ class AgentClient:
             session = self._hello_for(identity)
             await ws.send(session.opening())
             session.receive(await ws.recv())  # the welcome, or a refusal raised as SessionClosed
-            for frame in pending.values():
-                await ws.send(frame)
+            for blob in pending.values():
+                await ws.send(blob)
             while pending:
                 for frame in session.receive(await ws.recv()):
                     if type(frame) is Alerted:

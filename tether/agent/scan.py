@@ -88,6 +88,8 @@ class ScanArgs:
         self.exclude = _strings(args.get("exclude"), "exclude")
         self.max_size = _size(args.get("max_size"))
         alert = args.get("alert", True)
+        if isinstance(alert, str) and alert.lower() in ("true", "false"):  # from a command line
+            alert = alert.lower() == "true"
         if not isinstance(alert, bool):
             raise ErrorResult(f"scan: alert must be true or false, not {alert!r}")
         self.alert = alert

@@ -7,9 +7,12 @@ Both are fed by :meth:`~.operations.Operations.apply` from committed effects onl
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from .clock import Clock
 from .effects import Change, Progressed
+
+T = TypeVar("T")
 
 
 class Watchers:
@@ -32,12 +35,9 @@ class Watchers:
             self._progress.setdefault(task_id, set()).add(progress)
 
         def unwatch() -> None:
-            for table, callback in ((self._by_task, notify), (self._progress, progress)):
-                watchers = table.get(task_id)
-                if watchers is not None:
-                    watchers.discard(callback)  # type: ignore[arg-type]
-                    if not watchers:
-                        del table[task_id]
+            _discard(self._by_task, task_id, notify)
+            if progress is not None:
+                _discard(self._progress, task_id, progress)
 
         return unwatch
 
@@ -60,6 +60,14 @@ class Watchers:
             if watchers:
                 for notify in list(watchers):
                     notify(change)
+
+
+def _discard(table: dict[int, set[T]], task_id: int, callback: T) -> None:
+    watchers = table.get(task_id)
+    if watchers is not None:
+        watchers.discard(callback)
+        if not watchers:
+            del table[task_id]
 
 
 class SelectorTasks:

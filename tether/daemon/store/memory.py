@@ -43,7 +43,7 @@ from .memory_tables import DeliveryRecord, MemoryTables, TaskRecord
 from .rules import MAX_ID
 
 
-class MemoryStore(MemoryAlerts, MemoryAgents, MemoryRuns, MemorySchedules, MemoryTables):
+class MemoryStore(MemoryAgents, MemoryRuns, MemorySchedules, MemoryTables, MemoryAlerts):
     """The in-memory store (see the module docstring)."""
 
     async def open(self) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...protocol.alerts import AlertDrops, AlertList, AlertView
 from ...protocol.codec import pack
@@ -11,12 +12,15 @@ from ...protocol.errors import ErrorCode, ProtocolError
 from ..effects import Effects
 from . import AlertIn, AlertRecorded, views
 
+T = TypeVar("T")
+
 
 class MemoryAlerts:
     """Mixed into :class:`~.memory.MemoryStore`, which provides ``_future`` and ``_write``."""
 
-    _future: Any
-    _write: Any
+    if TYPE_CHECKING:  # MemoryTables's, which comes before this in the store's bases
+        def _write(self, op: Callable[[], T]) -> T: ...
+        def _future(self, op: Callable[[], T]) -> asyncio.Future[T]: ...
 
     def _alert_tables(self) -> tuple[dict[bytes, list[Any]], dict[int, list[Any]], dict[str, list[Any]]]:
         if not hasattr(self, "_alerts_by_sum"):

@@ -44,7 +44,7 @@ NO_PAGE_CAP = 4_294_967_294
 
 
 
-class SQLiteStore(SQLiteAlerts, SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials, SQLiteAgents):
+class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials, SQLiteAgents, SQLiteAlerts):
     """The default store. ``path`` may be ``":memory:"`` for tests (one connection then)."""
 
     def __init__(self, path: Path | str, *, synchronous: str = "full", max_batch: int = 4096,

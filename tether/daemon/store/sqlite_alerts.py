@@ -9,8 +9,8 @@ costs one statement in a group commit whatever the table holds.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from ...protocol.alerts import AlertDrops, AlertList, AlertView
 from ...protocol.codec import pack
@@ -52,7 +52,8 @@ class SQLiteAlerts:
     """Mixed into :class:`~.sqlite.SQLiteStore`, which provides ``_submit`` and ``_read``."""
 
     _submit: Callable[[Op], asyncio.Future[Any]]
-    _read: Callable[..., Awaitable[list[Any]]]
+    if TYPE_CHECKING:  # SQLiteReads's, which comes before this in the store's bases
+        async def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]: ...
 
     def record_alerts(self, agent_id: str, alerts: list[AlertIn], dropped: int,
                       now: float) -> asyncio.Future[Effects[list[AlertRecorded]]]:
