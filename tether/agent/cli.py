@@ -225,7 +225,7 @@ def cmd_alert(opts: argparse.Namespace) -> int:
                   file=sys.stderr)
             return EXIT_OK
         try:
-            client = AgentClient(journal, builtins=False, tls=_tls_files(opts, journal.identity()))
+            client = AgentClient(journal, None, ClientSettings(builtins=False, tls=_tls_files(opts, journal.identity())))
             try:
                 kept = _run(client.deliver_alerts(opts.timeout))
             except (OSError, TimeoutError, InvalidHandshake, FatalSessionError, InvalidURI, TLSFileError) as exc:
