@@ -67,6 +67,15 @@ ARGV: dict[str, list[str]] = {
     "agent.approve": ["agent", "approve", "a1"],
     "agent.merge": ["agent", "merge", "a1"],
     "agent.rm": ["agent", "rm", "a1"],
+    "hook.add": ["hooks", "add", "audit", "--trigger", "after-task", "--url", "https://127.0.0.1:8443/"],
+    "hook.list": ["hooks", "list"],
+    "hook.get": ["hooks", "show", "audit"],
+    "hook.enable": ["hooks", "enable", "audit"],
+    "hook.disable": ["hooks", "disable", "audit"],
+    "hook.rm": ["hooks", "rm", "audit"],
+    "hook.test": ["hooks", "test", "audit"],
+    "hook.runs": ["hooks", "runs", "audit"],
+    "hook.fingerprint": ["hooks", "fingerprint", "https://127.0.0.1:8443"],
 }
 
 

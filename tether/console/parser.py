@@ -19,6 +19,8 @@ from tether.protocol import flags
 from tether.protocol.lifecycle import FILTERS, DeliveryState
 from tether.protocol.tags import RULE
 
+from . import hooks
+
 EXIT_CODES = """\
 exit codes:
   0    ok
@@ -199,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_schedule_commands(command)
     _add_credential_commands(command)
+    hooks.add_parser(command, _action)
     return parser
 
 

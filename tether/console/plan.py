@@ -18,6 +18,7 @@ from tether.protocol.actions import action_to_request
 from tether.protocol.cmdline import parse_command_line
 from tether.protocol.methods import Bindings, Method, find, parse_params
 
+from . import hooks
 from .client import ConsoleError
 
 
@@ -236,3 +237,6 @@ def _key(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
     if args.op == "create":
         return _create("key", args)
     return (methods.KEY_LIST, {}) if args.op == "list" else (methods.KEY_REVOKE, {"key_id": args.id})
+
+
+command("hooks", *hooks.PLAN_METHODS)(hooks.plan)  # tetherctl hooks: in console/hooks.py

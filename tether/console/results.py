@@ -20,6 +20,7 @@ from tether.protocol.alerts import AlertView
 from tether.protocol.lifecycle import DeliveryState
 from tether.protocol.methods import Bindings
 
+from . import hooks
 from .client import EXIT_OK, EXIT_TIMEOUT
 from .render import (
     json_text,
@@ -239,3 +240,7 @@ def _resolved(result: Any, args: argparse.Namespace) -> int:
     if done.sessions_closed:
         line += f"; {_count(done.sessions_closed, 'open session', 'open sessions')} closed"
     return _print(line, args)
+
+
+for _methods, _render in hooks.RENDERERS:  # tetherctl hooks: in console/hooks.py
+    renders(*_methods)(_render)

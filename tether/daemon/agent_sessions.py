@@ -134,8 +134,11 @@ class AgentSessions:
                     if loader is not None:
                         loader.cancel()
         finally:
+            online = push.sessions.get(agent_id) is session  # not replaced by a newer one, nor cut off
             push.unregister(session)
             operations.alerts_flush(agent_id)
+            if online:
+                operations.goodbye(agent_id)
             log.info("event=session_closed role=agent agent_id=%s session=%s code=%s",
                      agent_id, session.session_id, ws.close_code)
 

@@ -237,6 +237,8 @@ async def _serve_locked(config: Config, as_json: bool, read_config: Callable[[],
     import anyio
 
     from .clock import SystemClock
+    from .hook_actions import Smtp
+    from .hooks import Hooks
     from .notify import notify, watchdog, watchdog_interval
     from .operations import Operations
     from .server import Daemon
@@ -244,6 +246,11 @@ async def _serve_locked(config: Config, as_json: bool, read_config: Callable[[],
     store = await _open_store(config)
     operations = Operations(store, SystemClock())
     operations.configure_alerts(config.alert_checksum, config.alerts_per_minute, config.alert_burst)
+    hooks = Hooks(operations, scripts=Path(config.data_dir) / "scripts", smtp=Smtp(
+        config.smtp_host, config.smtp_port, config.smtp_security, config.smtp_username, config.smtp_password,
+        config.smtp_from, config.smtp_ca), concurrency=config.hook_concurrency, outbox_max=config.hook_outbox_max,
+        retry_for=config.hook_retry_for)
+    await hooks.load()
     for name, missed in await operations.load():
         log.info("event=schedule_missed name=%s firings=%d", name, missed)
     housekeeping.tune()
@@ -266,6 +273,7 @@ async def _serve_locked(config: Config, as_json: bool, read_config: Callable[[],
         )
     async with anyio.create_task_group() as tg:
         tg.start_soon(operations.timers.run, operations.fire)
+        tg.start_soon(hooks.run)
         tg.start_soon(housekeeping.collect_closed, operations.stats, operations.clock)
         interval = watchdog_interval()
         if interval:

@@ -113,6 +113,27 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     alert_burst: int = 120
     """Alerts one agent may have stored at once above that rate."""
 
+    # -- automation hooks (issue 20; README "Automation hooks") ------------------------------
+    smtp_host: str = ""
+    """The SMTP server email hooks send through ("": email hooks fail, saying so)."""
+    smtp_port: int = 587
+    smtp_security: Literal["starttls", "tls"] = "starttls"
+    """"starttls" (usually port 587) or "tls" (implicit TLS, usually port 465); never plain text."""
+    smtp_username: str = ""
+    """Log in with smtp_username and smtp_password ("": no login). Neither is ever logged."""
+    smtp_password: str = ""
+    smtp_from: str = ""
+    """The From address ("": tetherd@HOSTNAME)."""
+    smtp_ca: str = ""
+    """A PEM CA file to trust for the SMTP server's certificate ("": the system's CAs)."""
+    hook_concurrency: int = 4
+    """Runs of one hook at once: a slow target never holds up the other hooks."""
+    hook_outbox_max: int = 100_000
+    """After-hook runs kept waiting at most; past it new ones are dropped and counted (logged
+    and in /metrics), and a backlog past a tenth of it is logged."""
+    hook_retry_for: float = 86_400.0
+    """Seconds an after-hook run is retried (with backoff) before it is given up (recorded)."""
+
     @property
     def host(self) -> str:
         return split_listen(self.listen)[0]
@@ -165,6 +186,9 @@ def from_mapping(data: dict[str, Any], source: str = "tetherd.toml") -> Config:
         raise ConfigError(f"{exc} in {source}") from None
     if not 0 < config.alerts_per_minute < float("inf") or config.alert_burst < 1:
         raise ConfigError(f"alerts_per_minute must be a positive number and alert_burst at least 1 in {source}")
+    if config.hook_concurrency < 1 or config.hook_outbox_max < 1 or not config.hook_retry_for > 0:
+        raise ConfigError(f"hook_concurrency and hook_outbox_max must be at least 1, hook_retry_for more than 0, "
+                          f"in {source}")
     return config
 
 

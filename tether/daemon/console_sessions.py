@@ -23,7 +23,7 @@ from ..protocol.frames import Event, Frame, Hello, Request, Response
 from ..protocol.session import Inbox, welcome
 from .config import Config
 from .limits import CredentialThrottle
-from .operations import STORAGE_RETRY_AFTER, Operations
+from .operations import ACTOR, STORAGE_RETRY_AFTER, Operations
 from .peer import INLINE_CHECK_BYTES, Pacing, SessionEnd, refuse, remote_host
 from .rpc import ConsoleRPC
 from .session import send_frame
@@ -63,6 +63,7 @@ class ConsoleSessions:
         if login is None:
             raise SessionEnd(ProtocolError(ErrorCode.UNAUTHORIZED, "admin token not recognised"))
         token_id, role = login
+        ACTOR.set(f"admin token {token_id} ({role})")  # this session's requests run in a copy of this context
         self.throttle.succeeded(remote_host(ws))
         mine = (ws, codec)
         self.by_token.setdefault(token_id, set()).add(mine)

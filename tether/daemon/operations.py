@@ -9,16 +9,18 @@ timer wheel, cancels to agents holding a run the daemon ended, selector tasks, a
 deliveries to push. Nothing else forwards a store result.
 
 :attr:`Operations.after` is the observer point: callables given a :class:`Happened` once
-an operation's effects are applied (the place before/after hooks attach, issue 20). An
-observer runs on the event loop, must be quick and must not raise (one that does is
-logged and the operation stands).
+an operation's effects are applied (where after-hooks attach, issue 20). An observer runs
+on the event loop, must be quick and must not raise (one that does is logged and the
+operation stands). :attr:`Operations.gate` is awaited where an operation that a
+before-hook may veto starts (``task.create``, ``agent.enroll``), before anything is written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -36,6 +38,7 @@ from .push import Push
 from .schedules import CALENDAR
 from .session import AgentSession
 from .store import AlertIn, AlertRecorded, Enrollment, NewSchedule, NewTask, ResultIn, Store, Untasked
+from .store.hook_records import HookRecord
 from .timers import Timers
 from .watchers import SelectorTasks, Watchers
 
@@ -69,6 +72,17 @@ class Happened:
 
 
 Observer = Callable[[Happened], None]
+
+Gate = Callable[[str, Any], Awaitable[None]]
+"""Awaited with (operation, subject) before the operation writes; raises ProtocolError to refuse it."""
+
+ACTOR: contextvars.ContextVar[str] = contextvars.ContextVar("actor", default="tetherd")
+"""Who is doing what the running code does (``admin token 3 (operator)``): set by a console
+session for its requests, read by hooks for their payloads' ``who``."""
+
+
+_NOTHING: Effects[None] = Effects(None)
+"""The effects of what changes nothing in the store (an agent online or offline)."""
 
 
 class Consoles(Protocol):
@@ -109,6 +123,10 @@ class Operations:
         """How many alerts each agent may have stored (config ``alerts_per_minute``, ``alert_burst``)."""
         self.alert_fields: tuple[str, ...] = DEFAULT_CHECKSUM
         """What makes two alerts one (config ``alert_checksum``)."""
+        self.gate: Gate | None = None
+        """Before-hooks (:mod:`.hooks`): may refuse a task or an enrollment before it is written."""
+        self.hooks: Any = None
+        """The automation hooks (:class:`.hooks.Hooks`) when tetherd runs them: ``hook.test`` fires one."""
 
     def configure_alerts(self, fields: tuple[str, ...], per_minute: float, burst: int) -> None:
         """tetherd's alert settings: the checksum's fields, each agent's rate limit."""
@@ -166,7 +184,9 @@ class Operations:
 
     async def create_task(self, task: NewTask) -> Effects[int]:
         """A task, to the agents its target names now (and later ones, for a tag, a
-        selector or all agents, until its ttl)."""
+        selector or all agents, until its ttl); unless a before-hook refuses it."""
+        if self.gate is not None:
+            await self.gate("task.create", task)
         effects = self._done("task.create", task, await self.store.create_task(task, self.clock.time()))
         target = f"selector:{task.selector!r}" if task.selector is not None else \
             "all" if task.target_kind == "all" else f"{task.target_kind}:{task.target}"
@@ -195,10 +215,15 @@ class Operations:
 
     async def enroll(self, key: str, machine_uuid: str, hostname: str, platform: str, tags: list[str], *,
                      proof: tuple[str, str] | None = None, certificate: bytes | None = None) -> Enrollment:
-        """``Store.enroll``; ``certificate``: the SHA-256 of the client certificate to bind it to."""
+        """``Store.enroll``; ``certificate``: the SHA-256 of the client certificate to bind it to.
+        Unless a before-hook refuses it (ENROLL_VETOED)."""
+        facts = {"hostname": hostname, "platform": platform, "machine_uuid": machine_uuid, "tags": tags,
+                 "agent_id": proof[0] if proof else ""}
+        if self.gate is not None:
+            await self.gate("agent.enroll", facts)
         effects = await self.store.enroll(key, machine_uuid, hostname, platform, tags, self.clock.time(),
                                           proof=proof, certificate=certificate)
-        enrolled = self._done("agent.enroll", hostname, effects).result
+        enrolled = self._done("agent.enroll", facts, effects).result
         log.info("event=agent_enrolled agent_id=%s status=%s clone_of=%s hostname=%s tags=%s", enrolled.agent_id,
                  enrolled.status, enrolled.clone_of or "-", hostname, ",".join(enrolled.tags))
         return enrolled
@@ -219,6 +244,14 @@ class Operations:
         self.store.agent_seen(agent_id, hostname, platform, commands, version, now)
         if self.selectors.active():
             self.store.select_for_agent(agent_id, hostname, platform, now).add_done_callback(self._selected)
+        if self.after:
+            self._observe(Happened("agent.online", {"agent_id": agent_id, "hostname": hostname, "platform": platform,
+                                                    "version": version}, _NOTHING))
+
+    def goodbye(self, agent_id: str) -> None:
+        """An agent's session ended and no newer one replaced it: it is offline."""
+        if self.after:
+            self._observe(Happened("agent.offline", {"agent_id": agent_id}, _NOTHING))
 
     def _selected(self, fut: asyncio.Future[Effects[None]]) -> None:
         if fut.cancelled():
@@ -306,6 +339,26 @@ class Operations:
     async def remove_schedule(self, name: str) -> None:
         self._done("schedule.rm", name, await self.store.remove_schedule(name))
         log.info("event=schedule_removed name=%s", name)
+
+    # -- automation hooks (their runs are kept by :mod:`.hooks`) ----------------------------
+
+    async def add_hook(self, hook: HookRecord) -> HookRecord:
+        added = self._done("hook.add", hook.name, await self.store.add_hook(hook)).result
+        log.info("event=hook_added name=%s trigger=%s action=%s enabled=%s", hook.name, hook.trigger, hook.action,
+                 hook.enabled)
+        return added
+
+    async def set_hook_enabled(self, name: str, enabled: bool) -> HookRecord:
+        hook = self._done("hook.enable" if enabled else "hook.disable", name,
+                          await self.store.set_hook_enabled(name, enabled)).result
+        log.info("event=hook_%s name=%s", "enabled" if enabled else "disabled", name)
+        return hook
+
+    async def remove_hook(self, name: str) -> int:
+        """The hook, its queued runs (how many: the result) and its run records."""
+        dropped = self._done("hook.rm", name, await self.store.remove_hook(name)).result
+        log.info("event=hook_removed name=%s pending_dropped=%d", name, dropped)
+        return dropped
 
     # -- timers ----------------------------------------------------------------------------
 

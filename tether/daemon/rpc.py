@@ -57,6 +57,7 @@ from ..protocol.methods import Bindings, Method, check_role, find, parse_params
 from ..protocol.polling import InvalidSchedule, check_period
 from .effects import Change, Progressed
 from .operations import Operations
+from .rpc_hooks import HANDLERS as HOOK_HANDLERS
 from .schedules import check_cron, next_fire
 from .store import NewSchedule, NewTask, StoreError, Timing
 
@@ -374,6 +375,10 @@ class ConsoleRPC:
         into, cancelled, closed = await self.operations.merge_agent(p.agent_id)
         return AgentResolved(agent_id=p.agent_id, outcome="merged", into=into, cancelled=cancelled,
                              sessions_closed=closed)
+
+
+for _method, _serve in HOOK_HANDLERS:  # hook.*: in rpc_hooks, bound here like the rest
+    handler(_method)(_serve)
 
 
 def _parse(method: str, params: dict[str, Any]) -> tuple[Method, Any]:

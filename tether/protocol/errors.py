@@ -79,8 +79,17 @@ class ErrorCode(enum.IntEnum):
     """Revoking this token would leave no admin token: create another admin token first."""
     UNKNOWN_ALERT = 1320
     """No alert has this id (``tetherctl alerts`` lists them)."""
+    UNKNOWN_HOOK = 1330
+    """No hook has this name (``tetherctl hooks list`` shows them; names are case-sensitive)."""
+    HOOK_EXISTS = 1331
+    """A hook with this name exists already; names are unique (and case-sensitive)."""
+    UNKNOWN_SCRIPT = 1332
+    """No usable script of this name in ``<data-dir>/scripts/`` (an executable regular file,
+    owned by tetherd's user or root and writable by no one else)."""
     FORBIDDEN = 1403
     """The peer is authenticated but may not do this (another agent's delivery, a viewer creating tasks)."""
+    VETOED = 1422
+    """A before-hook refused the operation (its message says why: ``tetherctl hooks runs NAME``)."""
     RATE_LIMITED = 1429
     """Too many frames too fast; slow down (``retry_after`` says for how long)."""
     STORAGE_UNAVAILABLE = 1503
@@ -108,6 +117,8 @@ class ErrorCode(enum.IntEnum):
     """The enrollment asked for tags it may not have: tags beyond its key's (unless the key
     was made with ``--allow-requested-tags``), or, re-enrolling an agent, tags it does not
     carry. Enroll without them; operators change an agent's tags (``tetherctl tag add``)."""
+    ENROLL_VETOED = 4015
+    """A before-enroll hook refused the enrollment (its message says why)."""
     REPLACED = 4020
     """A newer session for the same agent opened; the older one is closed with this code."""
     LOGIN_THROTTLED = 4028

@@ -58,6 +58,16 @@ from .console import (
     TokenView,
 )
 from .errors import ErrorCode, ProtocolError
+from .hooks import (
+    Fingerprint,
+    HookAdd,
+    HookFingerprint,
+    HookName,
+    HookRemoved,
+    HookRuns,
+    HookRunView,
+    HookView,
+)
 from .values import value_problem
 
 
@@ -158,6 +168,22 @@ AGENT_MERGE = _declare("agent.merge", AgentId, AgentResolved, "admin",
                        "Let a possible clone take over the identity of the agent it is a clone of.")
 AGENT_RM = _declare("agent.rm", AgentId, AgentResolved, "admin",
                     "Remove an agent: its token void, its unfinished deliveries cancelled, out of every target.")
+
+# -- automation hooks (issue 20) -------------------------------------------------------------
+
+HOOK_ADD = _declare("hook.add", HookAdd, HookView, "admin",
+                    "Add a hook: a trigger (before or after an operation) and an action (script, web, email).")
+HOOK_LIST = _declare("hook.list", Nothing, list[HookView], "operator", "Every hook (never its secret).")
+HOOK_GET = _declare("hook.get", HookName, HookView, "operator", "A hook, its pending runs and its last run.")
+HOOK_ENABLE = _declare("hook.enable", HookName, HookView, "admin", "Switch a hook on.")
+HOOK_DISABLE = _declare("hook.disable", HookName, HookView, "admin",
+                        "Switch a hook off: it fires no more (runs already queued are still delivered).")
+HOOK_RM = _declare("hook.rm", HookName, HookRemoved, "admin", "Remove a hook, its queued runs and its records.")
+HOOK_TEST = _declare("hook.test", HookName, HookRunView, "admin",
+                     "Fire a hook now with a sample payload of its trigger; the run's outcome.")
+HOOK_RUNS = _declare("hook.runs", HookRuns, list[HookRunView], "operator", "A hook's runs, newest first.")
+HOOK_FINGERPRINT = _declare("hook.fingerprint", HookFingerprint, Fingerprint, "admin",
+                            "The SHA-256 fingerprint of the certificate an HTTPS server shows tetherd.")
 
 
 # -- reading a request -----------------------------------------------------------------------

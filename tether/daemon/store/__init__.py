@@ -28,6 +28,7 @@ from ...protocol.alerts import AlertBody, AlertList, AlertView
 from ...protocol.console import AgentView, DeliveryRow, KeyView, ScheduleView, TaskView, TokenView
 from ...protocol.lifecycle import WaitPlan
 from ..effects import Effects, PushItem, Ref
+from .hook_records import HookStore
 
 
 class StoreError(Exception):
@@ -152,8 +153,8 @@ class AgentAuth(msgspec.Struct, frozen=True):
     """The SHA-256 of the client certificate the agent is bound to (``bind_client_certificates``)."""
 
 
-class Store(Protocol):
-    """Everything the daemon persists. See the module docstring for the promises."""
+class Store(HookStore, Protocol):
+    """Everything the daemon persists (hooks: :class:`.hook_records.HookStore`). See the module docstring."""
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

@@ -37,13 +37,14 @@ from . import (
 )
 from .memory_agents import MemoryAgents
 from .memory_alerts import MemoryAlerts
+from .memory_hooks import MemoryHooks
 from .memory_runs import MemoryRuns
 from .memory_schedules import MemorySchedules
 from .memory_tables import DeliveryRecord, MemoryTables, TaskRecord
 from .rules import MAX_ID
 
 
-class MemoryStore(MemoryAgents, MemoryRuns, MemorySchedules, MemoryTables, MemoryAlerts):
+class MemoryStore(MemoryAgents, MemoryRuns, MemorySchedules, MemoryHooks, MemoryTables, MemoryAlerts):
     """The in-memory store (see the module docstring)."""
 
     async def open(self) -> None:

@@ -215,6 +215,41 @@ MIGRATIONS: list[tuple[str, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        "automation hooks: definitions, the after-hooks' outbox, every run (issue 20)",
+        """
+        CREATE TABLE hooks (
+            name TEXT PRIMARY KEY,          -- case-sensitive (BINARY collation)
+            spec BLOB NOT NULL,             -- msgpack of store.HookRecord (secret included)
+            enabled INTEGER NOT NULL DEFAULT 1,
+            created_at REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE hook_outbox (
+            id INTEGER PRIMARY KEY,
+            hook TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            payload BLOB NOT NULL,          -- the JSON the action is given
+            dedup TEXT,                     -- a run that must be queued once (after-task-done)
+            queued_at REAL NOT NULL,
+            next_at REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX hook_outbox_due ON hook_outbox (next_at);
+        CREATE UNIQUE INDEX hook_outbox_once ON hook_outbox (hook, dedup) WHERE dedup IS NOT NULL;
+        CREATE TABLE hook_runs (
+            id INTEGER PRIMARY KEY,
+            hook TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            duration REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            message TEXT NOT NULL DEFAULT '',
+            attempt INTEGER NOT NULL DEFAULT 1,
+            test INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX hook_runs_by_hook ON hook_runs (hook, id);
+        """,
+    ),
 ]
 
 LATEST = len(MIGRATIONS)

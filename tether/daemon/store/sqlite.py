@@ -26,6 +26,7 @@ from .schema import apply_migrations, open_checked
 from .sqlite_agents import SQLiteAgents
 from .sqlite_alerts import SQLiteAlerts
 from .sqlite_credentials import SQLiteCredentials
+from .sqlite_hooks import SQLiteHooks
 from .sqlite_reads import SQLiteReads
 from .sqlite_runs import SQLiteRuns
 from .sqlite_schedules import SQLiteSchedules
@@ -44,7 +45,8 @@ NO_PAGE_CAP = 4_294_967_294
 
 
 
-class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials, SQLiteAgents, SQLiteAlerts):
+class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials, SQLiteAgents, SQLiteAlerts,
+                  SQLiteHooks):
     """The default store. ``path`` may be ``":memory:"`` for tests (one connection then)."""
 
     def __init__(self, path: Path | str, *, synchronous: str = "full", max_batch: int = 4096,
