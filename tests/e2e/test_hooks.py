@@ -4,7 +4,6 @@ with a certificate no system trusts, a real SMTP server, all on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import hmac
 import json

@@ -90,7 +90,8 @@ def test_every_method_is_tested() -> None:
                             "schedule.pause", "schedule.resume", "schedule.rm", "token.create", "token.list",
                             "token.revoke", "key.create", "key.list", "key.revoke", "agent.revoke",
                             "agent.approve", "agent.merge", "agent.rm", "task.watch", "alerts.list", "alert.get",
-                            "alert.ack"}
+                            "alert.ack", "hook.add", "hook.list", "hook.get", "hook.enable", "hook.disable",
+                            "hook.rm", "hook.test", "hook.runs", "hook.fingerprint"}
 
 
 def test_unknown_method_names_the_known_ones() -> None:
@@ -99,7 +100,8 @@ def test_unknown_method_names_the_known_ones() -> None:
     assert caught.value.code is ErrorCode.UNKNOWN_METHOD
     assert caught.value.message == (
         "unknown method 'task.delete' (known: action, agent.approve, agent.merge, agent.revoke, agent.rm, "
-        "agents.list, alert.ack, alert.get, alerts.list, key.create, key.list, key.revoke, schedule.add, schedule.get, schedule.list, schedule.pause, schedule.resume, schedule.rm, "
+        "agents.list, alert.ack, alert.get, alerts.list, hook.add, hook.disable, hook.enable, hook.fingerprint, "
+        "hook.get, hook.list, hook.rm, hook.runs, hook.test, key.create, key.list, key.revoke, schedule.add, schedule.get, schedule.list, schedule.pause, schedule.resume, schedule.rm, "
         "tag.add, tag.rm, task.cancel, task.create, task.get, task.list, task.wait, task.watch, token.create, token.list, "
         "token.revoke)"
     )
@@ -220,7 +222,8 @@ def test_task_list_unknown_state_names_the_known_ones() -> None:
 VIEWER_METHODS = {"agents.list", "task.list", "task.get", "task.wait", "task.watch", "schedule.list", "schedule.get",
                   "alerts.list", "alert.get"}
 ADMIN_METHODS = {"token.create", "token.list", "token.revoke", "key.create", "key.list", "key.revoke", "agent.revoke",
-                 "agent.approve", "agent.merge", "agent.rm"}
+                 "agent.approve", "agent.merge", "agent.rm", "hook.add", "hook.enable", "hook.disable", "hook.rm",
+                 "hook.test", "hook.fingerprint"}
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

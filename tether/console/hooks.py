@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from tether.protocol import methods
+from tether.protocol import flags, methods
 from tether.protocol.hooks import DEFAULT_TIMEOUT, MAX_TIMEOUT, TRIGGERS, HookRunView, HookView
 
 from .client import EXIT_OK, ConsoleError
@@ -56,8 +56,8 @@ def add_parser(command: Callable[..., argparse.ArgumentParser],
     p.add_argument("--subject", metavar="TEXT", help="email subject; {key.sub} is the payload's value there")
     p.add_argument("--body", metavar="TEXT", help="email body, templated like --subject (default: the payload)")
     p.add_argument("--data", metavar="JSON", help="a JSON object merged into the payload (custom data)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
-                   help=f"seconds (default {DEFAULT_TIMEOUT:g}, at most {MAX_TIMEOUT:g})")
+    p.add_argument("--timeout", type=flags.duration, default=DEFAULT_TIMEOUT, metavar="DURATION",
+                   help=f"{flags.DURATION} (default {DEFAULT_TIMEOUT:g}s, at most {MAX_TIMEOUT:g}s)")
     p.add_argument("--on-timeout", choices=("fail-open", "fail-closed"), default="fail-open",
                    help="a before-hook that times out or fails: let the operation through (default) or veto it")
     p.add_argument("--tag", action="append", default=[], metavar="T", help="a tag of the hook (repeatable)")
@@ -73,7 +73,7 @@ def add_parser(command: Callable[..., argparse.ArgumentParser],
     p = action(ops, "runs", "a hook's runs, newest first (trigger, start, duration, outcome, message)",
                "tetherctl hooks runs audit --limit 50")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    p.add_argument("--limit", type=flags.positive_int, default=20, help="at most this many (default 20)")
     p = action(ops, "fingerprint", "print the SHA-256 fingerprint of the certificate an HTTPS server shows tetherd",
                "tetherctl hooks fingerprint https://127.0.0.1:8443")
     p.add_argument("url", metavar="URL")
