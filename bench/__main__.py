@@ -5,6 +5,7 @@
     python -m bench storm          [--agents 10000]  [--per-agent 1]     [--procs 2]
     python -m bench idle           [--agents 10000]                      [--procs 2]
     python -m bench create         [--agents 10000]  [--per-agent 200]   [--procs 2]
+    python -m bench hooks          [--per-agent 300]     (task.create with 0/1/5 after-hooks, one before-hook)
     python -m bench timers         [--agents 1000000]    (pending wheel entries)
     python -m bench hostile        [--only CASE,...]     (the worst single messages: tetherd's loop lag)
     python -m bench soak           [--agents 1000]   [--minutes 10] [--rate 200] [--ttl S]  (one repeat)

@@ -6,6 +6,7 @@ from typing import Any
 
 from .create import run_create
 from .hostile import CASES as HOSTILE_CASES
+from .hooks import run_hooks
 from .hostile import run_hostile
 from .mqtt_scenarios import MQTT_SCENARIOS
 from .polls import run_polls
@@ -36,6 +37,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                 "cases": [case.name for case in HOSTILE_CASES],
                 "what": "the worst single messages under max_frame_bytes (batches, id lists, outputs, args), one "
                         "per session: how long each holds tetherd's event loop (ping round trips of a probe)"},
+    "hooks": {"run": run_hooks, "agents": 10, "per_agent": 300, "procs": 1, "arg_bytes": 0,
+              "what": "task.create with 0, 1 and 5 after-task web hooks (also with their target down) and with one "
+                      "before-task web hook: tasks/s, and how long the outbox takes to deliver"},
     "timers": {"run": run_timers, "agents": 1_000_000, "per_agent": 0, "procs": 1, "arg_bytes": 0,
                "what": "the timer wheel with --agents pending entries (bench/timers_wheel.py, own process)"},
 }
@@ -53,6 +57,8 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "soak": ("verdict", "deliveries_created", "deliveries_done", "errors", "rss_start_mib", "rss_end_mib",
              "rss_peak_mib", "rss_bound_mib", "cuts"),
     "hostile": ("worst_lag_ms", "worst_case", "quiet_lag_ms"),
+    "hooks": ("no_hook_tasks_per_s", "after_1_tasks_per_s", "after_5_tasks_per_s", "after_5_target_down_tasks_per_s",
+              "before_1_tasks_per_s", "after_5_outbox_drained_s"),
     "timers": ("wheel_rss_mib", "wheel_traced_mib", "tick_idle_us", "tick_1000_due_ms"),
 }
 

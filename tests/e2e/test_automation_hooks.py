@@ -275,3 +275,28 @@ def test_a_thousand_runs_to_a_down_target_are_kept_and_delivered_once_it_is_up(
         wait_until(lambda: tetherd.ctl("hooks", "show", "down")[1]["pending"] == 0, what="an empty outbox")
     finally:
         target.close()
+
+
+def test_after_task_done_and_agent_offline(tetherd: Tetherd, make_agent: Any, tmp_path: Path) -> None:
+    seen = tmp_path / "seen"
+    script(tetherd, "seen", f'#!/bin/sh\necho "$1" | base64 -d >> {seen}\necho >> {seen}\n')
+    hook(tetherd, "done", "--trigger", "after-task-done", "--script", "seen")
+    hook(tetherd, "offline", "--trigger", "agent-offline", "--script", "seen")
+    one, two = make_agent("d1", "pair", start=True), make_agent("d2", "pair", start=True)
+    task_id = tetherd.task("record --n 1", "--tag", "pair")
+    tetherd.ctl("wait", str(task_id), "--timeout", "60")
+
+    def by_trigger() -> dict[str, list[dict[str, Any]]]:
+        got: dict[str, list[dict[str, Any]]] = {}
+        for line in _lines(seen) if seen.exists() else []:
+            payload = json.loads(line)
+            got.setdefault(payload["trigger"], []).append(payload)
+        return got
+
+    done = wait_until(lambda: by_trigger().get("after-task-done"), what="after-task-done")
+    assert len(done) == 1 and done[0]["task"]["task_id"] == task_id
+    assert done[0]["task"]["counts"] == {"done": 2}
+    assert sorted(d["agent_id"] for d in done[0]["task"]["deliveries"]) == sorted([one.agent_id, two.agent_id])
+    one.kill()
+    offline = wait_until(lambda: by_trigger().get("agent-offline"), what="agent-offline")
+    assert [p["agent"]["agent_id"] for p in offline] == [one.agent_id]
