@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from .create import run_create
-from .hostile import CASES as HOSTILE_CASES
 from .hooks import run_hooks
+from .hostile import CASES as HOSTILE_CASES
 from .hostile import run_hostile
 from .mqtt_scenarios import MQTT_SCENARIOS
 from .polls import run_polls

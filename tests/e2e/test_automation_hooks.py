@@ -267,6 +267,7 @@ def test_a_thousand_runs_to_a_down_target_are_kept_and_delivered_once_it_is_up(
                          timeout=30, what="two failed attempts")
     assert all("Connect" in r["message"] or "refused" in r["message"] for r in failing)
     assert tetherd.ctl("hooks", "show", "down")[1]["pending"] == 1000
+    assert tetherd.metrics()["tether_hook_outbox_pending"] == 1000
     target = WebTarget(ca, port, fingerprint_target.cert)  # the target comes up
     try:
         got = target.received.wait(lambda items: len({json.loads(i["body"])["task"]["task_id"] for i in items}) >= 1000,

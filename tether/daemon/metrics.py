@@ -74,6 +74,8 @@ class Readings(Protocol):
     def timers_pending(self) -> int: ...
     def connections_open(self) -> int | None:
         """Connections counted from TCP accept; None if not counted."""
+    def hook_outbox(self) -> tuple[int, int]:
+        """After-hook runs waiting in the outbox, and those dropped because it was full."""
 
 
 class _Collector(Collector):
@@ -145,6 +147,13 @@ class _Collector(Collector):
         last = GaugeMetricFamily("tether_store_last_commit_seconds", "Duration of the last group commit")
         last.add_metric([], stats.last_commit_seconds)
         yield last
+        pending, dropped = r.hook_outbox()
+        outbox = GaugeMetricFamily("tether_hook_outbox_pending", "After-hook runs waiting in the outbox")
+        outbox.add_metric([], pending)
+        yield outbox
+        lost = CounterMetricFamily("tether_hook_runs_dropped", "After-hook runs not queued: the outbox was full")
+        lost.add_metric([], dropped)
+        yield lost
         timers = GaugeMetricFamily("tether_timers_pending", "Entries on the timer wheel")
         timers.add_metric([], r.timers_pending())
         yield timers

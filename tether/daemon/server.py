@@ -158,6 +158,10 @@ class Daemon:
     def connections_open(self) -> int | None:
         return self.limits.total
 
+    def hook_outbox(self) -> tuple[int, int]:
+        hooks = self.operations.hooks
+        return (hooks.pending, hooks.dropped) if hooks is not None else (0, 0)
+
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self, tls: ssl.SSLContext | None = None) -> None:
