@@ -61,7 +61,8 @@ def test_migrate_dry_run_is_the_default(tmp_path: Path) -> None:
     version = sqlite3.connect(data / "tether.sqlite").execute("PRAGMA user_version").fetchone()[0]
     assert "applying migration 6: agents bound to their TLS client certificate" in applied.stdout
     assert "applying migration 7: alerts, deduplicated" in applied.stdout
-    assert version == LATEST == 7
+    assert "applying migration 8: automation hooks" in applied.stdout
+    assert version == LATEST == 8
     assert "up to date" in tetherd("migrate", "--data-dir", str(data)).stdout
 
 

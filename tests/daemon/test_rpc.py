@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -19,6 +21,7 @@ from store_data import NOW, enrolled
 
 from tether.daemon.clock import Handle, SystemClock
 from tether.daemon.effects import Change, Effects
+from tether.daemon.hooks import Hooks
 from tether.daemon.operations import Operations
 from tether.daemon.rpc import ConsoleRPC
 from tether.daemon.store.sqlite import SQLiteStore
@@ -116,7 +119,9 @@ class FrozenClock:
 async def _build(store: SQLiteStore) -> tuple[ConsoleRPC, list[str], list[int]]:
     await store.open()
     agents = [await enrolled(store, "a", "web"), await enrolled(store, "b", "db")]
-    rpc = ConsoleRPC(Operations(store, FrozenClock()), min_interval=10.0)
+    operations = Operations(store, FrozenClock())
+    await Hooks(operations, scripts=Path(tempfile.gettempdir()) / "no-tether-scripts").load()  # as tetherd does
+    rpc = ConsoleRPC(operations, min_interval=10.0)
     task_ids = []
     for target in ({"agent": agents[0]}, {"tag": "web"}, {"all": True}, {"agent": agents[1]}):
         created = await rpc.call("task.create", {"command": "record --n 1", **target}, _noop_emit)

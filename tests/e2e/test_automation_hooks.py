@@ -268,6 +268,10 @@ def test_a_thousand_runs_to_a_down_target_are_kept_and_delivered_once_it_is_up(
     assert all("Connect" in r["message"] or "refused" in r["message"] for r in failing)
     assert tetherd.ctl("hooks", "show", "down")[1]["pending"] == 1000
     assert tetherd.metrics()["tether_hook_outbox_pending"] == 1000
+    # Probed, not hammered: a round of at most hook_concurrency (4) runs per backoff step (1, 2, 4 ... s),
+    # not a try of each of the 1000 queued runs.
+    tried = tetherd.ctl("hooks", "runs", "down", "--limit", "1000")[1]
+    assert 2 <= len(tried) < 100 and {r["outcome"] for r in tried} == {"error"}
     target = WebTarget(ca, port, fingerprint_target.cert)  # the target comes up
     try:
         got = target.received.wait(lambda items: len({json.loads(i["body"])["task"]["task_id"] for i in items}) >= 1000,
