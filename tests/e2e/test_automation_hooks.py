@@ -191,7 +191,7 @@ def test_bad_hooks_are_refused_with_clear_errors(tetherd: Tetherd) -> None:
     script(tetherd, "ok", "#!/bin/sh\nexit 0\n")
     hook(tetherd, "A", "--trigger", "after-task", "--script", "ok")
     hook(tetherd, "a", "--trigger", "after-task", "--script", "ok")  # names are case-sensitive
-    assert "hook_exists (1321): a hook named 'A' exists already" in refused(
+    assert "hook_exists (1331): a hook named 'A' exists already" in refused(
         tetherd, "hooks", "add", "A", "--trigger", "after-task", "--script", "ok")
     assert "must start with https://" in refused(
         tetherd, "hooks", "add", "w", "--trigger", "after-task", "--url", "http://127.0.0.1/")
@@ -205,11 +205,11 @@ def test_bad_hooks_are_refused_with_clear_errors(tetherd: Tetherd) -> None:
         tetherd, "hooks", "add", "d", "--trigger", "after-task", "--script", "ok", "--data", '{"task": 1}')
     assert "invalid choice: 'after-lunch'" in refused(
         tetherd, "hooks", "add", "t", "--trigger", "after-lunch", "--script", "ok")
-    assert "unknown_script (1322): no script 'missing'" in refused(
+    assert "unknown_script (1332): no script 'missing'" in refused(
         tetherd, "hooks", "add", "m", "--trigger", "after-task", "--script", "missing")
     assert "timeout must be more than 0 and at most 60" in refused(
         tetherd, "hooks", "add", "t", "--trigger", "before-task", "--script", "ok", "--timeout", "61")
-    assert "unknown_hook (1320)" in refused(tetherd, "hooks", "show", "b")
+    assert "unknown_hook (1330)" in refused(tetherd, "hooks", "show", "b")
     assert [h["name"] for h in tetherd.ctl("hooks", "list")[1]] == ["A", "a"]
 
 
