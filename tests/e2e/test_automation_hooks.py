@@ -305,3 +305,32 @@ def test_after_task_done_and_agent_offline(tetherd: Tetherd, make_agent: Any, tm
     one.kill()
     offline = wait_until(lambda: by_trigger().get("agent-offline"), what="agent-offline")
     assert [p["agent"]["agent_id"] for p in offline] == [one.agent_id]
+
+
+def test_an_alert_hook_fires_for_a_new_distinct_alert_not_a_repeat(tetherd: Tetherd, make_agent: Any,
+                                                                   tmp_path: Path) -> None:
+    import subprocess
+
+    from harness import BIN
+
+    seen = tmp_path / "alerts"
+    script(tetherd, "seen", f'#!/bin/sh\necho "$1" | base64 -d >> {seen}\necho >> {seen}\n')
+    hook(tetherd, "alerts", "--trigger", "alert", "--script", "seen")
+    agent = make_agent("al")
+
+    def raise_alert(name: str) -> None:
+        text = json.dumps({"kind": "integrity", "name": name, "path": "/etc/ssh/sshd_config", "severity": "high"})
+        done = subprocess.run([str(BIN / "tether-agent"), "alert", "--state-dir", str(agent.state_dir), "--json",
+                               text], capture_output=True, text=True, env=agent.env, timeout=60)
+        assert done.returncode == 0, done.stderr
+
+    raise_alert("sshd_config changed")
+    raise_alert("sshd_config changed")  # a repeat: counted, not a new alert
+    raise_alert("hosts changed")
+    wait_until(lambda: sum(a["count"] for a in tetherd.ctl("alerts")[1]["alerts"]) == 3, what="three copies")
+    got = wait_until(lambda: seen.exists() and len(_lines(seen)) >= 2 and _lines(seen), what="two alert runs")
+    wait_until(lambda: tetherd.ctl("hooks", "show", "alerts")[1]["pending"] == 0, what="no run pending")
+    payloads = [json.loads(line) for line in _lines(seen)]
+    assert sorted(p["alert"]["name"] for p in payloads) == ["hosts changed", "sshd_config changed"], got
+    assert all(p["trigger"] == "alert" and p["agent"]["agent_id"] == agent.agent_id and
+               p["alert"]["severity"] == "high" for p in payloads)

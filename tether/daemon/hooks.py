@@ -44,7 +44,7 @@ from .store.hook_records import HookRecord, OutboxIn, OutboxRow, RunRecord
 log = logging.getLogger("tether.hooks")
 
 AFTER = {"task.create": "after-task", "agent.enroll": "after-enroll", "agent.online": "agent-online",
-         "agent.offline": "agent-offline", "timer.schedule": "after-schedule-fired"}
+         "agent.offline": "agent-offline", "timer.schedule": "after-schedule-fired", "alert.record": "alert"}
 """The after-trigger each operation fires (``after-task-done`` is read from delivery changes)."""
 BEFORE = {"task.create": "before-task", "agent.enroll": "before-enroll"}
 """The before-trigger awaited where each operation starts."""
@@ -81,6 +81,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
              "priority": 1, "ttl": 604800, "investigation_id": "", "deliveries": 0},
     "agent": {"agent_id": "00000000-sample", "hostname": "sample-host", "platform": "linux", "tags": ["sample"]},
     "schedule": {"schedule_id": 0},
+    "alert": {"alert_id": 0, "kind": "integrity", "name": "sample alert", "severity": "medium", "count": 1},
 }
 """What ``tetherctl hooks test`` sends, by payload key (with ``"sample": true``)."""
 
@@ -160,8 +161,7 @@ class Hooks:
         if trigger is not None:
             hooks = self._enabled.get(trigger)
             if hooks:
-                own = self._after_payload(trigger, happened)
-                if own is not None:
+                for own in self._after_payloads(trigger, happened):
                     self._queue(trigger, hooks, own)
         if happened.effects.changes and "after-task-done" in self._enabled:
             for change in happened.effects.changes:
@@ -179,19 +179,24 @@ class Hooks:
             self._put(happened.effects.result)
             self._wake.set()
 
-    def _after_payload(self, trigger: str, happened: Happened) -> dict[str, Any] | None:
+    def _after_payloads(self, trigger: str, happened: Happened) -> list[dict[str, Any]]:
+        """The trigger's own keys, once per thing that happened (an alert report may hold several)."""
         subject, result = happened.subject, happened.effects.result
         if trigger == "after-task":
-            return {"task": {"task_id": result, **_task(subject), "deliveries": len(happened.effects.items)}}
+            return [{"task": {"task_id": result, **_task(subject), "deliveries": len(happened.effects.items)}}]
         if trigger == "after-enroll":
-            return {"agent": {**subject, "agent_id": result.agent_id, "tags": result.tags, "status": result.status,
-                              "clone_of": result.clone_of}}
+            return [{"agent": {**subject, "agent_id": result.agent_id, "tags": result.tags, "status": result.status,
+                               "clone_of": result.clone_of}}]
         if trigger == "after-schedule-fired":
             if result is None:
-                return None
-            return {"schedule": {"schedule_id": subject},
-                    "task": {"task_id": result, "deliveries": len(happened.effects.items)}}
-        return {"agent": dict(subject)}  # agent-online, agent-offline
+                return []
+            return [{"schedule": {"schedule_id": subject},
+                     "task": {"task_id": result, "deliveries": len(happened.effects.items)}}]
+        if trigger == "alert":  # new distinct alerts only: a repeat is counted, not told
+            return [{"agent": {"agent_id": a.agent_id},
+                     "alert": {"alert_id": a.alert_id, "kind": a.kind, "name": a.name, "severity": a.severity,
+                               "count": a.count}} for a in result if a.new]
+        return [{"agent": dict(subject)}]  # agent-online, agent-offline
 
     def _payload(self, trigger: str, hook: HookRecord, own: dict[str, Any], who: str) -> dict[str, Any]:
         return {"version": PAYLOAD_VERSION, "trigger": trigger, "hook": hook.name, "at": self.clock.time(),

@@ -53,6 +53,7 @@ TRIGGERS: dict[str, Trigger] = {t.name: t for t in (
     Trigger("agent-online", False, ("agent",), "an agent's session opened"),
     Trigger("agent-offline", False, ("agent",), "an agent's session ended"),
     Trigger("after-schedule-fired", False, ("schedule", "task"), "a recurring schedule created its task"),
+    Trigger("alert", False, ("agent", "alert"), "an agent raised a new distinct alert (not a repeat)"),
 )}
 """Every trigger by name, in the order shown by ``tetherctl hooks add --help``."""
 
