@@ -3,6 +3,8 @@ frees no room, so the window is never overrun."""
 
 from __future__ import annotations
 
+import asyncio
+
 from clocks import ArmingClock
 from sessions_data import online
 from store_data import NOW
@@ -14,8 +16,9 @@ from tether.daemon.operations import Operations
 from tether.daemon.session import MAX_CONTROL_BACKLOG, SENT_MARK_DELAY, AgentSession, SentMarks
 from tether.daemon.store.sqlite import SQLiteStore
 from tether.protocol import pack
-from tether.protocol.codec import MSGPACK, error_frame
+from tether.protocol.codec import MSGPACK, decode_from_daemon, error_frame, unbatch
 from tether.protocol.errors import ErrorCode, ProtocolError
+from tether.protocol.frames import Batch, Cancel, Drained
 
 T0 = 1000.0
 
@@ -143,3 +146,72 @@ async def test_a_delivery_ended_while_the_session_reads_its_queue_is_not_pushed(
     assert sorted(session.queued_ids) == [2]
     session.cancel(2, "cancelled")  # later, the usual way: withdrawn from the queue
     assert session.queued_ids == set() and session.ended_while_loading is None
+
+
+class Wire:
+    """A session's connection as its pusher sees it: what it writes, decoded, in a queue."""
+
+    transport = None
+
+    def __init__(self) -> None:
+        self.frames: asyncio.Queue[object] = asyncio.Queue()
+
+    async def send(self, data: bytes, text: bool = False) -> None:
+        frame = decode_from_daemon(data)
+        for each in unbatch(frame, True, to_daemon=False) if isinstance(frame, Batch) else [frame]:
+            self.frames.put_nowait(each)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        pass
+
+    async def next(self) -> object:
+        async with asyncio.timeout(5):
+            return await self.frames.get()
+
+
+def drained_session(window: int, wire: Wire, *, drained: bool = True) -> AgentSession:
+    return AgentSession(wire, MSGPACK, "a1", "s1", window, set(), SentMarks(ArmingClock(T0), Marked()),  # type: ignore[arg-type]
+                        Stats(), drained=drained)
+
+
+async def test_an_agent_that_asked_is_told_once_its_queue_is_pushed_to_the_end() -> None:
+    """``tether-agent once`` leaves after ``drained``: never while the window holds back part
+    of the queue, and again after each delivery offered later."""
+    wire = Wire()
+    s = drained_session(2, wire)
+    s.offer_loaded([item(1), item(2), item(3)])
+    pusher = asyncio.create_task(s.pusher())
+    try:
+        assert [(await wire.next()).delivery_id for _ in range(2)] == [1, 2]  # type: ignore[attr-defined]
+        s.acked([(1, 1)], {})
+        assert (await wire.next()).delivery_id == 3  # type: ignore[attr-defined]
+        assert isinstance(await wire.next(), Drained)
+        s.offer([item(4)])
+        s.acked([(2, 1), (3, 1)], {})
+        assert (await wire.next()).delivery_id == 4  # type: ignore[attr-defined]
+        assert isinstance(await wire.next(), Drained)
+        assert wire.frames.empty()
+    finally:
+        pusher.cancel()
+        await asyncio.gather(pusher, return_exceptions=True)
+
+
+async def test_an_empty_queue_is_drained_at_once_and_an_agent_that_did_not_ask_is_never_told() -> None:
+    wire = Wire()
+    s = drained_session(2, wire)
+    s.offer_loaded([])
+    quiet_wire = Wire()
+    quiet = drained_session(2, quiet_wire, drained=False)
+    quiet.offer_loaded([item(1)])
+    pushers = [asyncio.create_task(s.pusher()), asyncio.create_task(quiet.pusher())]
+    try:
+        assert isinstance(await wire.next(), Drained)
+        assert (await quiet_wire.next()).delivery_id == 1  # type: ignore[attr-defined]
+        quiet.acked([(1, 1)], {})
+        quiet.send_control(Cancel(delivery_id=9))  # the pusher runs again: still nothing more
+        assert isinstance(await quiet_wire.next(), Cancel)
+        assert quiet_wire.frames.empty()
+    finally:
+        for pusher in pushers:
+            pusher.cancel()
+        await asyncio.gather(*pushers, return_exceptions=True)

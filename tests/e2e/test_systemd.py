@@ -19,7 +19,9 @@ from harness import BIN
 from tether.agent.cli import EXIT_FATAL_SESSION
 
 ROOT = Path(__file__).resolve().parents[2]
-UNITS = ("tetherd.service", "tether-agent.service")
+UNITS = ("tetherd.service", "tether-agent.service", "tether-agent-once.service")
+TIMERS = {"tether-agent-once.timer": "tether-agent-once.service"}
+"""Each timer and the service it starts (verified together: a timer needs its unit)."""
 
 
 def settings(name: str) -> dict[str, list[str]]:
@@ -57,15 +59,31 @@ def test_the_documented_install_gives_the_paths_the_unit_names(name: str) -> Non
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                     reason="systemd-analyze is not installed here (the units are verified where it is)")
-@pytest.mark.parametrize("name", UNITS)
+@pytest.mark.parametrize("name", [*UNITS, *TIMERS])
 def test_the_unit_verifies(name: str, tmp_path: Path) -> None:
     """systemd-analyze checks every directive and that ExecStart is an executable: the venv's
-    bin directory stands in for the documented one (checked above)."""
-    text = (ROOT / "systemd" / name).read_text().replace(f"{venv_of(name)}/bin/", f"{BIN}/")
-    (tmp_path / name).write_text(text)
-    out = subprocess.run(["systemd-analyze", "verify", str(tmp_path / name)], capture_output=True, text=True,
-                         timeout=60)
+    bin directory stands in for the documented one (checked above). A timer is verified with
+    the service it starts."""
+    names = [name, TIMERS[name]] if name in TIMERS else [name]
+    for each in names:
+        text = (ROOT / "systemd" / each).read_text()
+        if each in UNITS:
+            text = text.replace(f"{venv_of(each)}/bin/", f"{BIN}/")
+        (tmp_path / each).write_text(text)
+    out = subprocess.run(["systemd-analyze", "verify", *(str(tmp_path / each) for each in names)],
+                         capture_output=True, text=True, timeout=60)
     assert (out.returncode, out.stderr) == (0, ""), out.stderr
+
+
+def test_the_once_timer_starts_the_once_service_which_runs_once_and_never_overlaps() -> None:
+    timer = settings("tether-agent-once.timer")
+    assert timer["Unit"] == ["tether-agent-once.service"] and timer["OnUnitInactiveSec"]
+    assert timer["WantedBy"] == ["timers.target"]
+    service = settings("tether-agent-once.service")
+    assert service["Type"] == ["oneshot"]
+    assert shlex.split(service["ExecStart"][0])[1:] == ["once"]
+    steps = install_steps("tether-agent-once.service")
+    assert any("systemctl enable --now tether-agent-once.timer" in s for s in steps), steps
 
 
 def test_the_agent_unit_does_not_restart_an_agent_refused_for_good() -> None:

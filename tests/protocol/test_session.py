@@ -39,6 +39,7 @@ from tether.protocol.frames import (
 )
 from tether.protocol.session import (
     AGENT_FATAL,
+    DRAINED,
     AgentWindow,
     ClientSession,
     Inbox,
@@ -86,9 +87,18 @@ def opened(first: Hello | None = None, **fields: object) -> ClientSession:
 def test_an_agents_hello_names_its_facts_features_and_the_runs_it_holds() -> None:
     frame = hello([(1, 1), (2, 3)])
     assert (frame.role, frame.version, frame.agent_id, frame.token) == ("agent", PROTOCOL_VERSION, "a-1", "t0k")
-    assert frame.commands == ["echo", "scan"] and frame.features == list(FEATURES)
+    assert frame.commands == ["echo", "scan"] and frame.features == [f for f in FEATURES if f != DRAINED]
     assert (frame.holding, frame.holding_runs) == ([1, 2], [1, 3])
     assert (hello([(1, 1), (2, 1)]).holding_runs) == []  # every run 1: no runs list
+
+
+def test_only_an_agent_that_leaves_once_its_queue_is_done_asks_to_be_told_so() -> None:
+    """``tether-agent once`` announces ``drained``; a persistent agent would only be sent
+    frames it has no use for."""
+    once = agent_hello(token="t", agent_id="a", hostname="h", platform="p", machine_uuid="u", agent_version="1",
+                       commands=[], held=[], once=True)
+    assert once.features == list(FEATURES) and DRAINED in once.features
+    assert DRAINED not in hello([]).features
 
 
 def test_a_hello_names_at_most_max_holding_runs_the_first_ones() -> None:

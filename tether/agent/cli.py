@@ -17,6 +17,7 @@ import importlib.util
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import ssl
@@ -37,7 +38,7 @@ from tether.protocol.frames import Alert
 from tether.protocol.lifecycle import RunState
 
 from . import host, statedir
-from .client import AgentClient, ClientSettings, FatalSessionError, private_transport
+from .client import AgentClient, ClientSettings, FatalSessionError, OnceUnfinished, private_transport
 from .enrollment import Enrollment, EnrollmentError, enroll_agent
 from .journal import JOURNAL_FILE, Identity, Journal
 from .logfmt import LogfmtFormatter
@@ -59,6 +60,14 @@ exit codes:
   2  bad input (an option, a URL, a state directory that cannot be used)
   3  the daemon ended the session for good (unauthorized, replaced by another agent, unsupported
      protocol version): do not restart it as is (systemd: RestartPreventExitStatus=3)
+"""
+ONCE_EXIT_CODES = """\
+exit codes:
+  0  every delivery taken ran and is done (or there was none)
+  1  a delivery failed (its error is printed), the daemon could not be reached, or once was stopped
+     before everything ran; also not enrolled, a bad --commands, another agent on the state directory
+  2  bad input (an option, a URL, a state directory that cannot be used)
+  3  the daemon refused this agent for good (unauthorized, replaced, unsupported protocol version)
 """
 ENVIRONMENT = """\
 environment:
@@ -244,6 +253,16 @@ def cmd_alert(opts: argparse.Namespace) -> int:
 
 
 def cmd_run(opts: argparse.Namespace) -> int:
+    return _serve_journal(opts, once=False)
+
+
+def cmd_once(opts: argparse.Namespace) -> int:
+    """Connect, take every pending delivery, run them by priority, report, exit."""
+    return _serve_journal(opts, once=True)
+
+
+def _serve_journal(opts: argparse.Namespace, *, once: bool) -> int:
+    """``run`` or ``once`` on the state directory's journal, holding its lock."""
     agent = load_agent(opts.commands) if opts.commands else None
     _state_dir(opts.state_dir, create=False)
     if not (opts.state_dir / JOURNAL_FILE).exists():
@@ -262,10 +281,10 @@ def cmd_run(opts: argparse.Namespace) -> int:
             client = AgentClient(journal, agent, ClientSettings(
                 concurrency=opts.concurrency, backoff_base=opts.backoff_base, backoff_cap=opts.backoff_cap,
                 shutdown_grace=opts.grace, tls=_tls_files(opts, journal.identity()),
-                max_frame_bytes=opts.max_frame_bytes,
+                max_frame_bytes=opts.max_frame_bytes, once=once,
             ))
             try:
-                _run(_serve(client))
+                _run(_serve(client, _first_wait(opts) if once else 0.0))
             except FatalSessionError as exc:
                 print(f"error: the daemon ended the session: {exc}", file=sys.stderr)
                 return EXIT_FATAL_SESSION
@@ -276,17 +295,56 @@ def cmd_run(opts: argparse.Namespace) -> int:
                 return EXIT_ERROR
             except (InvalidURI, ValueError, TLSFileError) as exc:
                 raise CliError(str(exc)) from None
+            except OnceUnfinished as exc:
+                if client.ran:
+                    _report_once(client, opts.json)
+                raise CliError(f"{exc}; nothing was lost: what is pending runs at the next tether-agent once") \
+                    from None
+            if once:
+                return _report_once(client, opts.json)
     finally:
         if lock is not None:
             lock.close()
     return EXIT_OK
 
 
-async def _serve(client: AgentClient) -> None:
-    """Run until SIGTERM/SIGINT (clean stop); a second signal cancels at once."""
+def _first_wait(opts: argparse.Namespace) -> float:
+    """Armadito's ``-w S`` (``--wait``) and ``-wr S`` (``--random-wait``: 0 to S, so that a
+    fleet started by one timer does not connect all at once)."""
+    if opts.random_wait is not None:
+        return random.uniform(0.0, opts.random_wait)
+    return opts.wait or 0.0
+
+
+def _report_once(client: AgentClient, as_json: bool) -> int:
+    """What ``once`` ran, printed: each failed run's error on stderr (and a summary line),
+    or one JSON object on stdout; exit 1 if a run failed or not everything was done."""
+    failed = [r for r in client.ran if not r.ok]
+    code = EXIT_OK if client.done and not failed else EXIT_ERROR
+    if as_json:
+        print(json.dumps({"done": client.done, "ran": [
+            {"delivery_id": r.delivery_id, "run": r.run, "task_id": r.task_id or None, "command": r.command or None,
+             "ok": r.ok, "error": r.error} for r in client.ran]}))
+        return code
+    for r in failed:
+        what = f"task {r.task_id}, delivery {r.delivery_id}" if r.task_id else f"delivery {r.delivery_id}"
+        command = f" {r.command}" if r.command else ""
+        run = f" run {r.run}" if r.run > 1 else ""
+        print(f"failed: {what}{run}{command}: {r.error}", file=sys.stderr)
+    summary = f"ran {len(client.ran)} deliveries: {len(client.ran) - len(failed)} done, {len(failed)} failed"
+    if not client.done:
+        summary += "; stopped before every pending delivery ran (the rest run at the next tether-agent once)"
+    print(summary, file=sys.stderr)
+    return code
+
+
+async def _serve(client: AgentClient, first_wait: float = 0.0) -> None:
+    """Run until SIGTERM/SIGINT (clean stop); a second signal cancels at once. ``first_wait``:
+    seconds to wait before connecting (a signal meanwhile stops at once)."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     signals = 0
+    stopped = asyncio.Event()
 
     def on_signal(signum: int) -> None:
         nonlocal signals
@@ -294,6 +352,7 @@ async def _serve(client: AgentClient) -> None:
         logging.getLogger("tether.agent").info("event=signal_received signal=%s", signal.Signals(signum).name)
         if signals == 1:
             client.stop()
+            stopped.set()
         elif main is not None:
             main.cancel()
 
@@ -303,6 +362,14 @@ async def _serve(client: AgentClient) -> None:
     if usr1 is not None:
         loop.add_signal_handler(usr1, client.send_new_alerts)  # tether-agent alert journaled one
     try:
+        if first_wait > 0:
+            logging.getLogger("tether.agent").info("event=waiting seconds=%.3f", first_wait)
+            try:
+                async with asyncio.timeout(first_wait):
+                    await stopped.wait()
+                return
+            except TimeoutError:
+                pass
         await client.run()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, *([usr1] if usr1 is not None else [])):
@@ -487,22 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tether-agent run --commands mycommands:agent --concurrency 8 --grace 30s",
         codes=EXIT_CODES,
     )
-    p.add_argument("--server", default=None, metavar="URL",
-                   help="the daemon's URL, if it changed since enrollment (kept for the next starts too)")
-    p.add_argument("--commands", default=None, metavar="MODULE:ATTR",
-                   help="an Agent instance whose commands are served besides the built-ins "
-                        "(os_version, echo): package.module:agent or /path/to/file.py:agent")
-    p.add_argument("--concurrency", type=flags.positive_int, default=4, metavar="N",
-                   help="commands run at once (default: 4)")
-    p.add_argument("--max-frame-bytes", type=flags.positive_int, default=host.MAX_FRAME_BYTES, metavar="BYTES",
-                   help="largest message taken from tetherd; a larger one ends the session (default: 4194304; keep "
-                        "tetherd's max_frame_bytes below it)")
-    p.add_argument("--backoff-base", type=flags.duration, default=0.2, metavar="DURATION",
-                   help=f"first reconnect delay ceiling, doubled per failure: {flags.DURATION} (default: 0.2s)")
-    p.add_argument("--backoff-cap", type=flags.duration, default=30.0, metavar="DURATION",
-                   help="largest reconnect delay ceiling (default: 30s)")
-    p.add_argument("--grace", type=flags.duration, default=10.0, metavar="DURATION",
-                   help="on shutdown, how long running commands may take to finish (default: 10s)")
+    _serving_options(p, concurrency=4)
     p.set_defaults(func=cmd_run)
 
     p = command(
@@ -525,6 +577,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_alert)
 
     p = command(
+        "once", [common, tls], "take every pending task, run them by priority, report, exit (cron, timers)",
+        "For endpoints that keep no session (run from cron or a systemd timer: "
+                    "systemd/tether-agent-once.timer). Optionally wait (--wait, or --random-wait so that a "
+                    "fleet does not connect at once), connect, take every delivery pending for this agent, "
+                    "run them one at a time by priority (urgent first, then oldest), send the results, wait "
+                    "until tetherd has committed them, and exit: 0 if every one is done, 1 if one failed (each "
+                    "error printed on stderr). Nothing is lost or run twice if it is killed half-way: the next "
+                    "once runs what was pending and sends what was not committed (a command killed while "
+                    "running is reported failed, never run again). A polling command's next run, and a task "
+                    "not yet due (--delay), come with a later once.",
+        "tether-agent once --state-dir /var/lib/tether-agent",
+        "tether-agent once --random-wait 5m --commands mycommands:agent",
+        codes=ONCE_EXIT_CODES,
+    )
+    wait = p.add_mutually_exclusive_group()
+    wait.add_argument("--wait", type=flags.duration, default=None, metavar="DURATION",
+                      help=f"wait this long before connecting (Armadito's -w): {flags.DURATION}")
+    wait.add_argument("--random-wait", type=flags.duration, default=None, metavar="DURATION",
+                      help="wait a random time between 0 and this before connecting (Armadito's -wr)")
+    _serving_options(p, concurrency=1)
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help='print {"done", "ran": [{"delivery_id", "run", "task_id", "command", "ok", "error"}]}')
+    p.set_defaults(func=cmd_once)
+
+    p = command(
         "status", [common], "show identity and journal counts (no network)",
         "Read the journal only: agent id, server, and how many deliveries are pending, "
                     "running, finished, and results waiting in the outbox for the daemon to commit.",
@@ -535,6 +612,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print agent_id, server, pending, running, outbox, finished as JSON")
     p.set_defaults(func=cmd_status)
     return parser
+
+
+def _serving_options(p: argparse.ArgumentParser, *, concurrency: int) -> None:
+    """The options of the commands that serve the journal's deliveries (``run``, ``once``)."""
+    p.add_argument("--server", default=None, metavar="URL",
+                   help="the daemon's URL, if it changed since enrollment (kept for the next starts too)")
+    p.add_argument("--commands", default=None, metavar="MODULE:ATTR",
+                   help="an Agent instance whose commands are served besides the built-ins "
+                        "(os_version, echo): package.module:agent or /path/to/file.py:agent")
+    p.add_argument("--concurrency", type=flags.positive_int, default=concurrency, metavar="N",
+                   help=f"commands run at once (default: {concurrency})")
+    p.add_argument("--max-frame-bytes", type=flags.positive_int, default=host.MAX_FRAME_BYTES, metavar="BYTES",
+                   help="largest message taken from tetherd; a larger one ends the session (default: 4194304; keep "
+                        "tetherd's max_frame_bytes below it)")
+    p.add_argument("--backoff-base", type=flags.duration, default=0.2, metavar="DURATION",
+                   help=f"first reconnect delay ceiling, doubled per failure: {flags.DURATION} (default: 0.2s)")
+    p.add_argument("--backoff-cap", type=flags.duration, default=30.0, metavar="DURATION",
+                   help="largest reconnect delay ceiling (default: 30s)")
+    p.add_argument("--grace", type=flags.duration, default=10.0, metavar="DURATION",
+                   help="on shutdown, how long running commands may take to finish (default: 10s)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

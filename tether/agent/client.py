@@ -61,16 +61,18 @@ from tether.protocol import (
     ErrorCode,
     Frame,
     ProtocolError,
+    Result,
     Task,
     run_refs,
     split_refs,
 )
 from tether.protocol.codec import encode_batch
 from tether.protocol.errors import SessionClosed, is_session_error
-from tether.protocol.frames import MAX_HOLDING, MAX_IDS, Alerted, Welcome, chunked
-from tether.protocol.lifecycle import DeliveryState
+from tether.protocol.frames import MAX_HOLDING, MAX_IDS, Alerted, Drained, Welcome, chunked
+from tether.protocol.lifecycle import DeliveryState, RunState
 from tether.protocol.session import (
     AGENT_FATAL,
+    DRAINED,
     REFUSED_RESULT_CODES,
     AgentWindow,
     ClientSession,
@@ -80,7 +82,7 @@ from tether.protocol.session import (
 from . import host
 from .backoff import DEFAULT_BASE, DEFAULT_CAP, reconnect_delay
 from .builtins import BUILTINS
-from .journal import Accepted, Identity, Journal, Ref
+from .journal import RESTARTED_WHILE_RUNNING, Accepted, Claimed, Identity, Journal, Ref
 from .logfmt import EventLog
 from .runner import NOTHING, Intake, Runner
 from .sdk import Agent, Command
@@ -95,6 +97,23 @@ STORAGE_RETRY = 2.0
 (1503) and said no ``retry_after``."""
 
 PRUNE_EVERY = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ran:
+    """One run ``tether-agent once`` ran (or found interrupted by a crash), as it ended."""
+
+    delivery_id: int
+    run: int
+    task_id: int
+    command: str
+    ok: bool
+    error: str = ""
+
+
+class OnceUnfinished(Exception):
+    """``once`` could not take its deliveries: the daemon could not be reached, refused the
+    session, or does not say when an agent's queue is pushed (an older tetherd)."""
 
 
 class NotEnrolledError(Exception):
@@ -130,6 +149,9 @@ class ClientSettings:
     """The CA and client certificate for a wss:// daemon; ``None``: the enrolled ones."""
     max_frame_bytes: int = host.MAX_FRAME_BYTES
     """The largest message taken from the daemon (1009 past it)."""
+    once: bool = False
+    """Leave once every delivery pending for this agent ran and its result is committed
+    (``tether-agent once``), instead of keeping the session for ever."""
 
 
 class AgentClient:
@@ -150,6 +172,14 @@ class AgentClient:
         settings = settings or ClientSettings()
         self.settings = settings
         self._journal = journal
+        self.once = settings.once
+        self.ran: list[Ran] = []
+        """``once``: every run that ended in this process, in the order they ended."""
+        self.done = False
+        """``once``: everything was taken, run and reported; :meth:`run` returned for it."""
+        self._drained = False
+        """``once``: the daemon said the queue is pushed, and no task came after that."""
+        self._check_scheduled = False
         self._max_frame_bytes = settings.max_frame_bytes
         self._tls_files = settings.tls
         self._ssl: ssl.SSLContext | None = None
@@ -179,6 +209,9 @@ class AgentClient:
         """The session's window (its welcome's): how many pushed tasks may await an ack."""
         self._runner = Runner(commands, journal, concurrency=settings.concurrency, log=self._base_log)
         self._outflow = self._runner.outflow
+        if self.once:
+            self._runner.finished = self._ran
+            self._runner.stepped = self._poke
 
     @property
     def connected(self) -> bool:
@@ -203,6 +236,8 @@ class AgentClient:
                                    "(tether-agent set-server) or a tetherd on this host")
         for delivery_id, run in self._journal.recover():
             self._log.warning("delivery_interrupted", delivery_id=delivery_id, run=run, outcome=DeliveryState.FAILED)
+            if self.once:
+                self.ran.append(Ran(delivery_id, run, 0, "", ok=False, error=RESTARTED_WHILE_RUNNING))
         self._prune()
         self._runner.start()
         for priority, delivery_id, run in self._journal.pending():
@@ -269,6 +304,9 @@ class AgentClient:
             except (OSError, TimeoutError, InvalidHandshake) as exc:
                 self._log.warning("connect_failed", server=identity.server, error=_describe(exc),
                                   hint=explain(exc, identity.server))
+                if self.once:
+                    raise OnceUnfinished(f"cannot reach {identity.server}: "
+                                         f"{explain(exc, identity.server) or _describe(exc)}") from None
                 end = None
             if self.sessions != welcomed:
                 attempt = 0
@@ -277,6 +315,10 @@ class AgentClient:
                 raise end
             if self._stopping.is_set():
                 return
+            if self.once and self.sessions == welcomed:
+                # A run from cron or a timer gives up at once; the next one tries again.
+                raise OnceUnfinished("no session: " + ("no answer to the hello in time" if end is None
+                                                       else _reason(end)))
             delay = reconnect_delay(
                 attempt, base=self._backoff_base, cap=self._backoff_cap, rand=self._rand,
                 retry_after=None if end is None else end.retry_after,
@@ -299,7 +341,7 @@ class AgentClient:
         return ClientSession(agent_hello(
             token=identity.token, agent_id=identity.agent_id, hostname=self._hostname, platform=self._platform,
             machine_uuid=identity.machine_uuid, agent_version=tether.__version__, commands=self.commands,
-            held=held,
+            held=held, once=self.once,
         ), MSGPACK)
 
     async def _session(self, identity: Identity) -> SessionClosed | None:
@@ -342,9 +384,14 @@ class AgentClient:
 
     async def _serve(self, ws: ClientConnection, session: ClientSession, welcome: Welcome) -> SessionClosed:
         """The open session: read frames until the connection closes."""
+        if self.once and DRAINED not in session.features:
+            await ws.close(1000, "agent stopping")
+            raise OnceUnfinished("this tetherd does not tell an agent when its queue is pushed (the drained "
+                                 "feature): upgrade tetherd to serve tether-agent once, or use tether-agent run")
         self.sessions += 1
         self._window = AgentWindow(welcome.window)
         self._arrivals = None
+        self._drained = False
         # Snapshot the outbox and open the outflow in one step (no await between): a result
         # finished later goes through the outflow, one finished earlier is in the snapshot.
         alerts = self._journal.alerts()
@@ -387,6 +434,10 @@ class AgentClient:
         elif type(frame) is Cancel:
             self._arrivals = None  # tasks read after it are journaled after it
             self._runner.cancel(frame.delivery_id, frame.reason)
+            self._poke()
+        elif type(frame) is Drained:
+            self._drained = True
+            self._poke()
         elif type(frame) is Committed:
             self._arrivals = None
             self._runner.apply(functools.partial(self._confirm, run_refs(frame.delivery_ids, frame.runs)))
@@ -407,6 +458,7 @@ class AgentClient:
                 self._log.warning("push_refused", reason="beyond the window", window=self._window.size,
                                   delivery_id=task.delivery_id)
             return
+        self._drained = False  # more came: wait for the next drained
         if self._arrivals is None:
             # Journal the tasks in the runner's next step, once the frames already
             # received are all read: a burst becomes one transaction and one ack.
@@ -460,6 +512,7 @@ class AgentClient:
     def _confirmed(self, count: int) -> None:
         self._log.debug("results_committed", count=count)
         self._prune()
+        self._poke()
 
     def _refuse(self, frame: Error) -> Intake:
         assert frame.ref is not None
@@ -471,6 +524,7 @@ class AgentClient:
                               error=frame.message)
         else:
             self._log.warning("daemon_error", code=frame.code, name=frame.name, ref=frame.ref, error=frame.message)
+        self._poke()
 
     def _on_error(self, frame: Error) -> None:
         if frame.code == ErrorCode.STORAGE_UNAVAILABLE:
@@ -509,6 +563,30 @@ class AgentClient:
         if refusal is not None:
             self._log.warning("alert_refused", alert=refusal.ref, code=refusal.code, error=refusal.message)
         return NOTHING
+
+    # -- once: leave when everything is done --------------------------------------------
+
+    def _ran(self, claimed: Claimed, result: Result) -> None:
+        self.ran.append(Ran(claimed.delivery_id, claimed.run, claimed.task_id, claimed.command, result.ok,
+                            result.error))
+
+    def _poke(self) -> None:
+        """Something that may end a ``once`` happened: look, after the frames and journal
+        writes already due (a task read with a ``drained`` is journaled first)."""
+        if self.once and self._drained and not self._check_scheduled:
+            self._check_scheduled = True
+            asyncio.get_running_loop().call_soon(self._check_done)
+
+    def _check_done(self) -> None:
+        self._check_scheduled = False
+        if self.done or not self._drained or not self.connected or self._arrivals is not None or self._runner.busy:
+            return
+        counts = self._journal.counts()
+        if counts[RunState.PENDING] or counts[RunState.RUNNING] or counts["outbox"]:
+            return
+        self.done = True
+        self._log.info("once_done", ran=len(self.ran), failed=sum(not r.ok for r in self.ran))
+        self.stop()
 
     def _resend_outbox(self) -> None:
         self._resend = None

@@ -189,6 +189,12 @@ class Runner:
         self.alerts_sent = 0
         """The highest alert id put into the outflow in this session (the client resets it):
         a journal read for alerts raised by another process starts above it."""
+        self.finished: Callable[[Claimed, Result], None] | None = None
+        """Told of every run whose result is committed to the journal (``tether-agent once``
+        reports them when it exits)."""
+        self.stepped: Callable[[], None] | None = None
+        """Called after every journal step that did something (``once`` looks then whether
+        everything is done)."""
         self.sequences: dict[int, tuple[float, float]] = {}
         """``delivery_id -> (started_at, deadline)`` of later polling runs pushed to this agent
         (:meth:`poll_sequence`; in memory only)."""
@@ -213,6 +219,11 @@ class Runner:
         counted: its start report is sent then, and its result may take hours. (What the
         outflow asks, to know whether to hold what waits.)"""
         return self._has_due()
+
+    @property
+    def busy(self) -> bool:
+        """Runs are queued, running or ending, or journal writes wait for the next step."""
+        return bool(self._queue or self._running or self._ended or self._writes or self._beginning)
 
     def _has_due(self) -> bool:
         return bool(self.backlog or self._starts or self._ended or self._beginning)
@@ -367,6 +378,8 @@ class Runner:
             self._schedule_step()  # some claims started nothing (cancelled, unknown command)
         elif not self._has_due():
             self.outflow.nothing_due()
+        if self.stepped is not None:
+            self.stepped()
 
     def _committed(self, intake: Intake) -> None:
         """A write is committed: its frames go out, then its ``then`` runs."""
@@ -582,6 +595,8 @@ class Runner:
             self.log.warning("command_finished", delivery_id=claimed.delivery_id, run=claimed.run,
                              command=claimed.command, ok=False, error=result.error)
         self.outflow.put(outcome.blob)
+        if self.finished is not None:
+            self.finished(claimed, result)
 
     def _log_run(self, claimed: Claimed, event: str, **fields: object) -> None:
         """An info line about one run, with the fields that name it (no per-run ``bind``)."""

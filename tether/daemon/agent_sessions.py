@@ -20,7 +20,7 @@ from ..protocol.codec import Codec
 from ..protocol.errors import ErrorCode, ProtocolError
 from ..protocol.frames import Cancel, Enroll, Enrolled, Frame, Hello
 from ..protocol.lifecycle import cancel_reason
-from ..protocol.session import Inbox, granted, holding, welcome
+from ..protocol.session import DRAINED, Inbox, granted, holding, welcome
 from ..protocol.tags import check_tags
 from .config import Config
 from .effects import PushItem
@@ -83,7 +83,8 @@ class AgentSessions:
             await self._check_certificate(ws, agent_id, auth.certificate)
         self.throttle.succeeded(remote_host(ws))
         session = AgentSession(ws, codec, agent_id, secrets.token_hex(8), self.config.window, holding(hello),
-                               push.marks, operations.stats, batch="batch" in granted(hello.features))
+                               push.marks, operations.stats, batch="batch" in (features := granted(hello.features)),
+                               drained=DRAINED in features)
         old = push.register(session)
         # Checked in the same step as the registration: a revocation (removal, merge) that
         # committed while this login read the token either closed the sessions registered

@@ -22,7 +22,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from ..protocol.codec import Codec, encode_batch, from_msgpack
-from ..protocol.frames import Cancel, Error, Frame, Task
+from ..protocol.frames import Cancel, Drained, Error, Frame, Task
 from ..protocol.session import batches, committed
 from .clock import Clock, Handle
 from .effects import PushItem, Ref
@@ -112,14 +112,14 @@ async def send_frame(ws: ServerConnection, codec: Codec, frame: Frame) -> None:
 
 class AgentSession:
     __slots__ = (
-        "agent_id", "batch", "clock", "codec", "committed", "control", "dropped", "ended_while_loading", "ending",
+        "agent_id", "batch", "clock", "codec", "committed", "control", "drained", "dropped", "ended_while_loading", "ending",
         "heap", "holding", "in_flight", "mark_due", "marks", "queued_ids", "session_id", "stats", "unmarked", "wake",
         "window", "ws",
     )
 
     def __init__(
         self, ws: ServerConnection, codec: Codec, agent_id: str, session_id: str, window: int,
-        holding: set[Ref], marks: SentMarks, stats: Stats, *, batch: bool = False,
+        holding: set[Ref], marks: SentMarks, stats: Stats, *, batch: bool = False, drained: bool = False,
     ) -> None:
         self.ws = ws
         self.codec = codec
@@ -131,6 +131,10 @@ class AgentSession:
         self.clock = marks.clock
         self.batch = batch
         """The agent announced the ``batch`` feature: a burst of tasks goes as one message."""
+        self.drained: bool | None = False if drained else None
+        """The agent asked to be told when its queue is pushed to the end (``drained``, a
+        ``tether-agent once``): whether it was told since the last delivery was offered.
+        None: it did not ask."""
         self.holding = holding
         """Runs the agent told us it holds: never pushed again in this session."""
         self.heap: list[tuple[int, int, int, PushItem]] = []
@@ -183,6 +187,8 @@ class AgentSession:
             heapq.heappush(self.heap, (-item.priority, item.task_id, d_id, item))
             added = True
         if added:
+            if self.drained:
+                self.drained = False
             self.wake.set()
 
     def offer_first(self, items: list[PushItem]) -> None:
@@ -196,6 +202,8 @@ class AgentSession:
         after the first page), less what ended meanwhile; the loading is over."""
         self.offer_first(items)
         self.ended_while_loading = None
+        if self.drained is not None:
+            self.wake.set()  # an empty queue is drained too: say so
 
     def withdraw(self, delivery_id: int) -> bool:
         """Forget a delivery that ended (cancelled/expired). True if it was never pushed."""
@@ -327,6 +335,7 @@ class AgentSession:
                     stats.frames_out += 1
             batch = self._take()
             if not batch:
+                await self._tell_drained()
                 continue
             blobs = [
                 codec.encode(Task(
@@ -345,3 +354,12 @@ class AgentSession:
                     await ws.send(blob, text=not codec.binary)
             stats.frames_out += len(batch)
             stats.pushed += len(batch)
+            await self._tell_drained()
+
+    async def _tell_drained(self) -> None:
+        """Send ``drained`` to an agent that asked for it, once its queue is read to the end
+        and every delivery of it pushed (once per time the queue runs empty)."""
+        if self.drained is False and self.ended_while_loading is None and not self.queued_ids:
+            self.drained = True
+            await send_frame(self.ws, self.codec, Drained())
+            self.stats.frames_out += 1

@@ -14,6 +14,7 @@ Session flow::
     daemon   -> task ...           agent -> ack([ids]) -> progress -> result
     daemon   -> committed([ids])   (the agent may now forget those results)
     daemon   -> cancel             (untask or ttl expiry of a delivery the agent holds)
+    daemon   -> drained            (feature ``drained``: everything queued for the agent is pushed)
     console  -> req(id, method, params)   daemon -> res(id) | error(ref=id) | event(id) ...
 
 Enrollment is its own short session: ``enroll`` -> ``enrolled`` | ``error``, then close.
@@ -209,6 +210,14 @@ class Committed(Frame, tag="committed"):
         _check_runs(self.delivery_ids, self.runs, "runs")
 
 
+class Drained(Frame, tag="drained"):
+    """Every delivery queued for this agent when it was sent has been pushed (read through
+    to the end of its queue): what ``tether-agent once`` waits for before it may leave. Only
+    to a session that announced the ``drained`` feature; sent again each time the queue
+    runs empty after more was pushed. Deliveries not yet due (``--delay``) or waiting for a
+    polling command's next run are not queued: they come on a later session."""
+
+
 # -- agent -> daemon ---------------------------------------------------------------------
 
 
@@ -359,8 +368,10 @@ class Batch(Frame, tag="batch"):
     """Each an encoded frame, in the encoding of the message that carries them."""
 
 
-FEATURES = ("batch",)
-"""Optional protocol features this code speaks; a peer uses one only if both announced it."""
+FEATURES = ("batch", "drained")
+"""Optional protocol features this code speaks; a peer uses one only if both announced it.
+``drained``: the daemon sends :class:`Drained` when the agent's queue is pushed to its end
+(announced by ``tether-agent once`` only: a persistent agent has no use for it)."""
 
 
 def _check_runs(delivery_ids: list[int], runs: list[int], name: str) -> None:
@@ -406,10 +417,10 @@ def split_refs(refs: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
 ToDaemon = Hello | Enroll | Ack | Progress | Result | Alert | Request | Batch
 """Every frame a peer may send to the daemon."""
 
-FromDaemon = Welcome | Enrolled | Error | Task | Cancel | Committed | Alerted | Response | Event | Batch
+FromDaemon = Welcome | Enrolled | Error | Task | Cancel | Committed | Alerted | Drained | Response | Event | Batch
 """Every frame the daemon may send."""
 
 TO_DAEMON: tuple[type[Frame], ...] = (Hello, Enroll, Ack, Progress, Result, Alert, Request, Batch)
 FROM_DAEMON: tuple[type[Frame], ...] = (
-    Welcome, Enrolled, Error, Task, Cancel, Committed, Alerted, Response, Event, Batch,
+    Welcome, Enrolled, Error, Task, Cancel, Committed, Alerted, Drained, Response, Event, Batch,
 )

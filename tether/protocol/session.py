@@ -108,6 +108,11 @@ AGENT_REPORTS: Final = (Ack, Progress, Result, Alert)
 """What an agent sends once its session is open (each alone or in a ``batch``)."""
 
 
+DRAINED: Final = "drained"
+"""The feature of an agent that leaves once its queue is pushed, run and reported
+(:class:`~.frames.Drained`)."""
+
+
 def granted(announced: Iterable[str]) -> list[str]:
     """The features a welcome grants: those the hello announced that this side speaks too."""
     return [feature for feature in announced if feature in FEATURES]
@@ -118,17 +123,19 @@ def granted(announced: Iterable[str]) -> list[str]:
 
 def agent_hello(
     *, token: str, agent_id: str, hostname: str, platform: str, machine_uuid: str, agent_version: str,
-    commands: Iterable[str], held: Sequence[tuple[int, int]],
+    commands: Iterable[str], held: Sequence[tuple[int, int]], once: bool = False,
 ) -> Hello:
     """An agent's hello: who it is, what it serves, the features it speaks, and the runs it
     holds (``(delivery_id, run)``, of which it names the first :data:`~.frames.MAX_HOLDING`:
     the daemon may push one of the others again, and the journal acknowledges it again
-    without running it)."""
+    without running it). ``once``: an agent that leaves once its queue is done (``tether-agent
+    once``) also asks to be told when it is (``drained``); a persistent one does not."""
     holding, holding_runs = split_refs(list(held[:MAX_HOLDING]))
     return Hello(
         role="agent", version=PROTOCOL_VERSION, token=token, agent_id=agent_id, hostname=hostname,
         platform=platform, machine_uuid=machine_uuid, agent_version=agent_version, commands=sorted(commands),
-        holding=holding, holding_runs=holding_runs, features=list(FEATURES),
+        holding=holding, holding_runs=holding_runs,
+        features=[f for f in FEATURES if once or f != DRAINED],
     )
 
 
