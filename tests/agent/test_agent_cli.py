@@ -81,7 +81,7 @@ async def test_enroll_stores_the_identity_privately_and_prints_it(daemon: FakeDa
     )
     assert code == 0, err
     assert json.loads(out) == {"agent_id": "agent-1", "server": daemon.url, "tags": ["lab"], "status": "new",
-                               "clone_of": ""}
+                               "clone_of": "", "replaces": ""}
     assert "enrolled as new agent agent-1" in err
     [request] = daemon.enrolls
     assert (request.key, request.machine_uuid, request.tags) == ("AAAAA-BBBBB", "m-1", ["lab", "x"])

@@ -164,7 +164,8 @@ def test_a_revoked_agent_is_cut_off_at_once_and_stops(
     assert code == 4010 and error is not None
     task_id = tetherd.task("record", "--agent", agent.agent_id)
     assert tetherd.show(task_id)["deliveries"][0]["state"] == "queued"
-    listed = {a["agent_id"]: a for a in tetherd.ctl("agents")[1]}
+    assert agent.agent_id not in {a["agent_id"] for a in tetherd.ctl("agents")[1]}  # issue 19.4: --all shows it
+    listed = {a["agent_id"]: a for a in tetherd.ctl("agents", "--all")[1]}
     assert listed[agent.agent_id]["revoked"] is True and listed[agent.agent_id]["online"] is False
     assert tetherd.ctl("agent", "revoke", agent.agent_id)[1]["revoked"] is False
     fault_log("Authorisation", "an agent revoked while its session is open; its stolen token reused", 1,

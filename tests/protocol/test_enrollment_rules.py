@@ -54,3 +54,20 @@ def test_a_failed_proof_is_refused_never_made_another_agent() -> None:
     assert error.code is ErrorCode.UNAUTHORIZED
     assert error.message == ("agent a1's token was not accepted (revoked, removed, or not this tetherd's): "
                              "re-enrolling as an agent takes its current token")
+
+
+def test_proof_from_a_machine_whose_uuid_changed_makes_a_new_agent_replacing_the_old() -> None:
+    """Armadito "Enrollment": a changed machine UUID (re-imaged, cloned with its state) gets
+    a new id; the old agent is kept, marked replaced by it. The successor keeps the tags the
+    proved agent had (it held that agent's token), and may ask for no others."""
+    proof = Proof("a1", ok=True, tags=["web"], machine_uuid="m-old")
+    assert decide(key_tags=["kiosk"], allow_requested=False, asked=[], proof=proof, twin=None,
+                  machine_uuid="m-new") == Decision(None, ["web"], replaces="a1")
+    assert decide(key_tags=[], allow_requested=False, asked=["web"], proof=proof, twin=None,
+                  machine_uuid="m-old") == Decision("a1", ["web"])
+    # An agent enrolled without a machine UUID, or an enrollee that gives none: the same agent.
+    assert decide(key_tags=[], allow_requested=False, asked=[], proof=Proof("a1", ok=True, tags=[]), twin=None,
+                  machine_uuid="m-new").agent_id == "a1"
+    assert decide(key_tags=[], allow_requested=False, asked=[], proof=proof, twin=None).agent_id == "a1"
+    error = refused(asked=["prod"], proof=proof, machine_uuid="m-new")
+    assert error.code is ErrorCode.ENROLL_TAGS_REFUSED and "keeps its tags (web); prod refused" in error.message

@@ -140,7 +140,8 @@ def cmd_enroll(opts: argparse.Namespace) -> int:
             print(f"warning: dropped agent {current.agent_id}'s {loses}", file=sys.stderr)
     if opts.json:
         print(json.dumps({"agent_id": identity.agent_id, "server": identity.server, "tags": list(identity.tags),
-                          "status": "existing" if enrolled.existing else "new", "clone_of": enrolled.clone_of}))
+                          "status": "existing" if enrolled.existing else "new", "clone_of": enrolled.clone_of,
+                          "replaces": enrolled.replaces}))
     else:
         print(identity.agent_id)
     print(_enrolled_as(enrolled), file=sys.stderr)
@@ -160,6 +161,10 @@ def _enrolled_as(enrolled: Enrollment) -> str:
     if enrolled.existing:
         return f"re-enrolled as agent {agent_id} (existing: same id, token and tags; its journal is kept)"
     line = f"enrolled as new agent {agent_id}"
+    if enrolled.replaces:
+        line += (f", replacing agent {enrolled.replaces}: this machine's UUID changed since it enrolled (re-imaged, "
+                 f"or cloned with its state directory); tetherd keeps {enrolled.replaces} as replaced, with its "
+                 f"pending deliveries, until an admin removes it (tetherctl agent rm {enrolled.replaces})")
     if enrolled.clone_of:
         line += (f"; tetherd marked it a possible clone of agent {enrolled.clone_of}, enrolled before from this "
                  f"machine UUID: an admin approves it (tetherctl agent approve {agent_id}) or lets it take over "
@@ -530,7 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="enroll as a new agent even if the state directory holds one (its journal is dropped: "
                         "deliveries not yet run and results not yet sent)")
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                   help='print {"agent_id", "server", "tags", "status": "new"|"existing", "clone_of"} as JSON')
+                   help='print {"agent_id", "server", "tags", "status": "new"|"existing", "clone_of", "replaces"} '
+                        'as JSON')
     p.set_defaults(func=cmd_enroll)
 
     p = command(

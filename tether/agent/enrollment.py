@@ -40,6 +40,8 @@ class Enrollment:
     """The proof was accepted: the same agent (same id and token) as before."""
     clone_of: str = ""
     """A new agent enrolled from the machine UUID of this enrolled one (a possible clone)."""
+    replaces: str = ""
+    """The agent this one proved it was, from another machine UUID: a new agent replacing it."""
 
 
 async def enroll(server: str, key: str, **options: Any) -> Identity:
@@ -91,5 +93,6 @@ async def enroll_agent(
         server=server, agent_id=answer.agent_id, token=answer.token,
         machine_uuid=machine_uuid, tags=tuple(answer.tags), tls=tls,
     )
-    return Enrollment(identity, existing=answer.status == "existing", clone_of=answer.clone_of)
+    return Enrollment(identity, existing=answer.status == "existing", clone_of=answer.clone_of,
+                      replaces=answer.replaces)
 

@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "tetherctl agents", "tetherctl agents --tag web --online --json")
     p.add_argument("--tag", help="only agents carrying this tag")
     p.add_argument("--online", action="store_true", help="only agents with an open session")
-    p.add_argument("--all", action="store_true", help="also agents removed or merged into another")
+    p.add_argument("--all", action="store_true",
+                   help="also agents revoked, replaced (their machine UUID changed), removed or merged into another")
 
     p = command("tag", "add a tag to an agent or remove one",
                 "Add a tag to an agent or remove it. Tag tasks still within their ttl reach an "

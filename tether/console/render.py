@@ -110,7 +110,8 @@ def render_agents(result: Any) -> str:
     notes = [agent_note(a) for a in agents]
     noted = any(notes)  # the NOTE column only when there is something to say
     rows: list[tuple[str, ...]] = [
-        (a.agent_id, a.hostname, a.platform, "revoked" if a.revoked else "yes" if a.online else "no",
+        (a.agent_id, a.hostname, a.platform,
+         "revoked" if a.revoked else "replaced" if a.replaced_by else "yes" if a.online else "no",
          fmt_time(a.last_seen), SEPARATOR.join(a.tags) or "-", *([note or "-"] if noted else []))
         for a, note in zip(agents, notes, strict=True)
     ]
@@ -124,6 +125,8 @@ def agent_note(a: rpc.AgentView) -> str:
         return f"merged into {a.merged_into}"
     if a.removed_at is not None:
         return f"removed {fmt_time(a.removed_at)}"
+    if a.replaced_by is not None:
+        return f"replaced by {a.replaced_by} (its machine UUID changed; tetherctl agent rm {a.agent_id})"
     if a.clone_of is not None:
         return f"possible clone of {a.clone_of} (tetherctl agent approve|merge|rm {a.agent_id})"
     return ""

@@ -66,7 +66,8 @@ class AgentSessions:
             raise SessionEnd(exc) from None
         self.throttle.succeeded(remote_host(ws))
         await send_frame(ws, codec, Enrolled(agent_id=enrolled.agent_id, token=enrolled.token, tags=enrolled.tags,
-                                             status=enrolled.status, clone_of=enrolled.clone_of))
+                                             status=enrolled.status, clone_of=enrolled.clone_of,
+                                             replaces=enrolled.replaces))
         await ws.close(1000, "enrolled")
 
     async def serve(self, ws: ServerConnection, codec: Codec, hello: Hello) -> None:

@@ -224,8 +224,13 @@ class Operations:
         effects = await self.store.enroll(key, machine_uuid, hostname, platform, tags, self.clock.time(),
                                           proof=proof, certificate=certificate)
         enrolled = self._done("agent.enroll", facts, effects).result
-        log.info("event=agent_enrolled agent_id=%s status=%s clone_of=%s hostname=%s tags=%s", enrolled.agent_id,
-                 enrolled.status, enrolled.clone_of or "-", hostname, ",".join(enrolled.tags))
+        if enrolled.replaces:
+            # The old identity's token is void: a session still open with it ends (4010).
+            self.push.cut_off(enrolled.replaces, f"agent {enrolled.replaces} was replaced by agent "
+                                                 f"{enrolled.agent_id} (enrolled again from another machine UUID)")
+        log.info("event=agent_enrolled agent_id=%s status=%s clone_of=%s replaces=%s hostname=%s tags=%s",
+                 enrolled.agent_id, enrolled.status, enrolled.clone_of or "-", enrolled.replaces or "-", hostname,
+                 ",".join(enrolled.tags))
         return enrolled
 
     async def bind_certificate(self, agent_id: str, certificate: bytes) -> bool:

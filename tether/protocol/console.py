@@ -53,7 +53,8 @@ class AgentsList(Params):
     tag: str | None = None
     online: bool = False
     all: bool = False
-    """Also the agents removed (``agent.rm``) or merged into another (``agent.merge``)."""
+    """Also the agents revoked (``agent.revoke``), replaced by a new agent from another machine
+    UUID, removed (``agent.rm``) or merged into another (``agent.merge``)."""
 
     def check(self) -> None:
         _one_target(None, self.tag, False, required=False)
@@ -308,6 +309,10 @@ class AgentView(View):
     """Removed (``agent.rm``) or merged into another agent; listed only with ``all``."""
     merged_into: str | None = None
     """The agent it was merged into (``agent.merge``): that agent now has its token."""
+    replaced_by: str | None = None
+    """The new agent that replaced it: the same state directory enrolled again from another
+    machine UUID (re-imaged, cloned). Its token is void; it is kept (with its deliveries)
+    until an admin removes it (``agent.rm``), and listed only with ``all``."""
 
 
 class TaskCreated(View):

@@ -6,6 +6,11 @@ The rules, decided here without I/O (the store reads the facts and applies the a
   that presents an agent's id and its current token re-enrolls as that agent: same id,
   same token, same tags. One whose proof fails is refused (``unauthorized``): it asked to
   be that agent and is not, so it is never silently made another one.
+* A proof from another machine UUID than the agent's (the machine was re-imaged, or cloned
+  with its state directory: Armadito "Enrollment", a changed machine UUID gets a new id)
+  makes a new agent that *replaces* the proved one: it keeps that agent's tags (it held its
+  token) and asks for no others; the old agent is kept, marked replaced by it, its token
+  void, until an admin removes it.
 * Without proof it is a new agent. If another agent was enrolled from the same machine
   UUID, the new one is marked a *possible clone* of it (the UUID is no secret: it is in
   ``/etc/machine-id`` and in every hello); the old agent, its token and its deliveries
@@ -34,6 +39,8 @@ class Proof(NamedTuple):
     """The token is that agent's current one (not revoked, not removed)."""
     tags: Sequence[str] = ()
     """The tags the agent carries."""
+    machine_uuid: str = ""
+    """The machine UUID the agent enrolled (or last re-enrolled) from."""
 
 
 class Decision(NamedTuple):
@@ -43,15 +50,18 @@ class Decision(NamedTuple):
     """The tags it carries after the enrollment."""
     clone_of: str | None = None
     """A new agent's possible original: the agent enrolled from the same machine UUID."""
+    replaces: str | None = None
+    """A new agent's predecessor: the agent it proved it was, from another machine UUID."""
 
 
 def decide(*, key_tags: Sequence[str], allow_requested: bool, asked: Sequence[str], proof: Proof | None,
-           twin: str | None) -> Decision:
+           twin: str | None, machine_uuid: str = "") -> Decision:
     """The outcome of an enrollment, or :class:`ProtocolError` (``unauthorized`` for a
     failed proof, ``enroll_tags_refused`` for tags it may not have).
 
     ``asked``: the tags the enrollee asks for, already checked against the tag rule;
-    ``proof``: None if it presented none; ``twin``: an enrolled agent with its machine UUID.
+    ``proof``: None if it presented none; ``twin``: an enrolled agent with its machine UUID;
+    ``machine_uuid``: the enrollee's (empty: not given).
     """
     if proof is not None:
         if not proof.ok:
@@ -63,6 +73,8 @@ def decide(*, key_tags: Sequence[str], allow_requested: bool, asked: Sequence[st
             raise ProtocolError(ErrorCode.ENROLL_TAGS_REFUSED, (
                 f"re-enrolling agent {proof.agent_id} keeps its tags ({_names(proof.tags)}); {_names(extra)} "
                 f"refused: tags change only through operators (tetherctl tag add {proof.agent_id} TAG)"))
+        if machine_uuid and proof.machine_uuid and machine_uuid != proof.machine_uuid:
+            return Decision(None, sorted(proof.tags), replaces=proof.agent_id)
         return Decision(proof.agent_id, sorted(proof.tags))
     extra = sorted(set(asked) - set(key_tags))
     if extra and not allow_requested:

@@ -140,6 +140,9 @@ class Enrolled(Frame, tag="enrolled"):
     """``existing``: a proved re-enrollment of this agent (its journal stays valid)."""
     clone_of: str = ""
     """A new agent enrolled from the machine UUID of this enrolled one (a possible clone)."""
+    replaces: str = ""
+    """A new agent that proved it was this one from another machine UUID (re-imaged or
+    cloned): that agent is kept as ``replaced`` by this one, its token void."""
 
 
 class Welcome(Frame, tag="welcome"):

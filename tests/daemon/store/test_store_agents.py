@@ -165,3 +165,37 @@ async def test_selector_tasks_reach_agents_whose_facts_come_to_match(store: SQLi
     b = await enrolled(store, "b")
     assert [i.task_id for i in (await store.select_for_agent(b, "web-02", "linux", NOW + 4)).items] == [prod]
     assert (await store.select_for_agent("nobody", "web-03", "linux", NOW)).items == []
+
+
+async def test_a_machine_whose_uuid_changed_enrolls_as_a_new_agent_the_old_one_kept_as_replaced(
+        store: SQLiteStore) -> None:
+    """Issue 19.4: the old record stays (hidden from the listing, with the new id) until an
+    admin removes it, which cancels its pending deliveries."""
+    await store.bootstrap(NOW)
+    key = (await store.create_key(["web"], None, None, NOW)).result.key
+    old = (await store.enroll(key, "m1", "h1", "p", [], NOW)).result
+    _, items = await created(store.create_task(task("agent", old.agent_id), NOW))
+    new = (await store.enroll(key, "m2", "h1", "p", [], NOW + 1, proof=(old.agent_id, old.token))).result
+    assert (new.status, new.replaces, new.tags) == ("new", old.agent_id, ["web"]) and new.agent_id != old.agent_id
+    assert await store.authenticate_agent(old.agent_id, old.token) is None  # its state directory is the new one's
+    assert await store.authenticate_agent(new.agent_id, new.token) == AgentAuth(agent_id=new.agent_id)
+    assert [a.agent_id for a in await store.list_agents(None)] == [new.agent_id]
+    listed = {a.agent_id: a for a in await store.list_agents(None, removed=True)}
+    assert listed[old.agent_id].replaced_by == new.agent_id and not listed[old.agent_id].revoked
+    assert listed[new.agent_id].replaced_by is None
+    assert [(i.agent_id, i.delivery_id) for i in items] == [(old.agent_id, items[0].delivery_id)]
+    assert await store.pending_for_agent(old.agent_id) == items  # kept until an admin removes it
+    removed = await store.remove_agent(old.agent_id, NOW + 2)
+    assert [(c.agent_id, c.old, c.new) for c in removed.changes] == [(old.agent_id, "queued", "cancelled")]
+    assert await store.pending_for_agent(old.agent_id) == []
+
+
+async def test_a_revoked_agent_is_listed_only_with_all(store: SQLiteStore) -> None:
+    await store.bootstrap(NOW)
+    key = (await store.create_key([], None, None, NOW)).result.key
+    revoked = (await store.enroll(key, "m1", "h1", "p", [], NOW)).result.agent_id
+    stays = (await store.enroll(key, "m2", "h2", "p", [], NOW)).result.agent_id
+    await store.revoke_agent(revoked)
+    assert [a.agent_id for a in await store.list_agents(None)] == [stays]
+    assert [(a.agent_id, a.revoked) for a in await store.list_agents(None, removed=True)] == [
+        (revoked, True), (stays, False)]

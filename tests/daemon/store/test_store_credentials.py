@@ -70,7 +70,8 @@ async def test_a_revoked_agent_token_stops_working_for_good(store: SQLiteStore) 
     assert await store.authenticate_agent(enrolled.agent_id, enrolled.token) is None
     assert await store.authenticate_agent(enrolled.agent_id, "") is None
     assert (await store.revoke_agent(enrolled.agent_id)).result is False
-    assert [a.revoked for a in await store.list_agents(None)] == [True]
+    assert [a.revoked for a in await store.list_agents(None, removed=True)] == [True]
+    assert await store.list_agents(None) == []  # issue 19.4: listed only with all
     # Its token proves nothing any more; enrolling again without proof is a new agent.
     with pytest.raises(ProtocolError) as err:
         await store.enroll(first[1], "machine", "host", "linux", [], NOW, proof=(enrolled.agent_id, enrolled.token))
@@ -78,7 +79,7 @@ async def test_a_revoked_agent_token_stops_working_for_good(store: SQLiteStore) 
     again = (await store.enroll(first[1], "machine", "host", "linux", [], NOW)).result
     assert again.agent_id != enrolled.agent_id and again.clone_of == enrolled.agent_id
     assert await store.authenticate_agent(again.agent_id, again.token) is not None
-    assert [(a.agent_id, a.revoked) for a in await store.list_agents(None)] == sorted(
+    assert [(a.agent_id, a.revoked) for a in await store.list_agents(None, removed=True)] == sorted(
         [(enrolled.agent_id, True), (again.agent_id, False)])
     with pytest.raises(ProtocolError) as err:
         await store.revoke_agent("nobody")

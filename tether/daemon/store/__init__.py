@@ -144,6 +144,8 @@ class Enrollment(msgspec.Struct, frozen=True, kw_only=True):
     """``existing``: the enrollee proved it is this agent (same id, token and tags)."""
     clone_of: str = ""
     """A new agent enrolled from the machine UUID of this one: a possible clone."""
+    replaces: str = ""
+    """The agent this new one replaces (it proved it was that one, from another machine UUID)."""
 
 
 class AgentAuth(msgspec.Struct, frozen=True):

@@ -204,10 +204,12 @@ class MemoryStore(MemoryAgents, MemoryRuns, MemorySchedules, MemoryHooks, Memory
         return [self._push_item(d) for d in rows[:limit]]
 
     async def list_agents(self, tag: str | None, *, removed: bool = False) -> list[AgentView]:
-        agents = [a for a in self._agents.values() if (removed or a.live) and (not tag or tag in a.tags)]
+        agents = [a for a in self._agents.values()
+                  if (removed or (a.live and a.token_hash)) and (not tag or tag in a.tags)]  # not revoked nor replaced
         agents.sort(key=lambda a: (a.hostname, a.id))
         return [views.agent_view((a.id, a.hostname, a.platform, a.enrolled_at, a.last_seen, a.commands, list(a.tags),
-                                  not a.token_hash, a.clone_of, a.removed_at, a.merged_into)) for a in agents]
+                                  not a.token_hash, a.clone_of, a.removed_at, a.merged_into, a.replaced_by))
+                for a in agents]
 
     async def ended_by_daemon(self, agent_id: str, delivery_ids: list[int]) -> list[tuple[int, str]]:
         wanted = {d for d in delivery_ids if 0 <= d <= MAX_ID}

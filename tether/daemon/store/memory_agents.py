@@ -131,7 +131,8 @@ class MemoryAgents(MemoryTables):
                 same.sort(key=lambda a: (a.clone_of is not None, a.enrolled_at))
                 twin = same[0].id if same else None
             decision = decide(key_tags=usable.tags, allow_requested=usable.allow_requested_tags, asked=tags,
-                              twin=twin, proof=None if proof is None else self._prove(*proof))
+                              twin=twin, proof=None if proof is None else self._prove(*proof),
+                              machine_uuid=machine_uuid)
             if usable.uses_left is not None:
                 usable.uses_left -= 1
             if decision.agent_id is not None:
@@ -143,10 +144,14 @@ class MemoryAgents(MemoryTables):
             agent = AgentRecord(credentials.new_agent_id(), credentials.digest(token), machine_uuid, hostname, platform, now,
                            decision.clone_of, certificate, set(decision.tags))
             self._agents[agent.id] = agent
+            if decision.replaces is not None:
+                old = self._agents[decision.replaces]
+                old.replaced_by, old.token_hash = agent.id, b""
             # An agent enrolling is not online yet: it gets these when its session opens.
             items = self._materialise(agent, decision.tags, now) + self._materialise_selected(agent, now)
             return Effects(Enrollment(agent_id=agent.id, token=token, tags=decision.tags,
-                                      clone_of=decision.clone_of or ""), items=items)
+                                      clone_of=decision.clone_of or "", replaces=decision.replaces or ""),
+                           items=items)
 
         return self._write(op)
 
@@ -154,7 +159,7 @@ class MemoryAgents(MemoryTables):
         agent = self._login(agent_id)
         if agent is None or not credentials.matches(token, agent.token_hash):
             return Proof(agent_id, ok=False)
-        return Proof(agent.id, ok=True, tags=sorted(agent.tags))
+        return Proof(agent.id, ok=True, tags=sorted(agent.tags), machine_uuid=agent.machine_uuid)
 
     async def authenticate_agent(self, agent_id: str, token: str) -> AgentAuth | None:
         agent = self._login(agent_id)

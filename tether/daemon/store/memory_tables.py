@@ -50,6 +50,7 @@ class AgentRecord:
     last_seen: float | None = None
     removed_at: float | None = None
     merged_into: str | None = None
+    replaced_by: str | None = None
 
     @property
     def live(self) -> bool:

@@ -250,6 +250,14 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX hook_runs_by_hook ON hook_runs (hook, id);
         """,
     ),
+    (
+        "agents replaced by a new agent from another machine UUID",
+        """
+        -- The agent that replaced this one: it proved it was this one from another machine
+        -- UUID (re-imaged, cloned), and enrolled as a new agent; this one's token is void.
+        ALTER TABLE agents ADD COLUMN replaced_by TEXT;
+        """,
+    ),
 ]
 
 LATEST = len(MIGRATIONS)

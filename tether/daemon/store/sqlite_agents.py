@@ -56,7 +56,7 @@ class SQLiteAgents:
                              " ORDER BY clone_of IS NOT NULL, enrolled_at LIMIT 1", (machine_uuid,))
                 twin = row[0] if row else None
             decision = decide(key_tags=key_tags, allow_requested=allow, asked=tags, twin=twin,
-                              proof=None if proof is None else _prove(tx, *proof))
+                              proof=None if proof is None else _prove(tx, *proof), machine_uuid=machine_uuid)
             if uses_left is not None:
                 tx.execute("UPDATE enroll_keys SET uses_left = uses_left - 1 WHERE id = ?", (key_id,))
             if decision.agent_id is not None:
@@ -75,10 +75,14 @@ class SQLiteAgents:
             )
             tx.conn.executemany("INSERT INTO agent_tags (agent_id, tag) VALUES (?, ?)",
                                 [(agent_id, t) for t in decision.tags])
+            if decision.replaces is not None:
+                tx.execute("UPDATE agents SET replaced_by = ?, token_hash = X'' WHERE id = ?",
+                           (agent_id, decision.replaces))
             # An agent enrolling is not online yet: it gets these when its session opens.
             items = materialise(tx, agent_id, decision.tags, now) + materialise_selected(tx, agent_id, now)
             return Effects(Enrollment(agent_id=agent_id, token=token, tags=decision.tags,
-                                      clone_of=decision.clone_of or ""), items=items)
+                                      clone_of=decision.clone_of or "", replaces=decision.replaces or ""),
+                           items=items)
 
         result: Effects[Enrollment] = await self._submit(op)
         return result
@@ -180,8 +184,9 @@ def _prove(tx: Tx, agent_id: str, token: str) -> Proof:
     row = tx.one(_LOGIN, (agent_id,))
     if row is None or not credentials.matches(token, row[1]):
         return Proof(agent_id, ok=False)
-    return Proof(row[0], ok=True, tags=[r[0] for r in tx.execute("SELECT tag FROM agent_tags WHERE agent_id = ?",
-                                                                    (row[0],))])
+    tags = [r[0] for r in tx.execute("SELECT tag FROM agent_tags WHERE agent_id = ?", (row[0],))]
+    return Proof(row[0], ok=True, tags=tags,
+                 machine_uuid=tx.one("SELECT machine_uuid FROM agents WHERE id = ?", (row[0],))[0] or "")
 
 
 def _clone_of(tx: Tx, agent_id: str, verb: str) -> str:

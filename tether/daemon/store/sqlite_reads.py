@@ -61,7 +61,7 @@ class SQLiteReads:
         return [PushItem(*r) for r in rows]
 
     async def list_agents(self, tag: str | None, *, removed: bool = False) -> list[AgentView]:
-        conds: list[str] = [] if removed else [LIVE]
+        conds: list[str] = [] if removed else [LIVE, "length(a.token_hash) > 0"]  # not revoked nor replaced
         params: tuple[str, ...] = ()
         if tag:
             conds.append("a.id IN (SELECT agent_id FROM agent_tags WHERE tag = ?)")
@@ -70,7 +70,7 @@ class SQLiteReads:
         rows = await self._read(
             "SELECT a.id, a.hostname, a.platform, a.enrolled_at, a.last_seen, a.commands,"
             " (SELECT group_concat(tag, char(0)) FROM agent_tags t WHERE t.agent_id = a.id),"
-            " length(a.token_hash) = 0, a.clone_of, a.removed_at, a.merged_into"
+            " length(a.token_hash) = 0, a.clone_of, a.removed_at, a.merged_into, a.replaced_by"
             f" FROM agents a {where} ORDER BY a.hostname, a.id",
             params,
         )

@@ -19,7 +19,7 @@ from ...protocol.console import AgentView, DeliveryRow, DeliveryView, HistoryEnt
 from ...protocol.lifecycle import DeliveryState, shown_history, task_reads_as
 
 AGENT = ("id", "hostname", "platform", "enrolled_at", "last_seen", "commands", "tags", "revoked", "clone_of",
-         "removed_at", "merged_into")
+         "removed_at", "merged_into", "replaced_by")
 """An agent row: ``tags`` a list, ``revoked`` its token is void, ``commands`` MessagePack."""
 TASK = ("id", "command", "args", "target_kind", "target", "priority", "ttl", "created_at", "expires_at", "state",
         "hide_polling_output", "schedule", "selector", "investigation_id")
@@ -55,7 +55,8 @@ def agent_view(r: Sequence[Any]) -> AgentView:
     return AgentView(
         agent_id=r[0], hostname=r[1], platform=r[2], enrolled_at=r[3], last_seen=r[4],
         commands=unpack(r[5]) or [], tags=sorted(r[6]), online=False,
-        revoked=bool(r[7]) and r[9] is None, clone_of=r[8], removed_at=r[9], merged_into=r[10],
+        revoked=bool(r[7]) and r[9] is None and r[11] is None, clone_of=r[8], removed_at=r[9], merged_into=r[10],
+        replaced_by=r[11],
     )
 
 
