@@ -9,6 +9,7 @@ import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 from clocks import ArmingClock
 from sessions_data import online, queued
@@ -303,3 +304,45 @@ async def test_a_timer_whose_store_operation_fails_is_tried_again(operations: Op
     await handled(fired)
     assert isinstance(fired.exception(), sqlite3.OperationalError)
     assert operations.timers.pending(Timer.POLL, 4) == NOW + RETRY_AFTER_STORE_ERROR
+
+
+# -- not before its time (issue 19.2) -----------------------------------------------------------
+
+
+async def test_a_delayed_task_is_not_pushed_before_its_time_and_is_pushed_then() -> None:
+    """On the fake clock: the task waits as one wheel entry per delivery (no coroutine sleeps
+    for it); the online agent's session is offered nothing while the timer loop looks at the
+    clock before its time, and the delivery when the clock reaches it."""
+    store, clk = MemoryStore(), ArmingClock(NOW)
+    await store.open()
+    operations = Operations(store, clk)
+    a = await enrolled(store, "a")
+    session = online(operations.push, a)
+    spec = msgspec.structs.replace(task("agent", a, ttl=3600), delay=600.0)
+    async with timer_loop(operations):
+        effects = await operations.create_task(spec)
+        (item,) = effects.items
+        d = item.delivery_id
+        assert queued(session) == [] and operations.timers.pending(Timer.POLL, d) == NOW + 600
+        change = changed(operations, effects.result)
+        await clk.waiting()  # the loop waits on the clock
+        clk.advance(599.0)
+        await clk.waiting()  # it looked at the clock again, found nothing due, and waits on
+        assert not change.done() and queued(session) == []
+        assert operations.timers.pending(Timer.POLL, d) == NOW + 600
+        clk.advance(1.0)
+        async with asyncio.timeout(WAIT):
+            assert await change == [Change(d, effects.result, a, "delayed", "queued")]
+            await session.wake.wait()
+    assert queued(session) == [(d, 1, "echo")]
+    assert operations.timers.pending(Timer.POLL, d) is None
+    await store.close()
+
+
+async def test_an_agent_coming_online_before_the_time_is_pushed_nothing(operations: Operations) -> None:
+    a = await enrolled(operations.store, "a")
+    spec = msgspec.structs.replace(task("agent", a, ttl=3600), delay=60.0, jitter=30.0)
+    (item,) = (await operations.create_task(spec)).items
+    assert NOW + 60 <= item.not_before <= NOW + 90
+    assert await operations.store.pending_for_agent(a) == []  # what a session opening reads
+    assert operations.timers.pending(Timer.POLL, item.delivery_id) == item.not_before

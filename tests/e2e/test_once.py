@@ -63,7 +63,7 @@ def test_once_with_random_wait_runs_everything_by_priority_and_exits_0(
     assert set(states(tetherd, ids).values()) == {("done", "")}
     # Nothing is left: another once finds nothing, and exits 0 at once.
     again = once(agent, "--json")
-    assert again.returncode == 0 and json.loads(again.stdout) == {"done": True, "ran": []}
+    assert again.returncode == 0 and json.loads(again.stdout) == {"complete": True, "ran": []}
 
 
 def test_a_failing_job_prints_its_error_and_exits_1(tetherd: Tetherd, make_agent: Callable[..., AgentProc]) -> None:

@@ -158,6 +158,10 @@ def test_unknown_method_names_the_known_ones() -> None:
         ("task.create", {"command": "x", "all": True, "priority": 4}, "priority must be 0-3"),
         ("task.create", {"command": "x", "all": True, "priority": -1}, "priority must be 0-3"),
         ("task.create", {"command": " \t", "all": True}, "command is empty"),
+        ("task.create", {"command": "x", "all": True, "delay": -1.0}, "delay must be between 0 and"),
+        ("task.create", {"command": "x", "all": True, "jitter": 1e12}, "jitter must be between 0 and"),
+        ("task.create", {"command": "x", "all": True, "ttl": 600, "delay": 300.0, "jitter": 300.0},
+         "delay + jitter (600 s) must be less than the ttl (600 s)"),
         ("task.list", {"agent": "a", "tag": "t"}, "give only one target"),
         ("task.list", {"limit": 0}, "limit must be between 1 and 100000"),
         ("task.list", {"limit": 100_001}, "limit must be between 1 and 100000"),
@@ -202,8 +206,8 @@ def test_priorities_are_armadito_levels() -> None:
 @pytest.mark.parametrize(
     ("state", "expected"),
     [
-        (None, ["acked", "queued", "running", "sent", "waiting"]),
-        ("pending", ["acked", "queued", "running", "sent", "waiting"]),
+        (None, ["acked", "delayed", "queued", "running", "sent", "waiting"]),
+        ("pending", ["acked", "delayed", "queued", "running", "sent", "waiting"]),
         ("all", None),
         ("expired", ["expired"]),
     ],

@@ -35,6 +35,7 @@ from tether.protocol.lifecycle import (
     TaskState,
     WaitPlan,
     acknowledge,
+    born,
     cancel_reason,
     check_run,
     end_by_daemon,
@@ -70,6 +71,7 @@ PLAN = WaitPlan(command="status", args=b"\x80", interval=30.0, timeout=600.0, no
 #      \_______\_______\______→ expired (ttl) | cancelled (untask)
 #   running → waiting (polling: next run scheduled on the wheel) → queued (next run) …
 #   waiting → failed (polling timeout) | expired (ttl) | cancelled (untask)
+#   delayed (not before its time, issue 19.2) → queued | expired (ttl) | cancelled (untask)
 # plus: a result is the authority, so done/failed/waiting may follow queued, sent and acked
 # (the daemon crashed before committing the push or the ack, or the agent sent no start
 # report); a next run not yet acknowledged fails at its sequence's timeout.
@@ -81,7 +83,9 @@ EXPECTED: set[tuple[S, S]] = {
     (S.ACKED, S.RUNNING), (S.ACKED, S.DONE), (S.ACKED, S.WAITING), (S.ACKED, S.FAILED), (S.ACKED, S.CANCELLED),
     (S.RUNNING, S.WAITING), (S.RUNNING, S.DONE), (S.RUNNING, S.FAILED), (S.RUNNING, S.CANCELLED),
     (S.WAITING, S.QUEUED), (S.WAITING, S.FAILED), (S.WAITING, S.EXPIRED), (S.WAITING, S.CANCELLED),
+    (S.DELAYED, S.QUEUED), (S.DELAYED, S.EXPIRED), (S.DELAYED, S.CANCELLED),
 }
+NEVER_PUSHED = {S.DELAYED}
 
 
 def test_the_table_moves_as_the_design_draws() -> None:
@@ -95,7 +99,7 @@ def test_every_state_is_reachable_and_every_pending_state_can_finish() -> None:
     def after(state: S) -> set[S]:
         return {new for new in DELIVERY[state].values() if isinstance(new, DeliveryState)}
 
-    reached, frontier = {BORN, SEQUEL_STATE}, [BORN, SEQUEL_STATE]
+    reached, frontier = {BORN, SEQUEL_STATE, S.DELAYED}, [BORN, SEQUEL_STATE, S.DELAYED]
     while frontier:
         for nxt in after(frontier.pop()) - reached:
             reached.add(nxt)
@@ -122,11 +126,13 @@ def test_every_state_takes_every_daemon_event() -> None:
                 assert event in row, (state, event)
 
 
-def test_agent_reports_are_refused_only_for_deliveries_the_daemon_ended() -> None:
+def test_agent_reports_are_refused_only_for_deliveries_the_daemon_ended_or_never_pushed() -> None:
     for state, row in DELIVERY.items():
         for event in E:
             if event.by_agent:
-                assert (event in row) == (state not in ENDED_BY_DAEMON), (state, event)
+                assert (event in row) == (state not in ENDED_BY_DAEMON | NEVER_PUSHED), (state, event)
+    with pytest.raises(IllegalTransition):
+        acknowledge(1, S.DELAYED, 10.0)
 
 
 def test_a_terminal_state_never_moves() -> None:
@@ -135,9 +141,9 @@ def test_a_terminal_state_never_moves() -> None:
 
 
 def test_derived_state_sets() -> None:
-    assert PENDING == {S.QUEUED, S.SENT, S.ACKED, S.RUNNING, S.WAITING}
-    assert TTL_BOUND == {S.QUEUED, S.SENT, S.WAITING}
-    assert PUSHABLE <= PENDING and S.WAITING not in PUSHABLE
+    assert PENDING == {S.DELAYED, S.QUEUED, S.SENT, S.ACKED, S.RUNNING, S.WAITING}
+    assert TTL_BOUND == {S.DELAYED, S.QUEUED, S.SENT, S.WAITING}
+    assert PUSHABLE <= PENDING and S.WAITING not in PUSHABLE and S.DELAYED not in PUSHABLE
     assert all(s.terminal for s in TERMINAL) and not any(s.terminal for s in PENDING)
 
 
@@ -278,6 +284,34 @@ def test_a_next_run_past_the_ttl_expires() -> None:
     assert d.new is S.EXPIRED and d.columns["error"] == "the task's ttl ended before run 5 was due"
 
 
+# -- not before its time (a task's delay and jitter, issue 19.2) ------------------------------
+
+
+def test_a_delivery_is_born_delayed_only_while_its_time_is_to_come() -> None:
+    assert (born(20.0, 10.0), born(10.0, 10.0), born(0.0, 10.0)) == (S.DELAYED, BORN, BORN)
+
+
+def delayed(not_before: float = 40.0, expires_at: float = 100.0) -> PollFacts:
+    return PollFacts(state=S.DELAYED, run=1, next_run_at=not_before, poll_deadline=0.0, poll_timeout=0.0,
+                     expires_at=expires_at)
+
+
+def test_a_delayed_delivery_is_queued_at_its_time_as_run_1() -> None:
+    early = poll_due(1, delayed(), 39.9)
+    assert not early.writes and early.timer == 40.0  # woken early: look again then
+    assert poll_due(1, delayed(not_before=400.0), 39.9).timer == 100.0  # the ttl comes first
+    due = poll_due(1, delayed(), 40.0)
+    assert (due.old, due.new, due.event, due.columns, due.timer, due.withdraw) == (
+        S.DELAYED, S.QUEUED, E.RUN_DUE, {"next_run_at": None}, None, None)
+
+
+def test_a_delayed_delivery_ends_at_the_ttl_or_an_untask_and_no_agent_is_told() -> None:
+    ended = poll_due(1, delayed(not_before=400.0), 100.0)
+    assert ended.new is S.EXPIRED and ended.columns["error"] == "the task's ttl ended" and ended.withdraw is None
+    untasked = end_by_daemon(1, S.DELAYED, E.UNTASK, 50.0)
+    assert untasked.new is S.CANCELLED and untasked.withdraw is None
+
+
 @pytest.mark.parametrize("state,run", [(S.ACKED, 2), (S.RUNNING, 2), (S.DONE, 2), (S.QUEUED, 1)])
 def test_a_poll_timer_leaves_a_run_its_result_decides(state: DeliveryState, run: int) -> None:
     d = poll_due(1, facts(state, run=run), 700.0)
@@ -379,4 +413,4 @@ def test_what_a_listing_asks_for() -> None:
     with pytest.raises(ProtocolError) as caught:
         listed("finished")
     assert caught.value.code == ErrorCode.INVALID_PARAMS
-    assert caught.value.message.startswith("unknown state 'finished' (use one of: pending, all, queued, sent,")
+    assert caught.value.message.startswith("unknown state 'finished' (use one of: pending, all, delayed, queued, sent,")

@@ -327,7 +327,7 @@ def _report_once(client: AgentClient, as_json: bool) -> int:
     failed = [r for r in client.ran if not r.ok]
     code = EXIT_OK if client.done and not failed else EXIT_ERROR
     if as_json:
-        print(json.dumps({"done": client.done, "ran": [
+        print(json.dumps({"complete": client.done, "ran": [
             {"delivery_id": r.delivery_id, "run": r.run, "task_id": r.task_id or None, "command": r.command or None,
              "ok": r.ok, "error": r.error} for r in client.ran]}))
         return code
@@ -604,7 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="wait a random time between 0 and this before connecting (Armadito's -wr)")
     _serving_options(p, concurrency=1)
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                   help='print {"done", "ran": [{"delivery_id", "run", "task_id", "command", "ok", "error"}]}')
+                   help='print {"complete", "ran": [{"delivery_id", "run", "task_id", "command", "ok", "error"}]}: '
+                        'complete is false if it stopped before every pending delivery ran')
     p.set_defaults(func=cmd_once)
 
     p = command(

@@ -268,6 +268,11 @@ def _add_task_spec(p: argparse.ArgumentParser, *, each: str) -> None:
                                  "e.g. 'plat == linux and \"prod\" in tags'")
         p.add_argument("--context", metavar="ID",
                        help="an investigation id (LimaCharlie's context), shown with the task's results")
+        p.add_argument("--delay", metavar="DURATION", type=flags.duration,
+                       help=f"push it to no agent before this long after now: {flags.DURATION}")
+        p.add_argument("--jitter", metavar="DURATION", type=flags.duration,
+                       help="and up to this long more, drawn for each agent (a fleet is not tasked at once); "
+                            "the ttl still bounds both")
     p.add_argument("--args", metavar="JSON", help="a JSON object merged over the command line's args")
     p.add_argument("--ttl", metavar="DURATION", type=flags.whole_seconds,
                    help=f"{each}time to wait for offline agents: {flags.DURATION} (default 7d)")

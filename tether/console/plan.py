@@ -133,6 +133,9 @@ def _task(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
         params["show_polling_output"] = True
     if args.context is not None:
         params["investigation_id"] = args.context
+    for name in ("delay", "jitter"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
     return methods.TASK_CREATE, params
 
 

@@ -162,6 +162,9 @@ def render_task(result: Any, *, history: bool = False) -> str:
             ("priority", f"{fmt_priority(task.priority)} ({task.priority})"),
             ("ttl", f"{task.ttl} s"),
             ("created", fmt_time(task.created_at)),
+            *([("not before", f"created + {task.delay:g} s" + (f" + 0..{task.jitter:g} s per agent"
+                                                                if task.jitter else ""))]
+              if task.delay or task.jitter else []),
             ("expires", fmt_time(task.expires_at)),
             ("state", task.state),
             *([("schedule", task.schedule)] if task.schedule else []),
@@ -181,7 +184,8 @@ def render_task(result: Any, *, history: bool = False) -> str:
         if d.next_run_at is not None:
             what = "" if d.next_command is None else f"  {d.next_command} " + json.dumps(
                 d.next_args or {}, ensure_ascii=False, sort_keys=True)
-            pairs.append(("next run", fmt_time(d.next_run_at) + what))  # _fields makes it visible
+            label = "not before" if d.state == DeliveryState.DELAYED else "next run"
+            pairs.append((label, fmt_time(d.next_run_at) + what))  # _fields makes it visible
         if d.poll_deadline is not None and d.state not in _TERMINAL:
             pairs.append(("polls until", fmt_time(d.poll_deadline)))
         if d.progress:

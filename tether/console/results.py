@@ -77,7 +77,10 @@ def _tag(result: Any, args: argparse.Namespace) -> int:
 def _created(result: Any, args: argparse.Namespace) -> int:
     created = msgspec.convert(result, rpc.TaskCreated)
     print(created.task_id, file=args.stdout)
-    print(f"task {created.task_id}: {_count(created.deliveries, 'delivery', 'deliveries')} queued", file=args.stderr)
+    line = f"task {created.task_id}: {_count(created.deliveries, 'delivery', 'deliveries')} queued"
+    if created.delayed:
+        line += f" ({created.delayed} delayed: not pushed before their time, see tetherctl show {created.task_id})"
+    print(line, file=args.stderr)
     if created.note:
         print(f"note: {visible(created.note)}", file=args.stderr)
     return EXIT_OK

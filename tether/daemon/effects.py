@@ -38,6 +38,9 @@ class PushItem(msgspec.Struct, frozen=True, array_like=True):
     run: int = 1
     poll_deadline: float = 0.0
     poll_timeout: float = 0.0
+    not_before: float = 0.0
+    """A delivery born ``delayed`` (its task's delay and jitter): not pushed before this
+    time; its timer is set instead (0: push it now)."""
 
 
 class Change(msgspec.Struct, frozen=True, array_like=True):
@@ -74,7 +77,8 @@ class Timer(enum.IntEnum):
     EXPIRE = 0
     """A task's ttl ends (id: the task)."""
     POLL = 1
-    """A polling delivery's next run is due, or its sequence times out (id: the delivery)."""
+    """A polling delivery's next run is due, or its sequence times out, or a delayed
+    delivery's time comes (id: the delivery)."""
     SCHEDULE = 2
     """A recurring schedule fires (id: the schedule)."""
     EXPIRE_ONE = 3
@@ -95,7 +99,8 @@ class Effects(msgspec.Struct, Generic[T]):
     progressed: list[Progressed] = []
     """Committed progress reports, for consoles watching their task live."""
     items: list[PushItem] = []
-    """Deliveries to push to their agents if online (an agent offline gets them on connect)."""
+    """Deliveries to push to their agents if online (an agent offline gets them on connect);
+    one with a ``not_before`` gets a timer for that time instead."""
     timers: list[tuple[Timer, int, float]] = []
     """``(kind, id, when)``: wheel entries to set (replacing one of the same kind and id)."""
     cleared: list[tuple[Timer, int]] = []

@@ -32,7 +32,7 @@ from ..protocol.frames import Alert, Alerted
 from ..protocol.lifecycle import TERMINAL
 from .alerts import AlertLimits
 from .clock import Clock
-from .effects import Effects, Ref, Timer
+from .effects import Effects, PushItem, Ref, Timer
 from .metrics import Stats
 from .push import Push
 from .schedules import CALENDAR
@@ -164,7 +164,21 @@ class Operations:
             for task_id in effects.unselected:
                 self.selectors.discard(task_id)
         if effects.items:
-            self.push.offer(effects.items)
+            items = effects.items
+            if items[0].not_before or items[-1].not_before or any(i.not_before for i in items):
+                items = self._hold(items)
+            self.push.offer(items)
+
+    def _hold(self, items: list[PushItem]) -> list[PushItem]:
+        """Deliveries born ``delayed`` wait on the wheel for their time (or their ttl), on no
+        agent; the others are pushed."""
+        ready = []
+        for item in items:
+            if item.not_before:
+                self.timers.set(Timer.POLL, item.delivery_id, min(item.not_before, item.expires_at))
+            else:
+                ready.append(item)
+        return ready
 
     def _done(self, operation: str, subject: Any, effects: Effects[T]) -> Effects[T]:
         """Apply a committed write's effects and tell the observers."""

@@ -136,9 +136,10 @@ class ConsoleRPC:
         else:
             kind, target = "all", ""
         selector, investigation = (p.selector, p.investigation_id) if isinstance(p, TaskCreate) else (None, "")
+        delay, jitter = (p.delay, p.jitter) if isinstance(p, TaskCreate) else (0.0, 0.0)
         return NewTask(command=command, args=args, target_kind=kind, target=target, priority=p.priority, ttl=p.ttl,
                        hide_polling_output=not p.show_polling_output, selector=selector,
-                       investigation_id=investigation)
+                       investigation_id=investigation, delay=delay, jitter=jitter)
 
     @handler(methods.TASK_CREATE)
     async def m_task_create(self, p: TaskCreate, emit: Emit) -> Any:
@@ -147,7 +148,9 @@ class ConsoleRPC:
         target = f"selector:{spec.selector!r}" if spec.selector is not None else \
             "all" if spec.target_kind == "all" else f"{spec.target_kind}:{spec.target}"
         created = len(effects.items)
-        return TaskCreated(task_id=effects.result, deliveries=created, note="" if created else no_agent_yet(target))
+        delayed = sum(1 for item in effects.items if item.not_before) if spec.delay or spec.jitter else 0
+        return TaskCreated(task_id=effects.result, deliveries=created, note="" if created else no_agent_yet(target),
+                           delayed=delayed)
 
     @handler(methods.TASK_LIST)
     async def m_task_list(self, p: TaskList, emit: Emit) -> Any:

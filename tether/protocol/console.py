@@ -97,6 +97,10 @@ class TaskCreate(Params):
     now or until the ttl ends."""
     investigation_id: str = ""
     """LimaCharlie's ``context`` / ``inv_id``: kept with the task and shown with its results."""
+    delay: float = 0.0
+    """Seconds after the task is created before it is pushed to any agent."""
+    jitter: float = 0.0
+    """Up to this many seconds more, drawn for each agent, so that a fleet is not tasked at once."""
 
     def check(self) -> None:
         _one_target(self.agent, self.tag, self.all, required=True, selector=self.selector)
@@ -110,6 +114,12 @@ class TaskCreate(Params):
             raise _bad(f"priority must be 0-3 (low, medium, high, urgent), not {self.priority}")
         if not self.command.strip():
             raise _bad("command is empty")
+        for name, seconds in (("delay", self.delay), ("jitter", self.jitter)):
+            if not 0 <= seconds <= MAX_TTL:
+                raise _bad(f"{name} must be between 0 and {MAX_TTL} seconds, not {seconds}")
+        if self.delay + self.jitter >= self.ttl:
+            raise _bad(f"delay + jitter ({self.delay + self.jitter:g} s) must be less than the ttl ({self.ttl} s): "
+                       "the ttl still bounds a delayed task, so it would expire before it is due; raise the ttl")
 
 
 class TaskList(Params):
@@ -320,6 +330,8 @@ class TaskCreated(View):
     deliveries: int
     note: str = ""
     """Why the task reaches no agent now, when it does not (:func:`no_agent_yet`)."""
+    delayed: int = 0
+    """Of ``deliveries``, those not pushed before their time (``delay``, ``jitter``)."""
 
 
 def no_agent_yet(target: str, *, schedule: bool = False) -> str:
@@ -441,6 +453,11 @@ class TaskView(View):
     """LimaCharlie's ``context`` / ``inv_id`` given when the task was created."""
     command_line: str = ""
     """``command`` with its ``args``, as one command line."""
+    delay: float = 0.0
+    """Seconds after its creation before it was pushed to any agent (``--delay``)."""
+    jitter: float = 0.0
+    """Up to this many seconds more, drawn per agent (``--jitter``): a delivery not yet due
+    is ``delayed``, its time in ``next_run_at``."""
 
 
 class Cancelled(View):

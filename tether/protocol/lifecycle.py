@@ -22,6 +22,7 @@ must be told to drop it. Polling follows Cortex XSOAR's "Scheduled Commands"
        \\_______\\_______\\______\\-> expired (ttl) | cancelled (untask)
     running -> waiting (polling) -> queued (the next run, run + 1) -> sent -> ...
     waiting -> failed (the polling sequence timed out) | expired (ttl) | cancelled
+    delayed (not before its time: --delay, --jitter) -> queued | expired (ttl) | cancelled
 
 A result is the authority on what happened: it may arrive for a delivery the daemon still
 believes ``queued`` or ``sent`` (the daemon crashed before it committed the push or the ack,
@@ -52,6 +53,7 @@ from .polling import timeout_error
 class DeliveryState(enum.StrEnum):
     """Where one delivery (a task for one agent) is; stored as its value."""
 
+    DELAYED = "delayed"
     QUEUED = "queued"
     SENT = "sent"
     ACKED = "acked"
@@ -84,7 +86,7 @@ class DeliveryEvent(enum.Enum):
     UNACKED = "unacked"
     """The run was pushed and is still unacknowledged (after a while, or its session ended)."""
     RUN_DUE = "run_due"
-    """A waiting delivery's next run fell due."""
+    """A waiting delivery's next run fell due, or a delayed delivery's time came."""
     POLL_TIMEOUT = "poll_timeout"
     """The polling sequence's timeout passed (XSOAR writes the error entry itself)."""
     TTL_END = "ttl_end"
@@ -127,6 +129,11 @@ _DAEMON_TOO_LATE: dict[DeliveryEvent, DeliveryState | Ignored] = {
 }
 
 DELIVERY: Final[Mapping[DeliveryState, Mapping[DeliveryEvent, DeliveryState | Ignored]]] = {
+    # Not before its time (a task's delay and jitter): on the timer wheel, never pushed yet,
+    # so no agent can report on it; the ttl still bounds it.
+    S.DELAYED: {
+        E.UNACKED: _, E.RUN_DUE: S.QUEUED, E.POLL_TIMEOUT: _, E.TTL_END: S.EXPIRED, E.UNTASK: S.CANCELLED,
+    },
     S.QUEUED: {
         E.ACK: S.ACKED, E.PROGRESS: S.RUNNING, E.FINISH: S.DONE, E.FAIL: S.FAILED, E.SCHEDULE: S.WAITING,
         E.UNACKED: S.SENT, E.RUN_DUE: _, E.POLL_TIMEOUT: S.FAILED, E.TTL_END: S.EXPIRED, E.UNTASK: S.CANCELLED,
@@ -166,6 +173,9 @@ PENDING: Final = frozenset(DeliveryState) - TERMINAL
 """States in which a delivery can still run: untask cancels these."""
 UNDELIVERED: Final = frozenset({DeliveryState.QUEUED, DeliveryState.SENT})
 """A run the agent has not acknowledged: the ttl and a polling timeout still stop it."""
+UNHELD: Final = frozenset({DeliveryState.DELAYED, DeliveryState.WAITING})
+"""A delivery no agent holds a run of (not pushed yet, or between two runs): when the daemon
+ends it, no agent is told to drop anything."""
 PUSHABLE: Final = frozenset({DeliveryState.QUEUED, DeliveryState.SENT, DeliveryState.ACKED,
                              DeliveryState.RUNNING})
 """What a session opening pushes (again): a run the agent may not hold. One it holds is
@@ -433,7 +443,13 @@ def start_sequel(now: float, result: RunReport, plan: WaitPlan, expires_at: floa
 SEQUEL_STATE: Final = DeliveryState.WAITING
 """The state a sequel's delivery is born in."""
 BORN: Final = DeliveryState.QUEUED
-"""The state every other delivery is born in."""
+"""The state every other delivery is born in, but one not due yet (:func:`born`)."""
+
+
+def born(not_before: float, now: float) -> DeliveryState:
+    """The state a new delivery is born in: ``delayed`` until ``not_before`` (its task's delay
+    plus its own jitter) when that is still to come, else :data:`BORN`."""
+    return DeliveryState.DELAYED if not_before > now else BORN
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,6 +469,8 @@ def poll_due(delivery_id: int, facts: PollFacts, now: float) -> Decision:
     timeout (the daemon's own error entry, as XSOAR does) or, for a next run not yet due
     or not yet acknowledged, at the task's ttl; or look again later."""
     state = facts.state
+    if state is DeliveryState.DELAYED:
+        return _not_before_due(delivery_id, facts, now)
     undelivered = state in UNDELIVERED and facts.run > 1
     if state is not DeliveryState.WAITING and not undelivered:
         return _ignored(state, DeliveryEvent.RUN_DUE)  # acked or running (its result decides), or over
@@ -474,6 +492,18 @@ def poll_due(delivery_id: int, facts: PollFacts, now: float) -> Decision:
     }, timer=facts.poll_deadline)
 
 
+def _not_before_due(delivery_id: int, facts: PollFacts, now: float) -> Decision:
+    """A delayed delivery's timer fired: queue it once its time came (its run stays 1), end it
+    as expired if the ttl ended first, or look again at its time."""
+    if now >= facts.expires_at:
+        return end_by_daemon(delivery_id, facts.state, DeliveryEvent.TTL_END, now, TTL_ENDED)
+    assert facts.next_run_at is not None
+    if now < facts.next_run_at:
+        return Decision(facts.state, None, DeliveryEvent.RUN_DUE, timer=min(facts.next_run_at, facts.expires_at))
+    old, new = _decide(delivery_id, facts.state, DeliveryEvent.RUN_DUE)
+    return Decision(old, new, DeliveryEvent.RUN_DUE, {"next_run_at": None})
+
+
 def cancel_reason(ended: DeliveryState | str) -> CancelReason:
     """What the ``cancel`` frame says to an agent holding a run the daemon ended."""
     return UNTASKED if ended == DeliveryState.CANCELLED else "expired"
@@ -491,7 +521,7 @@ def end_by_daemon(delivery_id: int, state: DeliveryState | str, event: DeliveryE
     old, new = _decide(delivery_id, state, event)
     if new is None:
         return _ignored(old, event)
-    withdraw = None if old is DeliveryState.WAITING else cancel_reason(new)
+    withdraw = None if old in UNHELD else cancel_reason(new)
     return Decision(old, new, event, {"error": error, "finished_at": now, "ended_by": "daemon"}, withdraw=withdraw)
 
 

@@ -14,7 +14,7 @@ from store_data import NOW, Polled, created, enrolled, polled, result, task, tim
 
 from tether.daemon.effects import Change, PushItem, Timer
 from tether.daemon.schedules import CALENDAR
-from tether.daemon.store import NewSchedule
+from tether.daemon.store import NewSchedule, NewTask
 from tether.daemon.store.sqlite import SQLiteStore
 from tether.protocol import pack
 from tether.protocol.console import DeliveryView, HistoryEntry
@@ -379,3 +379,58 @@ async def test_a_run_that_asks_for_more_after_the_ttl_is_looked_at_at_once(store
     assert timers(out, Timer.POLL) == [(d, NOW + 60)]  # the ttl, not the hour: the next run could never be delivered
     ended = await store.poll_due(d, NOW + 70)
     assert [(c.old, c.new) for c in ended.changes] == [("waiting", "expired")]
+
+
+# -- not before its time: a task's delay and jitter (issue 19.2) -------------------------------
+
+
+def delayed_task(kind: str = "agent", target: str = "", *, delay: float = 600.0, jitter: float = 0.0) -> NewTask:
+    return msgspec.structs.replace(task(kind, target, ttl=TTL), delay=delay, jitter=jitter)
+
+
+async def test_a_delayed_delivery_waits_on_the_wheel_and_is_queued_at_its_time(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a")
+    task_id, (item,) = await created(store.create_task(delayed_task("agent", a), NOW))
+    d = item.delivery_id
+    assert item.not_before == NOW + 600  # a timer for then, not a push
+    assert await store.pending_for_agent(a) == []  # a session opening now pushes nothing
+    assert (await wheel(store)).polls == [(d, NOW + 600)]  # rebuilt at a restart too
+    view = await store.get_task(task_id)
+    assert view is not None and (view.delay, view.jitter) == (600.0, 0.0)
+    assert [(v.state, v.next_run_at) for v in view.deliveries] == [("delayed", NOW + 600)]
+    early = polled(await store.poll_due(d, NOW + 599))
+    assert (early.changes, early.items, early.timer) == ([], [], NOW + 600)
+    due = polled(await store.poll_due(d, NOW + 600))
+    assert due.changes == [Change(d, task_id, a, "delayed", "queued")] and due.timer is None
+    assert [(i.delivery_id, i.run, i.not_before) for i in due.items] == [(d, 1, 0.0)]
+    assert [i.delivery_id for i in await store.pending_for_agent(a)] == [d]
+    assert (await wheel(store)).polls == []
+
+
+async def test_the_ttl_still_bounds_a_delayed_delivery_and_untask_cancels_it(store: SQLiteStore) -> None:
+    a = await enrolled(store, "a")
+    late, (item,) = await created(store.create_task(delayed_task("agent", a, delay=TTL - 1, jitter=0.5), NOW))
+    expired = await store.expire_task(late, NOW + TTL)
+    assert [(c.old, c.new) for c in expired.changes] == [("delayed", "expired")] and expired.withdraws == []
+    other, (item,) = await created(store.create_task(delayed_task("agent", a), NOW))
+    untasked = await store.cancel(task_id=other, now=NOW + 1)
+    assert [(c.old, c.new) for c in untasked.changes] == [("delayed", "cancelled")] and untasked.withdraws == []
+    assert polled(await store.poll_due(item.delivery_id, NOW + 600)).changes == []  # a late timer changes nothing
+
+
+async def test_jitter_is_drawn_per_agent_and_an_agent_tagged_later_is_held_from_the_tasks_creation(
+        store: SQLiteStore) -> None:
+    agents = [await enrolled(store, name, "web") for name in ("a", "b", "c", "d")]
+    _, items = await created(store.create_task(delayed_task("tag", "web", delay=60.0, jitter=300.0), NOW))
+    assert sorted(i.agent_id for i in items) == sorted(agents)
+    times = [i.not_before for i in items]
+    assert all(NOW + 60 <= t <= NOW + 360 for t in times) and len(set(times)) == 4
+    late = await enrolled(store, "late", "web")  # enrolled 0 s after: still before the delay's end
+    (held,) = [i for i in (await store.timers()).timers if i[0] is Timer.POLL and i[1] not in
+               {x.delivery_id for x in items}]
+    assert NOW + 60 <= held[2] <= NOW + 360 and await store.pending_for_agent(late) == []
+    # A task whose delay passed before an agent came: that agent gets it at once.
+    _, old = await created(store.create_task(delayed_task("tag", "db", delay=10.0), NOW))
+    assert old == []
+    later = await store.tag_add(agents[0], "db", NOW + 11)
+    assert [(i.agent_id, i.not_before) for i in later.items] == [(agents[0], 0.0)]

@@ -92,6 +92,10 @@ class NewTask(msgspec.Struct, frozen=True, kw_only=True):
     selector: str | None = None
     """With target_kind ``all``: only the agents this LimaCharlie selector matches."""
     investigation_id: str = ""
+    delay: float = 0.0
+    """Seconds after its creation before the task is pushed to any agent."""
+    jitter: float = 0.0
+    """Up to this many seconds more, drawn for each agent (so a fleet is not tasked at once)."""
 
 
 class NewSchedule(msgspec.Struct, frozen=True, kw_only=True):

@@ -230,7 +230,7 @@ class MemoryStore(MemoryAgents, MemoryRuns, MemorySchedules, MemoryHooks, Memory
         schedule = self._schedules.get(t.schedule_id) if t.schedule_id is not None else None
         row = (t.id, t.command, t.args, t.target_kind, t.target, t.priority, t.ttl, t.created_at, t.expires_at,
                t.state, t.hide_polling_output, None if schedule is None else schedule.name, t.selector,
-               t.investigation_id)
+               t.investigation_id, t.delay, t.jitter)
         family = {x.id for x in self._tasks.values() if task_id in (x.id, x.parent_id)}
         deliveries = sorted((d for d in self._deliveries.values() if d.task_id in family), key=lambda d: d.id)
         entries = [e for d in deliveries for e in sorted(self._history.get(d.id, ()), key=lambda e: e[1])] \
@@ -268,6 +268,9 @@ class MemoryStore(MemoryAgents, MemoryRuns, MemorySchedules, MemoryHooks, Memory
             if t.selector is not None:
                 effects.selecting.append((t.id, t.expires_at))
         for d in self._deliveries.values():
+            if d.state == DeliveryState.DELAYED:
+                assert d.next_run_at is not None
+                effects.timers.append((Timer.POLL, d.id, min(d.next_run_at, self._tasks[d.task_id].expires_at)))
             if d.poll_deadline is None:
                 continue
             if d.state == DeliveryState.WAITING:

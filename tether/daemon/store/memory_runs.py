@@ -138,11 +138,11 @@ class MemoryRuns(MemoryTables):
     def poll_due(self, delivery_id: int, now: float) -> asyncio.Future[Effects[None]]:
         def op() -> Effects[None]:
             d = self._deliveries.get(delivery_id)
-            if d is None or d.poll_deadline is None:
+            if d is None or (d.poll_deadline is None and d.state != DeliveryState.DELAYED):
                 return Effects(None)
             task = self._tasks[d.task_id]
             decision = lifecycle.poll_due(delivery_id, PollFacts(DeliveryState(d.state), d.run, d.next_run_at,
-                                                                 d.poll_deadline, d.poll_timeout or 0.0,
+                                                                 d.poll_deadline or 0.0, d.poll_timeout or 0.0,
                                                                  task.expires_at), now)
             effects: Effects[None] = Effects(None)
             if decision.timer is not None:
@@ -156,7 +156,7 @@ class MemoryRuns(MemoryTables):
             if decision.event is DeliveryEvent.RUN_DUE:
                 effects.items.append(PushItem(
                     delivery_id, d.task_id, d.agent_id, task.command if d.command is None else d.command,
-                    task.args if d.args is None else d.args, d.priority, task.expires_at, d.run, d.poll_deadline,
+                    task.args if d.args is None else d.args, d.priority, task.expires_at, d.run, d.poll_deadline or 0.0,
                     d.poll_timeout or 0.0))
             return effects
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -18,8 +19,10 @@ from ...protocol.lifecycle import (
     TASK,
     Decision,
     DeliveryEvent,
+    DeliveryState,
     TaskEvent,
     TaskState,
+    born,
 )
 from ...protocol.selectors import Facts
 from ..effects import Change, Effects, PushItem, Timer
@@ -99,6 +102,8 @@ class TaskRecord:
     investigation_id: str = ""
     parent_id: int | None = None
     state: str = TaskState.ACTIVE.value
+    delay: float = 0.0
+    jitter: float = 0.0
 
 
 @dataclass(slots=True)
@@ -211,6 +216,7 @@ class MemoryTables:
         row = TaskRecord(next_id(self._tasks), task.command, pack(task.args), task.target_kind, task.target,
                     task.priority, task.ttl, now, now + task.ttl, task.hide_polling_output, task.schedule_id,
                     task.selector, task.investigation_id)
+        row.delay, row.jitter = task.delay, task.jitter
         self._tasks[row.id] = row
         ttl = Timer.EXPIRE_ONE if task.target_kind == "agent" else Timer.EXPIRE
         effects = Effects(row.id, timers=[(ttl, row.id, row.expires_at)])
@@ -230,12 +236,19 @@ class MemoryTables:
 
     def _deliver(self, task: TaskRecord, agent_id: str, now: float, state: str = BORN.value) -> PushItem:
         """A delivery of the task to the agent, born ``state``; what to push of it."""
+        not_before = 0.0
+        if state == BORN and (task.delay or task.jitter):  # as SQLite's store.sqlite_tasks.hold
+            drawn = task.created_at + task.delay + random.uniform(0.0, task.jitter)
+            if born(drawn, now) is DeliveryState.DELAYED:
+                state, not_before = DeliveryState.DELAYED.value, drawn
         d = DeliveryRecord(next_id(self._deliveries), task.id, agent_id, state, task.priority, now)
+        d.next_run_at = not_before or None
         self._deliveries[d.id] = d
         self._by_task_agent[task.id, agent_id] = d.id
-        if state == BORN:
-            self._entered[BORN] += 1
-        return PushItem(d.id, task.id, agent_id, task.command, task.args, task.priority, task.expires_at)
+        if state == BORN or not_before:
+            self._entered[state] += 1
+        return PushItem(d.id, task.id, agent_id, task.command, task.args, task.priority, task.expires_at,
+                        not_before=not_before)
 
     def _reaching(self, now: float) -> list[TaskRecord]:
         """The tasks that still reach agents that come to match their target, by id."""

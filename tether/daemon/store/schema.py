@@ -258,6 +258,15 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE agents ADD COLUMN replaced_by TEXT;
         """,
     ),
+    (
+        "tasks not pushed before their time: a delay and a jitter per agent",
+        """
+        -- Seconds after created_at before a delivery is pushed, plus up to jitter more drawn
+        -- per agent; a delivery not yet due is 'delayed', its time in next_run_at.
+        ALTER TABLE tasks ADD COLUMN delay REAL NOT NULL DEFAULT 0;
+        ALTER TABLE tasks ADD COLUMN jitter REAL NOT NULL DEFAULT 0;
+        """,
+    ),
 ]
 
 LATEST = len(MIGRATIONS)

@@ -100,7 +100,7 @@ class SQLiteReads:
     async def get_task(self, task_id: int, *, history: bool = False, now: float | None = None) -> TaskView | None:
         rows = await self._read(
             "SELECT t.id, t.command, t.args, t.target_kind, t.target, t.priority, t.ttl, t.created_at, t.expires_at,"
-            " t.state, t.hide_polling_output, s.name, t.selector, t.investigation_id"
+            " t.state, t.hide_polling_output, s.name, t.selector, t.investigation_id, t.delay, t.jitter"
             " FROM tasks t LEFT JOIN schedules s ON s.id = t.schedule_id"
             " WHERE t.id = ?", (task_id,),
         )
@@ -183,10 +183,15 @@ class SQLiteReads:
             " FROM deliveries WHERE poll_deadline IS NOT NULL"
             f" AND (state = {waiting} OR (state IN {sql_in(UNDELIVERED)} AND run > 1))"
         )
+        # A delayed delivery's time (or its task's ttl, which ends it first).
+        delayed = await self._read(
+            "SELECT d.id, min(d.next_run_at, t.expires_at) FROM deliveries d JOIN tasks t ON t.id = d.task_id"
+            f" WHERE d.state = {sql_value(DeliveryState.DELAYED)}")
         schedules = await self._read(
             "SELECT id, next_fire_at FROM schedules WHERE paused = 0 AND next_fire_at IS NOT NULL")
         return Effects(None, timers=[
             *((Timer.EXPIRE_ONE if one else Timer.EXPIRE, task_id, when) for task_id, when, one in expiries),
             *((Timer.POLL, d_id, when) for d_id, when in polls),
+            *((Timer.POLL, d_id, when) for d_id, when in delayed),
             *((Timer.SCHEDULE, s_id, when) for s_id, when in schedules),
         ], selecting=await self._selecting())

@@ -219,9 +219,10 @@ class SQLiteRuns:
                 " FROM deliveries d JOIN tasks t ON t.id = d.task_id WHERE d.id = ?",
                 (delivery_id,),
             )
-            if row is None or row[3] is None:
+            if row is None or (row[3] is None and row[0] != DeliveryState.DELAYED):
                 return Effects(None)
             state, run, next_run_at, deadline, timeout, agent_id, task_id, expires_at, command, args, priority = row
+            deadline, timeout = deadline or 0.0, timeout or 0.0
             decision = lifecycle.poll_due(delivery_id, PollFacts(DeliveryState(state), run, next_run_at, deadline,
                                                                  timeout, expires_at), now)
             effects: Effects[None] = Effects(None)
@@ -235,7 +236,7 @@ class SQLiteRuns:
                 effects.withdraws.append((agent_id, delivery_id, decision.withdraw))
             if decision.event is DeliveryEvent.RUN_DUE:
                 effects.items.append(PushItem(delivery_id, task_id, agent_id, command, args, priority, expires_at,
-                                              decision.columns["run"], deadline, timeout))
+                                              decision.columns.get("run", run), deadline, timeout))
             return effects
 
         return self._submit(op)

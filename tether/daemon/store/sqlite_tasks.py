@@ -7,12 +7,15 @@ reach agents tagged or enrolled later (:func:`materialise`), each agent once
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
+
 from ...protocol.codec import pack
 from ...protocol.errors import ErrorCode, ProtocolError
-from ...protocol.lifecycle import BORN, TaskState, sql_value
+from ...protocol.lifecycle import BORN, DeliveryState, TaskState, born, sql_value
 from ...protocol.selectors import Facts
 from ..effects import Effects, PushItem, Timer
 from . import NewTask
@@ -70,9 +73,11 @@ def insert_task(tx: Tx, task: NewTask, now: float) -> Effects[int]:
     expires_at = now + task.ttl
     task_id = tx.execute(
         "INSERT INTO tasks (command, args, target_kind, target, priority, ttl, created_at, expires_at,"
-        " hide_polling_output, schedule_id, selector, investigation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " hide_polling_output, schedule_id, selector, investigation_id, delay, jitter)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (task.command, args, task.target_kind, task.target, task.priority, task.ttl, now, expires_at,
-         int(task.hide_polling_output), task.schedule_id, task.selector, task.investigation_id),
+         int(task.hide_polling_output), task.schedule_id, task.selector, task.investigation_id, task.delay,
+         task.jitter),
     ).lastrowid
     assert task_id is not None
     ttl = Timer.EXPIRE_ONE if task.target_kind == "agent" else Timer.EXPIRE
@@ -89,6 +94,7 @@ def insert_task(tx: Tx, task: NewTask, now: float) -> Effects[int]:
             effects.items += [PushItem(d_id, task_id, a_id, task.command, args, task.priority, expires_at)
                               for d_id, a_id in rows]
         tx.born(BORN, len(effects.items))
+        effects.items = hold(tx, effects.items, now, task.delay, task.jitter, now)
         effects.selecting.append((task_id, expires_at))
         return effects
     if task.target_kind == "agent":
@@ -103,8 +109,31 @@ def insert_task(tx: Tx, task: NewTask, now: float) -> Effects[int]:
         (task_id, BORN.value, task.priority, now, *params),
     ).fetchall()
     tx.born(BORN, len(rows))
-    effects.items = [PushItem(d_id, task_id, a_id, task.command, args, task.priority, expires_at) for d_id, a_id in rows]
+    effects.items = hold(tx, [PushItem(d_id, task_id, a_id, task.command, args, task.priority, expires_at)
+                              for d_id, a_id in rows], now, task.delay, task.jitter, now)
     return effects
+
+
+def hold(tx: Tx, items: list[PushItem], created_at: float, delay: float, jitter: float,
+         now: float) -> list[PushItem]:
+    """The deliveries of a task with a delay or a jitter, just inserted: each whose time
+    (``created_at + delay`` plus 0 to ``jitter``, drawn for its agent) is still to come is
+    born ``delayed`` instead, its time kept (``next_run_at``) and carried by its item, so
+    that it gets a timer, not a push."""
+    if not (delay or jitter):
+        return items
+    out, held = [], []
+    for item in items:
+        not_before = created_at + delay + random.uniform(0.0, jitter)
+        if born(not_before, now) is DeliveryState.DELAYED:
+            held.append((DeliveryState.DELAYED.value, not_before, item.delivery_id))
+            item = msgspec.structs.replace(item, not_before=not_before)
+        out.append(item)
+    if held:
+        tx.conn.executemany("UPDATE deliveries SET state = ?, next_run_at = ? WHERE id = ?", held)
+        tx.born(BORN, -len(held))
+        tx.born(DeliveryState.DELAYED, len(held))
+    return out
 
 
 def materialise(tx: Tx, agent_id: str, tags: list[str], now: float, *, include_all: bool = True) -> list[PushItem]:
@@ -127,10 +156,12 @@ def materialise(tx: Tx, agent_id: str, tags: list[str], now: float, *, include_a
     tx.born(BORN, len(rows))
     items = []
     for d_id, task_id in rows:
-        command, args, priority, expires_at = tx.one(
-            "SELECT command, args, priority, expires_at FROM tasks WHERE id = ?", (task_id,)
+        command, args, priority, expires_at, created_at, delay, jitter = tx.one(
+            "SELECT command, args, priority, expires_at, created_at, delay, jitter FROM tasks WHERE id = ?",
+            (task_id,)
         )
-        items.append(PushItem(d_id, task_id, agent_id, command, args, priority, expires_at))
+        items += hold(tx, [PushItem(d_id, task_id, agent_id, command, args, priority, expires_at)], created_at,
+                      delay, jitter, now)
     return items
 
 
@@ -139,7 +170,7 @@ def materialise_selected(tx: Tx, agent_id: str, now: float) -> list[PushItem]:
     active selector tasks it matches now and has not received: each agent gets each task
     once, as for tag tasks. Costs one indexed read when no selector task is active."""
     tasks = tx.execute(
-        "SELECT id, selector, command, args, priority, expires_at FROM tasks"
+        "SELECT id, selector, command, args, priority, expires_at, created_at, delay, jitter FROM tasks"
         f" WHERE selector IS NOT NULL AND state = {ACTIVE} AND expires_at > ?", (now,)).fetchall()
     if not tasks:
         return []
@@ -147,12 +178,13 @@ def materialise_selected(tx: Tx, agent_id: str, now: float) -> list[PushItem]:
     if not facts:
         return []
     items = []
-    for task_id, text, command, args, priority, expires_at in tasks:
+    for task_id, text, command, args, priority, expires_at, created_at, delay, jitter in tasks:
         if not selector(text)(facts[0]):
             continue
         row = tx.one("INSERT OR IGNORE INTO deliveries (task_id, agent_id, state, priority, updated_at)"
                      " VALUES (?, ?, ?, ?, ?) RETURNING id", (task_id, agent_id, BORN.value, priority, now))
         if row is not None:
-            items.append(PushItem(row[0], task_id, agent_id, command, args, priority, expires_at))
-    tx.born(BORN, len(items))
+            tx.born(BORN, 1)
+            items += hold(tx, [PushItem(row[0], task_id, agent_id, command, args, priority, expires_at)],
+                          created_at, delay, jitter, now)
     return items

@@ -22,7 +22,7 @@ AGENT = ("id", "hostname", "platform", "enrolled_at", "last_seen", "commands", "
          "removed_at", "merged_into", "replaced_by")
 """An agent row: ``tags`` a list, ``revoked`` its token is void, ``commands`` MessagePack."""
 TASK = ("id", "command", "args", "target_kind", "target", "priority", "ttl", "created_at", "expires_at", "state",
-        "hide_polling_output", "schedule", "selector", "investigation_id")
+        "hide_polling_output", "schedule", "selector", "investigation_id", "delay", "jitter")
 """A task row: ``schedule`` the name of the schedule that made it."""
 DELIVERY = ("id", "agent_id", "state", "updated_at", "sent_at", "acked_at", "started_at", "finished_at",
             "progress", "result", "error", "run", "next_run_at", "poll_deadline", "ended_by", "task_id", "command",
@@ -88,7 +88,7 @@ def task_view(t: Sequence[Any], deliveries: Sequence[Sequence[Any]], history: Se
         state=task_reads_as(t[9], t[3] == "agent", (v.state for v in views),
                             ttl_ended=now is not None and t[8] <= now), deliveries=views,
         hide_polling_output=bool(t[10]), schedule=t[11], investigation_id=t[13],
-        command_line=format_command_line(t[1], args),
+        command_line=format_command_line(t[1], args), delay=t[14], jitter=t[15],
     )
 
 
