@@ -81,7 +81,7 @@ def test_a_version_1_database_keeps_its_tasks_through_migration_2(tmp_path: Path
     conn.execute("INSERT INTO deliveries (task_id, agent_id, state, priority, updated_at) VALUES (1, 'a1', 'queued', 1, 1)")
     conn.close()
     dry = tetherd("migrate", "--data-dir", str(data))
-    assert "would apply migration 2" in dry.stdout and "migration 1" not in dry.stdout
+    assert "would apply migration 2" in dry.stdout and "migration 1:" not in dry.stdout
     applied = tetherd("migrate", "--data-dir", str(data), "--no-dry-run")
     assert applied.returncode == 0, applied.stderr
     conn = sqlite3.connect(db)
