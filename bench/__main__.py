@@ -8,6 +8,7 @@
     python -m bench hooks          [--per-agent 300]     (task.create with 0/1/5 after-hooks, one before-hook)
     python -m bench timers         [--agents 1000000]    (pending wheel entries)
     python -m bench hostile        [--only CASE,...]     (the worst single messages: tetherd's loop lag)
+    python -m bench reports        [--agents 10000]  [--per-agent 1] [--minutes 2]  (alerts a minute per agent; one repeat)
     python -m bench soak           [--agents 1000]   [--minutes 10] [--rate 200] [--ttl S]  (one repeat)
     python -m bench mqtt-drain | mqtt-reconnect      (Mosquitto + paho-mqtt, same workloads)
     python -m bench ws-drain | ws-reconnect | ws-storm | ws-idle   (raw-websockets baseline)
@@ -71,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--py-spy-all", action="store_true",
                    help="with --py-spy: record the client worker processes too, each stack under its process")
     p.add_argument("--only", help="compare: the groups to run; hostile: the cases to run (comma-separated, default all)")
-    p.add_argument("--minutes", type=_minutes, help="soak: minutes tasks flow (default 10)")
+    p.add_argument("--minutes", type=_minutes,
+                   help="soak: minutes tasks flow (default 10); reports: minutes measured (default 2)")
     p.add_argument("--rate", type=_positive, help="soak: tasks created per second (default 200)")
     p.add_argument("--ttl", type=_positive, help="soak: each task's ttl in seconds (default tetherd's, one week)")
     return p

@@ -11,7 +11,9 @@ deduplication; 0: every alert new, the worst case for the database).
 
 After every session is open and :data:`WARMUP` seconds have passed (every agent has sent
 its first alert), the window of ``--minutes`` (2) counts alerts taken, tetherd's CPU time and
-the database's bytes (``tether.sqlite`` + its WAL) and rows; per hour is the window scaled.
+the database's bytes (its pages as committed) and rows; per hour is the window scaled. Before
+the agents start sending, :data:`IDLE` seconds with every session open and nothing sent give
+tetherd's idle CPU (keepalive pings of 10,000 sessions), so the alerts' own cost is seen apart.
 
 Agent state reports (issue 19 item 3, engineer fleet-b) are not sent yet: their frame had
 not landed when this was written (docs/performance.md says so).
@@ -44,6 +46,8 @@ PERIOD = 60.0
 WARMUP = PERIOD + 10.0
 """Seconds after every session is open before the window starts: every agent has sent once."""
 CONNECT_IN_FLIGHT = 200
+IDLE = 30.0
+"""Seconds measured with every session open and no alert sent: the sessions' own cost."""
 
 
 def _database(data_dir: Path) -> tuple[int, int, int]:
@@ -61,6 +65,7 @@ def _database(data_dir: Path) -> tuple[int, int, int]:
 
 async def _agent(ident: tuple[str, str, str], distinct: int, seed: int, until: float,
                  stats: dict[str, Any], opened: asyncio.Event, gate: asyncio.Semaphore) -> None:
+    """One agent: its session, then an alert every PERIOD from ``opened`` (the harness's go)."""
     url, agent_id, token = ident
     rng = random.Random(seed)
     async with gate:
@@ -70,8 +75,6 @@ async def _agent(ident: tuple[str, str, str], distinct: int, seed: int, until: f
         if not isinstance(welcome, Welcome):
             raise BenchError(f"agent {agent_id} was not welcomed: {welcome!r}")
     stats["open"] += 1
-    if stats["open"] == stats["agents"]:
-        opened.set()
     await opened.wait()
     loop = asyncio.get_running_loop()
     next_at = loop.time() + rng.uniform(0, PERIOD)
@@ -93,13 +96,19 @@ async def _agent(ident: tuple[str, str, str], distinct: int, seed: int, until: f
         await ws.close()
 
 
-def _worker(idents: list[tuple[str, str, str]], distinct: int, until: float) -> None:
-    """One process's agents, until ``until`` (it stops by itself)."""
+def _worker(idents: list[tuple[str, str, str]], distinct: int, until: float, go: Any) -> None:
+    """One process's agents, until ``until`` (it stops by itself); they send once ``go`` is set."""
     async def main() -> None:
         stats: dict[str, Any] = {"open": 0, "agents": len(idents)}
         opened = asyncio.Event()
         gate = asyncio.Semaphore(CONNECT_IN_FLIGHT)
-        await asyncio.gather(*(_agent(i, distinct, n, until, stats, opened, gate) for n, i in enumerate(idents)))
+
+        async def release() -> None:
+            await asyncio.get_running_loop().run_in_executor(None, go.wait)
+            opened.set()
+
+        await asyncio.gather(release(), *(_agent(i, distinct, n, until, stats, opened, gate)
+                                          for n, i in enumerate(idents)))
 
     asyncio.run(main())
 
@@ -112,8 +121,9 @@ def run_reports(opts: Options) -> dict[str, Any]:
                                                               run_id=uuid.uuid4().hex[:8]))
         idents = [(tetherd.url, i.agent_id, i.token) for i in identities]
         until = time.time() + 300 + WARMUP + window  # the workers stop by themselves
-        workers = [multiprocessing.get_context("spawn").Process(
-            target=_worker, args=(idents[k::opts.procs], distinct, until), daemon=True)
+        ctx = multiprocessing.get_context("spawn")
+        go = ctx.Event()
+        workers = [ctx.Process(target=_worker, args=(idents[k::opts.procs], distinct, until, go), daemon=True)
             for k in range(opts.procs)]
         for w in workers:
             w.start()
@@ -124,6 +134,13 @@ def run_reports(opts: Options) -> dict[str, Any]:
                 raise BenchError("the fleet's sessions did not all open")
             sampler.sample()
             time.sleep(1.0)
+        # Every session open, none sending yet: what 10,000 idle sessions cost (keepalive pings).
+        idle0, i0 = tetherd.cpu_seconds(), time.monotonic()
+        while time.monotonic() < i0 + IDLE:
+            sampler.sample()
+            time.sleep(1.0)
+        idle_percent = 100.0 * (tetherd.cpu_seconds() - idle0) / (time.monotonic() - i0)
+        go.set()
         warm_end = time.monotonic() + WARMUP
         while time.monotonic() < warm_end:
             sampler.sample()
@@ -149,8 +166,10 @@ def run_reports(opts: Options) -> dict[str, Any]:
         "alerts_per_s_offered": round(opts.agents / PERIOD, 1),
         "alerts_per_s_recorded": round(taken / elapsed, 1),
         "tetherd_cpu_percent": round(100.0 * (cpu1 - cpu0) / elapsed, 1),
+        "tetherd_idle_cpu_percent": round(idle_percent, 1),
         "tetherd_cpu_s_per_hour": round((cpu1 - cpu0) * per_hour),
         "tetherd_cpu_us_per_alert": round(1e6 * (cpu1 - cpu0) / taken),
+        "tetherd_cpu_us_per_alert_over_idle": round(1e6 * ((cpu1 - cpu0) - idle_percent / 100.0 * elapsed) / taken),
         "db_growth_mib_per_hour": round((bytes1 - bytes0) / MIB * per_hour, 1),
         "alert_rows_per_hour": round((rows1 - rows0) * per_hour),
         "alert_rows_end": rows1,
