@@ -67,8 +67,13 @@ def test_missed_firings_run_once_at_start_or_are_skipped(
 
     catch_up = wait_until(lambda: (s := schedule(tetherd, "catch_up"))["fired"] >= 1 and s, timeout=10,
                           what="the missed firing to run once at start")
-    assert catch_up["fired"] == 1 and catch_up["missed_total"] >= 2 and catch_up["skipped"] == 0  # once, not each
-    assert catch_up["last_fire_at"] - started < 2.5  # at start, before its next firing on the grid
+    # Firings on the grid after the start are ordinary ones (a loaded machine may see one
+    # before this read): the missed ones are what was fired beyond them, and ran once.
+    period, anchor = catch_up["every"], catch_up["created_at"]
+    on_grid = sum(1 for k in range(1, 1000) if started < anchor + k * period < catch_up["next_fire_at"] - 0.01)
+    assert catch_up["fired"] - on_grid == 1 and catch_up["missed_total"] >= 2 and catch_up["skipped"] == 0
+    first = tetherd.ctl("show", str(catch_up["recent_tasks"][-1]))[1]
+    assert first["created_at"] - started < 2.5  # at start, not at its next firing on the grid
     assert catch_up["next_fire_at"] > catch_up["last_fire_at"]
     task_id = catch_up["recent_tasks"][0]
     assert tetherd.ctl("wait", str(task_id), "--timeout", "30")[0] == 0
