@@ -76,6 +76,11 @@ ARGV: dict[str, list[str]] = {
     "hook.test": ["hooks", "test", "audit"],
     "hook.runs": ["hooks", "runs", "audit"],
     "hook.fingerprint": ["hooks", "fingerprint", "https://127.0.0.1:8443"],
+    "agent.get": ["agent", "show", "a1"],
+    "config.set": ["config", "set", "--tag", "web", "state_interval=1m"],
+    "config.unset": ["config", "unset", "--agent", "a1", "app.mode"],
+    "config.get": ["config", "show", "a1"],
+    "config.drift": ["config", "drift"],
 }
 
 

@@ -64,6 +64,8 @@ def test_migrate_dry_run_is_the_default(tmp_path: Path) -> None:
     assert "applying migration 8: automation hooks" in applied.stdout
     assert "applying migration 9: agents replaced by a new agent from another machine UUID" in applied.stdout
     assert "applying migration 10: tasks not pushed before their time" in applied.stdout
+    assert "applying migration 11: agent state reports" in applied.stdout
+    assert "applying migration 12: agents' configuration" in applied.stdout
     assert version == LATEST == len(MIGRATIONS)
     assert "up to date" in tetherd("migrate", "--data-dir", str(data)).stdout
 

@@ -119,3 +119,15 @@ def submit(args: dict[str, Any], *, ctx: Any) -> ScheduledCommand:
 async def park(args: dict[str, Any], *, ctx: Any) -> ScheduledCommand:
     """Waits an hour for its next run: the daemon holds the wait, nothing runs meanwhile."""
     return ScheduledCommand("park", 3600, timeout_in_seconds=7200)
+
+
+@agent.on_config
+def configured(config: dict[str, Any]) -> None:
+    """Each configuration the agent is given, appended to ``$TETHER_TEST_CONFIG_LOG`` if set;
+    ``app.fail`` true refuses it (the agent keeps the one it had)."""
+    if config.get("app.fail"):
+        raise RuntimeError("app.fail is set: this configuration is refused")
+    path = os.environ.get("TETHER_TEST_CONFIG_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(config) + "\n")

@@ -46,8 +46,10 @@ JSON_VALUES = st.recursive(
 def strategy(t: mi.Type, codec: Codec) -> st.SearchStrategy[Any]:
     """Values of a msgspec type, Raw fields pre-encoded in ``codec``."""
     match t:
-        case mi.IntType():
+        case mi.IntType(ge=None, le=None):
             return INT64
+        case mi.IntType(ge=ge, le=le):  # a bounded one (a state report's sizes)
+            return st.integers(min_value=ge, max_value=le)
         case mi.FloatType(ge=None, le=None):
             return FLOATS
         case mi.FloatType(ge=ge, le=le):  # a bounded one (a progress report's percent)

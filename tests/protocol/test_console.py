@@ -64,6 +64,13 @@ from tether.protocol.methods import METHODS, check_role, parse_params
         ("agent.merge", {"agent_id": "a1"}, rpc.AgentId(agent_id="a1")),
         ("agent.rm", {"agent_id": "a1"}, rpc.AgentId(agent_id="a1")),
         ("agents.list", {"all": True}, rpc.AgentsList(all=True)),
+        ("agents.list", {"stale": 86400}, rpc.AgentsList(stale=86400)),
+        ("agents.list", {"offline": True}, rpc.AgentsList(offline=True)),
+        ("agent.get", {"agent_id": "a1"}, rpc.AgentShow(agent_id="a1")),
+        ("config.set", {"tag": "web", "settings": {"state_interval": "2m", "app.on": True}},
+         rpc.ConfigSet(tag="web", settings={"state_interval": 120.0, "app.on": True})),
+        ("config.unset", {"agent": "a1", "keys": ["app.on"]}, rpc.ConfigUnset(agent="a1", keys=["app.on"])),
+        ("agent.get", {"agent_id": "a1", "changes": 0}, rpc.AgentShow(agent_id="a1", changes=0)),
         ("key.create", {"tags": ["kiosk"], "allow_requested_tags": True},
          rpc.KeyCreate(tags=["kiosk"], allow_requested_tags=True)),
     ],
@@ -84,6 +91,17 @@ def test_defaults() -> None:
     assert rpc.DEFAULT_TTL == 7 * 86_400
 
 
+@pytest.mark.parametrize(("method", "params", "message"), [
+    ("config.set", {"tag": "web", "settings": {"lissen": 1}}, "unknown configuration key 'lissen'"),
+    ("config.set", {"tag": "web", "settings": {"state_interval": [1]}}, "state_interval must be a duration"),
+    ("config.unset", {"tag": "web", "keys": ["nope"]}, "unknown configuration key 'nope'"),
+])
+def test_invalid_configuration_is_refused_when_set(method: str, params: dict[str, Any], message: str) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        parse_params(method, params)
+    assert refused.value.code is ErrorCode.INVALID_CONFIG and message in refused.value.message
+
+
 def test_every_method_is_tested() -> None:
     assert set(METHODS) == {"agents.list", "tag.add", "tag.rm", "task.create", "task.list", "task.get",
                             "task.wait", "task.cancel", "schedule.add", "schedule.list", "schedule.get",
@@ -91,7 +109,8 @@ def test_every_method_is_tested() -> None:
                             "token.revoke", "key.create", "key.list", "key.revoke", "agent.revoke",
                             "agent.approve", "agent.merge", "agent.rm", "task.watch", "alerts.list", "alert.get",
                             "alert.ack", "hook.add", "hook.list", "hook.get", "hook.enable", "hook.disable",
-                            "hook.rm", "hook.test", "hook.runs", "hook.fingerprint"}
+                            "hook.rm", "hook.test", "hook.runs", "hook.fingerprint", "agent.get", "config.set",
+                            "config.unset", "config.get", "config.drift"}
 
 
 def test_unknown_method_names_the_known_ones() -> None:
@@ -99,8 +118,9 @@ def test_unknown_method_names_the_known_ones() -> None:
         parse_params("task.delete", {})
     assert caught.value.code is ErrorCode.UNKNOWN_METHOD
     assert caught.value.message == (
-        "unknown method 'task.delete' (known: action, agent.approve, agent.merge, agent.revoke, agent.rm, "
-        "agents.list, alert.ack, alert.get, alerts.list, hook.add, hook.disable, hook.enable, hook.fingerprint, "
+        "unknown method 'task.delete' (known: action, agent.approve, agent.get, agent.merge, agent.revoke, agent.rm, "
+        "agents.list, alert.ack, alert.get, alerts.list, config.drift, config.get, config.set, config.unset, "
+        "hook.add, hook.disable, hook.enable, hook.fingerprint, "
         "hook.get, hook.list, hook.rm, hook.runs, hook.test, key.create, key.list, key.revoke, schedule.add, schedule.get, schedule.list, schedule.pause, schedule.resume, schedule.rm, "
         "tag.add, tag.rm, task.cancel, task.create, task.get, task.list, task.wait, task.watch, token.create, token.list, "
         "token.revoke)"
@@ -134,6 +154,16 @@ def test_unknown_method_names_the_known_ones() -> None:
         ("alerts.list", {"within": 0}, "Expected `float` > 0.0 - at `$.within`"),
         ("alerts.list", {"kind": ""}, "Expected `str` of length >= 1 - at `$.kind`"),
         ("alert.ack", {"alert_id": "seven"}, "alert_id must be a whole number"),
+        ("agents.list", {"online": True, "stale": 60}, "give online, or offline / stale, not both"),
+        ("agents.list", {"online": True, "offline": True}, "give online, or offline / stale, not both"),
+        ("agents.list", {"stale": -1}, "stale must be between 0 and"),
+        ("agent.get", {"agent_id": "a1", "changes": 1001}, "changes must be between 0 and 1000"),
+        ("agent.get", {}, "missing required field `agent_id`"),
+        ("config.set", {"settings": {"app.x": 1}}, "give one of tag or agent"),
+        ("config.set", {"tag": "a", "agent": "b", "settings": {"app.x": 1}}, "give one of tag or agent"),
+        ("config.set", {"tag": "a b", "settings": {"app.x": 1}}, "invalid tag 'a b'"),
+        ("config.set", {"tag": "web", "settings": {}}, "give at least one key=value to set"),
+        ("config.unset", {"tag": "web", "keys": []}, "give 1 to 64 keys to unset"),
         # checks
         ("tag.add", {"agent_id": "a1", "tag": ""}, "invalid tag ''"),
         ("tag.add", {"agent_id": "a1", "tag": "x" * 65}, "a tag is 1-64 characters of letters, digits and"),
@@ -224,7 +254,7 @@ def test_task_list_unknown_state_names_the_known_ones() -> None:
 
 
 VIEWER_METHODS = {"agents.list", "task.list", "task.get", "task.wait", "task.watch", "schedule.list", "schedule.get",
-                  "alerts.list", "alert.get"}
+                  "alerts.list", "alert.get", "agent.get", "config.get", "config.drift"}
 ADMIN_METHODS = {"token.create", "token.list", "token.revoke", "key.create", "key.list", "key.revoke", "agent.revoke",
                  "agent.approve", "agent.merge", "agent.rm", "hook.add", "hook.enable", "hook.disable", "hook.rm",
                  "hook.test", "hook.fingerprint"}

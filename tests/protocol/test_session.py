@@ -320,10 +320,10 @@ def test_the_welcome_grants_the_features_both_speak_and_the_client_reads_it() ->
     announced = hello()
     announced.features.append("from-the-future")
     answer = welcome(announced, session_id="s9", server_time=5.0, agent_id="a-0", window=16)
-    assert (answer.role, answer.agent_id, answer.window, answer.features) == ("agent", "a-0", 16, ["batch"])
+    assert (answer.role, answer.agent_id, answer.window, answer.features) == ("agent", "a-0", 16, ["batch", "state"])
     session = ClientSession(announced)
     session.receive(MSGPACK.encode(answer))
-    assert session.features == {"batch"} and session.welcome == answer
+    assert session.features == {"batch", "state"} and session.welcome == answer
     console = welcome(console_hello("adm"), session_id="c1", server_time=5.0)
     assert (console.role, console.features, console.agent_id) == ("console", [], None)
 

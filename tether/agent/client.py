@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import ipaddress
 import random
 import ssl
@@ -47,6 +48,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -66,9 +68,20 @@ from tether.protocol import (
     run_refs,
     split_refs,
 )
+from tether.protocol.agent_config import ConfigError, check_settings, config_hash, differences, effective
+from tether.protocol.agent_state import DEFAULT_STATE_INTERVAL
 from tether.protocol.codec import encode_batch
 from tether.protocol.errors import SessionClosed, is_session_error
-from tether.protocol.frames import MAX_HOLDING, MAX_IDS, Alerted, Drained, Welcome, chunked
+from tether.protocol.frames import (
+    MAX_HOLDING,
+    MAX_IDS,
+    Alerted,
+    Configure,
+    Drained,
+    StateReport,
+    Welcome,
+    chunked,
+)
 from tether.protocol.lifecycle import DeliveryState, RunState
 from tether.protocol.session import (
     AGENT_FATAL,
@@ -83,7 +96,7 @@ from . import host
 from .backoff import DEFAULT_BASE, DEFAULT_CAP, reconnect_delay
 from .builtins import BUILTINS
 from .journal import RESTARTED_WHILE_RUNNING, Accepted, Claimed, Identity, Journal, Ref
-from .logfmt import EventLog
+from .logfmt import LOGGER, EventLog
 from .runner import NOTHING, Intake, Runner
 from .sdk import Agent, Command
 from .tls import TLSFiles, client_context, explain
@@ -152,6 +165,9 @@ class ClientSettings:
     once: bool = False
     """Leave once every delivery pending for this agent ran and its result is committed
     (``tether-agent once``), instead of keeping the session for ever."""
+    state_interval: float = DEFAULT_STATE_INTERVAL
+    """Seconds between two state reports while a session is open (its configuration may
+    say otherwise)."""
 
 
 class AgentClient:
@@ -186,6 +202,7 @@ class AgentClient:
         commands: dict[str, Command] = dict(BUILTINS.commands) if settings.builtins else {}
         if agent is not None:
             commands.update(agent.commands)  # the user's commands win over built-ins
+        self._config_handlers = [] if agent is None else list(agent.config_handlers)
         self.commands = commands
         self._backoff_base = settings.backoff_base
         self._backoff_cap = settings.backoff_cap
@@ -212,6 +229,16 @@ class AgentClient:
         if self.once:
             self._runner.finished = self._ran
             self._runner.stepped = self._poke
+        self.state_interval = settings.state_interval
+        """Seconds between two state reports while a session is open (one goes when it opens)."""
+        self._report_now = asyncio.Event()
+        """Set to send a state report before the interval is over."""
+        self.config: dict[str, Any] = {}
+        """The configuration the agent runs with: what differs from the defaults."""
+        self._config_error = ""
+        """Why the last configuration pushed was not applied ("" if it was)."""
+        self._configs: asyncio.Queue[Configure] = asyncio.Queue()
+        """Configurations pushed, applied one at a time in order."""
 
     @property
     def connected(self) -> bool:
@@ -403,14 +430,17 @@ class AgentClient:
                        batch=batching)
         writer = asyncio.create_task(self._write(ws, batching=batching))
         closer = asyncio.create_task(self._close_when_stopping())
+        children = [closer, writer]
+        if "state" in session.features:  # a daemon that takes state reports (and configures)
+            children += [asyncio.create_task(self._report_state()), asyncio.create_task(self._apply_configs())]
         try:
             end = await self._read(ws, session)
         finally:
             self._outflow.close()
-            for child in (closer, writer):
+            for child in children:
                 child.cancel()
-            await asyncio.wait((closer, writer))
-        for child in (closer, writer):
+            await asyncio.wait(children)
+        for child in children:
             if not child.cancelled() and child.exception() is not None:
                 self._log.error("session_task_crashed", error=repr(child.exception()))
         if self._window.refused:
@@ -445,6 +475,8 @@ class AgentClient:
             self._runner.apply(functools.partial(self._alerts_taken, frame.ids, None))
         elif type(frame) is Error:
             self._on_error(frame)
+        elif type(frame) is Configure:
+            self._configs.put_nowait(frame)
         elif isinstance(frame, ProtocolError):
             self._log.warning("bad_frame", code=int(frame.code), error=frame.message)
         else:
@@ -480,6 +512,57 @@ class AgentClient:
                 await ws.send(message[0] if len(message) == 1 else encode_batch(MSGPACK, message))
             except ConnectionClosed:
                 return
+
+    async def _report_state(self) -> None:
+        """Report this machine's state now, then every ``state_interval`` (sooner when
+        :attr:`_report_now` is set), until the session ends."""
+        while True:
+            self._report_now.clear()
+            runner = self._runner
+            facts = host.state(hostname=self._hostname, platform_name=self._platform, commands=self.commands,
+                               tasks_run=runner.tasks_run, last_task=runner.last_task)
+            self._outflow.put(MSGPACK.encode(StateReport(state=facts, config=self.config,
+                                                         config_error=self._config_error)))
+            try:
+                async with asyncio.timeout(self.state_interval):
+                    await self._report_now.wait()
+            except TimeoutError:
+                pass
+
+    async def _apply_configs(self) -> None:
+        """Apply each configuration pushed, in order (:meth:`configure`), then report the
+        state with the configuration the agent now runs."""
+        while True:
+            frame = await self._configs.get()
+            await self.configure(frame.settings)
+            self._report_now.set()
+
+    async def configure(self, settings: dict[str, Any]) -> bool:
+        """Run with ``settings`` (what differs from the defaults): checked, given to the
+        ``@agent.on_config`` handlers, then applied (``state_interval``, ``log_level``).
+        False if it was refused (a bad key, a handler raised): the agent keeps the
+        configuration it had, and its next state report says why."""
+        try:
+            checked = differences(check_settings(settings))
+            whole = effective(checked)
+            for handler in self._config_handlers:
+                if inspect.iscoroutinefunction(handler):
+                    await handler(dict(whole))
+                else:
+                    await asyncio.to_thread(handler, dict(whole))
+        except ConfigError as exc:
+            self._config_error = f"invalid configuration: {exc.message}"
+        except Exception as exc:
+            self._config_error = f"on_config handler failed: {type(exc).__name__}: {exc}"[:1024]
+        else:
+            self.config, self._config_error = checked, ""
+            self.state_interval = whole["state_interval"]
+            LOGGER.setLevel(whole["log_level"].upper())
+            self._log.info("config_applied", hash=config_hash(checked)[:16], state_interval=self.state_interval,
+                           log_level=whole["log_level"])
+            return True
+        self._log.warning("config_refused", error=self._config_error)
+        return False
 
     async def _close_when_stopping(self) -> None:
         await self._stopping.wait()

@@ -55,6 +55,7 @@ from typing import Any
 import msgspec
 
 from tether.protocol import MSGPACK, Progress, Result, Schedule, unpack
+from tether.protocol.agent_state import MAX_TEXT, LastTask
 from tether.protocol.alerts import AlertBody
 from tether.protocol.frames import NIL, Alert, Sequel
 from tether.protocol.lifecycle import UNTASKED, RunState
@@ -195,6 +196,10 @@ class Runner:
         self.stepped: Callable[[], None] | None = None
         """Called after every journal step that did something (``once`` looks then whether
         everything is done)."""
+        self.tasks_run = 0
+        """Runs whose finish was committed since the runner started (state reports)."""
+        self.last_task: LastTask | None = None
+        """The last of them: its command, when it ended, whether it succeeded (state reports)."""
         self.sequences: dict[int, tuple[float, float]] = {}
         """``delivery_id -> (started_at, deadline)`` of later polling runs pushed to this agent
         (:meth:`poll_sequence`; in memory only)."""
@@ -585,6 +590,8 @@ class Runner:
         if not kept:
             self._log_run(claimed, "result_dropped", reason=RunState.CANCELLED)
             return
+        self.tasks_run += 1
+        self.last_task = LastTask(command=claimed.command[:MAX_TEXT], at=result.finished_at, ok=result.ok)
         schedule = result.schedule
         if schedule is not None:
             self._log_run(claimed, "command_finished", ok=True, seconds=result.finished_at - result.started_at,

@@ -79,6 +79,9 @@ class Agent:
     def __init__(self, name: str = "") -> None:
         self.name = name
         self._commands: dict[str, Command] = {}
+        self.config_handlers: list[Callable[[dict[str, Any]], Any]] = []
+        """Called with the agent's whole configuration each time tetherd gives it a new one
+        (:meth:`on_config`)."""
 
     def __repr__(self) -> str:
         return f"Agent({self.name!r}, commands={sorted(self._commands)})"
@@ -127,12 +130,25 @@ class Agent:
 
         return register
 
+    def on_config(self, function: F) -> F:
+        """Decorator: ``@agent.on_config`` registers ``function(config)``, called (awaited if
+        it is a coroutine function; a plain one runs in a worker thread) with every key the
+        agent runs with (defaults included, ``app.*`` keys for this code) whenever tetherd
+        gives the agent a new configuration, and once it is applied. An exception refuses the
+        configuration: the agent keeps the one it had and tells tetherd why
+        (``tetherctl config show``)."""
+        if not callable(function):
+            raise TypeError(f"on_config handler is not callable: {function!r}")
+        self.config_handlers.append(function)
+        return function
+
     def include(self, other: Agent, *, replace: bool = False) -> None:
         """Serve ``other``'s commands too. A clash is an error unless ``replace``."""
         for cmd_name, cmd in other._commands.items():
             if cmd_name in self._commands and not replace:
                 raise ValueError(f"command {cmd_name!r} is registered on both {self!r} and {other!r}")
             self._commands[cmd_name] = cmd
+        self.config_handlers += [h for h in other.config_handlers if h not in self.config_handlers]
 
 
 _EVENT_LOCK = threading.Lock()

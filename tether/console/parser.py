@@ -100,9 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
                 "List enrolled agents: id, hostname, platform, online, last seen, tags, and a note for a "
                 "possible clone (enrolled without proof from another agent's machine UUID: approve, merge or "
                 "remove it with `tetherctl agent`). With --json, tags are a list.",
-                "tetherctl agents", "tetherctl agents --tag web --online --json")
+                "tetherctl agents", "tetherctl agents --tag web --online --json", "tetherctl agents --stale 1d")
     p.add_argument("--tag", help="only agents carrying this tag")
-    p.add_argument("--online", action="store_true", help="only agents with an open session")
+    seen = p.add_mutually_exclusive_group()
+    seen.add_argument("--online", action="store_true", help="only agents with an open session")
+    seen.add_argument("--offline", action="store_true", help="only agents without one")
+    seen.add_argument("--stale", metavar="DURATION", type=flags.duration,
+                      help=f"only agents offline and not seen for at least this long (or never): {flags.DURATION}")
     p.add_argument("--all", action="store_true",
                    help="also agents revoked, replaced (their machine UUID changed), removed or merged into another")
 
@@ -201,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("object", metavar="JSON", help="the action object, or - for stdin")
 
     _add_schedule_commands(command)
+    _add_config_commands(command)
     _add_credential_commands(command)
     hooks.add_parser(command, _action)
     return parser
@@ -238,21 +243,60 @@ def _add_credential_commands(command: Callable[..., argparse.ArgumentParser]) ->
     p = op(ops, "revoke", "revoke an enrollment key", "tetherctl key revoke 2")
     p.add_argument("id", metavar="KEY_ID", type=flags.positive_int, help="from `tetherctl key list`")
 
-    ops = command("agent", "revoke, remove, approve or merge an agent (admin only)",
-                  "Revoke an agent: its token stops working and its open session is closed at once (4010); the "
+    ops = command("agent", "show an agent; revoke, remove, approve or merge one (admin only)",
+                  "Show an agent: its identity, tags, whether it is online and when it was last seen, its "
+                  "latest state report (agent version, OS, hostname, uptime, disks, memory, commands, last "
+                  "task) and its newest state changes. Revoke an agent: its token stops working and its open session is closed at once (4010); the "
                   "agent stops and says it must enroll again (as a new agent: revoke the key it used as well "
                   "to keep it out). Remove an agent: the same, and its unfinished deliveries are cancelled and "
                   "it leaves every target and `agents` (but --all). A possible clone (an agent enrolled without "
                   "proof from another agent's machine UUID, noted in `agents`) is approved as an agent of its "
                   "own, or merged: it takes over the other agent's identity (id, tags, deliveries), whose old "
                   "token stops working.",
-                  "tetherctl agent revoke AGENT_ID", "tetherctl agent approve AGENT_ID", group=True,
+                  "tetherctl agent show AGENT_ID", "tetherctl agent revoke AGENT_ID", group=True,
                   ).add_subparsers(dest="op", metavar="ACTION", required=True)
+    p = op(ops, "show", "an agent: identity, tags, online, last seen, state and its newest changes",
+           "tetherctl agent show AGENT_ID", "tetherctl agent show AGENT_ID --changes 100 --json")
+    p.add_argument("agent_id", metavar="AGENT_ID")
+    p.add_argument("--changes", metavar="N", type=flags.positive_int, default=20,
+                   help="how many of its newest state changes to show (default 20, at most 1000)")
     for name, summary in (("revoke", "revoke an agent's token and close its session"),
                           ("rm", "remove an agent: token void, unfinished deliveries cancelled, out of listings"),
                           ("approve", "accept a possible clone as an agent of its own"),
                           ("merge", "let a possible clone take over the identity of the agent it is a clone of")):
         op(ops, name, summary, f"tetherctl agent {name} AGENT_ID").add_argument("agent_id", metavar="AGENT_ID")
+
+
+def _add_config_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """config set / unset / show / drift: agents' configuration (set and unset need an operator)."""
+    op = _action
+    ops = command("config", "agents' configuration: set, unset, show, drift",
+                  "Agents' configuration, layered: the defaults, then each tag an agent carries (alphabetical "
+                  "order: a later tag wins a key two set), then the agent's own keys. Keys: state_interval "
+                  "(a duration, 10s to 7d; default 5m), log_level (debug, info, warning, error; default info), "
+                  "and app.NAME for the agent's own code (its @agent.on_config handlers): text, a number or "
+                  "true/false (VALUE is read as JSON when it is a number, true or false; quote it as JSON, "
+                  "app.v='\"1.10\"', to keep text). An unknown key or a wrong value is refused when set, "
+                  "and nothing of the command is stored. Online agents get their new configuration at once; "
+                  "the others when they connect.",
+                  "tetherctl config set --tag web state_interval=1m app.mode=strict",
+                  "tetherctl config show AGENT_ID", "tetherctl config drift", group=True,
+                  ).add_subparsers(dest="op", metavar="ACTION", required=True)
+    for name, summary, metavar, helptext in (
+            ("set", "set keys for a tag or an agent", "KEY=VALUE", "keys and their values"),
+            ("unset", "remove keys from a tag or an agent (the layer below applies again)", "KEY",
+             "the keys to remove")):
+        p = op(ops, name, summary, f"tetherctl config {name} --tag web "
+                                   f"{'state_interval=10m' if name == 'set' else 'state_interval'}",
+               f"tetherctl config {name} --agent AGENT_ID {'app.mode=strict' if name == 'set' else 'app.mode'}")
+        target = p.add_mutually_exclusive_group(required=True)
+        target.add_argument("--tag", metavar="T", help="every agent carrying this tag, now or later")
+        target.add_argument("--agent", metavar="ID", help="one agent")
+        p.add_argument("pairs", metavar=metavar, nargs="+", help=helptext)
+    p = op(ops, "show", "an agent's desired configuration, where each key comes from, what it reported, the drift",
+           "tetherctl config show AGENT_ID", "tetherctl config show AGENT_ID --json")
+    p.add_argument("agent_id", metavar="AGENT_ID")
+    op(ops, "drift", "agents whose reported configuration is not their desired one", "tetherctl config drift")
 
 
 def _add_task_spec(p: argparse.ArgumentParser, *, each: str) -> None:

@@ -100,6 +100,10 @@ def _target(args: argparse.Namespace) -> dict[str, Any]:
 @command("agents", methods.AGENTS_LIST)
 def _agents(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
     params: dict[str, Any] = {"online": args.online}
+    if args.offline:
+        params["offline"] = True
+    if args.stale is not None:
+        params["stale"] = args.stale
     if args.all:
         params["all"] = True
     if args.tag is not None:
@@ -116,9 +120,46 @@ _AGENT_BY_OP = {"revoke": methods.AGENT_REVOKE, "rm": methods.AGENT_RM, "approve
                 "merge": methods.AGENT_MERGE}
 
 
-@command("agent", *_AGENT_BY_OP.values())
+@command("agent", methods.AGENT_GET, *_AGENT_BY_OP.values())
 def _agent(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
+    if args.op == "show":
+        return methods.AGENT_GET, {"agent_id": args.agent_id, "changes": args.changes}
     return _AGENT_BY_OP[args.op], {"agent_id": args.agent_id}
+
+
+# -- agents' configuration -------------------------------------------------------------------
+
+
+def config_value(text: str) -> Any:
+    """A ``KEY=VALUE``'s value: a number, true or false when it reads as one in JSON (or a
+    JSON string, to keep text that would), otherwise the text as it is."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    return value if isinstance(value, bool | int | float | str) else text
+
+
+def _pairs(pairs: list[str]) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConsoleError(f"{pair!r} is not KEY=VALUE (e.g. state_interval=5m)")
+        settings[key] = config_value(value)
+    return settings
+
+
+@command("config", methods.CONFIG_SET, methods.CONFIG_UNSET, methods.CONFIG_GET, methods.CONFIG_DRIFT)
+def _config(args: argparse.Namespace) -> tuple[Method, dict[str, Any]]:
+    if args.op == "show":
+        return methods.CONFIG_GET, {"agent_id": args.agent_id}
+    if args.op == "drift":
+        return methods.CONFIG_DRIFT, {}
+    target = {"tag": args.tag} if args.tag is not None else {"agent": args.agent}
+    if args.op == "set":
+        return methods.CONFIG_SET, {**target, "settings": _pairs(args.pairs)}
+    return methods.CONFIG_UNSET, {**target, "keys": args.pairs}
 
 
 # -- tasks -----------------------------------------------------------------------------------

@@ -119,6 +119,105 @@ def render_agents(result: Any) -> str:
     return render_table(header, rows)
 
 
+def fmt_bytes(count: int) -> str:
+    """A size in bytes as a person reads it: ``512 B``, ``1.5 KiB`` ... ``2.0 TiB``."""
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{count} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _fact(name: str, value: Any) -> str:
+    """A tracked fact's value in a change line."""
+    if name == "boot_time":
+        return fmt_time(value)
+    if name == "memory_total" and isinstance(value, int):
+        return fmt_bytes(value)
+    if name == "disks" and isinstance(value, dict):
+        return ", ".join(f"{mount} {fmt_bytes(total) if isinstance(total, int) else total}"
+                         for mount, total in sorted(value.items())) or "-"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "-"
+    return "-" if value in ("", None) else str(value)
+
+
+def render_agent(result: Any) -> str:
+    """``agent show``: identity, then the latest state, then the newest state changes."""
+    detail = msgspec.convert(result, rpc.AgentDetail)
+    a = detail.agent
+    pairs: list[tuple[str, object]] = [
+        ("agent", a.agent_id), ("hostname", a.hostname or "-"), ("platform", a.platform or "-"),
+        ("tags", SEPARATOR.join(a.tags) or "-"),
+        ("online", "revoked" if a.revoked else "yes" if a.online else "no"),
+        ("last seen", fmt_time(a.last_seen)), ("enrolled", fmt_time(a.enrolled_at)),
+    ]
+    if note := agent_note(a):
+        pairs.append(("note", note))
+    parts = [_fields(pairs, indent="")]
+    state = detail.state
+    if state is None:
+        parts.append("state: none reported yet")
+    else:
+        facts: list[tuple[str, object]] = [
+            ("agent version", state.agent_version or "-"),
+            ("os", f"{state.os} {state.os_version}".strip() or "-"),
+            ("boot time", fmt_time(state.boot_time)),
+            ("uptime", fmt_duration(int(state.uptime)) if state.uptime >= 1 else "-"),
+            ("memory", f"{fmt_bytes(state.memory_used)} used of {fmt_bytes(state.memory_total)}"
+             if state.memory_total else "-"),
+            *((f"disk {d.mount}", f"{fmt_bytes(d.used)} used of {fmt_bytes(d.total)}") for d in state.disks),
+            ("commands", ", ".join(sorted(state.commands)) or "-"),
+            ("tasks run", state.tasks_run),
+        ]
+        if state.last_task is not None:
+            last = state.last_task
+            facts.append(("last task", f"{last.command} at {fmt_time(last.at)} ({'ok' if last.ok else 'not ok'})"))
+        parts.append(f"state (reported {fmt_time(detail.state_at)}):\n{_fields(facts)}")
+    if detail.changes:
+        rows = [(fmt_time(c.at), c.fact, _fact(c.fact, c.old), _fact(c.fact, c.new)) for c in detail.changes]
+        parts.append("state changes (newest first):\n" + render_table(("AT", "FACT", "BEFORE", "AFTER"), rows))
+    return "\n".join(parts)
+
+
+def _setting(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+
+
+def render_config_layer(result: Any) -> str:
+    """``config set`` / ``unset``: the layer now, and whom it reached."""
+    layer = msgspec.convert(result, rpc.ConfigLayerView)
+    keys = ", ".join(f"{k}={_setting(v)}" for k, v in layer.settings.items()) or "nothing (the layers below apply)"
+    return (f"{layer.scope} {layer.name} sets {keys}\n"
+            f"{layer.agents} agent(s) reached, {layer.pushed} online sent their new configuration now")
+
+
+def render_agent_config(result: Any) -> str:
+    """``config show``: each key's desired value, where it comes from, and the reported one."""
+    view = msgspec.convert(result, rpc.AgentConfigView)
+    reported = view.reported or {}
+    keys = sorted({*view.desired, *reported})
+    rows = [(k, _setting(view.desired[k]) if k in view.desired else "-", view.origins.get(k, "-"),
+             _setting(reported[k]) if k in reported else "-") for k in keys]
+    status = ("never reported" if view.reported is None else "drifted" if view.drift else "in sync")
+    lines = [f"agent {view.agent_id}: {status}",
+             f"desired  {view.desired_hash[:16]}",
+             f"reported {(view.reported_hash or '-')[:16]} at {fmt_time(view.reported_at)}"]
+    if view.error:
+        lines.append(f"error    {view.error}")
+    return "\n".join(lines) + "\n" + render_table(("KEY", "DESIRED", "FROM", "REPORTED"), rows)
+
+
+def render_drift(result: Any) -> str:
+    rows_ = msgspec.convert(result, list[rpc.DriftRow])
+    if not rows_:
+        return "no agent drifted: every agent reported its desired configuration"
+    rows = [(r.agent_id, r.hostname, "yes" if r.online else "no", r.desired_hash[:12],
+             (r.reported_hash or "never")[:12], fmt_time(r.reported_at), r.error or "-") for r in rows_]
+    return render_table(("AGENT", "HOSTNAME", "ONLINE", "DESIRED", "REPORTED", "REPORTED AT", "ERROR"), rows)
+
+
 def agent_note(a: rpc.AgentView) -> str:
     """What an operator must know about an agent's identity, in words."""
     if a.merged_into is not None:

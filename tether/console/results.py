@@ -24,10 +24,14 @@ from . import hooks
 from .client import EXIT_OK, EXIT_TIMEOUT
 from .render import (
     json_text,
+    render_agent,
+    render_agent_config,
     render_agents,
     render_alert,
     render_alerts,
+    render_config_layer,
     render_deliveries,
+    render_drift,
     render_keys,
     render_schedule,
     render_schedules,
@@ -59,6 +63,26 @@ def _count(n: int, one: str, many: str) -> str:
 @renders(methods.AGENTS_LIST)
 def _agents(result: Any, args: argparse.Namespace) -> int:
     return _print(render_agents(result), args)
+
+
+@renders(methods.AGENT_GET)
+def _agent_show(result: Any, args: argparse.Namespace) -> int:
+    return _print(render_agent(result), args)
+
+
+@renders(methods.CONFIG_SET, methods.CONFIG_UNSET)
+def _config_set(result: Any, args: argparse.Namespace) -> int:
+    return _print(render_config_layer(result), args)
+
+
+@renders(methods.CONFIG_GET)
+def _config_show(result: Any, args: argparse.Namespace) -> int:
+    return _print(render_agent_config(result), args)
+
+
+@renders(methods.CONFIG_DRIFT)
+def _config_drift(result: Any, args: argparse.Namespace) -> int:
+    return _print(render_drift(result), args)
 
 
 @renders(methods.TAG_ADD, methods.TAG_RM)

@@ -12,7 +12,7 @@ imports neither.
 from __future__ import annotations
 
 import enum
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -117,3 +117,5 @@ class Effects(msgspec.Struct, Generic[T]):
     """For the reporting agent: runs whose report is committed (or was already): it may forget them."""
     refused: list[Refusal] = []
     """For the reporting agent: reports refused, each with its error."""
+    configures: list[tuple[str, Any]] = []
+    """``(agent_id, configure frame)``: agents to send their configuration if online."""

@@ -25,7 +25,7 @@ class Stats:
     """Counters for /metrics."""
 
     __slots__ = ("_tasks", "closed", "credential_failures", "frames_in", "frames_out", "logins_throttled", "pushed",
-                 "sessions_total", "shed", "throttled", "untold")
+                 "sessions_total", "shed", "states_dropped", "throttled", "untold")
 
     def __init__(self) -> None:
         self.frames_in = 0
@@ -46,6 +46,8 @@ class Stats:
         token), ``agent_token``, ``enroll_key``."""
         self.logins_throttled = 0
         """Logins and enrollments refused unread because their address failed too often (4028)."""
+        self.states_dropped = 0
+        """Agents' state reports over their rate limit, dropped unstored (:mod:`.state_reports`)."""
         self._tasks: tuple[float, int] | None = None
 
     def tasks_alive(self, max_age: float, now: float) -> int:
@@ -135,6 +137,10 @@ class _Collector(Collector):
                                       "address failed too often (4028)")
         refused.add_metric([], counts.logins_throttled)
         yield refused
+        states = CounterMetricFamily("tether_state_reports_dropped", "Agents' state reports over their rate limit, "
+                                     "counted and not stored")
+        states.add_metric([], counts.states_dropped)
+        yield states
         commits = CounterMetricFamily("tether_store_commits", "Group commits")
         commits.add_metric([], stats.commits)
         yield commits

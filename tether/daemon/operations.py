@@ -24,11 +24,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from ..protocol.agent_config import ConfigError, check_settings
 from ..protocol.alerts import DEFAULT_CHECKSUM, AlertView, alert_problem, checksum
 from ..protocol.codec import error_frame
-from ..protocol.console import KeyView, ScheduleView, TokenView
+from ..protocol.console import ConfigLayerView, KeyView, ScheduleView, TokenView
 from ..protocol.errors import ErrorCode, ProtocolError
-from ..protocol.frames import Alert, Alerted
+from ..protocol.frames import Alert, Alerted, StateReport
 from ..protocol.lifecycle import TERMINAL
 from .alerts import AlertLimits
 from .clock import Clock
@@ -37,8 +38,21 @@ from .metrics import Stats
 from .push import Push
 from .schedules import CALENDAR
 from .session import AgentSession
-from .store import AlertIn, AlertRecorded, Enrollment, NewSchedule, NewTask, ResultIn, Store, Untasked
+from .state_reports import StateLimits
+from .store import (
+    AlertIn,
+    AlertRecorded,
+    ConfigTarget,
+    Enrollment,
+    NewSchedule,
+    NewTask,
+    ResultIn,
+    StateRecorded,
+    Store,
+    Untasked,
+)
 from .store.hook_records import HookRecord
+from .store.views import configure
 from .timers import Timers
 from .watchers import SelectorTasks, Watchers
 
@@ -127,6 +141,8 @@ class Operations:
         """Before-hooks (:mod:`.hooks`): may refuse a task or an enrollment before it is written."""
         self.hooks: Any = None
         """The automation hooks (:class:`.hooks.Hooks`) when tetherd runs them: ``hook.test`` fires one."""
+        self.state_limits = StateLimits()
+        """How often each agent's state reports are stored (:mod:`.state_reports`)."""
 
     def configure_alerts(self, fields: tuple[str, ...], per_minute: float, burst: int) -> None:
         """tetherd's alert settings: the checksum's fields, each agent's rate limit."""
@@ -163,6 +179,9 @@ class Operations:
                 self.selectors.add(task_id, expires_at)
             for task_id in effects.unselected:
                 self.selectors.discard(task_id)
+        if effects.configures:
+            for agent_id, frame in effects.configures:
+                self.push.configure(agent_id, frame)
         if effects.items:
             items = effects.items
             if items[0].not_before or items[-1].not_before or any(i.not_before for i in items):
@@ -494,6 +513,57 @@ class Operations:
         dropped = self.alert_limits.take_dropped(agent_id, self.clock.time(), force=True)
         if dropped:
             self.store.record_alerts(agent_id, [], dropped, self.clock.time()).add_done_callback(_quiet)
+
+    def agent_state(self, session: AgentSession, report: StateReport, now: float) -> None:
+        """An agent's state report (``agent.state``): stored within the agent's rate limit
+        (:mod:`.state_reports`), counted and dropped beyond it; refused whole (an error back)
+        if the configuration in it is not one (nothing of it stored). Nothing else is
+        answered: a report lost to a store failure is superseded by the next one. The first
+        report of a session whose configuration is not the agent's desired one is a
+        ``config_drift``: the agent is sent its desired configuration."""
+        agent_id = session.agent_id
+        try:
+            config = check_settings(report.config)
+        except ConfigError as exc:
+            session.tell(error_frame(ProtocolError(ErrorCode.INVALID_CONFIG, f"state report refused: {exc.message}")))
+            return
+        if not self.state_limits.admit(agent_id, now):
+            self.stats.states_dropped += 1
+            if self.stats.states_dropped & (self.stats.states_dropped - 1) == 0:  # 1, 2, 4, 8 ...: a flood logs little
+                log.warning("event=state_reports_dropped agent_id=%s dropped_total=%d", agent_id,
+                            self.stats.states_dropped)
+            return
+        first = session.state_reports == 0
+        session.state_reports += 1
+        self.store.record_state(agent_id, report.state, now, config, report.config_error).add_done_callback(
+            lambda f: self._state_recorded(agent_id, first, f))
+
+    def _state_recorded(self, agent_id: str, first: bool, fut: asyncio.Future[Effects[StateRecorded]]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            log.warning("event=state_not_recorded agent_id=%s error=%r", agent_id, exc)
+            return
+        recorded = self._done("agent.state", agent_id, fut.result()).result
+        if recorded.changed:
+            log.info("event=agent_state_changed agent_id=%s facts=%s", agent_id, ",".join(recorded.changed))
+        if first and recorded.drifted:
+            self._done("config_drift", agent_id, Effects(recorded, configures=[configure(agent_id, recorded.desired)]))
+            log.info("event=config_drift agent_id=%s desired=%s reported=%s", agent_id, recorded.desired_hash[:12],
+                     recorded.reported_hash[:12])
+
+    # -- agents' configuration ------------------------------------------------------------
+
+    async def config_set(self, target: ConfigTarget, settings: dict[str, Any], unset: list[str]) -> ConfigLayerView:
+        """Set or remove keys of a tag's or an agent's configuration (``config.set``,
+        ``config.unset``); the online agents it reaches are sent their new configuration."""
+        effects = await self.store.config_set(target, settings, unset, self.clock.time())
+        view = self._done("config.unset" if unset else "config.set", target, effects).result
+        view.pushed = sum(self.push.online(agent_id) for agent_id, _ in effects.configures)
+        log.info("event=config_%s scope=%s name=%s keys=%s agents=%d pushed=%d", "unset" if unset else "set",
+                 target.scope, target.name, ",".join(unset or settings), view.agents, view.pushed)
+        return view
 
     def _reported(self, session: AgentSession, operation: str, fut: asyncio.Future[Effects[None]]) -> None:
         """On commit of an agent's reports: tell it what is committed and what was refused,

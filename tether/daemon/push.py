@@ -11,6 +11,7 @@ import collections
 from collections.abc import Callable
 
 from ..protocol.errors import ErrorCode, ProtocolError
+from ..protocol.frames import Frame
 from ..protocol.lifecycle import CancelReason
 from ..protocol.session import refusal
 from .clock import Clock
@@ -62,6 +63,15 @@ class Push:
         session = self.sessions.get(agent_id)
         if session is not None:
             session.cancel(delivery_id, reason)
+
+    def configure(self, agent_id: str, frame: Frame) -> bool:
+        """Send an online agent its configuration; False if it is offline (it gets it when
+        its session opens and it reports another one)."""
+        session = self.sessions.get(agent_id)
+        if session is None:
+            return False
+        session.send_control(frame)
+        return True
 
     def cut_off(self, agent_id: str, reason: str, *, reconnect: bool = False) -> int:
         """After a commit that changed the agent's credentials, in the same step: count the

@@ -23,7 +23,17 @@ import msgspec
 
 from ..protocol.codec import MSGPACK, Codec, error_frame, pack, to_msgpack
 from ..protocol.errors import ErrorCode, ProtocolError
-from ..protocol.frames import Ack, Alert, Frame, Progress, Result, Schedule, progress_text, run_refs
+from ..protocol.frames import (
+    Ack,
+    Alert,
+    Frame,
+    Progress,
+    Result,
+    Schedule,
+    StateReport,
+    progress_text,
+    run_refs,
+)
 from ..protocol.lifecycle import WaitPlan
 from ..protocol.polling import InvalidSchedule, plan_next_run
 from ..protocol.session import unexpected
@@ -122,6 +132,7 @@ def submit_reports(session: AgentSession, codec: Codec, reports: Sequence[Report
     progress: list[tuple[Ref, str, bool]] = []
     results: list[ResultIn] = []
     alerts: list[Alert] = []
+    state: StateReport | None = None
     bad = 0
     for frame in reports:
         if isinstance(frame, Result):
@@ -140,6 +151,8 @@ def submit_reports(session: AgentSession, codec: Codec, reports: Sequence[Report
             progress.append(((frame.delivery_id, frame.run), text, frame.percent is None and not frame.message))
         elif isinstance(frame, Alert):
             alerts.append(frame)
+        elif isinstance(frame, StateReport):
+            state = frame  # the last one of a message supersedes the others
         else:  # not an agent's report: the session core says how it is answered
             bad += 1
             session.tell(error_frame(unexpected("agent", frame)))
@@ -158,4 +171,6 @@ def submit_reports(session: AgentSession, codec: Codec, reports: Sequence[Report
         operations.results(session, results, acked, now)
     if alerts:
         bad += operations.alerts(session, alerts, now)
+    if state is not None:
+        operations.agent_state(session, state, now)
     return bad

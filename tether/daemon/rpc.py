@@ -15,7 +15,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from ..protocol import methods
 from ..protocol.actions import action_to_request
@@ -25,8 +25,11 @@ from ..protocol.console import (
     AgentId,
     AgentResolved,
     AgentRevoke,
+    AgentShow,
     AgentsList,
     Cancelled,
+    ConfigSet,
+    ConfigUnset,
     DeliveryEvent,
     KeyCreate,
     KeyId,
@@ -59,9 +62,18 @@ from .effects import Change, Progressed
 from .operations import Operations
 from .rpc_hooks import HANDLERS as HOOK_HANDLERS
 from .schedules import check_cron, next_fire
-from .store import NewSchedule, NewTask, StoreError, Timing
+from .store import ConfigTarget, NewSchedule, NewTask, StoreError, Timing
 
 log = logging.getLogger("tether.rpc")
+
+V = TypeVar("V")
+
+
+def _known_agent(view: V | None, agent_id: str) -> V:
+    """``view`` of the agent; UNKNOWN_AGENT if there is none."""
+    if view is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_AGENT, f"no agent with id {agent_id!r}")
+    return view
 
 Emit = Callable[[str, Any], Awaitable[None]]
 """Send an ``event`` frame (topic, data) for the request being served."""
@@ -102,7 +114,38 @@ class ConsoleRPC:
         agents = await self.store.list_agents(p.tag, removed=p.all)
         for a in agents:
             a.online = self.operations.push.online(a.agent_id)
-        return [a for a in agents if a.online] if p.online else agents
+        if p.online:
+            return [a for a in agents if a.online]
+        if p.stale is not None:
+            seen_before = self.clock.time() - p.stale
+            return [a for a in agents if not a.online and (a.last_seen is None or a.last_seen <= seen_before)]
+        return [a for a in agents if not a.online] if p.offline else agents
+
+    @handler(methods.AGENT_GET)
+    async def m_agent_get(self, p: AgentShow, emit: Emit) -> Any:
+        detail = _known_agent(await self.store.get_agent(p.agent_id, changes=p.changes), p.agent_id)
+        detail.agent.online = self.operations.push.online(p.agent_id)
+        return detail
+
+    # -- agents' configuration ------------------------------------------------------------
+
+    @handler(methods.CONFIG_SET, methods.CONFIG_UNSET)
+    async def m_config_set(self, p: ConfigSet | ConfigUnset, emit: Emit) -> Any:
+        target = ConfigTarget("tag", p.tag) if p.tag is not None else ConfigTarget("agent", p.agent or "")
+        if isinstance(p, ConfigSet):
+            return await self.operations.config_set(target, p.settings, [])
+        return await self.operations.config_set(target, {}, p.keys)
+
+    @handler(methods.CONFIG_GET)
+    async def m_config_get(self, p: AgentId, emit: Emit) -> Any:
+        return _known_agent(await self.store.agent_config(p.agent_id), p.agent_id)
+
+    @handler(methods.CONFIG_DRIFT)
+    async def m_config_drift(self, p: Nothing, emit: Emit) -> Any:
+        rows = await self.store.config_drift()
+        for row in rows:
+            row.online = self.operations.push.online(row.agent_id)
+        return rows
 
     @handler(methods.TAG_ADD)
     async def m_tag_add(self, p: TagChange, emit: Emit) -> Any:

@@ -112,9 +112,9 @@ async def send_frame(ws: ServerConnection, codec: Codec, frame: Frame) -> None:
 
 class AgentSession:
     __slots__ = (
-        "agent_id", "batch", "clock", "codec", "committed", "control", "drained", "dropped", "ended_while_loading", "ending",
-        "heap", "holding", "in_flight", "mark_due", "marks", "queued_ids", "session_id", "stats", "unmarked", "wake",
-        "window", "ws",
+        "agent_id", "batch", "clock", "codec", "committed", "control", "drained", "dropped", "ended_while_loading",
+        "ending", "heap", "holding", "in_flight", "mark_due", "marks", "queued_ids", "session_id", "state_reports",
+        "stats", "unmarked", "wake", "window", "ws",
     )
 
     def __init__(
@@ -157,6 +157,9 @@ class AgentSession:
         self.wake = asyncio.Event()
         self.ending: tuple[int, str, Error | None] | None = None
         """Set by :meth:`end`: the close code, reason and error to end the session with."""
+        self.state_reports = 0
+        """State reports taken in this session: the first one's configuration is checked
+        against the desired one (a drifted agent is sent it)."""
 
     def end(self, code: int, reason: str, error: Error | None = None) -> None:
         """End the session: push no more deliveries, write the control frames queued before

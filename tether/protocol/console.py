@@ -12,6 +12,8 @@ from typing import Any, Literal, TypeAlias
 
 import msgspec
 
+from .agent_config import MAX_KEYS, check_key, check_settings
+from .agent_state import AgentState
 from .errors import ErrorCode, ProtocolError
 from .lifecycle import DeliveryState, listed
 from .polling import MAX_SECONDS
@@ -52,12 +54,21 @@ MAX_INVESTIGATION_ID = 256
 class AgentsList(Params):
     tag: str | None = None
     online: bool = False
+    """Only the agents with an open session."""
+    offline: bool = False
+    """Only the agents without one."""
+    stale: float | None = None
+    """Only the agents offline and not seen for at least this many seconds (or never)."""
     all: bool = False
     """Also the agents revoked (``agent.revoke``), replaced by a new agent from another machine
     UUID, removed (``agent.rm``) or merged into another (``agent.merge``)."""
 
     def check(self) -> None:
         _one_target(None, self.tag, False, required=False)
+        if self.online and (self.offline or self.stale is not None):
+            raise _bad("give online, or offline / stale, not both")
+        if self.stale is not None and not 0 <= self.stale <= MAX_TTL:
+            raise _bad(f"stale must be between 0 and {MAX_TTL} seconds, not {self.stale}")
 
 
 class TagChange(Params):
@@ -292,6 +303,56 @@ class AgentId(Params):
     """``agent.approve``, ``agent.merge``, ``agent.rm``: the agent they act on."""
 
     agent_id: str
+
+
+MAX_STATE_CHANGES_SHOWN = 1000
+
+
+class AgentShow(Params):
+    """``agent.get``: one agent, its latest state and its newest state changes."""
+
+    agent_id: str
+    changes: int = 20
+    """How many of its newest state changes to show."""
+
+    def check(self) -> None:
+        if not 0 <= self.changes <= MAX_STATE_CHANGES_SHOWN:
+            raise _bad(f"changes must be between 0 and {MAX_STATE_CHANGES_SHOWN}, not {self.changes}")
+
+
+class ConfigChange(Params):
+    """``config.set`` / ``config.unset``: the layer of one tag or of one agent."""
+
+    tag: str | None = None
+    agent: str | None = None
+
+    def check(self) -> None:
+        if (self.tag is None) == (self.agent is None):
+            raise _bad("give one of tag or agent")
+        if self.tag is not None:
+            check_tag(self.tag)
+
+
+class ConfigSet(ConfigChange, kw_only=True):
+    settings: dict[str, Any]
+    """Keys and values (:mod:`.agent_config`): each checked here, so nothing invalid is stored."""
+
+    def check(self) -> None:
+        super().check()
+        if not self.settings:
+            raise _bad("give at least one key=value to set")
+        self.settings = check_settings(self.settings)
+
+
+class ConfigUnset(ConfigChange, kw_only=True):
+    keys: list[str]
+
+    def check(self) -> None:
+        super().check()
+        if not self.keys or len(self.keys) > MAX_KEYS:
+            raise _bad(f"give 1 to {MAX_KEYS} keys to unset")
+        for key in self.keys:
+            check_key(key)
 
 
 # -- results ------------------------------------------------------------------------------
@@ -555,6 +616,72 @@ class KeyView(View):
     """The clear key: in ``key.create``'s answer only (tetherd keeps a SHA-256 digest)."""
     allow_requested_tags: bool = False
     """Agents enrolling with it may ask for tags beyond its own."""
+
+
+class StateChange(View):
+    """A tracked fact of an agent's state that changed from one report to the next."""
+
+    at: float
+    fact: str
+    old: Any = None
+    new: Any = None
+
+
+class AgentDetail(View):
+    """The answer to ``agent.get``: who the agent is, its latest state, its newest changes."""
+
+    agent: AgentView
+    state: AgentState | None = None
+    """Its latest state report (None: it never sent one)."""
+    state_at: float | None = None
+    changes: list[StateChange] = []
+    """Its newest state changes, newest first."""
+
+
+class ConfigLayerView(View):
+    """A tag's or an agent's configuration layer once changed, and whom it reaches."""
+
+    scope: Literal["tag", "agent"]
+    name: str
+    settings: dict[str, Any]
+    """What the layer sets now (only what was set: the defaults are not repeated)."""
+    agents: int = 0
+    """The agents whose desired configuration it is part of."""
+    pushed: int = 0
+    """Of those, the online ones sent their new configuration now (the others get it when
+    they connect)."""
+
+
+class AgentConfigView(View):
+    """``config.get``: an agent's desired configuration, where each key comes from, what the
+    agent reported, and whether they differ (drift)."""
+
+    agent_id: str
+    desired: dict[str, Any]
+    """Every key the agent should run with (defaults included)."""
+    desired_hash: str
+    origins: dict[str, str] = {}
+    """Where each key of ``desired`` comes from: ``default``, ``tag:T`` or ``agent``."""
+    reported: dict[str, Any] | None = None
+    """Every key the agent reported it runs with (None: it never reported)."""
+    reported_hash: str | None = None
+    reported_at: float | None = None
+    drift: bool = False
+    error: str = ""
+    """Why the agent did not apply the last configuration pushed to it."""
+
+
+class DriftRow(View):
+    """``config.drift``: an agent whose reported configuration is not its desired one."""
+
+    agent_id: str
+    hostname: str
+    desired_hash: str
+    reported_hash: str | None = None
+    """None: the agent never reported one (it gets it when it connects)."""
+    reported_at: float | None = None
+    online: bool = False
+    error: str = ""
 
 
 class AgentResolved(View):

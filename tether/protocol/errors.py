@@ -86,6 +86,9 @@ class ErrorCode(enum.IntEnum):
     UNKNOWN_SCRIPT = 1332
     """No usable script of this name in ``<data-dir>/scripts/`` (an executable regular file,
     owned by tetherd's user or root and writable by no one else)."""
+    INVALID_CONFIG = 1340
+    """A configuration key or value refused when it is set (an unknown key, a value of the
+    wrong type or out of range): nothing of the request is stored."""
     FORBIDDEN = 1403
     """The peer is authenticated but may not do this (another agent's delivery, a viewer creating tasks)."""
     VETOED = 1422

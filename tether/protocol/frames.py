@@ -15,6 +15,8 @@ Session flow::
     daemon   -> committed([ids])   (the agent may now forget those results)
     daemon   -> cancel             (untask or ttl expiry of a delivery the agent holds)
     daemon   -> drained            (feature ``drained``: everything queued for the agent is pushed)
+    agent    -> state              (its facts and configuration: on open, then every state_interval)
+    daemon   -> configure          (its desired configuration, when the reported one differs)
     console  -> req(id, method, params)   daemon -> res(id) | error(ref=id) | event(id) ...
 
 Enrollment is its own short session: ``enroll`` -> ``enrolled`` | ``error``, then close.
@@ -33,6 +35,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from .agent_config import MAX_KEYS
+from .agent_state import AgentState
 from .alerts import AlertBody
 from .lifecycle import UNTASKED, CancelReason
 
@@ -285,6 +289,32 @@ class Alerted(Frame, tag="alerted"):
     ids: Ids
 
 
+class StateReport(Frame, tag="state"):
+    """The agent's facts (:mod:`.agent_state`): sent when its session opens and every
+    ``state_interval``, only to a daemon that granted the ``state`` feature. tetherd keeps the
+    latest and a history of the tracked facts that changed; it stores a few reports per agent
+    a minute at most and counts the rest (``tether_state_reports_dropped_total``)."""
+
+    state: AgentState
+    config: Annotated[dict[str, Any], msgspec.Meta(max_length=MAX_KEYS)] = {}
+    """The configuration the agent runs with: what differs from the defaults
+    (:mod:`.agent_config`). tetherd checks it, stores it by its hash, and compares it with
+    the agent's desired configuration."""
+    config_error: Annotated[str, msgspec.Meta(max_length=1024)] = ""
+    """Why the agent did not apply the last configuration pushed to it (its ``on_config``
+    handler refused it); empty when it did."""
+
+
+class Configure(Frame, tag="configure"):
+    """The configuration the agent must run with (what differs from the defaults), pushed
+    when its session opens with another one, or when an operator changes it. The agent
+    applies it and reports its state, with the configuration it now runs, at once."""
+
+    settings: dict[str, Any]
+    hash: str
+    """The configuration's SHA-256 (:func:`~.agent_config.config_hash`)."""
+
+
 class Schedule(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A run's request to be run again (Cortex XSOAR ``ScheduledCommand``), inside a ``result``.
 
@@ -371,10 +401,11 @@ class Batch(Frame, tag="batch"):
     """Each an encoded frame, in the encoding of the message that carries them."""
 
 
-FEATURES = ("batch", "drained")
+FEATURES = ("batch", "drained", "state")
 """Optional protocol features this code speaks; a peer uses one only if both announced it.
 ``drained``: the daemon sends :class:`Drained` when the agent's queue is pushed to its end
-(announced by ``tether-agent once`` only: a persistent agent has no use for it)."""
+(announced by ``tether-agent once`` only: a persistent agent has no use for it); ``state``:
+the agent sends ``state`` reports (and takes ``configure``)."""
 
 
 def _check_runs(delivery_ids: list[int], runs: list[int], name: str) -> None:
@@ -417,13 +448,13 @@ def split_refs(refs: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
     return ids, ([] if all(r == 1 for r in runs) else runs)
 
 
-ToDaemon = Hello | Enroll | Ack | Progress | Result | Alert | Request | Batch
+ToDaemon = Hello | Enroll | Ack | Progress | Result | Alert | StateReport | Request | Batch
 """Every frame a peer may send to the daemon."""
 
-FromDaemon = Welcome | Enrolled | Error | Task | Cancel | Committed | Alerted | Drained | Response | Event | Batch
+FromDaemon = Welcome | Enrolled | Error | Task | Cancel | Committed | Alerted | Drained | Configure | Response | Event | Batch
 """Every frame the daemon may send."""
 
-TO_DAEMON: tuple[type[Frame], ...] = (Hello, Enroll, Ack, Progress, Result, Alert, Request, Batch)
+TO_DAEMON: tuple[type[Frame], ...] = (Hello, Enroll, Ack, Progress, Result, Alert, StateReport, Request, Batch)
 FROM_DAEMON: tuple[type[Frame], ...] = (
-    Welcome, Enrolled, Error, Task, Cancel, Committed, Alerted, Drained, Response, Event, Batch,
+    Welcome, Enrolled, Error, Task, Cancel, Committed, Alerted, Drained, Configure, Response, Event, Batch,
 )

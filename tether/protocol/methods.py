@@ -22,14 +22,21 @@ import msgspec
 from .alerts import AlertId, AlertList, AlertsList, AlertView
 from .console import (
     ROLES,
+    AgentConfigView,
+    AgentDetail,
     AgentId,
     AgentResolved,
     AgentRevoke,
+    AgentShow,
     AgentsList,
     AgentView,
     Cancelled,
+    ConfigLayerView,
+    ConfigSet,
+    ConfigUnset,
     DeliveryEvent,
     DeliveryRow,
+    DriftRow,
     KeyCreate,
     KeyId,
     KeyView,
@@ -104,6 +111,8 @@ def _declare(name: str, params: type[Params], result: Any, role: Role, summary: 
 
 AGENTS_LIST = _declare("agents.list", AgentsList, list[AgentView], "viewer",
                        "The enrolled agents: identity, online, last seen, tags, and whether one is a possible clone.")
+AGENT_GET = _declare("agent.get", AgentShow, AgentDetail, "viewer",
+                     "One agent: identity, tags, online and last seen, its latest state and its newest state changes.")
 TAG_ADD = _declare("tag.add", TagChange, TagChanged, "operator",
                    "Give an agent a tag: the active tag tasks it has not received reach it.")
 TAG_RM = _declare("tag.rm", TagRemove, TagChanged, "operator", "Take a tag from an agent.")
@@ -184,6 +193,19 @@ HOOK_TEST = _declare("hook.test", HookName, HookRunView, "admin",
 HOOK_RUNS = _declare("hook.runs", HookRuns, list[HookRunView], "operator", "A hook's runs, newest first.")
 HOOK_FINGERPRINT = _declare("hook.fingerprint", HookFingerprint, Fingerprint, "admin",
                             "The SHA-256 fingerprint of the certificate an HTTPS server shows tetherd.")
+
+
+# -- agents' configuration -------------------------------------------------------------------
+
+CONFIG_SET = _declare("config.set", ConfigSet, ConfigLayerView, "operator",
+                      "Set configuration keys for a tag or an agent (checked now); online agents it reaches get "
+                      "their new configuration at once.")
+CONFIG_UNSET = _declare("config.unset", ConfigUnset, ConfigLayerView, "operator",
+                        "Remove configuration keys from a tag or an agent: the layer below applies again.")
+CONFIG_GET = _declare("config.get", AgentId, AgentConfigView, "viewer",
+                      "An agent's desired configuration, where each key comes from, what it reported, and the drift.")
+CONFIG_DRIFT = _declare("config.drift", Nothing, list[DriftRow], "viewer",
+                        "The agents whose reported configuration is not their desired one.")
 
 
 # -- reading a request -----------------------------------------------------------------------

@@ -79,6 +79,7 @@ from .frames import (
     Progress,
     Request,
     Result,
+    StateReport,
     Welcome,
     chunked,
     message_weight,
@@ -104,7 +105,7 @@ REFUSED_RESULT_CODES: Final = frozenset({ErrorCode.ILLEGAL_TRANSITION, ErrorCode
 """An ``error`` with one of these codes whose ``ref`` names a delivery: the daemon will never
 take that delivery's result; an agent that kept it would re-send it for ever."""
 
-AGENT_REPORTS: Final = (Ack, Progress, Result, Alert)
+AGENT_REPORTS: Final = (Ack, Progress, Result, Alert, StateReport)
 """What an agent sends once its session is open (each alone or in a ``batch``)."""
 
 

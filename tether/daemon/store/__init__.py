@@ -24,11 +24,49 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 import msgspec
 
+from ...protocol.agent_state import AgentState
 from ...protocol.alerts import AlertBody, AlertList, AlertView
-from ...protocol.console import AgentView, DeliveryRow, KeyView, ScheduleView, TaskView, TokenView
+from ...protocol.console import (
+    AgentConfigView,
+    AgentDetail,
+    AgentView,
+    ConfigLayerView,
+    DeliveryRow,
+    DriftRow,
+    KeyView,
+    ScheduleView,
+    TaskView,
+    TokenView,
+)
 from ...protocol.lifecycle import WaitPlan
 from ..effects import Effects, PushItem, Ref
 from .hook_records import HookStore
+
+MAX_STATE_CHANGES = 1000
+"""State changes kept per agent, the newest: an agent whose facts change on every report
+cannot grow the store without bound."""
+
+
+class ConfigTarget(NamedTuple):
+    """A configuration layer: a tag's or an agent's."""
+
+    scope: Literal["tag", "agent"]
+    name: str
+
+
+class StateRecorded(msgspec.Struct, frozen=True, kw_only=True):
+    """What a state report changed, and how the agent's configuration stands."""
+
+    changed: list[str] = []
+    """The tracked facts that changed (:func:`~tether.protocol.agent_state.changes`)."""
+    desired: dict[str, Any] = {}
+    """The agent's desired configuration (what differs from the defaults)."""
+    desired_hash: str = ""
+    reported_hash: str = ""
+
+    @property
+    def drifted(self) -> bool:
+        return self.desired_hash != self.reported_hash
 
 
 class StoreError(Exception):
@@ -207,6 +245,31 @@ class Store(HookStore, Protocol):
         self, agent_id: str, hostname: str, platform: str, commands: list[str], version: str, now: float
     ) -> None:
         """Record the facts from an agent's hello (fire and forget)."""
+
+    # what agents report about themselves, and their configuration
+    def record_state(self, agent_id: str, state: AgentState, now: float, config: dict[str, Any] | None = None,
+                     config_error: str = "") -> asyncio.Future[Effects[StateRecorded]]:
+        """An agent's state report: kept as its latest; each tracked fact that changed from
+        the report before writes one history row (:func:`~tether.protocol.agent_state.changes`;
+        a first report none), and only the newest :data:`MAX_STATE_CHANGES` rows of an agent
+        are kept. Its hostname and platform become the agent's (what selectors evaluate).
+        ``config`` (checked; None: the agent reports none): the configuration it runs, stored
+        once per distinct content (by its hash) and named by the agent. The result says
+        which facts changed and the agent's desired and reported configuration hashes."""
+    async def config_set(self, target: ConfigTarget, settings: dict[str, Any], unset: list[str],
+                         now: float) -> Effects[ConfigLayerView]:
+        """Set (checked) and remove keys of a tag's or an agent's layer, refused whole if
+        the agent is unknown or the layer would hold more than
+        :data:`~tether.protocol.agent_config.MAX_KEYS` keys; ``configures``: every agent it
+        reaches, with its desired configuration now."""
+    async def agent_config(self, agent_id: str) -> AgentConfigView | None:
+        """An agent's desired and reported configuration; None if no agent has this id."""
+    async def config_drift(self) -> list[DriftRow]:
+        """The live agents whose reported configuration hash is not their desired one (or
+        who never reported one while their desired one is not the empty one)."""
+    async def get_agent(self, agent_id: str, *, changes: int = 20) -> AgentDetail | None:
+        """An agent (removed or merged ones too), its latest state and its ``changes`` newest
+        state changes, newest first; None if no agent ever had this id."""
 
     # tasks and deliveries
     async def create_task(self, task: NewTask, now: float) -> Effects[int]:

@@ -40,11 +40,12 @@ from .memory_alerts import MemoryAlerts
 from .memory_hooks import MemoryHooks
 from .memory_runs import MemoryRuns
 from .memory_schedules import MemorySchedules
+from .memory_states import MemoryStates
 from .memory_tables import DeliveryRecord, MemoryTables, TaskRecord
 from .rules import MAX_ID
 
 
-class MemoryStore(MemoryAgents, MemoryRuns, MemorySchedules, MemoryHooks, MemoryTables, MemoryAlerts):
+class MemoryStore(MemoryAgents, MemoryRuns, MemorySchedules, MemoryHooks, MemoryStates, MemoryTables, MemoryAlerts):
     """The in-memory store (see the module docstring)."""
 
     async def open(self) -> None:
@@ -207,9 +208,7 @@ class MemoryStore(MemoryAgents, MemoryRuns, MemorySchedules, MemoryHooks, Memory
         agents = [a for a in self._agents.values()
                   if (removed or (a.live and a.token_hash)) and (not tag or tag in a.tags)]  # not revoked nor replaced
         agents.sort(key=lambda a: (a.hostname, a.id))
-        return [views.agent_view((a.id, a.hostname, a.platform, a.enrolled_at, a.last_seen, a.commands, list(a.tags),
-                                  not a.token_hash, a.clone_of, a.removed_at, a.merged_into, a.replaced_by))
-                for a in agents]
+        return [a.view() for a in agents]
 
     async def ended_by_daemon(self, agent_id: str, delivery_ids: list[int]) -> list[tuple[int, str]]:
         wanted = {d for d in delivery_ids if 0 <= d <= MAX_ID}

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from ...protocol import lifecycle
 from ...protocol.codec import pack
+from ...protocol.console import AgentView
 from ...protocol.errors import ErrorCode, ProtocolError
 from ...protocol.lifecycle import (
     BORN,
@@ -54,6 +55,10 @@ class AgentRecord:
     removed_at: float | None = None
     merged_into: str | None = None
     replaced_by: str | None = None
+    config_hash: str | None = None
+    """The hash of the configuration it last reported."""
+    config_at: float | None = None
+    config_error: str = ""
 
     @property
     def live(self) -> bool:
@@ -61,6 +66,11 @@ class AgentRecord:
 
     def facts(self) -> Facts:
         return Facts(sid=self.id, hostname=self.hostname, platform=self.platform, tags=frozenset(self.tags))
+
+    def view(self) -> AgentView:
+        return views.agent_view((self.id, self.hostname, self.platform, self.enrolled_at, self.last_seen,
+                                 self.commands, list(self.tags), not self.token_hash, self.clone_of, self.removed_at,
+                                 self.merged_into, self.replaced_by))
 
 
 @dataclass(slots=True)
@@ -183,6 +193,14 @@ class MemoryTables:
         self._by_task_agent: dict[tuple[int, str], int] = {}
         self._history: dict[int, list[tuple[Any, ...]]] = collections.defaultdict(list)
         self._schedules: dict[int, ScheduleRecord] = {}
+        self._states: dict[str, tuple[bytes, float]] = {}
+        self._config_layers: dict[tuple[str, str], dict[str, Any]] = {}
+        """(scope, tag or agent id) -> the keys that layer sets."""
+        self._config_blobs: dict[str, bytes] = {}
+        """Each distinct reported configuration, once, by its hash."""
+        """Each agent's latest state report (MessagePack) and when it came."""
+        self._state_history: dict[str, list[tuple[float, str, bytes, bytes]]] = collections.defaultdict(list)
+        """Each agent's state changes, oldest first: (at, fact, old, new)."""
         self._entered: collections.Counter[str] = collections.Counter()
         self._writes = 0
 

@@ -267,6 +267,51 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE tasks ADD COLUMN jitter REAL NOT NULL DEFAULT 0;
         """,
     ),
+    (
+        "agent state reports: the latest of each agent and a history of its changes",
+        """
+        -- The latest state report of each agent (a msgpack AgentState, tether.protocol.agent_state).
+        CREATE TABLE agent_state (
+            agent_id TEXT PRIMARY KEY REFERENCES agents (id),
+            reported_at REAL NOT NULL,
+            state BLOB NOT NULL
+        ) WITHOUT ROWID;
+        -- One row per tracked fact that changed from one report to the next (values msgpack).
+        CREATE TABLE agent_state_history (
+            id INTEGER PRIMARY KEY,
+            agent_id TEXT NOT NULL REFERENCES agents (id),
+            at REAL NOT NULL,
+            fact TEXT NOT NULL,
+            old BLOB,
+            new BLOB
+        );
+        CREATE INDEX agent_state_history_by_agent ON agent_state_history (agent_id, id);
+        """,
+    ),
+    (
+        "agents' configuration: layers, content-addressed reported configurations",
+        """
+        -- What operators set: one row per tag or agent and key (values msgpack); the defaults
+        -- are not stored (tether.protocol.agent_config).
+        CREATE TABLE config_layers (
+            scope TEXT NOT NULL CHECK (scope IN ('tag', 'agent')),
+            name TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value BLOB NOT NULL,
+            PRIMARY KEY (scope, name, key)
+        ) WITHOUT ROWID;
+        -- Each distinct configuration agents reported, once, by the SHA-256 of its canonical JSON.
+        CREATE TABLE config_blobs (
+            hash TEXT PRIMARY KEY,
+            body BLOB NOT NULL
+        ) WITHOUT ROWID;
+        -- The configuration each agent last reported (its hash), when, and why it did not
+        -- apply the last one pushed to it.
+        ALTER TABLE agents ADD COLUMN config_hash TEXT;
+        ALTER TABLE agents ADD COLUMN config_at REAL;
+        ALTER TABLE agents ADD COLUMN config_error TEXT NOT NULL DEFAULT '';
+        """,
+    ),
 ]
 
 LATEST = len(MIGRATIONS)

@@ -25,11 +25,13 @@ from .rules import MAX_ID, selector
 from .schema import apply_migrations, open_checked
 from .sqlite_agents import SQLiteAgents
 from .sqlite_alerts import SQLiteAlerts
+from .sqlite_config import SQLiteConfig
 from .sqlite_credentials import SQLiteCredentials
 from .sqlite_hooks import SQLiteHooks
 from .sqlite_reads import SQLiteReads
 from .sqlite_runs import SQLiteRuns
 from .sqlite_schedules import SQLiteSchedules
+from .sqlite_states import SQLiteStates
 from .sqlite_tasks import (
     all_facts,
     check_agent,
@@ -46,7 +48,7 @@ NO_PAGE_CAP = 4_294_967_294
 
 
 class SQLiteStore(SQLiteReads, SQLiteRuns, SQLiteSchedules, SQLiteCredentials, SQLiteAgents, SQLiteAlerts,
-                  SQLiteHooks):
+                  SQLiteHooks, SQLiteStates, SQLiteConfig):
     """The default store. ``path`` may be ``":memory:"`` for tests (one connection then)."""
 
     def __init__(self, path: Path | str, *, synchronous: str = "full", max_batch: int = 4096,

@@ -34,6 +34,15 @@ _PUSH_COLUMNS = (
     " t.expires_at, d.run, COALESCE(d.poll_deadline, 0.0), COALESCE(d.poll_timeout, 0.0)"
 )
 
+AGENT_COLUMNS = ("a.id, a.hostname, a.platform, a.enrolled_at, a.last_seen, a.commands,"
+                 " (SELECT group_concat(tag, char(0)) FROM agent_tags t WHERE t.agent_id = a.id),"
+                 " length(a.token_hash) = 0, a.clone_of, a.removed_at, a.merged_into, a.replaced_by")
+"""An agent as :func:`agent_view` reads it (``tags`` joined by NUL)."""
+
+
+def agent_view(r: Any) -> AgentView:
+    return views.agent_view((*r[:6], r[6].split("\0") if r[6] else [], *r[7:]))
+
 
 class SQLiteReads:
     """Queries on the read connection ``_r``, which the store opens."""
@@ -67,14 +76,8 @@ class SQLiteReads:
             conds.append("a.id IN (SELECT agent_id FROM agent_tags WHERE tag = ?)")
             params = (tag,)
         where = f"WHERE {' AND '.join(conds)}" if conds else ""
-        rows = await self._read(
-            "SELECT a.id, a.hostname, a.platform, a.enrolled_at, a.last_seen, a.commands,"
-            " (SELECT group_concat(tag, char(0)) FROM agent_tags t WHERE t.agent_id = a.id),"
-            " length(a.token_hash) = 0, a.clone_of, a.removed_at, a.merged_into, a.replaced_by"
-            f" FROM agents a {where} ORDER BY a.hostname, a.id",
-            params,
-        )
-        return [views.agent_view((*r[:6], r[6].split("\0") if r[6] else [], *r[7:])) for r in rows]
+        rows = await self._read(f"SELECT {AGENT_COLUMNS} FROM agents a {where} ORDER BY a.hostname, a.id", params)
+        return [agent_view(r) for r in rows]
 
     async def ended_by_daemon(self, agent_id: str, delivery_ids: list[int]) -> list[tuple[int, str]]:
         ended: list[tuple[int, str]] = []

@@ -12,10 +12,25 @@ from typing import Any
 
 import msgspec
 
+from ...protocol.agent_config import DEFAULTS, canonical, config_hash, desired, effective, origins
+from ...protocol.agent_state import AgentState, changes
 from ...protocol.alerts import AlertView
 from ...protocol.cmdline import format_command_line
 from ...protocol.codec import unpack
-from ...protocol.console import AgentView, DeliveryRow, DeliveryView, HistoryEntry, ScheduleView, TaskView
+from ...protocol.console import (
+    AgentConfigView,
+    AgentDetail,
+    AgentView,
+    ConfigLayerView,
+    DeliveryRow,
+    DeliveryView,
+    DriftRow,
+    HistoryEntry,
+    ScheduleView,
+    StateChange,
+    TaskView,
+)
+from ...protocol.frames import Configure
 from ...protocol.lifecycle import DeliveryState, shown_history, task_reads_as
 
 AGENT = ("id", "hostname", "platform", "enrolled_at", "last_seen", "commands", "tags", "revoked", "clone_of",
@@ -58,6 +73,82 @@ def agent_view(r: Sequence[Any]) -> AgentView:
         revoked=bool(r[7]) and r[9] is None and r[11] is None, clone_of=r[8], removed_at=r[9], merged_into=r[10],
         replaced_by=r[11],
     )
+
+
+def state_changes(old: bytes | None, new: AgentState) -> list[tuple[str, Any, Any]]:
+    """The tracked facts that changed since the stored report ``old`` (none for a first report)."""
+    return changes(None if old is None else msgspec.msgpack.decode(old, type=AgentState), new)
+
+
+def agent_detail(agent: AgentView, state: Sequence[Any] | None, history: Sequence[Sequence[Any]]) -> AgentDetail:
+    """``agent.get``'s answer: ``state`` is (state, reported_at), ``history`` rows are
+    (at, fact, old, new), newest first (values MessagePack)."""
+    return AgentDetail(
+        agent=agent,
+        state=None if state is None else msgspec.msgpack.decode(state[0], type=AgentState),
+        state_at=None if state is None else state[1],
+        changes=[StateChange(at=h[0], fact=h[1], old=unpack(h[2]), new=unpack(h[3])) for h in history],
+    )
+
+
+Layers = dict[str, dict[str, Any]]
+"""Configuration layers by tag (or by agent): key -> value."""
+
+
+class AgentConfig:
+    """What the store knows of one agent's configuration: its tags and layers, and what it
+    reported (``reported`` None: nothing yet)."""
+
+    __slots__ = ("agent_layer", "error", "reported", "reported_at", "tag_layers", "tags")
+
+    def __init__(self, tag_layers: Layers, tags: list[str], agent_layer: dict[str, Any],
+                 reported: dict[str, Any] | None = None, reported_at: float | None = None, error: str = "") -> None:
+        self.tag_layers, self.tags, self.agent_layer = tag_layers, tags, agent_layer
+        self.reported, self.reported_at, self.error = reported, reported_at, error
+
+    def desired(self) -> dict[str, Any]:
+        return desired(self.tag_layers, self.tags, self.agent_layer)
+
+    @property
+    def reported_hash(self) -> str | None:
+        return None if self.reported is None else config_hash(self.reported)
+
+    def view(self, agent_id: str) -> AgentConfigView:
+        wanted = self.desired()
+        wanted_hash = config_hash(wanted)
+        reported_hash = self.reported_hash
+        return AgentConfigView(
+            agent_id=agent_id, desired=effective(wanted), desired_hash=wanted_hash,
+            origins={**dict.fromkeys(DEFAULTS, "default"), **origins(self.tag_layers, self.tags, self.agent_layer)},
+            reported=None if self.reported is None else effective(self.reported), reported_hash=reported_hash,
+            reported_at=self.reported_at, drift=wanted_hash != reported_hash, error=self.error,
+        )
+
+
+def configure(agent_id: str, settings: dict[str, Any]) -> tuple[str, Configure]:
+    """The ``configure`` frame that gives the agent ``settings`` (its desired configuration)."""
+    return agent_id, Configure(settings=settings, hash=config_hash(settings))
+
+
+def blob(settings: dict[str, Any]) -> tuple[str, bytes]:
+    """A configuration as it is stored once: its hash and its canonical bytes."""
+    return config_hash(settings), canonical(settings)
+
+
+def drift_row(agent_id: str, hostname: str, wanted: dict[str, Any], reported_hash: str | None,
+              reported_at: float | None, error: str) -> DriftRow | None:
+    """The agent's row in ``config.drift``, or None when it is not drifted (an agent that
+    never reported is drifted only if it should run with something else than the defaults)."""
+    wanted_hash = config_hash(wanted)
+    if wanted_hash == reported_hash or (reported_hash is None and not wanted):
+        return None
+    return DriftRow(agent_id=agent_id, hostname=hostname, desired_hash=wanted_hash, reported_hash=reported_hash,
+                    reported_at=reported_at, error=error)
+
+
+def layer_view(scope: str, name: str, layer: dict[str, Any], agents: int) -> ConfigLayerView:
+    return ConfigLayerView(scope=scope, name=name, settings=dict(sorted(layer.items())),  # type: ignore[arg-type]
+                           agents=agents)
 
 
 def task_view(t: Sequence[Any], deliveries: Sequence[Sequence[Any]], history: Sequence[Sequence[Any]] | None,
