@@ -29,6 +29,12 @@ from .tetherd import Tetherd
 SINKS = 10
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256
+    """The default (5) refuses connections when tetherd opens several at once."""
+    daemon_threads = True
+
+
 class _Target:
     """An HTTPS server answering every POST ``{"result": "success"}``; counts them."""
 
@@ -56,8 +62,7 @@ class _Target:
                 pass
 
         cert = trustme.CA().issue_cert("127.0.0.1")
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         cert.configure_cert(context)
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)

@@ -268,16 +268,28 @@ class Hooks:
                       test: bool = False) -> str | None:
         """Run one before-hook and record it; the veto's message, or None to go on."""
         run = await self._attempt(hook, trigger, json.dumps(payload).encode(), payload, before=True, test=test)
-        await self._record(run)
+        veto = None
         if run.outcome == "vetoed":
-            return run.message or "vetoed (no message)"
-        if run.outcome != "ok" and hook.on_timeout == "fail-closed":
-            return f"{run.message} (the hook is fail-closed)"
-        return None
+            veto = run.message or "vetoed (no message)"
+        elif run.outcome != "ok" and hook.on_timeout == "fail-closed":
+            veto = f"{run.message} (the hook is fail-closed)"
+        # A refused operation waits for its record (the operator may look at it at once); one
+        # let through does not: its own write, submitted after, commits after the record.
+        await self._record(run, wait=veto is not None)
+        return veto
 
-    async def _record(self, run: RunRecord) -> None:
+    async def _record(self, run: RunRecord, *, wait: bool = True) -> None:
         try:
-            await self.store.record_hook_run(run)
+            fut = self.store.record_hook_run(run)
+        except StoreError as exc:
+            log.warning("event=hook_run_unrecorded hook=%s error=%r", run.hook, exc)
+            return
+        if not wait:
+            fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() is None else log.warning(
+                "event=hook_run_unrecorded hook=%s error=%r", run.hook, f.exception()))
+            return
+        try:
+            await fut
         except StoreError as exc:
             log.warning("event=hook_run_unrecorded hook=%s error=%r", run.hook, exc)
 

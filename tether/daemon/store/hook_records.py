@@ -90,7 +90,8 @@ class HookStore(Protocol):
         """Queued runs due by ``now``, oldest first, but those named."""
     async def end_hook_run(self, outbox_id: int, run: RunRecord, retry_at: float | None) -> Effects[None]:
         """Record an attempt; the run leaves the outbox, or (``retry_at``) waits until then."""
-    async def record_hook_run(self, run: RunRecord) -> Effects[None]:
-        """Record a run that was not queued (a before-hook's, a test's)."""
+    def record_hook_run(self, run: RunRecord) -> asyncio.Future[Effects[None]]:
+        """Record a run that was not queued (a before-hook's, a test's), in submission order:
+        committed before any write submitted after it (the operation a before-hook let through)."""
     async def hook_runs(self, name: str, limit: int) -> list[RunRecord]:
         """Newest first."""

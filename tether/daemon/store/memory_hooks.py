@@ -111,12 +111,12 @@ class MemoryHooks(MemoryTables):
 
         return self._write(op)
 
-    async def record_hook_run(self, run: RunRecord) -> Effects[None]:
+    def record_hook_run(self, run: RunRecord) -> asyncio.Future[Effects[None]]:
         def op() -> Effects[None]:
             self._run(run)
             return Effects(None)
 
-        return self._write(op)
+        return self._future(op)
 
     async def hook_runs(self, name: str, limit: int) -> list[RunRecord]:
         return list(reversed(self._hook_runs.get(name, ())))[:limit]

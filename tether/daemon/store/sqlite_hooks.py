@@ -118,13 +118,12 @@ class SQLiteHooks:
         result: Effects[None] = await self._submit(op)
         return result
 
-    async def record_hook_run(self, run: RunRecord) -> Effects[None]:
+    def record_hook_run(self, run: RunRecord) -> asyncio.Future[Effects[None]]:
         def op(tx: Tx) -> Effects[None]:
             _insert_run(tx, run)
             return Effects(None)
 
-        result: Effects[None] = await self._submit(op)
-        return result
+        return self._submit(op)
 
     async def hook_runs(self, name: str, limit: int) -> list[RunRecord]:
         rows = await self._read(
