@@ -334,3 +334,39 @@ def test_an_alert_hook_fires_for_a_new_distinct_alert_not_a_repeat(tetherd: Teth
     assert sorted(p["alert"]["name"] for p in payloads) == ["hosts changed", "sshd_config changed"], got
     assert all(p["trigger"] == "alert" and p["agent"]["agent_id"] == agent.agent_id and
                p["alert"]["severity"] == "high" for p in payloads)
+
+
+def test_config_drift_and_agent_replaced_hooks(tetherd: Tetherd, make_agent: Any, tmp_path: Path) -> None:
+    import subprocess
+
+    from harness import BIN
+
+    seen = tmp_path / "fleet"
+    script(tetherd, "seen", f'#!/bin/sh\necho "$1" | base64 -d >> {seen}\necho >> {seen}\n')
+    hook(tetherd, "drift", "--trigger", "config-drift", "--script", "seen")
+    hook(tetherd, "replaced", "--trigger", "agent-replaced", "--script", "seen")
+    agent = make_agent("cfg")
+    old_id = agent.agent_id
+    tetherd.ctl("config", "set", "--agent", old_id, "log_level=debug")
+    agent.start()
+
+    def by_trigger() -> dict[str, list[dict[str, Any]]]:
+        got: dict[str, list[dict[str, Any]]] = {}
+        for line in _lines(seen) if seen.exists() else []:
+            payload = json.loads(line)
+            got.setdefault(payload["trigger"], []).append(payload)
+        return got
+
+    drift = wait_until(lambda: by_trigger().get("config-drift"), what="config-drift")
+    assert drift[0]["agent"]["agent_id"] == old_id and drift[0]["config"]["desired"]["log_level"] == "debug"
+    assert drift[0]["config"]["desired_sha256"] != drift[0]["config"]["reported_sha256"]
+    agent.kill()
+    again = subprocess.run(
+        [str(BIN / "tether-agent"), "enroll", "--server", tetherd.url, "--key", tetherd.enroll_key,
+         "--state-dir", str(agent.state_dir), "--machine-uuid", "re-imaged-machine", "--json"],
+        capture_output=True, text=True, env=agent.env, timeout=30)
+    assert again.returncode == 0, again.stderr
+    new_id = json.loads(again.stdout)["agent_id"]
+    replaced = wait_until(lambda: by_trigger().get("agent-replaced"), what="agent-replaced")
+    assert replaced[0]["agent"]["agent_id"] == new_id and replaced[0]["replaced"]["agent_id"] == old_id
+    assert replaced[0]["agent"]["machine_uuid"] == "re-imaged-machine"

@@ -44,7 +44,8 @@ from .store.hook_records import HookRecord, OutboxIn, OutboxRow, RunRecord
 log = logging.getLogger("tether.hooks")
 
 AFTER = {"task.create": "after-task", "agent.enroll": "after-enroll", "agent.online": "agent-online",
-         "agent.offline": "agent-offline", "timer.schedule": "after-schedule-fired", "alert.record": "alert"}
+         "agent.offline": "agent-offline", "timer.schedule": "after-schedule-fired", "alert.record": "alert",
+         "config_drift": "config-drift"}
 """The after-trigger each operation fires (``after-task-done`` is read from delivery changes)."""
 BEFORE = {"task.create": "before-task", "agent.enroll": "before-enroll"}
 """The before-trigger awaited where each operation starts."""
@@ -82,6 +83,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "agent": {"agent_id": "00000000-sample", "hostname": "sample-host", "platform": "linux", "tags": ["sample"]},
     "schedule": {"schedule_id": 0},
     "alert": {"alert_id": 0, "kind": "integrity", "name": "sample alert", "severity": "medium", "count": 1},
+    "config": {"desired": {"scan_interval": 3600}, "desired_sha256": "0" * 64, "reported_sha256": "1" * 64},
+    "replaced": {"agent_id": "00000000-replaced"},
 }
 """What ``tetherctl hooks test`` sends, by payload key (with ``"sample": true``)."""
 
@@ -163,6 +166,13 @@ class Hooks:
             if hooks:
                 for own in self._after_payloads(trigger, happened):
                     self._queue(trigger, hooks, own)
+            if operation == "agent.enroll" and happened.effects.result.replaces:
+                replacing = self._enabled.get("agent-replaced")
+                if replacing:
+                    enrolled = happened.effects.result
+                    self._queue("agent-replaced", replacing, {
+                        "agent": {**happened.subject, "agent_id": enrolled.agent_id, "tags": enrolled.tags},
+                        "replaced": {"agent_id": enrolled.replaces}})
         if happened.effects.changes and "after-task-done" in self._enabled:
             for change in happened.effects.changes:
                 if change.new in TERMINAL:
@@ -192,6 +202,10 @@ class Hooks:
                 return []
             return [{"schedule": {"schedule_id": subject},
                      "task": {"task_id": result, "deliveries": len(happened.effects.items)}}]
+        if trigger == "config-drift":
+            return [{"agent": {"agent_id": subject},
+                     "config": {"desired": result.desired, "desired_sha256": result.desired_hash,
+                                "reported_sha256": result.reported_hash}}]
         if trigger == "alert":  # new distinct alerts only: a repeat is counted, not told
             return [{"agent": {"agent_id": a.agent_id},
                      "alert": {"alert_id": a.alert_id, "kind": a.kind, "name": a.name, "severity": a.severity,

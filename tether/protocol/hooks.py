@@ -54,6 +54,10 @@ TRIGGERS: dict[str, Trigger] = {t.name: t for t in (
     Trigger("agent-offline", False, ("agent",), "an agent's session ended"),
     Trigger("after-schedule-fired", False, ("schedule", "task"), "a recurring schedule created its task"),
     Trigger("alert", False, ("agent", "alert"), "an agent raised a new distinct alert (not a repeat)"),
+    Trigger("config-drift", False, ("agent", "config"),
+            "an agent's session opened with a configuration other than its desired one"),
+    Trigger("agent-replaced", False, ("agent", "replaced"),
+            "an enrollment from another machine UUID replaced an agent (re-imaged, cloned)"),
 )}
 """Every trigger by name, in the order shown by ``tetherctl hooks add --help``."""
 
