@@ -47,6 +47,20 @@ def _lines(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line.strip()]
 
 
+def _by_trigger(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """The payloads a recording script appended to ``path``, by trigger."""
+    got: dict[str, list[dict[str, Any]]] = {}
+    for line in _lines(path) if path.exists() else []:
+        payload = json.loads(line)
+        got.setdefault(payload["trigger"], []).append(payload)
+    return got
+
+
+def recorder(tetherd: Tetherd, path: Path) -> None:
+    """The script ``seen``: appends each payload it is given to ``path``, one JSON line each."""
+    script(tetherd, "seen", f'#!/bin/sh\necho "$1" | base64 -d >> {path}\necho >> {path}\n')
+
+
 def hook(tetherd: Tetherd, *args: str) -> dict[str, Any]:
     return tetherd.ctl("hooks", "add", *args)[1]  # type: ignore[no-any-return]
 
@@ -226,7 +240,7 @@ def test_enroll_hooks_veto_and_notify(tetherd: Tetherd, tmp_path: Path, env: dic
     seen = tmp_path / "enrolled"
     script(tetherd, "no-lab", '#!/bin/sh\necho "$1" | base64 -d | grep -q \'"hostname"\' && '
                               'echo \'{"result": "failure", "message": "enrollment closed"}\'\n')
-    script(tetherd, "seen", f'#!/bin/sh\necho "$1" | base64 -d >> {seen}\necho >> {seen}\n')
+    recorder(tetherd, seen)
     hook(tetherd, "closed", "--trigger", "before-enroll", "--script", "no-lab")
     hook(tetherd, "seen", "--trigger", "after-enroll", "--script", "seen")
     hook(tetherd, "online", "--trigger", "agent-online", "--script", "seen")
@@ -284,7 +298,7 @@ def test_a_thousand_runs_to_a_down_target_are_kept_and_delivered_once_it_is_up(
 
 def test_after_task_done_and_agent_offline(tetherd: Tetherd, make_agent: Any, tmp_path: Path) -> None:
     seen = tmp_path / "seen"
-    script(tetherd, "seen", f'#!/bin/sh\necho "$1" | base64 -d >> {seen}\necho >> {seen}\n')
+    recorder(tetherd, seen)
     hook(tetherd, "done", "--trigger", "after-task-done", "--script", "seen")
     hook(tetherd, "offline", "--trigger", "agent-offline", "--script", "seen")
     one, two = make_agent("d1", "pair", start=True), make_agent("d2", "pair", start=True)
@@ -292,11 +306,7 @@ def test_after_task_done_and_agent_offline(tetherd: Tetherd, make_agent: Any, tm
     tetherd.ctl("wait", str(task_id), "--timeout", "60")
 
     def by_trigger() -> dict[str, list[dict[str, Any]]]:
-        got: dict[str, list[dict[str, Any]]] = {}
-        for line in _lines(seen) if seen.exists() else []:
-            payload = json.loads(line)
-            got.setdefault(payload["trigger"], []).append(payload)
-        return got
+        return _by_trigger(seen)
 
     done = wait_until(lambda: by_trigger().get("after-task-done"), what="after-task-done")
     assert len(done) == 1 and done[0]["task"]["task_id"] == task_id
@@ -314,7 +324,7 @@ def test_an_alert_hook_fires_for_a_new_distinct_alert_not_a_repeat(tetherd: Teth
     from harness import BIN
 
     seen = tmp_path / "alerts"
-    script(tetherd, "seen", f'#!/bin/sh\necho "$1" | base64 -d >> {seen}\necho >> {seen}\n')
+    recorder(tetherd, seen)
     hook(tetherd, "alerts", "--trigger", "alert", "--script", "seen")
     agent = make_agent("al")
 
@@ -342,7 +352,7 @@ def test_config_drift_and_agent_replaced_hooks(tetherd: Tetherd, make_agent: Any
     from harness import BIN
 
     seen = tmp_path / "fleet"
-    script(tetherd, "seen", f'#!/bin/sh\necho "$1" | base64 -d >> {seen}\necho >> {seen}\n')
+    recorder(tetherd, seen)
     hook(tetherd, "drift", "--trigger", "config-drift", "--script", "seen")
     hook(tetherd, "replaced", "--trigger", "agent-replaced", "--script", "seen")
     agent = make_agent("cfg")
@@ -351,11 +361,7 @@ def test_config_drift_and_agent_replaced_hooks(tetherd: Tetherd, make_agent: Any
     agent.start()
 
     def by_trigger() -> dict[str, list[dict[str, Any]]]:
-        got: dict[str, list[dict[str, Any]]] = {}
-        for line in _lines(seen) if seen.exists() else []:
-            payload = json.loads(line)
-            got.setdefault(payload["trigger"], []).append(payload)
-        return got
+        return _by_trigger(seen)
 
     drift = wait_until(lambda: by_trigger().get("config-drift"), what="config-drift")
     assert drift[0]["agent"]["agent_id"] == old_id and drift[0]["config"]["desired"]["log_level"] == "debug"
