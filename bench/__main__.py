@@ -8,7 +8,7 @@
     python -m bench hooks          [--per-agent 300]     (task.create with 0/1/5 after-hooks, one before-hook)
     python -m bench timers         [--agents 1000000]    (pending wheel entries)
     python -m bench hostile        [--only CASE,...]     (the worst single messages: tetherd's loop lag)
-    python -m bench reports        [--agents 10000]  [--per-agent 1] [--minutes 2]  (alerts a minute per agent; one repeat)
+    python -m bench reports        [--agents 10000]  [--per-agent 1] [--minutes 2]  (state every 5 min + an alert a minute per agent; one repeat)
     python -m bench soak           [--agents 1000]   [--minutes 10] [--rate 200] [--ttl S]  (one repeat)
     python -m bench mqtt-drain | mqtt-reconnect      (Mosquitto + paho-mqtt, same workloads)
     python -m bench ws-drain | ws-reconnect | ws-storm | ws-idle   (raw-websockets baseline)

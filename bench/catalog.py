@@ -27,8 +27,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                       "(~100,000 runs a minute by default: 18,000 sequences); tetherd CPU over one minute"},
     "reports": {"run": run_reports, "agents": 10_000, "per_agent": 1, "procs": 2, "arg_bytes": 0, "minutes": 2.0,
                 "repeat": 1,
-                "what": "every agent sends one alert a minute (--per-agent: distinct alerts each cycles through; 0: "
-                        "every one new): tetherd CPU and database growth per hour over a --minutes window"},
+                "what": "every agent sends its state on open and every 5 minutes and one alert a minute (--per-agent: "
+                        "distinct alerts each cycles through; 0: every one new): tetherd CPU, database growth and "
+                        "state history rows per hour over a --minutes window"},
     "soak": {"run": run_soak, "agents": 1000, "per_agent": 0, "procs": 4, "arg_bytes": 0, "minutes": 10.0,
              "rate": 200, "ttl": 0, "repeat": 1,
              "what": "tasks flowing for --minutes at --rate a second (single agents, tags, all) while seeded agents "
@@ -52,8 +53,9 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "create": ("single_tasks_per_s", "create_latency_p50_ms", "fanout_committed_s", "fanout_pushed_s",
                "fanout_done_s", "errors"),
     "polls": ("runs_per_minute", "tetherd_cpu_percent", "tetherd_cpu_ms_per_run", "asyncio_tasks_peak"),
-    "reports": ("tetherd_cpu_percent", "tetherd_cpu_us_per_alert", "db_growth_mib_per_hour", "alert_rows_per_hour",
-                "alerts_per_s_recorded"),
+    "reports": ("tetherd_cpu_percent", "tetherd_cpu_s_per_hour", "tetherd_cpu_us_per_alert",
+                "tetherd_cpu_us_per_state", "db_growth_mib_per_hour", "alert_rows_per_hour", "history_rows_per_hour",
+                "alerts_per_s_recorded", "states_per_s_sent"),
     "soak": ("verdict", "deliveries_created", "deliveries_done", "errors", "rss_start_mib", "rss_end_mib",
              "rss_peak_mib", "rss_bound_mib", "cuts"),
     "hostile": ("worst_lag_ms", "worst_case", "quiet_lag_ms"),
