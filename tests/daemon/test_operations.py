@@ -168,6 +168,20 @@ async def test_every_operation_is_observed_after_its_effects_are_applied(operati
     assert untask == "task.cancel"
 
 
+async def test_an_answered_operation_waits_for_what_its_observers_wrote(operations: Operations) -> None:
+    """A console told "task created" can count on the task's after-hook runs surviving a
+    crash: ``create_task`` returns only once the observer's write (the outbox) is committed."""
+    a = await enrolled(operations.store, "a")
+    outbox_write: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    operations.after.append(lambda h: outbox_write if h.operation == "task.create" else None)
+    creating = asyncio.create_task(operations.create_task(task("agent", a)))
+    for _ in range(20):
+        await asyncio.sleep(0)  # every step the operation could take on its own
+    assert not creating.done()  # before the change: answered while its hook runs were not yet kept
+    outbox_write.set_result(None)
+    assert (await asyncio.wait_for(creating, 5)).result == 1
+
+
 # -- the loop ------------------------------------------------------------------------------
 
 

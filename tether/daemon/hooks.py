@@ -8,7 +8,8 @@
   message. Each run is recorded before the answer.
 * After-triggers observe :attr:`Operations.after <tether.daemon.operations.Operations.after>`:
   an operation that has hooks queues one run per hook in the store's outbox (one write, in
-  the group commit after the operation's); one without costs a dict lookup. The outbox is
+  the group commit after the operation's, which an answered operation waits for before it
+  answers); one without costs a dict lookup. The outbox is
   delivered at least once by :meth:`Hooks.run`: a run leaves it only when its end is
   recorded, so what was queued before a crash runs after the restart. A failure is retried
   with exponential backoff for ``hook_retry_for`` seconds; while a hook fails, only the runs
@@ -154,30 +155,33 @@ class Hooks:
 
     # -- after-triggers: queued -----------------------------------------------------------------
 
-    def observe(self, happened: Happened) -> None:
-        """Called by the operations core after every operation: queue its hooks' runs."""
+    def observe(self, happened: Happened) -> asyncio.Future[Any] | None:
+        """Called by the operations core after every operation: queue its hooks' runs. Returns
+        the outbox write (or ``None``): an answered operation answers once its runs are kept."""
+        queued: list[asyncio.Future[Any]] = []
         operation = happened.operation
         if operation.startswith("hook."):
             self._hook_changed(happened)
-            return
+            return None
         trigger = AFTER.get(operation)
         if trigger is not None:
             hooks = self._enabled.get(trigger)
             if hooks:
                 for own in self._after_payloads(trigger, happened):
-                    self._queue(trigger, hooks, own)
+                    self._queue(trigger, hooks, own, queued=queued)
             if operation == "agent.enroll" and happened.effects.result.replaces:
                 replacing = self._enabled.get("agent-replaced")
                 if replacing:
                     enrolled = happened.effects.result
                     self._queue("agent-replaced", replacing, {
                         "agent": {**happened.subject, "agent_id": enrolled.agent_id, "tags": enrolled.tags},
-                        "replaced": {"agent_id": enrolled.replaces}})
+                        "replaced": {"agent_id": enrolled.replaces}}, queued=queued)
         if happened.effects.changes and "after-task-done" in self._enabled:
             for change in happened.effects.changes:
                 if change.new in TERMINAL:
                     self._done_checks.add(change.task_id)
             self._wake.set()
+        return asyncio.gather(*queued, return_exceptions=True) if queued else None
 
     def _hook_changed(self, happened: Happened) -> None:
         if happened.operation == "hook.rm":
@@ -216,7 +220,8 @@ class Hooks:
         return {"version": PAYLOAD_VERSION, "trigger": trigger, "hook": hook.name, "at": self.clock.time(),
                 "who": who, **own, **hook.data}
 
-    def _queue(self, trigger: str, hooks: list[HookRecord], own: dict[str, Any], dedup: str | None = None) -> None:
+    def _queue(self, trigger: str, hooks: list[HookRecord], own: dict[str, Any], dedup: str | None = None,
+               queued: list[asyncio.Future[Any]] | None = None) -> None:
         who = ACTOR.get()
         if self.pending + len(hooks) > self.outbox_max:
             self.dropped += len(hooks)
@@ -235,6 +240,8 @@ class Hooks:
             self._backlog_told = True
             log.warning("event=hook_outbox_backlog pending=%d max=%d", self.pending, self.outbox_max)
         fut.add_done_callback(lambda f: self._queued(f, len(rows), trigger))
+        if queued is not None:
+            queued.append(fut)
 
     def _queued(self, fut: asyncio.Future[Any], count: int, trigger: str) -> None:
         if fut.cancelled() or fut.exception() is not None:

@@ -85,7 +85,11 @@ class Happened:
     effects: Effects[Any]
 
 
-Observer = Callable[[Happened], None]
+Observer = Callable[[Happened], "Awaitable[Any] | None"]
+"""Told each operation once it is committed and applied. What it returns, if anything, is what
+it wrote because of the operation (after-hook runs queued in the outbox): an operation that is
+answered (a console's ``task.create``, an agent's enrollment) answers only once that is
+committed too, so whoever saw the answer can count on it surviving a crash."""
 
 Gate = Callable[[str, Any], Awaitable[None]]
 """Awaited with (operation, subject) before the operation writes; raises ProtocolError to refuse it."""
@@ -206,12 +210,28 @@ class Operations:
             self._observe(Happened(operation, subject, effects))
         return effects
 
-    def _observe(self, happened: Happened) -> None:
+    async def _answered(self, operation: str, subject: Any, effects: Effects[T]) -> Effects[T]:
+        """:meth:`_done` for an operation whose peer is answered: returns once what the
+        observers wrote because of it is committed as well (a failure there is theirs to log:
+        the operation stands)."""
+        self.apply(effects)
+        if self.after:
+            writes = self._observe(Happened(operation, subject, effects))
+            if writes:
+                await asyncio.gather(*writes, return_exceptions=True)
+        return effects
+
+    def _observe(self, happened: Happened) -> list[Awaitable[Any]]:
+        writes: list[Awaitable[Any]] = []
         for observer in list(self.after):
             try:
-                observer(happened)
+                wrote = observer(happened)
             except Exception:
                 log.exception("event=observer_failed operation=%s", happened.operation)
+                continue
+            if wrote is not None:
+                writes.append(wrote)
+        return writes
 
     # -- tasks -----------------------------------------------------------------------------
 
@@ -220,7 +240,7 @@ class Operations:
         selector or all agents, until its ttl); unless a before-hook refuses it."""
         if self.gate is not None:
             await self.gate("task.create", task)
-        effects = self._done("task.create", task, await self.store.create_task(task, self.clock.time()))
+        effects = await self._answered("task.create", task, await self.store.create_task(task, self.clock.time()))
         target = f"selector:{task.selector!r}" if task.selector is not None else \
             "all" if task.target_kind == "all" else f"{task.target_kind}:{task.target}"
         log.info("event=task_created task_id=%d command=%s target=%s deliveries=%d", effects.result, task.command,
@@ -256,7 +276,7 @@ class Operations:
             await self.gate("agent.enroll", facts)
         effects = await self.store.enroll(key, machine_uuid, hostname, platform, tags, self.clock.time(),
                                           proof=proof, certificate=certificate)
-        enrolled = self._done("agent.enroll", facts, effects).result
+        enrolled = (await self._answered("agent.enroll", facts, effects)).result
         if enrolled.replaces:
             # The old identity's token is void: a session still open with it ends (4010).
             self.push.cut_off(enrolled.replaces, f"agent {enrolled.replaces} was replaced by agent "
