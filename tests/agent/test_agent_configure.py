@@ -3,13 +3,17 @@ its own settings and its handlers, or nothing of it when it is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.agent import Agent, Journal
 from tether.agent.client import AgentClient
 from tether.agent.logfmt import LOGGER
+
+if TYPE_CHECKING:
+    from conftest import StartAgent
 
 
 async def test_a_configuration_is_applied_and_its_handlers_see_every_key(tmp_path: Path) -> None:
@@ -54,3 +58,25 @@ async def test_a_refused_configuration_changes_nothing_and_says_why(tmp_path: Pa
         assert client._config_error.startswith("invalid configuration: state_interval must be a duration")
         assert await client.configure({})
         assert client.config == {} and client._config_error == "" and client.state_interval == 300.0
+
+
+async def test_a_restarted_agent_runs_with_the_configuration_it_had(start_agent: StartAgent) -> None:
+    """Kept in the journal: a restart is not a drift (tetherd would push it again, and a
+    ``config-drift`` hook fire, at every restart of a configured agent)."""
+    agent = Agent()
+    seen: list[Any] = []
+
+    @agent.on_config
+    def keep(config: dict[str, Any]) -> None:
+        seen.append(config.get("app.mode"))
+
+    first = await start_agent(agent)
+    assert await first.client.configure({"state_interval": 60, "app.mode": "strict"})
+    assert first.journal.config() == {"state_interval": 60.0, "app.mode": "strict"}
+    await first.stopped()
+    again = await start_agent(agent)  # the same state: its journal
+    async with asyncio.timeout(5):
+        while again.client.sessions == 0:  # noqa: ASYNC110 -- restored before its first session opens
+            await asyncio.sleep(0.01)
+    assert again.client.config == {"state_interval": 60.0, "app.mode": "strict"}
+    assert again.client.state_interval == 60.0 and seen == ["strict", "strict"]

@@ -576,8 +576,9 @@ def test_a_v2_journal_keeps_its_identity_and_deliveries_and_learns_tls_files(tmp
     db.execute("COMMIT")
     db.close()
     with Journal(path) as journal:
-        assert schema_of(path)[0] == SCHEMA_VERSION == 4
+        assert schema_of(path)[0] == SCHEMA_VERSION == 5
         assert journal.alerts() == []  # 3 -> 4: the alert outbox, empty
+        assert journal.config() == {}  # 4 -> 5: the defaults
         # Enrolled before TLS files were kept: none, so the system's CA store, as before.
         assert journal.identity() == Identity("wss://d:1", "a7", "tok", "m-7", ("lab",), TLSFiles())
         assert journal.pending() == [(1, 1, 2)]
@@ -610,3 +611,13 @@ def test_the_alert_outbox_keeps_the_newest(tmp_path: Path, monkeypatch: pytest.M
         for _ in range(5):
             journal.add_alert(lambda i: b"%d" % i)
         assert [i for i, _ in journal.alerts()] == [3, 4, 5]
+
+
+def test_the_configuration_applied_is_kept_across_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    with Journal(path) as journal:
+        assert journal.config() == {}
+        journal.set_config({"state_interval": 60.0, "app.mode": "strict"})
+        journal.set_config({"state_interval": 120.0})
+    with Journal(path) as journal:
+        assert journal.config() == {"state_interval": 120.0}

@@ -266,6 +266,9 @@ class AgentClient:
             if self.once:
                 self.ran.append(Ran(delivery_id, run, 0, "", ok=False, error=RESTARTED_WHILE_RUNNING))
         self._prune()
+        saved = self._journal.config()
+        if saved:  # what it ran with before it stopped, until tetherd says otherwise
+            await self.configure(saved)
         self._runner.start()
         for priority, delivery_id, run in self._journal.pending():
             self._runner.submit(priority, delivery_id, run)
@@ -555,6 +558,8 @@ class AgentClient:
         except Exception as exc:
             self._config_error = f"on_config handler failed: {type(exc).__name__}: {exc}"[:1024]
         else:
+            if checked != self.config:
+                self._journal.set_config(checked)
             self.config, self._config_error = checked, ""
             self.state_interval = whole["state_interval"]
             LOGGER.setLevel(whole["log_level"].upper())

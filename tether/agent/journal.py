@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tether.protocol import MSGPACK, Result, Task
 from tether.protocol.lifecycle import OPEN_RUNS, RUN, RunEvent, RunState, moves, sql_in, sql_value
@@ -243,6 +244,18 @@ class Journal:
         agent is that one from now on, with the same token; its journal stays."""
         with self._tx(statements=1) as db:
             db.execute("UPDATE identity SET agent_id = ? WHERE id = 1", (agent_id,))
+
+    # -- configuration -----------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        """The configuration last applied (what differs from the defaults; ``{}``: none),
+        so a restarted agent runs with it before its session opens (and is not drifted)."""
+        row = self._db.execute("SELECT settings FROM config WHERE id = 1").fetchone()
+        return {} if row is None else dict(json.loads(row[0]))
+
+    def set_config(self, settings: dict[str, Any]) -> None:
+        with self._tx(statements=1) as db:
+            db.execute("INSERT OR REPLACE INTO config (id, settings) VALUES (1, ?)", (json.dumps(settings),))
 
     # -- deliveries --------------------------------------------------------------------
 

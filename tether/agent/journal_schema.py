@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """``PRAGMA user_version``. 1: keyed by delivery id; 2: keyed by (delivery id, run);
-3: the identity names the TLS files of a wss:// daemon; 4: the alert outbox."""
+3: the identity names the TLS files of a wss:// daemon; 4: the alert outbox; 5: the
+configuration the agent runs with."""
 
 _DELIVERIES = """
 CREATE TABLE {name} (
@@ -58,6 +59,12 @@ CREATE TABLE alerts (
     frame BLOB NOT NULL     -- the encoded Alert frame, sent until tetherd names it in an ``alerted``
 )"""
 
+_CONFIG = """
+CREATE TABLE config (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    settings TEXT NOT NULL  -- JSON: what differs from the defaults, as last applied
+)"""
+
 
 def _statements(script: str) -> list[str]:
     return [part for part in script.split(";") if part.strip()]
@@ -70,10 +77,10 @@ def migrate(db: sqlite3.Connection, version: int) -> None:
     """Bring a journal from schema ``version`` to :data:`SCHEMA_VERSION`, inside the
     caller's transaction (a failure leaves the file as it was), one version at a time."""
     if version == 0:  # a new file
-        for statement in _statements(_SCHEMA + ";" + _ALERTS):
+        for statement in _statements(_SCHEMA + ";" + _ALERTS + ";" + _CONFIG):
             db.execute(statement)
         return
-    if version not in (1, 2, 3):
+    if version not in (1, 2, 3, 4):
         raise RuntimeError(f"journal schema {version} is not one this tether-agent can migrate")
     if version == 1:
         # SQLite cannot change a primary key: build the v2 table, copy, drop, rename
@@ -90,5 +97,8 @@ def migrate(db: sqlite3.Connection, version: int) -> None:
         # 2 -> 3: an agent enrolled before knew no TLS files ("": the system's CA store).
         for column in _TLS_COLUMNS:
             db.execute(f"ALTER TABLE identity ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
-    # 3 -> 4: the alert outbox, empty.
-    db.execute(_ALERTS)
+    if version <= 3:
+        # 3 -> 4: the alert outbox, empty.
+        db.execute(_ALERTS)
+    # 4 -> 5: no configuration applied yet (the defaults).
+    db.execute(_CONFIG)
