@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness import AgentProc, Tetherd, wait_until
+from harness import BIN, AgentProc, Tetherd, wait_until
 
 
 def config(tetherd: Tetherd, agent_id: str) -> dict:
@@ -42,11 +44,21 @@ def test_a_drifted_agent_gets_its_configuration_on_connect_and_is_no_longer_drif
     assert json.loads(log.read_text().splitlines()[-1]) == after["desired"]  # the on_config hook saw it all
     agent.log.wait_for(r"config_applied .*state_interval=600")
     assert tetherd.log.wait_for(rf"event=config_drift agent_id={agent.agent_id}")
-    # A restart keeps nothing on disk: the agent reports the defaults, is sent its configuration again.
+    env = {**tetherd.env, "TETHER_URL": tetherd.url, "TETHER_TOKEN": tetherd.admin_token}
+    shown = subprocess.run([str(BIN / "tetherctl"), "agent", "show", agent.agent_id], capture_output=True, text=True,
+                           env=env, timeout=30, check=True).stdout
+    assert f"configuration: in sync (desired {after['desired_hash'][:16]})" in shown
+    # A restart is no drift: the agent runs with the configuration its journal kept (its
+    # handlers see it again) and reports it in sync; tetherd pushes nothing.
     agent.kill(signal.SIGTERM)
+    restarted = time.time()
     agent.start()
-    wait_until(lambda: len(log.read_text().splitlines()) == 2, what="the configuration pushed again")
-    wait_until(lambda: config(tetherd, agent.agent_id)["drift"] is False, what="in sync again")
+    wait_until(lambda: len(log.read_text().splitlines()) == 2, what="the configuration applied again at start")
+    wait_until(lambda: (tetherd.ctl("agent", "show", agent.agent_id)[1]["state_at"] or 0) > restarted,
+               what="the restarted agent's first state report")
+    assert json.loads(log.read_text().splitlines()[-1]) == after["desired"]
+    assert config(tetherd, agent.agent_id)["drift"] is False
+    assert tetherd.log.text().count(f"event=config_drift agent_id={agent.agent_id}") == 1
 
 
 def test_an_online_agent_gets_a_change_at_once_and_a_refusal_is_shown(

@@ -175,10 +175,24 @@ def render_agent(result: Any) -> str:
             last = state.last_task
             facts.append(("last task", f"{last.command} at {fmt_time(last.at)} ({'ok' if last.ok else 'not ok'})"))
         parts.append(f"state (reported {fmt_time(detail.state_at)}):\n{_fields(facts)}")
+    if detail.config is not None:
+        parts.append(f"configuration: {_config_status(detail.config)}")
     if detail.changes:
         rows = [(fmt_time(c.at), c.fact, _fact(c.fact, c.old), _fact(c.fact, c.new)) for c in detail.changes]
         parts.append("state changes (newest first):\n" + render_table(("AT", "FACT", "BEFORE", "AFTER"), rows))
     return "\n".join(parts)
+
+
+def _config_status(config: rpc.AgentConfigView) -> str:
+    """One line: in sync, drifted (and why), or never reported."""
+    desired = f"desired {config.desired_hash[:16]}"
+    if config.error:
+        return f"not applied: {config.error} ({desired})"
+    if config.reported_hash is None:
+        return f"not reported yet ({desired}; sent when it connects)"
+    if config.drift:
+        return f"drifted: reported {config.reported_hash[:16]}, {desired} (tetherctl config show {config.agent_id})"
+    return f"in sync ({desired})"
 
 
 def _setting(value: Any) -> str:

@@ -125,6 +125,7 @@ class ConsoleRPC:
     async def m_agent_get(self, p: AgentShow, emit: Emit) -> Any:
         detail = _known_agent(await self.store.get_agent(p.agent_id, changes=p.changes), p.agent_id)
         detail.agent.online = self.operations.push.online(p.agent_id)
+        detail.config = await self.store.agent_config(p.agent_id)
         return detail
 
     # -- agents' configuration ------------------------------------------------------------

@@ -636,6 +636,8 @@ class AgentDetail(View):
     state_at: float | None = None
     changes: list[StateChange] = []
     """Its newest state changes, newest first."""
+    config: AgentConfigView | None = None
+    """Its configuration status: desired, reported, drifted or not (``config show`` has the keys)."""
 
 
 class ConfigLayerView(View):
