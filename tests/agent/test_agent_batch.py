@@ -259,12 +259,8 @@ async def test_held_frames_go_out_with_an_ack_or_after_the_hold(
     assert isinstance(started, Progress) and started.delivery_id == 2
 
 
-async def test_a_sync_command_cancelled_in_the_batch_that_brought_it_never_runs(
-    daemon: FakeDaemon, start_agent: StartAgent
-) -> None:
-    """Issue 17.14: a sync handler cannot be interrupted once started, so a cancel read with
-    its task must be applied before the task is claimed (it was claimed, then the handler
-    ran in its thread and its result was dropped)."""
+def noting_agent() -> tuple[Agent, list[int]]:
+    """An agent whose sync command ``note`` notes the delivery id it ran for."""
     agent = Agent()
     ran: list[int] = []
 
@@ -272,6 +268,16 @@ async def test_a_sync_command_cancelled_in_the_batch_that_brought_it_never_runs(
     def note(args: dict[str, Any], *, ctx: Any) -> None:
         ran.append(ctx.delivery_id)
 
+    return agent, ran
+
+
+async def test_a_sync_command_cancelled_in_the_batch_that_brought_it_never_runs(
+    daemon: FakeDaemon, start_agent: StartAgent
+) -> None:
+    """Issue 17.14: a sync handler cannot be interrupted once started, so a cancel read with
+    its task must be applied before the task is claimed (it was claimed, then the handler
+    ran in its thread and its result was dropped)."""
+    agent, ran = noting_agent()
     daemon.features = ("batch",)
     running = await start_agent(agent)
     session = await daemon.next_session()
@@ -286,13 +292,7 @@ async def test_a_task_cancelled_after_a_committed_in_the_same_read_never_runs(
     """Issue 17.14: the agent applies every frame already received before starting new work,
     whatever lies between a task and its cancel (a ``committed`` did start it: it was applied
     by journaling and claiming the tasks read before it)."""
-    agent = Agent()
-    ran: list[int] = []
-
-    @agent.command("note")
-    def note(args: dict[str, Any], *, ctx: Any) -> None:
-        ran.append(ctx.delivery_id)
-
+    agent, ran = noting_agent()
     daemon.features = ("batch",)
     running = await start_agent(agent)
     session = await daemon.next_session()
